@@ -1,0 +1,1 @@
+"""LifecycleZero endpoint agent: discovery of local AI engines and models, and host containment."""

@@ -1,0 +1,160 @@
+"""Turn processes, sockets and probes into :class:`agent.inventory.Engine` records.
+
+A port alone is never a detection: only processes named by a signature are
+considered, and they are confirmed only when one of the signature's probes
+answers on one of their own listening sockets.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+from agent.discovery.probes import ProbeResult, probe
+from agent.discovery.sensitive import sensitive_files
+from agent.discovery.signatures import SIGNATURES, Signature, match
+from agent.inventory import CONFIRMED, UNCONFIRMED, Connection, Endpoint, Engine
+from agent.platform import Handles, Platform, ProcessInfo, SocketInfo
+
+# Files under these prefixes belong to the OS or the engine install, not to the user's data.
+_SYSTEM_PREFIXES = ("/usr/", "/lib/", "/lib64/", "/opt/", "/snap/", "/nix/", "/proc/", "/sys/", "/dev/", "/run/")
+_MAX_PROBED_PORTS = 8
+
+
+@dataclass(frozen=True)
+class DiscoverySettings:
+    """Knobs for one discovery pass."""
+
+    probe_timeout: float = 0.5
+    sensitive_patterns: tuple[str, ...] = ()
+    signatures: tuple[Signature, ...] = SIGNATURES
+    workers: int = 8
+
+
+@dataclass(frozen=True)
+class _Candidate:
+    process: ProcessInfo
+    signature: Signature
+    handles: Handles
+    listening: tuple[SocketInfo, ...]
+    established: tuple[SocketInfo, ...]
+    probeable: bool
+
+
+def discover_engines(platform: Platform, settings: DiscoverySettings) -> list[Engine]:
+    """Every engine process on the host, confirmed or not, sorted by kind then pid."""
+    candidates = _dedupe(
+        [
+            _candidate(process, signature, platform)
+            for process in platform.processes()
+            if (signature := match(process, platform, settings.signatures)) is not None
+        ]
+    )
+    with ThreadPoolExecutor(max_workers=max(1, settings.workers)) as pool:
+        engines = list(pool.map(lambda c: _engine(c, settings), candidates))
+    return sorted(engines, key=lambda e: (e.kind, e.pid))
+
+
+def _candidate(process: ProcessInfo, signature: Signature, platform: Platform) -> _Candidate:
+    handles = platform.handles(process.pid)
+    own = [s for s in platform.tcp_sockets(process.pid) if s.inode in handles.sockets]
+    listening = tuple(s for s in own if s.listening)
+    listen_ports = {s.local_port for s in listening}
+    established = tuple(
+        s
+        for s in own
+        if not s.listening and not _is_loopback(s.remote_address) and s.local_port not in listen_ports
+    )
+    return _Candidate(process, signature, handles, listening, established, platform.shares_network(process.pid))
+
+
+def _dedupe(candidates: list[_Candidate]) -> list[_Candidate]:
+    """Worker processes inherit their parent's listening socket; report the socket's lowest pid once."""
+    seen: set[int] = set()
+    kept: list[_Candidate] = []
+    for candidate in sorted(candidates, key=lambda c: c.process.pid):
+        inodes = {s.inode for s in candidate.listening}
+        if inodes and inodes <= seen:
+            continue
+        seen |= inodes
+        kept.append(candidate)
+    return kept
+
+
+def _engine(candidate: _Candidate, settings: DiscoverySettings) -> Engine:
+    process = candidate.process
+    endpoints = tuple(
+        sorted(
+            {Endpoint(s.local_address, s.local_port, not _is_loopback(s.local_address)) for s in candidate.listening},
+            key=lambda e: (e.port, e.address),
+        )
+    )
+    result, evidence = _confirm(candidate, endpoints, settings.probe_timeout)
+    return Engine(
+        kind=candidate.signature.kind,
+        pid=process.pid,
+        exe=process.exe,
+        user=process.user,
+        version=result.version if result else None,
+        listen=endpoints,
+        confirmed=result is not None,
+        confidence=CONFIRMED if result else UNCONFIRMED,
+        models_loaded=result.models_loaded if result else (),
+        models_installed=result.models_installed if result else (),
+        open_sensitive_files=sensitive_files(_user_files(candidate), settings.sensitive_patterns, process.user),
+        outbound=tuple(
+            sorted(
+                {Connection(s.local_address, s.local_port, s.remote_address, s.remote_port) for s in candidate.established},
+                key=lambda c: (c.remote_address, c.remote_port, c.local_port),
+            )
+        ),
+        auth_required=result.auth_required if result else False,
+        evidence=(f"signature {candidate.signature.kind} matched process {process.name!r}", *evidence),
+    )
+
+
+def _confirm(
+    candidate: _Candidate, endpoints: Sequence[Endpoint], timeout: float
+) -> tuple[ProbeResult | None, list[str]]:
+    """The first probe that confirms the engine on one of its ports, with the evidence gathered on the way."""
+    if not endpoints:
+        return None, ["no listening TCP socket"]
+    if not candidate.probeable:
+        return None, ["listens in another network namespace; not probed"]
+    evidence: list[str] = []
+    for endpoint in list(endpoints)[:_MAX_PROBED_PORTS]:
+        host = _probe_host(endpoint.address)
+        for family in candidate.signature.probes:
+            result = probe(family, host, endpoint.port, timeout)
+            evidence.append(f"probe {family} on port {endpoint.port}: {result.evidence}")
+            if result.confirmed:
+                return result, evidence
+    return None, evidence
+
+
+def _probe_host(address: str) -> str:
+    """Wildcard binds are probed through loopback; a specific address is the host's own and stays on-host."""
+    if address == "0.0.0.0":
+        return "127.0.0.1"
+    if address == "::":
+        return "::1"
+    return address
+
+
+def _user_files(candidate: _Candidate) -> list[str]:
+    install_dir = os.path.dirname(candidate.process.exe) + "/" if candidate.process.exe else None
+    return [
+        path
+        for path in candidate.handles.files
+        if not path.startswith(_SYSTEM_PREFIXES) and not (install_dir and path.startswith(install_dir))
+    ]
+
+
+def _is_loopback(address: str) -> bool:
+    try:
+        return ipaddress.ip_address(address).is_loopback
+    except ValueError:
+        return False

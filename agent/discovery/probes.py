@@ -1,0 +1,236 @@
+"""HTTP probes that confirm what a signature suspects.
+
+Probes only speak to the engine's own listening port on this host, with short
+timeouts and a response size cap, so a hung or hostile local server cannot
+stall or bloat a scan. An answer of 401/403 on an engine's API path still
+identifies the engine: it wants a key, which is itself worth reporting.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+_MAX_BODY = 512 * 1024
+_AUTH_STATUSES = (401, 403)
+
+
+@dataclass(frozen=True)
+class ProbeResult:
+    """What a probe learned; ``confirmed`` is False when the port did not answer like the engine."""
+
+    confirmed: bool
+    evidence: str
+    version: str | None = None
+    models_installed: tuple[str, ...] = ()
+    models_loaded: tuple[str, ...] = ()
+    auth_required: bool = False
+
+
+@dataclass(frozen=True)
+class _Reply:
+    status: int
+    body: bytes
+
+    def json(self) -> Any:
+        try:
+            return json.loads(self.body)
+        except ValueError:
+            return None
+
+
+class _Client:
+    """Tiny GET-only HTTP client bound to one host:port."""
+
+    def __init__(self, host: str, port: int, timeout: float) -> None:
+        self.host = host
+        self.port = port
+        self.timeout = timeout
+
+    def get(self, path: str) -> _Reply | None:
+        connection = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
+        try:
+            connection.request("GET", path, headers={"Accept": "application/json", "User-Agent": "lz-agent"})
+            response = connection.getresponse()
+            return _Reply(response.status, response.read(_MAX_BODY))
+        except (OSError, http.client.HTTPException):
+            return None
+        finally:
+            connection.close()
+
+
+def probe(family: str, host: str, port: int, timeout: float) -> ProbeResult:
+    """Run the probe ``family`` against ``host:port``."""
+    handler = _PROBES.get(family)
+    if handler is None:
+        return ProbeResult(False, f"unknown probe {family}")
+    return handler(_Client(host, port, timeout))
+
+
+def _names(items: Any, *keys: str) -> tuple[str, ...]:
+    """String fields of a list of dicts, first key that is present wins."""
+    if not isinstance(items, list):
+        return ()
+    found: list[str] = []
+    for item in items:
+        if isinstance(item, dict):
+            for key in keys:
+                value = item.get(key)
+                if isinstance(value, str) and value:
+                    found.append(value)
+                    break
+    return tuple(sorted(set(found)))
+
+
+def _auth(reply: _Reply | None, where: str) -> ProbeResult | None:
+    if reply is not None and reply.status in _AUTH_STATUSES:
+        return ProbeResult(True, f"{where} answered {reply.status} (key required)", auth_required=True)
+    return None
+
+
+def _ollama(client: _Client) -> ProbeResult:
+    reply = client.get("/api/version")
+    auth = _auth(reply, "/api/version")
+    if auth is not None:
+        return auth
+    body = reply.json() if reply is not None and reply.status == 200 else None
+    if not (isinstance(body, dict) and isinstance(body.get("version"), str)):
+        return ProbeResult(False, "/api/version did not answer like Ollama")
+    tags = client.get("/api/tags")
+    running = client.get("/api/ps")
+    tags_body = tags.json() if tags is not None and tags.status == 200 else None
+    running_body = running.json() if running is not None and running.status == 200 else None
+    return ProbeResult(
+        True,
+        "/api/version answered like Ollama",
+        version=body["version"],
+        models_installed=_names(tags_body.get("models") if isinstance(tags_body, dict) else None, "name", "model"),
+        models_loaded=_names(
+            running_body.get("models") if isinstance(running_body, dict) else None, "name", "model"
+        ),
+    )
+
+
+def _openai_models(client: _Client) -> tuple[_Reply | None, tuple[str, ...] | None]:
+    """``/v1/models`` and its model ids, or None when the answer is not OpenAI-shaped."""
+    reply = client.get("/v1/models")
+    body = reply.json() if reply is not None and reply.status == 200 else None
+    if isinstance(body, dict) and isinstance(body.get("data"), list):
+        return reply, _names(body["data"], "id")
+    return reply, None
+
+
+def _openai(client: _Client) -> ProbeResult:
+    reply, models = _openai_models(client)
+    auth = _auth(reply, "/v1/models")
+    if auth is not None:
+        return auth
+    if models is None:
+        return ProbeResult(False, "/v1/models did not answer like an OpenAI-compatible server")
+    return ProbeResult(True, "/v1/models answered OpenAI-compatible", models_loaded=models)
+
+
+def _llamacpp(client: _Client) -> ProbeResult:
+    props = client.get("/props")
+    auth = _auth(props, "/props")
+    if auth is not None:
+        return auth
+    body = props.json() if props is not None and props.status == 200 else None
+    if isinstance(body, dict) and ("default_generation_settings" in body or "total_slots" in body):
+        _, models = _openai_models(client)
+        build = body.get("build_info")
+        return ProbeResult(
+            True,
+            "/props answered like llama.cpp server",
+            version=build if isinstance(build, str) else None,
+            models_loaded=models or (),
+        )
+    health = client.get("/health")
+    health_body = health.json() if health is not None else None
+    if isinstance(health_body, dict) and ("status" in health_body or "error" in health_body):
+        _, models = _openai_models(client)
+        if models is not None:
+            return ProbeResult(True, "/health and /v1/models answered like llama.cpp server", models_loaded=models)
+    return ProbeResult(False, "/props and /health did not answer like llama.cpp server")
+
+
+def _lmstudio(client: _Client) -> ProbeResult:
+    reply = client.get("/api/v0/models")
+    auth = _auth(reply, "/api/v0/models")
+    if auth is not None:
+        return auth
+    body = reply.json() if reply is not None and reply.status == 200 else None
+    if isinstance(body, dict) and isinstance(body.get("data"), list):
+        entries = [m for m in body["data"] if isinstance(m, dict)]
+        loaded = [m for m in entries if m.get("state") == "loaded"]
+        return ProbeResult(
+            True,
+            "/api/v0/models answered like LM Studio",
+            models_installed=_names(entries, "id"),
+            models_loaded=_names(loaded, "id"),
+        )
+    return ProbeResult(False, "/api/v0/models did not answer like LM Studio")
+
+
+def _kobold(client: _Client) -> ProbeResult:
+    reply = client.get("/api/extra/version")
+    body = reply.json() if reply is not None and reply.status == 200 else None
+    if isinstance(body, dict) and str(body.get("result", "")).lower() == "koboldcpp":
+        version = body.get("version")
+        model = client.get("/api/v1/model")
+        model_body = model.json() if model is not None and model.status == 200 else None
+        loaded = model_body.get("result") if isinstance(model_body, dict) else None
+        return ProbeResult(
+            True,
+            "/api/extra/version answered like KoboldCpp",
+            version=version if isinstance(version, str) else None,
+            models_loaded=(loaded,) if isinstance(loaded, str) and loaded else (),
+        )
+    return ProbeResult(False, "/api/extra/version did not answer like KoboldCpp")
+
+
+def _tgi(client: _Client) -> ProbeResult:
+    reply = client.get("/info")
+    auth = _auth(reply, "/info")
+    if auth is not None:
+        return auth
+    body = reply.json() if reply is not None and reply.status == 200 else None
+    if isinstance(body, dict) and isinstance(body.get("model_id"), str):
+        version = body.get("version")
+        return ProbeResult(
+            True,
+            "/info answered like text-generation-inference",
+            version=version if isinstance(version, str) else None,
+            models_loaded=(body["model_id"],),
+        )
+    return ProbeResult(False, "/info did not answer like text-generation-inference")
+
+
+def _gradio(client: _Client) -> ProbeResult:
+    reply = client.get("/")
+    if reply is not None and reply.status == 200 and b"gradio" in reply.body.lower():
+        return ProbeResult(True, "/ served a Gradio app")
+    return ProbeResult(False, "/ did not serve a Gradio app")
+
+
+def _http(client: _Client) -> ProbeResult:
+    """Weakest confirmation: the process signature already named the engine, the port speaks HTTP."""
+    reply = client.get("/")
+    if reply is not None:
+        return ProbeResult(True, f"/ answered HTTP {reply.status}")
+    return ProbeResult(False, "/ did not answer HTTP")
+
+
+_PROBES: dict[str, Callable[[_Client], ProbeResult]] = {
+    "ollama": _ollama,
+    "openai": _openai,
+    "llamacpp": _llamacpp,
+    "lmstudio": _lmstudio,
+    "kobold": _kobold,
+    "tgi": _tgi,
+    "gradio": _gradio,
+    "http": _http,
+}

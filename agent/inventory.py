@@ -1,0 +1,121 @@
+"""What the agent reports: engines, models and the host, as frozen values.
+
+The inventory is the payload of heartbeats. :meth:`Inventory.digest` lets a
+heartbeat carry only a hash when nothing changed, so the digest covers the
+facts an operator cares about and leaves out what changes on its own (the
+collection time, process ids, ephemeral local ports, list order).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+CONFIRMED = "high"
+UNCONFIRMED = "low"
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """A TCP port an engine listens on; ``exposed`` when reachable from beyond loopback."""
+
+    address: str
+    port: int
+    exposed: bool
+
+
+@dataclass(frozen=True)
+class Connection:
+    """An established TCP connection from an engine to a non-loopback peer."""
+
+    local_address: str
+    local_port: int
+    remote_address: str
+    remote_port: int
+
+
+@dataclass(frozen=True)
+class Engine:
+    """A running AI engine.
+
+    ``confirmed`` means the process signature and an HTTP probe agree; an engine
+    matched by signature alone is still reported, with ``confidence`` "low", so
+    the control plane can tell a detection from a lead.
+    """
+
+    kind: str
+    pid: int
+    exe: str
+    user: str
+    version: str | None
+    listen: tuple[Endpoint, ...]
+    confirmed: bool
+    confidence: str
+    models_loaded: tuple[str, ...] = ()
+    models_installed: tuple[str, ...] = ()
+    open_sensitive_files: tuple[str, ...] = ()
+    outbound: tuple[Connection, ...] = ()
+    auth_required: bool = False
+    evidence: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Model:
+    """A model found on disk; ``digest`` is ``sha256:<hex>`` when known (computing it is optional and cached)."""
+
+    name: str
+    format: str
+    path: str
+    digest: str | None
+    size_bytes: int
+    architecture: str | None
+    quantization: str | None
+    parameter_count: int | None
+    context_length: int | None
+    source: str
+
+
+@dataclass(frozen=True)
+class Inventory:
+    """One discovery snapshot of a host."""
+
+    engines: tuple[Engine, ...]
+    models: tuple[Model, ...]
+    hostname: str
+    os: str
+    collected_at: str
+    errors: tuple[str, ...] = field(default=())
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict with every field."""
+        return asdict(self)
+
+    def digest(self) -> str:
+        """``sha256:<hex>`` over the canonical form; equal for snapshots that differ only in volatile fields."""
+        canonical = json.dumps(_canonical(self), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        return "sha256:" + hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+def _canonical(inventory: Inventory) -> dict[str, Any]:
+    engines = []
+    for engine in inventory.engines:
+        item = asdict(engine)
+        del item["pid"]
+        item["outbound"] = sorted(
+            [c["remote_address"], c["remote_port"]] for c in item["outbound"]
+        )
+        item["listen"] = sorted(item["listen"], key=lambda e: (e["address"], e["port"]))
+        for key in ("models_loaded", "models_installed", "open_sensitive_files", "evidence"):
+            item[key] = sorted(item[key])
+        engines.append(item)
+    engines.sort(key=lambda e: json.dumps(e, sort_keys=True))
+    models = sorted((asdict(m) for m in inventory.models), key=lambda m: (m["path"], m["name"]))
+    return {
+        "engines": engines,
+        "models": models,
+        "hostname": inventory.hostname,
+        "os": inventory.os,
+        "errors": sorted(inventory.errors),
+    }

@@ -1,0 +1,124 @@
+"""Bounded filesystem walks and per-file model records.
+
+Homes can hold millions of files; every walk here has a depth and a file-count
+bound, never follows symlinked directories, and skips what it cannot read.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from agent.inventory import Model
+from agent.models.gguf import GGUFError, read_gguf
+
+_SAFETENSORS_MAX_HEADER = 64 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class WalkLimits:
+    """How far a walk may go."""
+
+    max_depth: int = 6
+    max_files: int = 50_000
+
+
+def walk_files(root: Path, suffix: str, limits: WalkLimits) -> Iterator[Path]:
+    """Regular files under ``root`` ending in ``suffix``, breadth-first, within ``limits``."""
+    visited = 0
+    level: list[Path] = [root]
+    for _depth in range(limits.max_depth + 1):
+        next_level: list[Path] = []
+        for directory in level:
+            try:
+                entries = sorted(os.scandir(directory), key=lambda e: e.name)
+            except OSError:
+                continue
+            for entry in entries:
+                visited += 1
+                if visited > limits.max_files:
+                    return
+                try:
+                    if entry.is_dir(follow_symlinks=False):
+                        if not entry.name.startswith(".") or entry.name in (".ollama", ".lmstudio", ".cache"):
+                            next_level.append(Path(entry.path))
+                    elif entry.name.lower().endswith(suffix) and entry.is_file(follow_symlinks=True):
+                        yield Path(entry.path)
+                except OSError:
+                    continue
+        level = next_level
+        if not level:
+            return
+
+
+def gguf_model(path: Path, name: str, source: str, digest: str | None = None, size: int | None = None) -> Model:
+    """A :class:`Model` for a GGUF file, with whatever its header tells; an unreadable header leaves fields empty."""
+    try:
+        info = read_gguf(path)
+    except GGUFError:
+        info = None
+    if size is None:
+        try:
+            size = path.stat().st_size
+        except OSError:
+            size = 0
+    return Model(
+        name=name,
+        format="gguf",
+        path=str(path),
+        digest=digest,
+        size_bytes=size,
+        architecture=info.architecture if info else None,
+        quantization=info.quantization if info else None,
+        parameter_count=(info.parameter_count or None) if info else None,
+        context_length=info.context_length if info else None,
+        source=source,
+    )
+
+
+def safetensors_parameters(path: Path) -> int | None:
+    """Parameter count from a safetensors header (8-byte length, then JSON), without reading weights."""
+    try:
+        with open(path, "rb") as handle:
+            raw = handle.read(8)
+            if len(raw) != 8:
+                return None
+            (length,) = struct.unpack("<Q", raw)
+            if length > _SAFETENSORS_MAX_HEADER:
+                return None
+            header: Any = json.loads(handle.read(length))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(header, dict):
+        return None
+    total = 0
+    for key, tensor in header.items():
+        if key == "__metadata__" or not isinstance(tensor, dict):
+            continue
+        shape = tensor.get("shape")
+        if isinstance(shape, list) and all(isinstance(d, int) and d >= 0 for d in shape):
+            count = 1
+            for dim in shape:
+                count *= dim
+            total += count
+    return total
+
+
+def read_small_json(path: Path, limit: int = 1024 * 1024) -> Any:
+    """Parsed JSON of a small file, or None when missing, too large or invalid."""
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read(limit + 1)
+    except OSError:
+        return None
+    if len(data) > limit:
+        return None
+    try:
+        return json.loads(data)
+    except ValueError:
+        return None

@@ -1,0 +1,1 @@
+"""The assets service (AssetService). See README.md beside this file."""

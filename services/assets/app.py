@@ -1,0 +1,35 @@
+"""Wiring of the assets service: clients, store, domain and servicer, handed to the server bootstrap."""
+
+from __future__ import annotations
+
+from lifecyclezero.v1 import assets_pb2_grpc
+from services.kit import auth, aws
+from services.kit.authenticator import Authenticator
+from services.kit.server import Service
+from services.assets.settings import AssetsSettings
+
+SERVICE_NAME = "lifecyclezero.v1.AssetService"
+POLICY: dict[str, frozenset[auth.Role]] = {}
+
+
+async def make_service(settings: AssetsSettings) -> Service:
+    ddb = aws.client(settings.aws, "dynamodb")
+    authenticator = Authenticator(
+        ddb,
+        settings.aws.table_name,
+        service_token_sha256=settings.server.service_token_sha256,
+        bootstrap_token_sha256=settings.server.bootstrap_token_sha256,
+        cache_seconds=settings.server.auth_cache_seconds,
+    )
+
+    async def check_ready() -> None:
+        await aws.call(ddb.describe_table, TableName=settings.aws.table_name)
+
+    servicer = assets_pb2_grpc.AssetServiceServicer()
+    return Service(
+        name="assets",
+        servicers=[(assets_pb2_grpc.add_AssetServiceServicer_to_server, servicer, SERVICE_NAME)],
+        policy=POLICY,
+        authenticator=authenticator,
+        check_ready=check_ready,
+    )

@@ -1,0 +1,1 @@
+"""The ingest service (IngestService). See README.md beside this file."""

@@ -1,0 +1,89 @@
+"""AWS clients for the services: one place that knows about the embedded endpoint.
+
+With `LZ_AWS_ENDPOINT_URL` set every client talks to the embedded stack; without it boto3's normal
+credential chain and endpoints apply (real AWS, IRSA on Kubernetes). boto3 is synchronous, so async
+servers call it through `call`, which runs it on a bounded thread pool.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, ParamSpec, TypeVar
+
+import boto3
+import botocore.config
+import botocore.exceptions
+from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
+
+from services.kit.errors import Unavailable
+from services.kit.settings import AwsSettings
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+_pool = ThreadPoolExecutor(max_workers=32, thread_name_prefix="aws")
+_serializer = TypeSerializer()
+_deserializer = TypeDeserializer()
+
+UNAVAILABLE_ERRORS = (
+    botocore.exceptions.EndpointConnectionError,
+    botocore.exceptions.ConnectionClosedError,
+    botocore.exceptions.ReadTimeoutError,
+    botocore.exceptions.ConnectTimeoutError,
+)
+
+
+def client(settings: AwsSettings, service: str, **config: Any) -> Any:
+    """A boto3 client with short timeouts, so an outage shows as UNAVAILABLE instead of a hang."""
+    cfg = botocore.config.Config(
+        connect_timeout=2,
+        read_timeout=10,
+        retries={"max_attempts": 3, "mode": "standard"},
+        max_pool_connections=64,
+        **config,
+    )
+    kwargs: dict[str, Any] = {"region_name": settings.region, "config": cfg}
+    if settings.endpoint_url:
+        kwargs["endpoint_url"] = settings.endpoint_url
+    return boto3.session.Session().client(service, **kwargs)  # type: ignore[call-overload]
+
+
+async def call(fn: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
+    """Run a blocking boto3 call off the event loop; connection failures become Unavailable."""
+    loop = asyncio.get_running_loop()
+    try:
+        return await loop.run_in_executor(_pool, functools.partial(fn, *args, **kwargs))
+    except UNAVAILABLE_ERRORS as exc:
+        raise Unavailable(f"AWS endpoint unreachable: {exc}") from exc
+
+
+def error_code(exc: BaseException) -> str:
+    """The AWS error code of a ClientError ('' for anything else)."""
+    if isinstance(exc, botocore.exceptions.ClientError):
+        return str(exc.response.get("Error", {}).get("Code", ""))
+    return ""
+
+
+def to_item(values: dict[str, Any]) -> dict[str, Any]:
+    """Plain Python values to DynamoDB's typed attribute values (None values are left out)."""
+    return {k: _serializer.serialize(v) for k, v in values.items() if v is not None}
+
+
+def from_item(item: dict[str, Any]) -> dict[str, Any]:
+    """DynamoDB attribute values to plain Python values (numbers come back as int where integral)."""
+    out: dict[str, Any] = {}
+    for key, value in item.items():
+        plain = _deserializer.deserialize(value)
+        out[key] = _plain_number(plain)
+    return out
+
+
+def _plain_number(value: Any) -> Any:
+    from decimal import Decimal
+
+    if isinstance(value, Decimal):
+        return int(value) if value == value.to_integral_value() else float(value)
+    return value

@@ -1,0 +1,238 @@
+"""The local stack: embedded AWS plus every service as its own process on loopback.
+
+`make up` runs `python -m services.kit.devstack up`; the integration tests use `Stack` directly.
+The stack writes `.lz/stack.json` (endpoints, the local bootstrap and service tokens, resources) so
+`lz` and the tests can find it; the file is created 0600 because it holds local secrets.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from services.kit import embedded
+from services.kit.auth import sha256_hex
+
+# (process name, python module, gRPC service it serves or "" for workers without a port)
+PROCESSES: tuple[tuple[str, str, str], ...] = (
+    ("ledger", "services.ledger", "lifecyclezero.v1.LedgerService"),
+    ("sealer", "services.sealer", "lifecyclezero.v1.SealerService"),
+    ("assets", "services.assets", "lifecyclezero.v1.AssetService"),
+    ("ingest", "services.ingest", "lifecyclezero.v1.IngestService"),
+)
+WORKERS: tuple[tuple[str, str], ...] = ()
+DEFAULT_STATE_DIR = Path(".lz")
+ORIGIN = "lifecyclezero.local/ledger"
+
+
+@dataclass
+class Stack:
+    """A running local stack; `stop()` ends every process it started."""
+
+    state_dir: Path
+    iam_after_calls: int | None = None
+    extra_env: dict[str, str] = field(default_factory=dict)
+    fixed_ports: bool = False
+    aws_proc: subprocess.Popen[bytes] | None = None
+    procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    addresses: dict[str, str] = field(default_factory=dict)
+    resources: embedded.Resources | None = None
+    service_token: str = ""
+    bootstrap_token: str = ""
+    env: dict[str, str] = field(default_factory=dict)
+
+    def start(self, timeout: float = 60.0) -> None:
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        logs = self.state_dir / "logs"
+        logs.mkdir(exist_ok=True)
+        aws_port = _pick(4566, self.fixed_ports)
+        self.aws_proc, url = embedded.start_endpoint(
+            aws_port, iam_after_calls=self.iam_after_calls, log_file=logs / "embedded-aws.log"
+        )
+        self.resources = embedded.provision(url)
+        self.service_token = secrets.token_urlsafe(32)
+        self.bootstrap_token = secrets.token_urlsafe(32)
+        for offset, (name, _, _) in enumerate(PROCESSES):
+            self.addresses[name] = f"127.0.0.1:{_pick(50051 + offset, self.fixed_ports)}"
+        self.env = {
+            **embedded.resources_env(self.resources),
+            "LZ_SERVICE_TOKEN": self.service_token,
+            "LZ_SERVICE_TOKEN_SHA256": sha256_hex(self.service_token),
+            "LZ_BOOTSTRAP_TOKEN_SHA256": sha256_hex(self.bootstrap_token),
+            "LZ_LEDGER_ADDRESS": self.addresses["ledger"],
+            "LZ_SEALER_ADDRESS": self.addresses["sealer"],
+            "LZ_ASSETS_ADDRESS": self.addresses["assets"],
+            "LZ_INGEST_ADDRESSES": self.addresses["ingest"],
+            "LZ_ORIGIN": ORIGIN,
+            "LZ_SIGNING_KEY_FILE": str(self._signing_key()),
+            "LZ_CONTROL_PLANE_ENDPOINTS": self.addresses["ingest"],
+            **self.extra_env,
+        }
+        for name, module, _ in PROCESSES:
+            self.start_process(name, module, port=int(self.addresses[name].rsplit(":", 1)[1]))
+        for name, module in WORKERS:
+            self.start_process(name, module)
+        self.wait_serving(timeout)
+        self.write_state()
+
+    def start_process(self, name: str, module: str, port: int | None = None) -> subprocess.Popen[bytes]:
+        env = {**os.environ, **self.env}
+        if port is not None:
+            env["LZ_PORT"] = str(port)
+        log = open(self.state_dir / "logs" / f"{name}.log", "ab")  # noqa: SIM115 - handed to the child
+        proc = subprocess.Popen([sys.executable, "-m", module], env=env, stdout=log, stderr=subprocess.STDOUT)
+        self.procs[name] = proc
+        return proc
+
+    def wait_serving(self, timeout: float, names: list[str] | None = None) -> None:
+        deadline = time.monotonic() + timeout
+        for name, _, service in PROCESSES:
+            if names is not None and name not in names:
+                continue
+            while not _serving(self.addresses[name], service):
+                proc = self.procs[name]
+                if proc.poll() is not None:
+                    raise RuntimeError(f"{name} exited with code {proc.returncode}; see {self.log_path(name)}")
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"{name} did not report SERVING within {timeout:.0f}s; see {self.log_path(name)}")
+                time.sleep(0.1)
+
+    def log_path(self, name: str) -> Path:
+        return self.state_dir / "logs" / f"{name}.log"
+
+    def _signing_key(self) -> Path:
+        from services.tlog.note import generate_key
+
+        path = self.state_dir / "signing.key"
+        if not path.exists():
+            signer, verifier = generate_key(ORIGIN)
+            _write_private(path, signer + "\n")
+            (self.state_dir / "verifier.key").write_text(verifier + "\n")
+        return path
+
+    def state(self) -> dict[str, Any]:
+        assert self.resources is not None
+        return {
+            "endpoints": dict(self.addresses),
+            "aws": embedded.as_dict(self.resources),
+            "bootstrap_token": self.bootstrap_token,
+            "service_token": self.service_token,
+            "origin": ORIGIN,
+            "pids": {name: proc.pid for name, proc in self.procs.items()},
+        }
+
+    def write_state(self) -> Path:
+        path = self.state_dir / "stack.json"
+        _write_private(path, json.dumps(self.state(), indent=2) + "\n")
+        return path
+
+    def stop(self, grace: float = 10.0) -> None:
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        for proc in self.procs.values():
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(max(0.1, deadline - time.monotonic()))
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        if self.aws_proc is not None and self.aws_proc.poll() is None:
+            self.aws_proc.terminate()
+            try:
+                self.aws_proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.aws_proc.kill()
+                self.aws_proc.wait()
+        with contextlib.suppress(FileNotFoundError):
+            (self.state_dir / "stack.json").unlink()
+
+
+def _write_private(path: Path, text: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(text)
+
+
+def _pick(preferred: int, fixed: bool) -> int:
+    if not fixed:
+        return embedded.free_port()
+    import socket
+
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", preferred))
+        except OSError:
+            raise SystemExit(f"lz up: port {preferred} is already in use (is another stack running?)") from None
+    return preferred
+
+
+def _serving(address: str, service: str) -> bool:
+    with grpc.insecure_channel(address) as channel:
+        try:
+            reply = health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(service=service), timeout=1
+            )
+        except grpc.RpcError:
+            return False
+    return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="lz-stack", description="Run the local LifecycleZero stack.")
+    parser.add_argument("command", choices=["up"])
+    parser.add_argument("--state-dir", type=Path, default=DEFAULT_STATE_DIR)
+    args = parser.parse_args(argv)
+    stack = Stack(state_dir=args.state_dir, fixed_ports=True)
+    started = time.monotonic()
+    try:
+        stack.start()
+    except (RuntimeError, OSError) as exc:
+        stack.stop()
+        print(f"lz up: {exc}", file=sys.stderr)
+        return 2
+    assert stack.resources is not None
+    print(f"embedded AWS   {stack.resources.endpoint_url}")
+    for name, address in stack.addresses.items():
+        print(f"{name:<14} {address}")
+    print(f"state file     {args.state_dir / 'stack.json'}")
+    print(f"LifecycleZero is up ({time.monotonic() - started:.1f}s): {len(stack.procs)} processes. Ctrl-C stops.",
+          flush=True)
+    stop = False
+
+    def _stop(*_: Any) -> None:
+        nonlocal stop
+        stop = True
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    try:
+        while not stop:
+            for name, proc in stack.procs.items():
+                if proc.poll() is not None:
+                    print(f"lz up: {name} exited with code {proc.returncode}; see {stack.log_path(name)}",
+                          file=sys.stderr)
+                    stop = True
+            time.sleep(0.5)
+    finally:
+        print("stopping...", flush=True)
+        stack.stop()
+        print("stopped.")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

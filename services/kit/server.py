@@ -1,0 +1,187 @@
+"""Server bootstrap shared by every service: one way to build, start, watch and stop a gRPC server.
+
+`build_server` makes a grpc.aio server with the service interceptor, health and reflection, bound
+to the configured port (port 0 in tests); `run_service` is what each `__main__` calls: it loads
+settings, reports bad configuration as one line with exit code 2, keeps the health status honest
+(NOT_SERVING until dependencies answer, and again while draining) and stops gracefully on SIGTERM.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1._async import HealthServicer
+from grpc_reflection.v1alpha import reflection
+
+from services.kit import auth, logs, telemetry
+from services.kit.authenticator import Authenticator
+from services.kit.errors import ConfigError
+from services.kit.interceptors import ServiceInterceptor
+from services.kit.settings import ServerSettings
+
+log = logging.getLogger(__name__)
+
+SERVING = health_pb2.HealthCheckResponse.SERVING
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+
+
+@dataclass
+class Service:
+    """What a service hands the bootstrap: its servicers, who may call what, and its dependencies."""
+
+    name: str
+    # (add_XServicer_to_server, servicer instance, full service name)
+    servicers: Sequence[tuple[Callable[[Any, Any], None], Any, str]]
+    policy: Mapping[str, frozenset[auth.Role]]
+    authenticator: Authenticator | None
+    # Raises when a dependency does not answer; health stays NOT_SERVING until it returns.
+    check_ready: Callable[[], Awaitable[None]] | None = None
+    # Long-running tasks started with the server and cancelled when it stops.
+    background: Sequence[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    on_stop: Callable[[], Awaitable[None]] | None = None
+    ready_interval_seconds: float = 2.0
+
+
+@dataclass
+class RunningServer:
+    server: grpc.aio.Server
+    port: int
+    health: HealthServicer
+    service: Service
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+    async def set_serving(self, serving: bool) -> None:
+        status = SERVING if serving else NOT_SERVING
+        await self.health.set("", status)
+        for _, _, name in self.service.servicers:
+            await self.health.set(name, status)
+
+
+def _credentials(settings: ServerSettings) -> grpc.ServerCredentials | None:
+    if not settings.tls_cert_file:
+        return None
+    try:
+        cert = Path(settings.tls_cert_file).read_bytes()
+        key = Path(settings.tls_key_file).read_bytes()
+        ca = Path(settings.tls_ca_file).read_bytes() if settings.tls_ca_file else None
+    except OSError as exc:
+        raise ConfigError(f"cannot read TLS files: {exc}") from None
+    return grpc.ssl_server_credentials(
+        [(key, cert)], root_certificates=ca, require_client_auth=settings.tls_require_client_cert
+    )
+
+
+async def build_server(service: Service, settings: ServerSettings) -> RunningServer:
+    """A started server with health (NOT_SERVING until ready), reflection and the interceptor."""
+    options = [
+        ("grpc.max_receive_message_length", settings.max_message_bytes),
+        ("grpc.max_send_message_length", settings.max_message_bytes),
+        ("grpc.keepalive_time_ms", 30_000),
+        ("grpc.keepalive_timeout_ms", 10_000),
+        ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.so_reuseport", 0),
+    ]
+    server = grpc.aio.server(
+        interceptors=[ServiceInterceptor(service.policy, service.authenticator)], options=options
+    )
+    for add, servicer, _ in service.servicers:
+        add(servicer, server)
+    health = HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health, server)
+    names = [name for _, _, name in service.servicers]
+    reflection.enable_server_reflection([*names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+                                         reflection.SERVICE_NAME], server)
+    target = f"{settings.listen_host}:{settings.port}"
+    credentials = _credentials(settings)
+    try:
+        bound = server.add_secure_port(target, credentials) if credentials else server.add_insecure_port(target)
+    except RuntimeError:
+        bound = 0
+    if not bound:
+        raise ConfigError(f"cannot listen on {target}: the port is in use or the address is not local")
+    running = RunningServer(server, bound, health, service)
+    await running.set_serving(False)
+    await server.start()
+    running.tasks.append(asyncio.create_task(_watch_readiness(running)))
+    running.tasks.extend(asyncio.create_task(job()) for job in service.background)
+    return running
+
+
+async def _watch_readiness(running: RunningServer) -> None:
+    """Keep health honest: SERVING only while the dependencies answer."""
+    check = running.service.check_ready
+    serving: bool | None = None
+    while True:
+        try:
+            if check is not None:
+                await check()
+            ok = True
+        except Exception as exc:  # noqa: BLE001 - any failure of a dependency means not ready
+            ok = False
+            if serving is not False:
+                log.warning("not ready: %s", exc)
+        if ok != serving:
+            await running.set_serving(ok)
+            if ok:
+                log.info("serving")
+            serving = ok
+        await asyncio.sleep(running.service.ready_interval_seconds)
+
+
+async def stop_server(running: RunningServer, grace: float) -> None:
+    """Drain: report NOT_SERVING, let in-flight calls finish within `grace`, then stop the tasks."""
+    await running.health.enter_graceful_shutdown()
+    await running.server.stop(grace)
+    for task in running.tasks:
+        task.cancel()
+    for task in running.tasks:
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await task
+    if running.service.on_stop is not None:
+        await running.service.on_stop()
+
+
+async def serve_until_signalled(
+    make_service: Callable[[], Awaitable[Service]], settings: ServerSettings, announce: str = ""
+) -> None:
+    service = await make_service()
+    running = await build_server(service, settings)
+    log.info("listening", extra={"port": running.port, "address": f"{settings.listen_host}:{running.port}"})
+    print(f"{service.name} listening on {settings.listen_host}:{running.port}{announce}", flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("draining", extra={"grace_seconds": settings.grace_seconds})
+    await stop_server(running, settings.grace_seconds)
+
+
+def run_service(name: str, load_settings: Callable[[], Any], make_service: Callable[[Any], Awaitable[Service]]) -> None:
+    """Entry point of a service process: settings, logs, telemetry, serve; bad config exits 2."""
+    try:
+        settings = load_settings()
+    except ConfigError as exc:
+        print(f"lz-{name}: configuration error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    server_settings: ServerSettings = settings.server
+    logs.configure(name, server_settings.log_level)
+    telemetry.configure(name, server_settings)
+    try:
+        asyncio.run(serve_until_signalled(lambda: make_service(settings), server_settings))
+    except ConfigError as exc:
+        print(f"lz-{name}: configuration error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    except KeyboardInterrupt:
+        pass

@@ -1,0 +1,1 @@
+"""The ledger service (LedgerService). See README.md beside this file."""

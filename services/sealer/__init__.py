@@ -1,0 +1,1 @@
+"""The sealer service (SealerService). See README.md beside this file."""

@@ -1,0 +1,35 @@
+"""Wiring of the sealer service: clients, store, domain and servicer, handed to the server bootstrap."""
+
+from __future__ import annotations
+
+from lifecyclezero.v1 import sealer_pb2_grpc
+from services.kit import auth, aws
+from services.kit.authenticator import Authenticator
+from services.kit.server import Service
+from services.sealer.settings import SealerSettings
+
+SERVICE_NAME = "lifecyclezero.v1.SealerService"
+POLICY: dict[str, frozenset[auth.Role]] = {}
+
+
+async def make_service(settings: SealerSettings) -> Service:
+    ddb = aws.client(settings.aws, "dynamodb")
+    authenticator = Authenticator(
+        ddb,
+        settings.aws.table_name,
+        service_token_sha256=settings.server.service_token_sha256,
+        bootstrap_token_sha256=settings.server.bootstrap_token_sha256,
+        cache_seconds=settings.server.auth_cache_seconds,
+    )
+
+    async def check_ready() -> None:
+        await aws.call(ddb.describe_table, TableName=settings.aws.table_name)
+
+    servicer = sealer_pb2_grpc.SealerServiceServicer()
+    return Service(
+        name="sealer",
+        servicers=[(sealer_pb2_grpc.add_SealerServiceServicer_to_server, servicer, SERVICE_NAME)],
+        policy=POLICY,
+        authenticator=authenticator,
+        check_ready=check_ready,
+    )

@@ -1,0 +1,17 @@
+"""Settings of the sealer service."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from services.kit import settings as s
+
+
+@dataclass(frozen=True)
+class SealerSettings:
+    server: s.ServerSettings = s.nested(s.ServerSettings)
+    aws: s.AwsSettings = s.nested(s.AwsSettings)
+
+
+def load_settings() -> SealerSettings:
+    return s.load(SealerSettings)

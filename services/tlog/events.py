@@ -1,0 +1,306 @@
+"""Custody events: canonical bytes, hash chain and streaming chain verification.
+
+An event is the RFC 8785 canonical JSON of exactly these members::
+
+    {tenant, seq, ts, actor, action, subject, payload, prev_hash}
+
+``seq`` starts at 1, ``prev_hash`` is the lowercase-hex SHA-256 of the previous
+event's canonical bytes (:data:`GENESIS_PREV_HASH` for seq 1) and ``ts`` is an
+RFC 3339 UTC timestamp with exactly six fractional digits.  The canonical
+bytes are also the Merkle leaf data, at leaf index ``seq - 1``; so one
+encoding feeds both the hash chain and the transparency log.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from services.tlog.errors import ChainError, PayloadError
+from services.tlog.jcs import MAX_SAFE_INTEGER, canonicalize, parse_json
+
+__all__ = [
+    "GENESIS_PREV_HASH",
+    "MAX_PAYLOAD_BYTES",
+    "MAX_PAYLOAD_DEPTH",
+    "MAX_PAYLOAD_KEY_CHARS",
+    "MAX_PAYLOAD_STRING_BYTES",
+    "ChainResult",
+    "ChainVerifier",
+    "Event",
+    "build_event",
+    "check_payload",
+    "event_hash",
+    "format_ts",
+    "parse_event",
+    "verify_chain",
+]
+
+GENESIS_PREV_HASH = "0" * 64
+MAX_PAYLOAD_DEPTH = 8
+MAX_PAYLOAD_BYTES = 16 * 1024
+MAX_PAYLOAD_STRING_BYTES = 4 * 1024
+MAX_PAYLOAD_KEY_CHARS = 128
+
+_FIELDS = frozenset({"tenant", "seq", "ts", "actor", "action", "subject", "payload", "prev_hash"})
+_TS_RE = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z")
+_HEX64_RE = re.compile(r"[0-9a-f]{64}")
+
+
+def event_hash(canonical: bytes) -> bytes:
+    """SHA-256 of an event's canonical bytes; its hex is the next event's ``prev_hash``."""
+    return hashlib.sha256(canonical).digest()
+
+
+def format_ts(when: datetime) -> str:
+    """Format an aware datetime as ``YYYY-MM-DDTHH:MM:SS.ffffffZ`` in UTC."""
+    if when.tzinfo is None or when.utcoffset() is None:
+        raise PayloadError("timestamp must be timezone-aware")
+    return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _check_ts(ts: object) -> str:
+    if not isinstance(ts, str) or not _TS_RE.fullmatch(ts):
+        raise PayloadError(f"ts must be RFC 3339 UTC with microseconds, got {ts!r}")
+    try:
+        datetime.strptime(ts, "%Y-%m-%dT%H:%M:%S.%fZ")
+    except ValueError as exc:
+        raise PayloadError(f"ts is not a valid date/time: {ts!r}") from exc
+    return ts
+
+
+def _walk_payload(value: Any, depth: int) -> None:
+    if isinstance(value, dict):
+        if depth > MAX_PAYLOAD_DEPTH:
+            raise PayloadError(f"payload nesting deeper than {MAX_PAYLOAD_DEPTH}")
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise PayloadError(f"payload key {key!r} is not a string")
+            if len(key) > MAX_PAYLOAD_KEY_CHARS:
+                raise PayloadError(f"payload key longer than {MAX_PAYLOAD_KEY_CHARS} characters")
+            _walk_payload(item, depth + 1)
+    elif isinstance(value, list | tuple):
+        if depth > MAX_PAYLOAD_DEPTH:
+            raise PayloadError(f"payload nesting deeper than {MAX_PAYLOAD_DEPTH}")
+        for item in value:
+            _walk_payload(item, depth + 1)
+    elif isinstance(value, str) and len(value.encode("utf-8", "surrogatepass")) > MAX_PAYLOAD_STRING_BYTES:
+        raise PayloadError(f"payload string longer than {MAX_PAYLOAD_STRING_BYTES} bytes")
+
+
+def check_payload(payload: Mapping[str, Any]) -> bytes:
+    """Enforce the write-side payload limits and return the payload's canonical bytes.
+
+    The payload must be a JSON object, nested at most 8 containers deep
+    (the payload object itself is depth 1), at most 16 KiB canonical, with
+    strings of at most 4 KiB (UTF-8) and keys of at most 128 characters.
+    Limits are applied when events are written, never when verifying, so
+    tightening them later cannot invalidate an existing log.
+    """
+    if not isinstance(payload, dict):
+        raise PayloadError("payload must be a JSON object")
+    _walk_payload(payload, 1)
+    canonical = canonicalize(payload)
+    if len(canonical) > MAX_PAYLOAD_BYTES:
+        raise PayloadError(f"payload is {len(canonical)} bytes canonical, limit {MAX_PAYLOAD_BYTES}")
+    return canonical
+
+
+@dataclass(frozen=True)
+class Event:
+    """A custody event with its canonical bytes and hash precomputed."""
+
+    tenant: str
+    seq: int
+    ts: str
+    actor: str
+    action: str
+    subject: str
+    payload: dict[str, Any]
+    prev_hash: str
+    canonical_bytes: bytes
+    hash: bytes
+
+    @property
+    def hash_hex(self) -> str:
+        """Lowercase hex of :attr:`hash`, i.e. the next event's ``prev_hash``."""
+        return self.hash.hex()
+
+    @property
+    def leaf_index(self) -> int:
+        """Index of this event's leaf in the Merkle tree (``seq - 1``)."""
+        return self.seq - 1
+
+
+def _validated(doc: Any) -> Event:
+    """Check an event object's shape and build the Event (canonical bytes included)."""
+    if not isinstance(doc, dict):
+        raise PayloadError("event is not a JSON object")
+    if set(doc) != _FIELDS:
+        missing = sorted(_FIELDS - set(doc))
+        extra = sorted(set(doc) - _FIELDS)
+        raise PayloadError(f"event members wrong (missing {missing}, unexpected {extra})")
+    for name in ("tenant", "actor", "action", "subject"):
+        if not isinstance(doc[name], str):
+            raise PayloadError(f"{name} must be a string")
+    if not doc["tenant"] or not doc["action"]:
+        raise PayloadError("tenant and action must not be empty")
+    seq = doc["seq"]
+    if isinstance(seq, bool) or not isinstance(seq, int) or not 1 <= seq <= MAX_SAFE_INTEGER:
+        raise PayloadError(f"seq must be an integer from 1, got {seq!r}")
+    _check_ts(doc["ts"])
+    if not isinstance(doc["payload"], dict):
+        raise PayloadError("payload must be a JSON object")
+    prev = doc["prev_hash"]
+    if not isinstance(prev, str) or not _HEX64_RE.fullmatch(prev):
+        raise PayloadError("prev_hash must be 64 lowercase hex digits")
+    canonical = canonicalize(doc)
+    return Event(
+        tenant=doc["tenant"],
+        seq=seq,
+        ts=doc["ts"],
+        actor=doc["actor"],
+        action=doc["action"],
+        subject=doc["subject"],
+        payload=doc["payload"],
+        prev_hash=prev,
+        canonical_bytes=canonical,
+        hash=event_hash(canonical),
+    )
+
+
+def build_event(
+    *,
+    tenant: str,
+    seq: int,
+    ts: datetime | str,
+    actor: str,
+    action: str,
+    subject: str,
+    payload: Mapping[str, Any],
+    prev_hash: str | bytes,
+) -> Event:
+    """Build an event for appending; enforces the payload limits.
+
+    Arguments are keyword-only because five of them are strings that would
+    be silently swappable if passed by position.
+
+    ``ts`` may be an aware datetime (formatted with :func:`format_ts`) or an
+    already formatted string; ``prev_hash`` may be the previous hash as bytes
+    or lowercase hex (:data:`GENESIS_PREV_HASH` for seq 1).
+    """
+    check_payload(payload)
+    doc = {
+        "tenant": tenant,
+        "seq": seq,
+        "ts": format_ts(ts) if isinstance(ts, datetime) else ts,
+        "actor": actor,
+        "action": action,
+        "subject": subject,
+        "payload": dict(payload),
+        "prev_hash": prev_hash.hex() if isinstance(prev_hash, bytes) else prev_hash,
+    }
+    return _validated(doc)
+
+
+def parse_event(canonical: bytes) -> Event:
+    """Parse stored event bytes, insisting they are already canonical."""
+    event = _validated(parse_json(canonical))
+    if event.canonical_bytes != canonical:
+        raise PayloadError("event bytes are not RFC 8785 canonical JSON")
+    return event
+
+
+@dataclass(frozen=True)
+class ChainResult:
+    """Outcome of :func:`verify_chain`; ``first_bad_seq`` is None when ``ok``."""
+
+    ok: bool
+    first_bad_seq: int | None
+    reason: str
+    count: int
+    head_hash: str
+
+
+class ChainVerifier:
+    """Checks events one at a time against the hash chain (O(1) memory).
+
+    ``first_seq``/``prev_hash`` let verification start after a trusted point
+    (e.g. a checkpoint) instead of at genesis.  Each :meth:`add` either
+    returns the parsed event or raises :class:`ChainError` naming the seq
+    the chain breaks at (the position's expected seq, which is what an
+    operator can look up even when the bytes there are garbage).
+    """
+
+    __slots__ = ("_count", "_head", "_next_seq", "_tenant")
+
+    def __init__(self, tenant: str, first_seq: int = 1, prev_hash: str = GENESIS_PREV_HASH) -> None:
+        self._tenant = tenant
+        self._next_seq = first_seq
+        self._head = prev_hash
+        self._count = 0
+
+    @property
+    def count(self) -> int:
+        """Events accepted so far."""
+        return self._count
+
+    @property
+    def head_hash(self) -> str:
+        """Hex hash of the last accepted event (or the starting prev_hash)."""
+        return self._head
+
+    @property
+    def next_seq(self) -> int:
+        """Seq the next event must have."""
+        return self._next_seq
+
+    def add(self, canonical: bytes) -> Event:
+        """Verify the next event's bytes and advance, or raise :class:`ChainError`."""
+        want = self._next_seq
+        try:
+            doc = parse_json(canonical)
+        except PayloadError as exc:
+            raise ChainError(want, f"bad JSON: {exc}") from exc
+        try:
+            event = _validated(doc)
+        except PayloadError as exc:
+            raise ChainError(want, f"invalid event: {exc}") from exc
+        if event.canonical_bytes != canonical:
+            raise ChainError(want, "not canonical JSON (RFC 8785)")
+        if event.tenant != self._tenant:
+            raise ChainError(want, f"wrong tenant {event.tenant!r}, expected {self._tenant!r}")
+        if event.seq != want:
+            if event.seq == want - 1:
+                raise ChainError(want, f"duplicate seq {event.seq}")
+            if event.seq > want:
+                raise ChainError(want, f"seq gap: expected {want}, got {event.seq} (missing or reordered)")
+            raise ChainError(want, f"seq out of order: expected {want}, got {event.seq}")
+        if event.prev_hash != self._head:
+            raise ChainError(
+                want, f"prev_hash mismatch: not the hash of seq {want - 1} (seq {want - 1} or {want} altered)"
+            )
+        self._head = event.hash_hex
+        self._next_seq = want + 1
+        self._count += 1
+        return event
+
+
+def verify_chain(events: Iterable[bytes], tenant: str) -> ChainResult:
+    """Verify canonical event bytes in seq order from genesis, streaming.
+
+    Stops at the first bad event and reports its seq and the reason (bad
+    JSON, not canonical, wrong tenant, seq gap/duplicate/out of order,
+    prev_hash mismatch).
+    """
+    chain = ChainVerifier(tenant)
+    for canonical in events:
+        try:
+            chain.add(canonical)
+        except ChainError as exc:
+            return ChainResult(False, exc.seq, exc.reason, chain.count, chain.head_hash)
+    return ChainResult(True, None, "ok", chain.count, chain.head_hash)
