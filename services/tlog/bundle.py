@@ -1,0 +1,339 @@
+"""Export bundles: a directory an auditor can verify offline with ``lz-verify bundle``.
+
+Layout (format ``lifecyclezero.tlog-bundle/v1``, described in README.md)::
+
+    manifest.json                      what is in the bundle (not trusted)
+    events.jsonl                       canonical event bytes, one per line, seq 1..N
+    checkpoints/<size>.checkpoint      signed checkpoint notes
+    checkpoints/<size>.<k>.checkpoint  further notes of the same size (e.g. cosigned copies)
+    consistency/<a>-<b>.proof          consistency proof between consecutive checkpoint sizes
+    keys/<name>-<keyid>.vkey           verifier keys, informational only
+
+Nothing in the bundle is trusted on its own: the verifier supplies the keys,
+rebuilds the tree from the events and demands that every signed checkpoint
+matches it.  The manifest only says what to expect, so deleting a file is
+noticed rather than silently narrowing what gets checked.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from services.tlog.checkpoint import Checkpoint
+from services.tlog.compact import CompactRange
+from services.tlog.errors import ChainError, MalformedError, NoteError, VerificationError
+from services.tlog.events import ChainVerifier, Event, parse_event
+from services.tlog.jcs import canonicalize
+from services.tlog.merkle import EMPTY_ROOT, leaf_hash, verify_consistency
+from services.tlog.note import MAX_NOTE_SIZE, Verifier
+from services.tlog.proof import format_consistency_proof, parse_consistency_proof
+from services.tlog.verify import verify_checkpoint
+
+__all__ = ["BUNDLE_FORMAT", "BundleError", "BundleReport", "verify_bundle", "write_bundle"]
+
+BUNDLE_FORMAT = "lifecyclezero.tlog-bundle/v1"
+_MAX_LINE = 1 << 20
+_MAX_MANIFEST = 16 << 20
+_CHECKPOINT_RE = re.compile(r"(0|[1-9][0-9]*)(?:\.([1-9][0-9]*))?\.checkpoint")
+_PROOF_RE = re.compile(r"(0|[1-9][0-9]*)-(0|[1-9][0-9]*)\.proof")
+_KEY_SAFE_RE = re.compile(r"[^A-Za-z0-9._-]")
+
+
+class BundleError(MalformedError):
+    """The bundle directory or its manifest cannot be read at all."""
+
+
+@dataclass(frozen=True)
+class BundleReport:
+    """Outcome of :func:`verify_bundle`.
+
+    ``first_bad_seq`` names the first event position that fails; when the
+    failure is a checkpoint (bad signature, fork, root mismatch),
+    ``bad_checkpoint`` names its size instead.  ``unsealed_tail`` counts the
+    events after the last checkpoint, which no signature covers yet.
+    """
+
+    ok: bool
+    first_bad_seq: int | None
+    reason: str
+    events: int
+    checkpoints_verified: int
+    unsealed_tail: int
+    bad_checkpoint: int | None = None
+    tree_size: int = 0
+    root: bytes = EMPTY_ROOT
+
+
+def _checkpoint_size(note: bytes) -> int:
+    """Size named by an (unverified) checkpoint note, for naming its file."""
+    text = note.decode("utf-8", "strict")
+    split = text.rfind("\n\n")
+    if split < 0:
+        raise NoteError("checkpoint note has no signature block")
+    return Checkpoint.parse(text[: split + 1]).size
+
+
+def _key_filename(key: str) -> str:
+    verifier = Verifier(key)
+    return f"{_KEY_SAFE_RE.sub('_', verifier.name)}-{verifier.key_id:08x}.vkey"
+
+
+def write_bundle(
+    path: str | Path,
+    tenant: str,
+    origin: str,
+    events: Iterable[bytes | Event],
+    checkpoints: Iterable[bytes],
+    consistency_proofs: Mapping[tuple[int, int], Sequence[bytes]],
+    verifier_keys: Iterable[str],
+) -> dict[str, Any]:
+    """Write a bundle directory (which must not exist yet); returns the manifest.
+
+    ``events`` are streamed to disk one at a time and must be canonical event
+    bytes (or :class:`Event`) in seq order starting at 1; the chain itself is
+    not judged here, so a damaged ledger can still be exported as evidence.
+    ``consistency_proofs`` maps ``(size1, size2)`` to proof hashes.
+    """
+    root = Path(path)
+    root.mkdir(parents=True, exist_ok=False)
+    for sub in ("checkpoints", "consistency", "keys"):
+        (root / sub).mkdir()
+    count = 0
+    last_seq = 0
+    with (root / "events.jsonl").open("wb") as out:
+        for item in events:
+            event = item if isinstance(item, Event) else parse_event(item)
+            out.write(event.canonical_bytes + b"\n")
+            count += 1
+            last_seq = event.seq
+    cp_files: list[str] = []
+    seen: dict[int, list[bytes]] = {}
+    for note in checkpoints:
+        size = _checkpoint_size(note)
+        copies = seen.setdefault(size, [])
+        if note in copies:
+            continue
+        name = f"{size}.checkpoint" if not copies else f"{size}.{len(copies)}.checkpoint"
+        copies.append(note)
+        (root / "checkpoints" / name).write_bytes(note)
+        cp_files.append(name)
+    proof_files: list[str] = []
+    for (size1, size2), hashes in sorted(consistency_proofs.items()):
+        name = f"{size1}-{size2}.proof"
+        (root / "consistency" / name).write_bytes(format_consistency_proof(tuple(hashes)))
+        proof_files.append(name)
+    key_files: list[str] = []
+    for key in verifier_keys:
+        name = _key_filename(key)
+        (root / "keys" / name).write_text(key + "\n", encoding="utf-8")
+        key_files.append(name)
+    manifest: dict[str, Any] = {
+        "format": BUNDLE_FORMAT,
+        "tenant": tenant,
+        "origin": origin,
+        "first_seq": 1 if count else 0,
+        "last_seq": last_seq,
+        "event_count": count,
+        "checkpoint_sizes": sorted(seen),
+        "checkpoints": sorted(cp_files, key=_checkpoint_sort_key),
+        "consistency": proof_files,
+        "keys": sorted(key_files),
+    }
+    (root / "manifest.json").write_bytes(canonicalize(manifest) + b"\n")
+    return manifest
+
+
+def _checkpoint_sort_key(name: str) -> tuple[int, int]:
+    m = _CHECKPOINT_RE.fullmatch(name)
+    return (int(m.group(1)), int(m.group(2) or 0)) if m else (-1, 0)
+
+
+def _is_str_list(value: object) -> bool:
+    return isinstance(value, list) and all(isinstance(v, str) for v in value)
+
+
+def _load_manifest(root: Path) -> dict[str, Any]:
+    path = root / "manifest.json"
+    try:
+        if not root.is_dir():
+            raise BundleError(f"{root} is not a directory")
+        if path.stat().st_size > _MAX_MANIFEST:
+            raise BundleError("manifest.json is too large")
+        data = json.loads(path.read_bytes().decode("utf-8"))
+    except OSError as exc:
+        raise BundleError(f"cannot read {path}: {exc.strerror or exc}") from exc
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise BundleError(f"manifest.json is not valid JSON: {exc}") from exc
+    if not isinstance(data, dict) or data.get("format") != BUNDLE_FORMAT:
+        raise BundleError(f"manifest.json is not a {BUNDLE_FORMAT} manifest")
+    ints = ("first_seq", "last_seq", "event_count")
+    if not all(isinstance(data.get(k), str) and data[k] for k in ("tenant", "origin")) or not all(
+        type(data.get(k)) is int and data[k] >= 0 for k in ints
+    ):
+        raise BundleError("manifest.json has missing or mistyped tenant/origin/seq fields")
+    if not all(_is_str_list(data.get(k)) for k in ("checkpoints", "consistency", "keys")):
+        raise BundleError("manifest.json checkpoints/consistency/keys must be lists of file names")
+    return data
+
+
+class _Failure(Exception):
+    """Internal early exit carrying the report fields of a failed verification."""
+
+    def __init__(self, reason: str, *, seq: int | None = None, checkpoint: int | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.seq = seq
+        self.checkpoint = checkpoint
+
+
+def _listed_files(root: Path, sub: str, listed: list[str]) -> None:
+    directory = root / sub
+    present = sorted(p.name for p in directory.iterdir()) if directory.is_dir() else []
+    missing = sorted(set(listed) - set(present))
+    extra = sorted(set(present) - set(listed))
+    if missing:
+        raise _Failure(f"{sub}/{missing[0]} is listed in the manifest but missing")
+    if extra:
+        raise _Failure(f"{sub}/{extra[0]} is not listed in the manifest")
+
+
+def _read_limited(path: Path, limit: int) -> bytes:
+    with path.open("rb") as fh:
+        data = fh.read(limit + 1)
+    if len(data) > limit:
+        raise _Failure(f"{path.parent.name}/{path.name} is larger than {limit} bytes")
+    return data
+
+
+def _load_checkpoints(
+    root: Path, names: list[str], origin: str, verifiers: list[Verifier], known: Iterable[bytes]
+) -> dict[int, Checkpoint]:
+    by_size: dict[int, Checkpoint] = {}
+    notes: list[tuple[str, int | None, bytes]] = []
+    for name in names:
+        m = _CHECKPOINT_RE.fullmatch(name)
+        if m is None:
+            raise _Failure(f"checkpoints/{name} is not named <size>.checkpoint")
+        notes.append((f"checkpoints/{name}", int(m.group(1)), _read_limited(root / "checkpoints" / name, MAX_NOTE_SIZE)))
+    notes.extend(("a known checkpoint", None, note) for note in known)
+    for label, size, note in notes:
+        try:
+            cp = verify_checkpoint(note, verifiers)
+        except (NoteError, VerificationError) as exc:
+            raise _Failure(f"{label}: {exc}", checkpoint=size) from exc
+        if size is not None and cp.size != size:
+            raise _Failure(f"{label}: file name says size {size} but the checkpoint says {cp.size}", checkpoint=size)
+        if cp.origin != origin:
+            raise _Failure(f"{label}: origin {cp.origin!r} is not the bundle origin {origin!r}", checkpoint=cp.size)
+        other = by_size.setdefault(cp.size, cp)
+        if other.root_hash != cp.root_hash:
+            raise _Failure(f"fork: two signed checkpoints of size {cp.size} with different roots", checkpoint=cp.size)
+    return by_size
+
+
+def _event_lines(path: Path) -> Iterator[bytes]:
+    with path.open("rb") as fh:
+        while True:
+            line = fh.readline(_MAX_LINE + 1)
+            if not line:
+                return
+            if len(line) > _MAX_LINE or not line.endswith(b"\n"):
+                yield line  # handed to the chain check, which reports it as bad
+                return
+            yield line[:-1]
+
+
+def _walk_events(root: Path, tenant: str, by_size: dict[int, Checkpoint]) -> tuple[int, CompactRange]:
+    chain = ChainVerifier(tenant)
+    tree = CompactRange()
+    if 0 in by_size and by_size[0].root_hash != EMPTY_ROOT:
+        raise _Failure("checkpoint at size 0 does not have the empty-tree root", checkpoint=0)
+    try:
+        for canonical in _event_lines(root / "events.jsonl"):
+            chain.add(canonical)
+            tree.append(leaf_hash(canonical))
+            cp = by_size.get(tree.size)
+            if cp is not None and cp.root_hash != tree.root():
+                raise _Failure(
+                    f"checkpoint at size {tree.size}: root does not match events 1..{tree.size}",
+                    checkpoint=tree.size,
+                )
+    except ChainError as exc:
+        raise _Failure(exc.reason, seq=exc.seq) from exc
+    except OSError as exc:
+        raise _Failure(f"cannot read events.jsonl: {exc.strerror or exc}") from exc
+    return chain.count, tree
+
+
+def _check_consistency(root: Path, names: list[str], by_size: dict[int, Checkpoint]) -> None:
+    proofs: dict[tuple[int, int], str] = {}
+    for name in names:
+        m = _PROOF_RE.fullmatch(name)
+        if m is None:
+            raise _Failure(f"consistency/{name} is not named <size1>-<size2>.proof")
+        proofs[(int(m.group(1)), int(m.group(2)))] = name
+    sizes = sorted(s for s in by_size if s > 0)
+    for pair in zip(sizes, sizes[1:], strict=False):
+        if pair not in proofs:
+            raise _Failure(f"no consistency proof between checkpoints {pair[0]} and {pair[1]}", checkpoint=pair[1])
+    for (size1, size2), name in sorted(proofs.items()):
+        old, new = by_size.get(size1), by_size.get(size2)
+        if old is None or new is None:
+            raise _Failure(f"consistency/{name} refers to a checkpoint that is not in the bundle")
+        try:
+            hashes = parse_consistency_proof(_read_limited(root / "consistency" / name, 1 << 16))
+            verify_consistency(size1, size2, hashes, old.root_hash, new.root_hash)
+        except (NoteError, VerificationError) as exc:
+            raise _Failure(f"consistency/{name}: {exc}", checkpoint=size2) from exc
+
+
+def verify_bundle(
+    path: str | Path, verifiers: Iterable[Verifier], known_checkpoints: Iterable[bytes] = ()
+) -> BundleReport:
+    """Verify a bundle against the caller's trusted ``verifiers`` (never the bundle's keys).
+
+    Checks, in order: every checkpoint's signature and origin, no two
+    checkpoints of one size with different roots (``known_checkpoints`` the
+    caller saw elsewhere take part in this fork check), the event chain
+    while rebuilding the tree so each checkpoint's root is compared at its
+    size, that no checkpoint is beyond the last event, and the consistency
+    proof between each pair of consecutive checkpoints.  The first failure
+    ends verification; there is no fallback to an older checkpoint.
+
+    Raises :class:`BundleError` only when the manifest itself is unreadable.
+    """
+    root = Path(path)
+    manifest = _load_manifest(root)
+    keys = list(verifiers)
+    count = 0
+    checkpoints: dict[int, Checkpoint] = {}
+    tree = CompactRange()
+    try:
+        for sub in ("checkpoints", "consistency", "keys"):
+            _listed_files(root, sub, manifest[sub])
+        if manifest["first_seq"] not in (0, 1):
+            raise _Failure(f"bundle starts at seq {manifest['first_seq']}; v1 bundles start at seq 1")
+        checkpoints = _load_checkpoints(root, manifest["checkpoints"], manifest["origin"], keys, known_checkpoints)
+        if not checkpoints:
+            raise _Failure("bundle has no checkpoint, so nothing is sealed")
+        count, tree = _walk_events(root, manifest["tenant"], checkpoints)
+        last = max(checkpoints)
+        if last > count:
+            raise _Failure(
+                f"checkpoint at size {last} covers {last} events but the bundle has only {count} (events missing)",
+                seq=count + 1,
+                checkpoint=last,
+            )
+        if count != manifest["event_count"] or (count and manifest["last_seq"] != count):
+            raise _Failure(f"manifest lists {manifest['event_count']} events but events.jsonl has {count}")
+        _check_consistency(root, manifest["consistency"], checkpoints)
+    except _Failure as failure:
+        return BundleReport(
+            False, failure.seq, failure.reason, count, len(checkpoints), 0, failure.checkpoint, tree.size, tree.root()
+        )
+    return BundleReport(True, None, "ok", count, len(checkpoints), count - max(checkpoints), None, tree.size, tree.root())
