@@ -63,7 +63,7 @@ class Engine:
 
 @dataclass(frozen=True)
 class Model:
-    """A model found on disk; ``digest`` is ``sha256:<hex>`` when known (computing it is optional and cached)."""
+    """A model found on disk; ``digest`` is ``sha256:<hex>`` when known (hashing is optional, cached)."""
 
     name: str
     format: str
@@ -93,7 +93,7 @@ class Inventory:
         return asdict(self)
 
     def digest(self) -> str:
-        """``sha256:<hex>`` over the canonical form; equal for snapshots that differ only in volatile fields."""
+        """``sha256:<hex>`` of the canonical form: equal for snapshots differing only in volatile fields."""
         canonical = json.dumps(_canonical(self), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
         return "sha256:" + hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
@@ -103,9 +103,7 @@ def _canonical(inventory: Inventory) -> dict[str, Any]:
     for engine in inventory.engines:
         item = asdict(engine)
         del item["pid"]
-        item["outbound"] = sorted(
-            [c["remote_address"], c["remote_port"]] for c in item["outbound"]
-        )
+        item["outbound"] = sorted([c["remote_address"], c["remote_port"]] for c in item["outbound"])
         item["listen"] = sorted(item["listen"], key=lambda e: (e["address"], e["port"]))
         for key in ("models_loaded", "models_installed", "open_sensitive_files", "evidence"):
             item[key] = sorted(item[key])

@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 
 from agent.config import Config
 from agent.discovery import DiscoverySettings, discover_engines
-from agent.inventory import Inventory
+from agent.inventory import Engine, Inventory, Model
 from agent.models import DigestCache, ModelSettings, WalkLimits, inventory_models
 from agent.platform import Platform, current_platform
 
@@ -35,15 +35,17 @@ def collect(config: Config, platform: Platform | None = None) -> Inventory:
     """Take one snapshot; a failing half is reported in ``errors`` rather than losing the other half."""
     host = platform or current_platform()
     errors: list[str] = []
+    engines: list[Engine] = []
+    models: list[Model] = []
     try:
         engines = discover_engines(host, discovery_settings(config))
     except OSError as exc:
-        engines, _ = [], errors.append(f"engine discovery failed: {exc}")
-    digests = DigestCache(config.state_dir) if config.compute_digests else None
+        errors.append(f"engine discovery failed: {exc}")
     try:
+        digests = DigestCache(config.state_dir) if config.compute_digests else None
         models = inventory_models(model_settings(config), digests)
     except OSError as exc:
-        models, _ = [], errors.append(f"model inventory failed: {exc}")
+        errors.append(f"model inventory failed: {exc}")
     return Inventory(
         engines=tuple(engines),
         models=tuple(models),

@@ -71,7 +71,12 @@ class NftablesFirewall:
     def _run(self, args: list[str], stdin: str) -> None:
         try:
             done = subprocess.run(
-                [self.nft, *args], input=stdin, capture_output=True, text=True, timeout=_NFT_TIMEOUT, check=False
+                [self.nft, *args],
+                input=stdin,
+                capture_output=True,
+                text=True,
+                timeout=_NFT_TIMEOUT,
+                check=False,
             )
         except (OSError, subprocess.TimeoutExpired) as exc:
             raise FirewallError(f"cannot run {self.nft}: {exc}") from exc

@@ -30,6 +30,10 @@ from agent.containment.state import ContainmentState
 log = logging.getLogger("lz.agent.containment")
 
 
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
+
+
 @dataclass(frozen=True)
 class Evidence:
     """What was done, so the control plane can record it in the custody ledger."""
@@ -53,7 +57,7 @@ class ContainmentResult:
     message: str
     command_id: str | None = None
     replayed: bool = False
-    at: str = field(default_factory=lambda: _now())
+    at: str = field(default_factory=_now)
     evidence: Evidence = field(default_factory=Evidence)
 
     def to_dict(self) -> dict[str, Any]:
@@ -110,8 +114,14 @@ class Containment:
                 self.firewall.apply(rules)
             except FirewallError as exc:
                 return self._finish(
-                    ContainmentResult("apply", False, previous is not None, f"nft refused the ruleset: {exc}",
-                                      command_id, evidence=Evidence(digest, rule_count(rules), rules)),
+                    ContainmentResult(
+                        "apply",
+                        False,
+                        previous is not None,
+                        f"nft refused the ruleset: {exc}",
+                        command_id,
+                        evidence=Evidence(digest, rule_count(rules), rules),
+                    ),
                 )
             test = check_control_plane(policy.control_plane, self.self_test_timeout)
             listing = self._listing_digest()
@@ -119,7 +129,9 @@ class Containment:
                 restored = self._roll_back(previous)
                 return self._finish(
                     ContainmentResult(
-                        "apply", False, restored,
+                        "apply",
+                        False,
+                        restored,
                         "self-test failed: control plane unreachable under isolation; rolled back",
                         command_id,
                         evidence=Evidence(digest, rule_count(rules), rules, listing, test, rolled_back=True),
@@ -127,13 +139,23 @@ class Containment:
                 )
             at = _now()
             self.state.set_active(
-                {"policy": policy.to_dict(), "ruleset_sha256": digest, "command_id": command_id, "applied_at": at}
+                {
+                    "policy": policy.to_dict(),
+                    "ruleset_sha256": digest,
+                    "command_id": command_id,
+                    "applied_at": at,
+                }
             )
             stopped = _stop(stop_pids) if policy.stop_engines else ()
             log.warning("host isolated (command %s, %d rules)", command_id, rule_count(rules))
             return self._finish(
                 ContainmentResult(
-                    "apply", True, True, "isolated; control plane reachable", command_id, at=at,
+                    "apply",
+                    True,
+                    True,
+                    "isolated; control plane reachable",
+                    command_id,
+                    at=at,
                     evidence=Evidence(digest, rule_count(rules), rules, listing, test, stopped_pids=stopped),
                 )
             )
@@ -164,7 +186,7 @@ class Containment:
                 }
             )
         log.critical(
-            "BREAK-GLASS: containment removed locally by %s (reason: %s); this is reported to the control plane",
+            "BREAK-GLASS: containment removed locally by %s (reason: %s); reported to the control plane",
             operator,
             reason or "none given",
         )
@@ -176,25 +198,42 @@ class Containment:
             record = self.state.active()
             if record is None:
                 installed = self._listing() is not None
-                message = "not contained" + ("; a containment table exists without state and is left alone"
-                                             if installed else "")
+                message = "not contained" + (
+                    "; a containment table exists without state and is left alone" if installed else ""
+                )
                 return ContainmentResult("reconcile", True, installed, message)
             try:
                 policy = ContainmentPolicy.from_dict(record["policy"])
             except (PolicyError, KeyError) as exc:
-                return ContainmentResult("reconcile", False, False, f"stored containment state is unusable: {exc}")
+                return ContainmentResult(
+                    "reconcile", False, False, f"stored containment state is unusable: {exc}"
+                )
             rules = self.firewall.render(policy)
             digest = _sha256(rules)
             try:
                 self.firewall.apply(rules)
             except FirewallError as exc:
-                return ContainmentResult("reconcile", False, False, f"nft refused the stored ruleset: {exc}",
-                                         record.get("command_id"), evidence=Evidence(digest, rule_count(rules), rules))
+                return ContainmentResult(
+                    "reconcile",
+                    False,
+                    False,
+                    f"nft refused the stored ruleset: {exc}",
+                    record.get("command_id"),
+                    evidence=Evidence(digest, rule_count(rules), rules),
+                )
             test = check_control_plane(policy.control_plane, self.self_test_timeout)
-            self.state.record_event({"event": "reconcile", "at": _now(), "command_id": record.get("command_id"),
-                                     "self_test_ok": test.ok})
+            self.state.record_event(
+                {
+                    "event": "reconcile",
+                    "at": _now(),
+                    "command_id": record.get("command_id"),
+                    "self_test_ok": test.ok,
+                }
+            )
             return ContainmentResult(
-                "reconcile", True, True,
+                "reconcile",
+                True,
+                True,
                 "containment re-applied" + ("" if test.ok else "; control plane not reachable yet"),
                 record.get("command_id"),
                 evidence=Evidence(digest, rule_count(rules), rules, self._listing_digest(), test),
@@ -218,7 +257,9 @@ class Containment:
         try:
             self.firewall.remove()
         except FirewallError as exc:
-            return ContainmentResult(action, False, True, f"nft could not remove containment: {exc}", command_id)
+            return ContainmentResult(
+                action, False, True, f"nft could not remove containment: {exc}", command_id
+            )
         self.state.clear_active()
         log.warning("containment removed (%s, command %s)", action, command_id)
         return ContainmentResult(action, True, False, "released", command_id)
@@ -273,10 +314,6 @@ def _stop(pids: Sequence[int]) -> tuple[int, ...]:
 
 def _sha256(text: str) -> str:
     return "sha256:" + hashlib.sha256(text.encode("utf-8")).hexdigest()
-
-
-def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds")
 
 
 def _operator() -> str:

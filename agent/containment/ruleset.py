@@ -100,7 +100,10 @@ def _dns(policy: ContainmentPolicy) -> list[str]:
     rules: list[str] = []
     for resolver in policy.resolvers:
         family = _family(resolver)
-        rules += [f"{family} daddr {resolver} udp dport 53 accept", f"{family} daddr {resolver} tcp dport 53 accept"]
+        rules += [
+            f"{family} daddr {resolver} udp dport 53 accept",
+            f"{family} daddr {resolver} tcp dport 53 accept",
+        ]
     return rules
 
 

@@ -84,6 +84,10 @@ class ContainmentState:
 
     def _load_commands(self) -> dict[str, Any]:
         data = statefile.read_json(self._commands)
-        if isinstance(data, dict) and isinstance(data.get("order"), list) and isinstance(data.get("results"), dict):
+        if (
+            isinstance(data, dict)
+            and isinstance(data.get("order"), list)
+            and isinstance(data.get("results"), dict)
+        ):
             return data
         return {"order": [], "results": {}}

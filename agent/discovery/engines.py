@@ -20,7 +20,18 @@ from agent.inventory import CONFIRMED, UNCONFIRMED, Connection, Endpoint, Engine
 from agent.platform import Handles, Platform, ProcessInfo, SocketInfo
 
 # Files under these prefixes belong to the OS or the engine install, not to the user's data.
-_SYSTEM_PREFIXES = ("/usr/", "/lib/", "/lib64/", "/opt/", "/snap/", "/nix/", "/proc/", "/sys/", "/dev/", "/run/")
+_SYSTEM_PREFIXES = (
+    "/usr/",
+    "/lib/",
+    "/lib64/",
+    "/opt/",
+    "/snap/",
+    "/nix/",
+    "/proc/",
+    "/sys/",
+    "/dev/",
+    "/run/",
+)
 _MAX_PROBED_PORTS = 8
 
 
@@ -68,7 +79,9 @@ def _candidate(process: ProcessInfo, signature: Signature, platform: Platform) -
         for s in own
         if not s.listening and not _is_loopback(s.remote_address) and s.local_port not in listen_ports
     )
-    return _Candidate(process, signature, handles, listening, established, platform.shares_network(process.pid))
+    return _Candidate(
+        process, signature, handles, listening, established, platform.shares_network(process.pid)
+    )
 
 
 def _dedupe(candidates: list[_Candidate]) -> list[_Candidate]:
@@ -88,7 +101,10 @@ def _engine(candidate: _Candidate, settings: DiscoverySettings) -> Engine:
     process = candidate.process
     endpoints = tuple(
         sorted(
-            {Endpoint(s.local_address, s.local_port, not _is_loopback(s.local_address)) for s in candidate.listening},
+            {
+                Endpoint(s.local_address, s.local_port, not _is_loopback(s.local_address))
+                for s in candidate.listening
+            },
             key=lambda e: (e.port, e.address),
         )
     )
@@ -104,10 +120,15 @@ def _engine(candidate: _Candidate, settings: DiscoverySettings) -> Engine:
         confidence=CONFIRMED if result else UNCONFIRMED,
         models_loaded=result.models_loaded if result else (),
         models_installed=result.models_installed if result else (),
-        open_sensitive_files=sensitive_files(_user_files(candidate), settings.sensitive_patterns, process.user),
+        open_sensitive_files=sensitive_files(
+            _user_files(candidate), settings.sensitive_patterns, process.user
+        ),
         outbound=tuple(
             sorted(
-                {Connection(s.local_address, s.local_port, s.remote_address, s.remote_port) for s in candidate.established},
+                {
+                    Connection(s.local_address, s.local_port, s.remote_address, s.remote_port)
+                    for s in candidate.established
+                },
                 key=lambda c: (c.remote_address, c.remote_port, c.local_port),
             )
         ),

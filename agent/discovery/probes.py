@@ -107,7 +107,9 @@ def _ollama(client: _Client) -> ProbeResult:
         True,
         "/api/version answered like Ollama",
         version=body["version"],
-        models_installed=_names(tags_body.get("models") if isinstance(tags_body, dict) else None, "name", "model"),
+        models_installed=_names(
+            tags_body.get("models") if isinstance(tags_body, dict) else None, "name", "model"
+        ),
         models_loaded=_names(
             running_body.get("models") if isinstance(running_body, dict) else None, "name", "model"
         ),
@@ -153,7 +155,9 @@ def _llamacpp(client: _Client) -> ProbeResult:
     if isinstance(health_body, dict) and ("status" in health_body or "error" in health_body):
         _, models = _openai_models(client)
         if models is not None:
-            return ProbeResult(True, "/health and /v1/models answered like llama.cpp server", models_loaded=models)
+            return ProbeResult(
+                True, "/health and /v1/models answered like llama.cpp server", models_loaded=models
+            )
     return ProbeResult(False, "/props and /health did not answer like llama.cpp server")
 
 

@@ -12,7 +12,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from agent.platform import ProcessInfo, Platform
+from agent.platform import Platform, ProcessInfo
 
 _PYTHON_NAME = re.compile(r"^python(\d+(\.\d+)?)?$")
 _SCRIPT_SNIFF_BYTES = 64 * 1024
@@ -77,13 +77,21 @@ SIGNATURES: tuple[Signature, ...] = (
     Signature(
         "transformers",
         probes=("openai", "http"),
-        cmdline=(r"transformers\s+(serve|chat)\b", r"\bpipeline\(",),
-        script=(r"^\s*(from|import)\s+transformers\b.*?\bpipeline\(", r"\bAutoModelForCausalLM\b.*?\b(serve|uvicorn|Flask|HTTPServer)"),
+        cmdline=(
+            r"transformers\s+(serve|chat)\b",
+            r"\bpipeline\(",
+        ),
+        script=(
+            r"^\s*(from|import)\s+transformers\b.*?\bpipeline\(",
+            r"\bAutoModelForCausalLM\b.*?\b(serve|uvicorn|Flask|HTTPServer)",
+        ),
     ),
 )
 
 
-def match(process: ProcessInfo, platform: Platform, signatures: Sequence[Signature] = SIGNATURES) -> Signature | None:
+def match(
+    process: ProcessInfo, platform: Platform, signatures: Sequence[Signature] = SIGNATURES
+) -> Signature | None:
     """The first signature ``process`` matches, or None."""
     names = _names(process)
     joined = " ".join(process.cmdline)

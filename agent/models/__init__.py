@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import pwd
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from agent.inventory import Model
@@ -26,7 +26,7 @@ class ModelSettings:
 
     homes: tuple[str, ...] = ()
     roots: tuple[str, ...] = ()
-    limits: WalkLimits = WalkLimits()
+    limits: WalkLimits = field(default_factory=WalkLimits)
     compute_digests: bool = False
 
 

@@ -59,4 +59,3 @@ def _hash(path: str) -> str:
         while chunk := handle.read(_CHUNK):
             digest.update(chunk)
     return "sha256:" + digest.hexdigest()
-

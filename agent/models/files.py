@@ -56,8 +56,10 @@ def walk_files(root: Path, suffix: str, limits: WalkLimits) -> Iterator[Path]:
             return
 
 
-def gguf_model(path: Path, name: str, source: str, digest: str | None = None, size: int | None = None) -> Model:
-    """A :class:`Model` for a GGUF file, with whatever its header tells; an unreadable header leaves fields empty."""
+def gguf_model(
+    path: Path, name: str, source: str, digest: str | None = None, size: int | None = None
+) -> Model:
+    """A :class:`Model` for a GGUF file; what its header cannot tell (or an unreadable header) stays empty."""
     try:
         info = read_gguf(path)
     except GGUFError:

@@ -146,7 +146,11 @@ class GGUFInfo:
     @property
     def alignment(self) -> int:
         value = self.metadata.get("general.alignment")
-        return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else DEFAULT_ALIGNMENT
+        return (
+            value
+            if isinstance(value, int) and not isinstance(value, bool) and value > 0
+            else DEFAULT_ALIGNMENT
+        )
 
     @property
     def parameter_count(self) -> int:

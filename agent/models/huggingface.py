@@ -17,7 +17,12 @@ from agent.inventory import Model
 from agent.models.files import WalkLimits, gguf_model, read_small_json, safetensors_parameters
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
-_WEIGHT_FORMATS = ((".safetensors", "safetensors"), (".bin", "pytorch"), (".pt", "pytorch"), (".onnx", "onnx"))
+_WEIGHT_FORMATS = (
+    (".safetensors", "safetensors"),
+    (".bin", "pytorch"),
+    (".pt", "pytorch"),
+    (".onnx", "onnx"),
+)
 
 
 def huggingface_models(hub: Path, limits: WalkLimits) -> list[Model]:
@@ -30,7 +35,9 @@ def huggingface_models(hub: Path, limits: WalkLimits) -> list[Model]:
     for repo in repos[: limits.max_files]:
         snapshot = _snapshot(repo)
         if snapshot is not None:
-            found.extend(_repo_models(repo.name.removeprefix("models--").replace("--", "/"), snapshot, limits))
+            found.extend(
+                _repo_models(repo.name.removeprefix("models--").replace("--", "/"), snapshot, limits)
+            )
     return found
 
 
@@ -69,9 +76,7 @@ def _repo_models(repo_id: str, snapshot: Path, limits: WalkLimits) -> list[Model
         return []
     config = read_small_json(snapshot / "config.json")
     config = config if isinstance(config, dict) else {}
-    parameters = sum(
-        safetensors_parameters(f) or 0 for f in files if f.name.endswith(".safetensors")
-    )
+    parameters = sum(safetensors_parameters(f) or 0 for f in files if f.name.endswith(".safetensors"))
     return [
         Model(
             name=repo_id,

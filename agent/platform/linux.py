@@ -23,7 +23,7 @@ _SOCKET_LINK_PREFIX = "socket:["
 
 
 class LinuxPlatform:
-    """Discovery facts from ``/proc`` (``proc_root`` is configurable for containers that mount it elsewhere)."""
+    """Discovery facts from ``/proc`` (``proc_root`` differs in containers that mount it elsewhere)."""
 
     def __init__(self, proc_root: str = "/proc") -> None:
         self._proc = Path(proc_root)

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from services.kit.errors import PermissionDenied, Unauthenticated
 from services.kit.ids import is_valid_id
 
-TOKEN_PREFIX = "lz1"
+TOKEN_PREFIX = "lz1"  # noqa: S105 - a format tag, not a secret
 TENANT_METADATA_KEY = "x-lz-tenant"
 ACTOR_METADATA_KEY = "x-lz-actor"
 

@@ -107,7 +107,9 @@ class Stack:
                 if proc.poll() is not None:
                     raise RuntimeError(f"{name} exited with code {proc.returncode}; see {self.log_path(name)}")
                 if time.monotonic() > deadline:
-                    raise RuntimeError(f"{name} did not report SERVING within {timeout:.0f}s; see {self.log_path(name)}")
+                    raise RuntimeError(
+                        f"{name} did not report SERVING within {timeout:.0f}s; see {self.log_path(name)}"
+                    )
                 time.sleep(0.1)
 
     def log_path(self, name: str) -> Path:

@@ -8,6 +8,7 @@ provisioning calls, for the tests that prove least privilege.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -94,10 +95,8 @@ def provision(
     ddb = client(aws, "dynamodb")
     table_def.create_table(ddb, table_name)
     s3 = client(aws, "s3")
-    try:
+    with contextlib.suppress(s3.exceptions.BucketAlreadyOwnedByYou, s3.exceptions.BucketAlreadyExists):
         s3.create_bucket(Bucket=bucket_name, ObjectLockEnabledForBucket=True)
-    except (s3.exceptions.BucketAlreadyOwnedByYou, s3.exceptions.BucketAlreadyExists):
-        pass
     s3.put_bucket_versioning(Bucket=bucket_name, VersioningConfiguration={"Status": "Enabled"})
     s3.put_object_lock_configuration(
         Bucket=bucket_name,

@@ -78,7 +78,8 @@ def _pack(message: Any) -> any_pb2.Any:
 
 async def abort_with(context: grpc.aio.ServicerContext[Any, Any], error: DomainError) -> None:
     code, status = status_for(error)
-    await context.abort(code, error.message, trailing_metadata=(("grpc-status-details-bin", status.SerializeToString()),))
+    details = (("grpc-status-details-bin", status.SerializeToString()),)
+    await context.abort(code, error.message, trailing_metadata=details)
 
 
 _INTERNAL = status_pb2.Status(code=code_pb2.INTERNAL, message="internal error")

@@ -12,8 +12,9 @@ import asyncio
 import contextlib
 import logging
 import signal
+import socket
 import sys
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -47,7 +48,7 @@ class Service:
     # Raises when a dependency does not answer; health stays NOT_SERVING until it returns.
     check_ready: Callable[[], Awaitable[None]] | None = None
     # Long-running tasks started with the server and cancelled when it stops.
-    background: Sequence[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    background: Sequence[Callable[[], Coroutine[Any, Any, None]]] = field(default_factory=list)
     on_stop: Callable[[], Awaitable[None]] | None = None
     ready_interval_seconds: float = 2.0
 
@@ -103,6 +104,7 @@ async def build_server(service: Service, settings: ServerSettings) -> RunningSer
     reflection.enable_server_reflection([*names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
                                          reflection.SERVICE_NAME], server)
     target = f"{settings.listen_host}:{settings.port}"
+    _check_port_free(settings.listen_host, settings.port)
     credentials = _credentials(settings)
     try:
         bound = server.add_secure_port(target, credentials) if credentials else server.add_insecure_port(target)
@@ -118,6 +120,18 @@ async def build_server(service: Service, settings: ServerSettings) -> RunningSer
     return running
 
 
+def _check_port_free(host: str, port: int) -> None:
+    """Fail with one clear line before gRPC core logs its own multi-line bind error."""
+    if port == 0:
+        return
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+
+
 async def _watch_readiness(running: RunningServer) -> None:
     """Keep health honest: SERVING only while the dependencies answer."""
     check = running.service.check_ready
@@ -127,7 +141,7 @@ async def _watch_readiness(running: RunningServer) -> None:
             if check is not None:
                 await check()
             ok = True
-        except Exception as exc:  # noqa: BLE001 - any failure of a dependency means not ready
+        except Exception as exc:
             ok = False
             if serving is not False:
                 log.warning("not ready: %s", exc)

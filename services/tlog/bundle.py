@@ -17,6 +17,7 @@ noticed rather than silently narrowing what gets checked.
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -85,6 +86,7 @@ def _key_filename(key: str) -> str:
 
 def write_bundle(
     path: str | Path,
+    *,
     tenant: str,
     origin: str,
     events: Iterable[bytes | Event],
@@ -181,7 +183,7 @@ def _load_manifest(root: Path) -> dict[str, Any]:
     return data
 
 
-class _Failure(Exception):
+class _FailureError(Exception):
     """Internal early exit carrying the report fields of a failed verification."""
 
     def __init__(self, reason: str, *, seq: int | None = None, checkpoint: int | None = None) -> None:
@@ -197,16 +199,16 @@ def _listed_files(root: Path, sub: str, listed: list[str]) -> None:
     missing = sorted(set(listed) - set(present))
     extra = sorted(set(present) - set(listed))
     if missing:
-        raise _Failure(f"{sub}/{missing[0]} is listed in the manifest but missing")
+        raise _FailureError(f"{sub}/{missing[0]} is listed in the manifest but missing")
     if extra:
-        raise _Failure(f"{sub}/{extra[0]} is not listed in the manifest")
+        raise _FailureError(f"{sub}/{extra[0]} is not listed in the manifest")
 
 
 def _read_limited(path: Path, limit: int) -> bytes:
     with path.open("rb") as fh:
         data = fh.read(limit + 1)
     if len(data) > limit:
-        raise _Failure(f"{path.parent.name}/{path.name} is larger than {limit} bytes")
+        raise _FailureError(f"{path.parent.name}/{path.name} is larger than {limit} bytes")
     return data
 
 
@@ -218,21 +220,23 @@ def _load_checkpoints(
     for name in names:
         m = _CHECKPOINT_RE.fullmatch(name)
         if m is None:
-            raise _Failure(f"checkpoints/{name} is not named <size>.checkpoint")
-        notes.append((f"checkpoints/{name}", int(m.group(1)), _read_limited(root / "checkpoints" / name, MAX_NOTE_SIZE)))
+            raise _FailureError(f"checkpoints/{name} is not named <size>.checkpoint")
+        note = _read_limited(root / "checkpoints" / name, MAX_NOTE_SIZE)
+        notes.append((f"checkpoints/{name}", int(m.group(1)), note))
     notes.extend(("a known checkpoint", None, note) for note in known)
     for label, size, note in notes:
         try:
             cp = verify_checkpoint(note, verifiers)
         except (NoteError, VerificationError) as exc:
-            raise _Failure(f"{label}: {exc}", checkpoint=size) from exc
+            raise _FailureError(f"{label}: {exc}", checkpoint=size) from exc
         if size is not None and cp.size != size:
-            raise _Failure(f"{label}: file name says size {size} but the checkpoint says {cp.size}", checkpoint=size)
+            raise _FailureError(f"{label}: file name disagrees with size {cp.size}", checkpoint=size)
         if cp.origin != origin:
-            raise _Failure(f"{label}: origin {cp.origin!r} is not the bundle origin {origin!r}", checkpoint=cp.size)
+            raise _FailureError(f"{label}: origin {cp.origin!r} is not {origin!r}", checkpoint=cp.size)
         other = by_size.setdefault(cp.size, cp)
         if other.root_hash != cp.root_hash:
-            raise _Failure(f"fork: two signed checkpoints of size {cp.size} with different roots", checkpoint=cp.size)
+            reason = f"fork: two signed checkpoints of size {cp.size} with different roots"
+            raise _FailureError(reason, checkpoint=cp.size)
     return by_size
 
 
@@ -252,21 +256,21 @@ def _walk_events(root: Path, tenant: str, by_size: dict[int, Checkpoint]) -> tup
     chain = ChainVerifier(tenant)
     tree = CompactRange()
     if 0 in by_size and by_size[0].root_hash != EMPTY_ROOT:
-        raise _Failure("checkpoint at size 0 does not have the empty-tree root", checkpoint=0)
+        raise _FailureError("checkpoint at size 0 does not have the empty-tree root", checkpoint=0)
     try:
         for canonical in _event_lines(root / "events.jsonl"):
             chain.add(canonical)
             tree.append(leaf_hash(canonical))
             cp = by_size.get(tree.size)
             if cp is not None and cp.root_hash != tree.root():
-                raise _Failure(
+                raise _FailureError(
                     f"checkpoint at size {tree.size}: root does not match events 1..{tree.size}",
                     checkpoint=tree.size,
                 )
     except ChainError as exc:
-        raise _Failure(exc.reason, seq=exc.seq) from exc
+        raise _FailureError(exc.reason, seq=exc.seq) from exc
     except OSError as exc:
-        raise _Failure(f"cannot read events.jsonl: {exc.strerror or exc}") from exc
+        raise _FailureError(f"cannot read events.jsonl: {exc.strerror or exc}") from exc
     return chain.count, tree
 
 
@@ -275,21 +279,22 @@ def _check_consistency(root: Path, names: list[str], by_size: dict[int, Checkpoi
     for name in names:
         m = _PROOF_RE.fullmatch(name)
         if m is None:
-            raise _Failure(f"consistency/{name} is not named <size1>-<size2>.proof")
+            raise _FailureError(f"consistency/{name} is not named <size1>-<size2>.proof")
         proofs[(int(m.group(1)), int(m.group(2)))] = name
     sizes = sorted(s for s in by_size if s > 0)
-    for pair in zip(sizes, sizes[1:], strict=False):
+    for pair in itertools.pairwise(sizes):
         if pair not in proofs:
-            raise _Failure(f"no consistency proof between checkpoints {pair[0]} and {pair[1]}", checkpoint=pair[1])
+            reason = f"no consistency proof between checkpoints {pair[0]} and {pair[1]}"
+            raise _FailureError(reason, checkpoint=pair[1])
     for (size1, size2), name in sorted(proofs.items()):
         old, new = by_size.get(size1), by_size.get(size2)
         if old is None or new is None:
-            raise _Failure(f"consistency/{name} refers to a checkpoint that is not in the bundle")
+            raise _FailureError(f"consistency/{name} refers to a checkpoint that is not in the bundle")
         try:
             hashes = parse_consistency_proof(_read_limited(root / "consistency" / name, 1 << 16))
             verify_consistency(size1, size2, hashes, old.root_hash, new.root_hash)
         except (NoteError, VerificationError) as exc:
-            raise _Failure(f"consistency/{name}: {exc}", checkpoint=size2) from exc
+            raise _FailureError(f"consistency/{name}: {exc}", checkpoint=size2) from exc
 
 
 def verify_bundle(
@@ -317,23 +322,42 @@ def verify_bundle(
         for sub in ("checkpoints", "consistency", "keys"):
             _listed_files(root, sub, manifest[sub])
         if manifest["first_seq"] not in (0, 1):
-            raise _Failure(f"bundle starts at seq {manifest['first_seq']}; v1 bundles start at seq 1")
-        checkpoints = _load_checkpoints(root, manifest["checkpoints"], manifest["origin"], keys, known_checkpoints)
+            raise _FailureError(f"bundle starts at seq {manifest['first_seq']}; v1 bundles start at seq 1")
+        checkpoints = _load_checkpoints(
+            root, manifest["checkpoints"], manifest["origin"], keys, known_checkpoints
+        )
         if not checkpoints:
-            raise _Failure("bundle has no checkpoint, so nothing is sealed")
+            raise _FailureError("bundle has no checkpoint, so nothing is sealed")
         count, tree = _walk_events(root, manifest["tenant"], checkpoints)
         last = max(checkpoints)
         if last > count:
-            raise _Failure(
-                f"checkpoint at size {last} covers {last} events but the bundle has only {count} (events missing)",
+            raise _FailureError(
+                f"checkpoint at size {last} covers more than the {count} events present (events missing)",
                 seq=count + 1,
                 checkpoint=last,
             )
         if count != manifest["event_count"] or (count and manifest["last_seq"] != count):
-            raise _Failure(f"manifest lists {manifest['event_count']} events but events.jsonl has {count}")
+            raise _FailureError(f"manifest lists {manifest['event_count']} events, events.jsonl has {count}")
         _check_consistency(root, manifest["consistency"], checkpoints)
-    except _Failure as failure:
+    except _FailureError as failure:
         return BundleReport(
-            False, failure.seq, failure.reason, count, len(checkpoints), 0, failure.checkpoint, tree.size, tree.root()
+            ok=False,
+            first_bad_seq=failure.seq,
+            reason=failure.reason,
+            events=count,
+            checkpoints_verified=len(checkpoints),
+            unsealed_tail=0,
+            bad_checkpoint=failure.checkpoint,
+            tree_size=tree.size,
+            root=tree.root(),
         )
-    return BundleReport(True, None, "ok", count, len(checkpoints), count - max(checkpoints), None, tree.size, tree.root())
+    return BundleReport(
+        ok=True,
+        first_bad_seq=None,
+        reason="ok",
+        events=count,
+        checkpoints_verified=len(checkpoints),
+        unsealed_tail=count - max(checkpoints),
+        tree_size=tree.size,
+        root=tree.root(),
+    )

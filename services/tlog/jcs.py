@@ -79,9 +79,18 @@ def _encode(value: Any, out: list[str], depth: int) -> None:
     elif isinstance(value, str):
         out.append(_string(value))
     elif isinstance(value, int):
-        if abs(value) > MAX_SAFE_INTEGER:
-            raise PayloadError(f"integer {value} is outside the IEEE-754 safe range")
-        out.append(str(int(value)))
+        if abs(value) <= MAX_SAFE_INTEGER:
+            out.append(str(int(value)))
+        else:
+            # JSON numbers are IEEE doubles in JCS: a big integer is fine only
+            # if a double holds it exactly, and then it is spelled like one.
+            try:
+                as_double = float(value)
+            except OverflowError:
+                as_double = math.inf
+            if as_double != value:
+                raise PayloadError(f"integer {value} is not exactly representable as an IEEE-754 double")
+            out.append(_number(as_double))
     elif isinstance(value, float):
         out.append(_number(value))
     elif isinstance(value, dict):

@@ -15,4 +15,4 @@ def token_sk(token_id: str) -> str:
     return f"TOKEN#{validate_id('token_id', token_id)}"
 
 
-TOKEN_SK_PREFIX = "TOKEN#"
+TOKEN_SK_PREFIX = "TOKEN#"  # noqa: S105 - a key prefix, not a secret

@@ -1,0 +1,60 @@
+# LifecycleZero: every command a developer needs. The first target that needs Python creates
+# .venv and installs the project with its dev dependencies; nothing else is needed on a fresh machine.
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+PROTO_DIR := protos
+PROTOS := $(wildcard $(PROTO_DIR)/lifecyclezero/v1/*.proto)
+PYTEST_ARGS ?=
+BUF := .tools/node_modules/.bin/buf
+
+.PHONY: help install proto test test-fast lint up demo bench bench-quick clean
+
+help:
+	@echo "make demo        see the whole system work (embedded AWS, services, a simulated fleet)"
+	@echo "make test        run the whole test suite"
+	@echo "make up          run the local stack (Ctrl-C stops it); use it with the lz CLI"
+	@echo "make lint        ruff, mypy and buf lint"
+	@echo "make proto       regenerate the gRPC code from protos/"
+	@echo "make bench       benchmarks and the report in bench-results/"
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+proto: $(STAMP)
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m grpc_tools.protoc -I$(PROTO_DIR) \
+		--python_out=$(PROTO_DIR) --grpc_python_out=$(PROTO_DIR) \
+		--mypy_out=$(PROTO_DIR) --mypy_grpc_out=$(PROTO_DIR) $(PROTOS)
+
+test: $(STAMP)
+	$(BIN)/pytest -q $(PYTEST_ARGS)
+
+lint: $(STAMP) $(BUF)
+	$(BIN)/ruff check .
+	$(BIN)/mypy services agent lz
+	$(BUF) lint
+
+$(BUF):
+	npm install --silent --no-audit --no-fund --prefix .tools @bufbuild/buf@1 >/dev/null
+
+up: $(STAMP)
+	$(BIN)/python -m services.kit.devstack up
+
+demo: $(STAMP)
+	$(BIN)/python -m lz.demo
+
+bench: $(STAMP)
+	$(BIN)/python -m benchmarks.run --out bench-results
+
+bench-quick: $(STAMP)
+	$(BIN)/python -m benchmarks.run --out bench-results --quick
+
+clean:
+	rm -rf $(VENV) .tools .lz bench-results .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,243 @@
+"""``lz-agent``: scan, contain, break-glass (and, with the stream step, run and simulate).
+
+Users never see a traceback: configuration and policy mistakes print one line
+and exit 2, operational failures (nft refused, self-test failed) exit 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
+
+from agent.config import Config, ConfigError, load_config
+from agent.containment import (
+    Containment,
+    ContainmentResult,
+    FirewallError,
+    NftablesFirewall,
+    PolicyError,
+    build_policy,
+)
+from agent.inventory import Inventory
+from agent.platform import UnsupportedPlatformError
+from agent.snapshot import collect
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+_BREAK_GLASS_HELP = """\
+Remove host isolation locally, without the control plane. Use only when the
+control plane cannot release a host that must work again (e.g. it is down).
+The action is logged at CRITICAL level and kept in the state directory, and it
+is reported to the control plane as soon as the agent reconnects.
+"""
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``lz-agent`` console script."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.WARNING, format="lz-agent: %(levelname)s: %(message)s", stream=sys.stderr
+    )
+    try:
+        config = load_config(args.config)
+        return int(args.handler(args, config))
+    except (ConfigError, PolicyError, UnsupportedPlatformError) as exc:
+        print(f"lz-agent: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except (FirewallError, OSError) as exc:
+        print(f"lz-agent: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:
+        if args.debug:
+            raise
+        print(
+            f"lz-agent: internal error: {type(exc).__name__}: {exc} (re-run with --debug for details)",
+            file=sys.stderr,
+        )
+        return EXIT_FAILED
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="lz-agent", description="LifecycleZero endpoint agent.")
+    parser.add_argument(
+        "--config",
+        type=Path,
+        help="TOML config file (default: $LZ_AGENT_CONFIG or /etc/lz-agent/agent.toml if present)",
+    )
+    parser.add_argument("--debug", action="store_true", help="show tracebacks of internal errors")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    scan = commands.add_parser("scan", help="one discovery snapshot of this host (loopback probes only)")
+    scan.add_argument("--json", action="store_true", help="print the inventory as JSON")
+    scan.add_argument("--digests", action="store_true", help="compute SHA-256 of model files (cached)")
+    scan.set_defaults(handler=_scan)
+
+    contain = commands.add_parser("contain", help="host isolation (needs root or CAP_NET_ADMIN)")
+    actions = contain.add_subparsers(dest="action", required=True, metavar="ACTION")
+    apply = actions.add_parser("apply", help="isolate the host, self-test, roll back on failure")
+    apply.add_argument("--command-id", help="idempotency key: a repeated id returns the first result")
+    apply.add_argument(
+        "--control-plane",
+        action="append",
+        metavar="HOST:PORT",
+        help="control-plane endpoint (repeatable; default from config)",
+    )
+    apply.add_argument("--resolver", action="append", metavar="IP", help="allowed DNS resolver (repeatable)")
+    apply.add_argument("--allow", action="append", metavar="CIDR", help="allowlisted network (repeatable)")
+    apply.add_argument(
+        "--stop-engines",
+        action="store_true",
+        default=None,
+        help="SIGTERM discovered engine processes once isolated",
+    )
+    apply.add_argument("--dry-run", action="store_true", help="print the nftables ruleset and change nothing")
+    apply.add_argument("--json", action="store_true", help="print the result as JSON")
+    apply.set_defaults(handler=_contain_apply)
+    release = actions.add_parser("release", help="remove isolation")
+    release.add_argument("--command-id", help="idempotency key")
+    release.add_argument("--json", action="store_true")
+    release.set_defaults(handler=_contain_release)
+    status = actions.add_parser("status", help="persisted versus installed containment")
+    status.add_argument("--json", action="store_true")
+    status.set_defaults(handler=_contain_status)
+    reconcile = actions.add_parser("reconcile", help="re-apply persisted isolation (at start-up)")
+    reconcile.add_argument("--json", action="store_true")
+    reconcile.set_defaults(handler=_contain_reconcile)
+
+    glass = commands.add_parser(
+        "break-glass", help="emergency local release of isolation", description=_BREAK_GLASS_HELP
+    )
+    glass.add_argument("--confirm", action="store_true", help="required: you mean it")
+    glass.add_argument("--reason", default="", help="why (recorded and reported)")
+    glass.set_defaults(handler=_break_glass)
+
+    for name, what in (
+        ("run", "stream to the control plane"),
+        ("simulate", "replay a scenario against a control plane"),
+    ):
+        stub = commands.add_parser(name, help=f"{what} (not yet available)")
+        stub.set_defaults(handler=_not_yet)
+    return parser
+
+
+def _scan(args: argparse.Namespace, config: Config) -> int:
+    if args.digests:
+        config = replace(config, compute_digests=True)
+    inventory = collect(config)
+    if args.json:
+        print(json.dumps({**inventory.to_dict(), "digest": inventory.digest()}, indent=2))
+    else:
+        _print_inventory(inventory)
+    return EXIT_OK
+
+
+def _contain_apply(args: argparse.Namespace, config: Config) -> int:
+    stop = config.stop_engines if args.stop_engines is None else args.stop_engines
+    policy = build_policy(
+        control_plane=args.control_plane or config.control_plane,
+        resolvers=args.resolver or config.resolvers,
+        allowlist=args.allow or config.allowlist,
+        stop_engines=stop,
+    )
+    containment = _containment(config)
+    if args.dry_run:
+        print(containment.firewall.render(policy), end="")
+        return EXIT_OK
+    pids = [engine.pid for engine in collect(config).engines] if stop else []
+    return _report(containment.apply(policy, args.command_id, pids), args.json)
+
+
+def _contain_release(args: argparse.Namespace, config: Config) -> int:
+    return _report(_containment(config).release(args.command_id), args.json)
+
+
+def _contain_reconcile(args: argparse.Namespace, config: Config) -> int:
+    return _report(_containment(config).reconcile(), args.json)
+
+
+def _contain_status(args: argparse.Namespace, config: Config) -> int:
+    status = _containment(config).status()
+    if args.json:
+        print(json.dumps(status.to_dict(), indent=2))
+    else:
+        state = "isolated" if status.installed else "not isolated"
+        sync = "" if status.in_sync else " (persisted state and firewall disagree; run `contain reconcile`)"
+        print(f"{state}; command {status.command_id or '-'}; since {status.applied_at or '-'}{sync}")
+    return EXIT_OK if status.in_sync else EXIT_FAILED
+
+
+def _break_glass(args: argparse.Namespace, config: Config) -> int:
+    if not args.confirm:
+        print(
+            "lz-agent: break-glass removes isolation; re-run with --confirm if you mean it", file=sys.stderr
+        )
+        return EXIT_USAGE
+    return _report(_containment(config).break_glass(args.reason), json_output=False)
+
+
+def _not_yet(args: argparse.Namespace, config: Config) -> int:
+    print(f"lz-agent {args.command}: not yet available", file=sys.stderr)
+    return EXIT_USAGE
+
+
+def _containment(config: Config) -> Containment:
+    return Containment(NftablesFirewall(config.nft, config.table), config.state_dir, config.self_test_timeout)
+
+
+def _report(result: ContainmentResult, json_output: bool) -> int:
+    if json_output:
+        print(json.dumps(result.to_dict(), indent=2))
+    else:
+        replay = " (replayed)" if result.replayed else ""
+        print(f"{result.action}: {'ok' if result.ok else 'FAILED'}: {result.message}{replay}")
+        evidence = result.evidence
+        if evidence.ruleset_sha256:
+            print(f"  rules: {evidence.rule_count} ({evidence.ruleset_sha256})")
+        if evidence.self_test is not None:
+            for attempt in evidence.self_test.attempts:
+                outcome = "reachable" if attempt.ok else f"unreachable: {attempt.error}"
+                print(f"  control plane {attempt.host} [{attempt.address}]:{attempt.port} {outcome}")
+        if evidence.stopped_pids:
+            print(f"  stopped engine pids: {', '.join(map(str, evidence.stopped_pids))}")
+    return EXIT_OK if result.ok else EXIT_FAILED
+
+
+def _print_inventory(inventory: Inventory) -> None:
+    print(f"{inventory.hostname} ({inventory.os}) at {inventory.collected_at}  digest {inventory.digest()}")
+    print(f"engines: {len(inventory.engines)}")
+    for engine in inventory.engines:
+        state = "confirmed" if engine.confirmed else "unconfirmed"
+        ports = (
+            ", ".join(f"{e.address}:{e.port}{' EXPOSED' if e.exposed else ''}" for e in engine.listen) or "-"
+        )
+        print(
+            f"  {engine.kind} pid {engine.pid} user {engine.user} {state} version {engine.version or '-'} "
+            f"listen {ports}"
+        )
+        for label, items in (
+            ("loaded", engine.models_loaded),
+            ("sensitive files", engine.open_sensitive_files),
+            ("outbound", [f"{c.remote_address}:{c.remote_port}" for c in engine.outbound]),
+        ):
+            if items:
+                print(f"    {label}: {', '.join(items)}")
+    print(f"models: {len(inventory.models)}")
+    for model in inventory.models:
+        print(
+            f"  {model.name} [{model.source}, {model.format}, {model.quantization or '-'}, "
+            f"{model.size_bytes} bytes] {model.path}"
+        )
+    for error in inventory.errors:
+        print(f"error: {error}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

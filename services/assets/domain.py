@@ -1,0 +1,447 @@
+"""The assets domain: containment state machine, validation and the action-required rule.
+
+Pure code: no gRPC, no boto3. The store persists what this module decides; the servicer only
+translates between protobuf messages and these types.
+
+Action required
+---------------
+An asset *needs action* (and is listed by `ListAssets(action_required=true)` through the sparse
+`ACTION_REQ` index) exactly while
+
+* its status is ISOLATION_FAILED (an isolation was ordered and the host could not enforce it), or
+* its current risk's maximum severity is CRITICAL and it is not contained or on its way to being
+  contained, i.e. its status is ACTIVE or RELEASE_PENDING.
+
+ISOLATION_PENDING and ISOLATED assets with CRITICAL risk do not need action: containment is in hand.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import datetime as dt
+import enum
+import hashlib
+import json
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from services.kit.errors import FailedPrecondition, InvalidArgument
+from services.kit.ids import validate_id
+
+MAX_JUSTIFICATION_CHARS = 1000
+MAX_TEXT_CHARS = 256
+MAX_REASON_CHARS = 1000
+DEFAULT_PAGE_SIZE = 50
+MAX_PAGE_SIZE = 500
+FINGERPRINT_HEX_CHARS = 16
+
+
+class Status(enum.Enum):
+    ACTIVE = "ACTIVE"
+    ISOLATION_PENDING = "ISOLATION_PENDING"
+    ISOLATED = "ISOLATED"
+    RELEASE_PENDING = "RELEASE_PENDING"
+    ISOLATION_FAILED = "ISOLATION_FAILED"
+
+
+class Severity(enum.IntEnum):
+    UNSPECIFIED = 0
+    INFO = 1
+    WARNING = 2
+    CRITICAL = 3
+
+
+class CommandKind(enum.Enum):
+    ISOLATE = "ISOLATE"
+    RELEASE = "RELEASE"
+
+
+class Outcome(enum.Enum):
+    APPLIED = "APPLIED"
+    FAILED = "FAILED"
+
+
+class Trigger(enum.Enum):
+    """What can move an asset: an operator's (or policy's) order, or the agent's result of one."""
+
+    ISOLATE = "isolate"
+    RELEASE = "release"
+    ISOLATION_APPLIED = "isolation applied"
+    ISOLATION_FAILED = "isolation failed"
+    RELEASE_APPLIED = "release applied"
+    RELEASE_FAILED = "release failed"
+
+
+# The state machine, as a table: (current status, trigger) -> next status. Anything else is illegal.
+TRANSITIONS: Mapping[tuple[Status, Trigger], Status] = {
+    (Status.ACTIVE, Trigger.ISOLATE): Status.ISOLATION_PENDING,
+    (Status.ISOLATION_FAILED, Trigger.ISOLATE): Status.ISOLATION_PENDING,
+    (Status.ISOLATION_PENDING, Trigger.ISOLATION_APPLIED): Status.ISOLATED,
+    (Status.ISOLATION_PENDING, Trigger.ISOLATION_FAILED): Status.ISOLATION_FAILED,
+    (Status.ISOLATED, Trigger.RELEASE): Status.RELEASE_PENDING,
+    (Status.ISOLATION_FAILED, Trigger.RELEASE): Status.RELEASE_PENDING,
+    (Status.RELEASE_PENDING, Trigger.RELEASE_APPLIED): Status.ACTIVE,
+    (Status.RELEASE_PENDING, Trigger.RELEASE_FAILED): Status.ISOLATED,
+}
+
+ORDER_TRIGGER = {CommandKind.ISOLATE: Trigger.ISOLATE, CommandKind.RELEASE: Trigger.RELEASE}
+RESULT_TRIGGER = {
+    (CommandKind.ISOLATE, Outcome.APPLIED): Trigger.ISOLATION_APPLIED,
+    (CommandKind.ISOLATE, Outcome.FAILED): Trigger.ISOLATION_FAILED,
+    (CommandKind.RELEASE, Outcome.APPLIED): Trigger.RELEASE_APPLIED,
+    (CommandKind.RELEASE, Outcome.FAILED): Trigger.RELEASE_FAILED,
+}
+
+# Custody ledger actions.
+REQUEST_ACTION = {CommandKind.ISOLATE: "asset.isolate.requested", CommandKind.RELEASE: "asset.release.requested"}
+RESULT_ACTION = {
+    (CommandKind.ISOLATE, Outcome.APPLIED): "asset.isolate.enforced",
+    (CommandKind.ISOLATE, Outcome.FAILED): "asset.isolate.failed",
+    (CommandKind.RELEASE, Outcome.APPLIED): "asset.release.enforced",
+    (CommandKind.RELEASE, Outcome.FAILED): "asset.release.failed",
+}
+
+
+def allowed(current: Status, trigger: Trigger) -> bool:
+    return (current, trigger) in TRANSITIONS
+
+
+def next_status(current: Status, trigger: Trigger) -> Status:
+    """The status `trigger` moves an asset in `current` to; FailedPrecondition naming `current` if illegal."""
+    target = TRANSITIONS.get((current, trigger))
+    if target is None:
+        raise FailedPrecondition(
+            f"the asset is {current.value}; {trigger.value} is not allowed in that state",
+            reason="ILLEGAL_TRANSITION",
+            metadata={"current_status": current.value, "trigger": trigger.name},
+        )
+    return target
+
+
+def action_required(status: Status, max_severity: Severity) -> bool:
+    """The action-required rule of the module docstring."""
+    if status is Status.ISOLATION_FAILED:
+        return True
+    return max_severity is Severity.CRITICAL and status in (Status.ACTIVE, Status.RELEASE_PENDING)
+
+
+# --- time -----------------------------------------------------------------------------------------
+
+
+def now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def format_ts(when: dt.datetime) -> str:
+    """RFC 3339 UTC with six fractional digits: sorts as text, used in keys and items."""
+    return when.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def parse_ts(text: str) -> dt.datetime:
+    return dt.datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=dt.UTC)
+
+
+# --- records --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Risk:
+    """An asset's current risk; findings are plain JSON-compatible dicts."""
+
+    max_severity: Severity = Severity.UNSPECIFIED
+    findings: tuple[dict[str, Any], ...] = ()
+    evaluate_time: str = ""
+
+
+@dataclass(frozen=True)
+class Asset:
+    asset_id: str
+    hostname: str
+    employee_id: str
+    os: str
+    agent_version: str
+    status: Status = Status.ACTIVE
+    status_reason: str = ""
+    last_seen_time: str = ""
+    risk: Risk = field(default_factory=Risk)
+    create_time: str = ""
+    update_time: str = ""
+    last_custody_seq: int = 0
+    # Optimistic concurrency: every write conditions on the version it read and increments it.
+    version: int = 0
+    current_command_id: str = ""
+    # When the asset started to need action ("" while it does not).
+    action_since: str = ""
+
+    @property
+    def needs_action(self) -> bool:
+        return action_required(self.status, self.risk.max_severity)
+
+
+def with_action_since(asset: Asset, when: str) -> Asset:
+    """Keep `action_since` consistent with the action-required rule (keeping the first moment)."""
+    if asset.needs_action:
+        return asset if asset.action_since else replace(asset, action_since=when)
+    return replace(asset, action_since="")
+
+
+@dataclass(frozen=True)
+class ContainmentPolicy:
+    control_plane_endpoints: tuple[str, ...] = ()
+    allowlist_cidrs: tuple[str, ...] = ()
+    stop_engines: bool = False
+    dns_servers: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class CommandResult:
+    outcome: Outcome
+    ruleset: str = ""
+    ruleset_sha256: str = ""
+    rule_count: int = 0
+    self_test_passed: bool = False
+    self_test_detail: str = ""
+    error: str = ""
+    finish_time: str = ""
+
+
+@dataclass(frozen=True)
+class Command:
+    command_id: str
+    asset_id: str
+    kind: CommandKind
+    issue_time: str
+    policy: ContainmentPolicy
+    custody_seq: int
+    actor: str
+    justification: str
+    request_id: str
+    # The asset as the order left it: what a retry of the same request answers.
+    asset_after: Asset | None = None
+    result: CommandResult | None = None
+    result_custody_seq: int = 0
+    # The asset as the result left it: what a repeated result answers.
+    asset_after_result: Asset | None = None
+
+    @property
+    def pending(self) -> bool:
+        return self.result is None
+
+
+@dataclass(frozen=True)
+class Tenant:
+    tenant_id: str
+    display_name: str
+    create_time: str
+    enrollment_sha256: str
+    enrollment_create_time: str
+    allowlist_cidrs: tuple[str, ...] = ()
+    stop_engines: bool = False
+
+
+@dataclass(frozen=True)
+class EventDraft:
+    """A custody event before the ledger gives it a sequence number."""
+
+    actor: str
+    action: str
+    subject: str
+    payload: dict[str, Any]
+
+
+# --- orders and results ---------------------------------------------------------------------------
+
+
+def validate_justification(text: str) -> str:
+    if not text.strip():
+        raise InvalidArgument.field("justification", "is required")
+    if len(text) > MAX_JUSTIFICATION_CHARS:
+        raise InvalidArgument.field("justification", f"must be at most {MAX_JUSTIFICATION_CHARS} characters")
+    return text
+
+
+def validate_request_id(request_id: str) -> str:
+    """An empty request id is allowed (the request is then not retry-safe)."""
+    return validate_id("request_id", request_id) if request_id else ""
+
+
+def command_id_for(tenant: str, asset_id: str, kind: CommandKind, request_id: str) -> str:
+    """Derived from the request id, so a retry finds the command its first attempt wrote."""
+    if not request_id:
+        return uuid.uuid4().hex
+    digest = hashlib.sha256(f"{tenant}\n{asset_id}\n{kind.value}\n{request_id}".encode()).hexdigest()
+    return digest[:32]
+
+
+def subject(asset_id: str) -> str:
+    return f"asset:{asset_id}"
+
+
+def order_event(actor: str, kind: CommandKind, asset_id: str, justification: str, command_id: str,
+                request_id: str) -> EventDraft:
+    return EventDraft(
+        actor=actor,
+        action=REQUEST_ACTION[kind],
+        subject=subject(asset_id),
+        payload={"justification": justification, "command_id": command_id, "request_id": request_id},
+    )
+
+
+def _clip(text: str, limit: int) -> str:
+    data = text.encode()
+    if len(data) <= limit:
+        return text
+    return data[:limit].decode(errors="ignore") + "..."
+
+
+def result_event(actor: str, command: Command, result: CommandResult, applies: bool) -> EventDraft:
+    """The second custody event: what the host reported, naming the exact ruleset by its SHA-256."""
+    payload: dict[str, Any] = {
+        "command_id": command.command_id,
+        "outcome": result.outcome.value,
+        "ruleset_sha256": result.ruleset_sha256,
+        "rule_count": result.rule_count,
+        "self_test_passed": result.self_test_passed,
+        "self_test_detail": _clip(result.self_test_detail, 1024),
+        "error": _clip(result.error, 1024),
+        "finish_time": result.finish_time,
+    }
+    if not applies:
+        payload["superseded"] = True
+    return EventDraft(actor=actor, action=RESULT_ACTION[(command.kind, result.outcome)],
+                      subject=subject(command.asset_id), payload=payload)
+
+
+def validate_result(result: CommandResult) -> CommandResult:
+    if result.ruleset_sha256 and (
+        len(result.ruleset_sha256) != 64 or any(c not in "0123456789abcdef" for c in result.ruleset_sha256)
+    ):
+        raise InvalidArgument.field("result.ruleset_sha256", "must be 64 lowercase hex characters")
+    if result.ruleset and result.ruleset_sha256 and (
+        hashlib.sha256(result.ruleset.encode()).hexdigest() != result.ruleset_sha256
+    ):
+        raise InvalidArgument.field("result.ruleset_sha256", "is not the SHA-256 of result.ruleset")
+    if len(result.ruleset.encode()) > 64 * 1024:
+        raise InvalidArgument.field("result.ruleset", "must be at most 64 KiB")
+    return result
+
+
+def failure_reason(result: CommandResult) -> str:
+    reason = result.error or result.self_test_detail or "the agent reported failure without detail"
+    return _clip(reason, MAX_REASON_CHARS)
+
+
+def after_result(asset: Asset, command: Command, result: CommandResult, when: str) -> tuple[Asset, bool]:
+    """The asset after `result` of `command`, and whether the result moves it at all.
+
+    A result moves the asset only if `command` is the asset's current command and the transition is
+    legal; a late result of a superseded command is still recorded (and logged), but changes nothing.
+    """
+    trigger = RESULT_TRIGGER[(command.kind, result.outcome)]
+    if asset.current_command_id != command.command_id or not allowed(asset.status, trigger):
+        return asset, False
+    status = next_status(asset.status, trigger)
+    reason = failure_reason(result) if result.outcome is Outcome.FAILED else command.justification
+    moved = replace(asset, status=status, status_reason=reason, update_time=when)
+    return with_action_since(moved, when), True
+
+
+# --- assets ---------------------------------------------------------------------------------------
+
+
+def _text(name: str, value: str, limit: int = MAX_TEXT_CHARS) -> str:
+    if len(value) > limit:
+        raise InvalidArgument.field(name, f"must be at most {limit} characters")
+    if any(ord(c) < 32 for c in value):
+        raise InvalidArgument.field(name, "must not contain control characters")
+    return value
+
+
+def new_asset(asset_id: str, hostname: str, employee_id: str, os: str, agent_version: str, when: str) -> Asset:
+    validate_id("asset.asset_id", asset_id)
+    if employee_id:
+        validate_id("asset.employee_id", employee_id)
+    if not hostname:
+        raise InvalidArgument.field("asset.hostname", "is required")
+    return Asset(
+        asset_id=asset_id,
+        hostname=_text("asset.hostname", hostname),
+        employee_id=employee_id,
+        os=_text("asset.os", os),
+        agent_version=_text("asset.agent_version", agent_version),
+        create_time=when,
+        update_time=when,
+    )
+
+
+@dataclass(frozen=True)
+class RiskUpdate:
+    asset_id: str
+    last_seen_time: str = ""
+    risk: Risk | None = None
+    hostname: str = ""
+    os: str = ""
+    agent_version: str = ""
+
+
+def apply_risk_update(asset: Asset, update: RiskUpdate, when: str) -> Asset | None:
+    """The asset with a coalesced update applied, or None when the update is older than what is stored."""
+    changed = asset
+    if update.last_seen_time and update.last_seen_time > asset.last_seen_time:
+        changed = replace(changed, last_seen_time=update.last_seen_time)
+    if update.risk is not None and update.risk.evaluate_time >= asset.risk.evaluate_time:
+        changed = replace(changed, risk=update.risk)
+    for name in ("hostname", "os", "agent_version"):
+        value = getattr(update, name)
+        if value and value != getattr(changed, name):
+            changed = replace(changed, **{name: _text(name, value)})
+    if changed == asset:
+        return None
+    return with_action_since(replace(changed, update_time=when), when)
+
+
+# --- tenants --------------------------------------------------------------------------------------
+
+
+def validate_display_name(name: str) -> str:
+    return _text("display_name", name)
+
+
+def fingerprint(secret_sha256: str) -> str:
+    return secret_sha256[:FINGERPRINT_HEX_CHARS]
+
+
+# --- paging ---------------------------------------------------------------------------------------
+
+
+def page_size(requested: int) -> int:
+    if requested < 0:
+        raise InvalidArgument.field("page_size", "must not be negative")
+    return min(requested or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
+
+
+def encode_page_token(kind: str, position: Mapping[str, str]) -> str:
+    """An opaque token: which list it belongs to and where the next page starts (ids, never keys)."""
+    raw = json.dumps({"k": kind, **position}, separators=(",", ":"), sort_keys=True).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_page_token(kind: str, token: str, fields: tuple[str, ...]) -> dict[str, str] | None:
+    """The position of a token made by `encode_page_token(kind, ...)`; InvalidArgument for anything else."""
+    if not token:
+        return None
+    bad = InvalidArgument.field("page_token", "is not a page token of this list")
+    if len(token) > 1024:
+        raise bad
+    try:
+        decoded = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
+    except (ValueError, binascii.Error):
+        raise bad from None
+    if not isinstance(decoded, dict) or decoded.get("k") != kind or set(decoded) != {"k", *fields}:
+        raise bad
+    if not all(isinstance(decoded[f], str) for f in fields):
+        raise bad
+    return {f: decoded[f] for f in fields}

@@ -1,0 +1,80 @@
+"""Keys of the items the assets service owns: tenants, assets and agent commands.
+
+This module is the only code that writes these prefixes into keys (see ACCESS_PATTERNS.md). Every
+builder validates each identifier it takes before it reaches a key, so a `#` can never forge one.
+"""
+
+from __future__ import annotations
+
+import re
+
+from services.kit.errors import InvalidArgument
+from services.kit.ids import validate_id
+
+ENTITY_PREFIXES = ("METADATA", "ASSET", "CMD", "EMP", "STATE", "ACTION_REQ", "CMD_PENDING")
+
+METADATA_SK = "METADATA"
+ASSET_SK_PREFIX = "ASSET#"
+CMD_SK_PREFIX = "CMD#"
+GSI1SK_CMD_PREFIX = "CMD#"
+
+# Timestamps in keys: RFC 3339 UTC with exactly six fractional digits, so they sort as text.
+_TS = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z")
+
+
+def _tenant(tenant: str) -> str:
+    return f"TENANT#{validate_id('tenant_id', tenant)}"
+
+
+def validate_ts(field: str, value: str) -> str:
+    """A key timestamp, or InvalidArgument naming `field`."""
+    if not _TS.fullmatch(value):
+        raise InvalidArgument.field(field, "must be a UTC timestamp YYYY-MM-DDTHH:MM:SS.ffffffZ")
+    return value
+
+
+def tenant_pk(tenant: str) -> str:
+    """Partition of everything the tenant's registry holds (tenant item, assets, commands)."""
+    return _tenant(tenant)
+
+
+def asset_sk(asset_id: str) -> str:
+    return f"{ASSET_SK_PREFIX}{validate_id('asset_id', asset_id)}"
+
+
+def employee_gsi1pk(tenant: str, employee_id: str) -> str:
+    return f"{_tenant(tenant)}#EMP#{validate_id('employee_id', employee_id)}"
+
+
+def state_gsi1sk(state: str, asset_id: str) -> str:
+    return f"STATE#{validate_id('status', state)}#ASSET#{validate_id('asset_id', asset_id)}"
+
+
+def state_gsi1sk_prefix(state: str) -> str:
+    return f"STATE#{validate_id('status', state)}#"
+
+
+def action_required_gsi2pk(tenant: str) -> str:
+    return f"{_tenant(tenant)}#ACTION_REQ"
+
+
+def ts_asset_gsi2sk(ts: str, asset_id: str) -> str:
+    """`ts#a`: the sort key of both sparse GSI2 lists (action required, pending commands)."""
+    return f"{validate_ts('ts', ts)}#{validate_id('asset_id', asset_id)}"
+
+
+def command_sk(asset_id: str, command_id: str) -> str:
+    return f"{CMD_SK_PREFIX}{validate_id('asset_id', asset_id)}#{validate_id('command_id', command_id)}"
+
+
+def asset_gsi1pk(tenant: str, asset_id: str) -> str:
+    """`TENANT#t#ASSET#a`: an asset's commands (and, written by the ledger, its custody events)."""
+    return f"{_tenant(tenant)}#ASSET#{validate_id('asset_id', asset_id)}"
+
+
+def command_gsi1sk(ts: str) -> str:
+    return f"{GSI1SK_CMD_PREFIX}{validate_ts('ts', ts)}"
+
+
+def pending_commands_gsi2pk(tenant: str) -> str:
+    return f"{_tenant(tenant)}#CMD_PENDING"

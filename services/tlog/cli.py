@@ -1,0 +1,222 @@
+"""``lz-verify``: offline verification of checkpoints, proofs and export bundles.
+
+Exit status: 0 verified, 1 verification failed, 2 unreadable or malformed
+input (or bad usage).  Exactly one line is printed either way (or one JSON
+object with ``--json``), so the tool is safe to script and never shows a
+traceback, whatever bytes it is fed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+from services.tlog._text import b64encode
+from services.tlog.bundle import verify_bundle
+from services.tlog.errors import MalformedError, NoteError, PayloadError, VerificationError
+from services.tlog.events import parse_event
+from services.tlog.note import MAX_NOTE_SIZE, Verifier
+from services.tlog.proof import parse_consistency_proof
+from services.tlog.verify import verify_checkpoint, verify_checkpoint_consistency, verify_entry_proof
+
+__all__ = ["main"]
+
+_PROG = "lz-verify"
+_MAX_KEY_FILE = 64 * 1024
+_MAX_PROOF_FILE = 2 * MAX_NOTE_SIZE
+_MAX_ENTRY_FILE = 16 << 20
+EXIT_OK, EXIT_FAILED, EXIT_ERROR = 0, 1, 2
+
+
+class _UsageError(Exception):
+    """Bad command line; reported as one line with exit status 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise _UsageError(message)
+
+
+def _read(path: str, limit: int, what: str) -> bytes:
+    try:
+        with Path(path).open("rb") as fh:
+            data = fh.read(limit + 1)
+    except OSError as exc:
+        raise MalformedError(f"cannot read {what} {path!r}: {exc.strerror or exc}") from exc
+    if len(data) > limit:
+        raise MalformedError(f"{what} {path!r} is larger than {limit} bytes")
+    return data
+
+
+def _load_keys(specs: Sequence[str]) -> list[Verifier]:
+    """Each ``--key`` is a verifier key string or a file holding one key per line."""
+    keys: list[Verifier] = []
+    for spec in specs:
+        try:
+            keys.append(Verifier(spec))
+            continue
+        except NoteError:
+            if not Path(spec).exists():
+                raise NoteError(f"--key {spec[:60]!r} is not a verifier key or a key file") from None
+        raw = _read(spec, _MAX_KEY_FILE, "key file")
+        try:
+            lines = [line.strip() for line in raw.decode("utf-8").splitlines() if line.strip()]
+        except UnicodeDecodeError as exc:
+            raise NoteError(f"key file {spec!r} is not UTF-8") from exc
+        if not lines:
+            raise NoteError(f"key file {spec!r} is empty")
+        for line in lines:
+            keys.append(Verifier(line))
+    return keys
+
+
+def _cmd_checkpoint(args: argparse.Namespace, keys: list[Verifier]) -> dict[str, Any]:
+    cp = verify_checkpoint(_read(args.file, MAX_NOTE_SIZE, "checkpoint"), keys)
+    return {
+        "message": f"checkpoint origin={cp.origin} size={cp.size} root={b64encode(cp.root_hash)}",
+        "origin": cp.origin,
+        "size": cp.size,
+        "root": b64encode(cp.root_hash),
+    }
+
+
+def _cmd_proof(args: argparse.Namespace, keys: list[Verifier]) -> dict[str, Any]:
+    entry = _read(args.entry, _MAX_ENTRY_FILE, "entry")
+    proof = _read(args.proof_file, _MAX_PROOF_FILE, "proof")
+    cp, index = verify_entry_proof(entry, proof, keys)
+    try:
+        seq: int | None = parse_event(entry).seq
+    except PayloadError:
+        seq = None  # not a custody event: plain leaf data, nothing more to cross-check
+    if seq is not None and seq - 1 != index:
+        raise VerificationError(f"entry is event seq {seq} but the proof is for leaf index {index}")
+    where = f" (seq {seq})" if seq is not None else ""
+    return {
+        "message": f"entry at index {index}{where} is in {cp.origin} at size {cp.size}",
+        "origin": cp.origin,
+        "index": index,
+        "size": cp.size,
+        "root": b64encode(cp.root_hash),
+    }
+
+
+def _cmd_consistency(args: argparse.Namespace, keys: list[Verifier]) -> dict[str, Any]:
+    old = verify_checkpoint(_read(args.old, MAX_NOTE_SIZE, "old checkpoint"), keys)
+    new = verify_checkpoint(_read(args.new, MAX_NOTE_SIZE, "new checkpoint"), keys)
+    proof = parse_consistency_proof(_read(args.proof_file, _MAX_PROOF_FILE, "consistency proof"))
+    verify_checkpoint_consistency(old, new, proof)
+    return {
+        "message": f"{new.origin} size {new.size} is consistent with size {old.size}",
+        "origin": new.origin,
+        "old_size": old.size,
+        "new_size": new.size,
+    }
+
+
+def _cmd_bundle(args: argparse.Namespace, keys: list[Verifier]) -> dict[str, Any]:
+    report = verify_bundle(args.dir, keys)
+    result: dict[str, Any] = {
+        "events": report.events,
+        "checkpoints_verified": report.checkpoints_verified,
+        "unsealed_tail": report.unsealed_tail,
+        "first_bad_seq": report.first_bad_seq,
+        "bad_checkpoint": report.bad_checkpoint,
+    }
+    if not report.ok:
+        where = f"seq {report.first_bad_seq}: " if report.first_bad_seq is not None else ""
+        raise _BundleFailedError(f"bundle {args.dir}: {where}{report.reason}", result)
+    tail = f", {report.unsealed_tail} unsealed after the last checkpoint" if report.unsealed_tail else ""
+    result["message"] = (
+        f"bundle {args.dir}: {report.events} events, {report.checkpoints_verified} checkpoints{tail}"
+    )
+    return result
+
+
+class _BundleFailedError(VerificationError):
+    def __init__(self, message: str, details: dict[str, Any]) -> None:
+        super().__init__(message)
+        self.details = details
+
+
+def _parser() -> _Parser:
+    common = _Parser(add_help=False)
+    common.add_argument(
+        "--key",
+        action="append",
+        required=True,
+        metavar="VKEY",
+        help="trusted verifier key string or a file containing keys; repeat for rotated keys",
+    )
+    common.add_argument("--json", action="store_true", help="print one JSON object instead of a line")
+    parser = _Parser(prog=_PROG, description="Verify LifecycleZero transparency-log artefacts offline.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    p = sub.add_parser("checkpoint", parents=[common], help="verify a signed checkpoint")
+    p.add_argument("file")
+    p.set_defaults(run=_cmd_checkpoint)
+    p = sub.add_parser("proof", parents=[common], help="verify a c2sp.org/tlog-proof for one entry")
+    p.add_argument("--entry", required=True, help="file with the exact leaf data (canonical event bytes)")
+    p.add_argument("proof_file")
+    p.set_defaults(run=_cmd_proof)
+    p = sub.add_parser("consistency", parents=[common], help="verify that NEW extends OLD")
+    p.add_argument("old")
+    p.add_argument("new")
+    p.add_argument("proof_file")
+    p.set_defaults(run=_cmd_consistency)
+    p = sub.add_parser("bundle", parents=[common], help="verify an export bundle directory")
+    p.add_argument("dir")
+    p.set_defaults(run=_cmd_bundle)
+    return parser
+
+
+def _emit(as_json: bool, status: str, message: str, details: dict[str, Any]) -> None:
+    if as_json:
+        print(json.dumps({"status": status, "message": message, **details}, sort_keys=True))
+    elif status == "verified":
+        print(f"verified: {message}")
+    elif status == "failed":
+        print(f"{_PROG}: verification failed: {message}")
+    else:
+        print(f"{_PROG}: error: {message}", file=sys.stderr)
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split()) or "unknown error"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``lz-verify``; returns the exit status (0 verified, 1 failed, 2 error)."""
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    as_json = "--json" in args_list
+    try:
+        args = _parser().parse_args(args_list)
+        keys = _load_keys(args.key)
+        details = args.run(args, keys)
+    except _UsageError as exc:
+        _emit(as_json, "error", _one_line(str(exc)), {})
+        return EXIT_ERROR
+    except _BundleFailedError as exc:
+        _emit(as_json, "failed", _one_line(str(exc)), exc.details)
+        return EXIT_FAILED
+    except VerificationError as exc:
+        _emit(as_json, "failed", _one_line(str(exc)), {})
+        return EXIT_FAILED
+    except MalformedError as exc:
+        _emit(as_json, "error", _one_line(str(exc)), {})
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        _emit(as_json, "error", "interrupted", {})
+        return EXIT_ERROR
+    except Exception as exc:  # last line of defence: one line, never a traceback
+        _emit(as_json, "error", f"internal error ({type(exc).__name__}): {_one_line(str(exc))}", {})
+        return EXIT_ERROR
+    message = details.pop("message")
+    _emit(as_json, "verified", message, details)
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,67 @@
+"""A stand-in engine for tests: serves an Ollama-shaped (or other) HTTP API on loopback.
+
+It is copied into a temporary directory under an engine's name (e.g. ``ollama``)
+and run through its shebang, so the process name is the engine's name.
+"""
+
+import argparse
+import json
+import socket
+import sys
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+OLLAMA = {
+    "/api/version": {"version": "0.9.9-test"},
+    "/api/tags": {
+        "models": [{"name": "llama3.2:1b", "model": "llama3.2:1b", "size": 1}, {"name": "qwen2:0.5b"}]
+    },
+    "/api/ps": {"models": [{"name": "llama3.2:1b", "model": "llama3.2:1b", "size_vram": 0}]},
+}
+
+
+def handler_for(mode):
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self):
+            if mode == "ollama" and self.path in OLLAMA:
+                self._send(200, json.dumps(OLLAMA[self.path]).encode(), "application/json")
+            elif mode == "auth":
+                self._send(401, b'{"error":"unauthorized"}', "application/json")
+            else:
+                self._send(404, b"<html>nothing here</html>", "text/html")
+
+        def _send(self, status, body, kind):
+            self.send_response(status)
+            self.send_header("Content-Type", kind)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    return Handler
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--bind", default="127.0.0.1")
+    parser.add_argument("--mode", default="ollama")
+    parser.add_argument("--hold", action="append", default=[])
+    parser.add_argument("--connect", action="append", default=[])
+    args = parser.parse_args()
+    held = [open(path, "rb") for path in args.hold]  # noqa: SIM115 - held open on purpose
+    peers = [
+        socket.create_connection((h, int(p)), timeout=5) for h, p in (c.rsplit(":", 1) for c in args.connect)
+    ]
+    server = ThreadingHTTPServer((args.bind, args.port), handler_for(args.mode))
+    print("ready", flush=True)
+    try:
+        server.serve_forever()
+    finally:
+        for item in held + peers:
+            item.close()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,126 @@
+"""Engine discovery against real processes on real loopback sockets."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from agent.discovery import DEFAULT_PATTERNS, DiscoverySettings, discover_engines
+from agent.inventory import Engine
+from agent.platform.linux import LinuxPlatform
+from tests.agent.conftest import EngineLauncher, free_port
+
+SETTINGS = DiscoverySettings(probe_timeout=1.0, sensitive_patterns=DEFAULT_PATTERNS)
+
+
+def engine_for(pid: int) -> Engine | None:
+    return next((e for e in discover_engines(LinuxPlatform(), SETTINGS) if e.pid == pid), None)
+
+
+def test_ollama_named_process_with_ollama_api_is_confirmed(launch_engine: EngineLauncher) -> None:
+    """An ``ollama`` process answering the Ollama API is a confirmed engine with version and models."""
+    port = free_port()
+    process = launch_engine("ollama", port)
+    engine = engine_for(process.pid)
+    assert engine is not None
+    assert (engine.kind, engine.confirmed, engine.confidence) == ("ollama", True, "high")
+    assert engine.version == "0.9.9-test"
+    assert engine.models_installed == ("llama3.2:1b", "qwen2:0.5b")
+    assert engine.models_loaded == ("llama3.2:1b",)
+
+
+def test_loopback_listener_is_not_exposed(launch_engine: EngineLauncher) -> None:
+    """A listener bound to 127.0.0.1 is reported as loopback-only."""
+    port = free_port()
+    process = launch_engine("ollama", port)
+    engine = engine_for(process.pid)
+    assert engine is not None
+    assert [(e.address, e.port, e.exposed) for e in engine.listen] == [("127.0.0.1", port, False)]
+
+
+def test_wildcard_listener_is_exposed_and_probed_over_loopback(launch_engine: EngineLauncher) -> None:
+    """A listener bound to every address is exposed, and its probe through loopback still confirms it."""
+    port = free_port("0.0.0.0")
+    process = launch_engine("ollama", port, "--bind", "0.0.0.0")
+    engine = engine_for(process.pid)
+    assert engine is not None
+    assert engine.confirmed
+    assert [(e.address, e.exposed) for e in engine.listen] == [("0.0.0.0", True)]
+
+
+def test_unnamed_process_serving_ollama_api_is_not_detected(launch_engine: EngineLauncher) -> None:
+    """A port that answers like Ollama is no detection when the process is not an engine."""
+    process = launch_engine("inventory-svc", free_port())
+    assert engine_for(process.pid) is None
+
+
+def test_ollama_named_process_answering_otherwise_is_unconfirmed(launch_engine: EngineLauncher) -> None:
+    """An ``ollama`` process whose port does not speak the Ollama API is unconfirmed, low confidence."""
+    process = launch_engine("ollama", free_port(), "--mode", "other")
+    engine = engine_for(process.pid)
+    assert engine is not None
+    assert (engine.confirmed, engine.confidence, engine.version) == (False, "low", None)
+    assert any("did not answer like Ollama" in item for item in engine.evidence)
+
+
+def test_engine_wanting_a_key_is_confirmed_as_auth_required(launch_engine: EngineLauncher) -> None:
+    """A 401 from the engine's API path identifies the engine and notes that it wants a key."""
+    process = launch_engine("ollama", free_port(), "--mode", "auth")
+    engine = engine_for(process.pid)
+    assert engine is not None
+    assert (engine.confirmed, engine.auth_required) == (True, True)
+
+
+def test_sensitive_files_held_open_are_reported(launch_engine: EngineLauncher, tmp_path: Path) -> None:
+    """An engine holding a ``.env`` and an ``id_rsa`` open has both reported, and nothing harmless."""
+    project = tmp_path / "project"
+    project.mkdir()
+    secrets = [project / ".env", project / "id_rsa", project / "notes.txt"]
+    for path in secrets:
+        path.write_text("x")
+    hold = [arg for path in secrets for arg in ("--hold", str(path))]
+    process = launch_engine("ollama", free_port(), *hold)
+    engine = engine_for(process.pid)
+    assert engine is not None
+    assert engine.open_sensitive_files == (str(project / ".env"), str(project / "id_rsa"))
+
+
+def test_python_script_serving_transformers_pipeline_is_matched(tmp_path: Path) -> None:
+    """A Python process whose script builds a transformers ``pipeline(`` matches as a transformers engine."""
+    script = tmp_path / "serve_model.py"
+    script.write_text(
+        "from transformers import pipeline\nimport time\nchat = pipeline\n# pipeline('x')\ntime.sleep(60)\n"
+    )
+    process = subprocess.Popen([sys.executable, str(script)])
+    try:
+        engine = engine_for(process.pid)
+        assert engine is not None
+        assert (engine.kind, engine.confirmed) == ("transformers", False)
+    finally:
+        process.kill()
+        process.wait()
+
+
+def test_scan_json_reports_the_engine(launch_engine: EngineLauncher, tmp_path: Path) -> None:
+    """``lz-agent scan --json`` prints an inventory with the running engine and a digest."""
+    process = launch_engine("ollama", free_port())
+    done = subprocess.run(
+        [sys.executable, "-m", "agent.cli", "scan", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={
+            "PATH": "/usr/bin:/bin",
+            "HOME": str(tmp_path),
+            "LZ_AGENT_MODELS_HOMES": str(tmp_path),
+            "LZ_AGENT_STATE_DIR": str(tmp_path / "state"),
+            "PYTHONPATH": str(Path.cwd()),
+        },
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert report["digest"].startswith("sha256:")
+    assert any(e["pid"] == process.pid and e["confirmed"] for e in report["engines"])
