@@ -175,6 +175,8 @@ class Asset:
     current_command_id: str = ""
     # When the asset started to need action ("" while it does not).
     action_since: str = ""
+    # The request that created the asset, so a retried CreateAsset answers the same asset.
+    create_request_id: str = ""
 
     @property
     def needs_action(self) -> bool:

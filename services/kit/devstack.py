@@ -197,8 +197,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="lz-stack", description="Run the local LifecycleZero stack.")
     parser.add_argument("command", choices=["up"])
     parser.add_argument("--state-dir", type=Path, default=DEFAULT_STATE_DIR)
+    parser.add_argument("--any-ports", action="store_true", help="free ports instead of 4566 and 50051-50054")
     args = parser.parse_args(argv)
-    stack = Stack(state_dir=args.state_dir, fixed_ports=True)
+    stack = Stack(state_dir=args.state_dir, fixed_ports=not args.any_ports)
     started = time.monotonic()
     try:
         stack.start()

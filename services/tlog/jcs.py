@@ -140,11 +140,23 @@ def _reject_constant(name: str) -> Any:
     raise PayloadError(f"{name} is not a JSON value")
 
 
+def _parse_int(text: str) -> int | float:
+    """Integers beyond 2**53-1 are doubles in JSON, so read them as such."""
+    value = int(text)
+    return value if abs(value) <= MAX_SAFE_INTEGER else float(text)
+
+
 def parse_json(data: bytes) -> Any:
-    """Parse UTF-8 JSON strictly: no duplicate keys, no NaN/Infinity, bounded nesting."""
+    """Parse UTF-8 JSON strictly: no duplicate keys, no NaN/Infinity, bounded nesting.
+
+    Numbers keep JSON's IEEE-double meaning: integers beyond 2**53-1 come
+    back as floats, so re-canonicalising reproduces the ES6 spelling.
+    """
     try:
         text = data.decode("utf-8")
-        return json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_reject_constant)
+        return json.loads(
+            text, object_pairs_hook=_no_duplicates, parse_constant=_reject_constant, parse_int=_parse_int
+        )
     except PayloadError:
         raise
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:

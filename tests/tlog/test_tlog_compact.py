@@ -76,7 +76,7 @@ def test_visit_reports_every_completed_node() -> None:
     seen: dict[tuple[int, int], bytes] = {}
     cr = CompactRange()
     for h in ALL[:37]:
-        cr.append(h, lambda node, digest: seen.__setitem__(node, digest))
+        cr.append(h, seen.__setitem__)
     for (level, index), digest in seen.items():
         assert digest == root_hash(ALL[index << level : (index + 1) << level])
     assert len(seen) == sum(37 >> lvl for lvl in range(7))

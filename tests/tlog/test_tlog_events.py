@@ -62,7 +62,9 @@ def test_jcs_rfc_example() -> None:
     assert canonicalize(value) == expected.encode()
 
 
-@pytest.mark.parametrize("value", [float("nan"), float("inf"), {1: 2}, "\ud800", 2**53 + 1, 10**400, {"a": object()}, b"x"])
+@pytest.mark.parametrize(
+    "value", [float("nan"), float("inf"), {1: 2}, "\ud800", 2**53 + 1, 10**400, {"a": object()}, b"x"]
+)
 def test_jcs_rejects_unrepresentable_values(value: Any) -> None:
     """NaN, Infinity, non-string keys, lone surrogates, unsafe integers and other types are refused."""
     with pytest.raises(PayloadError):

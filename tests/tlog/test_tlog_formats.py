@@ -34,7 +34,7 @@ def test_checkpoint_round_trip() -> None:
         f"\n12\n{ROOT_B64}\n",
         f"o\n18446744073709551616\n{ROOT_B64}\n",
         "o\n12\n",
-        f"o\n١٢\n{ROOT_B64}\n",
+        f"o\n\u0661\u0662\n{ROOT_B64}\n",
     ],
 )
 def test_checkpoint_parse_is_strict(text: str) -> None:

@@ -45,8 +45,8 @@ def _run(chunks: list[int], total: int) -> tuple[list[Tile], TileBuilder]:
     builder = TileBuilder()
     out: list[Tile] = []
     pos = 0
-    for k in [*chunks, total]:
-        k = min(k, total - pos)
+    for chunk in [*chunks, total]:
+        k = min(chunk, total - pos)
         out.extend(builder.add(ALL[pos : pos + k]))
         pos += k
         if pos == total:

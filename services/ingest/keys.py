@@ -1,0 +1,98 @@
+"""Keys of the items ingest owns: agent credentials, telemetry and alerts (see ACCESS_PATTERNS.md).
+
+This module is the only code that writes these prefixes into keys. Every builder validates each
+identifier (and timestamp) it takes before it reaches a key, so a `#` can never forge one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+
+from services.kit.errors import InvalidArgument
+from services.kit.ids import validate_id
+
+ENTITY_PREFIXES = ("AGENT", "TELEMETRY", "SHARD", "ALERT", "DATE")
+
+AGENT_SK_PREFIX = "AGENT#"
+DATE_PREFIX = "DATE#"
+SEVERITIES = ("WARNING", "CRITICAL")
+
+# Timestamps in keys: RFC 3339 UTC with exactly six fractional digits, so they sort as text.
+_TS = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z")
+_SEQ_DIGITS = 20
+
+
+def validate_ts(field: str, value: str) -> str:
+    """A key timestamp, or InvalidArgument naming `field`."""
+    if not _TS.fullmatch(value):
+        raise InvalidArgument.field(field, "must be a UTC timestamp YYYY-MM-DDTHH:MM:SS.ffffffZ")
+    return value
+
+
+def _severity(value: str) -> str:
+    if value not in SEVERITIES:
+        raise InvalidArgument.field("severity", "must be WARNING or CRITICAL")
+    return value
+
+
+def _seq(seq: int) -> str:
+    if not 0 <= seq < 10**_SEQ_DIGITS:
+        raise InvalidArgument.field("seq", "must be a non-negative 64-bit number")
+    return f"{seq:0{_SEQ_DIGITS}d}"
+
+
+def _tenant(tenant: str) -> str:
+    return f"TENANT#{validate_id('tenant_id', tenant)}"
+
+
+def tenant_pk(tenant: str) -> str:
+    """Partition of the tenant's registry; agent credentials live in it beside the assets."""
+    return _tenant(tenant)
+
+
+def agent_sk(asset_id: str) -> str:
+    return f"{AGENT_SK_PREFIX}{validate_id('asset_id', asset_id)}"
+
+
+def shard_of(asset_id: str, seq: int, shards: int) -> int:
+    """The telemetry write shard of one heartbeat: a stable hash of (asset, seq), so redelivery agrees."""
+    if shards <= 0:
+        raise InvalidArgument.field("shards", "must be positive")
+    digest = hashlib.blake2b(f"{validate_id('asset_id', asset_id)}\n{_seq(seq)}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") % shards
+
+
+def telemetry_pk(tenant: str, shard: int) -> str:
+    """`TENANT#t#TELEMETRY#SHARD#k`: one of the tenant's write-sharded telemetry partitions."""
+    if shard < 0:
+        raise InvalidArgument.field("shard", "must not be negative")
+    return f"{_tenant(tenant)}#TELEMETRY#SHARD#{shard}"
+
+
+def telemetry_sk(asset_id: str, ts: str, seq: int) -> str:
+    """`TELEMETRY#a#ts#seq`: deterministic, so the same heartbeat always lands on the same item."""
+    return f"TELEMETRY#{validate_id('asset_id', asset_id)}#{validate_ts('ts', ts)}#{_seq(seq)}"
+
+
+def asset_gsi1pk(tenant: str, asset_id: str) -> str:
+    """`TENANT#t#ASSET#a`: an asset's timeline (assets writes its commands under the same key)."""
+    return f"{_tenant(tenant)}#ASSET#{validate_id('asset_id', asset_id)}"
+
+
+def date_gsi1sk(ts: str) -> str:
+    return f"{DATE_PREFIX}{validate_ts('ts', ts)}"
+
+
+def alert_gsi2pk(tenant: str, severity: str) -> str:
+    """`TENANT#t#ALERT#<severity>`: the sparse alert list, WARNING and CRITICAL only."""
+    return f"{_tenant(tenant)}#ALERT#{_severity(severity)}"
+
+
+def alert_gsi2sk(ts: str, asset_id: str) -> str:
+    return f"{validate_ts('ts', ts)}#{validate_id('asset_id', asset_id)}"
+
+
+def alert_gsi2sk_bound(ts: str) -> str:
+    """A GSI2 sort-key bound for a time range (`ts` alone sorts before every `ts#a`)."""
+    return validate_ts("ts", ts)

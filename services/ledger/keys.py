@@ -1,0 +1,77 @@
+"""Keys of ledger items: the only code that writes the `EVENT#` and `REQ#` prefixes and the LEDGER partition.
+
+A tenant's ledger is one partition, `TENANT#<t>#LEDGER`, so that IAM can allow PutItem and deny
+UpdateItem and DeleteItem on it (the partition is put-only). Sequence numbers are zero-padded to 20
+digits so that the sort order of SK is the numeric order of seq.
+"""
+
+from __future__ import annotations
+
+from services.kit.ids import validate_id
+
+ENTITY_PREFIXES = ("EVENT", "REQ", "LEDGER")
+
+EVENT_SK_PREFIX = "EVENT#"
+REQUEST_SK_PREFIX = "REQ#"
+GSI1SK_PREFIX = "LEDGER#"
+ASSET_SUBJECT_PREFIX = "asset:"
+SEQ_DIGITS = 20
+MAX_SEQ = 10**SEQ_DIGITS - 1
+
+
+def ledger_pk(tenant: str) -> str:
+    """The tenant's ledger partition."""
+    return f"TENANT#{validate_id('tenant_id', tenant)}#LEDGER"
+
+
+def event_sk(seq: int) -> str:
+    return f"{EVENT_SK_PREFIX}{_seq(seq)}"
+
+
+def request_sk(request_id: str) -> str:
+    """The marker that makes a retried AppendEvents return the original sequence numbers."""
+    return f"{REQUEST_SK_PREFIX}{validate_id('request_id', request_id)}"
+
+
+def asset_gsi1pk(tenant: str, asset_id: str) -> str:
+    """The asset's custody partition in GSI1 (shared with other per-asset items of the tenant)."""
+    return f"TENANT#{validate_id('tenant_id', tenant)}#ASSET#{validate_id('asset_id', asset_id)}"
+
+
+def asset_gsi1sk(seq: int) -> str:
+    return f"{GSI1SK_PREFIX}{_seq(seq)}"
+
+
+def tenant_of_ledger_pk(pk: str) -> str | None:
+    """The tenant of a ledger partition key, or None when `pk` is not one (stream records)."""
+    if not (pk.startswith("TENANT#") and pk.endswith("#LEDGER")):
+        return None
+    tenant = pk[len("TENANT#") : -len("#LEDGER")]
+    return tenant if "#" not in tenant and tenant else None
+
+
+def seq_of_event_sk(sk: str) -> int | None:
+    """The seq of an event sort key, or None for other items of the partition."""
+    if not sk.startswith(EVENT_SK_PREFIX):
+        return None
+    digits = sk[len(EVENT_SK_PREFIX) :]
+    return int(digits) if len(digits) == SEQ_DIGITS and digits.isdigit() else None
+
+
+def asset_of_subject(subject: str) -> str | None:
+    """The asset id when a custody event's subject is `asset:<asset_id>` with a valid id."""
+    if not subject.startswith(ASSET_SUBJECT_PREFIX):
+        return None
+    asset_id = subject[len(ASSET_SUBJECT_PREFIX) :]
+    try:
+        return validate_id("subject", asset_id)
+    except Exception:  # noqa: BLE001 - an invalid id just means "not an asset subject"
+        return None
+
+
+def _seq(seq: int) -> str:
+    if isinstance(seq, bool) or not isinstance(seq, int) or not 1 <= seq <= MAX_SEQ:
+        from services.kit.errors import InvalidArgument
+
+        raise InvalidArgument.field("seq", f"must be 1..{MAX_SEQ}")
+    return f"{seq:0{SEQ_DIGITS}d}"
