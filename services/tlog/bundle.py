@@ -323,9 +323,7 @@ def verify_bundle(
             _listed_files(root, sub, manifest[sub])
         if manifest["first_seq"] not in (0, 1):
             raise _FailureError(f"bundle starts at seq {manifest['first_seq']}; v1 bundles start at seq 1")
-        checkpoints = _load_checkpoints(
-            root, manifest["checkpoints"], manifest["origin"], keys, known_checkpoints
-        )
+        checkpoints = _load_checkpoints(root, manifest["checkpoints"], manifest["origin"], keys, known_checkpoints)
         if not checkpoints:
             raise _FailureError("bundle has no checkpoint, so nothing is sealed")
         count, tree = _walk_events(root, manifest["tenant"], checkpoints)
@@ -339,6 +337,8 @@ def verify_bundle(
         if count != manifest["event_count"] or (count and manifest["last_seq"] != count):
             raise _FailureError(f"manifest lists {manifest['event_count']} events, events.jsonl has {count}")
         _check_consistency(root, manifest["consistency"], checkpoints)
+    except OSError as exc:
+        raise BundleError(f"cannot read bundle file: {exc.strerror or exc}") from exc
     except _FailureError as failure:
         return BundleReport(
             ok=False,

@@ -130,9 +130,7 @@ def _cmd_bundle(args: argparse.Namespace, keys: list[Verifier]) -> dict[str, Any
         where = f"seq {report.first_bad_seq}: " if report.first_bad_seq is not None else ""
         raise _BundleFailedError(f"bundle {args.dir}: {where}{report.reason}", result)
     tail = f", {report.unsealed_tail} unsealed after the last checkpoint" if report.unsealed_tail else ""
-    result["message"] = (
-        f"bundle {args.dir}: {report.events} events, {report.checkpoints_verified} checkpoints{tail}"
-    )
+    result["message"] = f"bundle {args.dir}: {report.events} events, {report.checkpoints_verified} checkpoints{tail}"
     return result
 
 

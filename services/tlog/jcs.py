@@ -154,9 +154,7 @@ def parse_json(data: bytes) -> Any:
     """
     try:
         text = data.decode("utf-8")
-        return json.loads(
-            text, object_pairs_hook=_no_duplicates, parse_constant=_reject_constant, parse_int=_parse_int
-        )
+        return json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_reject_constant, parse_int=_parse_int)
     except PayloadError:
         raise
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:

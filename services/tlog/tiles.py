@@ -173,9 +173,7 @@ class TileBuilder:
             raise TileError(f"invalid tree size {size!r}")
         wanted = {t.level: t for t in cls.partial_tile_ids(size)}
         if set(partial_tiles) != set(wanted):
-            raise TileError(
-                f"size {size} needs partial tiles at levels {sorted(wanted)}, got {sorted(partial_tiles)}"
-            )
+            raise TileError(f"size {size} needs partial tiles at levels {sorted(wanted)}, got {sorted(partial_tiles)}")
         builder = cls()
         levels = max(1, size.bit_length() // TILE_HEIGHT + 1)
         builder._rows = [[] for _ in range(levels)]

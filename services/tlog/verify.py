@@ -105,9 +105,7 @@ def verify_since_checkpoint(
     if head.size == 0:
         chain = ChainVerifier(tenant)
     else:
-        verify_inclusion(
-            leaf_hash(last_sealed_event), head.size - 1, head.size, last_sealed_proof, head.root_hash
-        )
+        verify_inclusion(leaf_hash(last_sealed_event), head.size - 1, head.size, last_sealed_proof, head.root_hash)
         try:
             anchor = parse_event(last_sealed_event)
         except PayloadError as exc:
@@ -123,7 +121,6 @@ def verify_since_checkpoint(
             return _failed(head, exc.seq, exc.reason, chain.count, tree)
         tree.append(leaf_hash(canonical))
     return SinceCheckpointResult(True, head, None, "ok", chain.count, tree.size, tree.root())
-
 
 
 def _failed(head: Checkpoint, seq: int, reason: str, count: int, tree: CompactRange) -> SinceCheckpointResult:

@@ -28,10 +28,21 @@ from services.tlog.jcs import canonicalize, parse_json
 @pytest.mark.parametrize(
     ("value", "expected"),
     [
-        (0.0, "0"), (-0.0, "0"), (1.0, "1"), (-1.5, "-1.5"), (1e21, "1e+21"), (1e20, "100000000000000000000"),
-        (1e-7, "1e-7"), (1e-6, "0.000001"), (123.456, "123.456"), (5e-324, "5e-324"),
-        (1.7976931348623157e308, "1.7976931348623157e+308"), (0.1 + 0.2, "0.30000000000000004"),
-        (9007199254740991, "9007199254740991"), (333333333.3333333, "333333333.3333333"), (1e23, "1e+23"),
+        (0.0, "0"),
+        (-0.0, "0"),
+        (1.0, "1"),
+        (-1.5, "-1.5"),
+        (1e21, "1e+21"),
+        (1e20, "100000000000000000000"),
+        (1e-7, "1e-7"),
+        (1e-6, "0.000001"),
+        (123.456, "123.456"),
+        (5e-324, "5e-324"),
+        (1.7976931348623157e308, "1.7976931348623157e+308"),
+        (0.1 + 0.2, "0.30000000000000004"),
+        (9007199254740991, "9007199254740991"),
+        (333333333.3333333, "333333333.3333333"),
+        (1e23, "1e+23"),
     ],
 )
 def test_jcs_numbers_follow_es6(value: float, expected: str) -> None:
@@ -48,13 +59,16 @@ def test_jcs_sorts_keys_by_utf16_code_units() -> None:
 
 def test_jcs_string_escaping() -> None:
     """Only quote, backslash and control characters are escaped, with short forms where defined."""
-    assert canonicalize("\u2028\x7f\x1f\n\"\\\u00e9") == '"\u2028\x7f\\u001f\\n\\"\\\\\u00e9"'.encode()
+    assert canonicalize('\u2028\x7f\x1f\n"\\\u00e9') == '"\u2028\x7f\\u001f\\n\\"\\\\\u00e9"'.encode()
 
 
 def test_jcs_rfc_example() -> None:
     """The RFC 8785 section 3.2.2 style sample canonicalises to compact sorted JSON."""
-    value = {"numbers": [333333333.33333329, 1e30, 4.50, 2e-3, 0.000000000000000000000000001],
-             "string": "\u20ac$\u000f\u000aA'\u0042\u0022\u005c\\\"/", "literals": [None, True, False]}
+    value = {
+        "numbers": [333333333.33333329, 1e30, 4.50, 2e-3, 0.000000000000000000000000001],
+        "string": "\u20ac$\u000f\u000aA'\u0042\u0022\u005c\\\"/",
+        "literals": [None, True, False],
+    }
     expected = (
         '{"literals":[null,true,false],"numbers":[333333333.3333333,1e+30,4.5,0.002,1e-27],'
         '"string":"\u20ac$\\u000f\\nA\'B\\"\\\\\\\\\\"/"}'
@@ -72,8 +86,11 @@ def test_jcs_rejects_unrepresentable_values(value: Any) -> None:
 
 
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers(-(2**53) + 1, 2**53 - 1)
-    | st.floats(allow_nan=False, allow_infinity=False) | st.text(),
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**53) + 1, 2**53 - 1)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(),
     lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=5), children, max_size=4),
     max_leaves=12,
 )
@@ -96,11 +113,18 @@ def test_parse_json_rejects_duplicate_keys() -> None:
 def test_build_event_fields_and_hash() -> None:
     """build_event produces canonical bytes with sorted members and their SHA-256 hash."""
     event = build_event(
-        tenant="t", seq=1, ts=datetime(2026, 11, 22, 2, 45, 6, 123456, tzinfo=UTC), actor="a",
-        action="x", subject="s", payload={"b": 1, "a": [1.5]}, prev_hash=GENESIS_PREV_HASH,
+        tenant="t",
+        seq=1,
+        ts=datetime(2026, 11, 22, 2, 45, 6, 123456, tzinfo=UTC),
+        actor="a",
+        action="x",
+        subject="s",
+        payload={"b": 1, "a": [1.5]},
+        prev_hash=GENESIS_PREV_HASH,
     )
     assert event.canonical_bytes == (
-        b'{"action":"x","actor":"a","payload":{"a":[1.5],"b":1},"prev_hash":"' + b"0" * 64
+        b'{"action":"x","actor":"a","payload":{"a":[1.5],"b":1},"prev_hash":"'
+        + b"0" * 64
         + b'","seq":1,"subject":"s","tenant":"t","ts":"2026-11-22T02:45:06.123456Z"}'
     )
     assert event.hash == event_hash(event.canonical_bytes)
@@ -116,13 +140,29 @@ def test_format_ts_converts_to_utc() -> None:
 
 @pytest.mark.parametrize(
     ("field", "value"),
-    [("ts", "2026-11-22T02:45:06Z"), ("ts", "2026-13-22T02:45:06.000000Z"), ("seq", 0), ("seq", True),
-     ("prev_hash", "A" * 64), ("prev_hash", "0" * 63), ("tenant", ""), ("actor", 5)],
+    [
+        ("ts", "2026-11-22T02:45:06Z"),
+        ("ts", "2026-13-22T02:45:06.000000Z"),
+        ("seq", 0),
+        ("seq", True),
+        ("prev_hash", "A" * 64),
+        ("prev_hash", "0" * 63),
+        ("tenant", ""),
+        ("actor", 5),
+    ],
 )
 def test_build_event_rejects_bad_fields(field: str, value: Any) -> None:
     """Malformed timestamps, seqs, hashes and names are refused at build time."""
-    args: dict[str, Any] = {"tenant": "t", "seq": 1, "ts": "2026-11-22T02:45:06.000000Z", "actor": "a",
-                            "action": "x", "subject": "s", "payload": {}, "prev_hash": GENESIS_PREV_HASH}
+    args: dict[str, Any] = {
+        "tenant": "t",
+        "seq": 1,
+        "ts": "2026-11-22T02:45:06.000000Z",
+        "actor": "a",
+        "action": "x",
+        "subject": "s",
+        "payload": {},
+        "prev_hash": GENESIS_PREV_HASH,
+    }
     args[field] = value
     with pytest.raises(PayloadError):
         build_event(**args)

@@ -32,8 +32,18 @@ def test_tile_path_round_trip(tile: TileId, path: str) -> None:
 
 @pytest.mark.parametrize(
     "path",
-    ["tile/0/1", "tile/0/x000/001", "tile/00/000", "tile/64/000", "tile/0/000.p/0", "tile/0/000.p/256",
-     "tile/0/000.p/010", "tile/entries/000", "tile/0/000/", "tile/0/x001"],
+    [
+        "tile/0/1",
+        "tile/0/x000/001",
+        "tile/00/000",
+        "tile/64/000",
+        "tile/0/000.p/0",
+        "tile/0/000.p/256",
+        "tile/0/000.p/010",
+        "tile/entries/000",
+        "tile/0/000/",
+        "tile/0/x001",
+    ],
 )
 def test_tile_path_rejects_non_canonical(path: str) -> None:
     """Non-canonical or out-of-range tile paths are rejected."""
