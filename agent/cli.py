@@ -1,4 +1,4 @@
-"""``lz-agent``: scan, contain, break-glass (and, with the stream step, run and simulate).
+"""``lz-agent``: scan, contain, break-glass, enroll, run and simulate.
 
 Users never see a traceback: configuration and policy mistakes print one line
 and exit 2, operational failures (nft refused, self-test failed) exit 1.
@@ -14,6 +14,8 @@ from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
+import grpc
+
 from agent.config import Config, ConfigError, load_config
 from agent.containment import (
     Containment,
@@ -23,6 +25,7 @@ from agent.containment import (
     PolicyError,
     build_policy,
 )
+from agent.enroll import NotEnrolledError
 from agent.inventory import Inventory
 from agent.platform import UnsupportedPlatformError
 from agent.snapshot import collect
@@ -47,11 +50,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         config = load_config(args.config)
         return int(args.handler(args, config))
-    except (ConfigError, PolicyError, UnsupportedPlatformError) as exc:
+    except (ConfigError, PolicyError, UnsupportedPlatformError, NotEnrolledError) as exc:
         print(f"lz-agent: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except (FirewallError, OSError) as exc:
         print(f"lz-agent: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except grpc.RpcError as exc:
+        code = exc.code().name if hasattr(exc, "code") else "error"
+        details = exc.details() if hasattr(exc, "details") else str(exc)
+        print(f"lz-agent: control plane: {code}: {details}", file=sys.stderr)
         return EXIT_FAILED
     except KeyboardInterrupt:
         return 130
@@ -119,13 +127,108 @@ def _parser() -> argparse.ArgumentParser:
     glass.add_argument("--reason", default="", help="why (recorded and reported)")
     glass.set_defaults(handler=_break_glass)
 
-    for name, what in (
-        ("run", "stream to the control plane"),
-        ("simulate", "replay a scenario against a control plane"),
-    ):
-        stub = commands.add_parser(name, help=f"{what} (not yet available)")
-        stub.set_defaults(handler=_not_yet)
+    enroll = commands.add_parser("enroll", help="enroll this host with the control plane (stores the identity)")
+    enroll.add_argument("--tenant", required=True)
+    enroll.add_argument("--secret", required=True, help="the tenant's enrollment secret")
+    enroll.add_argument("--control-plane", required=True, metavar="HOST:PORT", help="the ingest endpoint")
+    enroll.add_argument("--employee", default="", help="employee id of the host's user")
+    enroll.set_defaults(handler=_enroll)
+
+    run = commands.add_parser("run", help="stream to the control plane (reconciles containment first)")
+    run.add_argument("--duration", type=float, help="stop after this many seconds (default: run until signalled)")
+    run.set_defaults(handler=_run)
+
+    simulate = commands.add_parser("simulate", help="a fleet of simulated hosts streaming to a control plane")
+    simulate.add_argument("--count", type=_positive_int, required=True, help="number of simulated hosts")
+    simulate.add_argument("--control-plane", required=True, metavar="HOST:PORT")
+    simulate.add_argument("--tenant", required=True)
+    simulate.add_argument("--secret", required=True, help="the tenant's enrollment secret")
+    simulate.add_argument("--interval", type=_positive_float, default=5.0, help="heartbeat period (s)")
+    simulate.add_argument("--duration", type=_positive_float, help="stop after this many seconds")
+    simulate.add_argument("--exposed-fraction", type=_fraction, default=0.1)
+    simulate.add_argument("--sensitive-fraction", type=_fraction, default=0.1)
+    simulate.add_argument("--unapproved-fraction", type=_fraction, default=0.05)
+    simulate.add_argument("--change-probability", type=_fraction, default=0.002,
+                          help="chance per heartbeat that a host's inventory changes")
+    simulate.add_argument("--seed", type=int)
+    simulate.add_argument("--channels", type=_positive_int, help="HTTP/2 connections (default: 1 per 500 hosts)")
+    simulate.add_argument("--first-reconnect-jitter", type=float, default=5.0, metavar="SECONDS")
+    simulate.add_argument("--report-every", type=_positive_float, default=10.0, metavar="SECONDS")
+    simulate.set_defaults(handler=_simulate)
     return parser
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError("must be positive")
+    return value
+
+
+def _fraction(text: str) -> float:
+    value = float(text)
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError("must be between 0 and 1")
+    return value
+
+
+def _enroll(args: argparse.Namespace, config: Config) -> int:
+    from agent.enroll import enroll
+
+    identity = enroll(
+        config.state_dir,
+        args.tenant,
+        args.secret,
+        args.control_plane,
+        employee_id=args.employee,
+        credentials=_credentials(config),
+    )
+    print(f"enrolled: asset {identity.asset_id} in tenant {identity.tenant_id} via {identity.control_plane}")
+    return EXIT_OK
+
+
+def _run(args: argparse.Namespace, config: Config) -> int:
+    from agent.runner import run_agent
+
+    return run_agent(config, args.duration, _containment(config), _credentials(config))
+
+
+def _simulate(args: argparse.Namespace, config: Config) -> int:
+    from agent.simulate import SimulateOptions, run_simulation
+
+    options = SimulateOptions(
+        count=args.count,
+        control_plane=args.control_plane,
+        tenant=args.tenant,
+        secret=args.secret,
+        interval=args.interval,
+        duration=args.duration,
+        exposed_fraction=args.exposed_fraction,
+        sensitive_fraction=args.sensitive_fraction,
+        unapproved_fraction=args.unapproved_fraction,
+        change_probability=args.change_probability,
+        seed=args.seed,
+        channels=args.channels,
+        first_reconnect_jitter=args.first_reconnect_jitter,
+        report_every=args.report_every,
+    )
+    summary = run_simulation(options)
+    print(json.dumps(summary, indent=2))
+    return EXIT_OK if summary["enrolled"] and summary["heartbeats_acked"] else EXIT_FAILED
+
+
+def _credentials(config: Config) -> grpc.ChannelCredentials | None:
+    if not config.stream_tls:
+        return None
+    roots = config.stream_ca_file.read_bytes() if config.stream_ca_file else None
+    return grpc.ssl_channel_credentials(root_certificates=roots)
 
 
 def _scan(args: argparse.Namespace, config: Config) -> int:
@@ -181,11 +284,6 @@ def _break_glass(args: argparse.Namespace, config: Config) -> int:
         )
         return EXIT_USAGE
     return _report(_containment(config).break_glass(args.reason), json_output=False)
-
-
-def _not_yet(args: argparse.Namespace, config: Config) -> int:
-    print(f"lz-agent {args.command}: not yet available", file=sys.stderr)
-    return EXIT_USAGE
 
 
 def _containment(config: Config) -> Containment:

@@ -24,11 +24,12 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
 
+from lifecyclezero.v1 import common_pb2
+
 from agent import statefile
 from agent.containment import Containment, ContainmentResult, PolicyError, build_policy
 from agent.containment.policy import ContainmentPolicy, ControlPlane, split_host_port
 from agent.containment.ruleset import render, rule_count
-from lifecyclezero.v1 import common_pb2
 
 log = logging.getLogger("lz.agent.commands")
 
@@ -134,7 +135,7 @@ def result_from_containment(command_id: str, outcome: ContainmentResult) -> comm
         command_id=command_id,
         outcome=APPLIED if outcome.ok else FAILED,
         ruleset=evidence.ruleset or "",
-        ruleset_sha256=evidence.ruleset_sha256 or "",
+        ruleset_sha256=(evidence.ruleset_sha256 or "").removeprefix("sha256:"),
         rule_count=evidence.rule_count,
         self_test_passed=bool(test and test.ok),
         self_test_detail=detail.strip("; "),
@@ -148,7 +149,11 @@ def result_from_containment(command_id: str, outcome: ContainmentResult) -> comm
 
 
 class ContainmentExecutor:
-    """Isolate and release this host through :class:`Containment` (in a worker thread: nft and DNS block)."""
+    """Isolate and release this host through :class:`Containment` (in a worker thread: nft and DNS block).
+
+    ``control_plane`` lists endpoints admitted in every isolation besides the command's own (the
+    stream's target), so an isolate command can never cut the agent off from where it is released.
+    """
 
     def __init__(
         self,
@@ -173,9 +178,11 @@ class ContainmentExecutor:
         if command.kind != common_pb2.COMMAND_KIND_ISOLATE:
             return failed(command, f"unknown command kind {command.kind}")
         spec = command.policy
+        # The agent's own control plane always stays reachable, whatever the command lists.
+        endpoints = list(dict.fromkeys([*spec.control_plane_endpoints, *self.control_plane]))
         try:
             policy = build_policy(
-                control_plane=list(spec.control_plane_endpoints) or self.control_plane,
+                control_plane=endpoints,
                 resolvers=list(spec.dns_servers) or self.resolvers,
                 allowlist=[*spec.allowlist_cidrs, *self.allowlist],
                 stop_engines=spec.stop_engines,
@@ -231,7 +238,7 @@ class DryRunExecutor:
                 tuple(planes) or base.control_plane, base.resolvers, base.allowlist, base.stop_engines
             )
             rules = render(policy, self.table)
-            cached = (rules, "sha256:" + hashlib.sha256(rules.encode()).hexdigest(), rule_count(rules))
+            cached = (rules, hashlib.sha256(rules.encode()).hexdigest(), rule_count(rules))
             self._rendered[key] = cached
         return cached
 

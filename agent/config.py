@@ -47,6 +47,12 @@ class Config:
     allowlist: tuple[str, ...] = ()
     self_test_timeout: float = 2.0
     stop_engines: bool = False
+    stream_address: str = ""
+    heartbeat_interval: float = 0.0
+    spool_max_bytes: int = 64 * 1024 * 1024
+    first_reconnect_jitter: float = 10.0
+    stream_tls: bool = False
+    stream_ca_file: Path | None = None
 
 
 def _float(value: Any) -> float:
@@ -103,6 +109,40 @@ def _endpoints(value: Any) -> tuple[str, ...]:
     return entries
 
 
+def _endpoint(value: Any) -> str:
+    entry = _text(value)
+    try:
+        split_host_port(entry)
+    except PolicyError as exc:
+        raise ValueError(str(exc)) from exc
+    return entry
+
+
+def _interval(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise ValueError("expected a number")
+    number = float(value)
+    if number != 0 and not 1 <= number <= 3600:
+        raise ValueError("expected 0 (the control plane decides) or seconds between 1 and 3600")
+    return number
+
+
+def _jitter(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise ValueError("expected a number")
+    number = float(value)
+    if not 0 <= number <= 600:
+        raise ValueError("expected seconds between 0 and 600")
+    return number
+
+
+def _spool_bytes(value: Any) -> int:
+    number = _int(value)
+    if number < 64 * 1024:
+        raise ValueError("expected at least 65536 bytes")
+    return number
+
+
 def _table(value: Any) -> str:
     name = _text(value)
     if not name.replace("_", "").isalnum():
@@ -128,6 +168,12 @@ _FIELDS: Mapping[tuple[str, str], tuple[str, Callable[[Any], Any]]] = {
     ("containment", "allowlist"): ("allowlist", _strings),
     ("containment", "self_test_timeout"): ("self_test_timeout", _float),
     ("containment", "stop_engines"): ("stop_engines", _bool),
+    ("stream", "address"): ("stream_address", _endpoint),
+    ("stream", "heartbeat_interval"): ("heartbeat_interval", _interval),
+    ("stream", "spool_max_bytes"): ("spool_max_bytes", _spool_bytes),
+    ("stream", "first_reconnect_jitter"): ("first_reconnect_jitter", _jitter),
+    ("stream", "tls"): ("stream_tls", _bool),
+    ("stream", "ca_file"): ("stream_ca_file", _path),
 }
 
 

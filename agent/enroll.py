@@ -15,10 +15,10 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+from lifecyclezero.v1 import ingest_pb2, ingest_pb2_grpc
 
 from agent import statefile
 from agent.platform import current_platform
-from lifecyclezero.v1 import ingest_pb2, ingest_pb2_grpc
 
 IDENTITY_FILE = "identity.json"
 
@@ -83,6 +83,7 @@ def enroll_request(
     secret: str,
     hostname: str,
     os_name: str,
+    *,
     employee_id: str = "",
     asset_id: str = "",
 ) -> ingest_pb2.EnrollRequest:
@@ -99,11 +100,11 @@ def enroll_request(
 
 
 async def enroll_async(
-    channel: grpc.aio.Channel, request: ingest_pb2.EnrollRequest, control_plane: str, timeout: float = 30.0
+    channel: grpc.aio.Channel, request: ingest_pb2.EnrollRequest, control_plane: str, deadline: float = 30.0
 ) -> Identity:
     """Call Enroll on ``channel`` and return the identity it grants (not saved)."""
     stub = ingest_pb2_grpc.IngestServiceStub(channel)
-    reply: ingest_pb2.EnrollResponse = await stub.Enroll(request, timeout=timeout)
+    reply: ingest_pb2.EnrollResponse = await stub.Enroll(request, timeout=deadline)
     return Identity(
         tenant_id=request.tenant_id,
         asset_id=reply.asset_id,
@@ -120,6 +121,7 @@ def enroll(
     tenant_id: str,
     secret: str,
     control_plane: str,
+    *,
     employee_id: str = "",
     credentials: grpc.ChannelCredentials | None = None,
     timeout: float = 30.0,
@@ -129,7 +131,12 @@ def enroll(
     hostname, os_name = host_facts()
     keep = previous.asset_id if previous is not None and previous.tenant_id == tenant_id else ""
     request = enroll_request(
-        tenant_id, secret, hostname, os_name, employee_id or (previous.employee_id if previous else ""), keep
+        tenant_id,
+        secret,
+        hostname,
+        os_name,
+        employee_id=employee_id or (previous.employee_id if previous else ""),
+        asset_id=keep,
     )
     if credentials is None:
         channel = grpc.insecure_channel(control_plane)

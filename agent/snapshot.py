@@ -31,24 +31,29 @@ def model_settings(config: Config) -> ModelSettings:
     )
 
 
-def collect(config: Config, platform: Platform | None = None) -> Inventory:
-    """Take one snapshot; a failing half is reported in ``errors`` rather than losing the other half."""
+def collect(config: Config, platform: Platform | None = None, models: tuple[Model, ...] | None = None) -> Inventory:
+    """Take one snapshot; a failing half is reported in ``errors`` rather than losing the other half.
+
+    ``models`` is a model inventory the caller already holds (the stream re-walks disk less often
+    than it looks for engines); when given, the model walk is skipped.
+    """
     host = platform or current_platform()
     errors: list[str] = []
     engines: list[Engine] = []
-    models: list[Model] = []
+    found: list[Model] = []
     try:
         engines = discover_engines(host, discovery_settings(config))
     except OSError as exc:
         errors.append(f"engine discovery failed: {exc}")
-    try:
-        digests = DigestCache(config.state_dir) if config.compute_digests else None
-        models = inventory_models(model_settings(config), digests)
-    except OSError as exc:
-        errors.append(f"model inventory failed: {exc}")
+    if models is None:
+        try:
+            digests = DigestCache(config.state_dir) if config.compute_digests else None
+            found = inventory_models(model_settings(config), digests)
+        except OSError as exc:
+            errors.append(f"model inventory failed: {exc}")
     return Inventory(
         engines=tuple(engines),
-        models=tuple(models),
+        models=tuple(found) if models is None else models,
         hostname=host.hostname(),
         os=host.os_name(),
         collected_at=datetime.now(UTC).isoformat(timespec="seconds"),

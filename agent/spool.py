@@ -49,7 +49,7 @@ class Spool(Protocol):
         ...
 
     def trim(self, acked_seq: int) -> None:
-        """Forget everything at or below ``acked_seq``."""
+        """Forget everything at or below ``acked_seq`` (the owner re-trims after a restart)."""
         ...
 
     def pending(self, after_seq: int) -> Iterator[tuple[int, bytes]]:
@@ -120,7 +120,7 @@ class FileSpool:
             raise ValueError("a spool needs at least 1 KiB")
         self.dir = directory
         self.max_bytes = max_bytes
-        self.segment_bytes = segment_bytes or max(512, max_bytes // 8)
+        self.segment_bytes = segment_bytes or max(512, min(1024 * 1024, max_bytes // 8))
         self.fsync = fsync
         self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         self._meta = self.dir / "spool.json"
@@ -169,6 +169,7 @@ class FileSpool:
             self._drop_oldest(count_as_lost=False)
 
     def pending(self, after_seq: int) -> Iterator[tuple[int, bytes]]:
+        after_seq = max(after_seq, self._acked)
         for segment in list(self._segments):
             if segment.last_seq <= after_seq:
                 continue

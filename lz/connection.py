@@ -39,8 +39,8 @@ from typing import Any, Literal
 
 import grpc
 from google.protobuf.message import Message
-
 from lifecyclezero.v1 import assets_pb2_grpc, ledger_pb2_grpc, sealer_pb2_grpc
+
 from lz.errors import CliError, UsageError, from_rpc_error
 
 SERVICES = ("assets", "ledger", "sealer")
@@ -227,22 +227,20 @@ def resolve(options: Options, env: Mapping[str, str] | None = None, cwd: Path | 
                 settings.sources[name] = source
                 break
 
-    def pick(key: str, flag: str | None, flag_name: str, env_name: str, conf: Any, conf_name: str) -> str:
-        for value, source in ((flag, flag_name), (env.get(env_name), env_name), (conf, where)):
+    def pick(key: str, flag: str | None, env_name: str, fallback: tuple[Any, str]) -> str:
+        flag_name = "--" + key.replace("_", "-")
+        for value, source in ((flag, flag_name), (env.get(env_name), env_name), fallback):
             if value:
                 settings.sources[key] = source
-                return _str_setting(value, conf_name, source)
+                return _str_setting(value, key, source)
         return ""
 
-    settings.token = pick("token", options.token, "--token", "LZ_TOKEN", config.get("token"), "token")
-    settings.bootstrap_token = pick("bootstrap_token", options.bootstrap_token, "--bootstrap-token",
-                                    "LZ_BOOTSTRAP_TOKEN", state.get("bootstrap_token"), "bootstrap_token")
-    if settings.sources.get("bootstrap_token") == where:
-        settings.sources["bootstrap_token"] = state_source
-    settings.tls_ca = pick("tls_ca", options.tls_ca, "--tls-ca", "LZ_TLS_CA", config_tls.get("ca"), "tls.ca")
-    settings.tls_cert = pick("tls_cert", options.tls_cert, "--tls-cert", "LZ_TLS_CERT",
-                             config_tls.get("cert"), "tls.cert")
-    settings.tls_key = pick("tls_key", options.tls_key, "--tls-key", "LZ_TLS_KEY", config_tls.get("key"), "tls.key")
+    settings.token = pick("token", options.token, "LZ_TOKEN", (config.get("token"), where))
+    settings.bootstrap_token = pick("bootstrap_token", options.bootstrap_token, "LZ_BOOTSTRAP_TOKEN",
+                                    (state.get("bootstrap_token"), state_source))
+    settings.tls_ca = pick("tls_ca", options.tls_ca, "LZ_TLS_CA", (config_tls.get("ca"), where))
+    settings.tls_cert = pick("tls_cert", options.tls_cert, "LZ_TLS_CERT", (config_tls.get("cert"), where))
+    settings.tls_key = pick("tls_key", options.tls_key, "LZ_TLS_KEY", (config_tls.get("key"), where))
     if bool(settings.tls_cert) != bool(settings.tls_key):
         raise UsageError("a client certificate needs both --tls-cert and --tls-key")
     enabled = config_tls.get("enabled", False)

@@ -3,13 +3,44 @@
 from __future__ import annotations
 
 from lifecyclezero.v1 import assets_pb2_grpc
+
+from services.assets.servicer import AssetServicer, Nudger
+from services.assets.settings import AssetsSettings
+from services.assets.store import AssetStore
 from services.kit import auth, aws
+from services.kit.auth import Role, at_least
 from services.kit.authenticator import Authenticator
 from services.kit.server import Service
-from services.assets.settings import AssetsSettings
 
 SERVICE_NAME = "lifecyclezero.v1.AssetService"
-POLICY: dict[str, frozenset[auth.Role]] = {}
+_PREFIX = f"/{SERVICE_NAME}/"
+
+_VIEWER = at_least(Role.VIEWER)
+_OPERATOR = at_least(Role.OPERATOR)
+_ADMIN = at_least(Role.ADMIN)
+_SERVICE = frozenset({Role.SERVICE})
+
+POLICY: dict[str, frozenset[auth.Role]] = {
+    _PREFIX + "CreateTenant": frozenset({Role.BOOTSTRAP}),
+    _PREFIX + "CreateToken": _ADMIN,
+    _PREFIX + "RevokeToken": _ADMIN,
+    _PREFIX + "ListTokens": _ADMIN,
+    _PREFIX + "GetEnrollmentSecret": _ADMIN,
+    _PREFIX + "RotateEnrollmentSecret": _ADMIN,
+    _PREFIX + "CheckEnrollmentSecret": _SERVICE,
+    # Operators register hosts by hand; ingest registers them when an agent enrolls.
+    _PREFIX + "CreateAsset": _OPERATOR | _SERVICE,
+    _PREFIX + "GetAsset": _VIEWER | _SERVICE,
+    _PREFIX + "ListAssets": _VIEWER,
+    # The risk worker isolates on policy (actor `policy:<rule>` in x-lz-actor); release is human only.
+    _PREFIX + "IsolateAsset": _OPERATOR | _SERVICE,
+    _PREFIX + "ReleaseAsset": _OPERATOR,
+    _PREFIX + "RecordCommandResult": _SERVICE,
+    _PREFIX + "ListPendingCommands": _SERVICE,
+    _PREFIX + "UpdateAssetRisk": _SERVICE,
+    _PREFIX + "ListAlerts": _VIEWER,
+    _PREFIX + "GetCustodyLog": _VIEWER,
+}
 
 
 async def make_service(settings: AssetsSettings) -> Service:
@@ -21,15 +52,19 @@ async def make_service(settings: AssetsSettings) -> Service:
         bootstrap_token_sha256=settings.server.bootstrap_token_sha256,
         cache_seconds=settings.server.auth_cache_seconds,
     )
+    # The embedded endpoint (moto) does not isolate concurrent transactions; see AssetStore.
+    store = AssetStore(ddb, settings.aws.table_name, serialize_writes=bool(settings.aws.endpoint_url))
+    nudger = Nudger(settings.ingest_addresses, settings.server)
 
     async def check_ready() -> None:
         await aws.call(ddb.describe_table, TableName=settings.aws.table_name)
 
-    servicer = assets_pb2_grpc.AssetServiceServicer()
+    servicer = AssetServicer(store, nudger, settings.control_plane_endpoints)
     return Service(
         name="assets",
         servicers=[(assets_pb2_grpc.add_AssetServiceServicer_to_server, servicer, SERVICE_NAME)],
         policy=POLICY,
         authenticator=authenticator,
         check_ready=check_ready,
+        on_stop=nudger.close,
     )

@@ -282,7 +282,7 @@ def subject(asset_id: str) -> str:
     return f"asset:{asset_id}"
 
 
-def order_event(actor: str, kind: CommandKind, asset_id: str, justification: str, command_id: str,
+def order_event(actor: str, kind: CommandKind, asset_id: str, *, justification: str, command_id: str,
                 request_id: str) -> EventDraft:
     return EventDraft(
         actor=actor,
@@ -362,7 +362,8 @@ def _text(name: str, value: str, limit: int = MAX_TEXT_CHARS) -> str:
     return value
 
 
-def new_asset(asset_id: str, hostname: str, employee_id: str, os: str, agent_version: str, when: str) -> Asset:
+def new_asset(asset_id: str, hostname: str, employee_id: str, *, os: str, agent_version: str, when: str,
+              request_id: str = "") -> Asset:
     validate_id("asset.asset_id", asset_id)
     if employee_id:
         validate_id("asset.employee_id", employee_id)
@@ -376,6 +377,7 @@ def new_asset(asset_id: str, hostname: str, employee_id: str, os: str, agent_ver
         agent_version=_text("asset.agent_version", agent_version),
         create_time=when,
         update_time=when,
+        create_request_id=request_id,
     )
 
 
@@ -396,16 +398,25 @@ def apply_risk_update(asset: Asset, update: RiskUpdate, when: str) -> Asset | No
         changed = replace(changed, last_seen_time=update.last_seen_time)
     if update.risk is not None and update.risk.evaluate_time >= asset.risk.evaluate_time:
         changed = replace(changed, risk=update.risk)
-    for name in ("hostname", "os", "agent_version"):
-        value = getattr(update, name)
-        if value and value != getattr(changed, name):
-            changed = replace(changed, **{name: _text(name, value)})
+    if update.hostname and update.hostname != changed.hostname:
+        changed = replace(changed, hostname=_text("hostname", update.hostname))
+    if update.os and update.os != changed.os:
+        changed = replace(changed, os=_text("os", update.os))
+    if update.agent_version and update.agent_version != changed.agent_version:
+        changed = replace(changed, agent_version=_text("agent_version", update.agent_version))
     if changed == asset:
         return None
     return with_action_since(replace(changed, update_time=when), when)
 
 
 # --- tenants --------------------------------------------------------------------------------------
+
+
+def severity(value: int) -> Severity:
+    try:
+        return Severity(value)
+    except ValueError:
+        raise InvalidArgument.field("risk.max_severity", "is not a known severity") from None
 
 
 def validate_display_name(name: str) -> str:

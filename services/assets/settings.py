@@ -9,8 +9,16 @@ from services.kit import settings as s
 
 @dataclass(frozen=True)
 class AssetsSettings:
-    server: s.ServerSettings = s.nested(s.ServerSettings)
-    aws: s.AwsSettings = s.nested(s.AwsSettings)
+    server: s.ServerSettings = s.nested(s.ServerSettings)  # noqa: RUF009 - read from the environment
+    aws: s.AwsSettings = s.nested(s.AwsSettings)  # noqa: RUF009 - read from the environment
+    ingest_addresses: tuple[str, ...] = s.env(
+        "LZ_INGEST_ADDRESSES", s.address_list, default=(),
+        doc="host:port of every ingest process, comma-separated; nudged after each new command.",
+    )
+    control_plane_endpoints: tuple[str, ...] = s.env(
+        "LZ_CONTROL_PLANE_ENDPOINTS", s.address_list, default=(),
+        doc="host:port pairs an isolated host must still reach (sent in every containment policy).",
+    )
 
 
 def load_settings() -> AssetsSettings:

@@ -3,17 +3,35 @@
 from __future__ import annotations
 
 from lifecyclezero.v1 import ingest_pb2_grpc
+
+from services.ingest.assets_client import AssetsClient
+from services.ingest.queue import QueueBatcher
+from services.ingest.servicer import IngestServicer
+from services.ingest.settings import IngestSettings
+from services.ingest.streams import Hub
 from services.kit import auth, aws
 from services.kit.authenticator import Authenticator
 from services.kit.server import Service
-from services.ingest.settings import IngestSettings
+from services.kit.settings import AwsSettings
 
 SERVICE_NAME = "lifecyclezero.v1.IngestService"
-POLICY: dict[str, frozenset[auth.Role]] = {}
+_P = f"/{SERVICE_NAME}/"
+POLICY: dict[str, frozenset[auth.Role]] = {
+    # Enroll and Connect authenticate in-band: the enrollment secret, then the agent credential.
+    f"{_P}Enroll": auth.PUBLIC,
+    f"{_P}Connect": auth.PUBLIC,
+    f"{_P}DeliverCommand": frozenset({auth.Role.SERVICE}),
+    f"{_P}RevokeAgent": frozenset({auth.Role.SERVICE, auth.Role.ADMIN}),
+}
 
 
 async def make_service(settings: IngestSettings) -> Service:
     ddb = aws.client(settings.aws, "dynamodb")
+    sqs_settings = settings.aws
+    if settings.sqs_endpoint_url:
+        sqs_settings = AwsSettings(table_name=settings.aws.table_name, endpoint_url=settings.sqs_endpoint_url,
+                                   region=settings.aws.region)
+    sqs = aws.client(sqs_settings, "sqs")
     authenticator = Authenticator(
         ddb,
         settings.aws.table_name,
@@ -21,15 +39,27 @@ async def make_service(settings: IngestSettings) -> Service:
         bootstrap_token_sha256=settings.server.bootstrap_token_sha256,
         cache_seconds=settings.server.auth_cache_seconds,
     )
+    batcher = QueueBatcher(sqs, settings.queue_url, linger_seconds=settings.stream.linger_seconds)
+    assets = AssetsClient(settings.assets_address, settings.server)
+    hub = Hub(settings.stream, ddb, settings.aws.table_name, batcher, assets)
 
     async def check_ready() -> None:
+        # NOT_SERVING while the table or the queue does not answer: an ack must mean "in SQS".
         await aws.call(ddb.describe_table, TableName=settings.aws.table_name)
+        await batcher.probe()
 
-    servicer = ingest_pb2_grpc.IngestServiceServicer()
+    async def on_stop() -> None:
+        await hub.close()
+        await assets.close()
+
+    servicer = IngestServicer(hub, assets, ddb, settings.aws.table_name)
     return Service(
         name="ingest",
         servicers=[(ingest_pb2_grpc.add_IngestServiceServicer_to_server, servicer, SERVICE_NAME)],
         policy=POLICY,
         authenticator=authenticator,
         check_ready=check_ready,
+        background=[hub.poll_commands_forever, hub.persist_seqs_forever],
+        on_stop=on_stop,
+        ready_interval_seconds=1.0,
     )

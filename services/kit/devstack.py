@@ -16,6 +16,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,7 +34,7 @@ PROCESSES: tuple[tuple[str, str, str], ...] = (
     ("assets", "services.assets", "lifecyclezero.v1.AssetService"),
     ("ingest", "services.ingest", "lifecyclezero.v1.IngestService"),
 )
-WORKERS: tuple[tuple[str, str], ...] = ()
+WORKERS: tuple[tuple[str, str], ...] = (("risk-worker", "services.ingest.worker"),)
 DEFAULT_STATE_DIR = Path(".lz")
 ORIGIN = "lifecyclezero.local/ledger"
 
@@ -53,6 +54,10 @@ class Stack:
     service_token: str = ""
     bootstrap_token: str = ""
     env: dict[str, str] = field(default_factory=dict)
+    # Per-process environment (e.g. each service's own AWS keys under IAM enforcement), made once the
+    # resources exist.
+    after_provision: Callable[[embedded.Resources], dict[str, dict[str, str]]] | None = None
+    process_env: dict[str, dict[str, str]] = field(default_factory=dict)
 
     def start(self, timeout: float = 60.0) -> None:
         self.state_dir.mkdir(parents=True, exist_ok=True)
@@ -63,6 +68,8 @@ class Stack:
             aws_port, iam_after_calls=self.iam_after_calls, log_file=logs / "embedded-aws.log"
         )
         self.resources = embedded.provision(url)
+        if self.after_provision is not None:
+            self.process_env = self.after_provision(self.resources)
         self.service_token = secrets.token_urlsafe(32)
         self.bootstrap_token = secrets.token_urlsafe(32)
         for offset, (name, _, _) in enumerate(PROCESSES):
@@ -79,6 +86,9 @@ class Stack:
             "LZ_ORIGIN": ORIGIN,
             "LZ_SIGNING_KEY_FILE": str(self._signing_key()),
             "LZ_CONTROL_PLANE_ENDPOINTS": self.addresses["ingest"],
+            # The risk worker: per-tenant policy overrides (<tenant>.yaml) and a short long-poll, so it stops fast.
+            "LZ_POLICY_DIR": str(self.state_dir / "policies"),
+            "LZ_WORKER_WAIT_SECONDS": "2",
             **self.extra_env,
         }
         for name, module, _ in PROCESSES:
@@ -89,7 +99,7 @@ class Stack:
         self.write_state()
 
     def start_process(self, name: str, module: str, port: int | None = None) -> subprocess.Popen[bytes]:
-        env = {**os.environ, **self.env}
+        env = {**os.environ, **self.env, **self.process_env.get(name, {})}
         if port is not None:
             env["LZ_PORT"] = str(port)
         log = open(self.state_dir / "logs" / f"{name}.log", "ab")  # noqa: SIM115 - handed to the child

@@ -60,6 +60,7 @@ class RunningServer:
     health: HealthServicer
     service: Service
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    health_server: grpc.aio.Server | None = None
 
     async def set_serving(self, serving: bool) -> None:
         status = SERVING if serving else NOT_SERVING
@@ -114,10 +115,24 @@ async def build_server(service: Service, settings: ServerSettings) -> RunningSer
         raise ConfigError(f"cannot listen on {target}: the port is in use or the address is not local")
     running = RunningServer(server, bound, health, service)
     await running.set_serving(False)
+    # "liveness" answers SERVING while the process runs: an AWS outage makes a pod unready, not restarted.
+    await health.set("liveness", SERVING)
     await server.start()
+    if settings.health_port:
+        running.health_server = await _start_health_server(health, settings)
     running.tasks.append(asyncio.create_task(_watch_readiness(running)))
     running.tasks.extend(asyncio.create_task(job()) for job in service.background)
     return running
+
+
+async def _start_health_server(health: HealthServicer, settings: ServerSettings) -> grpc.aio.Server:
+    """A plaintext server holding only the health service, for kubelet's native gRPC probes."""
+    _check_port_free(settings.listen_host, settings.health_port)
+    server = grpc.aio.server()
+    health_pb2_grpc.add_HealthServicer_to_server(health, server)
+    server.add_insecure_port(f"{settings.listen_host}:{settings.health_port}")
+    await server.start()
+    return server
 
 
 def _check_port_free(host: str, port: int) -> None:
@@ -157,6 +172,8 @@ async def stop_server(running: RunningServer, grace: float) -> None:
     """Drain: report NOT_SERVING, let in-flight calls finish within `grace`, then stop the tasks."""
     await running.health.enter_graceful_shutdown()
     await running.server.stop(grace)
+    if running.health_server is not None:
+        await running.health_server.stop(0)
     for task in running.tasks:
         task.cancel()
     for task in running.tasks:

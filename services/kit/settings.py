@@ -132,6 +132,9 @@ def url(raw: str) -> str:
     return raw
 
 
+tcp_port = port
+
+
 def address(raw: str) -> str:
     """host:port of a gRPC server."""
     host, sep, port_text = raw.rpartition(":")
@@ -166,7 +169,11 @@ class ServerSettings:
     """What every gRPC server process shares."""
 
     listen_host: str = env("LZ_LISTEN_HOST", default="127.0.0.1", doc="Address the gRPC server binds.")
-    port: int = env("LZ_PORT", port, default=0, doc="gRPC port; 0 picks a free one (the stack passes one).")
+    port: int = env("LZ_PORT", tcp_port, default=0, doc="gRPC port; 0 picks a free one (the stack passes one).")
+    health_port: int = env(
+        "LZ_HEALTH_PORT", tcp_port, default=0,
+        doc="Plaintext port serving only gRPC health (kubelet probes cannot speak TLS); 0 turns it off.",
+    )
     grace_seconds: float = env(
         "LZ_GRACE_SECONDS", positive_float, default=10.0, doc="How long SIGTERM lets in-flight calls finish."
     )

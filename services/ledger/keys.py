@@ -7,7 +7,8 @@ digits so that the sort order of SK is the numeric order of seq.
 
 from __future__ import annotations
 
-from services.kit.ids import validate_id
+from services.kit.errors import InvalidArgument
+from services.kit.ids import is_valid_id, validate_id
 
 ENTITY_PREFIXES = ("EVENT", "REQ", "LEDGER")
 
@@ -63,15 +64,10 @@ def asset_of_subject(subject: str) -> str | None:
     if not subject.startswith(ASSET_SUBJECT_PREFIX):
         return None
     asset_id = subject[len(ASSET_SUBJECT_PREFIX) :]
-    try:
-        return validate_id("subject", asset_id)
-    except Exception:  # noqa: BLE001 - an invalid id just means "not an asset subject"
-        return None
+    return asset_id if is_valid_id(asset_id) else None
 
 
 def _seq(seq: int) -> str:
     if isinstance(seq, bool) or not isinstance(seq, int) or not 1 <= seq <= MAX_SEQ:
-        from services.kit.errors import InvalidArgument
-
         raise InvalidArgument.field("seq", f"must be 1..{MAX_SEQ}")
     return f"{seq:0{SEQ_DIGITS}d}"

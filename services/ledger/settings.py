@@ -8,9 +8,26 @@ from services.kit import settings as s
 
 
 @dataclass(frozen=True)
+class SealAccess:
+    """Where the seals are and which keys they must verify with (the ledger never signs)."""
+
+    bucket_name: str = s.env("LZ_BUCKET_NAME", doc="S3 bucket (Object Lock) with tiles and checkpoints.")
+    origin: str = s.env("LZ_ORIGIN", doc="Deployment origin; a tenant's log is <LZ_ORIGIN>/<tenant>.")
+    verifier_keys: str = s.env(
+        "LZ_VERIFIER_KEYS", default="", doc="Deployment verifier keys, newest first (public; preferred)."
+    )
+    verifier_key_file: str = s.env("LZ_VERIFIER_KEY_FILE", default="", doc="File of deployment verifier keys.")
+    signing_key_file: str = s.env(
+        "LZ_SIGNING_KEY_FILE", default="", doc="Fallback: verifier keys are derived from these signer keys."
+    )
+    signing_key: str = s.env("LZ_SIGNING_KEY", default="", doc="Fallback like LZ_SIGNING_KEY_FILE.")
+
+
+@dataclass(frozen=True)
 class LedgerSettings:
     server: s.ServerSettings = s.nested(s.ServerSettings)
     aws: s.AwsSettings = s.nested(s.AwsSettings)
+    seals: SealAccess = s.nested(SealAccess)
 
 
 def load_settings() -> LedgerSettings:

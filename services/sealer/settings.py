@@ -8,9 +8,33 @@ from services.kit import settings as s
 
 
 @dataclass(frozen=True)
+class SealSettings:
+    bucket_name: str = s.env("LZ_BUCKET_NAME", doc="S3 bucket (Object Lock) for tiles and checkpoints.")
+    origin: str = s.env("LZ_ORIGIN", doc="Deployment origin; a tenant's log is <LZ_ORIGIN>/<tenant>.")
+    retention_days: int = s.env(
+        "LZ_SEAL_RETENTION_DAYS", s.positive_int, default=365, doc="COMPLIANCE retention of seal objects."
+    )
+    signing_key_file: str = s.env(
+        "LZ_SIGNING_KEY_FILE", default="", doc="File of C2SP signer keys, newest first (a Kubernetes Secret)."
+    )
+    signing_key: str = s.env("LZ_SIGNING_KEY", default="", doc="Signer keys, newest first, if no key file.")
+    every_events: int = s.env("LZ_SEAL_EVERY_EVENTS", s.positive_int, default=256, doc="Seal after K events.")
+    every_seconds: float = s.env(
+        "LZ_SEAL_EVERY_SECONDS", s.positive_float, default=2.0, doc="Seal after T seconds of pending events."
+    )
+    max_batch: int = s.env(
+        "LZ_SEAL_MAX_BATCH", s.positive_int, default=4096, doc="Most events one checkpoint adds during catch-up."
+    )
+    stream_poll_seconds: float = s.env(
+        "LZ_STREAM_POLL_SECONDS", s.positive_float, default=0.2, doc="Pause between empty stream reads."
+    )
+
+
+@dataclass(frozen=True)
 class SealerSettings:
     server: s.ServerSettings = s.nested(s.ServerSettings)
     aws: s.AwsSettings = s.nested(s.AwsSettings)
+    seal: SealSettings = s.nested(SealSettings)
 
 
 def load_settings() -> SealerSettings:

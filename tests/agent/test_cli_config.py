@@ -63,11 +63,11 @@ def test_dry_run_prints_the_ruleset() -> None:
     assert "ip6 daddr fd00::7 tcp dport 8443 accept" in done.stdout
 
 
-@pytest.mark.parametrize("command", ["run", "simulate"])
-def test_stream_commands_are_stubs(command: str) -> None:
-    """``run`` and ``simulate`` say they are not yet available and exit 2."""
-    done = run_cli(command)
-    assert (done.returncode, done.stderr.strip()) == (2, f"lz-agent {command}: not yet available")
+def test_run_without_enrollment_is_a_usage_error(tmp_path: Path) -> None:
+    """``run`` on a host that never enrolled says to enroll first and exits 2."""
+    done = run_cli("run", env={"LZ_AGENT_STATE_DIR": str(tmp_path)})
+    assert done.returncode == 2
+    assert "lz-agent enroll" in done.stderr
 
 
 def test_break_glass_requires_confirm(tmp_path: Path) -> None:

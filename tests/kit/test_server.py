@@ -24,6 +24,7 @@ from services.kit.authenticator import Authenticator
 from services.kit.errors import FailedPrecondition, InvalidArgument, NotFound
 from services.kit.server import RunningServer, Service, build_server, stop_server
 from services.kit.settings import ServerSettings
+from services.tlog.note import generate_key
 
 SERVICE = "lifecyclezero.v1.LedgerService"
 SERVICE_TOKEN = "service-token-for-tests-0123456789"
@@ -225,7 +226,9 @@ def test_service_process_serves_once_its_backend_answers_and_stops_on_sigterm(tm
     aws_port = embedded.free_port()
     grpc_port = embedded.free_port()
     env = {**os.environ, **embedded.EMBEDDED_CREDENTIALS, "LZ_TABLE_NAME": "lifecyclezero",
-           "LZ_AWS_ENDPOINT_URL": f"http://127.0.0.1:{aws_port}", "LZ_PORT": str(grpc_port)}
+           "LZ_AWS_ENDPOINT_URL": f"http://127.0.0.1:{aws_port}", "LZ_PORT": str(grpc_port),
+           "LZ_BUCKET_NAME": "lifecyclezero-seals", "LZ_ORIGIN": "test.example/ledger",
+           "LZ_SIGNING_KEY": generate_key("test.example/ledger")[0]}
     proc = subprocess.Popen([sys.executable, "-m", "services.ledger"], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     aws_proc = None

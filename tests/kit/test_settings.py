@@ -12,10 +12,16 @@ import pytest
 from services.kit import settings as s
 from services.kit.errors import ConfigError
 from services.ledger.settings import LedgerSettings
+from services.tlog.note import generate_key
+
+
+BASE = {"LZ_BUCKET_NAME": "seals", "LZ_ORIGIN": "test.example/ledger",
+        "LZ_SIGNING_KEY": generate_key("test.example/ledger")[0]}
 
 
 def _run_service(env: dict[str, str], module: str = "services.ledger") -> subprocess.CompletedProcess[str]:
     clean = {k: v for k, v in os.environ.items() if not k.startswith("LZ_")}
+    clean.update(BASE)
     return subprocess.run(
         [sys.executable, "-m", module], env={**clean, **env}, capture_output=True, text=True, timeout=60
     )
@@ -55,7 +61,7 @@ def test_port_in_use_exits_2_with_one_line() -> None:
 def test_every_problem_is_reported_at_once() -> None:
     """Loading collects every bad setting into one message instead of stopping at the first."""
     with pytest.raises(ConfigError) as caught:
-        s.load(LedgerSettings, {"LZ_PORT": "http", "LZ_GRACE_SECONDS": "-1"})
+        s.load(LedgerSettings, {**BASE, "LZ_PORT": "http", "LZ_GRACE_SECONDS": "-1"})
     message = str(caught.value)
     assert "LZ_TABLE_NAME is required" in message
     assert "LZ_PORT" in message
@@ -64,13 +70,13 @@ def test_every_problem_is_reported_at_once() -> None:
 
 def test_settings_are_frozen() -> None:
     """A loaded settings object cannot be changed after start."""
-    loaded = s.load(LedgerSettings, {"LZ_TABLE_NAME": "t"})
+    loaded = s.load(LedgerSettings, {**BASE, "LZ_TABLE_NAME": "t"})
     with pytest.raises(AttributeError):
         loaded.aws.table_name = "other"  # type: ignore[misc]
 
 
 def test_defaults_apply_when_unset() -> None:
     """Unset optional settings take their documented defaults."""
-    loaded = s.load(LedgerSettings, {"LZ_TABLE_NAME": "t"})
+    loaded = s.load(LedgerSettings, {**BASE, "LZ_TABLE_NAME": "t"})
     assert loaded.server.listen_host == "127.0.0.1"
     assert loaded.aws.endpoint_url == ""

@@ -1,0 +1,124 @@
+"""``lz-agent run``: reconcile containment, then stream to the control plane until signalled."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import shutil
+import signal
+import time
+from collections.abc import Callable
+
+import grpc
+
+from agent import statefile
+from agent.backoff import Backoff, BackoffPolicy
+from agent.commands import CommandBook, ContainmentExecutor
+from agent.config import Config
+from agent.containment import Containment
+from agent.enroll import Identity, NotEnrolledError, identity_path, load_identity
+from agent.inventory import Inventory, Model
+from agent.snapshot import collect
+from agent.spool import FileSpool
+from agent.stream import KEEPALIVE_OPTIONS, AgentStream, CollectSource, StreamSettings, StreamState
+
+log = logging.getLogger("lz.agent.run")
+
+STREAM_STATE = "stream.json"
+SPOOL_DIR = "spool"
+COMMAND_RESULTS = "command-results.json"
+
+
+def channel_factory(target: str, credentials: grpc.ChannelCredentials | None) -> Callable[[], grpc.aio.Channel]:
+    """A fresh channel per session, so the agent's own backoff is the only reconnect schedule."""
+
+    def make() -> grpc.aio.Channel:
+        if credentials is None:
+            return grpc.aio.insecure_channel(target, options=KEEPALIVE_OPTIONS)
+        return grpc.aio.secure_channel(target, credentials, options=KEEPALIVE_OPTIONS)
+
+    return make
+
+
+def build_stream(config: Config, identity: Identity, containment: Containment,
+                 credentials: grpc.ChannelCredentials | None = None) -> AgentStream:
+    """The agent's stream with its spool, state and command book in ``config.state_dir``."""
+    state_path = config.state_dir / STREAM_STATE
+    stored = statefile.read_json(state_path)
+    spool_dir = config.state_dir / SPOOL_DIR
+    if isinstance(stored, dict) and stored.get("asset_id") != identity.asset_id:
+        log.warning("the asset id changed (re-enrolled); the old spool is discarded")
+        shutil.rmtree(spool_dir, ignore_errors=True)
+    target = config.stream_address or identity.control_plane
+    source = CollectSource(ModelCachingCollector(config))
+    executor = ContainmentExecutor(
+        containment,
+        control_plane=[target, *config.control_plane],
+        resolvers=config.resolvers,
+        allowlist=config.allowlist,
+        engine_pids=source.engine_pids,
+    )
+    return AgentStream(
+        identity,
+        channel=channel_factory(target, credentials),
+        source=source,
+        spool=FileSpool(spool_dir, max_bytes=config.spool_max_bytes),
+        state=StreamState(state_path, identity.asset_id),
+        commands=CommandBook(config.state_dir / COMMAND_RESULTS),
+        executor=executor,
+        backoff=Backoff(BackoffPolicy(first_jitter=config.first_reconnect_jitter)),
+        settings=StreamSettings(interval=config.heartbeat_interval or None),
+    )
+
+
+def run_agent(
+    config: Config,
+    duration: float | None,
+    containment: Containment,
+    credentials: grpc.ChannelCredentials | None = None,
+) -> int:
+    """Reconcile containment, then stream until SIGINT/SIGTERM (or ``duration``); the exit code."""
+    identity = load_identity(config.state_dir)
+    if identity is None:
+        raise NotEnrolledError(f"not enrolled ({identity_path(config.state_dir)} missing); run `lz-agent enroll`")
+    reconciled = containment.reconcile()
+    level = logging.INFO if reconciled.ok else logging.ERROR
+    log.log(level, "containment reconcile: %s", reconciled.message)
+    stream = build_stream(config, identity, containment, credentials)
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(sig, stop.set)
+        if duration is not None:
+            loop.call_later(duration, stop.set)
+        await stream.run(stop)
+
+    try:
+        asyncio.run(main())
+    finally:
+        if isinstance(stream.spool, FileSpool):
+            stream.spool.close()
+    return 0
+
+
+class ModelCachingCollector:
+    """Engines every heartbeat; the model walk (disk, maybe hashing) at most every ``model_every`` seconds."""
+
+    def __init__(self, config: Config, model_every: float = 300.0) -> None:
+        self.config = config
+        self.model_every = model_every
+        self._models: tuple[Model, ...] | None = None
+        self._at = 0.0
+
+    def __call__(self) -> Inventory:
+        now = time.monotonic()
+        if self._models is None or now - self._at >= self.model_every:
+            inventory = collect(self.config)
+            if not any(e.startswith("model inventory failed") for e in inventory.errors):
+                self._models, self._at = inventory.models, now
+            return inventory
+        return collect(self.config, models=self._models)

@@ -1,0 +1,586 @@
+"""The agent's one stream to the control plane (``IngestService.Connect``), kept alive for good.
+
+A session opens Connect, sends Hello (tenant, asset id, credential, last
+acked seq), reads Welcome (the control plane's acked seq), replays the spooled
+heartbeats above it in order, re-sends command results the control plane has
+not acknowledged, and then lives: heartbeats go up every interval, acks trim
+the spool, commands run once per id and their results go back up.
+
+Heartbeats are produced whether or not a session is up; each one is spooled
+before it is sent, so what is made while disconnected is replayed later. The
+sequence number and the acked state are persisted, so a restart continues the
+sequence. A heartbeat carries the full inventory only while its digest differs
+from the last one the control plane acknowledged, and the digest alone when not.
+
+Per-heartbeat work is kept small because the simulator runs thousands of these
+in one process: heartbeats are spooled as bytes and framed into ConnectRequest
+bytes by hand (a protobuf message is the concatenation of its fields), so a
+replay never parses anything and an unchanged inventory is never re-encoded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+import grpc
+from lifecyclezero.v1 import common_pb2, ingest_pb2
+
+from agent import statefile
+from agent.backoff import Backoff
+from agent.commands import CommandBook, CommandExecutor, failed
+from agent.enroll import AGENT_VERSION, Identity
+from agent.inventory import Inventory
+from agent.spool import Spool
+
+log = logging.getLogger("lz.agent.stream")
+
+CONNECT_METHOD = "/lifecyclezero.v1.IngestService/Connect"
+# Matches services/kit/server.py: the server permits pings every 10 s, we send one per 30 s of silence.
+KEEPALIVE_OPTIONS: list[tuple[str, Any]] = [
+    ("grpc.keepalive_time_ms", 30_000),
+    ("grpc.keepalive_timeout_ms", 10_000),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.max_pings_without_data", 0),
+]
+DEFAULT_INTERVAL = 30.0
+WELCOME_TIMEOUT = 30.0
+
+# Field tags of ConnectRequest and Heartbeat (wire type 2 = length-delimited, 0 = varint).
+_REQ_HELLO, _REQ_HEARTBEAT, _REQ_RESULT = 1, 2, 3
+_HB_INVENTORY, _HB_REPLAYED = 4, 6
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte = value & 0x7F
+        value >>= 7
+        if value:
+            out.append(byte | 0x80)
+        else:
+            out.append(byte)
+            return bytes(out)
+
+
+def _field(number: int, payload: bytes) -> bytes:
+    return _varint(number << 3 | 2) + _varint(len(payload)) + payload
+
+
+_REPLAYED_TRUE = _varint(_HB_REPLAYED << 3) + b"\x01"
+
+
+def frame_heartbeat(heartbeat: bytes, replayed: bool = False) -> bytes:
+    """ConnectRequest bytes carrying a serialized Heartbeat (with ``replayed`` set when asked)."""
+    return _field(_REQ_HEARTBEAT, heartbeat + _REPLAYED_TRUE if replayed else heartbeat)
+
+
+def frame(request: ingest_pb2.ConnectRequest) -> bytes:
+    data: bytes = request.SerializeToString()
+    return data
+
+
+def _passthrough(data: bytes) -> bytes:
+    return data
+
+
+class RateLimiter:
+    """A token bucket on what the stream sends, kept under the control plane's own per-agent bucket."""
+
+    def __init__(self, rate: float, burst: int) -> None:
+        self.rate = rate
+        self.burst = float(burst)
+        self.tokens = float(burst)
+        self.stamp = time.monotonic()
+
+    async def acquire(self) -> None:
+        now = time.monotonic()
+        self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
+        self.stamp = now
+        if self.tokens < 1.0:
+            await asyncio.sleep((1.0 - self.tokens) / self.rate)
+            self.tokens, self.stamp = 1.0, time.monotonic()
+        self.tokens -= 1.0
+
+
+def retry_after(error: grpc.aio.AioRpcError) -> float:
+    """The server's ``retry_after_ms`` (google.rpc.ErrorInfo metadata) in seconds, or 0."""
+    from google.rpc import error_details_pb2, status_pb2
+
+    for key, value in error.trailing_metadata() or ():
+        if key != "grpc-status-details-bin" or not isinstance(value, bytes):
+            continue
+        status = status_pb2.Status.FromString(value)
+        for detail in status.details:
+            info = error_details_pb2.ErrorInfo()
+            if detail.Unpack(info) and "retry_after_ms" in info.metadata:
+                with contextlib.suppress(ValueError):
+                    return max(0.0, int(info.metadata["retry_after_ms"]) / 1000)
+    return 0.0
+
+
+def hex_digest(digest: str) -> str:
+    """The bare lowercase hex of an ``sha256:<hex>`` digest, as the wire wants it."""
+    return digest.removeprefix("sha256:").lower()
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """An inventory as the stream sends it: its digest (bare hex) and its serialized ``common_pb2.Inventory``."""
+
+    digest: str
+    inventory: bytes
+
+
+class InventorySource(Protocol):
+    """Where heartbeats get the host's current inventory."""
+
+    async def snapshot(self) -> Snapshot: ...
+
+
+def inventory_proto(inventory: Inventory) -> common_pb2.Inventory:
+    """The agent's :class:`Inventory` as the wire message."""
+    message = common_pb2.Inventory(hostname=inventory.hostname, os=inventory.os)
+    for engine in inventory.engines:
+        message.engines.add(
+            kind=engine.kind,
+            pid=engine.pid,
+            executable=engine.exe,
+            user=engine.user,
+            version=engine.version or "",
+            listen=[common_pb2.Endpoint(address=e.address, port=e.port, exposed=e.exposed) for e in engine.listen],
+            confirmed=engine.confirmed,
+            loaded_models=list(engine.models_loaded),
+            open_sensitive_files=list(engine.open_sensitive_files),
+            outbound=[
+                common_pb2.OutboundConnection(remote_address=c.remote_address, remote_port=c.remote_port)
+                for c in engine.outbound
+            ],
+        )
+    for model in inventory.models:
+        message.models.add(
+            name=model.name,
+            format=model.format,
+            path=model.path,
+            digest=model.digest or "",
+            size_bytes=model.size_bytes,
+            architecture=model.architecture or "",
+            quantization=model.quantization or "",
+            parameter_count=model.parameter_count or 0,
+            context_length=model.context_length or 0,
+            source=model.source,
+        )
+    with contextlib.suppress(ValueError):
+        message.collect_time.FromDatetime(datetime.fromisoformat(inventory.collected_at))
+    return message
+
+
+class CollectSource:
+    """Discovery on this host every heartbeat (in a worker thread); re-encodes only when the digest changes."""
+
+    def __init__(self, collect: Callable[[], Inventory]) -> None:
+        self._collect = collect
+        self._last: Snapshot | None = None
+        self.latest: Inventory | None = None
+
+    async def snapshot(self) -> Snapshot:
+        inventory = await asyncio.to_thread(self._collect)
+        self.latest = inventory
+        digest = hex_digest(inventory.digest())
+        if self._last is None or self._last.digest != digest:
+            self._last = Snapshot(digest, inventory_proto(inventory).SerializeToString())
+        return self._last
+
+    def engine_pids(self) -> Sequence[int]:
+        return [e.pid for e in self.latest.engines] if self.latest else []
+
+
+class StreamState:
+    """The sequence and acknowledgement state; persisted to ``path`` when given."""
+
+    def __init__(self, path: Path | None = None, asset_id: str = "") -> None:
+        self.path = path
+        self.asset_id = asset_id
+        self.last_seq = 0
+        self.acked_seq = 0
+        self.acked_digest = ""
+        data = statefile.read_json(path) if path is not None else None
+        if isinstance(data, dict) and data.get("asset_id") == asset_id:
+            self.last_seq = int(data.get("last_seq", 0))
+            self.acked_seq = int(data.get("acked_seq", 0))
+            self.acked_digest = str(data.get("acked_digest", ""))
+
+    def save(self) -> None:
+        if self.path is not None:
+            statefile.write_json(
+                self.path,
+                {
+                    "asset_id": self.asset_id,
+                    "last_seq": self.last_seq,
+                    "acked_seq": self.acked_seq,
+                    "acked_digest": self.acked_digest,
+                },
+            )
+
+
+@dataclass
+class StreamStats:
+    """Counters of one stream or, shared, of many (the simulator's)."""
+
+    connected: int = 0
+    sessions: int = 0
+    failed_connects: int = 0
+    heartbeats_sent: int = 0
+    heartbeats_replayed: int = 0
+    heartbeats_acked: int = 0
+    full_inventories_sent: int = 0
+    commands_received: int = 0
+    commands_applied: int = 0
+    commands_failed: int = 0
+    results_sent: int = 0
+    results_acked: int = 0
+    ack_latencies: list[float] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class StreamSettings:
+    """How a stream behaves; ``interval`` None follows the control plane's Welcome (or 30 s)."""
+
+    interval: float | None = None
+    welcome_timeout: float = WELCOME_TIMEOUT
+    resend_results_after: float = 10.0
+    # Below the control plane's default bucket (1 a second, burst 10) so a replay is never cut off.
+    send_rate: float = 0.9
+    send_burst: int = 8
+
+
+class _Session:
+    def __init__(self, call: Any) -> None:
+        self.call = call
+        self.ready = False
+        self.replayed_through = 0
+        self.sent_at: deque[tuple[int, float]] = deque()
+
+
+class AgentStream:
+    """One host's stream: produce heartbeats forever, keep a session up, reconnect with backoff."""
+
+    def __init__(
+        self,
+        identity: Identity,
+        *,
+        channel: Callable[[], grpc.aio.Channel],
+        source: InventorySource,
+        spool: Spool,
+        state: StreamState,
+        commands: CommandBook,
+        executor: CommandExecutor,
+        backoff: Backoff | None = None,
+        settings: StreamSettings | None = None,
+        stats: StreamStats | None = None,
+        owns_channel: bool = True,
+    ) -> None:
+        self.identity = identity
+        self._channel_factory = channel
+        self.source = source
+        self.spool = spool
+        self.state = state
+        self.commands = commands
+        self.executor = executor
+        self.backoff = backoff or Backoff()
+        self.settings = settings or StreamSettings()
+        self.stats = stats or StreamStats()
+        self.owns_channel = owns_channel
+        self.interval = self.settings.interval or float(identity.heartbeat_interval_seconds or DEFAULT_INTERVAL)
+        self._lock = asyncio.Lock()
+        self._command_lock = asyncio.Lock()
+        self._session: _Session | None = None
+        self._digests: deque[tuple[int, str]] = deque()
+        self._results_sent_at: dict[str, float] = {}
+        self._stop = asyncio.Event()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.spool.trim(self.state.acked_seq)
+        self._limiter = RateLimiter(self.settings.send_rate, self.settings.send_burst)
+        self._not_before = 0.0
+        self.last_error: str = ""
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event | None = None) -> None:
+        """Stream until ``stop`` is set (or the task is cancelled)."""
+        stop = stop or self._stop
+        producer = asyncio.create_task(self._produce(stop))
+        try:
+            while not stop.is_set():
+                healthy = await self._run_session(stop)
+                if stop.is_set():
+                    break
+                if healthy:
+                    self.backoff.reset()
+                delay = max(self.backoff.next_delay(), self._not_before)
+                self._not_before = 0.0
+                log.info("stream down (%s); reconnecting in %.1fs", self.last_error or "closed", delay)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), delay)
+        finally:
+            producer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await producer
+            for task in list(self._tasks):
+                task.cancel()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    async def beat_now(self) -> None:
+        """Produce one heartbeat immediately (tests and the CLI's first beat)."""
+        await self._beat()
+
+    # -- session -----------------------------------------------------------------------------------
+
+    async def _run_session(self, stop: asyncio.Event) -> bool:
+        """One Connect call, from Hello to its end; True when it got as far as a Welcome."""
+        channel = self._channel_factory()
+        call = channel.stream_stream(
+            CONNECT_METHOD,
+            request_serializer=_passthrough,
+            response_deserializer=ingest_pb2.ConnectResponse.FromString,
+        )(wait_for_ready=False)
+        session = _Session(call)
+        welcomed = False
+        stopper = asyncio.create_task(stop.wait())
+        try:
+            hello = ingest_pb2.Hello(
+                tenant_id=self.identity.tenant_id,
+                asset_id=self.identity.asset_id,
+                agent_credential=self.identity.agent_credential,
+                last_acked_seq=self.state.acked_seq,
+                agent_version=AGENT_VERSION,
+            )
+            await call.write(frame(ingest_pb2.ConnectRequest(hello=hello)))
+            first = await asyncio.wait_for(call.read(), self.settings.welcome_timeout)
+            if first is grpc.aio.EOF or first.WhichOneof("message") != "welcome":
+                self.last_error = "the control plane did not answer Hello with Welcome"
+                self.stats.failed_connects += 1
+                return False
+            welcomed = True
+            self.stats.sessions += 1
+            self.stats.connected += 1
+            reader = asyncio.create_task(self._read(session))
+            catch_up = asyncio.create_task(self._on_welcome(session, first.welcome))
+            try:
+                done, _ = await asyncio.wait({reader, stopper}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                catch_up.cancel()
+            if reader in done:
+                reader.result()
+            else:
+                reader.cancel()
+                with contextlib.suppress(BaseException):
+                    await call.done_writing()
+            return True
+        except grpc.aio.AioRpcError as exc:
+            self.last_error = f"{exc.code().name}: {exc.details()}"
+            if exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED:
+                self._not_before = retry_after(exc)
+            if exc.code() in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED):
+                log.error("control plane refused this agent (%s); re-enroll with `lz-agent enroll`", exc.details())
+            if not welcomed:
+                self.stats.failed_connects += 1
+            return welcomed
+        except (TimeoutError, asyncio.InvalidStateError, grpc.aio.UsageError) as exc:
+            self.last_error = f"{type(exc).__name__}: {exc}"
+            if not welcomed:
+                self.stats.failed_connects += 1
+            return welcomed
+        finally:
+            stopper.cancel()
+            async with self._lock:
+                self._session = None
+            if welcomed:
+                self.stats.connected -= 1
+            call.cancel()
+            if self.owns_channel:
+                await channel.close()
+
+    async def _on_welcome(self, session: _Session, welcome: ingest_pb2.Welcome) -> None:
+        """Catch up: replay the spool above the control plane's acked seq (paced), then go live."""
+        if self.settings.interval is None and welcome.heartbeat_interval_seconds:
+            self.interval = float(welcome.heartbeat_interval_seconds)
+        try:
+            async with self._lock:
+                acked = welcome.acked_seq
+                self.state.last_seq = max(self.state.last_seq, acked)
+                self._advance_ack(acked)
+                session.replayed_through = acked
+            count = 0
+            while True:
+                async with self._lock:
+                    batch = list(itertools.islice(self.spool.pending(session.replayed_through), 1))
+                    if not batch:
+                        self._session = session
+                        session.ready = True
+                        for result in self.commands.unacked():
+                            await self._write_result(session, result)
+                        break
+                    seq, payload = batch[0]
+                    await self._limiter.acquire()
+                    session.sent_at.append((seq, time.monotonic()))
+                    await session.call.write(frame_heartbeat(payload, replayed=True))
+                    session.replayed_through = seq
+                    count += 1
+                    self.stats.heartbeats_replayed += 1
+                    self.stats.heartbeats_sent += 1
+            if count:
+                log.info("replayed %d spooled heartbeats after seq %d", count, acked)
+        except (grpc.aio.AioRpcError, asyncio.InvalidStateError, grpc.aio.UsageError) as exc:
+            self.last_error = f"replay failed: {exc}"
+            session.call.cancel()
+
+    async def _read(self, session: _Session) -> None:
+        while True:
+            message = await session.call.read()
+            if message is grpc.aio.EOF:
+                self.last_error = "the control plane closed the stream"
+                return
+            kind = message.WhichOneof("message")
+            if kind == "ack":
+                await self._on_ack(session, message.ack)
+            elif kind == "command":
+                self._spawn(self._on_command(message.command))
+
+    async def _on_ack(self, session: _Session, ack: ingest_pb2.Ack) -> None:
+        if ack.command_id and self.commands.mark_acked(ack.command_id):
+            self.stats.results_acked += 1
+            self._results_sent_at.pop(ack.command_id, None)
+        if ack.acked_seq > self.state.acked_seq:
+            now = time.monotonic()
+            while session.sent_at and session.sent_at[0][0] <= ack.acked_seq:
+                self.stats.ack_latencies.append(now - session.sent_at.popleft()[1])
+                self.stats.heartbeats_acked += 1
+            self._advance_ack(ack.acked_seq)
+
+    def _advance_ack(self, acked: int) -> None:
+        if acked <= self.state.acked_seq:
+            return
+        digest = None
+        while self._digests and self._digests[0][0] <= acked:
+            digest = self._digests.popleft()[1]
+        if digest is not None:
+            self._digests.appendleft((acked, digest))
+            self.state.acked_digest = digest
+        self.state.acked_seq = acked
+        self.spool.trim(acked)
+        self.state.save()
+
+    # -- heartbeats --------------------------------------------------------------------------------
+
+    async def _produce(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            try:
+                await self._beat()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("could not produce a heartbeat")
+            await self._resend_results()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), self.interval)
+
+    async def _beat(self) -> None:
+        snapshot = await self.source.snapshot()
+        async with self._lock:
+            seq = max(self.state.last_seq, self.spool.last_seq()) + 1
+            heartbeat = ingest_pb2.Heartbeat(
+                seq=seq, inventory_digest=snapshot.digest, spool_dropped=self.spool.dropped
+            )
+            heartbeat.observe_time.GetCurrentTime()
+            data = heartbeat.SerializeToString()
+            full = snapshot.digest != self.state.acked_digest
+            if full:
+                data += _field(_HB_INVENTORY, snapshot.inventory)
+            self.spool.append(seq, data)
+            self.state.last_seq = seq
+            self.state.save()
+            if not self._digests or self._digests[-1][1] != snapshot.digest:
+                self._digests.append((seq, snapshot.digest))
+            session = self._session
+            if session is None or not session.ready:
+                return
+            await self._limiter.acquire()
+            session.sent_at.append((seq, time.monotonic()))
+            try:
+                await session.call.write(frame_heartbeat(data))
+            except (grpc.aio.AioRpcError, asyncio.InvalidStateError, grpc.aio.UsageError) as exc:
+                self.last_error = f"write failed: {exc}"
+                session.call.cancel()
+                return
+            self.stats.heartbeats_sent += 1
+            if full:
+                self.stats.full_inventories_sent += 1
+
+    # -- commands ----------------------------------------------------------------------------------
+
+    async def _on_command(self, command: common_pb2.Command) -> None:
+        self.stats.commands_received += 1
+        async with self._command_lock:
+            result = self.commands.result(command.command_id)
+            if result is None:
+                if command.asset_id and command.asset_id != self.identity.asset_id:
+                    result = failed(command, f"command is for asset {command.asset_id}, not this one")
+                else:
+                    try:
+                        result = await self.executor.execute(command)
+                    except Exception as exc:
+                        log.exception("command %s failed", command.command_id)
+                        result = failed(command, f"{type(exc).__name__}: {exc}")
+                if result.outcome == common_pb2.COMMAND_OUTCOME_APPLIED:
+                    self.stats.commands_applied += 1
+                else:
+                    self.stats.commands_failed += 1
+                self.commands.record(result)
+            else:
+                log.info("command %s seen before; re-sending its result", command.command_id)
+        async with self._lock:
+            if self._session is not None and self._session.ready:
+                await self._write_result(self._session, result)
+
+    async def _write_result(self, session: _Session, result: common_pb2.CommandResult) -> None:
+        """Send one result (caller holds the write lock); a failed write waits for the next session."""
+        await self._limiter.acquire()
+        try:
+            await session.call.write(frame(ingest_pb2.ConnectRequest(command_result=result)))
+        except (grpc.aio.AioRpcError, asyncio.InvalidStateError, grpc.aio.UsageError) as exc:
+            self.last_error = f"write failed: {exc}"
+            session.call.cancel()
+            return
+        self._results_sent_at[result.command_id] = time.monotonic()
+        self.stats.results_sent += 1
+
+    async def _resend_results(self) -> None:
+        pending = self.commands.unacked()
+        if not pending:
+            return
+        now = time.monotonic()
+        async with self._lock:
+            session = self._session
+            if session is None or not session.ready:
+                return
+            for result in pending:
+                sent = self._results_sent_at.get(result.command_id, 0.0)
+                if now - sent >= self.settings.resend_results_after:
+                    await self._write_result(session, result)
+
+    def _spawn(self, coro: Any) -> None:
+        task: asyncio.Task[None] = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)

@@ -1,0 +1,1 @@
+"""The AWS infrastructure template and the generator it comes from."""

@@ -1,0 +1,343 @@
+# ruff: noqa: N802 - the methods carry the RPC names of the generated base class
+"""AssetService: decode the request, call domain and store, encode the answer. Nothing else.
+
+The tenant of every call is the caller's (`auth.current_tenant()`); no request field names it, except
+CreateTenant's, which only the installation bootstrap principal may call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import grpc
+from google.protobuf import json_format, struct_pb2, timestamp_pb2
+from lifecyclezero.v1 import assets_pb2, assets_pb2_grpc, common_pb2, ingest_pb2, ingest_pb2_grpc
+
+from services.assets import domain
+from services.assets.domain import Asset, Command, CommandKind, CommandResult, Outcome, Risk, RiskUpdate
+from services.assets.store import AssetStore
+from services.kit import auth, aws, clients
+from services.kit.auth import Role
+from services.kit.errors import InvalidArgument
+from services.kit.ids import validate_id
+from services.kit.settings import ServerSettings
+from services.kit.tokens import store as token_store
+from services.ledger import store as ledger_store
+from services.tlog.events import parse_event
+
+log = logging.getLogger(__name__)
+
+MAX_RISK_UPDATES = 500
+NUDGE_TIMEOUT_SECONDS = 2.0
+
+_ROLE_TO_PROTO = {Role.VIEWER: assets_pb2.ROLE_VIEWER, Role.OPERATOR: assets_pb2.ROLE_OPERATOR,
+                  Role.ADMIN: assets_pb2.ROLE_ADMIN}
+_ROLE_FROM_PROTO = {v: k for k, v in _ROLE_TO_PROTO.items()}
+_STATUS_TO_PROTO = {s: common_pb2.AssetStatus.Value(f"ASSET_STATUS_{s.value}") for s in domain.Status}
+_STATUS_FROM_PROTO = {v: k for k, v in _STATUS_TO_PROTO.items()}
+_KIND_TO_PROTO = {CommandKind.ISOLATE: common_pb2.COMMAND_KIND_ISOLATE,
+                  CommandKind.RELEASE: common_pb2.COMMAND_KIND_RELEASE}
+_OUTCOME_FROM_PROTO = {common_pb2.COMMAND_OUTCOME_APPLIED: Outcome.APPLIED,
+                       common_pb2.COMMAND_OUTCOME_FAILED: Outcome.FAILED}
+
+
+class Nudger:
+    """Tells every ingest process about a new command, so a live stream sends it at once.
+
+    Best effort: a failure is logged and forgotten, because the agent's next heartbeat picks the
+    command up from the pending list anyway.
+    """
+
+    def __init__(self, addresses: Sequence[str], settings: ServerSettings) -> None:
+        self._settings = settings
+        self._channels = {address: clients.channel(address, settings) for address in addresses}
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def nudge(self, tenant: str, command: common_pb2.Command) -> None:
+        for address, channel in self._channels.items():
+            task = asyncio.create_task(self._deliver(address, channel, tenant, command))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _deliver(self, address: str, channel: grpc.aio.Channel, tenant: str,
+                       command: common_pb2.Command) -> None:
+        stub = ingest_pb2_grpc.IngestServiceStub(channel)
+        try:
+            await stub.DeliverCommand(
+                ingest_pb2.DeliverCommandRequest(command=command),
+                metadata=clients.service_metadata(self._settings, tenant),
+                timeout=NUDGE_TIMEOUT_SECONDS,
+            )
+        except grpc.aio.AioRpcError as exc:
+            log.warning("nudge failed; the next heartbeat will pick the command up",
+                        extra={"address": address, "command_id": command.command_id, "code": exc.code().name})
+
+    async def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        for channel in self._channels.values():
+            await channel.close()
+
+
+class AssetServicer(assets_pb2_grpc.AssetServiceServicer):
+    def __init__(self, store: AssetStore, nudger: Nudger, control_plane_endpoints: Sequence[str]) -> None:
+        self._store = store
+        self._nudger = nudger
+        self._endpoints = tuple(control_plane_endpoints)
+
+    # --- tenants and tokens -----------------------------------------------------------------------
+
+    async def CreateTenant(self, request: assets_pb2.CreateTenantRequest, context: Any) -> Any:
+        tenant_id = validate_id("tenant_id", request.tenant_id)
+        request_id = domain.validate_request_id(request.request_id)
+        tenant, admin_token, secret = await aws.call(
+            self._store.create_tenant, tenant_id, request.display_name or tenant_id, request_id)
+        return assets_pb2.CreateTenantResponse(
+            tenant=assets_pb2.Tenant(tenant_id=tenant.tenant_id, display_name=tenant.display_name,
+                                     create_time=_ts(tenant.create_time)),
+            admin_token=admin_token, enrollment_secret=secret,
+        )
+
+    async def CreateToken(self, request: assets_pb2.CreateTokenRequest, context: Any) -> Any:
+        role = _ROLE_FROM_PROTO.get(request.role)
+        if role is None:
+            raise InvalidArgument.field("role", "must be ROLE_VIEWER, ROLE_OPERATOR or ROLE_ADMIN")
+        tenant = auth.current_tenant()
+        token, record = await aws.call(token_store.issue, self._store.ddb, self._store.table, tenant, role,
+                                       request.description)
+        return assets_pb2.CreateTokenResponse(token_info=_token_info(record), token=str(token))
+
+    async def RevokeToken(self, request: assets_pb2.RevokeTokenRequest, context: Any) -> Any:
+        token_id = validate_id("token_id", request.token_id)
+        record = await aws.call(token_store.revoke, self._store.ddb, self._store.table, auth.current_tenant(),
+                                token_id)
+        return assets_pb2.RevokeTokenResponse(token_info=_token_info(record))
+
+    async def ListTokens(self, request: assets_pb2.ListTokensRequest, context: Any) -> Any:
+        page = await aws.call(self._store.list_tokens, auth.current_tenant(), domain.page_size(request.page_size),
+                              request.page_token)
+        return assets_pb2.ListTokensResponse(tokens=[_token_info(r) for r in page.items],
+                                             next_page_token=page.next_token)
+
+    async def GetEnrollmentSecret(self, request: assets_pb2.GetEnrollmentSecretRequest, context: Any) -> Any:
+        tenant = await aws.call(self._store.get_tenant, auth.current_tenant())
+        return assets_pb2.GetEnrollmentSecretResponse(fingerprint=domain.fingerprint(tenant.enrollment_sha256),
+                                                      create_time=_ts(tenant.enrollment_create_time))
+
+    async def RotateEnrollmentSecret(self, request: assets_pb2.RotateEnrollmentSecretRequest,
+                                     context: Any) -> Any:
+        secret, fingerprint = await aws.call(self._store.rotate_enrollment_secret, auth.current_tenant())
+        return assets_pb2.RotateEnrollmentSecretResponse(enrollment_secret=secret, fingerprint=fingerprint)
+
+    async def CheckEnrollmentSecret(self, request: assets_pb2.CheckEnrollmentSecretRequest, context: Any) -> Any:
+        if len(request.enrollment_secret) > 256:
+            return assets_pb2.CheckEnrollmentSecretResponse(valid=False)
+        valid = await aws.call(self._store.check_enrollment_secret, auth.current_tenant(),
+                               request.enrollment_secret)
+        return assets_pb2.CheckEnrollmentSecretResponse(valid=valid)
+
+    # --- registry ---------------------------------------------------------------------------------
+
+    async def CreateAsset(self, request: assets_pb2.CreateAssetRequest, context: Any) -> Any:
+        tenant = auth.current_tenant()
+        given = request.asset
+        asset = domain.new_asset(given.asset_id, given.hostname, given.employee_id, os=given.os,
+                                 agent_version=given.agent_version, when=domain.format_ts(domain.now()),
+                                 request_id=domain.validate_request_id(request.request_id))
+        stored = await aws.call(self._store.create_asset, tenant, asset)
+        return assets_pb2.CreateAssetResponse(asset=_asset(stored))
+
+    async def GetAsset(self, request: assets_pb2.GetAssetRequest, context: Any) -> Any:
+        asset_id = validate_id("asset_id", request.asset_id)
+        asset = await aws.call(self._store.get_asset, auth.current_tenant(), asset_id)
+        return assets_pb2.GetAssetResponse(asset=_asset(asset))
+
+    async def ListAssets(self, request: assets_pb2.ListAssetsRequest, context: Any) -> Any:
+        tenant = auth.current_tenant()
+        size = domain.page_size(request.page_size)
+        filters = [bool(request.employee_id), request.status != 0, request.action_required]
+        if sum(filters) > 1:
+            raise InvalidArgument("set at most one of employee_id, status and action_required")
+        if request.employee_id:
+            employee_id = validate_id("employee_id", request.employee_id)
+            page = await aws.call(self._store.list_assets_by_employee, tenant, employee_id, size, request.page_token)
+        elif request.status:
+            status = _STATUS_FROM_PROTO.get(request.status)
+            if status is None:
+                raise InvalidArgument.field("status", "is not a known asset status")
+            page = await aws.call(self._store.list_assets_by_status, tenant, status, size, request.page_token)
+        elif request.action_required:
+            page = await aws.call(self._store.list_assets_needing_action, tenant, size, request.page_token)
+        else:
+            page = await aws.call(self._store.list_assets, tenant, size, request.page_token)
+        return assets_pb2.ListAssetsResponse(assets=[_asset(a) for a in page.items],
+                                             next_page_token=page.next_token)
+
+    # --- orders -----------------------------------------------------------------------------------
+
+    async def IsolateAsset(self, request: assets_pb2.IsolateAssetRequest, context: Any) -> Any:
+        asset, command = await self._order(CommandKind.ISOLATE, request)
+        return assets_pb2.IsolateAssetResponse(asset=asset, command=command, custody_seq=command.custody_seq)
+
+    async def ReleaseAsset(self, request: assets_pb2.ReleaseAssetRequest, context: Any) -> Any:
+        asset, command = await self._order(CommandKind.RELEASE, request)
+        return assets_pb2.ReleaseAssetResponse(asset=asset, command=command, custody_seq=command.custody_seq)
+
+    async def _order(
+        self, kind: CommandKind, request: assets_pb2.IsolateAssetRequest | assets_pb2.ReleaseAssetRequest
+    ) -> tuple[common_pb2.Asset, common_pb2.Command]:
+        principal = auth.current_principal()
+        tenant = auth.current_tenant()
+        asset_id = validate_id("asset_id", request.asset_id)
+        justification = domain.validate_justification(request.justification)
+        request_id = domain.validate_request_id(request.request_id)
+        outcome = await aws.call(self._store.order, tenant, asset_id, kind, actor=principal.actor,
+                                 justification=justification, request_id=request_id,
+                                 control_plane_endpoints=self._endpoints)
+        command = _command(outcome.command)
+        if not outcome.replayed:
+            self._nudger.nudge(tenant, command)
+        return _asset(outcome.asset), command
+
+    async def RecordCommandResult(self, request: assets_pb2.RecordCommandResultRequest, context: Any) -> Any:
+        tenant = auth.current_tenant()
+        asset_id = validate_id("asset_id", request.asset_id)
+        command_id = validate_id("result.command_id", request.result.command_id)
+        outcome = _OUTCOME_FROM_PROTO.get(request.result.outcome)
+        if outcome is None:
+            raise InvalidArgument.field("result.outcome", "must be APPLIED or FAILED")
+        given = request.result
+        result = CommandResult(
+            outcome=outcome, ruleset=given.ruleset, ruleset_sha256=given.ruleset_sha256,
+            rule_count=given.rule_count, self_test_passed=given.self_test_passed,
+            self_test_detail=given.self_test_detail, error=given.error,
+            finish_time=_from_ts(given.finish_time) if given.HasField("finish_time") else "",
+        )
+        recorded = await aws.call(self._store.record_result, tenant, asset_id, command_id, result,
+                                  f"agent:{asset_id}")
+        return assets_pb2.RecordCommandResultResponse(asset=_asset(recorded.asset), custody_seq=recorded.custody_seq)
+
+    async def ListPendingCommands(self, request: assets_pb2.ListPendingCommandsRequest, context: Any) -> Any:
+        asset_id = validate_id("asset_id", request.asset_id) if request.asset_id else ""
+        page = await aws.call(self._store.list_pending_commands, auth.current_tenant(), asset_id,
+                              domain.page_size(request.page_size), request.page_token)
+        return assets_pb2.ListPendingCommandsResponse(commands=[_command(c) for c in page.items],
+                                                      next_page_token=page.next_token)
+
+    async def UpdateAssetRisk(self, request: assets_pb2.UpdateAssetRiskRequest, context: Any) -> Any:
+        tenant = auth.current_tenant()
+        if len(request.updates) > MAX_RISK_UPDATES:
+            raise InvalidArgument.field("updates", f"must hold at most {MAX_RISK_UPDATES} updates")
+        updates = [_risk_update(u) for u in request.updates]
+        updated = await aws.call(self._store.update_risk, tenant, updates)
+        return assets_pb2.UpdateAssetRiskResponse(updated=updated)
+
+    # --- reads of other services' records ----------------------------------------------------------
+
+    async def ListAlerts(self, request: assets_pb2.ListAlertsRequest, context: Any) -> Any:
+        asset_id = validate_id("asset_id", request.asset_id) if request.asset_id else ""
+        minimum = "CRITICAL" if domain.severity(request.min_severity) is domain.Severity.CRITICAL else "WARNING"
+        start = _from_ts(request.start_time) if request.HasField("start_time") else ""
+        end = _from_ts(request.end_time) if request.HasField("end_time") else ""
+        page = await aws.call(self._store.alerts, auth.current_tenant(), minimum, asset_id, start=start, end=end,
+                              size=domain.page_size(request.page_size), page_token=request.page_token)
+        return assets_pb2.ListAlertsResponse(alerts=[a.to_proto() for a in page.items],
+                                             next_page_token=page.next_token)
+
+    async def GetCustodyLog(self, request: assets_pb2.GetCustodyLogRequest, context: Any) -> Any:
+        asset_id = validate_id("asset_id", request.asset_id)
+        page = await aws.call(self._store.custody_log, auth.current_tenant(), asset_id,
+                              domain.page_size(request.page_size), request.page_token)
+        return assets_pb2.GetCustodyLogResponse(events=[_ledger_event(e) for e in page.items],
+                                                next_page_token=page.next_token)
+
+
+# --- encoding -------------------------------------------------------------------------------------
+
+
+def _ts(text: str) -> timestamp_pb2.Timestamp | None:
+    if not text:
+        return None
+    stamp = timestamp_pb2.Timestamp()
+    stamp.FromDatetime(domain.parse_ts(text))
+    return stamp
+
+
+def _from_ts(stamp: timestamp_pb2.Timestamp) -> str:
+    return domain.format_ts(stamp.ToDatetime(tzinfo=dt.UTC))
+
+
+def _token_info(record: token_store.TokenRecord) -> assets_pb2.TokenInfo:
+    when = dt.datetime.fromisoformat(record.create_time) if record.create_time else None
+    stamp = None
+    if when is not None:
+        stamp = timestamp_pb2.Timestamp()
+        stamp.FromDatetime(when)
+    role = _ROLE_TO_PROTO.get(record.role, assets_pb2.ROLE_UNSPECIFIED)
+    return assets_pb2.TokenInfo(token_id=record.token_id, role=role, description=record.description,
+                                create_time=stamp, revoked=record.revoked)
+
+
+def _risk(risk: Risk) -> common_pb2.RiskSummary:
+    findings = []
+    for raw in risk.findings:
+        finding = common_pb2.Finding()
+        json_format.ParseDict(raw, finding, ignore_unknown_fields=True)
+        findings.append(finding)
+    severity = common_pb2.Severity.Value(f"SEVERITY_{risk.max_severity.name}")
+    return common_pb2.RiskSummary(max_severity=severity, findings=findings, evaluate_time=_ts(risk.evaluate_time))
+
+
+def _asset(asset: Asset) -> common_pb2.Asset:
+    return common_pb2.Asset(
+        asset_id=asset.asset_id, hostname=asset.hostname, employee_id=asset.employee_id, os=asset.os,
+        agent_version=asset.agent_version, status=_STATUS_TO_PROTO[asset.status],
+        status_reason=asset.status_reason, last_seen_time=_ts(asset.last_seen_time), risk=_risk(asset.risk),
+        create_time=_ts(asset.create_time), update_time=_ts(asset.update_time),
+        last_custody_seq=asset.last_custody_seq,
+    )
+
+
+def _command(command: Command) -> common_pb2.Command:
+    policy = command.policy
+    return common_pb2.Command(
+        command_id=command.command_id, asset_id=command.asset_id, kind=_KIND_TO_PROTO[command.kind],
+        issue_time=_ts(command.issue_time), custody_seq=command.custody_seq,
+        policy=common_pb2.ContainmentPolicy(
+            control_plane_endpoints=list(policy.control_plane_endpoints),
+            allowlist_cidrs=list(policy.allowlist_cidrs), stop_engines=policy.stop_engines,
+            dns_servers=list(policy.dns_servers),
+        ),
+    )
+
+
+def _risk_update(update: assets_pb2.AssetRiskUpdate) -> RiskUpdate:
+    asset_id = validate_id("updates.asset_id", update.asset_id)
+    risk = None
+    if update.HasField("risk"):
+        risk = Risk(
+            max_severity=domain.severity(update.risk.max_severity),
+            findings=tuple(json_format.MessageToDict(f, preserving_proto_field_name=True)
+                           for f in update.risk.findings),
+            evaluate_time=_from_ts(update.risk.evaluate_time) if update.risk.HasField("evaluate_time") else "",
+        )
+    return RiskUpdate(
+        asset_id=asset_id,
+        last_seen_time=_from_ts(update.last_seen_time) if update.HasField("last_seen_time") else "",
+        risk=risk, hostname=update.hostname, os=update.os, agent_version=update.agent_version,
+    )
+
+
+def _ledger_event(stored: ledger_store.StoredEvent) -> common_pb2.LedgerEvent:
+    event = parse_event(stored.canonical)
+    payload = struct_pb2.Struct()
+    payload.update(event.payload)
+    return common_pb2.LedgerEvent(
+        seq=event.seq, event_time=_ts(event.ts), actor=event.actor, action=event.action, subject=event.subject,
+        payload=payload, prev_hash=bytes.fromhex(event.prev_hash), hash=event.hash,
+        canonical=event.canonical_bytes,
+    )

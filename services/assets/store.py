@@ -1,0 +1,699 @@
+"""Persistence of tenants, assets and commands: the only code that builds the assets service's keys.
+
+Synchronous boto3 (the servicer offloads with `aws.call`). Orders (isolate, release) and agent
+results commit in one TransactWriteItems: the asset (conditioned on the version it was read at),
+the command item and the custody event(s) prepared by the ledger package, so state, command and
+custody record commit together or not at all. See ACCESS_PATTERNS.md.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass, replace
+from typing import Any, Generic, TypeVar
+
+import botocore.exceptions
+
+from services.assets import domain, keys
+from services.assets.domain import (
+    Asset,
+    Command,
+    CommandKind,
+    CommandResult,
+    ContainmentPolicy,
+    EventDraft,
+    Outcome,
+    Risk,
+    RiskUpdate,
+    Severity,
+    Status,
+    Tenant,
+)
+from services.ingest import keys as ingest_keys
+from services.ingest import store as ingest_store
+from services.kit import aws
+from services.kit.auth import Role, new_secret, same_secret, sha256_hex
+from services.kit.errors import Aborted, AlreadyExists, InvalidArgument, NotFound
+from services.kit.tokens import keys as token_keys
+from services.kit.tokens import store as token_store
+from services.ledger import store as ledger_store
+
+log = logging.getLogger(__name__)
+
+MAX_ATTEMPTS = 8
+T = TypeVar("T")
+AnswerT = TypeVar("AnswerT")
+
+# Compared with a presented enrollment secret when the tenant does not exist, so that the answer
+# takes as long as for a tenant that does.
+_ABSENT_SHA256 = sha256_hex("absent-tenant-placeholder")
+
+
+@dataclass(frozen=True)
+class OrderOutcome:
+    asset: Asset
+    command: Command
+    # True when this answer is a retry's: the command and custody event were written before.
+    replayed: bool
+
+
+@dataclass(frozen=True)
+class ResultOutcome:
+    asset: Asset
+    custody_seq: int
+    replayed: bool
+
+
+@dataclass(frozen=True)
+class Page:
+    items: list[Any]
+    next_token: str
+
+
+@dataclass(frozen=True)
+class Prepared(Generic[AnswerT]):
+    """A transaction ready to commit and the answer it gives once committed."""
+
+    transact_items: list[dict[str, Any]]
+    outcome: AnswerT
+
+
+class Conflict(Exception):
+    """A prepared transaction was cancelled: something it read changed. A fresh attempt re-reads."""
+
+    def __init__(self, reasons: list[str]) -> None:
+        super().__init__(f"transaction cancelled: {reasons}")
+        self.reasons = reasons
+
+
+class AssetStore:
+    """Tenants, assets and commands in the one table.
+
+    `serialize_writes` runs this process's conditional writes one at a time. The embedded AWS
+    endpoint (moto) does not isolate concurrent TransactWriteItems from each other (a cancelled
+    transaction restores a table snapshot taken before it began), so the local stack turns this on;
+    real DynamoDB does not need it.
+    """
+
+    def __init__(self, ddb: Any, table: str, *, serialize_writes: bool = False) -> None:
+        self.ddb = ddb
+        self.table = table
+        self._lock: threading.Lock | None = threading.Lock() if serialize_writes else None
+
+    @contextlib.contextmanager
+    def _writing(self) -> Iterator[None]:
+        if self._lock is None:
+            yield
+            return
+        with self._lock:
+            yield
+
+    # --- tenants ----------------------------------------------------------------------------------
+
+    def create_tenant(self, tenant_id: str, display_name: str, request_id: str) -> tuple[Tenant, str, str]:
+        """The new tenant, its first admin token and its enrollment secret (both shown once)."""
+        pk = keys.tenant_pk(tenant_id)
+        secret = new_secret()
+        when = domain.format_ts(domain.now())
+        tenant = Tenant(tenant_id, domain.validate_display_name(display_name), when, sha256_hex(secret), when)
+        item = {"PK": pk, "SK": keys.METADATA_SK, **_tenant_attrs(tenant), "create_request_id": request_id}
+        try:
+            with self._writing():
+                self.ddb.put_item(TableName=self.table, Item=aws.to_item(item),
+                                  ConditionExpression="attribute_not_exists(SK)")
+        except self.ddb.exceptions.ConditionalCheckFailedException:
+            raise AlreadyExists(f"tenant {tenant_id} already exists") from None
+        try:
+            token, _ = token_store.issue(self.ddb, self.table, tenant_id, Role.ADMIN, "first admin token")
+        except BaseException:
+            # Without its admin token the tenant could never be used; take it back so a retry works.
+            self.ddb.delete_item(TableName=self.table, Key=aws.to_item({"PK": pk, "SK": keys.METADATA_SK}))
+            raise
+        return tenant, str(token), secret
+
+    def get_tenant(self, tenant_id: str) -> Tenant:
+        tenant = self.find_tenant(tenant_id)
+        if tenant is None:
+            raise NotFound(f"tenant {tenant_id} does not exist")
+        return tenant
+
+    def find_tenant(self, tenant_id: str) -> Tenant | None:
+        """The tenant item; None for tenants whose tokens were issued without one (tests, migrations)."""
+        item = self._get(keys.tenant_pk(tenant_id), keys.METADATA_SK)
+        return _tenant_from(item) if item is not None else None
+
+    def rotate_enrollment_secret(self, tenant_id: str) -> tuple[str, str]:
+        """A new enrollment secret (shown once) and its fingerprint; the old one stops working."""
+        secret = new_secret()
+        digest = sha256_hex(secret)
+        try:
+            with self._writing():
+                self.ddb.update_item(
+                    TableName=self.table,
+                    Key=aws.to_item({"PK": keys.tenant_pk(tenant_id), "SK": keys.METADATA_SK}),
+                    UpdateExpression="SET enrollment_sha256 = :h, enrollment_create_time = :t",
+                    ConditionExpression="attribute_exists(SK)",
+                    ExpressionAttributeValues=aws.to_item({":h": digest, ":t": domain.format_ts(domain.now())}),
+                )
+        except self.ddb.exceptions.ConditionalCheckFailedException:
+            raise NotFound(f"tenant {tenant_id} does not exist") from None
+        return secret, domain.fingerprint(digest)
+
+    def check_enrollment_secret(self, tenant_id: str, secret: str) -> bool:
+        item = self._get(keys.tenant_pk(tenant_id), keys.METADATA_SK)
+        stored = str(item.get("enrollment_sha256", "")) if item else ""
+        matches = same_secret(secret, stored or _ABSENT_SHA256)
+        return bool(stored) and matches and bool(secret)
+
+    # --- operator tokens (items owned by services.kit.tokens) -------------------------------------
+
+    def list_tokens(self, tenant_id: str, size: int, page_token: str) -> Page:
+        position = domain.decode_page_token("tokens", page_token, ("t",))
+        start = None
+        if position is not None:
+            start = aws.to_item({"PK": token_keys.tenant_pk(tenant_id), "SK": token_keys.token_sk(position["t"])})
+        records, last = token_store.list_tokens(self.ddb, self.table, tenant_id, size, start)
+        token = ""
+        if last is not None and records:
+            token = domain.encode_page_token("tokens", {"t": records[-1].token_id})
+        return Page(list(records), token)
+
+    # --- assets -----------------------------------------------------------------------------------
+
+    def create_asset(self, tenant_id: str, asset: Asset) -> Asset:
+        """Store a new asset; a retry with the same request id answers the stored asset."""
+        try:
+            with self._writing():
+                self.ddb.put_item(TableName=self.table, Item=aws.to_item(_asset_item(tenant_id, asset)),
+                                  ConditionExpression="attribute_not_exists(SK)")
+        except self.ddb.exceptions.ConditionalCheckFailedException:
+            existing = self.get_asset(tenant_id, asset.asset_id)
+            if asset.create_request_id and existing.create_request_id == asset.create_request_id:
+                return existing
+            raise AlreadyExists(f"asset {asset.asset_id} already exists") from None
+        return asset
+
+    def get_asset(self, tenant_id: str, asset_id: str) -> Asset:
+        item = self._get(keys.tenant_pk(tenant_id), keys.asset_sk(asset_id))
+        if item is None:
+            raise NotFound(f"asset {asset_id} does not exist")
+        return _asset_from(item)
+
+    def list_assets(self, tenant_id: str, size: int, page_token: str) -> Page:
+        """Every asset of the tenant, by asset id."""
+        position = domain.decode_page_token("assets", page_token, ("a",))
+        start = None
+        if position is not None:
+            start = {"PK": keys.tenant_pk(tenant_id), "SK": keys.asset_sk(position["a"])}
+        return self._query_assets(
+            "assets", size, start, lambda a: {"a": a.asset_id},
+            KeyConditionExpression="PK = :pk AND begins_with(SK, :sk)",
+            ExpressionAttributeValues={":pk": keys.tenant_pk(tenant_id), ":sk": keys.ASSET_SK_PREFIX},
+        )
+
+    def list_assets_by_status(self, tenant_id: str, status: Status, size: int, page_token: str) -> Page:
+        """Assets in one status: the tenant's asset range, filtered on status (see ACCESS_PATTERNS.md)."""
+        position = domain.decode_page_token("status", page_token, ("a",))
+        start = None
+        if position is not None:
+            start = {"PK": keys.tenant_pk(tenant_id), "SK": keys.asset_sk(position["a"])}
+        return self._query_assets(
+            "status", size, start, lambda a: {"a": a.asset_id},
+            KeyConditionExpression="PK = :pk AND begins_with(SK, :sk)",
+            FilterExpression="#status = :status",
+            ExpressionAttributeNames={"#status": "status"},
+            ExpressionAttributeValues={":pk": keys.tenant_pk(tenant_id), ":sk": keys.ASSET_SK_PREFIX,
+                                       ":status": status.value},
+        )
+
+    def list_assets_by_employee(self, tenant_id: str, employee_id: str, size: int, page_token: str) -> Page:
+        """An employee's assets (GSI1), grouped by status."""
+        gsi1pk = keys.employee_gsi1pk(tenant_id, employee_id)
+        position = domain.decode_page_token("employee", page_token, ("a", "s"))
+        start = None
+        if position is not None:
+            start = {"GSI1PK": gsi1pk, "GSI1SK": keys.state_gsi1sk(position["s"], position["a"]),
+                     "PK": keys.tenant_pk(tenant_id), "SK": keys.asset_sk(position["a"])}
+        return self._query_assets(
+            "employee", size, start, lambda a: {"a": a.asset_id, "s": a.status.value},
+            IndexName="GSI1",
+            KeyConditionExpression="GSI1PK = :pk",
+            ExpressionAttributeValues={":pk": gsi1pk},
+        )
+
+    def list_assets_needing_action(self, tenant_id: str, size: int, page_token: str) -> Page:
+        """Assets that need action (sparse GSI2), longest-waiting first."""
+        gsi2pk = keys.action_required_gsi2pk(tenant_id)
+        position = domain.decode_page_token("action", page_token, ("a", "t"))
+        start = None
+        if position is not None:
+            start = {"GSI2PK": gsi2pk, "GSI2SK": keys.ts_asset_gsi2sk(position["t"], position["a"]),
+                     "PK": keys.tenant_pk(tenant_id), "SK": keys.asset_sk(position["a"])}
+        return self._query_assets(
+            "action", size, start, lambda a: {"a": a.asset_id, "t": a.action_since},
+            IndexName="GSI2",
+            KeyConditionExpression="GSI2PK = :pk",
+            ExpressionAttributeValues={":pk": gsi2pk},
+        )
+
+    def _query_assets(self, kind: str, size: int, start: dict[str, str] | None,
+                      position: Callable[[Asset], dict[str, str]], **query: Any) -> Page:
+        items, more = self._query_page(size, start, query)
+        assets = [_asset_from(i) for i in items]
+        token = domain.encode_page_token(kind, position(assets[-1])) if more and assets else ""
+        return Page(assets, token)
+
+    def _query_page(self, size: int, start: dict[str, str] | None, query: dict[str, Any]) -> tuple[
+        list[dict[str, Any]], bool
+    ]:
+        """Up to `size` items and whether more may follow; filtered queries keep reading to fill a page."""
+        values = query.pop("ExpressionAttributeValues")
+        kwargs: dict[str, Any] = {"TableName": self.table, **query,
+                                  "ExpressionAttributeValues": aws.to_item(values)}
+        out: list[dict[str, Any]] = []
+        last: dict[str, Any] | None = aws.to_item(start) if start else None
+        for _ in range(20):
+            if last:
+                kwargs["ExclusiveStartKey"] = last
+            kwargs["Limit"] = size - len(out)
+            got = self.ddb.query(**kwargs)
+            out.extend(aws.from_item(i) for i in got.get("Items", []))
+            last = got.get("LastEvaluatedKey")
+            if not last or len(out) >= size:
+                break
+        return out, bool(last)
+
+    # --- orders: isolate and release -------------------------------------------------------------
+
+    def order(self, tenant_id: str, asset_id: str, kind: CommandKind, *, actor: str, justification: str,
+              request_id: str, control_plane_endpoints: Sequence[str]) -> OrderOutcome:
+        """Move the asset to the pending status, write the command and append the custody event, atomically.
+
+        A retry with the same request id (or a racing twin of it) answers what the first attempt wrote.
+        """
+        def attempt() -> OrderOutcome:
+            prepared = self.prepare_order(tenant_id, asset_id, kind, actor=actor, justification=justification,
+                                          request_id=request_id, control_plane_endpoints=control_plane_endpoints)
+            if isinstance(prepared, OrderOutcome):
+                return prepared
+            self.commit(prepared)
+            return prepared.outcome
+
+        return self._with_retries(attempt)
+
+    def prepare_order(self, tenant_id: str, asset_id: str, kind: CommandKind, *, actor: str, justification: str,
+                      request_id: str, control_plane_endpoints: Sequence[str]) -> Prepared[OrderOutcome] | OrderOutcome:
+        """The transaction of an order as read now, or the stored answer when the request was committed before."""
+        command_id = domain.command_id_for(tenant_id, asset_id, kind, request_id)
+        # The asset is read before the command: a twin of this request that commits in between is then
+        # seen as the command (an answer to replay), never only as a changed state.
+        asset = self.get_asset(tenant_id, asset_id)
+        existing = self.get_command(tenant_id, asset_id, command_id)
+        if existing is not None:
+            if existing.asset_after is None:
+                raise NotFound(f"command {command_id} has no recorded answer")
+            return OrderOutcome(existing.asset_after, existing, replayed=True)
+        tenant = self.find_tenant(tenant_id)
+        status = domain.next_status(asset.status, domain.ORDER_TRIGGER[kind])
+        appended = ledger_store.prepare_append(
+            self.ddb, self.table, tenant_id,
+            [_draft(domain.order_event(actor, kind, asset_id, justification=justification,
+                                       command_id=command_id, request_id=request_id))],
+        )
+        seq = appended.seqs[0][0]
+        when = domain.format_ts(domain.now())
+        after = domain.with_action_since(
+            replace(asset, status=status, status_reason=justification, update_time=when,
+                    version=asset.version + 1, last_custody_seq=seq, current_command_id=command_id),
+            when,
+        )
+        policy = ContainmentPolicy(
+            control_plane_endpoints=tuple(control_plane_endpoints),
+            allowlist_cidrs=tenant.allowlist_cidrs if tenant else (),
+            stop_engines=tenant.stop_engines if tenant else False,
+        )
+        command = Command(
+            command_id=command_id, asset_id=asset_id, kind=kind, issue_time=when, policy=policy,
+            custody_seq=seq, actor=actor, justification=justification, request_id=request_id,
+            asset_after=after,
+        )
+        items = [
+            self._put_asset_if_unchanged(tenant_id, after, asset),
+            {"Put": {"TableName": self.table, "Item": aws.to_item(_command_item(tenant_id, command)),
+                     "ConditionExpression": "attribute_not_exists(SK)"}},
+            *appended.transact_items,
+        ]
+        return Prepared(items, OrderOutcome(after, command, replayed=False))
+
+    def record_result(self, tenant_id: str, asset_id: str, command_id: str, result: CommandResult,
+                      actor: str) -> ResultOutcome:
+        """Record the agent's result: move the asset on, close the command, append the second custody event.
+
+        Idempotent by command id: a repeated result answers what the first one recorded.
+        """
+        domain.validate_result(result)
+
+        def attempt() -> ResultOutcome:
+            prepared = self.prepare_result(tenant_id, asset_id, command_id, result, actor)
+            if isinstance(prepared, ResultOutcome):
+                return prepared
+            self.commit(prepared)
+            return prepared.outcome
+
+        return self._with_retries(attempt)
+
+    def prepare_result(self, tenant_id: str, asset_id: str, command_id: str, result: CommandResult,
+                       actor: str) -> Prepared[ResultOutcome] | ResultOutcome:
+        """The transaction recording a result as read now, or the stored answer for a repeated result."""
+        command = self.get_command(tenant_id, asset_id, command_id)
+        if command is None:
+            raise NotFound(f"command {command_id} of asset {asset_id} does not exist")
+        if not command.pending:
+            after = command.asset_after_result or self.get_asset(tenant_id, asset_id)
+            return ResultOutcome(after, command.result_custody_seq, replayed=True)
+        asset = self.get_asset(tenant_id, asset_id)
+        when = domain.format_ts(domain.now())
+        moved, applies = domain.after_result(asset, command, result, when)
+        appended = ledger_store.prepare_append(
+            self.ddb, self.table, tenant_id, [_draft(domain.result_event(actor, command, result, applies))]
+        )
+        seq = appended.seqs[0][0]
+        after = replace(moved, version=asset.version + 1, last_custody_seq=seq)
+        closed = replace(command, result=result, result_custody_seq=seq, asset_after_result=after)
+        items = [
+            self._put_asset_if_unchanged(tenant_id, after, asset),
+            {"Put": {"TableName": self.table, "Item": aws.to_item(_command_item(tenant_id, closed)),
+                     "ConditionExpression": "attribute_exists(SK) AND attribute_not_exists(result_json)"}},
+            *appended.transact_items,
+        ]
+        return Prepared(items, ResultOutcome(after, seq, replayed=False))
+
+    def commit(self, prepared: Prepared[Any]) -> None:
+        """Write a prepared transaction; a lost race (any condition) raises `Conflict` for a fresh attempt."""
+        try:
+            with self._writing():
+                self.ddb.transact_write_items(TransactItems=prepared.transact_items)
+        except botocore.exceptions.ClientError as exc:
+            code = aws.error_code(exc)
+            if code == "TransactionCanceledException" or ledger_store.is_append_conflict(exc):
+                reasons = [r.get("Code", "None") for r in exc.response.get("CancellationReasons", [])]
+                log.info("transaction cancelled", extra={"reasons": reasons})
+                raise Conflict(reasons) from exc
+            if code in {"TransactionConflictException", "TransactionInProgressException"}:
+                raise Conflict([code]) from exc
+            raise
+
+    def get_command(self, tenant_id: str, asset_id: str, command_id: str) -> Command | None:
+        item = self._get(keys.tenant_pk(tenant_id), keys.command_sk(asset_id, command_id))
+        return _command_from(item) if item is not None else None
+
+    def list_pending_commands(self, tenant_id: str, asset_id: str, size: int, page_token: str) -> Page:
+        """Commands without a result: the tenant's (sparse GSI2) or one asset's (GSI1), oldest first."""
+        if asset_id:
+            gsi1pk = keys.asset_gsi1pk(tenant_id, asset_id)
+            position = domain.decode_page_token("asset-cmds", page_token, ("t", "c"))
+            start = None
+            if position is not None:
+                start = {"GSI1PK": gsi1pk, "GSI1SK": keys.command_gsi1sk(position["t"]),
+                         "PK": keys.tenant_pk(tenant_id), "SK": keys.command_sk(asset_id, position["c"])}
+            items, more = self._query_page(size, start, {
+                "IndexName": "GSI1",
+                "KeyConditionExpression": "GSI1PK = :pk AND begins_with(GSI1SK, :sk)",
+                "FilterExpression": "attribute_exists(GSI2PK)",
+                "ExpressionAttributeValues": {":pk": gsi1pk, ":sk": keys.GSI1SK_CMD_PREFIX},
+            })
+            commands = [_command_from(i) for i in items]
+            token = ""
+            if more and commands:
+                token = domain.encode_page_token(
+                    "asset-cmds", {"t": commands[-1].issue_time, "c": commands[-1].command_id})
+            return Page(commands, token)
+        gsi2pk = keys.pending_commands_gsi2pk(tenant_id)
+        position = domain.decode_page_token("pending", page_token, ("t", "a", "c"))
+        start = None
+        if position is not None:
+            start = {"GSI2PK": gsi2pk, "GSI2SK": keys.ts_asset_gsi2sk(position["t"], position["a"]),
+                     "PK": keys.tenant_pk(tenant_id), "SK": keys.command_sk(position["a"], position["c"])}
+        items, more = self._query_page(size, start, {
+            "IndexName": "GSI2",
+            "KeyConditionExpression": "GSI2PK = :pk",
+            "ExpressionAttributeValues": {":pk": gsi2pk},
+        })
+        commands = [_command_from(i) for i in items]
+        token = ""
+        if more and commands:
+            last = commands[-1]
+            token = domain.encode_page_token("pending", {"t": last.issue_time, "a": last.asset_id,
+                                                         "c": last.command_id})
+        return Page(commands, token)
+
+    # --- custody -------------------------------------------------------------------------------------
+
+    def custody_log(self, tenant_id: str, asset_id: str, size: int, page_token: str) -> Page:
+        """The asset's custody events in seq order, read through the ledger package (GSI1)."""
+        self.get_asset(tenant_id, asset_id)
+        position = domain.decode_page_token("custody", page_token, ("s",))
+        after = 0
+        if position is not None:
+            if not position["s"].isdigit() or len(position["s"]) > 19:
+                raise InvalidArgument.field("page_token", "is not a page token of this list")
+            after = int(position["s"])
+        events, more = ledger_store.list_asset_events(self.ddb, self.table, tenant_id, asset_id, after, size)
+        token = domain.encode_page_token("custody", {"s": str(more)}) if more is not None else ""
+        return Page(list(events), token)
+
+    # --- alerts (telemetry items owned by ingest, read through its store) ---------------------------
+
+    def alerts(self, tenant_id: str, min_severity: str, asset_id: str, *, start: str, end: str, size: int,
+               page_token: str) -> Page:
+        """The tenant's alerts, newest first, via `services.ingest.store.list_alerts`."""
+        cursors = self._alert_cursors(tenant_id, page_token)
+        found, next_key = ingest_store.list_alerts(self.ddb, self.table, tenant_id, min_severity, asset_id, start,
+                                                   end, size, cursors)
+        token = domain.encode_page_token("alerts", {"c": json.dumps(next_key, sort_keys=True)}) if next_key else ""
+        return Page(list(found), token)
+
+    @staticmethod
+    def _alert_cursors(tenant_id: str, page_token: str) -> dict[str, Any] | None:
+        """Decode an alerts page token, accepting only cursors inside this tenant's alert partitions."""
+        position = domain.decode_page_token("alerts", page_token, ("c",))
+        if position is None:
+            return None
+        bad = InvalidArgument.field("page_token", "is not a page token of this list")
+        try:
+            cursors = json.loads(position["c"])
+        except ValueError:
+            raise bad from None
+        if not isinstance(cursors, dict) or not cursors:
+            raise bad
+        for severity, cursor in cursors.items():
+            if severity not in ingest_keys.SEVERITIES:
+                raise bad
+            if cursor is None or cursor == "done":
+                continue
+            if not isinstance(cursor, dict) or set(cursor) != {"PK", "SK", "GSI2PK", "GSI2SK"}:
+                raise bad
+            if not all(isinstance(v, str) for v in cursor.values()):
+                raise bad
+            if cursor["GSI2PK"] != ingest_keys.alert_gsi2pk(tenant_id, severity):
+                raise bad
+            if not cursor["PK"].startswith(f"{keys.tenant_pk(tenant_id)}#TELEMETRY#"):
+                raise bad
+        return cursors
+
+    # --- risk -------------------------------------------------------------------------------------
+
+    def update_risk(self, tenant_id: str, updates: Sequence[RiskUpdate]) -> int:
+        """Apply coalesced last-seen and risk updates; unknown assets and stale updates are skipped."""
+        updated = 0
+        for update in updates:
+            for attempt in range(MAX_ATTEMPTS):
+                try:
+                    asset = self.get_asset(tenant_id, update.asset_id)
+                except NotFound:
+                    break
+                changed = domain.apply_risk_update(asset, update, domain.format_ts(domain.now()))
+                if changed is None:
+                    break
+                changed = replace(changed, version=asset.version + 1)
+                try:
+                    with self._writing():
+                        self.ddb.put_item(**self._put_asset_if_unchanged(tenant_id, changed, asset)["Put"])
+                except self.ddb.exceptions.ConditionalCheckFailedException:
+                    _backoff(attempt)
+                    continue
+                updated += 1
+                break
+        return updated
+
+    # --- internals --------------------------------------------------------------------------------
+
+    def _get(self, pk: str, sk: str) -> dict[str, Any] | None:
+        got = self.ddb.get_item(TableName=self.table, Key=aws.to_item({"PK": pk, "SK": sk}), ConsistentRead=True)
+        return aws.from_item(got["Item"]) if "Item" in got else None
+
+    def _put_asset_if_unchanged(self, tenant_id: str, after: Asset, before: Asset) -> dict[str, Any]:
+        return {"Put": {
+            "TableName": self.table,
+            "Item": aws.to_item(_asset_item(tenant_id, after)),
+            "ConditionExpression": "attribute_exists(SK) AND #version = :version AND #status = :status",
+            "ExpressionAttributeNames": {"#version": "version", "#status": "status"},
+            "ExpressionAttributeValues": aws.to_item({":version": before.version, ":status": before.status.value}),
+        }}
+
+    def _with_retries(self, attempt: Callable[[], T]) -> T:
+        for n in range(MAX_ATTEMPTS):
+            try:
+                return attempt()
+            except Conflict:
+                _backoff(n)
+        raise Aborted("too many concurrent changes to this asset; retry the request")
+
+
+def _backoff(attempt: int) -> None:
+    time.sleep(random.uniform(0, 0.01 * (2 ** min(attempt, 5))))  # noqa: S311 - jitter, not crypto
+
+
+def _draft(draft: EventDraft) -> Any:
+    return ledger_store.EventDraft(actor=draft.actor, action=draft.action, subject=draft.subject,
+                                   payload=draft.payload)
+
+
+# --- item mapping ---------------------------------------------------------------------------------
+
+
+def _tenant_attrs(tenant: Tenant) -> dict[str, Any]:
+    return {
+        "tenant_id": tenant.tenant_id,
+        "display_name": tenant.display_name,
+        "create_time": tenant.create_time,
+        "enrollment_sha256": tenant.enrollment_sha256,
+        "enrollment_create_time": tenant.enrollment_create_time,
+        "allowlist_cidrs": json.dumps(list(tenant.allowlist_cidrs)),
+        "stop_engines": tenant.stop_engines,
+    }
+
+
+def _tenant_from(item: dict[str, Any]) -> Tenant:
+    return Tenant(
+        tenant_id=str(item["tenant_id"]),
+        display_name=str(item.get("display_name", "")),
+        create_time=str(item.get("create_time", "")),
+        enrollment_sha256=str(item.get("enrollment_sha256", "")),
+        enrollment_create_time=str(item.get("enrollment_create_time", "")),
+        allowlist_cidrs=tuple(json.loads(str(item.get("allowlist_cidrs", "[]")))),
+        stop_engines=bool(item.get("stop_engines", False)),
+    )
+
+
+def _asset_dict(asset: Asset) -> dict[str, Any]:
+    data = asdict(asset)
+    data["status"] = asset.status.value
+    data["risk"] = {"max_severity": asset.risk.max_severity.name, "findings": list(asset.risk.findings),
+                    "evaluate_time": asset.risk.evaluate_time}
+    return data
+
+
+def _asset_from_dict(data: dict[str, Any]) -> Asset:
+    risk = data.get("risk") or {}
+    fields = {k: v for k, v in data.items() if k in Asset.__dataclass_fields__}
+    fields["status"] = Status(data["status"])
+    fields["risk"] = Risk(
+        max_severity=Severity[risk.get("max_severity", "UNSPECIFIED")],
+        findings=tuple(risk.get("findings", ())),
+        evaluate_time=str(risk.get("evaluate_time", "")),
+    )
+    return Asset(**fields)
+
+
+def _asset_item(tenant_id: str, asset: Asset) -> dict[str, Any]:
+    item: dict[str, Any] = {
+        "PK": keys.tenant_pk(tenant_id),
+        "SK": keys.asset_sk(asset.asset_id),
+        "asset_id": asset.asset_id,
+        "status": asset.status.value,
+        "version": asset.version,
+        "risk_severity": asset.risk.max_severity.name,
+        "snapshot": json.dumps(_asset_dict(asset), sort_keys=True),
+    }
+    if asset.employee_id:
+        item["GSI1PK"] = keys.employee_gsi1pk(tenant_id, asset.employee_id)
+        item["GSI1SK"] = keys.state_gsi1sk(asset.status.value, asset.asset_id)
+    if asset.needs_action:
+        item["GSI2PK"] = keys.action_required_gsi2pk(tenant_id)
+        item["GSI2SK"] = keys.ts_asset_gsi2sk(asset.action_since, asset.asset_id)
+    return item
+
+
+def _asset_from(item: dict[str, Any]) -> Asset:
+    return _asset_from_dict(json.loads(str(item["snapshot"])))
+
+
+def _command_item(tenant_id: str, command: Command) -> dict[str, Any]:
+    item: dict[str, Any] = {
+        "PK": keys.tenant_pk(tenant_id),
+        "SK": keys.command_sk(command.asset_id, command.command_id),
+        "GSI1PK": keys.asset_gsi1pk(tenant_id, command.asset_id),
+        "GSI1SK": keys.command_gsi1sk(command.issue_time),
+        "command_id": command.command_id,
+        "asset_id": command.asset_id,
+        "kind": command.kind.value,
+        "issue_time": command.issue_time,
+        "custody_seq": command.custody_seq,
+        "actor": command.actor,
+        "justification": command.justification,
+        "request_id": command.request_id,
+        "policy_json": json.dumps(asdict(command.policy), sort_keys=True),
+    }
+    if command.asset_after is not None:
+        item["asset_after_json"] = json.dumps(_asset_dict(command.asset_after), sort_keys=True)
+    if command.result is None:
+        item["GSI2PK"] = keys.pending_commands_gsi2pk(tenant_id)
+        item["GSI2SK"] = keys.ts_asset_gsi2sk(command.issue_time, command.asset_id)
+    else:
+        result = asdict(command.result)
+        result["outcome"] = command.result.outcome.value
+        item["result_json"] = json.dumps(result, sort_keys=True)
+        item["result_outcome"] = command.result.outcome.value
+        item["result_custody_seq"] = command.result_custody_seq
+        if command.asset_after_result is not None:
+            item["asset_after_result_json"] = json.dumps(_asset_dict(command.asset_after_result), sort_keys=True)
+    return item
+
+
+def _command_from(item: dict[str, Any]) -> Command:
+    policy = json.loads(str(item["policy_json"]))
+    result = None
+    if "result_json" in item:
+        raw = json.loads(str(item["result_json"]))
+        raw["outcome"] = Outcome(raw["outcome"])
+        result = CommandResult(**raw)
+    after = json.loads(str(item["asset_after_json"])) if "asset_after_json" in item else None
+    after_result = json.loads(str(item["asset_after_result_json"])) if "asset_after_result_json" in item else None
+    return Command(
+        command_id=str(item["command_id"]),
+        asset_id=str(item["asset_id"]),
+        kind=CommandKind(item["kind"]),
+        issue_time=str(item["issue_time"]),
+        policy=ContainmentPolicy(
+            control_plane_endpoints=tuple(policy.get("control_plane_endpoints", ())),
+            allowlist_cidrs=tuple(policy.get("allowlist_cidrs", ())),
+            stop_engines=bool(policy.get("stop_engines", False)),
+            dns_servers=tuple(policy.get("dns_servers", ())),
+        ),
+        custody_seq=int(item["custody_seq"]),
+        actor=str(item.get("actor", "")),
+        justification=str(item.get("justification", "")),
+        request_id=str(item.get("request_id", "")),
+        asset_after=_asset_from_dict(after) if after is not None else None,
+        result=result,
+        result_custody_seq=int(item.get("result_custody_seq", 0)),
+        asset_after_result=_asset_from_dict(after_result) if after_result is not None else None,
+    )
+

@@ -1,0 +1,113 @@
+"""Calls to the assets service on behalf of a tenant, with the service token; gRPC errors become domain errors."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import grpc
+from lifecyclezero.v1 import assets_pb2, assets_pb2_grpc, common_pb2
+
+from services.kit import clients
+from services.kit.errors import (
+    Aborted,
+    AlreadyExists,
+    DomainError,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+    ResourceExhausted,
+    Unauthenticated,
+    Unavailable,
+    Unimplemented,
+)
+from services.kit.settings import ServerSettings
+
+T = TypeVar("T")
+
+_ERRORS: dict[grpc.StatusCode, type[DomainError]] = {
+    grpc.StatusCode.INVALID_ARGUMENT: InvalidArgument,
+    grpc.StatusCode.NOT_FOUND: NotFound,
+    grpc.StatusCode.ALREADY_EXISTS: AlreadyExists,
+    grpc.StatusCode.FAILED_PRECONDITION: FailedPrecondition,
+    grpc.StatusCode.ABORTED: Aborted,
+    grpc.StatusCode.PERMISSION_DENIED: PermissionDenied,
+    grpc.StatusCode.UNAUTHENTICATED: Unauthenticated,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: ResourceExhausted,
+    grpc.StatusCode.UNIMPLEMENTED: Unimplemented,
+}
+
+
+def as_domain_error(exc: grpc.aio.AioRpcError) -> DomainError:
+    """The domain error of a failed call to assets; anything unexpected counts as Unavailable (retry)."""
+    cls = _ERRORS.get(exc.code(), Unavailable)
+    message = f"assets: {exc.details() or exc.code().name}"
+    if cls is InvalidArgument:
+        return InvalidArgument(message)
+    return cls(message)
+
+
+class AssetsClient:
+    def __init__(self, address: str, settings: ServerSettings, timeout: float = 5.0) -> None:
+        self._settings = settings
+        self._channel = clients.channel(address, settings)
+        self._stub = assets_pb2_grpc.AssetServiceStub(self._channel)
+        self._timeout = timeout
+
+    async def _call(self, method: Callable[..., Awaitable[T]], request: Any, tenant: str, actor: str = "") -> T:
+        try:
+            return await method(
+                request, metadata=clients.service_metadata(self._settings, tenant, actor), timeout=self._timeout
+            )
+        except grpc.aio.AioRpcError as exc:
+            raise as_domain_error(exc) from None
+
+    async def check_enrollment_secret(self, tenant: str, secret: str) -> bool:
+        reply = await self._call(self._stub.CheckEnrollmentSecret,
+                                 assets_pb2.CheckEnrollmentSecretRequest(enrollment_secret=secret), tenant,
+                                 "ingest:enroll")
+        return bool(reply.valid)
+
+    async def create_asset(self, tenant: str, asset: common_pb2.Asset, request_id: str) -> common_pb2.Asset:
+        reply = await self._call(self._stub.CreateAsset,
+                                 assets_pb2.CreateAssetRequest(asset=asset, request_id=request_id), tenant,
+                                 "ingest:enroll")
+        created: common_pb2.Asset = reply.asset
+        return created
+
+    async def list_pending_commands(self, tenant: str, asset_id: str = "") -> list[common_pb2.Command]:
+        commands: list[common_pb2.Command] = []
+        token = ""
+        for _ in range(100):
+            reply = await self._call(
+                self._stub.ListPendingCommands,
+                assets_pb2.ListPendingCommandsRequest(asset_id=asset_id, page_size=500, page_token=token),
+                tenant, "ingest",
+            )
+            commands.extend(reply.commands)
+            token = reply.next_page_token
+            if not token:
+                break
+        return commands
+
+    async def record_command_result(self, tenant: str, asset_id: str, result: common_pb2.CommandResult) -> None:
+        await self._call(self._stub.RecordCommandResult,
+                         assets_pb2.RecordCommandResultRequest(asset_id=asset_id, result=result), tenant,
+                         f"agent:{asset_id}")
+
+    async def update_asset_risk(self, tenant: str, updates: list[assets_pb2.AssetRiskUpdate]) -> int:
+        reply = await self._call(self._stub.UpdateAssetRisk, assets_pb2.UpdateAssetRiskRequest(updates=updates),
+                                 tenant, "risk-worker")
+        return int(reply.updated)
+
+    async def isolate_asset(self, tenant: str, asset_id: str, justification: str, request_id: str,
+                            actor: str) -> assets_pb2.IsolateAssetResponse:
+        return await self._call(
+            self._stub.IsolateAsset,
+            assets_pb2.IsolateAssetRequest(asset_id=asset_id, justification=justification, request_id=request_id),
+            tenant, actor,
+        )
+
+    async def close(self) -> None:
+        await self._channel.close()

@@ -1,0 +1,359 @@
+"""Least-privilege IAM for every process: one definition, rendered for AWS and for the embedded endpoint.
+
+`GRANTS` says, per service, which actions it may take on which resources and under which
+conditions. `policy_document` renders it as an IAM policy for real AWS (resource ARNs and
+`dynamodb:LeadingKeys` conditions); the CloudFormation template, the tests and docs/DEPLOY.md all
+use it. `emulator_document` renders the same grants as the embedded endpoint (moto) can enforce
+them; what that projection leaves out is listed beside it and checked by policy-document tests.
+
+Partitions (DESIGN.md, "The one table"): IAM sees only a request's partition keys
+(`dynamodb:LeadingKeys`), never its sort keys, so a grant names partition patterns:
+
+- `TENANT#*`                     every partition; reads of tokens and assets' own entities.
+- `TENANT#*#LEDGER`              the custody ledger; put and read only, by every role.
+- `TENANT#*#SEAL`                the sealer's checkpoints.
+- `TENANT#*#TELEMETRY#SHARD#*`   the risk worker's and ingest's telemetry.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal
+
+from services.kit import table as table_def
+
+SERVICES = ("ingest", "risk-worker", "assets", "ledger", "sealer")
+
+ANY_PARTITION = "TENANT#*"
+LEDGER_PARTITIONS = "TENANT#*#LEDGER"
+SEAL_PARTITIONS = "TENANT#*#SEAL"
+TELEMETRY_PARTITIONS = "TENANT#*#TELEMETRY#SHARD#*"
+
+# Writes IAM must refuse on a partition a role does not own (PartiQL and batches included, because
+# each of them can change or remove items just as UpdateItem and DeleteItem can).
+REWRITE_ACTIONS = (
+    "dynamodb:UpdateItem",
+    "dynamodb:DeleteItem",
+    "dynamodb:BatchWriteItem",
+    "dynamodb:PartiQLUpdate",
+    "dynamodb:PartiQLDelete",
+)
+FOREIGN_WRITE_ACTIONS = ("dynamodb:PutItem", "dynamodb:PartiQLInsert", *REWRITE_ACTIONS)
+# What may never happen to a seal object or to the seal bucket's guarantees, by any role.
+SEAL_TAMPER_ACTIONS = (
+    "s3:DeleteObject",
+    "s3:DeleteObjectVersion",
+    "s3:DeleteObjectTagging",
+    "s3:DeleteObjectVersionTagging",
+    "s3:PutObjectRetention",
+    "s3:BypassGovernanceRetention",
+    "s3:PutBucketObjectLockConfiguration",
+    "s3:PutLifecycleConfiguration",
+    "s3:PutBucketVersioning",
+    "s3:PutBucketPolicy",
+    "s3:DeleteBucketPolicy",
+    "s3:DeleteBucket",
+)
+# The seal objects the sealer writes: `<tenant>/checkpoint/…`, `<tenant>/tile/…`, `<tenant>/verifier.key`.
+SEAL_OBJECT_PATTERNS = ("*/checkpoint/*", "*/tile/*", "*/verifier.key")
+# Checkpoints and tiles are write-once; the verifier-key object is republished when keys rotate
+# (every version stays under Object Lock).
+WRITE_ONCE_PATTERNS = ("*/checkpoint/*", "*/tile/*")
+
+Effect = Literal["Allow", "Deny"]
+
+
+@dataclass(frozen=True)
+class Arns:
+    """Where the grants point: concrete ARNs, or CloudFormation `${Logical.Arn}` substitutions."""
+
+    table: str
+    bucket: str
+    queue: str
+    dlq: str
+
+    @classmethod
+    def cloudformation(cls) -> Arns:
+        return cls(table="${Table.Arn}", bucket="${SealBucket.Arn}", queue="${Queue.Arn}",
+                   dlq="${DeadLetterQueue.Arn}")
+
+    @classmethod
+    def concrete(cls, *, region: str, account: str, table: str, bucket: str, queue: str, dlq: str,
+                 partition: str = "aws") -> Arns:
+        return cls(
+            table=f"arn:{partition}:dynamodb:{region}:{account}:table/{table}",
+            bucket=f"arn:{partition}:s3:::{bucket}",
+            queue=f"arn:{partition}:sqs:{region}:{account}:{queue}",
+            dlq=f"arn:{partition}:sqs:{region}:{account}:{dlq}",
+        )
+
+
+@dataclass(frozen=True)
+class Grant:
+    """One policy statement before rendering; `resources` are templates over an `Arns`."""
+
+    sid: str
+    effect: Effect
+    actions: tuple[str, ...]
+    resources: tuple[str, ...]
+    # Partition patterns: an Allow requires every partition key of the request to match one
+    # (ForAllValues, and the key must be present); a Deny fires when any partition key matches one.
+    leading_keys: tuple[str, ...] = ()
+    condition: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    # The role writes these items inside TransactWriteItems; AWS authorizes each action of a
+    # transaction as the underlying PutItem/UpdateItem/ConditionCheckItem, the emulator the call as a whole.
+    transactional: bool = False
+
+    def resolved_resources(self, arns: Arns) -> list[str]:
+        return [r.format(table=arns.table, bucket=arns.bucket, queue=arns.queue, dlq=arns.dlq)
+                for r in self.resources]
+
+    def conditions(self) -> dict[str, dict[str, Any]]:
+        out: dict[str, dict[str, Any]] = {op: dict(values) for op, values in self.condition.items()}
+        if self.leading_keys:
+            keys = list(self.leading_keys)
+            if self.effect == "Allow":
+                out.setdefault("ForAllValues:StringLike", {})["dynamodb:LeadingKeys"] = keys
+                # ForAllValues is true when the key is absent (a Scan): demand that it is present.
+                out.setdefault("Null", {})["dynamodb:LeadingKeys"] = "false"
+            else:
+                out.setdefault("ForAnyValue:StringLike", {})["dynamodb:LeadingKeys"] = keys
+        return out
+
+
+TABLE = "{table}"
+INDEXES = "{table}/index/*"
+GSI1_INDEX = "{table}/index/" + table_def.GSI1
+BUCKET = "{bucket}"
+SEAL_OBJECTS = tuple("{bucket}/" + pattern for pattern in SEAL_OBJECT_PATTERNS)
+WRITE_ONCE_OBJECTS = tuple("{bucket}/" + pattern for pattern in WRITE_ONCE_PATTERNS)
+VERIFIER_OBJECTS = ("{bucket}/*/verifier.key",)
+TABLE_STREAM = "{table}/stream/*"
+QUEUE = "{queue}"
+DLQ = "{dlq}"
+
+
+def _deny_ledger_rewrite() -> Grant:
+    return Grant("DenyLedgerRewrite", "Deny", REWRITE_ACTIONS, (TABLE,), leading_keys=(LEDGER_PARTITIONS,))
+
+
+def _deny_seal_tampering() -> Grant:
+    return Grant("DenySealTampering", "Deny", SEAL_TAMPER_ACTIONS, (BUCKET, BUCKET + "/*"))
+
+
+def _readiness() -> Grant:
+    return Grant("ReadinessDescribeTable", "Allow", ("dynamodb:DescribeTable",), (TABLE,))
+
+
+def _resolve_tokens() -> Grant:
+    # Tokens are `TENANT#t`/`TOKEN#…`; IAM cannot restrict sort keys, so this is GetItem on any item.
+    return Grant("ResolveTokens", "Allow", ("dynamodb:GetItem",), (TABLE,), leading_keys=(ANY_PARTITION,))
+
+
+def _read_seals() -> tuple[Grant, Grant]:
+    return (
+        Grant("ReadSeals", "Allow", ("s3:GetObject", "s3:GetObjectVersion"), SEAL_OBJECTS),
+        # HeadBucket (readiness) and ListObjectVersions; without ListBucket a missing key answers 403, not 404.
+        Grant("ListSeals", "Allow", ("s3:ListBucket", "s3:ListBucketVersions"), (BUCKET,)),
+    )
+
+
+def _deny_foreign_writes(*partitions: str) -> Grant:
+    return Grant("DenyForeignPartitionWrites", "Deny", FOREIGN_WRITE_ACTIONS, (TABLE,), leading_keys=partitions)
+
+
+GRANTS: dict[str, tuple[Grant, ...]] = {
+    "ledger": (
+        _readiness(),
+        _resolve_tokens(),
+        Grant("LedgerAppendAndRead", "Allow",
+              ("dynamodb:PutItem", "dynamodb:GetItem", "dynamodb:Query", "dynamodb:ConditionCheckItem"),
+              (TABLE,), leading_keys=(LEDGER_PARTITIONS,), transactional=True),
+        # ListAssetEvents: GSI1 (`TENANT#t#ASSET#a` / `LEDGER#seq`); read-only, see docs/DEPLOY.md.
+        Grant("LedgerEventsByAsset", "Allow", ("dynamodb:Query",), (GSI1_INDEX,)),
+        # Proofs and verification read the sealer's checkpoints, tiles and checkpoint versions.
+        Grant("ReadCheckpoints", "Allow", ("dynamodb:GetItem", "dynamodb:Query"), (TABLE,),
+              leading_keys=(SEAL_PARTITIONS,)),
+        *_read_seals(),
+        _deny_ledger_rewrite(),
+        _deny_seal_tampering(),
+    ),
+    "sealer": (
+        _readiness(),
+        _resolve_tokens(),
+        Grant("ReadLedgerAndCheckpoints", "Allow", ("dynamodb:GetItem", "dynamodb:Query"), (TABLE,),
+              leading_keys=(LEDGER_PARTITIONS, SEAL_PARTITIONS)),
+        Grant("WriteCheckpoints", "Allow", ("dynamodb:PutItem", "dynamodb:ConditionCheckItem"), (TABLE,),
+              leading_keys=(SEAL_PARTITIONS,), transactional=True),
+        # New ledger events arrive on the table's stream (which carries every item's new image).
+        Grant("ReadTableStream", "Allow",
+              ("dynamodb:DescribeStream", "dynamodb:GetShardIterator", "dynamodb:GetRecords"), (TABLE_STREAM,)),
+        Grant("WriteSealsOnce", "Allow", ("s3:PutObject",), WRITE_ONCE_OBJECTS,
+              condition={"StringEquals": {"s3:if-none-match": "*"}}),
+        Grant("PublishVerifierKeys", "Allow", ("s3:PutObject",), VERIFIER_OBJECTS),
+        *_read_seals(),
+        _deny_ledger_rewrite(),
+        _deny_seal_tampering(),
+    ),
+    "assets": (
+        _readiness(),
+        _resolve_tokens(),
+        # Tenant metadata, assets, commands and tokens live in `TENANT#t`; the isolation transaction
+        # also puts the custody event into `TENANT#t#LEDGER` (update and delete there are denied below).
+        Grant("AssetsEntities", "Allow",
+              ("dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem",
+               "dynamodb:ConditionCheckItem", "dynamodb:Query"),
+              (TABLE,), leading_keys=(ANY_PARTITION,), transactional=True),
+        # Assets by employee and state, commands by asset, action-required, pending commands, alerts.
+        Grant("AssetsIndexes", "Allow", ("dynamodb:Query",), (INDEXES,)),
+        _deny_ledger_rewrite(),
+        _deny_foreign_writes(SEAL_PARTITIONS, TELEMETRY_PARTITIONS),
+        _deny_seal_tampering(),
+    ),
+    "ingest": (
+        _readiness(),
+        _resolve_tokens(),
+        # Agent credentials (`TENANT#t`/`AGENT#a`) and telemetry partitions.
+        Grant("IngestEntities", "Allow",
+              ("dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:ConditionCheckItem",
+               "dynamodb:Query"),
+              (TABLE,), leading_keys=(ANY_PARTITION,)),
+        Grant("IngestIndexes", "Allow", ("dynamodb:Query",), (INDEXES,)),
+        Grant("QueueHeartbeats", "Allow", ("sqs:SendMessage", "sqs:GetQueueAttributes"), (QUEUE,)),
+        _deny_ledger_rewrite(),
+        _deny_foreign_writes(LEDGER_PARTITIONS, SEAL_PARTITIONS),
+        _deny_seal_tampering(),
+    ),
+    "risk-worker": (
+        _readiness(),
+        Grant("WriteTelemetry", "Allow",
+              ("dynamodb:PutItem", "dynamodb:BatchWriteItem", "dynamodb:GetItem", "dynamodb:Query"),
+              (TABLE,), leading_keys=(TELEMETRY_PARTITIONS,)),
+        # The asset's previous inventory (GSI1 `TENANT#t#ASSET#a` / `DATE#ts`).
+        Grant("TelemetryByAsset", "Allow", ("dynamodb:Query",), (GSI1_INDEX,)),
+        Grant("ConsumeHeartbeats", "Allow",
+              ("sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:ChangeMessageVisibility",
+               "sqs:GetQueueAttributes"),
+              (QUEUE,)),
+        Grant("DeadLetter", "Allow", ("sqs:SendMessage",), (DLQ,)),
+        _deny_ledger_rewrite(),
+        _deny_seal_tampering(),
+    ),
+}
+
+
+def _statement(grant: Grant, arns: Arns) -> dict[str, Any]:
+    resources = grant.resolved_resources(arns)
+    statement: dict[str, Any] = {
+        "Sid": grant.sid,
+        "Effect": grant.effect,
+        "Action": sorted(grant.actions),
+        "Resource": resources[0] if len(resources) == 1 else resources,
+    }
+    conditions = grant.conditions()
+    if conditions:
+        statement["Condition"] = conditions
+    return statement
+
+
+def policy_document(service: str, arns: Arns) -> dict[str, Any]:
+    """The IAM policy of `service` as AWS evaluates it (ARNs, leading-key and header conditions)."""
+    return {"Version": "2012-10-17", "Statement": [_statement(g, arns) for g in GRANTS[service]]}
+
+
+# What the embedded endpoint (moto 5) cannot evaluate, and what `emulator_document` does about it:
+EMULATOR_GAPS = (
+    "DynamoDB calls are authorized against resource '*', so DynamoDB statements use Resource '*'.",
+    "Conditions (dynamodb:LeadingKeys, s3:if-none-match, Null, ForAnyValue/ForAllValues) are not "
+    "evaluated: an Allow keeps its actions without its condition, a conditional Deny is left out "
+    "(moto would apply it unconditionally).",
+    "TransactWriteItems is authorized as one action rather than per Put/Update/ConditionCheck, so a "
+    "role that writes in transactions is also granted dynamodb:TransactWriteItems.",
+)
+
+
+def emulator_document(service: str, arns: Arns) -> dict[str, Any]:
+    """The same grants as the embedded endpoint can enforce them (see EMULATOR_GAPS)."""
+    statements: list[dict[str, Any]] = []
+    for grant in GRANTS[service]:
+        if grant.effect == "Deny" and grant.conditions():
+            continue
+        projected = replace(grant, leading_keys=(), condition={})
+        if grant.transactional:
+            projected = replace(projected, actions=(*grant.actions, "dynamodb:TransactWriteItems"))
+        statement = _statement(projected, arns)
+        if all(action.startswith("dynamodb:") for action in projected.actions):
+            statement["Resource"] = "*"
+        statements.append(statement)
+    return {"Version": "2012-10-17", "Statement": statements}
+
+
+def bucket_policy(arns: Arns) -> dict[str, Any]:
+    """The seal bucket's own policy: TLS only, write-once keys, and no deletion or retention change by anyone."""
+    objects = arns.bucket + "/*"
+    return {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Sid": "DenyInsecureTransport",
+                "Effect": "Deny",
+                "Principal": "*",
+                "Action": "s3:*",
+                "Resource": [arns.bucket, objects],
+                "Condition": {"Bool": {"aws:SecureTransport": "false"}},
+            },
+            {
+                # A put without If-None-Match could replace the current version of a key.
+                "Sid": "DenyOverwritingKeys",
+                "Effect": "Deny",
+                "Principal": "*",
+                "Action": "s3:PutObject",
+                "Resource": [arns.bucket + "/" + pattern for pattern in WRITE_ONCE_PATTERNS],
+                "Condition": {"Null": {"s3:if-none-match": "true"}},
+            },
+            {
+                "Sid": "DenyDeletionAndRetentionChanges",
+                "Effect": "Deny",
+                "Principal": "*",
+                "Action": sorted(
+                    ["s3:DeleteObject", "s3:DeleteObjectVersion", "s3:PutObjectRetention",
+                     "s3:BypassGovernanceRetention"]
+                ),
+                "Resource": objects,
+            },
+            {
+                "Sid": "DenyWeakeningTheBucket",
+                "Effect": "Deny",
+                "Principal": "*",
+                "Action": sorted(
+                    ["s3:PutBucketObjectLockConfiguration", "s3:PutLifecycleConfiguration",
+                     "s3:PutBucketVersioning"]
+                ),
+                "Resource": arns.bucket,
+            },
+        ],
+    }
+
+
+def allowed_actions(service: str) -> set[str]:
+    """Every action some Allow statement of `service` grants (for tests and docs)."""
+    return {a for g in GRANTS[service] if g.effect == "Allow" for a in g.actions}
+
+
+def markdown_table(services: Iterable[str] = SERVICES) -> str:
+    """A Markdown summary of the grants, for docs/DEPLOY.md."""
+    rows = ["| role | effect | actions | resources | partitions (dynamodb:LeadingKeys) |",
+            "|---|---|---|---|---|"]
+    for service in services:
+        for g in GRANTS[service]:
+            actions = ", ".join(a.split(":", 1)[1] for a in sorted(g.actions))
+            resources = ", ".join(r.replace("{", "").replace("}", "") for r in g.resources)
+            keys = ", ".join(f"`{k}`" for k in g.leading_keys)
+            rows.append(f"| {service} | {g.effect} | {actions} | {resources} | {keys} |")
+    return "\n".join(rows)
+
+
+def to_json(document: Mapping[str, Any]) -> str:
+    return json.dumps(document, indent=2, sort_keys=False)

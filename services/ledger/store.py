@@ -1,0 +1,461 @@
+"""Ledger items: the only code that builds them. Synchronous boto3; async callers use `aws.call`.
+
+Appending is optimistic: read the tail with a consistent read, build the next events chained by
+`prev_hash`, and put each `EVENT#<seq>` with `attribute_not_exists(SK)` in one TransactWriteItems.
+Two writers that read the same tail both try to create the same `EVENT#<seq>`; DynamoDB lets exactly
+one transaction through and cancels the other, whose caller re-reads the tail and tries again. The
+chain can therefore never fork, and a gap can never appear (seq n+1 is only written next to a tail n).
+
+Other services put a ledger append inside their own transaction with `prepare_append` and retry on
+`is_append_conflict`; see README.md beside this file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import botocore.exceptions
+
+from services.kit import aws
+from services.kit.errors import Aborted, InvalidArgument
+from services.ledger import keys
+from services.tlog.errors import PayloadError
+from services.tlog.events import GENESIS_PREV_HASH, Event, build_event, check_payload
+
+MAX_EVENTS_PER_TRANSACTION = 99
+MAX_TRANSACTION_ITEMS = 100
+MAX_ACTOR_CHARS = 128
+MAX_ACTION_CHARS = 128
+MAX_SUBJECT_CHARS = 256
+DEFAULT_MAX_ATTEMPTS = 64
+_CONDITION_FAILED = "ConditionalCheckFailed"
+
+
+@dataclass(frozen=True)
+class EventDraft:
+    """An event to append, before it has a seq, a timestamp and a place in the chain."""
+
+    actor: str
+    action: str
+    subject: str
+    payload: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Tail:
+    """The newest event of a ledger: its seq (0 when empty) and its hash (the next prev_hash)."""
+
+    seq: int
+    hash_hex: str = GENESIS_PREV_HASH
+
+
+@dataclass(frozen=True)
+class AppendGroup:
+    """The events of one append call, with the request id that makes its retry safe."""
+
+    drafts: Sequence[EventDraft]
+    request_id: str = ""
+
+
+@dataclass(frozen=True)
+class PreparedAppend:
+    """Transaction items for an append, the events they hold and the tail after they commit.
+
+    `seqs[i]` are the sequence numbers of group i (one group for `prepare_append`).
+    """
+
+    transact_items: list[dict[str, Any]]
+    events: list[Event]
+    seqs: list[list[int]]
+    tail: Tail
+
+    @property
+    def all_seqs(self) -> list[int]:
+        return [seq for group in self.seqs for seq in group]
+
+
+@dataclass(frozen=True)
+class StoredEvent:
+    """A ledger item as stored: the canonical bytes plus the attributes written beside them."""
+
+    seq: int
+    canonical: bytes
+    hash_hex: str
+    prev_hash: str
+    ts: str
+    actor: str
+    action: str
+    subject: str
+
+
+# --- validation ----------------------------------------------------------------------------------
+
+
+def check_draft(draft: EventDraft, index: int = 0) -> None:
+    """Raise InvalidArgument when a draft breaks a size or depth limit (before any write)."""
+    where = f"events[{index}]"
+    for name, value, limit, required in (
+        ("actor", draft.actor, MAX_ACTOR_CHARS, False),
+        ("action", draft.action, MAX_ACTION_CHARS, True),
+        ("subject", draft.subject, MAX_SUBJECT_CHARS, False),
+    ):
+        if required and not value:
+            raise InvalidArgument.field(f"{where}.{name}", "must not be empty")
+        if len(value) > limit or any(ord(c) < 0x20 for c in value):
+            raise InvalidArgument.field(f"{where}.{name}", f"must be at most {limit} printable characters")
+    try:
+        check_payload(dict(draft.payload))
+    except PayloadError as exc:
+        raise InvalidArgument.field(f"{where}.payload", str(exc)) from None
+
+
+def check_request(drafts: Sequence[EventDraft], request_id: str = "") -> None:
+    """Raise InvalidArgument for an append that cannot be committed as one transaction."""
+    if not drafts:
+        raise InvalidArgument.field("events", "must hold at least one event")
+    if len(drafts) > MAX_EVENTS_PER_TRANSACTION:
+        raise InvalidArgument.field("events", f"at most {MAX_EVENTS_PER_TRANSACTION} events per call")
+    if request_id:
+        keys.request_sk(request_id)
+    for index, draft in enumerate(drafts):
+        check_draft(draft, index)
+
+
+# --- append --------------------------------------------------------------------------------------
+
+
+def read_tail(ddb: Any, table: str, tenant: str) -> Tail:
+    """The newest event of the tenant's ledger, read consistently (one query, one item)."""
+    got = ddb.query(
+        TableName=table,
+        KeyConditionExpression="PK = :pk AND begins_with(SK, :sk)",
+        ExpressionAttributeValues=aws.to_item({":pk": keys.ledger_pk(tenant), ":sk": keys.EVENT_SK_PREFIX}),
+        ScanIndexForward=False,
+        Limit=1,
+        ConsistentRead=True,
+        ProjectionExpression="SK, #h",
+        ExpressionAttributeNames={"#h": "hash"},
+    )
+    items = got.get("Items", [])
+    if not items:
+        return Tail(0)
+    item = aws.from_item(items[0])
+    seq = keys.seq_of_event_sk(str(item["SK"]))
+    assert seq is not None
+    return Tail(seq, str(item["hash"]))
+
+
+def build_append(
+    table: str, tenant: str, tail: Tail, groups: Sequence[AppendGroup], now: datetime | None = None
+) -> PreparedAppend:
+    """Pure: the transaction items that append `groups` after `tail` (no I/O)."""
+    when = now or datetime.now(UTC)
+    pk = keys.ledger_pk(tenant)
+    items: list[dict[str, Any]] = []
+    events: list[Event] = []
+    seqs: list[list[int]] = []
+    seq, prev = tail.seq, tail.hash_hex
+    for group in groups:
+        first = seq + 1
+        group_seqs: list[int] = []
+        for draft in group.drafts:
+            seq += 1
+            event = build_event(
+                tenant=tenant, seq=seq, ts=when, actor=draft.actor, action=draft.action,
+                subject=draft.subject, payload=draft.payload, prev_hash=prev,
+            )
+            prev = event.hash_hex
+            events.append(event)
+            group_seqs.append(seq)
+            items.append(_put(table, _event_item(pk, tenant, event, group.request_id)))
+        if group.request_id:
+            marker = {
+                "PK": pk, "SK": keys.request_sk(group.request_id), "first_seq": first,
+                "count": len(group_seqs), "ts": events[-1].ts if events else "",
+            }
+            items.append(_put(table, marker))
+        seqs.append(group_seqs)
+    if len(items) > MAX_TRANSACTION_ITEMS:
+        raise InvalidArgument.field("events", f"an append needs at most {MAX_TRANSACTION_ITEMS} items")
+    return PreparedAppend(items, events, seqs, Tail(seq, prev))
+
+
+def prepare_append(
+    ddb: Any,
+    table: str,
+    tenant: str,
+    drafts: Sequence[EventDraft],
+    *,
+    request_id: str = "",
+    tail: Tail | None = None,
+    now: datetime | None = None,
+) -> PreparedAppend:
+    """Read the tail (unless given) and return Put items for `drafts` to put in a TransactWriteItems.
+
+    The library entry point for other services: put `transact_items` beside your own items (the
+    total must stay within 100), and on failure ask `is_append_conflict(exc)`: when true, call
+    `prepare_append` again (the tail moved) and retry the whole transaction.
+    """
+    check_request(drafts, request_id)
+    current = tail if tail is not None else read_tail(ddb, table, tenant)
+    return build_append(table, tenant, current, [AppendGroup(drafts, request_id)], now)
+
+
+def commit(ddb: Any, prepared: PreparedAppend) -> None:
+    """Write prepared items: one conditional PutItem for a single item, else one transaction."""
+    if len(prepared.transact_items) == 1:
+        put = prepared.transact_items[0]["Put"]
+        ddb.put_item(TableName=put["TableName"], Item=put["Item"], ConditionExpression=put["ConditionExpression"])
+        return
+    # A botocore retry of a call that did commit replays the same token, which DynamoDB answers
+    # as a success instead of a conflict (idempotent for 10 minutes).
+    token = hashlib.sha256(b"".join(e.hash for e in prepared.events) or b"-").hexdigest()[:36]
+    ddb.transact_write_items(TransactItems=prepared.transact_items, ClientRequestToken=token)
+
+
+def committed_already(ddb: Any, table: str, tenant: str, prepared: PreparedAppend) -> bool:
+    """Whether a write reported as a conflict was in fact our own earlier attempt that committed.
+
+    A timed-out call that reached DynamoDB and is retried by the SDK fails its condition on its own
+    items; without this check the append would be retried at new seqs and stored twice.
+    """
+    if not prepared.events:
+        return False
+    first = prepared.events[0]
+    stored = get_event(ddb, table, tenant, first.seq)
+    return stored is not None and stored.hash_hex == first.hash_hex
+
+
+def is_append_conflict(exc: BaseException) -> bool:
+    """Whether a failed write lost the race for a ledger seq, so re-preparing and retrying can succeed."""
+    if aws.error_code(exc) == "ConditionalCheckFailedException":
+        return True
+    return any(keys.seq_of_event_sk(sk) is not None for sk in _failed_ledger_sks(exc))
+
+
+def is_duplicate_request(exc: BaseException) -> bool:
+    """Whether a failed append carried a request_id that an earlier append already committed."""
+    return any(sk.startswith(keys.REQUEST_SK_PREFIX) for sk in _failed_ledger_sks(exc))
+
+
+def find_request(ddb: Any, table: str, tenant: str, request_id: str) -> list[int] | None:
+    """The seqs an earlier append with `request_id` got, or None when there was none."""
+    got = ddb.get_item(
+        TableName=table,
+        Key=aws.to_item({"PK": keys.ledger_pk(tenant), "SK": keys.request_sk(request_id)}),
+        ConsistentRead=True,
+    )
+    if "Item" not in got:
+        return None
+    item = aws.from_item(got["Item"])
+    first, count = int(item["first_seq"]), int(item["count"])
+    return list(range(first, first + count))
+
+
+def append(
+    ddb: Any,
+    table: str,
+    tenant: str,
+    groups: Sequence[AppendGroup],
+    *,
+    tail: Tail | None = None,
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+) -> tuple[list[list[int]], Tail]:
+    """Append groups in one transaction, retrying lost races; returns each group's seqs and the tail.
+
+    A group whose request_id was already committed gets its original seqs back and is left out of
+    the retry. `tail` is a cached tail to try first; a conflict re-reads it.
+    """
+    results: dict[int, list[int]] = {}
+    pending = list(enumerate(groups))
+    current = tail
+    for attempt in range(max_attempts):
+        if not pending:
+            break
+        if current is None:
+            current = read_tail(ddb, table, tenant)
+        prepared = build_append(table, tenant, current, [g for _, g in pending])
+        try:
+            commit(ddb, prepared)
+        except botocore.exceptions.ClientError as exc:
+            if is_duplicate_request(exc):
+                still: list[tuple[int, AppendGroup]] = []
+                for index, group in pending:
+                    found = find_request(ddb, table, tenant, group.request_id) if group.request_id else None
+                    if found is None:
+                        still.append((index, group))
+                    else:
+                        results[index] = found
+                pending = still
+                current = None
+                continue
+            if not is_append_conflict(exc):
+                raise
+            if not committed_already(ddb, table, tenant, prepared):
+                current = None
+                time.sleep(random.uniform(0, min(0.05, 0.002 * (attempt + 1))))  # noqa: S311 - jitter only
+                continue
+        for (index, _), seqs in zip(pending, prepared.seqs, strict=True):
+            results[index] = seqs
+        current = prepared.tail
+        pending = []
+    if pending:
+        raise Aborted("the ledger tail kept moving; retry the append", reason="LEDGER_CONTENDED")
+    return [results[i] for i in range(len(groups))], current or read_tail(ddb, table, tenant)
+
+
+def append_events(
+    ddb: Any, table: str, tenant: str, drafts: Sequence[EventDraft], request_id: str = ""
+) -> list[int]:
+    """Append one call's events (validated) and return their seqs; the simple, un-batched path."""
+    check_request(drafts, request_id)
+    seqs, _ = append(ddb, table, tenant, [AppendGroup(drafts, request_id)])
+    return seqs[0]
+
+
+def _put(table: str, values: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "Put": {
+            "TableName": table,
+            "Item": aws.to_item(values),
+            "ConditionExpression": "attribute_not_exists(SK)",
+            "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
+        }
+    }
+
+
+def _event_item(pk: str, tenant: str, event: Event, request_id: str) -> dict[str, Any]:
+    item: dict[str, Any] = {
+        "PK": pk,
+        "SK": keys.event_sk(event.seq),
+        "seq": event.seq,
+        "canonical": event.canonical_bytes,
+        "hash": event.hash_hex,
+        "prev_hash": event.prev_hash,
+        "ts": event.ts,
+        "actor": event.actor,
+        "action": event.action,
+        "subject": event.subject,
+        "request_id": request_id or None,
+    }
+    asset_id = keys.asset_of_subject(event.subject)
+    if asset_id is not None:
+        item["GSI1PK"] = keys.asset_gsi1pk(tenant, asset_id)
+        item["GSI1SK"] = keys.asset_gsi1sk(event.seq)
+    return item
+
+
+def _failed_ledger_sks(exc: BaseException) -> list[str]:
+    """Sort keys of ledger items whose condition failed in a cancelled transaction."""
+    if aws.error_code(exc) != "TransactionCanceledException":
+        return []
+    assert isinstance(exc, botocore.exceptions.ClientError)
+    out: list[str] = []
+    for reason in exc.response.get("CancellationReasons", []):
+        if reason.get("Code") != _CONDITION_FAILED:
+            continue
+        item: dict[str, Any] = dict(reason.get("Item") or {})
+        pk = str(item.get("PK", {}).get("S", ""))
+        if keys.tenant_of_ledger_pk(pk) is not None:
+            out.append(str(item.get("SK", {}).get("S", "")))
+    return out
+
+
+# --- reads ---------------------------------------------------------------------------------------
+
+
+def get_event(ddb: Any, table: str, tenant: str, seq: int) -> StoredEvent | None:
+    got = ddb.get_item(
+        TableName=table, Key=aws.to_item({"PK": keys.ledger_pk(tenant), "SK": keys.event_sk(seq)}),
+        ConsistentRead=True,
+    )
+    return _stored(got["Item"]) if "Item" in got else None
+
+
+def list_events(
+    ddb: Any, table: str, tenant: str, start_seq: int, limit: int
+) -> tuple[list[StoredEvent], int | None]:
+    """Up to `limit` events from `start_seq` in seq order, and the seq to continue from (or None)."""
+    got = ddb.query(
+        TableName=table,
+        KeyConditionExpression="PK = :pk AND SK BETWEEN :a AND :b",
+        ExpressionAttributeValues=aws.to_item(
+            {":pk": keys.ledger_pk(tenant), ":a": keys.event_sk(start_seq), ":b": keys.event_sk(keys.MAX_SEQ)}
+        ),
+        Limit=limit,
+        ConsistentRead=True,
+    )
+    events = [_stored(i) for i in got.get("Items", [])]
+    more = "LastEvaluatedKey" in got and events
+    return events, (events[-1].seq + 1 if more else None)
+
+
+def events_between(
+    ddb: Any, table: str, tenant: str, first: int, last: int, page: int = 1000
+) -> Iterator[StoredEvent]:
+    """Events with first <= seq <= last in seq order, read page by page (stored order, not checked)."""
+    if last < first:
+        return
+    start: dict[str, Any] | None = None
+    while True:
+        kwargs: dict[str, Any] = {
+            "TableName": table,
+            "KeyConditionExpression": "PK = :pk AND SK BETWEEN :a AND :b",
+            "ExpressionAttributeValues": aws.to_item(
+                {":pk": keys.ledger_pk(tenant), ":a": keys.event_sk(first), ":b": keys.event_sk(last)}
+            ),
+            "Limit": page,
+            "ConsistentRead": True,
+        }
+        if start:
+            kwargs["ExclusiveStartKey"] = start
+        got = ddb.query(**kwargs)
+        for item in got.get("Items", []):
+            yield _stored(item)
+        start = got.get("LastEvaluatedKey")
+        if not start:
+            return
+
+
+def list_asset_events(
+    ddb: Any, table: str, tenant: str, asset_id: str, after_seq: int, limit: int
+) -> tuple[list[StoredEvent], int | None]:
+    """Custody events of one asset in seq order (GSI1), after `after_seq`; and where to continue."""
+    got = ddb.query(
+        TableName=table,
+        IndexName="GSI1",
+        KeyConditionExpression="GSI1PK = :pk AND GSI1SK BETWEEN :a AND :b",
+        ExpressionAttributeValues=aws.to_item(
+            {
+                ":pk": keys.asset_gsi1pk(tenant, asset_id),
+                ":a": keys.asset_gsi1sk(after_seq + 1),
+                ":b": keys.asset_gsi1sk(keys.MAX_SEQ),
+            }
+        ),
+        Limit=limit,
+    )
+    events = [_stored(i) for i in got.get("Items", [])]
+    more = "LastEvaluatedKey" in got and events
+    return events, (events[-1].seq if more else None)
+
+
+def _stored(raw: dict[str, Any]) -> StoredEvent:
+    item = aws.from_item(raw)
+    seq = keys.seq_of_event_sk(str(item["SK"]))
+    canonical = item.get("canonical", b"")
+    return StoredEvent(
+        seq=seq if seq is not None else 0,
+        canonical=bytes(canonical.value if hasattr(canonical, "value") else canonical),
+        hash_hex=str(item.get("hash", "")),
+        prev_hash=str(item.get("prev_hash", "")),
+        ts=str(item.get("ts", "")),
+        actor=str(item.get("actor", "")),
+        action=str(item.get("action", "")),
+        subject=str(item.get("subject", "")),
+    )

@@ -1,0 +1,293 @@
+"""Checkpoint index items (DynamoDB) and seal objects (S3 Object Lock): the only code that builds them.
+
+Objects are written once: `If-None-Match: *` with COMPLIANCE retention. A write that finds the
+object already there (a sealer that crashed after writing it, or a second replica) compares bytes
+instead of writing a second version; the same tree always yields the same tiles, and Ed25519
+signatures are deterministic, so an honest retry finds identical bytes. Checkpoints are read back by
+the version id recorded in the index, so a later version of the same key cannot shadow them.
+
+Synchronous boto3; async callers use `aws.call`. The ledger service uses the read functions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from services.kit import aws
+from services.kit.errors import FailedPrecondition
+from services.sealer import keys
+from services.tlog.compact import CompactRange
+from services.tlog.tiles import TILE_WIDTH, TileId
+
+
+@dataclass(frozen=True)
+class CheckpointRecord:
+    """One signed checkpoint and the tree state needed to extend it without re-reading leaves."""
+
+    size: int
+    root: bytes
+    note: bytes
+    object_key: str
+    version_id: str
+    compact: CompactRange
+    partial_tiles: dict[int, bytes]
+    last_hash: str
+    create_time: str
+    key_name: str
+
+
+class ObjectConflict(FailedPrecondition):
+    """A write-once object exists with other bytes than the ones this seal would write."""
+
+    reason = "SEAL_OBJECT_CONFLICT"
+
+
+# --- DynamoDB: the checkpoint index --------------------------------------------------------------
+
+
+def put_checkpoint_record(ddb: Any, table: str, tenant: str, record: CheckpointRecord) -> bool:
+    """Record a checkpoint once; returns False when the size was already recorded (same root)."""
+    values = {
+        "PK": keys.seal_pk(tenant),
+        "SK": keys.checkpoint_sk(record.size),
+        "size": record.size,
+        "root": record.root,
+        "note": record.note,
+        "object_key": record.object_key,
+        "version_id": record.version_id,
+        "compact": record.compact.to_bytes(),
+        "partial_tiles": {str(level): data for level, data in record.partial_tiles.items()},
+        "last_hash": record.last_hash,
+        "create_time": record.create_time,
+        "key_name": record.key_name,
+    }
+    try:
+        ddb.put_item(TableName=table, Item=aws.to_item(values), ConditionExpression="attribute_not_exists(SK)")
+    except ddb.exceptions.ConditionalCheckFailedException:
+        existing = get_checkpoint_record(ddb, table, tenant, record.size)
+        if existing is None or existing.root != record.root:
+            raise ObjectConflict(f"checkpoint {record.size} is recorded with another root") from None
+        return False
+    return True
+
+
+def latest_checkpoint_record(ddb: Any, table: str, tenant: str) -> CheckpointRecord | None:
+    got = ddb.query(
+        TableName=table,
+        KeyConditionExpression="PK = :pk AND begins_with(SK, :sk)",
+        ExpressionAttributeValues=aws.to_item({":pk": keys.seal_pk(tenant), ":sk": keys.CHECKPOINT_SK_PREFIX}),
+        ScanIndexForward=False,
+        Limit=1,
+        ConsistentRead=True,
+    )
+    items = got.get("Items", [])
+    return _record(items[0]) if items else None
+
+
+def previous_checkpoint_record(ddb: Any, table: str, tenant: str, size: int) -> CheckpointRecord | None:
+    """The newest checkpoint smaller than `size`."""
+    got = ddb.query(
+        TableName=table,
+        KeyConditionExpression="PK = :pk AND SK BETWEEN :a AND :b",
+        ExpressionAttributeValues=aws.to_item(
+            {":pk": keys.seal_pk(tenant), ":a": keys.checkpoint_sk(0), ":b": keys.checkpoint_sk(max(size - 1, 0))}
+        ),
+        ScanIndexForward=False,
+        Limit=1,
+        ConsistentRead=True,
+    )
+    items = [i for i in got.get("Items", []) if _record(i).size < size]
+    return _record(items[0]) if items else None
+
+
+def get_checkpoint_record(ddb: Any, table: str, tenant: str, size: int) -> CheckpointRecord | None:
+    got = ddb.get_item(
+        TableName=table,
+        Key=aws.to_item({"PK": keys.seal_pk(tenant), "SK": keys.checkpoint_sk(size)}),
+        ConsistentRead=True,
+    )
+    return _record(got["Item"]) if "Item" in got else None
+
+
+def list_checkpoint_records(
+    ddb: Any, table: str, tenant: str, before_size: int | None, limit: int
+) -> tuple[list[CheckpointRecord], int | None]:
+    """Newest first, sizes below `before_size` (None: from the newest); and where to continue."""
+    top = keys.MAX_SIZE if before_size is None else before_size - 1
+    if top < 0:
+        return [], None
+    got = ddb.query(
+        TableName=table,
+        KeyConditionExpression="PK = :pk AND SK BETWEEN :a AND :b",
+        ExpressionAttributeValues=aws.to_item(
+            {":pk": keys.seal_pk(tenant), ":a": keys.checkpoint_sk(0), ":b": keys.checkpoint_sk(top)}
+        ),
+        ScanIndexForward=False,
+        Limit=limit,
+        ConsistentRead=True,
+    )
+    records = [_record(i) for i in got.get("Items", [])]
+    more = "LastEvaluatedKey" in got and records
+    return records, (records[-1].size if more else None)
+
+
+def all_checkpoint_records(ddb: Any, table: str, tenant: str, page: int = 500) -> Iterator[CheckpointRecord]:
+    """Every checkpoint of the tenant, smallest first."""
+    start: dict[str, Any] | None = None
+    while True:
+        kwargs: dict[str, Any] = {
+            "TableName": table,
+            "KeyConditionExpression": "PK = :pk AND begins_with(SK, :sk)",
+            "ExpressionAttributeValues": aws.to_item(
+                {":pk": keys.seal_pk(tenant), ":sk": keys.CHECKPOINT_SK_PREFIX}
+            ),
+            "Limit": page,
+            "ConsistentRead": True,
+        }
+        if start:
+            kwargs["ExclusiveStartKey"] = start
+        got = ddb.query(**kwargs)
+        for item in got.get("Items", []):
+            yield _record(item)
+        start = got.get("LastEvaluatedKey")
+        if not start:
+            return
+
+
+def _record(raw: dict[str, Any]) -> CheckpointRecord:
+    item = aws.from_item(raw)
+    size = keys.size_of_checkpoint_sk(str(item["SK"]))
+    partials = {int(level): _bytes(data) for level, data in dict(item.get("partial_tiles", {})).items()}
+    return CheckpointRecord(
+        size=int(size if size is not None else item.get("size", 0)),
+        root=_bytes(item["root"]),
+        note=_bytes(item["note"]),
+        object_key=str(item.get("object_key", "")),
+        version_id=str(item.get("version_id", "")),
+        compact=CompactRange.from_bytes(_bytes(item["compact"])),
+        partial_tiles=partials,
+        last_hash=str(item.get("last_hash", "")),
+        create_time=str(item.get("create_time", "")),
+        key_name=str(item.get("key_name", "")),
+    )
+
+
+def _bytes(value: Any) -> bytes:
+    return bytes(value.value if hasattr(value, "value") else value)
+
+
+# --- S3: write-once objects ----------------------------------------------------------------------
+
+
+def put_once(s3: Any, bucket: str, key: str, body: bytes, retention_days: int) -> str:
+    """Write an object once with COMPLIANCE retention; returns its version id.
+
+    When the key exists already, the current bytes must equal `body` (a retried seal) and the
+    existing version id is returned; anything else is an ObjectConflict, never a second write.
+    """
+    try:
+        got = s3.put_object(
+            Bucket=bucket,
+            Key=key,
+            Body=body,
+            IfNoneMatch="*",
+            ObjectLockMode="COMPLIANCE",
+            ObjectLockRetainUntilDate=datetime.now(UTC) + timedelta(days=retention_days),
+        )
+        return str(got.get("VersionId", ""))
+    except Exception as exc:
+        if aws.error_code(exc) not in {"PreconditionFailed", "412", "ConditionalRequestConflict"}:
+            raise
+    existing = s3.get_object(Bucket=bucket, Key=key)
+    if existing["Body"].read() != body:
+        raise ObjectConflict(f"{key} exists with different bytes")
+    return str(existing.get("VersionId", ""))
+
+
+def put_tile(s3: Any, bucket: str, tenant: str, tile: TileId, data: bytes, retention_days: int) -> str:
+    return put_once(s3, bucket, keys.tile_object_key(tenant, tile), data, retention_days)
+
+
+def put_checkpoint_object(s3: Any, bucket: str, tenant: str, size: int, note: bytes, retention_days: int) -> tuple[
+    str, str
+]:
+    """Write the signed note of a checkpoint; returns (object key, version id)."""
+    key = keys.checkpoint_object_key(tenant, size)
+    return key, put_once(s3, bucket, key, note, retention_days)
+
+
+def put_verifier_keys(s3: Any, bucket: str, tenant: str, text: str) -> None:
+    """Publish the tenant's verifier keys (newest first) unless the current object already says so."""
+    key = keys.verifier_object_key(tenant)
+    body = text.encode()
+    try:
+        if s3.get_object(Bucket=bucket, Key=key)["Body"].read() == body:
+            return
+    except Exception as exc:
+        if aws.error_code(exc) not in {"NoSuchKey", "404"}:
+            raise
+    s3.put_object(Bucket=bucket, Key=key, Body=body, ContentType="text/plain")
+
+
+def read_verifier_keys(s3: Any, bucket: str, tenant: str) -> str:
+    return str(s3.get_object(Bucket=bucket, Key=keys.verifier_object_key(tenant))["Body"].read().decode())
+
+
+def read_checkpoint_object(s3: Any, bucket: str, object_key: str, version_id: str) -> bytes:
+    """A checkpoint note by its recorded version (never 'the latest')."""
+    return bytes(s3.get_object(Bucket=bucket, Key=object_key, VersionId=version_id)["Body"].read())
+
+
+def checkpoint_object_versions(s3: Any, bucket: str, object_key: str) -> list[str]:
+    """Every version id stored under a checkpoint key (more than one means someone wrote over it)."""
+    got = s3.list_object_versions(Bucket=bucket, Prefix=object_key)
+    return [str(v["VersionId"]) for v in got.get("Versions", []) if v.get("Key") == object_key]
+
+
+def read_checkpoint_versions(s3: Any, bucket: str, object_key: str) -> list[bytes]:
+    """The bytes of every version of a checkpoint key, oldest first (for export bundles)."""
+    got = s3.list_object_versions(Bucket=bucket, Prefix=object_key)
+    versions = [v for v in got.get("Versions", []) if v.get("Key") == object_key]
+    versions.sort(key=lambda v: v.get("LastModified") or datetime.min.replace(tzinfo=UTC))
+    return [read_checkpoint_object(s3, bucket, object_key, str(v["VersionId"])) for v in versions]
+
+
+class TileReads:
+    """Reads tiles of a sealed tree, counting S3 reads (the proofs' cost)."""
+
+    def __init__(self, s3: Any, bucket: str, tenant: str, sealed_size: int) -> None:
+        self._s3 = s3
+        self._bucket = bucket
+        self._tenant = tenant
+        self._sealed = sealed_size
+        self.reads = 0
+
+    def __call__(self, tile: TileId) -> bytes:
+        """A tile's body; a partial tile that was never written is cut from the wider tile that was.
+
+        Every tile of a checkpointed size exists; a tile of another size <= the sealed size is a
+        prefix of the same tile at the sealed size (full or partial), which does exist.
+        """
+        data = self._get(keys.tile_object_key(self._tenant, tile))
+        if data is not None:
+            return data
+        count = self._sealed >> (8 * tile.level)
+        width = max(0, min(TILE_WIDTH, count - tile.index * TILE_WIDTH))
+        if width < tile.width:
+            raise FailedPrecondition(f"tile {tile.path} is beyond the sealed tree of size {self._sealed}")
+        wider = self._get(keys.tile_object_key(self._tenant, TileId(tile.level, tile.index, width)))
+        if wider is None:
+            raise FailedPrecondition(f"tile {tile.path} is missing from the seal bucket")
+        return wider[: tile.width * 32]
+
+    def _get(self, key: str) -> bytes | None:
+        self.reads += 1
+        try:
+            return bytes(self._s3.get_object(Bucket=self._bucket, Key=key)["Body"].read())
+        except Exception as exc:
+            if aws.error_code(exc) in {"NoSuchKey", "404"}:
+                return None
+            raise

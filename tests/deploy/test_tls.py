@@ -1,0 +1,136 @@
+"""TLS on the gRPC endpoints: the local CA's certificates, and a real service process that serves only TLS."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import kubernetes_validate
+import pytest
+import yaml
+from cryptography import x509
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from services.kit import certs, embedded
+from tests.deploy.conftest import REPO
+
+SERVICE = "lifecyclezero.v1.LedgerService"
+ORIGIN = "lifecyclezero.test/ledger"
+
+
+def _san(cert_file: Path) -> x509.SubjectAlternativeName:
+    cert = x509.load_pem_x509_certificate(cert_file.read_bytes())
+    return cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+
+
+def _check(channel: grpc.Channel) -> int:
+    reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=SERVICE), timeout=2)
+    return int(reply.status)
+
+
+@pytest.fixture(scope="module")
+def ca_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    outdir = tmp_path_factory.mktemp("certs")
+    certs.generate(outdir, namespace="lifecyclezero")
+    return outdir
+
+
+@pytest.fixture(scope="module")
+def tls_ledger(ca_dir: Path, embedded_aws: embedded.Resources,
+               tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """`python -m services.ledger` with LZ_TLS_* set, on the session's embedded AWS; yields host:port."""
+    from services.tlog.note import generate_key
+
+    port = embedded.free_port()
+    state = tmp_path_factory.mktemp("tls")
+    _signer, verifier = generate_key(ORIGIN)
+    (state / "verifier.keys").write_text(verifier + "\n")
+    env = {**os.environ, **embedded.resources_env(embedded_aws), "LZ_PORT": str(port), "LZ_ORIGIN": ORIGIN,
+           "LZ_VERIFIER_KEY_FILE": str(state / "verifier.keys"),
+           "LZ_TLS_CERT_FILE": str(ca_dir / "ledger.crt"), "LZ_TLS_KEY_FILE": str(ca_dir / "ledger.key"),
+           "LZ_TLS_CA_FILE": str(ca_dir / "ca.crt")}
+    log = state / "ledger.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "services.ledger"], env=env, cwd=REPO, stdout=out,
+                                stderr=subprocess.STDOUT)
+    address = f"localhost:{port}"
+    creds = grpc.ssl_channel_credentials(root_certificates=(ca_dir / "ca.crt").read_bytes())
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"ledger exited {proc.returncode}: {log.read_text()[-2000:]}")
+            try:
+                with grpc.secure_channel(address, creds) as channel:
+                    if _check(channel) == health_pb2.HealthCheckResponse.SERVING:
+                        break
+            except grpc.RpcError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"ledger never served over TLS: {log.read_text()[-2000:]}")
+            time.sleep(0.2)
+        yield address
+    finally:
+        proc.terminate()
+        proc.wait(15)
+
+
+def test_certificate_names_the_service_and_loopback(ca_dir: Path) -> None:
+    """A service certificate is valid for its Kubernetes Service names, localhost, 127.0.0.1 and ::1."""
+    san = _san(ca_dir / "ledger.crt")
+    assert set(san.get_values_for_type(x509.DNSName)) == {
+        "ledger", "ledger.lifecyclezero", "ledger.lifecyclezero.svc", "ledger.lifecyclezero.svc.cluster.local",
+        "localhost"}
+    assert {str(ip) for ip in san.get_values_for_type(x509.IPAddress)} == {"127.0.0.1", "::1"}
+
+
+def test_private_keys_are_readable_by_the_owner_only(ca_dir: Path) -> None:
+    """The CA key and every service key are written 0600."""
+    for key in ca_dir.glob("*.key"):
+        assert key.stat().st_mode & 0o777 == 0o600, key
+
+
+def test_rerunning_keeps_the_ca(ca_dir: Path) -> None:
+    """Generating again reuses the existing CA, so certificates already handed out stay valid."""
+    before = (ca_dir / "ca.crt").read_bytes()
+    certs.issue(ca_dir, "assets")
+    assert (ca_dir / "ca.crt").read_bytes() == before
+
+
+def test_secrets_manifest_is_valid_kubernetes(ca_dir: Path) -> None:
+    """secrets.yaml holds one valid kubernetes.io/tls Secret per process, named as the manifests mount them."""
+    docs = list(yaml.safe_load_all((ca_dir / "secrets.yaml").read_text()))
+    assert {d["metadata"]["name"] for d in docs} == {f"lz-tls-{s}" for s in certs.SERVICES}
+    for doc in docs:
+        kubernetes_validate.validate(doc, "1.30.0", strict=True)
+        assert set(doc["data"]) == {"tls.crt", "tls.key", "ca.crt"}
+
+
+def test_health_check_succeeds_over_tls(tls_ledger: str, ca_dir: Path) -> None:
+    """A client trusting the local CA gets SERVING from the ledger's health service over TLS."""
+    creds = grpc.ssl_channel_credentials(root_certificates=(ca_dir / "ca.crt").read_bytes())
+    with grpc.secure_channel(tls_ledger, creds) as channel:
+        assert _check(channel) == health_pb2.HealthCheckResponse.SERVING
+
+
+def test_plaintext_is_refused(tls_ledger: str) -> None:
+    """A plaintext client cannot talk to the TLS-only ledger."""
+    with grpc.insecure_channel(tls_ledger) as channel, pytest.raises(grpc.RpcError) as info:
+        _check(channel)
+    assert info.value.code() == grpc.StatusCode.UNAVAILABLE
+
+
+def test_a_client_trusting_another_ca_is_refused(tls_ledger: str, tmp_path: Path) -> None:
+    """A client that does not trust the local CA cannot complete the handshake."""
+    other, _ = certs.load_or_create_ca(tmp_path)
+    from cryptography.hazmat.primitives import serialization
+
+    creds = grpc.ssl_channel_credentials(root_certificates=other.public_bytes(serialization.Encoding.PEM))
+    with grpc.secure_channel(tls_ledger, creds) as channel, pytest.raises(grpc.RpcError) as info:
+        _check(channel)
+    assert info.value.code() == grpc.StatusCode.UNAVAILABLE

@@ -1,0 +1,178 @@
+"""LedgerService over real processes: appends, reads, proofs and exports."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+import grpc
+import pytest
+
+from lifecyclezero.v1 import ledger_pb2
+from services.kit.auth import Role
+from services.tlog.events import parse_event
+from tests.ledger.helpers import append, event, export_bundle, lz_verify, seal_now, stubs, verifier_keys
+
+
+def test_append_returns_consecutive_seqs_from_one(new_tenant):
+    """AppendEvents gives the first events of a tenant seqs 1, 2, 3 in input order."""
+    ledger, _ = stubs(new_tenant)
+    reply = ledger.AppendEvents(
+        ledger_pb2.AppendEventsRequest(events=[event(n=i) for i in range(3)]),
+        metadata=new_tenant.metadata(Role.OPERATOR),
+    )
+    assert list(reply.seqs) == [1, 2, 3]
+
+
+def test_retried_request_id_returns_original_seqs(new_tenant):
+    """A retried AppendEvents with the same request_id returns the original seqs and appends nothing."""
+    ledger, _ = stubs(new_tenant)
+    request = ledger_pb2.AppendEventsRequest(events=[event(), event()], request_id=f"r-{uuid.uuid4().hex}")
+    first = ledger.AppendEvents(request, metadata=new_tenant.metadata(Role.OPERATOR))
+    second = ledger.AppendEvents(request, metadata=new_tenant.metadata(Role.OPERATOR))
+    listed = ledger.ListEvents(ledger_pb2.ListEventsRequest(), metadata=new_tenant.metadata())
+    assert list(second.seqs) == list(first.seqs) == [1, 2]
+    assert len(listed.events) == 2
+
+
+def test_event_records_the_caller_as_actor(new_tenant):
+    """An operator's appended event names the operator's token as actor, whatever the request says."""
+    ledger, _ = stubs(new_tenant)
+    request = ledger_pb2.AppendEventsRequest(events=[ledger_pb2.EventInput(action="a", actor="someone-else")])
+    seq = ledger.AppendEvents(request, metadata=new_tenant.metadata(Role.OPERATOR)).seqs[0]
+    got = ledger.GetEvent(ledger_pb2.GetEventRequest(seq=seq), metadata=new_tenant.metadata()).event
+    assert got.actor.startswith("token:")
+    assert parse_event(got.canonical).actor == got.actor
+
+
+def test_oversized_payload_is_invalid_argument(new_tenant):
+    """A payload above the size limit answers INVALID_ARGUMENT."""
+    ledger, _ = stubs(new_tenant)
+    with pytest.raises(grpc.RpcError) as err:
+        ledger.AppendEvents(
+            ledger_pb2.AppendEventsRequest(events=[event(blob="x" * 20_000)]),
+            metadata=new_tenant.metadata(Role.OPERATOR),
+        )
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_deep_payload_is_invalid_argument(new_tenant):
+    """A payload nested deeper than the limit answers INVALID_ARGUMENT."""
+    ledger, _ = stubs(new_tenant)
+    nested: dict = {"leaf": 1}
+    for _ in range(12):
+        nested = {"n": nested}
+    with pytest.raises(grpc.RpcError) as err:
+        ledger.AppendEvents(
+            ledger_pb2.AppendEventsRequest(events=[event(deep=nested)]), metadata=new_tenant.metadata(Role.OPERATOR)
+        )
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_viewer_cannot_append(new_tenant):
+    """A viewer's AppendEvents is PERMISSION_DENIED."""
+    ledger, _ = stubs(new_tenant)
+    with pytest.raises(grpc.RpcError) as err:
+        ledger.AppendEvents(ledger_pb2.AppendEventsRequest(events=[event()]), metadata=new_tenant.metadata(Role.VIEWER))
+    assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
+
+
+def test_list_events_pages_through_everything(new_tenant):
+    """ListEvents pages return every event once, in seq order."""
+    append(new_tenant, 25)
+    ledger, _ = stubs(new_tenant)
+    seen, token = [], ""
+    while True:
+        page = ledger.ListEvents(ledger_pb2.ListEventsRequest(page_size=10, page_token=token),
+                                 metadata=new_tenant.metadata())
+        seen.extend(e.seq for e in page.events)
+        token = page.next_page_token
+        if not token:
+            break
+    assert seen == list(range(1, 26))
+
+
+def test_asset_events_list_custody_of_one_asset(new_tenant):
+    """ListAssetEvents returns only the events whose subject is that asset, in order."""
+    ledger, _ = stubs(new_tenant)
+    events = [event(subject="asset:a1"), event(subject="asset:a2"), event(subject="asset:a1"), event(subject="x")]
+    ledger.AppendEvents(ledger_pb2.AppendEventsRequest(events=events), metadata=new_tenant.metadata(Role.OPERATOR))
+    got = ledger.ListAssetEvents(ledger_pb2.ListAssetEventsRequest(asset_id="a1"), metadata=new_tenant.metadata())
+    assert [e.seq for e in got.events] == [1, 3]
+
+
+def test_exported_proof_verifies_with_lz_verify(new_tenant, tmp_path: Path):
+    """ExportProof's tlog-proof and entry verify offline with lz-verify and the tenant's verifier key."""
+    append(new_tenant, 300)
+    seal_now(new_tenant)
+    ledger, _ = stubs(new_tenant)
+    reply = ledger.ExportProof(ledger_pb2.ExportProofRequest(seq=123), metadata=new_tenant.metadata())
+    (tmp_path / "entry").write_bytes(reply.entry)
+    (tmp_path / "proof").write_bytes(reply.tlog_proof)
+    result = lz_verify("proof", "--key", verifier_keys(new_tenant)[0], "--entry", str(tmp_path / "entry"),
+                       str(tmp_path / "proof"))
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_consistency_proof_verifies_with_lz_verify(new_tenant, tmp_path: Path):
+    """A consistency proof between two checkpoints from the service verifies with lz-verify."""
+    append(new_tenant, 100)
+    old = seal_now(new_tenant)
+    append(new_tenant, 700)
+    new = seal_now(new_tenant)
+    ledger, _ = stubs(new_tenant)
+    proof = ledger.GetConsistencyProof(
+        ledger_pb2.GetConsistencyProofRequest(first_tree_size=old.tree_size, second_tree_size=new.tree_size),
+        metadata=new_tenant.metadata(),
+    )
+    (tmp_path / "old").write_bytes(old.signed_note)
+    (tmp_path / "new").write_bytes(new.signed_note)
+    from services.tlog.proof import format_consistency_proof
+
+    (tmp_path / "proof").write_bytes(format_consistency_proof(list(proof.hashes)))
+    result = lz_verify("consistency", "--key", verifier_keys(new_tenant)[0], str(tmp_path / "old"),
+                       str(tmp_path / "new"), str(tmp_path / "proof"))
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_inclusion_proof_at_an_older_size_verifies(new_tenant):
+    """GetInclusionProof at a checkpoint size below the newest verifies against that checkpoint's root."""
+    from services.tlog.merkle import leaf_hash, verify_inclusion
+
+    append(new_tenant, 260)
+    old = seal_now(new_tenant)
+    append(new_tenant, 40)
+    seal_now(new_tenant)
+    ledger, _ = stubs(new_tenant)
+    proof = ledger.GetInclusionProof(ledger_pb2.GetInclusionProofRequest(seq=7, tree_size=old.tree_size),
+                                     metadata=new_tenant.metadata())
+    entry = ledger.GetEvent(ledger_pb2.GetEventRequest(seq=7), metadata=new_tenant.metadata()).event.canonical
+    verify_inclusion(leaf_hash(entry), 6, old.tree_size, list(proof.hashes), old.root_hash)
+    assert proof.root_hash == old.root_hash
+
+
+def test_exported_bundle_verifies_with_lz_verify(new_tenant, tmp_path: Path):
+    """ExportBundle's files verify offline with lz-verify bundle."""
+    append(new_tenant, 90)
+    seal_now(new_tenant)
+    append(new_tenant, 300)
+    seal_now(new_tenant)
+    append(new_tenant, 5)
+    bundle = export_bundle(new_tenant, tmp_path / "b")
+    result = lz_verify("bundle", "--key", verifier_keys(new_tenant)[0], str(bundle))
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_verify_ledger_full_and_since_checkpoint_pass_on_honest_data(new_tenant):
+    """VerifyLedger passes in both modes on an untouched ledger."""
+    from tests.ledger.helpers import verify_ledger
+
+    append(new_tenant, 300)
+    seal_now(new_tenant)
+    append(new_tenant, 30)
+    seal_now(new_tenant)
+    append(new_tenant, 3)
+    full = verify_ledger(new_tenant)
+    since = verify_ledger(new_tenant, ledger_pb2.VERIFY_MODE_SINCE_CHECKPOINT)
+    assert (full.ok, full.events_checked, full.tree_size) == (True, 333, 333), full
+    assert (since.ok, since.events_checked) == (True, 3), since
