@@ -10,7 +10,7 @@ PROTOS := $(wildcard $(PROTO_DIR)/lifecyclezero/v1/*.proto)
 PYTEST_ARGS ?=
 BUF := .tools/node_modules/.bin/buf
 
-.PHONY: help install proto test test-fast lint up demo bench bench-quick clean
+.PHONY: help install proto test lint up demo bench bench-quick certs deploy-render deploy-check clean
 
 help:
 	@echo "make demo        see the whole system work (embedded AWS, services, a simulated fleet)"
@@ -19,6 +19,8 @@ help:
 	@echo "make lint        ruff, mypy and buf lint"
 	@echo "make proto       regenerate the gRPC code from protos/"
 	@echo "make bench       benchmarks and the report in bench-results/"
+	@echo "make certs       a local CA and per-service TLS certificates in .lz/certs"
+	@echo "make deploy-check  render both kustomize overlays and cfn-lint the template"
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -55,6 +57,17 @@ bench: $(STAMP)
 
 bench-quick: $(STAMP)
 	$(BIN)/python -m benchmarks.run --out bench-results --quick
+
+certs: $(STAMP)
+	$(BIN)/python -m services.kit.certs .lz/certs
+
+deploy-render: $(STAMP)
+	$(BIN)/python -m deploy.aws.render --write
+
+deploy-check: $(STAMP)
+	kubectl kustomize deploy/k8s/overlays/local >/dev/null
+	kubectl kustomize deploy/k8s/overlays/aws >/dev/null
+	$(BIN)/cfn-lint deploy/aws/lifecyclezero.yaml
 
 clean:
 	rm -rf $(VENV) .tools .lz bench-results .mypy_cache .ruff_cache .pytest_cache

@@ -492,6 +492,8 @@ class AssetStore:
             raise bad from None
         if not isinstance(cursors, dict) or not cursors:
             raise bad
+        # Shard partitions `TENANT#t#TELEMETRY#SHARD#k`, built by ingest's keys only.
+        telemetry_prefix = ingest_keys.telemetry_pk(tenant_id, 0)[:-1]
         for severity, cursor in cursors.items():
             if severity not in ingest_keys.SEVERITIES:
                 raise bad
@@ -503,7 +505,7 @@ class AssetStore:
                 raise bad
             if cursor["GSI2PK"] != ingest_keys.alert_gsi2pk(tenant_id, severity):
                 raise bad
-            if not cursor["PK"].startswith(f"{keys.tenant_pk(tenant_id)}#TELEMETRY#"):
+            if not cursor["PK"].startswith(telemetry_prefix):
                 raise bad
         return cursors
 

@@ -18,7 +18,7 @@ from tests.assets.conftest import Assets
 from tests.conftest import TenantHandle
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def victim(stack: Any) -> Iterator[Assets]:
     """A second tenant with one asset that has an isolation pending."""
     assert stack.resources is not None
