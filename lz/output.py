@@ -12,6 +12,7 @@ from contextlib import contextmanager, nullcontext
 from typing import Any
 
 from google.protobuf import json_format
+from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 from lifecyclezero.v1 import common_pb2
@@ -43,10 +44,36 @@ _SEVERITY_STYLES: dict[int, str] = {
 
 
 def to_dict(message: Message) -> dict[str, Any]:
-    """A message as JSON-ready data: proto field names, every field present, enums by proto name."""
-    return json_format.MessageToDict(
+    """A message as JSON-ready data: proto field names, every field present, enums by proto name.
+
+    64-bit integers come out as JSON numbers, not the proto3 JSON mapping's strings, so scripts can
+    compare `sealed_through` or `first_bad_seq` without converting (sequence numbers stay far below 2^53).
+    """
+    data = json_format.MessageToDict(
         message, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
     )
+    return _int64_as_numbers(message.DESCRIPTOR, data)
+
+
+_INT64_TYPES = {
+    FieldDescriptor.TYPE_INT64, FieldDescriptor.TYPE_UINT64, FieldDescriptor.TYPE_SINT64,
+    FieldDescriptor.TYPE_FIXED64, FieldDescriptor.TYPE_SFIXED64,
+}
+
+
+def _int64_as_numbers(descriptor: Any, data: dict[str, Any]) -> dict[str, Any]:
+    for field in descriptor.fields:
+        if field.name not in data:
+            continue
+        value = data[field.name]
+        if field.type in _INT64_TYPES:
+            data[field.name] = [int(v) for v in value] if isinstance(value, list) else int(value)
+        elif field.type == FieldDescriptor.TYPE_MESSAGE and field.message_type.full_name.startswith("lifecyclezero."):
+            if isinstance(value, list):
+                data[field.name] = [_int64_as_numbers(field.message_type, v) for v in value]
+            elif isinstance(value, dict):
+                data[field.name] = _int64_as_numbers(field.message_type, value)
+    return data
 
 
 def _prefix(enum_name: str) -> str:

@@ -53,7 +53,7 @@ async def make_service(settings: AssetsSettings) -> Service:
         cache_seconds=settings.server.auth_cache_seconds,
     )
     # The embedded endpoint (moto) does not isolate concurrent transactions; see AssetStore.
-    store = AssetStore(ddb, settings.aws.table_name, serialize_writes=bool(settings.aws.endpoint_url))
+    store = AssetStore(ddb, settings.aws.table_name)
     nudger = Nudger(settings.ingest_addresses, settings.server)
 
     async def check_ready() -> None:

@@ -8,13 +8,11 @@ custody record commit together or not at all. See ACCESS_PATTERNS.md.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import random
-import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
 from typing import Any, Generic, TypeVar
 
@@ -93,26 +91,11 @@ class Conflict(Exception):
 
 
 class AssetStore:
-    """Tenants, assets and commands in the one table.
+    """Tenants, assets and commands in the one table."""
 
-    `serialize_writes` runs this process's conditional writes one at a time. The embedded AWS
-    endpoint (moto) does not isolate concurrent TransactWriteItems from each other (a cancelled
-    transaction restores a table snapshot taken before it began), so the local stack turns this on;
-    real DynamoDB does not need it.
-    """
-
-    def __init__(self, ddb: Any, table: str, *, serialize_writes: bool = False) -> None:
+    def __init__(self, ddb: Any, table: str) -> None:
         self.ddb = ddb
         self.table = table
-        self._lock: threading.Lock | None = threading.Lock() if serialize_writes else None
-
-    @contextlib.contextmanager
-    def _writing(self) -> Iterator[None]:
-        if self._lock is None:
-            yield
-            return
-        with self._lock:
-            yield
 
     # --- tenants ----------------------------------------------------------------------------------
 
@@ -124,9 +107,8 @@ class AssetStore:
         tenant = Tenant(tenant_id, domain.validate_display_name(display_name), when, sha256_hex(secret), when)
         item = {"PK": pk, "SK": keys.METADATA_SK, **_tenant_attrs(tenant), "create_request_id": request_id}
         try:
-            with self._writing():
-                self.ddb.put_item(TableName=self.table, Item=aws.to_item(item),
-                                  ConditionExpression="attribute_not_exists(SK)")
+            self.ddb.put_item(TableName=self.table, Item=aws.to_item(item),
+                              ConditionExpression="attribute_not_exists(SK)")
         except self.ddb.exceptions.ConditionalCheckFailedException:
             raise AlreadyExists(f"tenant {tenant_id} already exists") from None
         try:
@@ -153,14 +135,13 @@ class AssetStore:
         secret = new_secret()
         digest = sha256_hex(secret)
         try:
-            with self._writing():
-                self.ddb.update_item(
-                    TableName=self.table,
-                    Key=aws.to_item({"PK": keys.tenant_pk(tenant_id), "SK": keys.METADATA_SK}),
-                    UpdateExpression="SET enrollment_sha256 = :h, enrollment_create_time = :t",
-                    ConditionExpression="attribute_exists(SK)",
-                    ExpressionAttributeValues=aws.to_item({":h": digest, ":t": domain.format_ts(domain.now())}),
-                )
+            self.ddb.update_item(
+                TableName=self.table,
+                Key=aws.to_item({"PK": keys.tenant_pk(tenant_id), "SK": keys.METADATA_SK}),
+                UpdateExpression="SET enrollment_sha256 = :h, enrollment_create_time = :t",
+                ConditionExpression="attribute_exists(SK)",
+                ExpressionAttributeValues=aws.to_item({":h": digest, ":t": domain.format_ts(domain.now())}),
+            )
         except self.ddb.exceptions.ConditionalCheckFailedException:
             raise NotFound(f"tenant {tenant_id} does not exist") from None
         return secret, domain.fingerprint(digest)
@@ -189,9 +170,8 @@ class AssetStore:
     def create_asset(self, tenant_id: str, asset: Asset) -> Asset:
         """Store a new asset; a retry with the same request id answers the stored asset."""
         try:
-            with self._writing():
-                self.ddb.put_item(TableName=self.table, Item=aws.to_item(_asset_item(tenant_id, asset)),
-                                  ConditionExpression="attribute_not_exists(SK)")
+            self.ddb.put_item(TableName=self.table, Item=aws.to_item(_asset_item(tenant_id, asset)),
+                              ConditionExpression="attribute_not_exists(SK)")
         except self.ddb.exceptions.ConditionalCheckFailedException:
             existing = self.get_asset(tenant_id, asset.asset_id)
             if asset.create_request_id and existing.create_request_id == asset.create_request_id:
@@ -397,8 +377,7 @@ class AssetStore:
     def commit(self, prepared: Prepared[Any]) -> None:
         """Write a prepared transaction; a lost race (any condition) raises `Conflict` for a fresh attempt."""
         try:
-            with self._writing():
-                self.ddb.transact_write_items(TransactItems=prepared.transact_items)
+            self.ddb.transact_write_items(TransactItems=prepared.transact_items)
         except botocore.exceptions.ClientError as exc:
             code = aws.error_code(exc)
             if code == "TransactionCanceledException" or ledger_store.is_append_conflict(exc):
@@ -525,8 +504,7 @@ class AssetStore:
                     break
                 changed = replace(changed, version=asset.version + 1)
                 try:
-                    with self._writing():
-                        self.ddb.put_item(**self._put_asset_if_unchanged(tenant_id, changed, asset)["Put"])
+                    self.ddb.put_item(**self._put_asset_if_unchanged(tenant_id, changed, asset)["Put"])
                 except self.ddb.exceptions.ConditionalCheckFailedException:
                     _backoff(attempt)
                     continue

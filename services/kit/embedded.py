@@ -1,5 +1,8 @@
 """The embedded AWS endpoint: moto in server mode on loopback, started and provisioned by the project.
 
+The server is `services.kit.moto_endpoint` (moto's app with DynamoDB requests serialised, because moto
+does not isolate concurrent transactions the way DynamoDB does).
+
 Local runs and tests use the same boto3 calls as production against this endpoint. It holds the one
 table, the seal bucket (Object Lock, COMPLIANCE default retention, versioning), and the heartbeat
 queue with its dead-letter queue. With `iam=True` moto enforces IAM on every call after the
@@ -51,12 +54,12 @@ def start_endpoint(port: int = 0, *, iam_after_calls: int | None = None, log_fil
 ]:
     """Start moto server on loopback and wait until it answers; returns the process and its URL."""
     port = port or free_port()
-    env = {**os.environ, **EMBEDDED_CREDENTIALS, "AWS_DEFAULT_REGION": REGION}
+    env = {**os.environ, **EMBEDDED_CREDENTIALS, "AWS_DEFAULT_REGION": REGION, "MOTO_PORT": str(port)}
     if iam_after_calls is not None:
         env["INITIAL_NO_AUTH_ACTION_COUNT"] = str(iam_after_calls)
     out = open(log_file, "ab") if log_file else subprocess.DEVNULL  # noqa: SIM115 - handed to the child
     proc = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        [sys.executable, "-m", "services.kit.moto_endpoint", "127.0.0.1", str(port)],
         stdout=out,
         stderr=subprocess.STDOUT,
         env=env,

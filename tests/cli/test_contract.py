@@ -154,7 +154,7 @@ def test_alerts_json_has_contract_keys(fake_lz: Lz) -> None:
     data = fake_lz("alerts", "list", "--severity", "critical", "--json").json()
     assert data["alerts"] == [
         {"asset_id": "ws-1", "rule_id": "exposed-engine", "severity": "SEVERITY_CRITICAL",
-         "summary": "Ollama listens on 0.0.0.0:11434", "heartbeat_seq": "0"}
+         "summary": "Ollama listens on 0.0.0.0:11434", "heartbeat_seq": 0}
     ]
 
 
@@ -172,13 +172,13 @@ def test_verify_failure_json_is_exit_1(fake_lz: Lz, fakes: tuple[Fakes, str]) ->
     result = fake_lz("ledger", "verify", "--json")
     assert result.code == 1
     data = json.loads(result.out)
-    assert data["ok"] is False and data["first_bad_seq"] == "2" and "event 2" in data["reason"]
+    assert data["ok"] is False and data["first_bad_seq"] == 2 and "event 2" in data["reason"]
 
 
 def test_verify_ok_json(fake_lz: Lz) -> None:
     """`ledger verify --json` of a sound ledger has ok true and exits 0."""
     data = fake_lz("ledger", "verify", "--json").json()
-    assert data["ok"] is True and data["first_bad_seq"] == "0" and data["reason"] == ""
+    assert data["ok"] is True and data["first_bad_seq"] == 0 and data["reason"] == ""
 
 
 def test_proof_writes_both_files(fake_lz: Lz, tmp_path: Path) -> None:
@@ -232,7 +232,7 @@ def test_export_into_a_file_is_exit_2(fake_lz: Lz, tmp_path: Path) -> None:
 def test_seal_status_json_keys(fake_lz: Lz) -> None:
     """`seal status --json` has sealed_through, pending and lag_seconds."""
     data = fake_lz("seal", "status", "--json").json()
-    assert data == {"sealed_through": "3", "pending": "2", "lag_seconds": 4.5, "ledger_size": "5"}
+    assert data == {"sealed_through": 3, "pending": 2, "lag_seconds": 4.5, "ledger_size": 5}
 
 
 def test_seal_status_table(fake_lz: Lz) -> None:

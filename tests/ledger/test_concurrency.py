@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import threading
+
+import pytest
 from concurrent.futures import ThreadPoolExecutor
 
 from lifecyclezero.v1 import ledger_pb2, ledger_pb2_grpc
@@ -19,6 +21,7 @@ DIRECT_WRITERS = 2
 DIRECT_APPENDS = 25
 
 
+@pytest.mark.slow
 def test_concurrent_writers_build_one_chain(new_tenant):
     """32 writers x 500 appends through the service, raced by direct store writers, make one gapless chain."""
     res = new_tenant.stack.resources
@@ -41,7 +44,8 @@ def test_concurrent_writers_build_one_chain(new_tenant):
         mine = []
         for i in range(DIRECT_APPENDS):
             draft = store.EventDraft("direct", "test.direct", "", {"w": w, "i": i})
-            mine.extend(store.append_events(ddb, res.table_name, new_tenant.tenant, [draft]))
+            seqs, _ = store.append(ddb, res.table_name, new_tenant.tenant, [store.AppendGroup([draft])], max_attempts=2000)
+            mine.extend(seqs[0])
         with lock:
             got.extend(mine)
 
