@@ -38,13 +38,13 @@ UNAVAILABLE_ERRORS = (
 
 def client(settings: AwsSettings, service: str, **config: Any) -> Any:
     """A boto3 client with short timeouts, so an outage shows as UNAVAILABLE instead of a hang."""
-    cfg = botocore.config.Config(
-        connect_timeout=2,
-        read_timeout=10,
-        retries={"max_attempts": 3, "mode": "standard"},
-        max_pool_connections=64,
-        **config,
-    )
+    defaults: dict[str, Any] = {
+        "connect_timeout": 2,
+        "read_timeout": 10,
+        "retries": {"max_attempts": 3, "mode": "standard"},
+        "max_pool_connections": 64,
+    }
+    cfg = botocore.config.Config(**{**defaults, **config})
     kwargs: dict[str, Any] = {"region_name": settings.region, "config": cfg}
     if settings.endpoint_url:
         kwargs["endpoint_url"] = settings.endpoint_url

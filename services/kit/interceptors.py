@@ -202,12 +202,11 @@ class _Call:
             started = time.perf_counter()
             code = grpc.StatusCode.OK
             try:
-                token = auth.bind_principal(await self._principal())
-                try:
-                    async for response in behavior(request, context):
-                        yield response
-                finally:
-                    auth.unbind_principal(token)
+                # Each RPC runs in its own task, so the binding dies with it; a stream that the client
+                # cancels is finalised from another context, where resetting the variable would fail.
+                auth.bind_principal(await self._principal())
+                async for response in behavior(request, context):
+                    yield response
             except DomainError as error:
                 code = status_for(error)[0]
                 await abort_with(context, error)

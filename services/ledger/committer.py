@@ -40,6 +40,7 @@ class GroupCommitter:
         self._ddb = ddb
         self._table = table
         self._queues: dict[str, _Queue] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
         self.transactions = 0
 
     async def append(self, tenant: str, drafts: Sequence[store.EventDraft], request_id: str = "") -> list[int]:
@@ -50,7 +51,9 @@ class GroupCommitter:
         queue.calls.append(_Call(store.AppendGroup(tuple(drafts), request_id), done))
         if not queue.draining:
             queue.draining = True
-            asyncio.create_task(self._drain(tenant, queue))
+            task = asyncio.create_task(self._drain(tenant, queue))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
         return await done
 
     async def _drain(self, tenant: str, queue: _Queue) -> None:

@@ -1,7 +1,10 @@
 """LedgerService: thin, decode -> call -> encode. The tenant comes from the credential, never a field."""
 
+# ruff: noqa: N802 - method names are the RPC names gRPC dispatches on
+
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any, TypeAlias
@@ -30,15 +33,12 @@ def event_message(event: store.StoredEvent) -> common_pb2.LedgerEvent:
     message = common_pb2.LedgerEvent(
         seq=event.seq, actor=event.actor, action=event.action, subject=event.subject, canonical=event.canonical
     )
-    try:
+    # A damaged item is still shown, with what its attributes say.
+    with contextlib.suppress(TlogError, ValueError):
         message.payload.update(parse_event(event.canonical).payload)
-    except (TlogError, ValueError):
-        pass  # a damaged item is still shown, with what its attributes say
     for field, value in (("prev_hash", event.prev_hash), ("hash", event.hash_hex)):
-        try:
+        with contextlib.suppress(ValueError):
             setattr(message, field, bytes.fromhex(value))
-        except ValueError:
-            pass
     if event.ts:
         try:
             when = datetime.strptime(event.ts, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)

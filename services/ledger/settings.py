@@ -25,9 +25,9 @@ class SealAccess:
 
 @dataclass(frozen=True)
 class LedgerSettings:
-    server: s.ServerSettings = s.nested(s.ServerSettings)
-    aws: s.AwsSettings = s.nested(s.AwsSettings)
-    seals: SealAccess = s.nested(SealAccess)
+    server: s.ServerSettings = s.nested(s.ServerSettings)  # noqa: RUF009 - read by settings.load
+    aws: s.AwsSettings = s.nested(s.AwsSettings)  # noqa: RUF009 - read by settings.load
+    seals: SealAccess = s.nested(SealAccess)  # noqa: RUF009 - read by settings.load
 
 
 def load_settings() -> LedgerSettings:

@@ -396,7 +396,7 @@ def list_events(
     return events, (events[-1].seq + 1 if more else None)
 
 
-def events_between(
+def events_between(  # noqa: PLR0917 - called positionally through aws.call
     ddb: Any, table: str, tenant: str, first: int, last: int, page: int = 1000
 ) -> Iterator[StoredEvent]:
     """Events with first <= seq <= last in seq order, read page by page (stored order, not checked)."""
@@ -423,7 +423,7 @@ def events_between(
             return
 
 
-def list_asset_events(
+def list_asset_events(  # noqa: PLR0917 - called positionally through aws.call
     ddb: Any, table: str, tenant: str, asset_id: str, after_seq: int, limit: int
 ) -> tuple[list[StoredEvent], int | None]:
     """Custody events of one asset in seq order (GSI1), after `after_seq`; and where to continue."""

@@ -1,5 +1,7 @@
 """SealerService: thin, decode -> call -> encode; the tenant comes from the credential."""
 
+# ruff: noqa: N802 - method names are the RPC names gRPC dispatches on
+
 from __future__ import annotations
 
 from datetime import UTC, datetime

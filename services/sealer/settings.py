@@ -32,9 +32,9 @@ class SealSettings:
 
 @dataclass(frozen=True)
 class SealerSettings:
-    server: s.ServerSettings = s.nested(s.ServerSettings)
-    aws: s.AwsSettings = s.nested(s.AwsSettings)
-    seal: SealSettings = s.nested(SealSettings)
+    server: s.ServerSettings = s.nested(s.ServerSettings)  # noqa: RUF009 - read by settings.load
+    aws: s.AwsSettings = s.nested(s.AwsSettings)  # noqa: RUF009 - read by settings.load
+    seal: SealSettings = s.nested(SealSettings)  # noqa: RUF009 - read by settings.load
 
 
 def load_settings() -> SealerSettings:

@@ -207,11 +207,11 @@ def put_once(s3: Any, bucket: str, key: str, body: bytes, retention_days: int) -
     return str(existing.get("VersionId", ""))
 
 
-def put_tile(s3: Any, bucket: str, tenant: str, tile: TileId, data: bytes, retention_days: int) -> str:
+def put_tile(s3: Any, bucket: str, tenant: str, tile: TileId, data: bytes, retention_days: int) -> str:  # noqa: PLR0917
     return put_once(s3, bucket, keys.tile_object_key(tenant, tile), data, retention_days)
 
 
-def put_checkpoint_object(s3: Any, bucket: str, tenant: str, size: int, note: bytes, retention_days: int) -> tuple[
+def put_checkpoint_object(s3: Any, bucket: str, tenant: str, size: int, note: bytes, retention_days: int) -> tuple[  # noqa: PLR0917
     str, str
 ]:
     """Write the signed note of a checkpoint; returns (object key, version id)."""

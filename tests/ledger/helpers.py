@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from google.protobuf import struct_pb2
-
 from lifecyclezero.v1 import ledger_pb2, ledger_pb2_grpc, sealer_pb2, sealer_pb2_grpc
+
 from services.kit.auth import Role
 
 

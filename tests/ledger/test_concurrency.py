@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import threading
-
-import pytest
 from concurrent.futures import ThreadPoolExecutor
 
+import pytest
 from lifecyclezero.v1 import ledger_pb2, ledger_pb2_grpc
+
 from services.kit import aws
 from services.kit.auth import Role
 from services.kit.settings import AwsSettings
@@ -44,7 +44,8 @@ def test_concurrent_writers_build_one_chain(new_tenant):
         mine = []
         for i in range(DIRECT_APPENDS):
             draft = store.EventDraft("direct", "test.direct", "", {"w": w, "i": i})
-            seqs, _ = store.append(ddb, res.table_name, new_tenant.tenant, [store.AppendGroup([draft])], max_attempts=2000)
+            group = [store.AppendGroup([draft])]
+            seqs, _ = store.append(ddb, res.table_name, new_tenant.tenant, group, max_attempts=2000)
             mine.extend(seqs[0])
         with lock:
             got.extend(mine)

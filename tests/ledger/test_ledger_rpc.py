@@ -7,8 +7,8 @@ from pathlib import Path
 
 import grpc
 import pytest
-
 from lifecyclezero.v1 import ledger_pb2
+
 from services.kit.auth import Role
 from services.tlog.events import parse_event
 from tests.ledger.helpers import append, event, export_bundle, lz_verify, seal_now, stubs, verifier_keys
