@@ -14,7 +14,6 @@ from services.kit.errors import ConfigError
 from services.ledger.settings import LedgerSettings
 from services.tlog.note import generate_key
 
-
 BASE = {"LZ_BUCKET_NAME": "seals", "LZ_ORIGIN": "test.example/ledger",
         "LZ_SIGNING_KEY": generate_key("test.example/ledger")[0]}
 
