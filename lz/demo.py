@@ -257,7 +257,7 @@ class Demo:
         }
         services = ", ".join(f"{name} {addr}" for name, addr in self.stack.addresses.items())
         return [f"embedded AWS {self.stack.resources.endpoint_url}; {services}; risk worker "
-                f"({len(self.stack.procs)} processes, free ports, state in {self.stack.state_dir})"]
+                f"(free ports, state in {self.stack.state_dir})"]
 
     def create_tenant(self) -> list[str]:
         assert self.stack is not None
@@ -644,6 +644,8 @@ def run_demo(console: Console, workdir: Path, fleet_size: int = FLEET_SIZE,
     console.print()
     if ok:
         console.print(f"[bold green]demo passed:[/] {passed}/{len(STEPS)} steps in {total:.1f}s", soft_wrap=True)
+    elif interrupted:
+        console.print(f"[bold yellow]demo interrupted[/] after {total:.1f}s; logs kept in {workdir}", soft_wrap=True)
     else:
         console.print(f"[bold red]demo FAILED:[/] {passed}/{len(STEPS)} steps passed in {total:.1f}s; "
                       f"logs kept in {workdir}", soft_wrap=True)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import itertools
 import os
 import random
@@ -79,23 +80,28 @@ def kill9(stack: Stack, name: str) -> None:
     proc.wait(10)
 
 
-def restart(stack: Stack, name: str, timeout: float = 30.0) -> None:
-    """Start a killed process again on its old port and wait until it reports SERVING."""
+def restart(stack: Stack, name: str, timeout: float = 90.0) -> int:
+    """Start a killed process again on its old port, wait until it reports SERVING; the start attempts it took.
+
+    A start that exits at once (its port still taken) is tried again until `timeout`.
+    """
     port = int(stack.addresses[name].rsplit(":", 1)[1]) if name in stack.addresses else None
     deadline = time.monotonic() + timeout
-    while True:  # the old socket may linger for a moment after SIGKILL
-        stack.start_process(name, MODULES[name], port=port)
+    attempts = 0
+    while True:
+        attempts += 1
+        proc = stack.start_process(name, MODULES[name], port=port)
+        time.sleep(0.3)
         if port is None:
-            time.sleep(0.5)
-            assert stack.procs[name].poll() is None, f"{name} exited at restart"
-            return
-        try:
-            stack.wait_serving(max(1.0, deadline - time.monotonic()), names=[name])
-            return
-        except RuntimeError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.5)
+            assert proc.poll() is None, f"{name} exited at restart"
+            return attempts
+        while proc.poll() is None and health(stack.addresses[name], SERVICES[name]) != 1:
+            assert time.monotonic() < deadline, f"{name} did not report SERVING after its restart"
+            time.sleep(0.1)
+        if proc.poll() is None:
+            return attempts
+        assert time.monotonic() < deadline, f"{name} could not start again within {timeout:.0f}s"
+        time.sleep(1.0)
 
 
 def health(address: str, service: str = "") -> int:
@@ -274,8 +280,6 @@ class ChangingSource:
     async def snapshot(self) -> Snapshot:
         inventory = common_pb2.Inventory(hostname=self.hostname, os=f"linux build {next(self.counter)}")
         data = inventory.SerializeToString(deterministic=True)
-        import hashlib
-
         return Snapshot(hashlib.sha256(data).hexdigest(), data)
 
 
@@ -340,8 +344,6 @@ class _Fixed:
     def __init__(self, hostname: str) -> None:
         inventory = common_pb2.Inventory(hostname=hostname, os="linux")
         data = inventory.SerializeToString(deterministic=True)
-        import hashlib
-
         self._snapshot = Snapshot(hashlib.sha256(data).hexdigest(), data)
 
     async def snapshot(self) -> Snapshot:

@@ -252,3 +252,30 @@ def _assert_orders_atomic(store: Store, tenant: str, asset_ids: list[str]) -> No
         commands = [k for k in items if k[1].startswith(f"CMD#{asset_id}#")]
         custody = [e for e in events if e.subject == f"asset:{asset_id}" and e.action == "asset.isolate.requested"]
         assert (len(commands), len(custody)) == ((1, 1) if pending else (0, 0)), (asset_id, snapshot, commands)
+
+
+def test_a_service_killed_with_clients_connected_starts_again_on_its_port_at_once(crash_stack, tenant):
+    """A service killed with -9 while calls are in flight binds its port again on the first start attempt."""
+    stop = threading.Event()
+
+    def load() -> None:
+        with grpc.insecure_channel(crash_stack.addresses["assets"]) as channel:
+            stub = assets_pb2_grpc.AssetServiceStub(channel)
+            while not stop.is_set():
+                try:
+                    stub.ListAssets(assets_pb2.ListAssetsRequest(), metadata=tenant.metadata(Role.VIEWER), timeout=2)
+                except grpc.RpcError:
+                    time.sleep(0.05)
+
+    threads = [threading.Thread(target=load, daemon=True) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    try:
+        time.sleep(1.0)
+        kill9(crash_stack, "assets")
+        attempts = restart(crash_stack, "assets")
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(10)
+    assert attempts == 1, f"assets needed {attempts} start attempts: its port stayed 'in use' after the crash"

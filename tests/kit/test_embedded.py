@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from typing import Any
@@ -44,10 +45,8 @@ def test_a_cancelled_transaction_keeps_concurrent_writes(ddb: Any) -> None:
 
     def cancel_forever() -> None:
         while not stop.is_set():
-            try:
+            with contextlib.suppress(botocore.exceptions.ClientError):
                 ddb.transact_write_items(TransactItems=[_put("emb-b", f"x-{time.time_ns()}"), _put("emb-b", "taken")])
-            except botocore.exceptions.ClientError:
-                pass
 
     canceller = threading.Thread(target=cancel_forever)
     canceller.start()
