@@ -56,6 +56,7 @@ def bench_inclusion(size: int, samples: int, runs: int) -> dict[str, float]:
         "tree_size": size,
         "proofs": len(cases),
         "verify_median_us": round(_median(per_run), 2),
+        "verify_runs_us": [round(v, 2) for v in per_run],
         "generate_from_tiles_mean_us": round(gen_us, 1),
     }
 
@@ -97,6 +98,8 @@ def bench_build(n: int, runs: int) -> dict[str, float]:
         "leaves_per_second": round(n / b),
         "raw_hashlib_seconds": round(r, 4),
         "fraction_of_raw_hashlib": round(r / b, 3),
+        "fraction_of_raw_hashlib_runs": [round(ri / bi, 3) for ri, bi in zip(raw, build, strict=True)],
+        "leaves_per_second_runs": [round(n / bi) for bi in build],
         "bulk_hashlib_seconds": round(k, 4),
         "fraction_of_bulk_hashlib": round(k / b, 3),
     }
