@@ -46,7 +46,7 @@ from services.tlog.jcs import canonicalize, parse_json
 
 TENANT = "demo"
 FLEET_SIZE = 50
-HEARTBEAT_SECONDS = 2.0
+HEARTBEAT_SECONDS = 5.0
 EXPOSED_FRACTION = 0.12
 SENSITIVE_FRACTION = 0.04
 ISOLATING_RULE = "sensitive-files-open"
@@ -153,8 +153,7 @@ def _by_hostname(assets: Sequence[dict[str, Any]]) -> dict[str, dict[str, Any]]:
 class Demo:
     """The demo's state: the stack, the simulator, the tenant and what each step found."""
 
-    def __init__(self, console: Console, workdir: Path, fleet_size: int) -> None:
-        self.console = console
+    def __init__(self, workdir: Path, fleet_size: int) -> None:
         self.workdir = workdir
         self.fleet_size = fleet_size
         self.stack: Stack | None = None
@@ -170,13 +169,12 @@ class Demo:
         self.reason = ""
         self.operator_seq = 0
         self.key_file = workdir / "verifier.vkey"
-        self.stopped = False
 
     # --- running things -------------------------------------------------------------------------
 
-    def _run_json(self, argv: list[str], shown: str, expect: int) -> Any:
+    def _run_json(self, argv: list[str], shown: str, expect: int, env: dict[str, str]) -> Any:
         try:
-            proc = subprocess.run(argv, env=self.env, cwd=self.workdir, capture_output=True, text=True,
+            proc = subprocess.run(argv, env=env, cwd=self.workdir, capture_output=True, text=True,
                                   timeout=CLI_TIMEOUT, check=False)
         except subprocess.TimeoutExpired:
             raise StepFailed(f"`{shown}` to finish within {CLI_TIMEOUT:.0f}s", "it did not") from None
@@ -190,18 +188,14 @@ class Demo:
 
     def lz(self, *args: str, expect: int = 0) -> Any:
         """`lz ARGS --json` as a subprocess; its JSON answer."""
-        return self._run_json([sys.executable, "-m", "lz", *args, "--json"], "lz " + " ".join(args), expect)
+        argv = [sys.executable, "-m", "lz", *args, "--json"]
+        return self._run_json(argv, "lz " + " ".join(args), expect, self.env)
 
     def lz_verify(self, *args: str, expect: int = 0) -> Any:
-        """`lz-verify ARGS --json` as a subprocess (offline: no endpoints, no credentials)."""
-        env = {k: v for k, v in self.env.items() if not k.startswith(("LZ_", "AWS_"))}
+        """`lz-verify ARGS --json` as a subprocess, offline: no endpoints and no credentials in its environment."""
+        offline = {k: v for k, v in self.env.items() if not k.startswith(("LZ_", "AWS_"))}
         argv = [sys.executable, "-m", "services.tlog.cli", *args, "--json"]
-        shown = "lz-verify " + " ".join(args)
-        saved, self.env = self.env, env
-        try:
-            return self._run_json(argv, shown, expect)
-        finally:
-            self.env = saved
+        return self._run_json(argv, "lz-verify " + " ".join(args), expect, offline)
 
     def check_alive(self) -> None:
         """Fail the step at once when a process the demo depends on has died."""
@@ -512,7 +506,6 @@ class Demo:
 
     def stop(self) -> list[str]:
         """Stop the simulator (SIGINT: it prints its summary) and the stack; check nothing is left running."""
-        self.stopped = True
         lines: list[str] = []
         problems: list[str] = []
         if self.sim is not None:
@@ -618,7 +611,7 @@ def _shielded() -> Iterator[None]:
 def run_demo(console: Console, workdir: Path, fleet_size: int = FLEET_SIZE,
              json_report: Path | None = None) -> int:
     """Every step in order, stopping at the first failure; the stop step always runs. The exit code."""
-    demo = Demo(console, workdir, fleet_size)
+    demo = Demo(workdir, fleet_size)
     report = Report(console)
     bodies: list[Callable[[], list[str]]] = [
         demo.start_stack, demo.create_tenant, demo.enroll_fleet, demo.alerts_arrive, demo.policy_isolates,
@@ -637,6 +630,8 @@ def run_demo(console: Console, workdir: Path, fleet_size: int = FLEET_SIZE,
         console.print(f"[yellow]interrupted ({signal_name}); stopping what was started[/]")
     finally:
         with _shielded():
+            for number in range(len(report.results) + 1, len(STEPS)):
+                console.print(f"[dim]- {number:>2}. {escape(STEPS[number - 1])} (skipped)[/]", soft_wrap=True)
             report.run(len(STEPS), STEPS[-1], demo.stop)
     total = time.monotonic() - started
     ok = not interrupted and len(report.results) == len(STEPS) and all(r.ok for r in report.results)
@@ -665,6 +660,10 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
     args = parser.parse_args(argv)
     if args.hosts < 10:
         parser.error("--hosts must be at least 10")
+    # The demo's stack and CLI calls get their settings from the demo alone: a leftover LZ_POLICY_FILE,
+    # LZ_TOKEN or LZ_ASSETS_ADDRESS of the caller's shell must not leak into them.
+    for name in [n for n in os.environ if n.startswith("LZ_") and n != "LZ_DEBUG"]:
+        del os.environ[name]
     console = Console(file=out, highlight=False)
     workdir = Path(tempfile.mkdtemp(prefix="lz-demo-"))
     console.print(f"[bold]LifecycleZero demo[/]: {args.hosts} simulated hosts, everything in {workdir}",

@@ -1,0 +1,168 @@
+"""The tampering matrix: each way of altering stored custody data is caught by VerifyLedger (FULL) and by
+`lz-verify bundle` on the exported bundle, and both name what is wrong and where.
+
+Table-driven over one small sealed ledger per case (40 events, checkpoints at 16 and 32, 8 unsealed);
+the storage helpers are the ledger tests' own (imported from tests/ledger, not copied).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from services.kit import aws
+from services.ledger import keys as ledger_keys
+from services.sealer import keys as sealer_keys
+from services.tlog.checkpoint import Checkpoint
+from services.tlog.events import parse_event
+from services.tlog.merkle import leaf_hash
+from services.tlog.note import Signer, generate_key
+from services.tlog.tiles import TileBuilder
+from tests.faults.helpers import Store, make_tenant
+from tests.ledger.helpers import append, export_bundle, lz_verify, seal_now, verifier_keys, verify_ledger
+from tests.ledger.test_tampering import Ledger, edited
+
+SIZE, FIRST_CP, SECOND_CP = 40, 16, 32
+
+
+def _origin(ledger: Ledger) -> str:
+    return f"{ledger.stack.env['LZ_ORIGIN']}/{ledger.tenant.tenant}"
+
+
+def _record_key(ledger: Ledger, size: int) -> dict:
+    return aws.to_item({"PK": sealer_keys.seal_pk(ledger.tenant.tenant), "SK": sealer_keys.checkpoint_sk(size)})
+
+
+def edit(ledger: Ledger) -> None:
+    ledger.put(10, edited(ledger.canonical(10), payload={"n": "changed"}))
+
+
+def delete(ledger: Ledger) -> None:
+    ledger.delete(10)
+
+
+def insert(ledger: Ledger) -> None:
+    original = ledger.canonical(10)
+    for seq in range(SIZE, 9, -1):
+        item = ledger.item(seq)
+        item["SK"] = {"S": ledger_keys.event_sk(seq + 1)}
+        ledger.ddb.put_item(TableName=ledger.table, Item=item)
+    ledger.put(10, edited(original, action="forged", payload={}))
+
+
+def swap(ledger: Ledger) -> None:
+    a, b = ledger.canonical(10), ledger.canonical(11)
+    ledger.put(10, b)
+    ledger.put(11, a)
+
+
+def truncate(ledger: Ledger) -> None:
+    for seq in range(30, SIZE + 1):
+        ledger.delete(seq)
+
+
+def rewrite(ledger: Ledger) -> None:
+    """Rewrite from seq 10 with recomputed hashes, and recompute every tile over the forged leaves."""
+    prev = parse_event(ledger.canonical(9)).hash_hex
+    leaves = [leaf_hash(ledger.canonical(seq)) for seq in range(1, 10)]
+    for seq in range(10, SIZE + 1):
+        forged = edited(ledger.canonical(seq), prev_hash=prev, payload={"rewritten": seq})
+        ledger.put(seq, forged)
+        prev = parse_event(forged).hash_hex
+        leaves.append(leaf_hash(forged))
+    builder = TileBuilder()
+    for start, end in ((0, FIRST_CP), (FIRST_CP, SECOND_CP)):
+        for tile in builder.add(leaves[start:end]):
+            key = sealer_keys.tile_object_key(ledger.tenant.tenant, tile.tile_id)
+            ledger.s3.put_object(Bucket=ledger.bucket, Key=key, Body=tile.data)
+
+
+def replaced_version(ledger: Ledger) -> None:
+    """A second object version over checkpoint 16: its genuine note with the root swapped (signature now bad)."""
+    key = sealer_keys.checkpoint_object_key(ledger.tenant.tenant, FIRST_CP)
+    note = ledger.s3.get_object(Bucket=ledger.bucket, Key=key)["Body"].read()
+    lines = note.split(b"\n")
+    lines[2] = b"B" * 43 + b"="
+    ledger.s3.put_object(Bucket=ledger.bucket, Key=key, Body=b"\n".join(lines))
+
+
+def other_key(ledger: Ledger) -> None:
+    """A checkpoint of all 40 events, correct root, signed by a key the tenant does not trust, and indexed."""
+    stranger = Signer(generate_key(_origin(ledger))[0])
+    builder = TileBuilder()
+    builder.add([leaf_hash(ledger.canonical(seq)) for seq in range(1, SIZE + 1)])
+    note = Checkpoint(_origin(ledger), SIZE, builder.root()).sign([stranger])
+    key = sealer_keys.checkpoint_object_key(ledger.tenant.tenant, SIZE)
+    version = ledger.s3.put_object(Bucket=ledger.bucket, Key=key, Body=note)["VersionId"]
+    item = ledger.ddb.get_item(TableName=ledger.table, Key=_record_key(ledger, SECOND_CP))["Item"]
+    item.update({"SK": {"S": sealer_keys.checkpoint_sk(SIZE)}, "note": {"B": note}, "root": {"B": builder.root()},
+                 "object_key": {"S": key}, "version_id": {"S": version},
+                 "compact": {"B": builder.compact_range().to_bytes()}})
+    ledger.ddb.put_item(TableName=ledger.table, Item=item)
+
+
+def forked_view(ledger: Ledger) -> None:
+    """Two checkpoints of size 32 signed by the tenant's own key with different roots; the index shows the fork."""
+    forged = Checkpoint(_origin(ledger), SECOND_CP, b"\x07" * 32).sign([ledger.signer()])
+    key = sealer_keys.checkpoint_object_key(ledger.tenant.tenant, SECOND_CP)
+    version = ledger.s3.put_object(Bucket=ledger.bucket, Key=key, Body=forged)["VersionId"]
+    item = ledger.ddb.get_item(TableName=ledger.table, Key=_record_key(ledger, SECOND_CP))["Item"]
+    item.update({"note": {"B": forged}, "root": {"B": b"\x07" * 32}, "version_id": {"S": version}})
+    ledger.ddb.put_item(TableName=ledger.table, Item=item)
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    tamper: Callable[[Ledger], None]
+    where: int  # the seq (or checkpoint size) both verifiers must name
+    checkpoint: bool  # whether the finding is about a checkpoint (the message says so)
+
+
+MATRIX = [
+    Case("edit", edit, 10, False),
+    Case("delete", delete, 10, False),
+    Case("insert", insert, 10, False),
+    Case("swap", swap, 10, False),
+    Case("truncate", truncate, 30, False),
+    Case("rewrite-with-recomputed-hashes-and-tiles", rewrite, FIRST_CP, True),
+    Case("replaced-checkpoint-object-version", replaced_version, FIRST_CP, True),
+    Case("checkpoint-signed-by-another-key", other_key, SIZE, True),
+    Case("forked-view", forked_view, SECOND_CP, True),
+]
+
+
+@pytest.fixture
+def ledger(stack) -> Ledger:
+    tenant = make_tenant(stack)
+    append(tenant, FIRST_CP)
+    seal_now(tenant)
+    append(tenant, SECOND_CP - FIRST_CP)
+    seal_now(tenant)
+    append(tenant, SIZE - SECOND_CP)
+    store = Store(stack)
+    made = Ledger(tenant, store.ddb, store.s3, store.table, store.bucket, stack)
+    assert verify_ledger(tenant).ok
+    return made
+
+
+@pytest.mark.parametrize("case", MATRIX, ids=[c.name for c in MATRIX])
+def test_tampering_is_detected_and_located(ledger, tmp_path: Path, case: Case):
+    """The tampering is reported by VerifyLedger and by lz-verify bundle, each naming what and where."""
+    case.tamper(ledger)
+    verdict = verify_ledger(ledger.tenant)
+    assert not verdict.ok, verdict
+    assert verdict.first_bad_seq == case.where, verdict
+    assert str(case.where) in verdict.reason, verdict.reason
+    if case.checkpoint:
+        assert "checkpoint" in verdict.reason.lower(), verdict.reason
+    bundle = export_bundle(ledger.tenant, tmp_path / "bundle")
+    result = lz_verify("bundle", "--key", verifier_keys(ledger.tenant)[0], str(bundle))
+    output = result.stdout + result.stderr
+    assert result.returncode == 1, output
+    assert str(case.where) in output, output
+    if case.checkpoint:
+        assert "checkpoint" in output.lower() or "fork" in output.lower(), output
