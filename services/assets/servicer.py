@@ -215,7 +215,7 @@ class AssetServicer(assets_pb2_grpc.AssetServiceServicer):
             outcome=outcome, ruleset=given.ruleset, ruleset_sha256=given.ruleset_sha256,
             rule_count=given.rule_count, self_test_passed=given.self_test_passed,
             self_test_detail=given.self_test_detail, error=given.error,
-            finish_time=_from_ts(given.finish_time) if given.HasField("finish_time") else "",
+            finish_time=_from_ts(given.finish_time, "result.finish_time") if given.HasField("finish_time") else "",
         )
         recorded = await aws.call(self._store.record_result, tenant, asset_id, command_id, result,
                                   f"agent:{asset_id}")
@@ -241,8 +241,8 @@ class AssetServicer(assets_pb2_grpc.AssetServiceServicer):
     async def ListAlerts(self, request: assets_pb2.ListAlertsRequest, context: Any) -> Any:
         asset_id = validate_id("asset_id", request.asset_id) if request.asset_id else ""
         minimum = "CRITICAL" if domain.severity(request.min_severity) is domain.Severity.CRITICAL else "WARNING"
-        start = _from_ts(request.start_time) if request.HasField("start_time") else ""
-        end = _from_ts(request.end_time) if request.HasField("end_time") else ""
+        start = _from_ts(request.start_time, "start_time") if request.HasField("start_time") else ""
+        end = _from_ts(request.end_time, "end_time") if request.HasField("end_time") else ""
         page = await aws.call(self._store.alerts, auth.current_tenant(), minimum, asset_id, start=start, end=end,
                               size=domain.page_size(request.page_size), page_token=request.page_token)
         return assets_pb2.ListAlertsResponse(alerts=[a.to_proto() for a in page.items],
@@ -267,8 +267,17 @@ def _ts(text: str) -> timestamp_pb2.Timestamp | None:
     return stamp
 
 
-def _from_ts(stamp: timestamp_pb2.Timestamp) -> str:
-    return domain.format_ts(stamp.ToDatetime(tzinfo=dt.UTC))
+def _from_ts(stamp: timestamp_pb2.Timestamp, field: str) -> str:
+    """A timestamp field as the store's text, or INVALID_ARGUMENT when it is outside 0001-9999."""
+    try:
+        return domain.format_ts(stamp.ToDatetime(tzinfo=dt.UTC))
+    except (ValueError, OverflowError):
+        raise InvalidArgument.field(field, "is not a valid timestamp (years 0001-9999)") from None
+
+
+def _optional_ts(message: Any, name: str, field: str) -> str:
+    """The store's text for an optional timestamp field ('' when unset)."""
+    return _from_ts(getattr(message, name), field) if message.HasField(name) else ""
 
 
 def _token_info(record: token_store.TokenRecord) -> assets_pb2.TokenInfo:
@@ -323,11 +332,11 @@ def _risk_update(update: assets_pb2.AssetRiskUpdate) -> RiskUpdate:
             max_severity=domain.severity(update.risk.max_severity),
             findings=tuple(json_format.MessageToDict(f, preserving_proto_field_name=True)
                            for f in update.risk.findings),
-            evaluate_time=_from_ts(update.risk.evaluate_time) if update.risk.HasField("evaluate_time") else "",
+            evaluate_time=_optional_ts(update.risk, "evaluate_time", "updates.risk.evaluate_time"),
         )
     return RiskUpdate(
         asset_id=asset_id,
-        last_seen_time=_from_ts(update.last_seen_time) if update.HasField("last_seen_time") else "",
+        last_seen_time=_optional_ts(update, "last_seen_time", "updates.last_seen_time"),
         risk=risk, hostname=update.hostname, os=update.os, agent_version=update.agent_version,
     )
 

@@ -21,7 +21,10 @@ from services.kit.errors import InvalidArgument
 from services.kit.ids import is_valid_id, validate_id
 
 ENVELOPE_VERSION = 1
+BATCH_VERSION = 2
 MAX_FUTURE_SKEW = dt.timedelta(minutes=5)
+_SKEW_SECONDS = MAX_FUTURE_SKEW.total_seconds()
+_YEAR_2000 = 946_684_800  # 2000-01-01T00:00:00Z in Unix seconds
 _DIGEST = re.compile(r"[0-9a-f]{64}")
 
 
@@ -92,33 +95,37 @@ class Sequencer:
 
     def check(self, heartbeat: ingest_pb2.Heartbeat, size: int, received: dt.datetime) -> dt.datetime:
         """The heartbeat's observe time when it may be stored; InvalidArgument (nothing stored) otherwise."""
+        self.check_at(heartbeat, size, received.timestamp())
+        return heartbeat.observe_time.ToDatetime(tzinfo=dt.UTC)
+
+    def check_at(self, heartbeat: ingest_pb2.Heartbeat, size: int, now: float) -> None:
+        """`check` on the hot path: `now` in Unix seconds, the observe time compared as integers."""
         if size > self.max_heartbeat_bytes:
             raise InvalidArgument(
                 f"heartbeat is {size} bytes; the limit is {self.max_heartbeat_bytes}",
                 reason="HEARTBEAT_TOO_LARGE",
             )
-        if heartbeat.seq <= 0:
+        seq = heartbeat.seq
+        if seq <= 0:
             raise InvalidArgument.field("heartbeat.seq", "must be positive")
-        if heartbeat.seq <= self.last_seq:
+        if seq <= self.last_seq:
             raise InvalidArgument(
-                f"heartbeat seq {heartbeat.seq} is not after {self.last_seq} on this stream",
+                f"heartbeat seq {seq} is not after {self.last_seq} on this stream",
                 reason="SEQ_NOT_INCREASING",
-                metadata={"last_seq": str(self.last_seq), "seq": str(heartbeat.seq)},
+                metadata={"last_seq": str(self.last_seq), "seq": str(seq)},
             )
         if not heartbeat.HasField("observe_time"):
             raise InvalidArgument.field("heartbeat.observe_time", "is required")
-        try:
-            observed = heartbeat.observe_time.ToDatetime(tzinfo=dt.UTC)
-        except (ValueError, OverflowError):
-            raise InvalidArgument.field("heartbeat.observe_time", "is not a valid time") from None
-        if observed > received + MAX_FUTURE_SKEW or observed.year < 2000:
+        observed = heartbeat.observe_time
+        if not 0 <= observed.nanos < 1_000_000_000:
+            raise InvalidArgument.field("heartbeat.observe_time", "is not a valid time")
+        if observed.seconds > now + _SKEW_SECONDS or observed.seconds < _YEAR_2000:
             raise InvalidArgument.field("heartbeat.observe_time", "is too far from the server's clock")
         if not _DIGEST.fullmatch(heartbeat.inventory_digest):
             raise InvalidArgument.field("heartbeat.inventory_digest", "must be a lowercase hex SHA-256")
         if heartbeat.spool_dropped < 0:
             raise InvalidArgument.field("heartbeat.spool_dropped", "must not be negative")
-        self.last_seq = heartbeat.seq
-        return observed
+        self.last_seq = seq
 
 
 def check_command_result(result: Any) -> str:
@@ -139,7 +146,7 @@ class Envelope:
 
 def encode_envelope(tenant: str, asset_id: str, epoch: int, received: dt.datetime,
                     heartbeat_bytes: bytes) -> str:
-    """The queue message body: JSON with the heartbeat's protobuf bytes in base64."""
+    """A version 1 queue message body: one heartbeat, JSON with its protobuf bytes in base64."""
     return json.dumps(
         {
             "v": ENVELOPE_VERSION,
@@ -153,26 +160,102 @@ def encode_envelope(tenant: str, asset_id: str, epoch: int, received: dt.datetim
     )
 
 
+# One heartbeat in a version 2 body: [tenant, asset, epoch, received (Unix ms), heartbeat protobuf in base64].
+BatchEntry = list[Any]
+
+
+def batch_entry(tenant: str, asset_id: str, epoch: int, received_ms: int, heartbeat_bytes: bytes) -> BatchEntry:
+    return [tenant, asset_id, epoch, received_ms, base64.b64encode(heartbeat_bytes).decode()]
+
+
+def entry_size(entry: BatchEntry) -> int:
+    """Bytes `entry` takes in an encoded body (ids and base64 need no JSON escaping), plus its comma."""
+    return len(entry[0]) + len(entry[1]) + len(str(entry[2])) + len(str(entry[3])) + len(entry[4]) + 15
+
+
+BATCH_OVERHEAD = len('{"v":2,"h":[]}')
+
+
+def encode_batch(entries: list[BatchEntry]) -> str:
+    """A version 2 queue message body: many heartbeats of any streams in one message."""
+    return json.dumps({"v": BATCH_VERSION, "h": entries}, separators=(",", ":"))
+
+
 class BadEnvelope(ValueError):
     """A queue message that can never be processed (poison)."""
 
 
-def decode_envelope(body: str) -> Envelope:
+@dataclass(frozen=True)
+class Decoded:
+    """A queue message's heartbeats, and the poison entries of it (a one-entry body each, and why)."""
+
+    envelopes: list[Envelope]
+    poison: list[tuple[str, str]]
+
+
+def decode_message(body: str) -> Decoded:
+    """The heartbeats of a version 1 or 2 body; BadEnvelope when the body as a whole is undecodable."""
     try:
         raw = json.loads(body)
+    except ValueError:
+        raise BadEnvelope("undecodable message: not JSON") from None
+    if isinstance(raw, dict) and raw.get("v") == BATCH_VERSION and isinstance(raw.get("h"), list):
+        envelopes: list[Envelope] = []
+        poison: list[tuple[str, str]] = []
+        for entry in raw["h"]:
+            try:
+                envelopes.append(_decode_entry(entry))
+            except BadEnvelope as exc:
+                poison.append((json.dumps({"v": BATCH_VERSION, "h": [entry]}, separators=(",", ":")), str(exc)))
+        return Decoded(envelopes, poison)
+    return Decoded([_decode_v1(raw)], [])
+
+
+def decode_envelope(body: str) -> Envelope:
+    """The one heartbeat of a version 1 body (BadEnvelope otherwise)."""
+    try:
+        raw = json.loads(body)
+    except ValueError:
+        raise BadEnvelope("undecodable message: not JSON") from None
+    return _decode_v1(raw)
+
+
+def _decode_v1(raw: Any) -> Envelope:
+    try:
         if not isinstance(raw, dict) or raw.get("v") != ENVELOPE_VERSION:
             raise BadEnvelope("not a version 1 heartbeat envelope")
         tenant, asset_id = raw["tenant"], raw["asset"]
-        if not (is_valid_id(tenant) and is_valid_id(asset_id)):
-            raise BadEnvelope("bad tenant or asset id")
         received = str(raw["received"])
         parse_ts(received)
-        heartbeat = ingest_pb2.Heartbeat.FromString(base64.b64decode(raw["hb"], validate=True))
-        epoch = int(raw.get("epoch", 0))
+        return _envelope(tenant, asset_id, int(raw.get("epoch", 0)), received, raw["hb"])
     except BadEnvelope:
         raise
-    except (KeyError, TypeError, ValueError, binascii.Error, DecodeError) as exc:
+    except (KeyError, TypeError, ValueError) as exc:
         raise BadEnvelope(f"undecodable message: {type(exc).__name__}") from None
+
+
+def _decode_entry(entry: Any) -> Envelope:
+    try:
+        if not isinstance(entry, list) or len(entry) != 5:
+            raise BadEnvelope("not a heartbeat entry")
+        tenant, asset_id, epoch, received_ms, hb = entry
+        if not isinstance(received_ms, int) or isinstance(received_ms, bool) or received_ms < 0:
+            raise BadEnvelope("bad receive time")
+        received = format_ts(dt.datetime.fromtimestamp(received_ms / 1000, dt.UTC))
+        return _envelope(tenant, asset_id, int(epoch), received, hb)
+    except BadEnvelope:
+        raise
+    except (TypeError, ValueError, OverflowError, OSError) as exc:
+        raise BadEnvelope(f"undecodable heartbeat: {type(exc).__name__}") from None
+
+
+def _envelope(tenant: Any, asset_id: Any, epoch: int, received: str, hb: Any) -> Envelope:
+    if not (isinstance(tenant, str) and isinstance(asset_id, str) and is_valid_id(tenant) and is_valid_id(asset_id)):
+        raise BadEnvelope("bad tenant or asset id")
+    try:
+        heartbeat = ingest_pb2.Heartbeat.FromString(base64.b64decode(hb, validate=True))
+    except (TypeError, ValueError, binascii.Error, DecodeError) as exc:
+        raise BadEnvelope(f"undecodable heartbeat: {type(exc).__name__}") from None
     if heartbeat.seq <= 0 or not heartbeat.HasField("observe_time"):
         raise BadEnvelope("heartbeat without seq or observe time")
     return Envelope(tenant, asset_id, epoch, received, heartbeat)

@@ -1,8 +1,14 @@
-"""Hand-over to SQS: heartbeats from every stream are batched (SendMessageBatch, up to 10) after a short linger.
+"""Hand-over to SQS: heartbeats from every stream are packed into envelopes and sent with SendMessageBatch.
 
-`submit` returns only when SQS has accepted the message, so an ack sent after it means "in SQS". When
-SQS does not answer, the batcher marks itself unhealthy and fails new submissions at once (the streams
-stop acking, the agents keep spooling) until `probe` reaches the queue again.
+An envelope (one SQS message, `domain.encode_batch`) holds up to `MAX_ENVELOPE_HEARTBEATS` heartbeats of
+any streams; a SendMessageBatch carries up to 10 envelopes and at most `MAX_BATCH_BYTES`. A batch goes
+when it is full, or once the linger has passed and fewer than `max_in_flight` batches are on their way
+(while they all are, heartbeats keep gathering: under load batches grow instead of queueing calls).
+
+`submit` takes a callback instead of returning a future, so a stream's reader never waits on SQS; the
+callback runs on the event loop once SQS accepted the heartbeat (True) or did not (False), and only then
+may the heartbeat be acked. When SQS does not answer, the batcher marks itself unhealthy and refuses new
+heartbeats at once (the streams stop acking, the agents keep spooling) until `probe` reaches the queue.
 """
 
 from __future__ import annotations
@@ -11,97 +17,110 @@ import asyncio
 import contextlib
 import logging
 import time
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from typing import Any
 
+from services.ingest import domain
 from services.kit import aws
 from services.kit.errors import Unavailable
 
 log = logging.getLogger(__name__)
 
 MAX_ENTRIES = 10
+MAX_ENVELOPE_HEARTBEATS = 100
 MAX_BATCH_BYTES = 256 * 1024 - 8 * 1024  # SQS's limit on a whole batch, with room for the framing
 
-
-@dataclass
-class _Pending:
-    body: str
-    size: int
-    future: asyncio.Future[None] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
-
-
-def _retrieve(future: asyncio.Future[None]) -> None:
-    """Mark a failure as seen even when its submitter was cancelled (no 'never retrieved' noise)."""
-    if not future.cancelled():
-        future.exception()
+Done = Callable[[bool], None]
 
 
 class QueueBatcher:
-    def __init__(self, sqs: Any, queue_url: str, *, linger_seconds: float = 0.01, max_in_flight: int = 16) -> None:
+    def __init__(self, sqs: Any, queue_url: str, *, linger_seconds: float = 0.01, max_in_flight: int = 4) -> None:
         self._sqs = sqs
         self._queue_url = queue_url
         self._linger = linger_seconds
-        self._pending: list[_Pending] = []
-        self._pending_bytes = 0
+        self._max_in_flight = max_in_flight
+        self._entries: list[domain.BatchEntry] = []
+        self._callbacks: list[Done] = []
+        self._bytes = domain.BATCH_OVERHEAD
         self._timer: asyncio.TimerHandle | None = None
-        self._slots = asyncio.Semaphore(max_in_flight)
+        self._due = False
+        self._in_flight = 0
         self._tasks: set[asyncio.Task[None]] = set()
         self.healthy = True
         self.unhealthy_since: float | None = None
         self.sent_messages = 0
+        self.sent_heartbeats = 0
         self.sent_batches = 0
 
-    async def submit(self, body: str) -> None:
-        """Resolve once SQS holds `body`; raise Unavailable when it could not be handed over."""
+    def submit(self, entry: domain.BatchEntry, done: Done) -> None:
+        """Queue one heartbeat; `done(True)` once SQS holds it, `done(False)` when it could not be handed over.
+
+        Raises Unavailable (and never calls `done`) while the queue is known to be unreachable.
+        """
         if not self.healthy:
             raise Unavailable("the heartbeat queue is unreachable; keep spooling", reason="QUEUE_UNAVAILABLE")
-        item = _Pending(body, len(body.encode()))
-        item.future.add_done_callback(_retrieve)
-        if self._pending_bytes + item.size > MAX_BATCH_BYTES:
+        size = domain.entry_size(entry)
+        if self._bytes + size > MAX_BATCH_BYTES or len(self._entries) >= MAX_ENTRIES * MAX_ENVELOPE_HEARTBEATS:
+            self._due = True
             self._flush()
-        self._pending.append(item)
-        self._pending_bytes += item.size
-        if len(self._pending) >= MAX_ENTRIES:
-            self._flush()
-        elif self._timer is None:
-            self._timer = asyncio.get_running_loop().call_later(self._linger, self._flush)
-        await asyncio.shield(item.future)
+        self._entries.append(entry)
+        self._callbacks.append(done)
+        self._bytes += size
+        if self._timer is None and not self._due:
+            self._timer = asyncio.get_running_loop().call_later(self._linger, self._linger_over)
+
+    def _linger_over(self) -> None:
+        self._timer = None
+        self._due = True
+        self._flush()
 
     def _flush(self) -> None:
+        """Send what has gathered, if it is due and a slot is free (else it goes when a send returns)."""
+        if not self._due or not self._entries or self._in_flight >= self._max_in_flight:
+            return
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        batch, self._pending, self._pending_bytes = self._pending, [], 0
-        if batch:
-            task = asyncio.get_running_loop().create_task(self._send(batch))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+        entries, callbacks = self._entries, self._callbacks
+        self._entries, self._callbacks, self._bytes, self._due = [], [], domain.BATCH_OVERHEAD, False
+        self._in_flight += 1
+        task = asyncio.get_running_loop().create_task(self._send(entries, callbacks))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
-    async def _send(self, batch: list[_Pending]) -> None:
-        async with self._slots:
-            failed: list[_Pending] = batch
-            error = "SQS did not accept the messages"
-            try:
-                got = await aws.call(
-                    self._sqs.send_message_batch,
-                    QueueUrl=self._queue_url,
-                    Entries=[{"Id": str(i), "MessageBody": p.body} for i, p in enumerate(batch)],
-                )
-                ok = {int(entry["Id"]) for entry in got.get("Successful", [])}
-                failed = [p for i, p in enumerate(batch) if i not in ok]
-                for i, p in enumerate(batch):
-                    if i in ok and not p.future.done():
-                        p.future.set_result(None)
-                self.sent_messages += len(ok)
-                self.sent_batches += 1
-                if got.get("Failed"):
-                    error = f"SQS refused {len(got['Failed'])} messages: {got['Failed'][0].get('Code', '')}"
-            except Exception as exc:
-                error = f"SQS unreachable: {type(exc).__name__}"
-                self._mark_unhealthy(error)
-            for p in failed:
-                if not p.future.done():
-                    p.future.set_exception(Unavailable(error, reason="QUEUE_UNAVAILABLE"))
+    async def _send(self, entries: list[domain.BatchEntry], callbacks: list[Done]) -> None:
+        groups = [(start, min(len(entries), start + MAX_ENVELOPE_HEARTBEATS))
+                  for start in range(0, len(entries), MAX_ENVELOPE_HEARTBEATS)]
+        accepted: set[int] = set()
+        try:
+            got = await aws.call(
+                self._sqs.send_message_batch,
+                QueueUrl=self._queue_url,
+                Entries=[{"Id": str(i), "MessageBody": domain.encode_batch(entries[lo:hi])}
+                         for i, (lo, hi) in enumerate(groups)],
+            )
+            accepted = {int(entry["Id"]) for entry in got.get("Successful", [])}
+            self.sent_batches += 1
+            self.sent_messages += len(accepted)
+            if got.get("Failed"):
+                log.warning("SQS refused %d of %d envelopes: %s", len(got["Failed"]), len(groups),
+                            got["Failed"][0].get("Code", ""))
+        except Exception as exc:
+            self._mark_unhealthy(f"SQS unreachable: {type(exc).__name__}")
+        finally:
+            self._in_flight -= 1
+        for i, (lo, hi) in enumerate(groups):
+            ok = i in accepted
+            if ok:
+                self.sent_heartbeats += hi - lo
+            for done in callbacks[lo:hi]:
+                try:
+                    done(ok)
+                except Exception:
+                    log.exception("heartbeat completion failed")
+        if self._entries and self._timer is None:
+            self._due = True
+        self._flush()
 
     def _mark_unhealthy(self, why: str) -> None:
         if self.healthy:
@@ -123,7 +142,12 @@ class QueueBatcher:
         self.unhealthy_since = None
 
     async def close(self) -> None:
-        self._flush()
-        for task in list(self._tasks):
-            with contextlib.suppress(Exception):
-                await task
+        """Send what has gathered and wait for every send in flight."""
+        while self._entries or self._tasks:
+            self._due = True
+            self._flush()
+            if self._tasks:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait(list(self._tasks))
+            elif self._entries:
+                await asyncio.sleep(0.01)

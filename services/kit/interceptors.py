@@ -115,21 +115,54 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         metadata = tuple(details.invocation_metadata or ())
         allowed = self._policy.get(method)
         call = _Call(method, metadata, allowed, self._authenticator, self._max_call_seconds)
+        decode = _tolerant(handler.request_deserializer)
         if handler.unary_unary:
             return grpc.unary_unary_rpc_method_handler(
-                call.unary(handler.unary_unary), handler.request_deserializer, handler.response_serializer
+                call.unary(handler.unary_unary), decode, handler.response_serializer
             )
         if handler.unary_stream:
             return grpc.unary_stream_rpc_method_handler(
-                call.streaming(handler.unary_stream), handler.request_deserializer, handler.response_serializer
+                call.streaming(handler.unary_stream), decode, handler.response_serializer
             )
         if handler.stream_unary:
             return grpc.stream_unary_rpc_method_handler(
-                call.unary(handler.stream_unary), handler.request_deserializer, handler.response_serializer
+                call.unary(handler.stream_unary, streamed=True), decode, handler.response_serializer
             )
         return grpc.stream_stream_rpc_method_handler(
-            call.streaming(handler.stream_stream), handler.request_deserializer, handler.response_serializer
+            call.streaming(handler.stream_stream, streamed=True), decode, handler.response_serializer
         )
+
+
+class _Unparseable:
+    """Stands in for a request whose bytes are not the method's request message."""
+
+
+_UNPARSEABLE = _Unparseable()
+
+
+def _tolerant(deserialize: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
+    """A deserializer that marks bytes it cannot parse instead of letting gRPC answer UNKNOWN/INTERNAL."""
+    if deserialize is None:
+        return None
+
+    def decode(data: bytes) -> Any:
+        try:
+            return deserialize(data)
+        except Exception:  # any parse failure means the caller sent a malformed request
+            return _UNPARSEABLE
+
+    return decode
+
+
+def _unparseable_request() -> InvalidArgument:
+    return InvalidArgument("the request does not parse as this method's request message", reason="MALFORMED_REQUEST")
+
+
+async def _checked(requests: AsyncIterator[Any]) -> AsyncIterator[Any]:
+    async for request in requests:
+        if request is _UNPARSEABLE:
+            raise _unparseable_request()
+        yield request
 
 
 class _Call:
@@ -159,7 +192,7 @@ class _Call:
             raise PermissionDenied(f"role {principal.role.value} may not call {self.method.rsplit('/', 1)[-1]}")
         return principal
 
-    def unary(self, behavior: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+    def unary(self, behavior: Callable[..., Awaitable[Any]], streamed: bool = False) -> Callable[..., Awaitable[Any]]:
         async def wrapper(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
             started = time.perf_counter()
             code = grpc.StatusCode.OK
@@ -167,6 +200,10 @@ class _Call:
                 self.method, context=telemetry.extract(self.metadata), kind=trace.SpanKind.SERVER
             ) as span:
                 try:
+                    if request is _UNPARSEABLE:
+                        raise _unparseable_request()
+                    if streamed:
+                        request = _checked(request)
                     token = auth.bind_principal(await self._principal())
                     try:
                         return await asyncio.wait_for(behavior(request, context), self.max_call_seconds)
@@ -197,11 +234,17 @@ class _Call:
 
         return wrapper
 
-    def streaming(self, behavior: Callable[..., AsyncIterator[Any]]) -> Callable[..., AsyncIterator[Any]]:
+    def streaming(
+        self, behavior: Callable[..., AsyncIterator[Any]], streamed: bool = False
+    ) -> Callable[..., AsyncIterator[Any]]:
         async def wrapper(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
             started = time.perf_counter()
             code = grpc.StatusCode.OK
             try:
+                if request is _UNPARSEABLE:
+                    raise _unparseable_request()
+                if streamed:
+                    request = _checked(request)
                 # Each RPC runs in its own task, so the binding dies with it; a stream that the client
                 # cancels is finalised from another context, where resetting the variable would fail.
                 auth.bind_principal(await self._principal())

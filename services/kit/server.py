@@ -32,6 +32,8 @@ from services.kit.settings import ServerSettings
 
 log = logging.getLogger(__name__)
 
+READY_TIMEOUT_SECONDS = 3.0
+
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
@@ -141,6 +143,8 @@ def _check_port_free(host: str, port: int) -> None:
         return
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as probe:
+        # Like gRPC's own bind: a port left in TIME_WAIT by a crashed predecessor is free, a listener is not.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind((host, port))
         except OSError as exc:
@@ -148,18 +152,30 @@ def _check_port_free(host: str, port: int) -> None:
 
 
 async def _watch_readiness(running: RunningServer) -> None:
-    """Keep health honest: SERVING only while the dependencies answer."""
+    """Keep health honest: SERVING only while the dependencies answer, and answer quickly.
+
+    A check that has not finished within READY_TIMEOUT_SECONDS counts as not ready; it is left to
+    finish rather than started again, so a hung backend holds one thread, not one per interval.
+    """
     check = running.service.check_ready
     serving: bool | None = None
+    pending: asyncio.Future[None] | None = None
     while True:
-        try:
-            if check is not None:
-                await check()
-            ok = True
-        except Exception as exc:
-            ok = False
-            if serving is not False:
-                log.warning("not ready: %s", exc)
+        ok = True
+        if check is not None:
+            if pending is None:
+                pending = asyncio.ensure_future(check())
+            done, _ = await asyncio.wait({pending}, timeout=READY_TIMEOUT_SECONDS)
+            if pending in done:
+                error = pending.exception()
+                pending = None
+                ok = error is None
+                if error is not None and serving is not False:
+                    log.warning("not ready: %s", error)
+            else:
+                ok = False
+                if serving is not False:
+                    log.warning("not ready: dependencies did not answer within %ss", READY_TIMEOUT_SECONDS)
         if ok != serving:
             await running.set_serving(ok)
             if ok:

@@ -57,23 +57,6 @@ def _sealed_size(r: SealReader, tenant: str, tree_size: int) -> tuple[int, seals
     return size, latest
 
 
-def root_at(size: int, read: merkle.HashReader) -> bytes:
-    """The root of the tree of `size` leaves from its complete subtrees (O(log n) hashes)."""
-    nodes: list[merkle.NodeId] = []
-    begin = 0
-    for level in range(size.bit_length() - 1, -1, -1):
-        if size >> level & 1:
-            nodes.append((level, begin >> level))
-            begin += 1 << level
-    if not nodes:
-        return merkle.EMPTY_ROOT
-    hashes = list(read(nodes))
-    root = hashes[-1]
-    for h in reversed(hashes[:-1]):
-        root = merkle.node_hash(h, root)
-    return root
-
-
 def inclusion(r: SealReader, tenant: str, seq: int, tree_size: int) -> InclusionProof:
     """RFC 9162 inclusion proof of event `seq` in the sealed tree of `tree_size` (0: newest)."""
     if seq < 1:
@@ -85,7 +68,7 @@ def inclusion(r: SealReader, tenant: str, seq: int, tree_size: int) -> Inclusion
     read = tile_hash_reader(size, tiles)
     hashes = merkle.inclusion_proof(seq - 1, size, read)
     record = latest if size == latest.size else seals.get_checkpoint_record(r.ddb, r.table, tenant, size)
-    root = record.root if record is not None else root_at(size, read)
+    root = record.root if record is not None else merkle.root_from_hash_reader(size, read)
     return InclusionProof(seq - 1, size, hashes, root, tiles.reads)
 
 

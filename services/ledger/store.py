@@ -34,6 +34,7 @@ MAX_ACTOR_CHARS = 128
 MAX_ACTION_CHARS = 128
 MAX_SUBJECT_CHARS = 256
 DEFAULT_MAX_ATTEMPTS = 64
+MAX_UNKNOWN_OUTCOMES = 5
 _CONDITION_FAILED = "ConditionalCheckFailed"
 
 
@@ -258,6 +259,14 @@ def find_request(ddb: Any, table: str, tenant: str, request_id: str) -> list[int
     return list(range(first, first + count))
 
 
+def _outcome_unknown(exc: BaseException) -> bool:
+    """Whether a failed write may still have been (or be) applied: a timeout or a dropped connection
+    after the request left, or DynamoDB saying the same ClientRequestToken is still in progress."""
+    if isinstance(exc, aws.UNAVAILABLE_ERRORS):
+        return True
+    return aws.error_code(exc) == "TransactionInProgressException"
+
+
 def append(
     ddb: Any,
     table: str,
@@ -266,40 +275,52 @@ def append(
     *,
     tail: Tail | None = None,
     max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+    max_unknown: int = MAX_UNKNOWN_OUTCOMES,
 ) -> tuple[list[list[int]], Tail]:
     """Append groups in one transaction, retrying lost races; returns each group's seqs and the tail.
 
-    A group whose request_id was already committed gets its original seqs back and is left out of
-    the retry. `tail` is a cached tail to try first; a conflict re-reads it.
+    Every caller learns the seqs of its events exactly once:
+    - a write whose outcome is unknown (timeout, dropped connection) is retried with the *same*
+      items (same seqs, bytes and request token), never re-prepared at new seqs, because the first
+      attempt may still land; whichever attempt lands, the events are stored once at those seqs;
+    - a conflict is first checked against our own earlier attempt (`committed_already`): a retry
+      that fails on the items its own timed-out attempt wrote is a success, not a lost race;
+    - a group whose request_id was already committed gets its original seqs back and is left out
+      of the retry; the other groups are re-prepared.
+    `tail` is a cached tail to try first; a lost race re-reads it.
     """
     results: dict[int, list[int]] = {}
     pending = list(enumerate(groups))
     current = tail
+    prepared: PreparedAppend | None = None
+    unknown = 0
     for attempt in range(max_attempts):
         if not pending:
             break
-        if current is None:
-            current = read_tail(ddb, table, tenant)
-        prepared = build_append(table, tenant, current, [g for _, g in pending])
+        if prepared is None:
+            if current is None:
+                current = read_tail(ddb, table, tenant)
+            prepared = build_append(table, tenant, current, [g for _, g in pending])
         try:
             commit(ddb, prepared)
-        except botocore.exceptions.ClientError as exc:
-            if is_duplicate_request(exc):
-                still: list[tuple[int, AppendGroup]] = []
-                for index, group in pending:
-                    found = find_request(ddb, table, tenant, group.request_id) if group.request_id else None
-                    if found is None:
-                        still.append((index, group))
-                    else:
-                        results[index] = found
-                pending = still
-                current = None
-                continue
-            if not is_append_conflict(exc):
+        except Exception as exc:
+            if _outcome_unknown(exc):
+                unknown += 1
+                if unknown > max_unknown:
+                    raise
+                time.sleep(min(2.0, 0.1 * 2**unknown))
+                continue  # the same prepared items again
+            conflict, duplicate = is_append_conflict(exc), is_duplicate_request(exc)
+            if not (conflict or duplicate):
                 raise
             if not committed_already(ddb, table, tenant, prepared):
+                if duplicate:
+                    pending = _resolve_duplicates(ddb, table, tenant, pending, results)
+                else:
+                    time.sleep(random.uniform(0, min(0.05, 0.002 * (attempt + 1))))  # noqa: S311 - jitter only
                 current = None
-                time.sleep(random.uniform(0, min(0.05, 0.002 * (attempt + 1))))  # noqa: S311 - jitter only
+                prepared = None
+                unknown = 0
                 continue
         for (index, _), seqs in zip(pending, prepared.seqs, strict=True):
             results[index] = seqs
@@ -308,6 +329,20 @@ def append(
     if pending:
         raise Aborted("the ledger tail kept moving; retry the append", reason="LEDGER_CONTENDED")
     return [results[i] for i in range(len(groups))], current or read_tail(ddb, table, tenant)
+
+
+def _resolve_duplicates(
+    ddb: Any, table: str, tenant: str, pending: list[tuple[int, AppendGroup]], results: dict[int, list[int]]
+) -> list[tuple[int, AppendGroup]]:
+    """Answer the groups whose request_id is already committed from their markers; the rest stay pending."""
+    still: list[tuple[int, AppendGroup]] = []
+    for index, group in pending:
+        found = find_request(ddb, table, tenant, group.request_id) if group.request_id else None
+        if found is None:
+            still.append((index, group))
+        else:
+            results[index] = found
+    return still
 
 
 def append_events(

@@ -7,6 +7,7 @@ from lifecyclezero.v1 import sealer_pb2_grpc
 from services.kit import auth, aws
 from services.kit.auth import Role, at_least
 from services.kit.authenticator import Authenticator
+from services.kit.errors import FailedPrecondition
 from services.kit.server import Service
 from services.sealer.loop import LoopSettings, SealerLoops
 from services.sealer.sealing import SealContext
@@ -39,7 +40,9 @@ async def make_service(settings: SealerSettings) -> Service:
     )
     seal = settings.seal
     keys = TenantKeys(seal.origin, load_signer_keys(seal.signing_key_file, seal.signing_key))
-    ctx = SealContext(ddb, s3, settings.aws.table_name, seal.bucket_name, seal.retention_days, keys, set())
+    ctx = SealContext(
+        ddb, s3, settings.aws.table_name, seal.bucket_name, seal.retention_days, keys, set(), seal.crash_after
+    )
     loops = SealerLoops(
         ctx,
         streams,
@@ -49,6 +52,8 @@ async def make_service(settings: SealerSettings) -> Service:
     async def check_ready() -> None:
         await aws.call(ddb.describe_table, TableName=settings.aws.table_name)
         await aws.call(s3.head_bucket, Bucket=seal.bucket_name)
+        if loops.problem:
+            raise FailedPrecondition(loops.problem, reason="SEAL_RETENTION_MISSING")
 
     return Service(
         name="sealer",

@@ -33,8 +33,20 @@ def size_of_checkpoint_sk(sk: str) -> int | None:
     return int(digits)
 
 
+def checkpoint_object_prefix(tenant: str) -> str:
+    return f"{validate_id('tenant_id', tenant)}/checkpoint/"
+
+
 def checkpoint_object_key(tenant: str, size: int) -> str:
-    return f"{validate_id('tenant_id', tenant)}/checkpoint/{_size(size)}"
+    return f"{checkpoint_object_prefix(tenant)}{_size(size)}"
+
+
+def size_of_checkpoint_object_key(tenant: str, key: str) -> int | None:
+    """The size of a checkpoint object key of `tenant`, or None for any other key."""
+    digits = key.removeprefix(checkpoint_object_prefix(tenant))
+    if key == digits or len(digits) != SIZE_DIGITS or not digits.isdigit():
+        return None
+    return int(digits)
 
 
 def tile_object_key(tenant: str, tile: TileId) -> str:

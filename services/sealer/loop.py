@@ -52,6 +52,8 @@ class SealerLoops:
         self._settings = settings
         self._tenants: dict[str, _Tenant] = {}
         self._locks: dict[str, asyncio.Lock] = {}
+        # Why sealing cannot be trusted right now (seal objects without retention); readiness fails on it.
+        self.problem = ""
 
     def lock(self, tenant: str) -> asyncio.Lock:
         return self._locks.setdefault(tenant, asyncio.Lock())
@@ -73,7 +75,7 @@ class SealerLoops:
         async with self.lock(tenant):
             newest: store.CheckpointRecord | None = None
             while True:
-                outcome = await aws.call(sealing.seal_once, self._ctx, tenant, self._settings.max_batch)
+                outcome = await self._seal(tenant)
                 self._learned(tenant, outcome)
                 if outcome.record is None:
                     break
@@ -83,6 +85,19 @@ class SealerLoops:
             if newest is None:
                 newest = await aws.call(store.latest_checkpoint_record, self._ctx.ddb, self._ctx.table, tenant)
             return newest
+
+    async def _seal(self, tenant: str) -> sealing.SealOutcome:
+        """One seal; a seal object without COMPLIANCE retention is logged and kept as the readiness problem."""
+        try:
+            outcome = await aws.call(sealing.seal_once, self._ctx, tenant, self._settings.max_batch)
+        except store.RetentionMissing as exc:
+            self.problem = str(exc)
+            log.error("seal objects have no COMPLIANCE retention; nothing is recorded",
+                      extra={"tenant": tenant, "reason": exc.reason, "detail": str(exc)})
+            raise
+        if outcome.record is not None:
+            self.problem = ""
+        return outcome
 
     def _learned(self, tenant: str, outcome: sealing.SealOutcome) -> None:
         state = self._tenants.get(tenant)
@@ -111,9 +126,12 @@ class SealerLoops:
                 continue
             try:
                 async with self.lock(tenant):
-                    outcome = await aws.call(sealing.seal_once, self._ctx, tenant, s.max_batch)
+                    outcome = await self._seal(tenant)
             except asyncio.CancelledError:
                 raise
+            except store.RetentionMissing:
+                await asyncio.sleep(max(5.0, s.every_seconds))
+                continue
             except SealRefused as exc:
                 log.error("seal refused: the ledger does not extend the last checkpoint",
                           extra={"tenant": tenant, "seq": exc.seq, "reason": exc.reason})

@@ -1,17 +1,33 @@
 """One seal of one tenant, with its I/O in a crash-safe order (synchronous; run it via aws.call).
 
-Order: read the newest checkpoint record (the resume point, O(log n) state) -> read the events
-after it by seq range -> `domain.seal_step` -> write the tiles -> write the signed checkpoint object
--> record the checkpoint index item. Every write is idempotent and write-once, so a crash anywhere
-leaves either nothing new or objects that a restarted sealer finds and reuses (same bytes, same
-version id); the index item is written last, so a checkpoint is only ever announced once all its
-tiles exist. A second checkpoint of the same size is never written (`If-None-Match: *` on the object,
-`attribute_not_exists` on the item).
+Order: read the newest checkpoint record (the resume point, O(log n) state) and the ledger tail ->
+pick the target size -> read the events after the record by seq range -> `domain.seal_step` ->
+write the tiles -> write the signed checkpoint object -> record the checkpoint index item.
+
+Crash safety, at every step:
+- Every object is write-once (`If-None-Match: *`) and deterministic: the same tree gives the same
+  tiles, and Ed25519 signatures are deterministic, so a retried write finds identical bytes and
+  reuses the stored version instead of writing a second one.
+- The index item is written last (`attribute_not_exists`), so a checkpoint is announced only once
+  its tiles and note are stored; a second checkpoint of one size is never written or recorded.
+- A seal that stopped after writing the note but before recording it leaves a checkpoint object
+  above the newest record. The next seal finds it (`store.unrecorded_checkpoint_size`) and seals
+  exactly that size again, so it records the note already there (the same bytes; or, after a key
+  rotation, the stored note once it verifies with a configured key over the same tree) instead of
+  signing another size around it.
+- What is signed always extends the last signed tree: `seal_step` checks the chain from the last
+  sealed hash and resumes the tile builder against the last signed root.
+
+`LZ_SEALER_CRASH_AFTER` (`tiles`, `checkpoint`, `record`) is a test hook: the process exits with
+`os._exit(137)` right after that step, as a kill -9 would, so the tests can stop a seal at an exact
+point. It is never set outside tests.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -20,8 +36,13 @@ from typing import Any
 from services.ledger import store as ledger_store
 from services.sealer import domain, store
 from services.sealer.signing import TenantKeys
+from services.tlog.checkpoint import Checkpoint
+from services.tlog.errors import TlogError
+from services.tlog.note import open_note
 
 log = logging.getLogger(__name__)
+
+CRASH_POINTS = ("tiles", "checkpoint", "record")
 
 
 @dataclass
@@ -33,6 +54,7 @@ class SealContext:
     retention_days: int
     keys: TenantKeys
     published: set[str]
+    crash_after: str = ""
 
 
 @dataclass(frozen=True)
@@ -50,6 +72,13 @@ def resume_state(record: store.CheckpointRecord | None) -> domain.SealState:
     return domain.SealState(record.size, record.root, record.last_hash, dict(record.partial_tiles))
 
 
+def target_size(state_size: int, ledger_size: int, max_events: int, unrecorded: int | None) -> int:
+    """The size the next checkpoint gets: an interrupted seal's size first, else up to `max_events` more."""
+    if unrecorded is not None and state_size < unrecorded <= ledger_size:
+        return unrecorded
+    return min(ledger_size, state_size + max_events)
+
+
 def plan(ctx: SealContext, tenant: str, max_events: int) -> tuple[domain.SealPlan | None, int]:
     """Read state and events and compute the next seal; (None, size) when nothing is pending."""
     last = store.latest_checkpoint_record(ctx.ddb, ctx.table, tenant)
@@ -57,7 +86,10 @@ def plan(ctx: SealContext, tenant: str, max_events: int) -> tuple[domain.SealPla
     state = resume_state(last)
     if tail.seq <= state.size:
         return None, tail.seq
-    target = min(tail.seq, state.size + max_events)
+    unrecorded = store.unrecorded_checkpoint_size(ctx.s3, ctx.bucket, tenant, state.size)
+    target = target_size(state.size, tail.seq, max_events, unrecorded)
+    if target == unrecorded:
+        log.warning("resuming an interrupted seal", extra={"tenant": tenant, "size": target})
     events = [e.canonical for e in ledger_store.events_between(ctx.ddb, ctx.table, tenant, state.size + 1, target)]
     signer = ctx.keys.signer(tenant)
     return domain.seal_step(state, tenant, ctx.keys.origin_of(tenant), events, signer), tail.seq
@@ -72,24 +104,53 @@ def write_tiles(ctx: SealContext, tenant: str, sealed: domain.SealPlan) -> None:
         future.result()
 
 
+def _same_checkpoint(ctx: SealContext, tenant: str, sealed: domain.SealPlan) -> Callable[[bytes], bool]:
+    """Whether a stored note (of a crashed seal) verifies with our keys and says what `sealed` says."""
+    expected = Checkpoint(ctx.keys.origin_of(tenant), sealed.state.size, sealed.state.root).to_text()
+
+    def accept(existing: bytes) -> bool:
+        try:
+            note = open_note(existing, ctx.keys.verifiers(tenant))
+        except TlogError:
+            return False
+        return note.text == expected
+
+    return accept
+
+
 def write_checkpoint(ctx: SealContext, tenant: str, sealed: domain.SealPlan) -> store.CheckpointRecord:
     """Write the signed note and record it in the index; returns the record."""
     size = sealed.state.size
-    key, version = store.put_checkpoint_object(ctx.s3, ctx.bucket, tenant, size, sealed.note, ctx.retention_days)
+    key, stored = store.put_checkpoint_object(
+        ctx.s3, ctx.bucket, tenant, size, sealed.note, ctx.retention_days, accept=_same_checkpoint(ctx, tenant, sealed)
+    )
+    crash_point(ctx, "checkpoint")
     record = store.CheckpointRecord(
         size=size,
         root=sealed.state.root,
-        note=sealed.note,
+        note=stored.body,
         object_key=key,
-        version_id=version,
+        version_id=stored.version_id,
         compact=sealed.compact,
         partial_tiles=sealed.state.partial_tiles,
         last_hash=sealed.state.last_hash,
         create_time=datetime.now(UTC).isoformat(),
         key_name=sealed.key_name,
     )
-    store.put_checkpoint_record(ctx.ddb, ctx.table, tenant, record)
+    if not store.put_checkpoint_record(ctx.ddb, ctx.table, tenant, record):
+        # Another replica recorded this size first; its record (same root) is the one that counts.
+        existing = store.get_checkpoint_record(ctx.ddb, ctx.table, tenant, size)
+        if existing is not None:
+            record = existing
+    crash_point(ctx, "record")
     return record
+
+
+def crash_point(ctx: SealContext, point: str) -> None:
+    """Test hook: exit at once, as kill -9 would, when LZ_SEALER_CRASH_AFTER names this step."""
+    if ctx.crash_after == point:
+        log.warning("LZ_SEALER_CRASH_AFTER=%s: exiting with 137 (test hook)", point)
+        os._exit(137)
 
 
 def publish_keys(ctx: SealContext, tenant: str) -> None:
@@ -107,6 +168,7 @@ def seal_once(ctx: SealContext, tenant: str, max_events: int) -> SealOutcome:
     if sealed is None:
         return SealOutcome(None, ledger_size)
     write_tiles(ctx, tenant, sealed)
+    crash_point(ctx, "tiles")
     record = write_checkpoint(ctx, tenant, sealed)
     log.info("sealed", extra={"tenant": tenant, "size": record.size, "ledger_size": ledger_size})
     return SealOutcome(record, ledger_size)

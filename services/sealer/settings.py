@@ -12,7 +12,8 @@ class SealSettings:
     bucket_name: str = s.env("LZ_BUCKET_NAME", doc="S3 bucket (Object Lock) for tiles and checkpoints.")
     origin: str = s.env("LZ_ORIGIN", doc="Deployment origin; a tenant's log is <LZ_ORIGIN>/<tenant>.")
     retention_days: int = s.env(
-        "LZ_SEAL_RETENTION_DAYS", s.positive_int, default=365, doc="COMPLIANCE retention of seal objects."
+        "LZ_SEAL_RETENTION_DAYS", s.positive_int, default=365,
+        doc="COMPLIANCE retention (days) the bucket's default must give every seal object; checked after each write.",
     )
     signing_key_file: str = s.env(
         "LZ_SIGNING_KEY_FILE", default="", doc="File of C2SP signer keys, newest first (a Kubernetes Secret)."
@@ -24,6 +25,10 @@ class SealSettings:
     )
     max_batch: int = s.env(
         "LZ_SEAL_MAX_BATCH", s.positive_int, default=4096, doc="Most events one checkpoint adds during catch-up."
+    )
+    crash_after: str = s.env(
+        "LZ_SEALER_CRASH_AFTER", s.choice("", "tiles", "checkpoint", "record"), default="",
+        doc="Test hook only: exit with 137 right after this step of a seal (tiles, checkpoint, record).",
     )
     stream_poll_seconds: float = s.env(
         "LZ_STREAM_POLL_SECONDS", s.positive_float, default=0.2, doc="Pause between empty stream reads."

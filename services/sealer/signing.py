@@ -14,20 +14,13 @@ verify with the old key.
 
 from __future__ import annotations
 
-import base64
-import hashlib
 from collections.abc import Sequence
 from pathlib import Path
-
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from services.kit.errors import ConfigError
 from services.kit.ids import validate_id
 from services.tlog.errors import NoteError
 from services.tlog.note import Signer, Verifier
-
-_ED25519 = 0x01
 
 
 def parse_key_list(text: str) -> list[str]:
@@ -59,34 +52,6 @@ def load_signer_keys(key_file: str, key_env: str) -> list[str]:
     return keys
 
 
-def _key_id(name: str, public: bytes) -> int:
-    digest = hashlib.sha256(name.encode() + b"\n" + bytes([_ED25519]) + public).digest()
-    return int.from_bytes(digest[:4], "big")
-
-
-def _seed(signer_key: str) -> bytes:
-    raw = base64.b64decode(signer_key.split("+", 4)[4], validate=True)
-    return raw[1:]
-
-
-def _public(seed: bytes) -> bytes:
-    return Ed25519PrivateKey.from_private_bytes(seed).public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
-
-
-def signer_named(signer_key: str, name: str) -> Signer:
-    """The signer of `signer_key`'s private key under another key name."""
-    seed = _seed(signer_key)
-    encoded = base64.b64encode(bytes([_ED25519]) + seed).decode()
-    return Signer(f"PRIVATE+KEY+{name}+{_key_id(name, _public(seed)):08x}+{encoded}")
-
-
-def verifier_named(verifier_key: str, name: str) -> Verifier:
-    """The verifier of `verifier_key`'s public key under another key name."""
-    public = base64.b64decode(verifier_key.split("+", 2)[2], validate=True)[1:]
-    encoded = base64.b64encode(bytes([_ED25519]) + public).decode()
-    return Verifier(f"{name}+{_key_id(name, public):08x}+{encoded}")
-
-
 class TenantKeys:
     """Per-tenant signers and verifiers derived from the deployment keys (newest first)."""
 
@@ -105,12 +70,12 @@ class TenantKeys:
         """The newest key, named for the tenant's log."""
         if not self._signer_keys:
             raise ConfigError("this process has no signing key")
-        return signer_named(self._signer_keys[0], self.origin_of(tenant))
+        return Signer(self._signer_keys[0]).renamed(self.origin_of(tenant))
 
     def verifiers(self, tenant: str) -> list[Verifier]:
         """Every configured key (newest first), named for the tenant's log."""
         name = self.origin_of(tenant)
-        return [verifier_named(k, name) for k in self._verifier_keys]
+        return [Verifier(k).renamed(name) for k in self._verifier_keys]
 
     def deployment_verifiers(self) -> list[str]:
         """The deployment's verifier key strings (under their own names), newest first."""

@@ -1,6 +1,7 @@
 """Checkpoint index items (DynamoDB) and seal objects (S3 Object Lock): the only code that builds them.
 
-Objects are written once: `If-None-Match: *` with COMPLIANCE retention. A write that finds the
+Objects are written once with `If-None-Match: *`; the bucket's default COMPLIANCE retention locks
+them (no Object Lock headers are sent), and every write is checked to have got it. A write that finds the
 object already there (a sealer that crashed after writing it, or a second replica) compares bytes
 instead of writing a second version; the same tree always yields the same tiles, and Ed25519
 signatures are deterministic, so an honest retry finds identical bytes. Checkpoints are read back by
@@ -11,7 +12,7 @@ Synchronous boto3; async callers use `aws.call`. The ledger service uses the rea
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -182,41 +183,105 @@ def _bytes(value: Any) -> bytes:
 # --- S3: write-once objects ----------------------------------------------------------------------
 
 
-def put_once(s3: Any, bucket: str, key: str, body: bytes, retention_days: int) -> str:
-    """Write an object once with COMPLIANCE retention; returns its version id.
+@dataclass(frozen=True)
+class StoredObject:
+    """A write-once object as it is in the bucket: its version and its bytes."""
 
-    When the key exists already, the current bytes must equal `body` (a retried seal) and the
-    existing version id is returned; anything else is an ObjectConflict, never a second write.
+    version_id: str
+    body: bytes
+
+
+class RetentionMissing(FailedPrecondition):
+    """A seal object was stored without COMPLIANCE retention: the bucket lacks its default retention."""
+
+    reason = "SEAL_RETENTION_MISSING"
+
+
+def put_once(
+    s3: Any, bucket: str, key: str, body: bytes, *, retention_days: int, accept: Callable[[bytes], bool] | None = None
+) -> StoredObject:
+    """Write an object once (`If-None-Match: *`) and check that it is under COMPLIANCE retention.
+
+    No Object Lock headers are sent (they need s3:PutObjectRetention, which the role and the bucket
+    policy deny): the bucket's default COMPLIANCE retention applies, and `check_retention` proves it
+    did. When the key exists already, its bytes must equal `body` (a retried seal) or satisfy
+    `accept`; the existing version is returned. Anything else is an ObjectConflict, never a second
+    version.
     """
     try:
-        got = s3.put_object(
-            Bucket=bucket,
-            Key=key,
-            Body=body,
-            IfNoneMatch="*",
-            ObjectLockMode="COMPLIANCE",
-            ObjectLockRetainUntilDate=datetime.now(UTC) + timedelta(days=retention_days),
-        )
-        return str(got.get("VersionId", ""))
+        got = s3.put_object(Bucket=bucket, Key=key, Body=body, IfNoneMatch="*")
+        stored = StoredObject(str(got.get("VersionId", "")), body)
     except Exception as exc:
         if aws.error_code(exc) not in {"PreconditionFailed", "412", "ConditionalRequestConflict"}:
             raise
-    existing = s3.get_object(Bucket=bucket, Key=key)
-    if existing["Body"].read() != body:
-        raise ObjectConflict(f"{key} exists with different bytes")
-    return str(existing.get("VersionId", ""))
+        existing = s3.get_object(Bucket=bucket, Key=key)
+        data = bytes(existing["Body"].read())
+        if data != body and (accept is None or not accept(data)):
+            raise ObjectConflict(f"{key} exists with different bytes") from None
+        stored = StoredObject(str(existing.get("VersionId", "")), data)
+    check_retention(s3, bucket, key, stored.version_id, retention_days)
+    return stored
+
+
+def check_retention(s3: Any, bucket: str, key: str, version_id: str, retention_days: int) -> None:
+    """Raise RetentionMissing unless this object version is COMPLIANCE-locked for `retention_days`.
+
+    The retain-until date is compared with the version's LastModified (the default retention starts
+    when the object is written), with an hour of slack for clock differences.
+    """
+    if not version_id:
+        raise RetentionMissing(f"{key} has no version id: the seal bucket is not versioned")
+    head = s3.head_object(Bucket=bucket, Key=key, VersionId=version_id)
+    mode = head.get("ObjectLockMode")
+    until = head.get("ObjectLockRetainUntilDate")
+    if mode != "COMPLIANCE" or not isinstance(until, datetime):
+        raise RetentionMissing(
+            f"{key} (version {version_id}) has Object Lock mode {mode or 'none'}, not COMPLIANCE: "
+            "the seal bucket needs a default COMPLIANCE retention"
+        )
+    written = head.get("LastModified")
+    start = written if isinstance(written, datetime) else datetime.now(UTC)
+    if until < start + timedelta(days=retention_days) - timedelta(hours=1):
+        raise RetentionMissing(
+            f"{key} (version {version_id}) is retained until {until.isoformat()}, less than the "
+            f"{retention_days} days the sealer is configured for"
+        )
 
 
 def put_tile(s3: Any, bucket: str, tenant: str, tile: TileId, data: bytes, retention_days: int) -> str:  # noqa: PLR0917
-    return put_once(s3, bucket, keys.tile_object_key(tenant, tile), data, retention_days)
+    return put_once(s3, bucket, keys.tile_object_key(tenant, tile), data, retention_days=retention_days).version_id
 
 
-def put_checkpoint_object(s3: Any, bucket: str, tenant: str, size: int, note: bytes, retention_days: int) -> tuple[  # noqa: PLR0917
-    str, str
-]:
-    """Write the signed note of a checkpoint; returns (object key, version id)."""
+def put_checkpoint_object(  # noqa: PLR0917
+    s3: Any, bucket: str, tenant: str, size: int, note: bytes, retention_days: int,
+    accept: Callable[[bytes], bool] | None = None,
+) -> tuple[str, StoredObject]:
+    """Write the signed note of a checkpoint; returns (object key, the stored object).
+
+    `accept` decides whether a different note already stored under the key (one a crashed seal
+    wrote, e.g. before a key rotation) may stand for this checkpoint.
+    """
     key = keys.checkpoint_object_key(tenant, size)
-    return key, put_once(s3, bucket, key, note, retention_days)
+    return key, put_once(s3, bucket, key, note, retention_days=retention_days, accept=accept)
+
+
+def unrecorded_checkpoint_size(s3: Any, bucket: str, tenant: str, after: int) -> int | None:
+    """The smallest checkpoint object size above `after` (the newest recorded size), if any.
+
+    Such an object is left by a seal that stopped between writing the note and recording it; the
+    next seal finishes that one instead of choosing another size. One List call, at most one key.
+    """
+    got = s3.list_objects_v2(
+        Bucket=bucket,
+        Prefix=keys.checkpoint_object_prefix(tenant),
+        StartAfter=keys.checkpoint_object_key(tenant, after),
+        MaxKeys=1,
+    )
+    for obj in got.get("Contents", []):
+        size = keys.size_of_checkpoint_object_key(tenant, str(obj.get("Key", "")))
+        if size is not None and size > after:
+            return size
+    return None
 
 
 def put_verifier_keys(s3: Any, bucket: str, tenant: str, text: str) -> None:

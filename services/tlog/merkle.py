@@ -29,6 +29,7 @@ __all__ = [
     "inclusion_proof",
     "leaf_hash",
     "node_hash",
+    "root_from_hash_reader",
     "root_hash",
     "verify_consistency",
     "verify_inclusion",
@@ -268,3 +269,27 @@ def consistency_proof(size1: int, size2: int, read_hashes: HashReader) -> list[b
     Reads O(log n) complete-subtree hashes in a single ``read_hashes`` call.
     """
     return _run_plan(_consistency_plan(size1, size2), read_hashes)
+
+
+def root_from_hash_reader(size: int, read_hashes: HashReader) -> bytes:
+    """The root of the tree of ``size`` leaves from its O(log n) complete subtrees (one ``read_hashes`` call).
+
+    The subtrees are the binary decomposition of ``size``, largest first; the empty tree's root is
+    :data:`EMPTY_ROOT`.
+    """
+    _check_size("size", size)
+    nodes: list[NodeId] = []
+    begin = 0
+    for level in range(size.bit_length() - 1, -1, -1):
+        if size >> level & 1:
+            nodes.append((level, begin >> level))
+            begin += 1 << level
+    if not nodes:
+        return EMPTY_ROOT
+    hashes = list(read_hashes(nodes))
+    if len(hashes) != len(nodes):
+        raise ProofError(f"hash reader returned {len(hashes)} hashes for {len(nodes)} subtrees")
+    root = hashes[-1]
+    for h in reversed(hashes[:-1]):
+        root = node_hash(h, root)
+    return root

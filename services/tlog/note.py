@@ -92,6 +92,14 @@ class Verifier:
             return False
         return True
 
+    def renamed(self, name: str) -> Verifier:
+        """The same public key under another key name (the key id covers the name, so it changes too)."""
+        if not _valid_name(name):
+            raise NoteError(f"invalid key name {name!r}")
+        public = self._public.public_bytes(Encoding.Raw, PublicFormat.Raw)
+        raw = bytes([_ALG_ED25519]) + public
+        return Verifier(f"{name}+{_key_id(name, public):08x}+{base64.b64encode(raw).decode()}")
+
     @property
     def key_string(self) -> str:
         """The key in the Go reference verifier-key format."""
@@ -120,6 +128,15 @@ class Signer:
     def sign(self, text: bytes) -> bytes:
         """Ed25519 signature of ``text``."""
         return self._private.sign(text)
+
+    def renamed(self, name: str) -> Signer:
+        """The same private key under another key name (the key id covers the name, so it changes too)."""
+        if not _valid_name(name):
+            raise NoteError(f"invalid key name {name!r}")
+        seed = self._private.private_bytes_raw()
+        public = self._private.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+        raw = bytes([_ALG_ED25519]) + seed
+        return Signer(f"PRIVATE+KEY+{name}+{_key_id(name, public):08x}+{base64.b64encode(raw).decode()}")
 
     def verifier(self) -> Verifier:
         """The matching verifier."""

@@ -287,37 +287,41 @@ class Fleet:
     """Real agent streams (agent.stream.AgentStream) of enrolled hosts, run in this process."""
 
     def __init__(self, stack: Stack, tenant: Tenant, count: int, interval: float, *, changing: bool = True,
-                 first_jitter: float = 0.5, send_rate: float = 20.0) -> None:
+                 first_jitter: float = 0.5, initial: float = 0.2, send_rate: float = 20.0,
+                 identities: list[Identity] | None = None) -> None:
         self.stack = stack
         self.tenant = tenant
         self.stats = StreamStats()
         self.executor = DryRunExecutor()
         self.streams: list[AgentStream] = []
-        self.identities: list[Identity] = []
-        for index in range(count):
+        self.identities: list[Identity] = list(identities or [])
+        for index in range(count - len(self.identities)):
             reply = enroll(stack.addresses["ingest"], tenant.ingest_tenant, hostname=f"fault-{index}")
             self.identities.append(Identity(tenant.tenant, reply.asset_id, reply.agent_credential,
                                             stack.addresses["ingest"]))
+        self.initial = initial
         self.interval = interval
         self.changing = changing
         self.first_jitter = first_jitter
         self.send_rate = send_rate
         self._stop: asyncio.Event | None = None
         self._tasks: list[asyncio.Task[None]] = []
-        self._channel: grpc.aio.Channel | None = None
+        self._channels: list[grpc.aio.Channel] = []
 
     async def start(self) -> None:
         self._stop = asyncio.Event()
-        self._channel = grpc.aio.insecure_channel(self.stack.addresses["ingest"],
-                                                  options=[("grpc.keepalive_time_ms", 30_000)])
-        policy = BackoffPolicy(initial=0.2, multiplier=1.6, jitter=0.2, cap=2.0, first_jitter=self.first_jitter)
-        channel = self._channel
-        for identity in self.identities:
+        options = [("grpc.keepalive_time_ms", 30_000), ("grpc.use_local_subchannel_pool", 1)]
+        self._channels = [grpc.aio.insecure_channel(self.stack.addresses["ingest"], options=options)
+                          for _ in range(max(1, -(-len(self.identities) // 500)))]
+        policy = BackoffPolicy(initial=self.initial, multiplier=1.6, jitter=0.2, cap=max(2.0, self.initial * 4),
+                               first_jitter=self.first_jitter)
+        for index, identity in enumerate(self.identities):
+            channel = self._channels[index % len(self._channels)]
             source = ChangingSource(identity.asset_id) if self.changing else _Fixed(identity.asset_id)
             stream = AgentStream(
-                identity, channel=lambda: channel, source=source, spool=MemorySpool(100_000),
+                identity, channel=lambda c=channel: c, source=source, spool=MemorySpool(100_000),
                 state=StreamState(None, identity.asset_id), commands=CommandBook(None), executor=self.executor,
-                backoff=Backoff(policy, random.Random()),  # noqa: S311
+                backoff=Backoff(policy, random.Random()),
                 settings=StreamSettings(interval=self.interval, send_rate=self.send_rate, send_burst=20,
                                         resend_results_after=1.0),
                 stats=self.stats, owns_channel=False,
@@ -329,8 +333,8 @@ class Fleet:
         if self._stop is not None:
             self._stop.set()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        if self._channel is not None:
-            await self._channel.close()
+        for channel in self._channels:
+            await channel.close()
 
     def acked(self) -> dict[str, int]:
         """asset id -> the highest seq its agent saw acknowledged."""

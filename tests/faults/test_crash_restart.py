@@ -103,7 +103,8 @@ async def test_worker_killed_mid_batch_loses_no_acked_heartbeat(crash_stack, ten
           "every acked heartbeat in telemetry")
 
 
-def _append_until_done(tenant: Tenant, tag: str, calls: int, acked: dict[str, list[int]], stop: threading.Event) -> None:
+def _append_until_done(tenant: Tenant, tag: str, calls: int, acked: dict[str, list[int]],
+                       stop: threading.Event) -> None:
     """Append `calls` events one call each (request ids make retries safe), retrying through outages."""
     stub = ledger_stub(tenant)
     for n in range(calls):
@@ -123,7 +124,8 @@ def _append_until_done(tenant: Tenant, tag: str, calls: int, acked: dict[str, li
                 time.sleep(0.2)
 
 
-def _concurrent_appends(tenant: Tenant, writers: int, calls: int) -> tuple[list[threading.Thread], dict, threading.Event]:
+def _concurrent_appends(tenant: Tenant, writers: int,
+                        calls: int) -> tuple[list[threading.Thread], dict, threading.Event]:
     acked: dict[str, list[int]] = {}
     stop = threading.Event()
     threads = [threading.Thread(target=_append_until_done, args=(tenant, f"w{i}", calls, acked, stop), daemon=True)

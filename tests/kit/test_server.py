@@ -263,3 +263,12 @@ def _wait_status(port: int, wanted: set[int], timeout: float = 30) -> int:
             return last
         time.sleep(0.1)
     return last
+
+
+async def test_bytes_that_are_not_the_request_message_are_invalid_argument(harness: _Harness) -> None:
+    """A request body that does not parse answers INVALID_ARGUMENT, not UNKNOWN or INTERNAL."""
+    async with _channel(harness) as ch:
+        raw = ch.unary_unary(f"/{SERVICE}/GetEvent", request_serializer=None, response_deserializer=None)
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await raw(b"\xff\xff\xff\xff", metadata=_service_md())
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT

@@ -12,11 +12,10 @@ from services.kit import aws
 from services.kit.settings import AwsSettings
 from services.ledger import keys as ledger_keys
 from services.sealer import keys as sealer_keys
-from services.sealer.signing import signer_named
 from services.tlog.checkpoint import Checkpoint
 from services.tlog.events import build_event, parse_event
 from services.tlog.merkle import leaf_hash
-from services.tlog.note import generate_key
+from services.tlog.note import Signer, generate_key
 from services.tlog.tiles import TileBuilder
 from tests.ledger.helpers import append, export_bundle, lz_verify, seal_now, verifier_keys, verify_ledger
 
@@ -59,7 +58,7 @@ class Ledger:
 
     def signer(self) -> Any:
         key = (self.stack.state_dir / "signing.key").read_text().strip()
-        return signer_named(key, f"{self.stack.env['LZ_ORIGIN']}/{self.tenant.tenant}")
+        return Signer(key).renamed(f"{self.stack.env['LZ_ORIGIN']}/{self.tenant.tenant}")
 
 
 def edited(canonical: bytes, **change: Any) -> bytes:
