@@ -142,7 +142,7 @@ def _parser() -> argparse.ArgumentParser:
     simulate.add_argument("--count", type=_positive_int, required=True, help="number of simulated hosts")
     simulate.add_argument("--control-plane", required=True, metavar="HOST:PORT")
     simulate.add_argument("--tenant", required=True)
-    simulate.add_argument("--secret", required=True, help="the tenant's enrollment secret")
+    simulate.add_argument("--secret", default="", help="the tenant's enrollment secret (needed to enroll)")
     simulate.add_argument("--interval", type=_positive_float, default=5.0, help="heartbeat period (s)")
     simulate.add_argument("--duration", type=_positive_float, help="stop after this many seconds")
     simulate.add_argument("--exposed-fraction", type=_fraction, default=0.1)
@@ -154,6 +154,12 @@ def _parser() -> argparse.ArgumentParser:
     simulate.add_argument("--channels", type=_positive_int, help="HTTP/2 connections (default: 1 per 500 hosts)")
     simulate.add_argument("--first-reconnect-jitter", type=float, default=5.0, metavar="SECONDS")
     simulate.add_argument("--report-every", type=_positive_float, default=10.0, metavar="SECONDS")
+    simulate.add_argument("--identities", type=Path, metavar="FILE",
+                          help="JSON lines of identities: used instead of enrolling; written after enrolling")
+    simulate.add_argument("--warm", action="store_true",
+                          help="start as if the control plane already held each host's inventory (steady state)")
+    simulate.add_argument("--report-file", type=Path, metavar="FILE",
+                          help="append one JSON line per report (wall-clock aligned) with the window's ack latencies")
     simulate.set_defaults(handler=_simulate)
     return parser
 
@@ -218,10 +224,17 @@ def _simulate(args: argparse.Namespace, config: Config) -> int:
         channels=args.channels,
         first_reconnect_jitter=args.first_reconnect_jitter,
         report_every=args.report_every,
+        identities=args.identities,
+        warm=args.warm,
+        report_file=args.report_file,
     )
+    if not options.secret and not (options.identities is not None and options.identities.exists()):
+        print("error: --secret is needed to enroll (or give --identities with an existing file)", file=sys.stderr)
+        return EXIT_USAGE
     summary = run_simulation(options)
     print(json.dumps(summary, indent=2))
-    return EXIT_OK if summary["enrolled"] and summary["heartbeats_acked"] else EXIT_FAILED
+    enrolled = summary["enrolled"] + summary["identities_loaded"]
+    return EXIT_OK if enrolled and summary["heartbeats_acked"] else EXIT_FAILED
 
 
 def _credentials(config: Config) -> grpc.ChannelCredentials | None:

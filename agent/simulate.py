@@ -7,6 +7,13 @@ several kinds, some listening on every interface, some holding secrets open,
 some models the tenant would not approve) and are built and serialized once
 per host, so per-heartbeat work is a few bytes of framing. A handful of
 channels (separate HTTP/2 connections) carry all the streams.
+
+For load tests, ``identities`` names a JSON-lines file of identities: present, they are used instead
+of enrolling (so a fleet enrolls once and streams many times); absent, the hosts enroll and the file
+is written. ``warm`` starts every host as if the control plane already held its inventory (the steady
+state of a fleet: digest-only heartbeats, no first burst of full inventories). ``report_file`` gets
+one JSON line per report, at wall-clock multiples of ``report_every`` so that several simulator
+processes report the same windows, with the ack latencies of the window.
 """
 
 from __future__ import annotations
@@ -14,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import json
 import logging
 import math
 import random
@@ -21,8 +29,9 @@ import signal
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, TextIO
 
 import grpc
@@ -67,6 +76,9 @@ class SimulateOptions:
     enroll_concurrency: int = 64
     first_reconnect_jitter: float = 5.0
     report_every: float = 10.0
+    identities: Path | None = None
+    warm: bool = False
+    report_file: Path | None = None
 
 
 # (kind, executable, default port, versions)
@@ -200,6 +212,8 @@ class FleetReport:
     hosts: int
     enrolled: int = 0
     enroll_failed: int = 0
+    loaded: int = 0
+    enroll_seconds: float = 0.0
     asset_ids: list[str] = field(default_factory=list)
     started: float = field(default_factory=time.monotonic)
 
@@ -209,6 +223,8 @@ class FleetReport:
             "hosts": self.hosts,
             "enrolled": self.enrolled,
             "enroll_failed": self.enroll_failed,
+            "identities_loaded": self.loaded,
+            "enroll_seconds": round(self.enroll_seconds, 1),
             "connected": stats.connected,
             "max_connected": max_connected,
             "sessions": stats.sessions,
@@ -293,6 +309,65 @@ async def _enroll_all(
     return list(await asyncio.gather(*(one(i, h) for i, h in enumerate(hosts))))
 
 
+def load_identities(path: Path) -> list[Identity]:
+    """The identities of a JSON-lines file written by :func:`save_identities` (or by a benchmark)."""
+    identities = []
+    for line in path.read_text().splitlines():
+        if line.strip():
+            data = json.loads(line)
+            identities.append(Identity(**{k: v for k, v in data.items() if k in Identity.__dataclass_fields__}))
+    return identities
+
+
+def save_identities(path: Path, identities: list[Identity]) -> None:
+    """Write identities as JSON lines, readable only by the owner (they hold credentials)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.touch(mode=0o600, exist_ok=True)
+    path.write_text("".join(json.dumps(asdict(i)) + "\n" for i in identities))
+
+
+async def _identities(
+    hosts: list[SimHost], options: SimulateOptions, channels: list[grpc.aio.Channel], report: FleetReport
+) -> list[Identity | None]:
+    """Identities from ``options.identities`` when it has them; the hosts beyond it enroll (and are saved)."""
+    known: list[Identity | None] = []
+    if options.identities is not None and options.identities.exists():
+        known = list(load_identities(options.identities)[: len(hosts)])
+        report.loaded = len(known)
+    if len(known) == len(hosts):
+        return known
+    started = time.monotonic()
+    enrolled = await _enroll_all(hosts[len(known):], options, channels, report)
+    report.enroll_seconds = time.monotonic() - started
+    identities = known + enrolled
+    if options.identities is not None:
+        save_identities(options.identities, [i for i in identities if i is not None])
+    return identities
+
+
+def _report_json(options: SimulateOptions, summary: dict[str, Any], window: list[float]) -> None:
+    if options.report_file is None:
+        return
+    line = {
+        "time": round(time.time(), 3),
+        "connected": summary["connected"],
+        "hosts": summary["hosts"],
+        "heartbeats_sent": summary["heartbeats_sent"],
+        "heartbeats_acked": summary["heartbeats_acked"],
+        "commands_received": summary["commands_received"],
+        "commands_applied": summary["commands_applied"],
+        "latencies_ms": [round(v * 1000, 2) for v in window],
+    }
+    with options.report_file.open("a") as handle:
+        handle.write(json.dumps(line) + "\n")
+
+
+def _until_next_report(every: float) -> float:
+    """Seconds to the next wall-clock multiple of ``every`` (so processes report the same windows)."""
+    now = time.time()
+    return max(0.001, (math.floor(now / every) + 1) * every - now)
+
+
 async def simulate(
     options: SimulateOptions,
     stop: asyncio.Event | None = None,
@@ -316,7 +391,7 @@ async def simulate(
     tasks: list[asyncio.Task[None]] = []
     max_connected = 0
     try:
-        identities = await _enroll_all(hosts, options, channels, report)
+        identities = await _identities(hosts, options, channels, report)
         if on_ready is not None:
             on_ready(report)
         policy = BackoffPolicy(first_jitter=options.first_reconnect_jitter)
@@ -324,12 +399,15 @@ async def simulate(
             if identity is None:
                 continue
             channel = channels[index % len(channels)]
+            state = StreamState(None, identity.asset_id)
+            if options.warm:
+                state.acked_digest = snapshots[index][0].digest
             stream = AgentStream(
                 identity,
                 channel=_fixed(channel),
                 source=SimSource(_pair(snapshots[index]), options.change_probability, random.Random(rng.random())),  # noqa: S311
                 spool=MemorySpool(max_records=max(16, int(3600 / options.interval))),
-                state=StreamState(None, identity.asset_id),
+                state=state,
                 commands=CommandBook(None),
                 executor=executor,
                 backoff=Backoff(policy, random.Random(rng.random())),  # noqa: S311
@@ -342,16 +420,18 @@ async def simulate(
         deadline = None if options.duration is None else time.monotonic() + options.duration
         seen = 0
         while not stop.is_set():
-            wait = options.report_every
+            wait = _until_next_report(options.report_every) if options.report_file else options.report_every
             if deadline is not None:
                 wait = min(wait, max(0.0, deadline - time.monotonic()))
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), wait)
             max_connected = max(max_connected, stats.connected)
+            window = stats.ack_latencies[seen:]
+            seen = len(stats.ack_latencies)
+            summary = report.summary(stats, max_connected)
+            _report_json(options, summary, window)
             if out is not None:
-                window = stats.ack_latencies[seen:]
-                seen = len(stats.ack_latencies)
-                print(_line(report.summary(stats, max_connected), window), file=out, flush=True)
+                print(_line(summary, window), file=out, flush=True)
             if deadline is not None and time.monotonic() >= deadline:
                 break
         max_connected = max(max_connected, stats.connected)

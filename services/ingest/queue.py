@@ -33,17 +33,30 @@ MAX_BATCH_BYTES = 256 * 1024 - 8 * 1024  # SQS's limit on a whole batch, with ro
 Done = Callable[[bool], None]
 
 
+class _Batch:
+    """Heartbeats gathering for one SendMessageBatch, with their completion callbacks."""
+
+    __slots__ = ("callbacks", "entries", "size")
+
+    def __init__(self) -> None:
+        self.entries: list[domain.BatchEntry] = []
+        self.callbacks: list[Done] = []
+        self.size = domain.BATCH_OVERHEAD * MAX_ENTRIES
+
+    def fits(self, size: int) -> bool:
+        return self.size + size <= MAX_BATCH_BYTES and len(self.entries) < MAX_ENTRIES * MAX_ENVELOPE_HEARTBEATS
+
+
 class QueueBatcher:
     def __init__(self, sqs: Any, queue_url: str, *, linger_seconds: float = 0.01, max_in_flight: int = 4) -> None:
         self._sqs = sqs
         self._queue_url = queue_url
         self._linger = linger_seconds
         self._max_in_flight = max_in_flight
-        self._entries: list[domain.BatchEntry] = []
-        self._callbacks: list[Done] = []
-        self._bytes = domain.BATCH_OVERHEAD
+        self._open = _Batch()
+        self._sealed: list[_Batch] = []  # full batches waiting for a free slot
         self._timer: asyncio.TimerHandle | None = None
-        self._due = False
+        self._due = False  # the open batch has lingered long enough
         self._in_flight = 0
         self._tasks: set[asyncio.Task[None]] = set()
         self.healthy = True
@@ -60,12 +73,14 @@ class QueueBatcher:
         if not self.healthy:
             raise Unavailable("the heartbeat queue is unreachable; keep spooling", reason="QUEUE_UNAVAILABLE")
         size = domain.entry_size(entry)
-        if self._bytes + size > MAX_BATCH_BYTES or len(self._entries) >= MAX_ENTRIES * MAX_ENVELOPE_HEARTBEATS:
-            self._due = True
+        batch = self._open
+        if batch.entries and not batch.fits(size):
+            self._sealed.append(batch)
+            batch = self._open = _Batch()
             self._flush()
-        self._entries.append(entry)
-        self._callbacks.append(done)
-        self._bytes += size
+        batch.entries.append(entry)
+        batch.callbacks.append(done)
+        batch.size += size
         if self._timer is None and not self._due:
             self._timer = asyncio.get_running_loop().call_later(self._linger, self._linger_over)
 
@@ -75,20 +90,24 @@ class QueueBatcher:
         self._flush()
 
     def _flush(self) -> None:
-        """Send what has gathered, if it is due and a slot is free (else it goes when a send returns)."""
-        if not self._due or not self._entries or self._in_flight >= self._max_in_flight:
-            return
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        entries, callbacks = self._entries, self._callbacks
-        self._entries, self._callbacks, self._bytes, self._due = [], [], domain.BATCH_OVERHEAD, False
-        self._in_flight += 1
-        task = asyncio.get_running_loop().create_task(self._send(entries, callbacks))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        """Send sealed batches, then the open one if it lingered long enough, while slots are free."""
+        while self._in_flight < self._max_in_flight:
+            if self._sealed:
+                batch = self._sealed.pop(0)
+            elif self._due and self._open.entries:
+                batch, self._open, self._due = self._open, _Batch(), False
+                if self._timer is not None:
+                    self._timer.cancel()
+                    self._timer = None
+            else:
+                return
+            self._in_flight += 1
+            task = asyncio.get_running_loop().create_task(self._send(batch))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
 
-    async def _send(self, entries: list[domain.BatchEntry], callbacks: list[Done]) -> None:
+    async def _send(self, batch: _Batch) -> None:
+        entries, callbacks = batch.entries, batch.callbacks
         groups = [(start, min(len(entries), start + MAX_ENVELOPE_HEARTBEATS))
                   for start in range(0, len(entries), MAX_ENVELOPE_HEARTBEATS)]
         accepted: set[int] = set()
@@ -118,8 +137,6 @@ class QueueBatcher:
                     done(ok)
                 except Exception:
                     log.exception("heartbeat completion failed")
-        if self._entries and self._timer is None:
-            self._due = True
         self._flush()
 
     def _mark_unhealthy(self, why: str) -> None:
@@ -143,11 +160,9 @@ class QueueBatcher:
 
     async def close(self) -> None:
         """Send what has gathered and wait for every send in flight."""
-        while self._entries or self._tasks:
+        while self._open.entries or self._sealed or self._tasks:
             self._due = True
             self._flush()
             if self._tasks:
                 with contextlib.suppress(Exception):
                     await asyncio.wait(list(self._tasks))
-            elif self._entries:
-                await asyncio.sleep(0.01)

@@ -57,6 +57,16 @@ def put_agent(ddb: Any, table: str, tenant: str, asset_id: str, secret_sha256: s
     )
 
 
+def put_agents(ddb: Any, table: str, agents: list[tuple[str, str, str]], epoch: int, enroll_time: str) -> None:
+    """`put_agent` for many (tenant, asset, secret SHA-256) at once with BatchWriteItem (benchmark set-up)."""
+    items = [{
+        "PK": keys.tenant_pk(tenant), "SK": keys.agent_sk(asset_id), "asset_id": asset_id,
+        "secret_sha256": secret_sha256, "epoch": epoch, "durable_seq": 0, "revoked": False,
+        "enroll_time": enroll_time,
+    } for tenant, asset_id, secret_sha256 in agents]
+    _batch_put(ddb, table, items, "credential")
+
+
 def get_agent(ddb: Any, table: str, tenant: str, asset_id: str) -> AgentRecord | None:
     got = ddb.get_item(
         TableName=table,
@@ -65,7 +75,10 @@ def get_agent(ddb: Any, table: str, tenant: str, asset_id: str) -> AgentRecord |
     )
     if "Item" not in got:
         return None
-    item = aws.from_item(got["Item"])
+    return _agent_record(tenant, asset_id, aws.from_item(got["Item"]))
+
+
+def _agent_record(tenant: str, asset_id: str, item: dict[str, Any]) -> AgentRecord:
     return AgentRecord(
         tenant=tenant,
         asset_id=asset_id,
@@ -74,6 +87,33 @@ def get_agent(ddb: Any, table: str, tenant: str, asset_id: str) -> AgentRecord |
         durable_seq=int(item.get("durable_seq", 0)),
         revoked=bool(item.get("revoked", False)),
     )
+
+
+MAX_BATCH_GET = 100
+
+
+def get_agents(ddb: Any, table: str, wanted: list[tuple[str, str]]) -> dict[tuple[str, str], AgentRecord]:
+    """Credential items of many (tenant, asset) pairs with consistent BatchGetItem (100 a call); absent ones
+    are missing from the result. Unprocessed keys are asked again; Unavailable if they stay unprocessed."""
+    found: dict[tuple[str, str], AgentRecord] = {}
+    unique = list(dict.fromkeys(wanted))
+    for start in range(0, len(unique), MAX_BATCH_GET):
+        by_key = {(keys.tenant_pk(t), keys.agent_sk(a)): (t, a) for t, a in unique[start:start + MAX_BATCH_GET]}
+        pending = [aws.to_item({"PK": pk, "SK": sk}) for pk, sk in by_key]
+        for attempt in range(MAX_BATCH_RETRIES):
+            got = ddb.batch_get_item(RequestItems={table: {"Keys": pending, "ConsistentRead": True}})
+            for raw in got.get("Responses", {}).get(table, []):
+                item = aws.from_item(raw)
+                pair = by_key.get((str(item.get("PK")), str(item.get("SK"))))
+                if pair is not None:
+                    found[pair] = _agent_record(pair[0], pair[1], item)
+            pending = got.get("UnprocessedKeys", {}).get(table, {}).get("Keys", [])
+            if not pending:
+                break
+            time.sleep(min(1.0, 0.02 * 2**attempt))
+        if pending:
+            raise Unavailable(f"{len(pending)} credential reads stayed unprocessed")
+    return found
 
 
 def revoke_agent(ddb: Any, table: str, tenant: str, asset_id: str, when: str) -> None:
@@ -193,6 +233,10 @@ def put_telemetry(ddb: Any, table: str, items: list[dict[str, Any]]) -> None:
 
     Items with the same key (one heartbeat delivered twice in a batch) are written once.
     """
+    _batch_put(ddb, table, items, "telemetry")
+
+
+def _batch_put(ddb: Any, table: str, items: list[dict[str, Any]], what: str) -> None:
     items = list({(str(i["PK"]), str(i["SK"])): i for i in items}.values())
     for start in range(0, len(items), 25):
         pending = [{"PutRequest": {"Item": aws.to_item(item)}} for item in items[start:start + 25]]
@@ -203,7 +247,7 @@ def put_telemetry(ddb: Any, table: str, items: list[dict[str, Any]]) -> None:
                 break
             time.sleep(min(1.0, 0.02 * 2**attempt))
         if pending:
-            raise Unavailable(f"{len(pending)} telemetry items stayed unprocessed")
+            raise Unavailable(f"{len(pending)} {what} items stayed unprocessed")
 
 
 def previous_model_keys(ddb: Any, table: str, tenant: str, asset_id: str, ts: str, seq: int,

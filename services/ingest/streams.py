@@ -3,6 +3,11 @@
 A stream is: hello (credential checked in constant time) -> Welcome with the highest durable seq ->
 heartbeats, each handed to the queue and then acked; commands go down the same stream whenever they
 exist (on open, on the per-tenant poll, at once on a nudge) and again until their result comes back.
+
+The per-heartbeat path is kept small because one process holds thousands of streams: the reader checks
+the heartbeat and hands it to the batcher without waiting; the batcher's callback acks it (in order per
+stream) once SQS holds it. Hellos arriving together share a BatchGetItem for their credentials, and a new
+stream gets its pending commands from the tenant's last poll instead of an assets call of its own.
 """
 
 from __future__ import annotations
@@ -10,10 +15,11 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import functools
 import logging
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from lifecyclezero.v1 import common_pb2, ingest_pb2
@@ -55,19 +61,55 @@ class DurableSeq:
     due: bool = False
 
 
-@dataclass(eq=False)
+class Outbox:
+    """What goes down one stream, in order: a deque and at most one waiting reader (lighter than a Queue)."""
+
+    __slots__ = ("_items", "_waiter")
+
+    def __init__(self) -> None:
+        self._items: collections.deque[Any] = collections.deque()
+        self._waiter: asyncio.Future[None] | None = None
+
+    def put(self, item: Any) -> None:
+        self._items.append(item)
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def get(self) -> Any:
+        while not self._items:
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        return self._items.popleft()
+
+    def qsize(self) -> int:
+        return len(self._items)
+
+
+_PENDING, _STORED, _FAILED = 0, 1, 2
+
+
 class LiveStream:
-    tenant: str
-    asset_id: str
-    secret_sha256: str
-    epoch: int
-    sequencer: domain.Sequencer
-    outbox: asyncio.Queue[Any] = field(default_factory=asyncio.Queue)
-    acked_seq: int = 0
-    gapped: bool = False
-    sent: dict[str, float] = field(default_factory=dict)
-    resolved: set[str] = field(default_factory=set)
-    ended: bool = False
+    __slots__ = ("acked_seq", "asset_id", "ended", "epoch", "gapped", "in_flight", "outbox", "resolved",
+                 "secret_sha256", "sent", "sequencer", "tenant")
+
+    def __init__(self, tenant: str, asset_id: str, secret_sha256: str, epoch: int,
+                 sequencer: domain.Sequencer) -> None:
+        self.tenant = tenant
+        self.asset_id = asset_id
+        self.secret_sha256 = secret_sha256
+        self.epoch = epoch
+        self.sequencer = sequencer
+        self.outbox = Outbox()
+        self.acked_seq = 0
+        self.gapped = False
+        self.in_flight: collections.deque[list[int]] = collections.deque()  # [seq, state], in submission order
+        self.sent: dict[str, float] = {}
+        self.resolved: set[str] = set()
+        self.ended = False
 
     @property
     def key(self) -> Key:
@@ -75,13 +117,13 @@ class LiveStream:
 
     def push(self, message: ingest_pb2.ConnectResponse) -> None:
         if not self.ended:
-            self.outbox.put_nowait(message)
+            self.outbox.put(message)
 
     def end(self, error: DomainError | None = None) -> None:
         """End the stream: with `error` as its status, or OK when None."""
         if not self.ended:
             self.ended = True
-            self.outbox.put_nowait(error if error is not None else _DONE)
+            self.outbox.put(error if error is not None else _DONE)
 
     def offer(self, command: common_pb2.Command, now: float, resend_after: float, force: bool = False) -> bool:
         """Send `command` unless it was sent recently (or its result is in); True when it went down."""
@@ -94,6 +136,72 @@ class LiveStream:
         self.push(ingest_pb2.ConnectResponse(command=command))
         return True
 
+    def stored(self, seq: int, ok: bool) -> int:
+        """Record that SQS took (or refused) heartbeat `seq`; the new cumulative ack, or 0 when there is none.
+
+        Acks follow submission order: a heartbeat is acked only once every earlier one is in SQS, and a
+        refused one gaps the stream for good (a later cumulative ack would skip it).
+        """
+        for slot in self.in_flight:
+            if slot[0] == seq and slot[1] == _PENDING:
+                slot[1] = _STORED if ok else _FAILED
+                break
+        advanced = 0
+        while self.in_flight and self.in_flight[0][1] != _PENDING:
+            slot_seq, state = self.in_flight.popleft()
+            if state == _FAILED:
+                self.gapped = True
+            elif not self.gapped and slot_seq > self.acked_seq:
+                self.acked_seq = advanced = slot_seq
+        return advanced
+
+
+class CredentialLoader:
+    """Reads agent credentials for hellos; hellos that arrive together share one BatchGetItem."""
+
+    def __init__(self, ddb: Any, table: str, linger_seconds: float = 0.002, max_in_flight: int = 4) -> None:
+        self._ddb = ddb
+        self._table = table
+        self._linger = linger_seconds
+        self._waiting: list[tuple[Key, asyncio.Future[store.AgentRecord | None]]] = []
+        self._timer: asyncio.TimerHandle | None = None
+        self._slots = asyncio.Semaphore(max_in_flight)
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.reads = 0
+
+    async def get(self, tenant: str, asset_id: str) -> store.AgentRecord | None:
+        future: asyncio.Future[store.AgentRecord | None] = asyncio.get_running_loop().create_future()
+        self._waiting.append(((tenant, asset_id), future))
+        if len(self._waiting) >= store.MAX_BATCH_GET:
+            self._flush()
+        elif self._timer is None:
+            self._timer = asyncio.get_running_loop().call_later(self._linger, self._flush)
+        return await future
+
+    def _flush(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        batch, self._waiting = self._waiting, []
+        if batch:
+            task = asyncio.get_running_loop().create_task(self._load(batch))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _load(self, batch: list[tuple[Key, asyncio.Future[store.AgentRecord | None]]]) -> None:
+        async with self._slots:
+            try:
+                found = await aws.call(store.get_agents, self._ddb, self._table, [key for key, _ in batch])
+            except Exception as exc:
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(exc)
+                return
+        self.reads += 1
+        for key, future in batch:
+            if not future.done():
+                future.set_result(found.get(key))
+
 
 class Hub:
     """Every live stream of this process and what they share: the queue, assets, durable seqs, buckets."""
@@ -105,10 +213,16 @@ class Hub:
         self._table = table
         self.batcher = batcher
         self.assets = assets
+        self.credentials = CredentialLoader(ddb, table)
         self.streams: dict[Key, LiveStream] = {}
         self._durable: collections.OrderedDict[Key, DurableSeq] = collections.OrderedDict()
         self._buckets: collections.OrderedDict[Key, domain.TokenBucket] = collections.OrderedDict()
+        # tenant -> (monotonic time of its last poll, asset -> pending commands)
+        self._commands: dict[str, tuple[float, dict[str, list[common_pb2.Command]]]] = {}
+        self._polls: dict[str, asyncio.Task[dict[str, list[common_pb2.Command]]]] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
         self.heartbeats = 0
+        self.tenant_polls = 0
 
     # ----------------------------------------------------------------------------------------- stream
 
@@ -122,7 +236,7 @@ class Hub:
         except TimeoutError:
             raise InvalidArgument("no hello within the time allowed", reason="HELLO_REQUIRED") from None
         facts = domain.check_hello(first)
-        record = await aws.call(store.get_agent, self._ddb, self._table, facts.tenant, facts.asset_id)
+        record = await self.credentials.get(facts.tenant, facts.asset_id)
         stored = record.secret_sha256 if record is not None and not record.revoked else _UNKNOWN_SECRET
         if not auth.same_secret(facts.credential, stored) or record is None:
             raise Unauthenticated("unknown asset, or a wrong or revoked agent credential", reason="BAD_CREDENTIAL")
@@ -133,14 +247,15 @@ class Hub:
         if old is not None:
             old.end(Aborted("a newer stream for this asset replaced this one", reason="STREAM_REPLACED"))
         self.streams[stream.key] = stream
-        tasks: list[asyncio.Task[None]] = []
+        reader: asyncio.Task[None] | None = None
         try:
             yield ingest_pb2.ConnectResponse(welcome=ingest_pb2.Welcome(
                 acked_seq=stream.acked_seq, heartbeat_interval_seconds=self.settings.heartbeat_interval_seconds))
-            tasks.append(asyncio.create_task(self._read(stream, requests)))
-            tasks.append(asyncio.create_task(self._send_pending(stream)))
+            reader = asyncio.create_task(self._read(stream, requests))
+            self._send_pending(stream)
+            outbox = stream.outbox
             while True:
-                item = await stream.outbox.get()
+                item = await outbox.get()
                 if item is _DONE:
                     return
                 if isinstance(item, DomainError):
@@ -148,8 +263,8 @@ class Hub:
                 yield item
         finally:
             stream.ended = True
-            for task in tasks:
-                task.cancel()
+            if reader is not None:
+                reader.cancel()
             if self.streams.get(stream.key) is stream:
                 del self.streams[stream.key]
             state = self._durable.get(stream.key)
@@ -181,11 +296,12 @@ class Hub:
 
     async def _read(self, stream: LiveStream, requests: AsyncIterator[ingest_pb2.ConnectRequest]) -> None:
         bucket = self._bucket(stream.key)
+        monotonic = time.monotonic
         try:
             async for request in requests:
                 if stream.ended:
                     return
-                wait = bucket.take(time.monotonic())
+                wait = bucket.take(monotonic())
                 if wait:
                     raise ResourceExhausted(
                         f"more than {self.settings.rate_per_second:g} messages a second "
@@ -195,7 +311,7 @@ class Hub:
                     )
                 kind = request.WhichOneof("message")
                 if kind == "heartbeat":
-                    await self._heartbeat(stream, request.heartbeat)
+                    self._heartbeat(stream, request.heartbeat)
                 elif kind == "command_result":
                     await self._result(stream, request.command_result)
                 elif kind == "hello":
@@ -212,27 +328,34 @@ class Hub:
                 log.exception("stream of %s/%s failed", stream.tenant, stream.asset_id)
             stream.end(Unavailable(f"stream failed: {type(exc).__name__}"))
 
-    async def _heartbeat(self, stream: LiveStream, heartbeat: ingest_pb2.Heartbeat) -> None:
+    def _heartbeat(self, stream: LiveStream, heartbeat: ingest_pb2.Heartbeat) -> None:
+        """Check one heartbeat and hand it to the batcher; `_stored` acks it once SQS holds it."""
         body_bytes = heartbeat.SerializeToString()
-        received = domain.now()
-        stream.sequencer.check(heartbeat, len(body_bytes), received)
+        now = time.time()
+        stream.sequencer.check_at(heartbeat, len(body_bytes), now)
         if stream.gapped:
             if self.batcher.healthy:
                 raise Unavailable("the heartbeat queue is back; reconnect and replay what was not acked",
                                   reason="QUEUE_RECOVERED")
             return
-        body = domain.encode_envelope(stream.tenant, stream.asset_id, stream.epoch, received, body_bytes)
+        seq = heartbeat.seq
+        entry = domain.batch_entry(stream.tenant, stream.asset_id, stream.epoch, int(now * 1000), body_bytes)
         try:
-            await self.batcher.submit(body)
+            self.batcher.submit(entry, functools.partial(self._stored, stream, seq))
         except Unavailable:
             stream.gapped = True  # no ack now, and none later on this stream: a cumulative ack would skip it
             return
+        stream.in_flight.append([seq, _PENDING])
+
+    def _stored(self, stream: LiveStream, seq: int, ok: bool) -> None:
+        acked = stream.stored(seq, ok)
+        if not acked:
+            return
         self.heartbeats += 1
-        stream.acked_seq = max(stream.acked_seq, heartbeat.seq)
         state = self._durable.get(stream.key)
-        if state is not None and state.secret_sha256 == stream.secret_sha256:
-            state.acked = max(state.acked, heartbeat.seq)
-        stream.push(ingest_pb2.ConnectResponse(ack=ingest_pb2.Ack(acked_seq=stream.acked_seq)))
+        if state is not None and state.secret_sha256 == stream.secret_sha256 and acked > state.acked:
+            state.acked = acked
+        stream.push(ingest_pb2.ConnectResponse(ack=ingest_pb2.Ack(acked_seq=acked)))
 
     async def _result(self, stream: LiveStream, result: common_pb2.CommandResult) -> None:
         command_id = domain.check_command_result(result)
@@ -247,25 +370,73 @@ class Hub:
             return
         stream.resolved.add(command_id)
         stream.sent.pop(command_id, None)
+        self._forget_command(stream.tenant, stream.asset_id, command_id)
         stream.push(ingest_pb2.ConnectResponse(ack=ingest_pb2.Ack(acked_seq=stream.acked_seq,
                                                                   command_id=command_id)))
 
-    async def _send_pending(self, stream: LiveStream) -> None:
-        try:
-            commands = await self.assets.list_pending_commands(stream.tenant, stream.asset_id)
-        except DomainError as error:
-            log.warning("pending commands of %s/%s not listed (%s); the poll retries", stream.tenant,
-                        stream.asset_id, error.message)
-            return
-        now = time.monotonic()
-        for command in commands:
-            if command.asset_id in ("", stream.asset_id):
-                stream.offer(command, now, self.settings.command_resend_seconds, force=True)
-
     # -------------------------------------------------------------------------------------- commands
+
+    def _send_pending(self, stream: LiveStream) -> None:
+        """A new stream's pending commands: from the tenant's last poll when it is fresh, else from a poll now."""
+        cached = self._commands.get(stream.tenant)
+        if cached is not None and time.monotonic() - cached[0] < 2 * self.settings.command_poll_seconds:
+            self._offer_pending(stream, cached[1], force=True)
+            return
+        self._spawn(self._send_pending_later(stream))
+
+    async def _send_pending_later(self, stream: LiveStream) -> None:
+        try:
+            by_asset = await self._poll_tenant(stream.tenant)
+        except DomainError as error:
+            log.warning("pending commands of %s not listed (%s); the poll retries", stream.tenant, error.message)
+            return
+        self._offer_pending(stream, by_asset, force=True)
+
+    def _offer_pending(self, stream: LiveStream, by_asset: dict[str, list[common_pb2.Command]],
+                       force: bool = False) -> None:
+        commands = by_asset.get(stream.asset_id)
+        if commands:
+            now = time.monotonic()
+            for command in commands:
+                stream.offer(command, now, self.settings.command_resend_seconds, force=force)
+
+    async def _poll_tenant(self, tenant: str) -> dict[str, list[common_pb2.Command]]:
+        """The tenant's pending commands by asset (one ListPendingCommands; concurrent askers share it)."""
+        task = self._polls.get(tenant)
+        if task is None:
+            task = asyncio.create_task(self._list_tenant(tenant))
+            self._polls[tenant] = task
+            task.add_done_callback(lambda _: self._polls.pop(tenant, None))
+        return await asyncio.shield(task)
+
+    async def _list_tenant(self, tenant: str) -> dict[str, list[common_pb2.Command]]:
+        listed = time.monotonic()
+        commands = await self.assets.list_pending_commands(tenant)
+        self.tenant_polls += 1
+        by_asset: dict[str, list[common_pb2.Command]] = {}
+        for command in commands:
+            if command.asset_id:
+                by_asset.setdefault(command.asset_id, []).append(command)
+        self._commands[tenant] = (listed, by_asset)
+        return by_asset
+
+    def _forget_command(self, tenant: str, asset_id: str, command_id: str) -> None:
+        cached = self._commands.get(tenant)
+        if cached is not None and asset_id in cached[1]:
+            cached[1][asset_id] = [c for c in cached[1][asset_id] if c.command_id != command_id]
+
+    def _spawn(self, coro: Any) -> None:
+        task: asyncio.Task[None] = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     def deliver(self, tenant: str, command: common_pb2.Command) -> bool:
         """Push a command to its asset's live stream at once (the nudge); False when none is here."""
+        cached = self._commands.get(tenant)
+        if cached is not None and command.asset_id:
+            known = cached[1].setdefault(command.asset_id, [])
+            if all(c.command_id != command.command_id for c in known):
+                known.append(command)  # a stream that opens before the next poll gets it too
         stream = self.streams.get((tenant, command.asset_id))
         if stream is None or stream.ended:
             return False
@@ -275,20 +446,23 @@ class Hub:
     async def poll_commands(self) -> None:
         """One round of the per-tenant poll: pending commands go (again) to live streams of this process."""
         tenants = sorted({tenant for tenant, _ in self.streams})
+        for tenant in set(self._commands) - set(tenants):
+            del self._commands[tenant]
         slots = asyncio.Semaphore(8)
 
         async def one(tenant: str) -> None:
             async with slots:
                 try:
-                    commands = await self.assets.list_pending_commands(tenant)
+                    by_asset = await self._poll_tenant(tenant)
                 except DomainError as error:
                     log.warning("pending commands of %s not listed: %s", tenant, error.message)
                     return
             now = time.monotonic()
-            for command in commands:
-                stream = self.streams.get((tenant, command.asset_id))
+            for asset_id, commands in by_asset.items():
+                stream = self.streams.get((tenant, asset_id))
                 if stream is not None:
-                    stream.offer(command, now, self.settings.command_resend_seconds)
+                    for command in commands:
+                        stream.offer(command, now, self.settings.command_resend_seconds)
 
         await asyncio.gather(*(one(t) for t in tenants))
 

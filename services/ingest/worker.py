@@ -37,6 +37,7 @@ from services.kit.errors import (
     InvalidArgument,
     NotFound,
     PermissionDenied,
+    Unavailable,
 )
 
 log = logging.getLogger("services.ingest.worker")
@@ -70,10 +71,22 @@ def finding_proto(finding: rules.Finding) -> common_pb2.Finding:
 
 
 @dataclass
-class _Item:
-    """One received message and what processing it needs."""
+class _Message:
+    """One received SQS message (an envelope of one or many heartbeats) and how its heartbeats fared."""
 
     message: dict[str, Any]
+    items: list[_Item] = field(default_factory=list)
+
+    @property
+    def receive_count(self) -> int:
+        return int(self.message.get("Attributes", {}).get("ApproximateReceiveCount", "1"))
+
+
+@dataclass
+class _Item:
+    """One heartbeat of a received message and what processing it needs."""
+
+    source: _Message
     envelope: domain.Envelope
     ok: bool = True
     record: store.TelemetryRecord | None = None
@@ -87,10 +100,6 @@ class _Item:
     def position(self) -> Position:
         return (self.envelope.epoch, self.envelope.heartbeat.seq)
 
-    @property
-    def receive_count(self) -> int:
-        return int(self.message.get("Attributes", {}).get("ApproximateReceiveCount", "1"))
-
 
 class _Lru(collections.OrderedDict[Key, Any]):
     def remember(self, key: Key, value: Any) -> None:
@@ -103,6 +112,7 @@ class _Lru(collections.OrderedDict[Key, Any]):
 @dataclass
 class Stats:
     messages: int = 0
+    heartbeats: int = 0
     telemetry_items: int = 0
     write_units: float = 0.0
     risk_updates: int = 0
@@ -160,13 +170,23 @@ class Worker:
     # ---------------------------------------------------------------------------------- processing
 
     async def process(self, messages: list[dict[str, Any]]) -> None:
+        received: list[_Message] = []
         items: list[_Item] = []
         for message in messages:
             try:
-                items.append(_Item(message, domain.decode_envelope(str(message.get("Body", "")))))
+                decoded = domain.decode_message(str(message.get("Body", "")))
             except domain.BadEnvelope as exc:
                 await self._dead_letter(message, str(exc))
+                continue
+            if decoded.poison:
+                # Poison heartbeats go to the dead-letter queue one by one; the rest of the envelope is processed.
+                await self._dead_letter_bodies(message, decoded.poison)
+            source = _Message(message)
+            source.items = [_Item(source, envelope) for envelope in decoded.envelopes]
+            received.append(source)
+            items.extend(source.items)
         self.stats.messages += len(messages)
+        self.stats.heartbeats += len(items)
         items.sort(key=lambda i: (i.key, i.position))
         now = time.monotonic()
         for item in items:
@@ -181,14 +201,15 @@ class Worker:
                 log.exception("heartbeat %s of %s/%s not evaluated", item.envelope.heartbeat.seq,
                               item.envelope.tenant, item.envelope.asset_id)
         await self._write_telemetry([i for i in items if i.ok and i.record is not None], now)
-        await self._isolate([i for i in items if i.ok])
+        # Risk first, so an isolation the policy asks for finds the asset's risk already recorded.
         await self._update_assets([i for i in items if i.ok], now)
-        done = [i.message for i in items if i.ok]
+        await self._isolate([i for i in items if i.ok])
+        done = [m.message for m in received if all(i.ok for i in m.items)]
         if done:
             await self._delete(done)
-        for item in items:
-            if not item.ok:
-                await self._retry_later(item)
+        for source in received:
+            if not all(i.ok for i in source.items):
+                await self._retry_later(source)
 
     async def _evaluate(self, item: _Item, now: float) -> None:
         env = item.envelope
@@ -336,13 +357,23 @@ class Worker:
             log.warning("%d messages not deleted; they come back and are absorbed (deterministic keys)",
                         len(got["Failed"]))
 
-    async def _retry_later(self, item: _Item) -> None:
-        if item.receive_count >= self.settings.max_tries:
-            await self._dead_letter(item.message, f"failed {item.receive_count} times")
+    async def _retry_later(self, source: _Message) -> None:
+        """The whole envelope comes back later (its stored heartbeats are absorbed by their deterministic
+        keys); at the last try only its failed heartbeats go to the dead-letter queue."""
+        if source.receive_count >= self.settings.max_tries:
+            failed = [i for i in source.items if not i.ok]
+            why = f"failed {source.receive_count} times"
+            if len(failed) == len(source.items) == 1:
+                await self._dead_letter(source.message, why)
+                return
+            bodies = [(domain.encode_batch([_entry(i.envelope)]), why) for i in failed]
+            await self._dead_letter_bodies(source.message, bodies)
+            await aws.call(self._sqs.delete_message, QueueUrl=self.settings.queue_url,
+                           ReceiptHandle=source.message["ReceiptHandle"])
             return
         with contextlib.suppress(Exception):
             await aws.call(self._sqs.change_message_visibility, QueueUrl=self.settings.queue_url,
-                           ReceiptHandle=item.message["ReceiptHandle"],
+                           ReceiptHandle=source.message["ReceiptHandle"],
                            VisibilityTimeout=self.settings.retry_seconds)
 
     async def _dead_letter(self, message: dict[str, Any], why: str) -> None:
@@ -352,14 +383,40 @@ class Worker:
             self._sqs.send_message,
             QueueUrl=self.settings.dlq_url,
             MessageBody=str(message.get("Body", "")) or "(empty)",
-            MessageAttributes={
-                "lz-error": {"DataType": "String", "StringValue": why[:256]},
-                "lz-source-message-id": {"DataType": "String", "StringValue": str(message.get("MessageId", "?"))},
-            },
+            MessageAttributes=_dlq_attributes(message, why),
         )
         await aws.call(self._sqs.delete_message, QueueUrl=self.settings.queue_url,
                        ReceiptHandle=message["ReceiptHandle"])
         self.stats.dead_lettered += 1
+
+    async def _dead_letter_bodies(self, message: dict[str, Any], bodies: list[tuple[str, str]]) -> None:
+        """Send single heartbeats of `message` (one-entry bodies, each with its reason) to the dead-letter queue."""
+        for start in range(0, len(bodies), 10):
+            chunk = bodies[start:start + 10]
+            log.warning("%d heartbeats of message %s to the dead-letter queue: %s", len(chunk),
+                        message.get("MessageId", "?"), chunk[0][1])
+            got = await aws.call(
+                self._sqs.send_message_batch,
+                QueueUrl=self.settings.dlq_url,
+                Entries=[{"Id": str(i), "MessageBody": body, "MessageAttributes": _dlq_attributes(message, why)}
+                         for i, (body, why) in enumerate(chunk)],
+            )
+            if got.get("Failed"):
+                raise Unavailable(f"the dead-letter queue refused {len(got['Failed'])} heartbeats")
+            self.stats.dead_lettered += len(chunk)
+
+
+def _dlq_attributes(message: dict[str, Any], why: str) -> dict[str, Any]:
+    return {
+        "lz-error": {"DataType": "String", "StringValue": why[:256]},
+        "lz-source-message-id": {"DataType": "String", "StringValue": str(message.get("MessageId", "?"))},
+    }
+
+
+def _entry(envelope: domain.Envelope) -> domain.BatchEntry:
+    received_ms = int(domain.parse_ts(envelope.received).timestamp() * 1000)
+    return domain.batch_entry(envelope.tenant, envelope.asset_id, envelope.epoch, received_ms,
+                              envelope.heartbeat.SerializeToString())
 
 
 def build_worker(settings: WorkerSettings) -> Worker:

@@ -6,8 +6,6 @@ leaves the tenant's items and seal objects exactly as they were.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from collections.abc import Iterator
 from typing import Any
 
@@ -159,6 +157,15 @@ def test_generated_messages_get_an_actionable_status_and_rejections_store_nothin
 BAD_BYTES = (b"\xff\xff\xff\xff", b"\x0a\xff\xff\xff\x0f", b"\x08" + b"\x80" * 11, b"\x0b\x0c")
 
 
+def _fails_to_parse(cls: Any, raw: bytes) -> bool:
+    """Whether `raw` is not a valid encoding of `cls` (some byte strings are valid unknown fields)."""
+    try:
+        cls.FromString(raw)
+    except DecodeError:
+        return True
+    return False
+
+
 @pytest.mark.parametrize("service_method", METHODS, ids=[_id(m) for m in METHODS])
 def test_bytes_that_do_not_parse_as_the_request_get_invalid_argument(target, service_method):
     """Raw bytes that do not parse as the request message get INVALID_ARGUMENT and store nothing."""
@@ -167,9 +174,9 @@ def test_bytes_that_do_not_parse_as_the_request_get_invalid_argument(target, ser
 
     cls = message_factory.GetMessageClass(method.input_type)
     before = target.snapshot()
-    for raw in BAD_BYTES:
-        with pytest.raises(DecodeError):
-            cls.FromString(raw)
+    unparseable = [raw for raw in BAD_BYTES if _fails_to_parse(cls, raw)]
+    assert unparseable, f"none of the bad byte strings fails to parse as {method.input_type.full_name}"
+    for raw in unparseable:
         for caller in ("admin", "service"):
             code = target.call(service, method, raw, caller)
             assert code is grpc.StatusCode.INVALID_ARGUMENT, f"{method.full_name} answered {code.name} to {raw!r}"
@@ -195,18 +202,22 @@ def agent_credentials(stack: Stack) -> tuple[str, str, str]:
     return tenant.tenant, reply.asset_id, reply.agent_credential
 
 
-async def _stream(address: str, requests: list[bytes]) -> grpc.StatusCode:
-    async with grpc.aio.insecure_channel(address) as channel:
+def _stream(address: str, requests: list[bytes]) -> grpc.StatusCode:
+    """The status a Connect stream of raw `requests` ends with.
+
+    The synchronous client reports the server's status even when the server ends the stream while
+    requests are still being written; the asyncio client replaces it with a client-side INTERNAL in
+    that race (grpc/grpc#36066), which would be a fact about the client, not about our server.
+    """
+    with grpc.insecure_channel(address) as channel:
         call = channel.stream_stream("/lifecyclezero.v1.IngestService/Connect", request_serializer=bytes,
-                                     response_deserializer=bytes)(timeout=20)
-        with contextlib.suppress(grpc.aio.AioRpcError, asyncio.InvalidStateError, grpc.aio.UsageError):
-            for request in requests:
-                await call.write(request)
-            await call.done_writing()
-        with contextlib.suppress(grpc.aio.AioRpcError):
-            async for _ in call:
+                                     response_deserializer=bytes)
+        try:
+            for _ in call(iter(requests), timeout=20):
                 pass
-        return await call.code()
+        except grpc.RpcError as error:
+            return error.code()  # type: ignore[no-any-return]
+        return grpc.StatusCode.OK
 
 
 @pytest.mark.slow
@@ -223,7 +234,7 @@ def test_hostile_streams_get_an_actionable_status(stack, agent_credentials):
                                                     min_size=1, max_size=4))
     def run(valid_hello: bool, body: list[bytes]) -> None:
         requests = ([hello.SerializeToString()] if valid_hello else []) + body
-        code = asyncio.run(_stream(stack.addresses["ingest"], requests))
+        code = _stream(stack.addresses["ingest"], requests)
         assert code in ACCEPTABLE, f"Connect answered {code.name} to {requests!r:.300}"
 
     run()

@@ -120,7 +120,7 @@ def _queued_seqs(sqs: Any, queue: str) -> list[int]:
     for _ in range(20):
         got = sqs.receive_message(QueueUrl=queue, MaxNumberOfMessages=10, WaitTimeSeconds=1)
         for message in got.get("Messages", []):
-            seqs.append(domain.decode_envelope(message["Body"]).heartbeat.seq)
+            seqs.extend(env.heartbeat.seq for env in domain.decode_message(message["Body"]).envelopes)
             sqs.delete_message(QueueUrl=queue, ReceiptHandle=message["ReceiptHandle"])
         if not got.get("Messages"):
             break

@@ -10,6 +10,8 @@ import signal
 import time
 from typing import Any
 
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from lifecyclezero.v1 import ledger_pb2, sealer_pb2
 
 from services.kit import aws
@@ -70,8 +72,9 @@ def restart_sealer(stack: Stack, env: dict[str, str] | None = None, wait: bool =
 def kill9(stack: Stack) -> None:
     """SIGKILL the stack's sealer and reap it."""
     proc = stack.procs["sealer"]
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(proc.pid, signal.SIGKILL)
+    if proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(proc.pid, signal.SIGKILL)
     proc.wait(10)
 
 
@@ -129,3 +132,13 @@ def assert_consistent(tenant: TenantHandle, found: list[seals.CheckpointRecord])
             metadata=tenant.metadata(), timeout=30,
         )
         verify_checkpoint_consistency(older, newer, list(proof.hashes))
+
+
+def health(address: str) -> str:
+    """The overall health status name of the server at `address` ('UNKNOWN' when it does not answer)."""
+    with grpc.insecure_channel(address) as channel:
+        try:
+            reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=""), timeout=2)
+        except grpc.RpcError:
+            return "UNKNOWN"
+    return str(health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status))
