@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import datetime as dt
 import json
 import os
@@ -87,7 +88,7 @@ def _percentile(values: list[float], q: float) -> float | None:
 # ------------------------------------------------------------------------------------------ echo server
 
 
-class _Echo(ingest_pb2_grpc.IngestServiceServicer):  # type: ignore[misc]
+class _Echo(ingest_pb2_grpc.IngestServiceServicer):
     """The baseline: answers a hello with a Welcome and each heartbeat with its ack, and nothing else."""
 
     async def Connect(self, requests: Any, context: Any) -> Any:  # noqa: N802
@@ -103,7 +104,7 @@ def _echo_main(port: int) -> None:
     async def serve() -> None:
         server = grpc.aio.server(options=[("grpc.keepalive_permit_without_calls", 1),
                                           ("grpc.http2.min_ping_interval_without_data_ms", 10_000)])
-        ingest_pb2_grpc.add_IngestServiceServicer_to_server(_Echo(), server)
+        ingest_pb2_grpc.add_IngestServiceServicer_to_server(_Echo(), server)  # type: ignore[abstract]
         server.add_insecure_port(f"127.0.0.1:{port}")
         await server.start()
         await server.wait_for_termination()
@@ -175,27 +176,38 @@ def _sleep_to_boundary(every: float, after: float = 0.15) -> float:
 def _cpu(pids: list[int]) -> float:
     total = 0.0
     for pid in pids:
-        try:
+        with contextlib.suppress(FileNotFoundError, ProcessLookupError):
             total += cpu_seconds(pid)
-        except (FileNotFoundError, ProcessLookupError):
-            pass
     return total
 
 
+def queue_depth(sqs: Any, url: str) -> int:
+    attrs = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=[
+        "ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"])["Attributes"]
+    return int(attrs["ApproximateNumberOfMessages"]) + int(attrs["ApproximateNumberOfMessagesNotVisible"])
+
+
 def measure_step(sims: Simulators, server_pid: int, others: dict[str, list[int]], size: int, windows: int,
-                 rss_base: int, connect_timeout: float) -> dict[str, Any]:
-    """Wait for `size` connected streams and one settling window, then measure `windows` windows."""
+                 rss_base: int, connect_timeout: float, queue: tuple[Any, str] | None,
+                 settle_timeout: float = 20.0) -> dict[str, Any]:
+    """Wait for `size` connected streams, a settling window and the worker's first-sight burst of the new
+    assets (queue down to 100 messages, at most `settle_timeout`), then measure `windows` windows."""
     started = time.monotonic()
     while sims.connected() < size and time.monotonic() - started < connect_timeout:
         time.sleep(0.5)
     connect_seconds = time.monotonic() - started
     connected = sims.connected()
     _sleep_to_boundary(sims.window)  # the first boundary after every stream is up: settling window starts
+    drained_at = time.monotonic()
+    while queue is not None and queue_depth(*queue) > 100 and time.monotonic() - drained_at < settle_timeout:
+        time.sleep(1.0)
+    settle_seconds = time.monotonic() - drained_at
+    _sleep_to_boundary(sims.window)
     boundary = _sleep_to_boundary(sims.window)
     cpu0, busy0 = cpu_seconds(server_pid), machine_busy()
     other0 = {name: _cpu(pids) for name, pids in others.items()}
     sims0 = _cpu(sims.pids())
-    rows = []
+    rows: list[dict[str, Any]] = []
     for _ in range(windows):
         end = _sleep_to_boundary(sims.window)
         time.sleep(0.35)  # every simulator has written its line for `end`
@@ -227,7 +239,7 @@ def measure_step(sims: Simulators, server_pid: int, others: dict[str, list[int]]
     rss = rss_bytes(server_pid)
 
     def summary(key: str) -> dict[str, Any]:
-        values = [r[key] for r in rows if r[key] is not None]
+        values: list[float] = [float(r[key]) for r in rows if r[key] is not None]
         if not values:
             return {"median": None, "min": None, "max": None}
         return {"median": round(statistics.median(values), 4), "min": min(values), "max": max(values)}
@@ -236,6 +248,7 @@ def measure_step(sims: Simulators, server_pid: int, others: dict[str, list[int]]
         "streams": size,
         "connected": connected,
         "connect_seconds": round(connect_seconds, 1),
+        "worker_settle_seconds": round(settle_seconds, 1),
         "heartbeats_per_second": summary("heartbeats_per_second"),
         "ack_p50_ms": summary("ack_p50_ms"),
         "ack_p99_ms": summary("ack_p99_ms"),
@@ -249,7 +262,8 @@ def measure_step(sims: Simulators, server_pid: int, others: dict[str, list[int]]
 
 
 def run_fleet(address: str, server_pid: int, others: dict[str, list[int]], tenant: str, files: list[list[Path]],
-              steps: list[int], args: argparse.Namespace, workdir: Path, name: str) -> dict[str, Any]:
+              steps: list[int], args: argparse.Namespace, workdir: Path, name: str,
+              queue: tuple[Any, str] | None = None) -> dict[str, Any]:
     sims = Simulators(address, tenant, args.interval, args.window, workdir)
     rss_base = rss_bytes(server_pid)
     results: dict[str, Any] = {}
@@ -262,7 +276,7 @@ def run_fleet(address: str, server_pid: int, others: dict[str, list[int]], tenan
                          f"{name}-{size}-{proc_index}")
             print(f"[fleet] {name}: {size} streams", flush=True)
             results[str(size)] = measure_step(sims, server_pid, others, size, args.windows, rss_base,
-                                              connect_timeout=args.connect_timeout)
+                                              args.connect_timeout, queue)
             row = results[str(size)]
             print(f"[fleet] {name} {size}: connected {row['connected']} in {row['connect_seconds']}s, "
                   f"{row['heartbeats_per_second']['median']} hb/s, p99 {row['ack_p99_ms']['median']} ms, "
@@ -317,7 +331,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--windows", type=int, default=3)
     parser.add_argument("--interval", type=float, default=5.0)
     parser.add_argument("--procs", type=int, default=2, help="simulator processes per step")
-    parser.add_argument("--connect-timeout", type=float, default=60.0)
+    parser.add_argument("--connect-timeout", type=float, default=45.0)
     parser.add_argument("--no-echo", action="store_true")
     args = parser.parse_args(argv)
     steps = sorted({int(s) for s in args.sizes.split(",")})
@@ -363,8 +377,9 @@ def main(argv: list[str] | None = None) -> int:
         others = {"embedded_aws": [stack.aws_proc.pid] if stack.aws_proc else [],
                   "risk_worker": [stack.procs["risk-worker"].pid],
                   "assets": [stack.procs["assets"].pid]}
+        sqs = aws.client(settings, "sqs")
         ingest = run_fleet(stack.addresses["ingest"], ingest_pid, others, tenant, files, steps, args, workdir,
-                           "ingest")
+                           "ingest", (sqs, stack.resources.queue_url))
         time.sleep(3)
         items, units = telemetry_write_units(ddb, settings.table_name, tenant, 10)
         heartbeats = sum(w["heartbeats_acked"] for r in ingest.values() for w in r["windows"])

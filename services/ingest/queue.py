@@ -27,7 +27,7 @@ from services.kit.errors import Unavailable
 log = logging.getLogger(__name__)
 
 MAX_ENTRIES = 10
-MAX_ENVELOPE_HEARTBEATS = 100
+MAX_ENVELOPE_HEARTBEATS = 500
 MAX_BATCH_BYTES = 256 * 1024 - 8 * 1024  # SQS's limit on a whole batch, with room for the framing
 
 Done = Callable[[bool], None]
@@ -48,7 +48,7 @@ class _Batch:
 
 
 class QueueBatcher:
-    def __init__(self, sqs: Any, queue_url: str, *, linger_seconds: float = 0.01, max_in_flight: int = 4) -> None:
+    def __init__(self, sqs: Any, queue_url: str, *, linger_seconds: float = 0.01, max_in_flight: int = 2) -> None:
         self._sqs = sqs
         self._queue_url = queue_url
         self._linger = linger_seconds

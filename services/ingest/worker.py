@@ -46,7 +46,7 @@ Key = tuple[str, str]
 Position = tuple[int, int]  # (enrollment epoch, seq): orders one asset's heartbeats across re-enrollment
 _DEFINITIVE = (FailedPrecondition, NotFound, AlreadyExists, InvalidArgument, PermissionDenied)
 MAX_REMEMBERED = 200_000
-UPDATES_PER_CALL = 100
+UPDATES_PER_CALL = 50
 # The kit's AWS clients time a read out after 10 s, so the long poll stays below that.
 MAX_WAIT_SECONDS = 8
 
@@ -330,10 +330,13 @@ class Worker:
                 except _DEFINITIVE as error:
                     log.warning("risk updates of %s refused: %s", tenant, error.message)
                 except DomainError as error:
+                    # Risk is retried with its heartbeats; a last-seen alone is best effort: the asset's
+                    # next heartbeat brings it again (a redelivered envelope would redo all of its work).
                     log.warning("risk updates of %s not sent yet: %s", tenant, error.message)
-                    for _, members in chunk:
-                        for member in members:
-                            member.ok = False
+                    for update, members in chunk:
+                        if update.HasField("risk"):
+                            for member in members:
+                                member.ok = False
                     continue
                 self.stats.risk_updates += len(chunk)
                 for update, members in chunk:

@@ -152,6 +152,30 @@ def read_tail(ddb: Any, table: str, tenant: str) -> Tail:
     return Tail(seq, str(item["hash"]))
 
 
+def tail_seq_near(ddb: Any, table: str, tenant: str, hint: int, max_probes: int = 4) -> int:
+    """The ledger's newest seq, found with a few consistent GetItems around `hint` (a seq known to exist,
+    e.g. from the table's stream, or 0); falls back to `read_tail` when the hint is off by more.
+
+    Events are gapless (seq n+1 is only written next to n), so "hint exists and hint+1 does not"
+    proves hint is the tail. Cheaper than a Query on the embedded endpoint, as cheap on DynamoDB.
+    """
+    if hint < 0 or (hint and not event_exists(ddb, table, tenant, hint)):
+        return read_tail(ddb, table, tenant).seq  # the hint is beyond the tail
+    for step in range(1, max_probes + 1):
+        if not event_exists(ddb, table, tenant, hint + step):
+            return hint + step - 1
+    return read_tail(ddb, table, tenant).seq
+
+
+def event_exists(ddb: Any, table: str, tenant: str, seq: int) -> bool:
+    """Whether event `seq` is stored (one consistent GetItem of its key only)."""
+    got = ddb.get_item(
+        TableName=table, Key=aws.to_item({"PK": keys.ledger_pk(tenant), "SK": keys.event_sk(seq)}),
+        ConsistentRead=True, ProjectionExpression="SK",
+    )
+    return "Item" in got
+
+
 def build_append(
     table: str, tenant: str, tail: Tail, groups: Sequence[AppendGroup], now: datetime | None = None
 ) -> PreparedAppend:
@@ -432,9 +456,13 @@ def list_events(
 
 
 def events_between(  # noqa: PLR0917 - called positionally through aws.call
-    ddb: Any, table: str, tenant: str, first: int, last: int, page: int = 1000
+    ddb: Any, table: str, tenant: str, first: int, last: int, page: int = 1000, *, canonical_only: bool = False
 ) -> Iterator[StoredEvent]:
-    """Events with first <= seq <= last in seq order, read page by page (stored order, not checked)."""
+    """Events with first <= seq <= last in seq order, read page by page (stored order, not checked).
+
+    `canonical_only` reads just the key and the canonical bytes (the sealer and the verifiers need
+    nothing else; the other attributes of the StoredEvent are then empty).
+    """
     if last < first:
         return
     start: dict[str, Any] | None = None
@@ -448,6 +476,8 @@ def events_between(  # noqa: PLR0917 - called positionally through aws.call
             "Limit": page,
             "ConsistentRead": True,
         }
+        if canonical_only:
+            kwargs["ProjectionExpression"] = "SK, canonical"
         if start:
             kwargs["ExclusiveStartKey"] = start
         got = ddb.query(**kwargs)

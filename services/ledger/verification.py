@@ -70,7 +70,7 @@ def verify_full(r: SealReader, tenant: str) -> VerifyOutcome:
             roots[record.size] = record.root
     walk = FullWalk(tenant, roots)
     leaves = _sealed_leaves(r, tenant, max(roots, default=0))
-    for event in store.events_between(r.ddb, r.table, tenant, 1, keys.MAX_SEQ):
+    for event in store.events_between(r.ddb, r.table, tenant, 1, keys.MAX_SEQ, 2000, canonical_only=True):
         if not walk.add(event.canonical, next(leaves)):
             break
     outcome = walk.finish()
@@ -112,7 +112,9 @@ def verify_since_checkpoint(r: SealReader, tenant: str) -> VerifyOutcome:
             last_sealed_event=anchor.canonical if anchor is not None else b"",
             last_sealed_proof=anchor_proof,
             events_after=(
-                e.canonical for e in store.events_between(r.ddb, r.table, tenant, latest.size + 1, keys.MAX_SEQ)
+                e.canonical for e in store.events_between(
+                    r.ddb, r.table, tenant, latest.size + 1, keys.MAX_SEQ, 2000, canonical_only=True
+                )
             ),
             previous=previous_arg,
         )

@@ -75,7 +75,7 @@ class SealerLoops:
         async with self.lock(tenant):
             newest: store.CheckpointRecord | None = None
             while True:
-                outcome = await self._seal(tenant)
+                outcome = await self._seal(tenant, 0)
                 self._learned(tenant, outcome)
                 if outcome.record is None:
                     break
@@ -86,10 +86,15 @@ class SealerLoops:
                 newest = await aws.call(store.latest_checkpoint_record, self._ctx.ddb, self._ctx.table, tenant)
             return newest
 
-    async def _seal(self, tenant: str) -> sealing.SealOutcome:
+    def seen(self, tenant: str) -> int:
+        """The newest seq of `tenant` this process has heard of from the stream (0 if none)."""
+        state = self._tenants.get(tenant)
+        return state.seen if state is not None else 0
+
+    async def _seal(self, tenant: str, seen: int) -> sealing.SealOutcome:
         """One seal; a seal object without COMPLIANCE retention is logged and kept as the readiness problem."""
         try:
-            outcome = await aws.call(sealing.seal_once, self._ctx, tenant, self._settings.max_batch)
+            outcome = await aws.call(sealing.seal_once, self._ctx, tenant, self._settings.max_batch, seen)
         except store.RetentionMissing as exc:
             self.problem = str(exc)
             log.error("seal objects have no COMPLIANCE retention; nothing is recorded",
@@ -126,7 +131,7 @@ class SealerLoops:
                 continue
             try:
                 async with self.lock(tenant):
-                    outcome = await self._seal(tenant)
+                    outcome = await self._seal(tenant, state.seen)
             except asyncio.CancelledError:
                 raise
             except store.RetentionMissing:

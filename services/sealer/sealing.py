@@ -29,7 +29,7 @@ import logging
 import os
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -55,6 +55,8 @@ class SealContext:
     keys: TenantKeys
     published: set[str]
     crash_after: str = ""
+    # The newest checkpoint record per tenant that this process wrote or read (the resume point).
+    latest: dict[str, store.CheckpointRecord] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -79,20 +81,53 @@ def target_size(state_size: int, ledger_size: int, max_events: int, unrecorded: 
     return min(ledger_size, state_size + max_events)
 
 
-def plan(ctx: SealContext, tenant: str, max_events: int) -> tuple[domain.SealPlan | None, int]:
+def ledger_size(ctx: SealContext, tenant: str, seen: int) -> int:
+    """How far the ledger goes: `seen` (a seq the stream reported) when that event exists, else a read.
+
+    A lower bound is enough for a background seal (events after it are sealed next time); SealNow and
+    the status pass `seen=0` to learn the exact tail.
+    """
+    if seen > 0 and ledger_store.event_exists(ctx.ddb, ctx.table, tenant, seen):
+        return seen
+    return ledger_store.read_tail(ctx.ddb, ctx.table, tenant).seq
+
+
+def newest_record(ctx: SealContext, tenant: str) -> store.CheckpointRecord | None:
+    """The newest checkpoint record: the one this process last wrote or read, else a read of the index.
+
+    A record another replica wrote meanwhile is not missed for safety: a seal planned from an older
+    record extends the same chain, so it yields the same bytes at a size already sealed, or a
+    consistent checkpoint at another size.
+    """
+    cached = ctx.latest.get(tenant)
+    if cached is not None:
+        return cached
+    record = store.latest_checkpoint_record(ctx.ddb, ctx.table, tenant)
+    if record is not None:
+        ctx.latest[tenant] = record
+    return record
+
+
+def plan(ctx: SealContext, tenant: str, max_events: int, seen: int = 0) -> tuple[domain.SealPlan | None, int]:
     """Read state and events and compute the next seal; (None, size) when nothing is pending."""
-    last = store.latest_checkpoint_record(ctx.ddb, ctx.table, tenant)
-    tail = ledger_store.read_tail(ctx.ddb, ctx.table, tenant)
+    last = newest_record(ctx, tenant)
     state = resume_state(last)
-    if tail.seq <= state.size:
-        return None, tail.seq
+    size = ledger_size(ctx, tenant, seen if seen > state.size else 0)
+    if size <= state.size:
+        return None, size
     unrecorded = store.unrecorded_checkpoint_size(ctx.s3, ctx.bucket, tenant, state.size)
-    target = target_size(state.size, tail.seq, max_events, unrecorded)
+    target = target_size(state.size, size, max_events, unrecorded)
     if target == unrecorded:
         log.warning("resuming an interrupted seal", extra={"tenant": tenant, "size": target})
-    events = [e.canonical for e in ledger_store.events_between(ctx.ddb, ctx.table, tenant, state.size + 1, target)]
+    events = [
+        e.canonical
+        for e in ledger_store.events_between(
+            ctx.ddb, ctx.table, tenant, state.size + 1, target, min(max(target - state.size, 100), 10_000),
+            canonical_only=True,
+        )
+    ]
     signer = ctx.keys.signer(tenant)
-    return domain.seal_step(state, tenant, ctx.keys.origin_of(tenant), events, signer), tail.seq
+    return domain.seal_step(state, tenant, ctx.keys.origin_of(tenant), events, signer), size
 
 
 def write_tiles(ctx: SealContext, tenant: str, sealed: domain.SealPlan) -> None:
@@ -161,14 +196,24 @@ def publish_keys(ctx: SealContext, tenant: str) -> None:
     ctx.published.add(tenant)
 
 
-def seal_once(ctx: SealContext, tenant: str, max_events: int) -> SealOutcome:
-    """Seal up to `max_events` pending events; the outcome names the new checkpoint (or None)."""
+def seal_once(ctx: SealContext, tenant: str, max_events: int, seen: int = 0) -> SealOutcome:
+    """Seal up to `max_events` pending events; the outcome names the new checkpoint (or None).
+
+    `seen`: a seq the table's stream reported (0: read the exact tail, as SealNow does).
+    """
     publish_keys(ctx, tenant)
-    sealed, ledger_size = plan(ctx, tenant, max_events)
-    if sealed is None:
-        return SealOutcome(None, ledger_size)
-    write_tiles(ctx, tenant, sealed)
-    crash_point(ctx, "tiles")
-    record = write_checkpoint(ctx, tenant, sealed)
-    log.info("sealed", extra={"tenant": tenant, "size": record.size, "ledger_size": ledger_size})
-    return SealOutcome(record, ledger_size)
+    try:
+        sealed, size = plan(ctx, tenant, max_events, seen)
+        if sealed is None:
+            return SealOutcome(None, size)
+        write_tiles(ctx, tenant, sealed)
+        crash_point(ctx, "tiles")
+        record = write_checkpoint(ctx, tenant, sealed)
+    except Exception:
+        ctx.latest.pop(tenant, None)  # resume from the index next time
+        raise
+    cached = ctx.latest.get(tenant)
+    if cached is None or record.size >= cached.size:
+        ctx.latest[tenant] = record
+    log.info("sealed", extra={"tenant": tenant, "size": record.size, "ledger_size": size})
+    return SealOutcome(record, size)

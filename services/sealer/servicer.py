@@ -40,9 +40,10 @@ class SealerServicer(sealer_pb2_grpc.SealerServiceServicer):
         tenant = current_tenant()
         ddb, table = self._ctx.ddb, self._ctx.table
         latest = await aws.call(store.latest_checkpoint_record, ddb, table, tenant)
-        tail = await aws.call(ledger_store.read_tail, ddb, table, tenant)
+        hint = max(self._loops.seen(tenant), latest.size if latest is not None else 0)
+        ledger_size = await aws.call(ledger_store.tail_seq_near, ddb, table, tenant, hint)
         sealed = latest.size if latest is not None else 0
-        pending = max(0, tail.seq - sealed)
+        pending = max(0, ledger_size - sealed)
         lag = 0.0
         if pending:
             oldest = await aws.call(ledger_store.get_event, ddb, table, tenant, sealed + 1)
@@ -50,7 +51,7 @@ class SealerServicer(sealer_pb2_grpc.SealerServiceServicer):
                 when = datetime.strptime(oldest.ts, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
                 lag = max(0.0, (datetime.now(UTC) - when).total_seconds())
         return sealer_pb2.GetSealStatusResponse(
-            sealed_through=sealed, pending=pending, lag_seconds=lag, ledger_size=tail.seq
+            sealed_through=sealed, pending=pending, lag_seconds=lag, ledger_size=ledger_size
         )
 
     async def GetCheckpoint(

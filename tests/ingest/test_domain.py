@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import collections
 import datetime as dt
+import json
 
 import pytest
 from lifecyclezero.v1 import ingest_pb2
@@ -79,3 +80,43 @@ def test_one_asset_spreads_over_the_shards() -> None:
     """A single asset's heartbeats do not pile onto one shard."""
     counts = collections.Counter(keys.shard_of("a-only", seq, 10) for seq in range(1, 10_001))
     assert all(800 <= n <= 1200 for n in counts.values()), counts
+
+
+def _entry(seq: int, asset: str = "a1") -> list[object]:
+    return domain.batch_entry("t1", asset, 7, 1_767_323_045_000, _hb(seq).SerializeToString())
+
+
+def test_a_batch_envelope_round_trips() -> None:
+    """A version 2 body decodes to each of its heartbeats with tenant, asset, epoch and receive time."""
+    body = domain.encode_batch([_entry(1), _entry(2, "a2")])
+    decoded = domain.decode_message(body)
+    assert [(e.tenant, e.asset_id, e.epoch, e.heartbeat.seq) for e in decoded.envelopes] == [
+        ("t1", "a1", 7, 1), ("t1", "a2", 7, 2)]
+    assert decoded.envelopes[0].received == "2026-01-02T03:04:05.000000Z" and decoded.poison == []
+
+
+def test_a_poison_heartbeat_is_singled_out_of_its_envelope() -> None:
+    """One undecodable entry becomes a one-entry poison body; the others still decode."""
+    bad = ["t1", "a1", 7, 1, "!!!"]
+    decoded = domain.decode_message(domain.encode_batch([_entry(1), bad, _entry(3)]))
+    assert [e.heartbeat.seq for e in decoded.envelopes] == [1, 3]
+    [(body, why)] = decoded.poison
+    assert json.loads(body) == {"v": 2, "h": [bad]} and "undecodable" in why
+
+
+def test_version_one_bodies_still_decode_as_messages() -> None:
+    """A version 1 body (one heartbeat) decodes through decode_message too."""
+    body = domain.encode_envelope("t1", "a1", 7, NOW, _hb(3).SerializeToString())
+    assert [e.heartbeat.seq for e in domain.decode_message(body).envelopes] == [3]
+
+
+def test_entry_sizes_bound_the_encoded_body() -> None:
+    """The sizes the batcher adds up are never below the body's real length."""
+    entries = [_entry(seq, f"asset-{seq}") for seq in range(1, 200)]
+    assert domain.BATCH_OVERHEAD + sum(domain.entry_size(e) for e in entries) >= len(domain.encode_batch(entries))
+
+
+def test_a_heartbeat_from_before_2000_is_refused() -> None:
+    """An observe time before the year 2000 is refused like one from the future."""
+    with pytest.raises(InvalidArgument, match="observe_time"):
+        domain.Sequencer(1000).check(_hb(1, dt.datetime(1999, 12, 31, tzinfo=dt.UTC)), 10, NOW)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import secrets
 import time
 
 import grpc
@@ -11,7 +12,7 @@ import pytest
 from lifecyclezero.v1 import assets_pb2, assets_pb2_grpc, common_pb2, ingest_pb2, ingest_pb2_grpc
 
 from services.ingest import store
-from services.kit import aws
+from services.kit import auth, aws
 from services.kit.clients import service_metadata
 from services.kit.devstack import Stack
 from services.kit.settings import AwsSettings, ServerSettings
@@ -152,3 +153,32 @@ async def test_isolation_order_reaches_the_stream_and_its_result_is_acked(
         got = await assets.GetAsset(assets_pb2.GetAssetRequest(asset_id=agent.asset_id),
                                     metadata=ingest_tenant.admin())
         assert got.asset.status == common_pb2.ASSET_STATUS_ISOLATED
+
+
+async def test_a_stream_opening_after_a_missed_nudge_gets_the_command(
+    stack: Stack, ingest_tenant: IngestTenant, agent: TestAgent
+) -> None:
+    """An isolation ordered while the agent was away reaches its stream when it connects (the tenant's poll)."""
+    async with grpc.aio.insecure_channel(stack.addresses["assets"]) as channel:
+        await assets_pb2_grpc.AssetServiceStub(channel).IsolateAsset(
+            assets_pb2.IsolateAssetRequest(asset_id=agent.asset_id, justification="away", request_id="r-away"),
+            metadata=ingest_tenant.admin())
+    await agent.connect()
+    command = (await agent.next_of("command", within=8)).command
+    assert command.kind == common_pb2.COMMAND_KIND_ISOLATE and command.asset_id == agent.asset_id
+
+
+async def test_hellos_arriving_together_are_all_welcomed(stack: Stack) -> None:
+    """Forty agents saying hello at once (their credentials read in shared batches) all get a Welcome."""
+    assert stack.resources is not None
+    tenant = f"t-{secrets.token_hex(4)}"
+    credentials = {f"a-{i:03d}": auth.new_secret() for i in range(40)}
+    store.put_agents(_ddb(stack), stack.resources.table_name,
+                     [(tenant, a, auth.sha256_hex(c)) for a, c in credentials.items()], 1,
+                     "2026-01-01T00:00:00.000000Z")
+    agents = [TestAgent(stack.addresses["ingest"], tenant, a, c) for a, c in credentials.items()]
+    try:
+        welcomes = await asyncio.gather(*(a.connect() for a in agents))
+        assert len(welcomes) == 40 and all(w.heartbeat_interval_seconds == 5 for w in welcomes)
+    finally:
+        await asyncio.gather(*(a.close() for a in agents))

@@ -209,3 +209,20 @@ def test_alerts_are_listed_newest_first_with_evidence(stack: Stack, ingest_tenan
     assert cursor is None
     critical, _ = store.list_alerts(ddb, table, ingest_tenant.tenant, "CRITICAL", "", "", "", 10, None)
     assert [a.rule_id for a in critical] == ["exposed-listener"]
+
+
+def test_a_poison_heartbeat_in_an_envelope_is_dead_lettered_alone(stack: Stack, ingest_tenant: IngestTenant,
+                                                                   ddb: Any,
+                                                                   start_worker: Callable[..., Queues]) -> None:
+    """Of an envelope with one undecodable heartbeat, only that heartbeat goes to the dead-letter queue."""
+    queues = start_worker()
+    asset = enroll(stack.addresses["ingest"], ingest_tenant).asset_id
+    good = [json.loads(_envelope(ingest_tenant.tenant, asset, seq, dropped=1,
+                                 when=dt.datetime(2026, 5, 1, 12, 0, seq, tzinfo=dt.UTC))) for seq in (1, 2)]
+    entries = [[ingest_tenant.tenant, asset, 1, 1_767_323_045_000, g["hb"]] for g in good]
+    poison = [ingest_tenant.tenant, asset, 1, 1_767_323_045_000, "not base64!"]
+    queues.send(domain.encode_batch([entries[0], poison, entries[1]]))
+    dead = queues.dead_letters()
+    assert [json.loads(m["Body"]) for m in dead] == [{"v": 2, "h": [poison]}]
+    table = _aws(stack).table_name
+    _wait_for(lambda: store.count_telemetry(ddb, table, ingest_tenant.tenant, asset) == 2)

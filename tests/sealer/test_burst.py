@@ -30,7 +30,7 @@ def test_burst_of_20000_events_is_sealed_completely(new_tenant):
     def sample() -> None:
         while not stop.is_set():
             samples.append(status(new_tenant))
-            time.sleep(0.25)
+            time.sleep(0.5)
 
     def write(count: int) -> int:
         reply = ledger.AppendEvents(
