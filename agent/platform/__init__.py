@@ -84,7 +84,7 @@ class UnsupportedPlatformError(RuntimeError):
 def current_platform() -> Platform:
     """The implementation for the running OS."""
     if sys.platform.startswith("linux"):
-        from agent.platform.linux import LinuxPlatform  # noqa: PLC0415 - imports Linux-only modules
+        from agent.platform.linux import LinuxPlatform
 
         return LinuxPlatform()
     raise UnsupportedPlatformError(f"discovery is not implemented for {sys.platform}")
