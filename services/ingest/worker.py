@@ -133,6 +133,7 @@ class Worker:
         self._risk_at = _Lru()  # key -> position of the newest risk sent to assets
         self._seen_sent = _Lru()  # key -> (monotonic time, observe ts) of the last last-seen sent
         self._kept_at = _Lru()  # key -> monotonic time of the last unchanged heartbeat recorded
+        self._seen_backoff = _Lru()  # key -> monotonic time before which a failed last-seen is not sent again
         self.stats = Stats()
 
     # ------------------------------------------------------------------------------------- polling
@@ -318,8 +319,10 @@ class Worker:
             seen = self._seen_sent.get(item.key)
             observed = domain.format_ts(hb.observe_time.ToDatetime(tzinfo=dt.UTC))
             newer = seen is None or observed > seen[1]
-            if newer and (update.HasField("risk") or seen is None or now - seen[0] >= self.settings.last_seen_seconds
-                          or update.HasField("last_seen_time")):
+            due = seen is None or now - seen[0] >= self.settings.last_seen_seconds
+            if due and not update.HasField("risk") and now < self._seen_backoff.get(item.key, 0.0):
+                due = False  # its last try failed moments ago: no call per batch while assets struggles
+            if newer and (update.HasField("risk") or due or update.HasField("last_seen_time")):
                 update.last_seen_time.CopyFrom(hb.observe_time)
         for tenant, per_asset in by_tenant.items():
             wanted = [(u, m) for u, m in per_asset.values() if u.HasField("risk") or u.HasField("last_seen_time")]
@@ -337,6 +340,8 @@ class Worker:
                         if update.HasField("risk"):
                             for member in members:
                                 member.ok = False
+                        else:
+                            self._seen_backoff.remember((tenant, update.asset_id), now + self.settings.retry_seconds)
                     continue
                 self.stats.risk_updates += len(chunk)
                 for update, members in chunk:

@@ -126,15 +126,22 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             )
         if handler.stream_unary:
             return grpc.stream_unary_rpc_method_handler(
-                call.unary(handler.stream_unary, streamed=True), decode, handler.response_serializer
+                call.unary(handler.stream_unary), decode, handler.response_serializer
             )
         return grpc.stream_stream_rpc_method_handler(
-            call.streaming(handler.stream_stream, streamed=True), decode, handler.response_serializer
+            call.streaming(handler.stream_stream), decode, handler.response_serializer
         )
 
 
 class _Unparseable:
-    """Stands in for a request whose bytes are not the method's request message."""
+    """Stands in for a request whose bytes are not the method's request message.
+
+    Reading any field of it raises INVALID_ARGUMENT, so a streaming servicer meets the error at the
+    first message it looks at, with no wrapper around every message of every healthy stream.
+    """
+
+    def __getattr__(self, name: str) -> Any:
+        raise _unparseable_request()
 
 
 _UNPARSEABLE = _Unparseable()
@@ -157,12 +164,6 @@ def _tolerant(deserialize: Callable[[bytes], Any] | None) -> Callable[[bytes], A
 def _unparseable_request() -> InvalidArgument:
     return InvalidArgument("the request does not parse as this method's request message", reason="MALFORMED_REQUEST")
 
-
-async def _checked(requests: AsyncIterator[Any]) -> AsyncIterator[Any]:
-    async for request in requests:
-        if request is _UNPARSEABLE:
-            raise _unparseable_request()
-        yield request
 
 
 class _Call:
@@ -192,7 +193,7 @@ class _Call:
             raise PermissionDenied(f"role {principal.role.value} may not call {self.method.rsplit('/', 1)[-1]}")
         return principal
 
-    def unary(self, behavior: Callable[..., Awaitable[Any]], streamed: bool = False) -> Callable[..., Awaitable[Any]]:
+    def unary(self, behavior: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
         async def wrapper(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
             started = time.perf_counter()
             code = grpc.StatusCode.OK
@@ -202,8 +203,6 @@ class _Call:
                 try:
                     if request is _UNPARSEABLE:
                         raise _unparseable_request()
-                    if streamed:
-                        request = _checked(request)
                     token = auth.bind_principal(await self._principal())
                     try:
                         return await asyncio.wait_for(behavior(request, context), self.max_call_seconds)
@@ -234,17 +233,13 @@ class _Call:
 
         return wrapper
 
-    def streaming(
-        self, behavior: Callable[..., AsyncIterator[Any]], streamed: bool = False
-    ) -> Callable[..., AsyncIterator[Any]]:
+    def streaming(self, behavior: Callable[..., AsyncIterator[Any]]) -> Callable[..., AsyncIterator[Any]]:
         async def wrapper(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
             started = time.perf_counter()
             code = grpc.StatusCode.OK
             try:
                 if request is _UNPARSEABLE:
                     raise _unparseable_request()
-                if streamed:
-                    request = _checked(request)
                 # Each RPC runs in its own task, so the binding dies with it; a stream that the client
                 # cancels is finalised from another context, where resetting the variable would fail.
                 auth.bind_principal(await self._principal())
