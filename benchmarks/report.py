@@ -55,9 +55,128 @@ FIGURES: list[Figure] = [
     Figure("Capacity model", "ledger event item size", "", "bytes", "capacity.ledger.event_item_bytes_median"),
     Figure("Capacity model", "read units per heartbeat (model, one tenant, 10,000 agents)", "", "RCU",
            "capacity.reads.rcu_per_heartbeat_steady_at_10k_one_tenant"),
+    Figure("Fleet (1,000 streams, 5 s heartbeat, one ingest process)", "streams connected", "1,000", "",
+           "fleet.sizes.1000.ingest.connected", meets=lambda v: v >= 1000),
+    Figure("Fleet (1,000 streams, 5 s heartbeat, one ingest process)", "heartbeats/s", "200", "hb/s",
+           "fleet.sizes.1000.ingest.heartbeats_per_second.median", "fleet.sizes.1000.ingest.heartbeats_per_second"),
+    Figure("Fleet (1,000 streams, 5 s heartbeat, one ingest process)", "ack latency p50", "", "ms",
+           "fleet.sizes.1000.ingest.ack_p50_ms.median", "fleet.sizes.1000.ingest.ack_p50_ms"),
+    Figure("Fleet (1,000 streams, 5 s heartbeat, one ingest process)", "ack latency p99", "≤ 50 ms", "ms",
+           "fleet.sizes.1000.ingest.ack_p99_ms.median", "fleet.sizes.1000.ingest.ack_p99_ms", meets=lambda v: v <= 50),
+    Figure("Fleet (1,000 streams, 5 s heartbeat, one ingest process)", "ingest CPU per heartbeat", "", "ms",
+           "fleet.sizes.1000.ingest.cpu_ms_per_heartbeat.median", "fleet.sizes.1000.ingest.cpu_ms_per_heartbeat"),
+    Figure("Fleet (1,000 streams, 5 s heartbeat, one ingest process)", "bare grpc.aio echo CPU per heartbeat (same run)", "", "ms",
+           "fleet.sizes.1000.echo.cpu_ms_per_heartbeat.median", "fleet.sizes.1000.echo.cpu_ms_per_heartbeat"),
+    Figure("Fleet (1,000 streams, 5 s heartbeat, one ingest process)", "CPU per heartbeat, ingest / echo", "≤ 2×", "×",
+           "fleet.sizes.1000.ratio_cpu_per_heartbeat", meets=lambda v: v <= 2),
+    Figure("Fleet (1,000 streams, 5 s heartbeat, one ingest process)", "memory per stream (ingest)", "", "KiB",
+           "fleet.sizes.1000.ingest.memory_kib_per_stream"),
+    Figure("Fleet (5,000 streams, 5 s heartbeat, one ingest process)", "streams connected", "5,000", "",
+           "fleet.sizes.5000.ingest.connected", meets=lambda v: v >= 5000),
+    Figure("Fleet (5,000 streams, 5 s heartbeat, one ingest process)", "heartbeats/s", "1,000", "hb/s",
+           "fleet.sizes.5000.ingest.heartbeats_per_second.median", "fleet.sizes.5000.ingest.heartbeats_per_second"),
+    Figure("Fleet (5,000 streams, 5 s heartbeat, one ingest process)", "ack latency p50", "", "ms",
+           "fleet.sizes.5000.ingest.ack_p50_ms.median", "fleet.sizes.5000.ingest.ack_p50_ms"),
+    Figure("Fleet (5,000 streams, 5 s heartbeat, one ingest process)", "ack latency p99", "≤ 50 ms", "ms",
+           "fleet.sizes.5000.ingest.ack_p99_ms.median", "fleet.sizes.5000.ingest.ack_p99_ms", meets=lambda v: v <= 50),
+    Figure("Fleet (5,000 streams, 5 s heartbeat, one ingest process)", "ingest CPU per heartbeat", "", "ms",
+           "fleet.sizes.5000.ingest.cpu_ms_per_heartbeat.median", "fleet.sizes.5000.ingest.cpu_ms_per_heartbeat"),
+    Figure("Fleet (5,000 streams, 5 s heartbeat, one ingest process)", "bare grpc.aio echo CPU per heartbeat (same run)", "", "ms",
+           "fleet.sizes.5000.echo.cpu_ms_per_heartbeat.median", "fleet.sizes.5000.echo.cpu_ms_per_heartbeat"),
+    Figure("Fleet (5,000 streams, 5 s heartbeat, one ingest process)", "CPU per heartbeat, ingest / echo", "≤ 2×", "×",
+           "fleet.sizes.5000.ratio_cpu_per_heartbeat", meets=lambda v: v <= 2),
+    Figure("Fleet (5,000 streams, 5 s heartbeat, one ingest process)", "memory per stream (ingest)", "", "KiB",
+           "fleet.sizes.5000.ingest.memory_kib_per_stream"),
+    Figure("Fleet (10,000 streams, 5 s heartbeat, one ingest process)", "streams connected", "10,000", "",
+           "fleet.sizes.10000.ingest.connected", meets=lambda v: v >= 10000),
+    Figure("Fleet (10,000 streams, 5 s heartbeat, one ingest process)", "heartbeats/s", "2,000", "hb/s",
+           "fleet.sizes.10000.ingest.heartbeats_per_second.median", "fleet.sizes.10000.ingest.heartbeats_per_second"),
+    Figure("Fleet (10,000 streams, 5 s heartbeat, one ingest process)", "ack latency p50", "", "ms",
+           "fleet.sizes.10000.ingest.ack_p50_ms.median", "fleet.sizes.10000.ingest.ack_p50_ms"),
+    Figure("Fleet (10,000 streams, 5 s heartbeat, one ingest process)", "ack latency p99", "≤ 50 ms", "ms",
+           "fleet.sizes.10000.ingest.ack_p99_ms.median", "fleet.sizes.10000.ingest.ack_p99_ms", meets=lambda v: v <= 50),
+    Figure("Fleet (10,000 streams, 5 s heartbeat, one ingest process)", "ingest CPU per heartbeat", "", "ms",
+           "fleet.sizes.10000.ingest.cpu_ms_per_heartbeat.median", "fleet.sizes.10000.ingest.cpu_ms_per_heartbeat"),
+    Figure("Fleet (10,000 streams, 5 s heartbeat, one ingest process)", "bare grpc.aio echo CPU per heartbeat (same run)", "", "ms",
+           "fleet.sizes.10000.echo.cpu_ms_per_heartbeat.median", "fleet.sizes.10000.echo.cpu_ms_per_heartbeat"),
+    Figure("Fleet (10,000 streams, 5 s heartbeat, one ingest process)", "CPU per heartbeat, ingest / echo", "≤ 2×", "×",
+           "fleet.sizes.10000.ratio_cpu_per_heartbeat", meets=lambda v: v <= 2),
+    Figure("Fleet (10,000 streams, 5 s heartbeat, one ingest process)", "memory per stream (ingest)", "", "KiB",
+           "fleet.sizes.10000.ingest.memory_kib_per_stream"),
+    Figure("Isolation latency (IsolateAsset → agent confirmed)", "agents connected", "1,000", "", "isolation.connected"),
+    Figure("Isolation latency (IsolateAsset → agent confirmed)", "isolations confirmed", "", "",
+           "isolation.confirmed"),
+    Figure("Isolation latency (IsolateAsset → agent confirmed)", "p50", "", "ms", "isolation.latency_ms.p50"),
+    Figure("Isolation latency (IsolateAsset → agent confirmed)", "p99", "< 1,000 ms", "ms", "isolation.latency_ms.p99",
+           meets=lambda v: v < 1000),
+    Figure("Ledger", "group-commit append throughput (one tenant)", "≥ 1,000", "events/s",
+           "ledger.append.group_commit.events_per_s", meets=lambda v: v >= 1000),
+    Figure("Ledger", "one put per event, same run", "", "events/s", "ledger.append.single_put_per_event.events_per_s"),
+    Figure("Ledger", "group commit / one put per event", "≥ 5×", "×", "ledger.append.group_commit_speedup",
+           meets=lambda v: v >= 5),
+    Figure("Ledger", "append latency p50 (group commit)", "", "ms", "ledger.append.group_commit.p50_ms"),
+    Figure("Ledger", "append latency p99 (group commit)", "", "ms", "ledger.append.group_commit.p99_ms"),
+    Figure("Ledger", "DynamoDB calls per event (group commit)", "", "calls", "ledger.append.group_commit.dynamodb_calls_per_event"),
+    Figure("Ledger", "full verification throughput", "", "events/s", "ledger.full_verify.verify_full_events_per_s"),
+    Figure("Ledger", "hashing share of the full walk (raw hashlib time / walk time)", "", "×",
+           "ledger.full_verify.raw_hashlib_time_fraction_of_walk"),
+    Figure("Sealer", "burst size", "50,000", "events", "ledger.sealer_catch_up.burst"),
+    Figure("Sealer", "peak pending during the burst", "", "events", "ledger.sealer_catch_up.peak_pending"),
+    Figure("Sealer", "catch-up after the burst ends", "", "s", "ledger.sealer_catch_up.catch_up_after_burst_s"),
 ]
 
-CHARTS: list[Callable[[dict[str, Any], Path], Path | None]] = []
+def _plot(out: Path, name: str, draw: Callable[[Any], None]) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(6, 3.6), dpi=110)
+    draw(axes)
+    figure.tight_layout()
+    path = out / f"{name}.png"
+    figure.savefig(path)
+    plt.close(figure)
+    return path
+
+
+def _fleet_chart(results: dict[str, Any], out: Path) -> Path | None:
+    sizes = get(results, "fleet.sizes")
+    if not isinstance(sizes, dict) or not sizes:
+        return None
+    points = sorted((int(n), s) for n, s in sizes.items() if isinstance(s, dict))
+
+    def draw(axes: Any) -> None:
+        for role, style in (("ingest", "o-"), ("echo", "s--")):
+            xs = [n for n, s in points if get(s, f"{role}.ack_p99_ms.median") is not None]
+            ys = [get(s, f"{role}.ack_p99_ms.median") for n, s in points if n in xs]
+            axes.plot(xs, ys, style, label=f"{role} p99")
+        axes.axhline(50, color="grey", linestyle=":", label="target 50 ms")
+        axes.set_xlabel("agent streams")
+        axes.set_ylabel("ack latency p99 (ms)")
+        axes.set_yscale("log")
+        axes.legend()
+
+    return _plot(out, "fleet_p99", draw)
+
+
+def _ledger_chart(results: dict[str, Any], out: Path) -> Path | None:
+    proofs = get(results, "ledger.inclusion_proof")
+    if not isinstance(proofs, list) or not proofs:
+        return None
+
+    def draw(axes: Any) -> None:
+        xs = [p["tree_size"] for p in proofs]
+        axes.plot(xs, [p["median_ms"] for p in proofs], "o-", label="inclusion proof (ms)")
+        axes.plot(xs, [p["max_tile_reads"] for p in proofs], "s--", label="tile reads")
+        axes.set_xscale("log")
+        axes.set_xlabel("events in the ledger")
+        axes.legend()
+
+    return _plot(out, "ledger_inclusion", draw)
+
+
+CHARTS: list[Callable[[dict[str, Any], Path], Path | None]] = [_fleet_chart, _ledger_chart]
 
 
 def _fmt(value: Any) -> str:
