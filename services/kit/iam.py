@@ -154,7 +154,11 @@ def _resolve_tokens() -> Grant:
 
 def _read_seals() -> tuple[Grant, Grant]:
     return (
-        Grant("ReadSeals", "Allow", ("s3:GetObject", "s3:GetObjectVersion"), SEAL_OBJECTS),
+        # GetObjectRetention: HEAD and GET show the Object Lock mode only to callers who may read it; the sealer
+        # refuses to record a seal it cannot see is under COMPLIANCE retention.
+        Grant("ReadSeals", "Allow",
+              ("s3:GetObject", "s3:GetObjectVersion", "s3:GetObjectRetention"),
+              SEAL_OBJECTS),
         # HeadBucket (readiness) and ListObjectVersions; without ListBucket a missing key answers 403, not 404.
         Grant("ListSeals", "Allow", ("s3:ListBucket", "s3:ListBucketVersions"), (BUCKET,)),
     )

@@ -59,8 +59,18 @@ class GroupCommitter:
     async def _drain(self, tenant: str, queue: _Queue) -> None:
         try:
             while queue.calls:
+                # A call whose RPC was cancelled while it waited is dropped, never written: its caller
+                # could not learn the seqs. (One cancelled during the write is committed; a retry with
+                # the same request_id then answers the original seqs.)
+                while queue.calls and queue.calls[0].done.done():
+                    queue.calls.popleft()
+                if not queue.calls:
+                    break
                 count = take_batch([(len(c.group.drafts), c.group.request_id) for c in queue.calls])
                 batch = [queue.calls.popleft() for _ in range(count)]
+                batch = [c for c in batch if not c.done.done()]
+                if not batch:
+                    continue
                 try:
                     seqs, queue.tail = await aws.call(
                         store.append, self._ddb, self._table, tenant, [c.group for c in batch], tail=queue.tail

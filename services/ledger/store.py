@@ -152,28 +152,46 @@ def read_tail(ddb: Any, table: str, tenant: str) -> Tail:
     return Tail(seq, str(item["hash"]))
 
 
-def tail_seq_near(ddb: Any, table: str, tenant: str, hint: int, max_probes: int = 4) -> int:
-    """The ledger's newest seq, found with a few consistent GetItems around `hint` (a seq known to exist,
-    e.g. from the table's stream, or 0); falls back to `read_tail` when the hint is off by more.
+def read_tail_near(ddb: Any, table: str, tenant: str, hint: int, max_probes: int = 4) -> Tail:
+    """The ledger's tail, found with a few consistent GetItems from `hint` (a seq that should exist, e.g.
+    the tail a lost race started from, or a seq the table's stream reported; 0 for the empty ledger);
+    falls back to `read_tail` when the tail is more than `max_probes` events further or the hint is off.
 
-    Events are gapless (seq n+1 is only written next to n), so "hint exists and hint+1 does not"
-    proves hint is the tail. Cheaper than a Query on the embedded endpoint, as cheap on DynamoDB.
+    Events are gapless (seq n+1 is only written next to n), so "n exists and n+1 does not" proves n
+    is the tail. On the embedded endpoint a Query scans the whole table, so this is much cheaper
+    there; on DynamoDB a lost race usually moved the tail by a batch or less, a few GetItems.
     """
-    if hint < 0 or (hint and not event_exists(ddb, table, tenant, hint)):
-        return read_tail(ddb, table, tenant).seq  # the hint is beyond the tail
+    if hint < 0:
+        return read_tail(ddb, table, tenant)
+    found = _event_hash(ddb, table, tenant, hint) if hint else GENESIS_PREV_HASH
+    if found is None:
+        return read_tail(ddb, table, tenant)
+    tail = Tail(hint, found)
     for step in range(1, max_probes + 1):
-        if not event_exists(ddb, table, tenant, hint + step):
-            return hint + step - 1
-    return read_tail(ddb, table, tenant).seq
+        following = _event_hash(ddb, table, tenant, hint + step)
+        if following is None:
+            return tail
+        tail = Tail(hint + step, following)
+    return read_tail(ddb, table, tenant)
+
+
+def tail_seq_near(ddb: Any, table: str, tenant: str, hint: int, max_probes: int = 4) -> int:
+    """The ledger's newest seq, found from `hint` like `read_tail_near`."""
+    return read_tail_near(ddb, table, tenant, hint, max_probes).seq
 
 
 def event_exists(ddb: Any, table: str, tenant: str, seq: int) -> bool:
     """Whether event `seq` is stored (one consistent GetItem of its key only)."""
+    return _event_hash(ddb, table, tenant, seq) is not None
+
+
+def _event_hash(ddb: Any, table: str, tenant: str, seq: int) -> str | None:
     got = ddb.get_item(
         TableName=table, Key=aws.to_item({"PK": keys.ledger_pk(tenant), "SK": keys.event_sk(seq)}),
-        ConsistentRead=True, ProjectionExpression="SK",
+        ConsistentRead=True, ProjectionExpression="SK, #h", ExpressionAttributeNames={"#h": "hash"},
     )
-    return "Item" in got
+    item = got.get("Item")
+    return str(aws.from_item(item).get("hash", "")) if item is not None else None
 
 
 def build_append(
@@ -340,9 +358,11 @@ def append(
             if not committed_already(ddb, table, tenant, prepared):
                 if duplicate:
                     pending = _resolve_duplicates(ddb, table, tenant, pending, results)
+                    current = None
                 else:
                     time.sleep(random.uniform(0, min(0.05, 0.002 * (attempt + 1))))  # noqa: S311 - jitter only
-                current = None
+                    # Another writer moved the tail from where we started: look just past it.
+                    current = read_tail_near(ddb, table, tenant, current.seq if current else 0, max_probes=8)
                 prepared = None
                 unknown = 0
                 continue

@@ -14,7 +14,7 @@ from services.kit import aws
 from services.kit.auth import current_tenant
 from services.kit.errors import FailedPrecondition, InvalidArgument, NotFound
 from services.ledger import store as ledger_store
-from services.sealer import store
+from services.sealer import sealing, store
 from services.sealer.loop import SealerLoops
 from services.sealer.messages import checkpoint_message
 from services.sealer.sealing import SealContext
@@ -39,7 +39,9 @@ class SealerServicer(sealer_pb2_grpc.SealerServiceServicer):
     ) -> sealer_pb2.GetSealStatusResponse:
         tenant = current_tenant()
         ddb, table = self._ctx.ddb, self._ctx.table
-        latest = await aws.call(store.latest_checkpoint_record, ddb, table, tenant)
+        # The newest record this process sealed or read (an index Query only when it has none): cheap
+        # enough to poll. A record another replica wrote since shows once this one seals the tenant too.
+        latest = await aws.call(sealing.newest_record, self._ctx, tenant)
         hint = max(self._loops.seen(tenant), latest.size if latest is not None else 0)
         ledger_size = await aws.call(ledger_store.tail_seq_near, ddb, table, tenant, hint)
         sealed = latest.size if latest is not None else 0

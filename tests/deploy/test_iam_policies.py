@@ -55,7 +55,7 @@ def test_ledger_role_grants_only_put_and_read() -> None:
     assert iam.allowed_actions("ledger") == {
         "dynamodb:DescribeTable", "dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:Query",
         "dynamodb:ConditionCheckItem",
-        "s3:GetObject", "s3:GetObjectVersion", "s3:ListBucket", "s3:ListBucketVersions",
+        "s3:GetObject", "s3:GetObjectVersion", "s3:GetObjectRetention", "s3:ListBucket", "s3:ListBucketVersions",
     }
 
 
