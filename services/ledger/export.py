@@ -31,12 +31,12 @@ def export_files(r: SealReader, tenant: str, start_seq: int, end_seq: int) -> It
     records = [
         rec for rec in seals.all_checkpoint_records(r.ddb, r.table, tenant) if not end_seq or rec.size <= end_seq
     ]
-    notes: list[bytes] = []
+    notes: list[tuple[int, bytes]] = []
     for rec in records:
         versions = seals.read_checkpoint_versions(r.s3, r.bucket, rec.object_key)
-        notes.extend(versions)
+        notes.extend((rec.size, version) for version in versions)
         if rec.note not in versions:
-            notes.append(rec.note)
+            notes.append((rec.size, rec.note))
     sizes = sorted({rec.size for rec in records if rec.size > 0})
     proofs: dict[tuple[int, int], list[bytes]] = {}
     for a, b in itertools.pairwise(sizes):

@@ -27,7 +27,7 @@ from typing import Any
 
 from services.tlog.checkpoint import Checkpoint
 from services.tlog.compact import CompactRange
-from services.tlog.errors import ChainError, MalformedError, NoteError, VerificationError
+from services.tlog.errors import ChainError, MalformedError, NoteError, TlogError, VerificationError
 from services.tlog.events import ChainVerifier, Event, parse_event
 from services.tlog.jcs import canonicalize
 from services.tlog.merkle import EMPTY_ROOT, leaf_hash, verify_consistency
@@ -90,7 +90,7 @@ def write_bundle(
     tenant: str,
     origin: str,
     events: Iterable[bytes | Event],
-    checkpoints: Iterable[bytes],
+    checkpoints: Iterable[bytes | tuple[int, bytes]],
     consistency_proofs: Mapping[tuple[int, int], Sequence[bytes]],
     verifier_keys: Iterable[str],
 ) -> dict[str, Any]:
@@ -100,6 +100,9 @@ def write_bundle(
     bytes (or :class:`Event`) in seq order starting at 1; the chain itself is
     not judged here, so a damaged ledger can still be exported as evidence.
     ``consistency_proofs`` maps ``(size1, size2)`` to proof hashes.
+    A checkpoint may come as ``(size, note)``: the size it is stored under, which
+    names the file when the note itself is too damaged to name one, so tampered
+    storage can still be exported and the verifier says which checkpoint is bad.
     """
     root = Path(path)
     root.mkdir(parents=True, exist_ok=False)
@@ -115,8 +118,18 @@ def write_bundle(
             last_seq = event.seq
     cp_files: list[str] = []
     seen: dict[int, list[bytes]] = {}
-    for note in checkpoints:
-        size = _checkpoint_size(note)
+    for given in checkpoints:
+        stored_size: int | None = None
+        if isinstance(given, tuple):
+            stored_size, note = given
+        else:
+            note = given
+        try:
+            size = _checkpoint_size(note)
+        except (TlogError, UnicodeDecodeError):
+            if stored_size is None:
+                raise
+            size = stored_size
         copies = seen.setdefault(size, [])
         if note in copies:
             continue
