@@ -36,6 +36,8 @@ PROCESSES: tuple[tuple[str, str, str], ...] = (
 )
 WORKERS: tuple[tuple[str, str], ...] = (("risk-worker", "services.ingest.worker"),)
 DEFAULT_STATE_DIR = Path(".lz")
+# Unauthenticated calls the endpoint allows before enforcing IAM: provisioning plus the IAM users.
+LEAST_PRIVILEGE_FREE_CALLS = 200
 ORIGIN = "lifecyclezero.local/ledger"
 
 
@@ -58,18 +60,25 @@ class Stack:
     # resources exist.
     after_provision: Callable[[embedded.Resources], dict[str, dict[str, str]]] | None = None
     process_env: dict[str, dict[str, str]] = field(default_factory=dict)
+    # Each service runs with its own IAM user bound to its least-privilege policy, and the endpoint
+    # enforces IAM on every call after provisioning.
+    least_privilege: bool = False
 
     def start(self, timeout: float = 60.0) -> None:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         logs = self.state_dir / "logs"
         logs.mkdir(exist_ok=True)
         aws_port = _pick(4566, self.fixed_ports)
+        free_calls = LEAST_PRIVILEGE_FREE_CALLS if self.least_privilege else self.iam_after_calls
         self.aws_proc, url = embedded.start_endpoint(
-            aws_port, iam_after_calls=self.iam_after_calls, log_file=logs / "embedded-aws.log"
+            aws_port, iam_after_calls=free_calls, log_file=logs / "embedded-aws.log"
         )
         self.resources = embedded.provision(url)
         if self.after_provision is not None:
             self.process_env = self.after_provision(self.resources)
+        if self.least_privilege:
+            self.process_env = embedded.least_privilege_credentials(self.resources)
+            embedded.start_enforcing(self.resources, LEAST_PRIVILEGE_FREE_CALLS)
         self.service_token = secrets.token_urlsafe(32)
         self.bootstrap_token = secrets.token_urlsafe(32)
         for offset, (name, _, _) in enumerate(PROCESSES):
@@ -208,8 +217,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("command", choices=["up"])
     parser.add_argument("--state-dir", type=Path, default=DEFAULT_STATE_DIR)
     parser.add_argument("--any-ports", action="store_true", help="free ports instead of 4566 and 50051-50054")
+    parser.add_argument("--least-privilege", action="store_true",
+                        help="run each service with its own IAM policy, enforced by the embedded endpoint")
     args = parser.parse_args(argv)
-    stack = Stack(state_dir=args.state_dir, fixed_ports=not args.any_ports)
+    stack = Stack(state_dir=args.state_dir, fixed_ports=not args.any_ports, least_privilege=args.least_privilege)
     started = time.monotonic()
     try:
         stack.start()

@@ -24,6 +24,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import botocore.exceptions
+
 from services.kit import table as table_def
 from services.kit.aws import client
 from services.kit.settings import AwsSettings
@@ -138,3 +140,42 @@ def resources_env(resources: Resources) -> dict[str, str]:
 
 def as_dict(resources: Resources) -> dict[str, Any]:
     return asdict(resources)
+
+
+EMBEDDED_ACCOUNT = "123456789012"
+
+
+def least_privilege_credentials(resources: Resources) -> dict[str, dict[str, str]]:
+    """One IAM user per service, bound to that service's policy as the emulator can enforce it.
+
+    Returns each process's AWS credentials, for an endpoint started with `iam_after_calls`; the caller
+    then spends the remaining unauthenticated calls (`start_enforcing`) so every later call is checked.
+    """
+    from services.kit import iam
+
+    admin = client(AwsSettings(table_name=resources.table_name, endpoint_url=resources.endpoint_url,
+                               region=resources.region), "iam")
+    arns = iam.Arns.concrete(region=resources.region, account=EMBEDDED_ACCOUNT, table=resources.table_name,
+                             bucket=resources.bucket_name, queue=resources.queue_url.rsplit("/", 1)[1],
+                             dlq=resources.dlq_url.rsplit("/", 1)[1])
+    credentials: dict[str, dict[str, str]] = {}
+    for service in iam.SERVICES:
+        admin.create_user(UserName=f"lz-{service}")
+        admin.put_user_policy(UserName=f"lz-{service}", PolicyName=f"lz-{service}",
+                              PolicyDocument=json.dumps(iam.emulator_document(service, arns)))
+        key = admin.create_access_key(UserName=f"lz-{service}")["AccessKey"]
+        credentials[service] = {"AWS_ACCESS_KEY_ID": key["AccessKeyId"],
+                                "AWS_SECRET_ACCESS_KEY": key["SecretAccessKey"]}
+    return credentials
+
+
+def start_enforcing(resources: Resources, limit: int) -> None:
+    """Spend the endpoint's remaining unauthenticated calls, so that IAM checks every call after this."""
+    probe = client(AwsSettings(table_name=resources.table_name, endpoint_url=resources.endpoint_url,
+                               region=resources.region), "iam", retries={"max_attempts": 1})
+    for _ in range(limit):
+        try:
+            probe.list_users()
+        except botocore.exceptions.ClientError:
+            return
+    raise RuntimeError("the embedded endpoint never started enforcing IAM")

@@ -219,10 +219,10 @@ GRANTS: dict[str, tuple[Grant, ...]] = {
     "ingest": (
         _readiness(),
         _resolve_tokens(),
-        # Agent credentials (`TENANT#t`/`AGENT#a`) and telemetry partitions.
+        # Agent credentials (`TENANT#t`/`AGENT#a`, read in batches when hellos arrive together) and telemetry.
         Grant("IngestEntities", "Allow",
-              ("dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:ConditionCheckItem",
-               "dynamodb:Query"),
+              ("dynamodb:GetItem", "dynamodb:BatchGetItem", "dynamodb:PutItem", "dynamodb:UpdateItem",
+               "dynamodb:ConditionCheckItem", "dynamodb:Query"),
               (TABLE,), leading_keys=(ANY_PARTITION,)),
         Grant("IngestIndexes", "Allow", ("dynamodb:Query",), (INDEXES,)),
         Grant("QueueHeartbeats", "Allow", ("sqs:SendMessage", "sqs:GetQueueAttributes"), (QUEUE,)),
@@ -275,7 +275,19 @@ EMULATOR_GAPS = (
     "(moto would apply it unconditionally).",
     "TransactWriteItems is authorized as one action rather than per Put/Update/ConditionCheck, so a "
     "role that writes in transactions is also granted dynamodb:TransactWriteItems.",
+    "HeadBucket and the SQS batch calls are authorized as actions of their own (AWS authorizes them as "
+    "s3:ListBucket, sqs:SendMessage, sqs:DeleteMessage, sqs:ChangeMessageVisibility), so a role granted "
+    "one of those is also granted its alias.",
 )
+
+
+# Requests AWS authorizes under another action, which the emulator checks under a name of their own.
+_EMULATOR_ALIASES = {
+    "s3:ListBucket": "s3:HeadBucket",
+    "sqs:SendMessage": "sqs:SendMessageBatch",
+    "sqs:DeleteMessage": "sqs:DeleteMessageBatch",
+    "sqs:ChangeMessageVisibility": "sqs:ChangeMessageVisibilityBatch",
+}
 
 
 def emulator_document(service: str, arns: Arns) -> dict[str, Any]:
@@ -287,6 +299,9 @@ def emulator_document(service: str, arns: Arns) -> dict[str, Any]:
         projected = replace(grant, leading_keys=(), condition={})
         if grant.transactional:
             projected = replace(projected, actions=(*grant.actions, "dynamodb:TransactWriteItems"))
+        implied = tuple(alias for action, alias in _EMULATOR_ALIASES.items() if action in grant.actions)
+        if implied:
+            projected = replace(projected, actions=(*projected.actions, *implied))
         statement = _statement(projected, arns)
         if all(action.startswith("dynamodb:") for action in projected.actions):
             statement["Resource"] = "*"
