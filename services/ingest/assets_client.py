@@ -9,43 +9,18 @@ import grpc
 from lifecyclezero.v1 import assets_pb2, assets_pb2_grpc, common_pb2
 
 from services.kit import clients
-from services.kit.errors import (
-    Aborted,
-    AlreadyExists,
-    DomainError,
-    FailedPrecondition,
-    InvalidArgument,
-    NotFound,
-    PermissionDenied,
-    ResourceExhausted,
-    Unauthenticated,
-    Unavailable,
-    Unimplemented,
-)
+from services.kit.errors import DomainError, Unavailable
+from services.kit.interceptors import error_class_for
 from services.kit.settings import ServerSettings
 
 T = TypeVar("T")
 
-_ERRORS: dict[grpc.StatusCode, type[DomainError]] = {
-    grpc.StatusCode.INVALID_ARGUMENT: InvalidArgument,
-    grpc.StatusCode.NOT_FOUND: NotFound,
-    grpc.StatusCode.ALREADY_EXISTS: AlreadyExists,
-    grpc.StatusCode.FAILED_PRECONDITION: FailedPrecondition,
-    grpc.StatusCode.ABORTED: Aborted,
-    grpc.StatusCode.PERMISSION_DENIED: PermissionDenied,
-    grpc.StatusCode.UNAUTHENTICATED: Unauthenticated,
-    grpc.StatusCode.RESOURCE_EXHAUSTED: ResourceExhausted,
-    grpc.StatusCode.UNIMPLEMENTED: Unimplemented,
-}
 
 
 def as_domain_error(exc: grpc.aio.AioRpcError) -> DomainError:
     """The domain error of a failed call to assets; anything unexpected counts as Unavailable (retry)."""
-    cls = _ERRORS.get(exc.code(), Unavailable)
-    message = f"assets: {exc.details() or exc.code().name}"
-    if cls is InvalidArgument:
-        return InvalidArgument(message)
-    return cls(message)
+    cls = error_class_for(exc.code()) or Unavailable
+    return cls(f"assets: {exc.details() or exc.code().name}")
 
 
 class AssetsClient:

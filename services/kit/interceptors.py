@@ -53,6 +53,11 @@ _CODES: dict[type[DomainError], grpc.StatusCode] = {
 }
 
 
+def error_class_for(code: grpc.StatusCode) -> type[DomainError] | None:
+    """The domain error a status code stands for, for a service that relays another service's answer."""
+    return next((cls for cls, mapped in _CODES.items() if mapped == code), None)
+
+
 def status_for(error: DomainError) -> tuple[grpc.StatusCode, status_pb2.Status]:
     """The gRPC code and AIP-193 `google.rpc.Status` for a domain error."""
     code = next((c for cls, c in _CODES.items() if isinstance(error, cls)), grpc.StatusCode.UNKNOWN)
