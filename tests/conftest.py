@@ -50,23 +50,27 @@ def ddb(aws_settings: AwsSettings) -> Any:
     return aws.client(aws_settings, "dynamodb")
 
 
-@pytest.fixture(scope="session")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    """Embedded AWS and every service as its own process, started once for the session."""
-    running = Stack(state_dir=tmp_path_factory.mktemp("stack"))
+def running(stack: Stack) -> Iterator[Stack]:
+    """Start `stack`, print its processes' logs if it cannot start, and stop it afterwards."""
     try:
-        running.start()
+        stack.start()
     except BaseException:
-        running.stop()
-        for name in running.procs:
-            log = running.log_path(name)
+        stack.stop()
+        for name in stack.procs:
+            log = stack.log_path(name)
             if log.exists():
                 sys.stderr.write(f"--- {name} log ---\n{log.read_text()[-4000:]}\n")
         raise
     try:
-        yield running
+        yield stack
     finally:
-        running.stop()
+        stack.stop()
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """Embedded AWS and every service as its own process, started once for the session."""
+    yield from running(Stack(state_dir=tmp_path_factory.mktemp("stack")))
 
 
 class TenantHandle:

@@ -23,17 +23,13 @@ from lifecyclezero.v1 import (
 )
 
 from services.kit.devstack import Stack
+from tests.conftest import running
 
 
 @pytest.fixture(scope="module")
 def enforced_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     """Every service as its own process with its own IAM user; the endpoint checks every call."""
-    stack = Stack(state_dir=tmp_path_factory.mktemp("least-privilege"), least_privilege=True)
-    try:
-        stack.start()
-        yield stack
-    finally:
-        stack.stop()
+    yield from running(Stack(state_dir=tmp_path_factory.mktemp("least-privilege"), least_privilege=True))
 
 
 def _requests(outbox: queue.Queue[ingest_pb2.ConnectRequest | None]) -> Iterator[ingest_pb2.ConnectRequest]:

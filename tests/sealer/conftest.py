@@ -3,33 +3,19 @@ other test; and `own_tenant`, a fresh tenant on it."""
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterator
 
 import pytest
 
 from services.kit.devstack import Stack
-from tests.conftest import TenantHandle
+from tests.conftest import TenantHandle, running
 from tests.sealer.helpers import OWN_STACK_ENV, make_tenant
 
 
 @pytest.fixture(scope="session")
 def sealer_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     """Embedded AWS and every service, with a sealer that seals often in small batches."""
-    running = Stack(state_dir=tmp_path_factory.mktemp("sealer-stack"), extra_env=dict(OWN_STACK_ENV))
-    try:
-        running.start()
-    except BaseException:
-        running.stop()
-        for name in running.procs:
-            log = running.log_path(name)
-            if log.exists():
-                sys.stderr.write(f"--- {name} log ---\n{log.read_text()[-4000:]}\n")
-        raise
-    try:
-        yield running
-    finally:
-        running.stop()
+    yield from running(Stack(state_dir=tmp_path_factory.mktemp("sealer-stack"), extra_env=dict(OWN_STACK_ENV)))
 
 
 @pytest.fixture
