@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, ParamSpec, TypeVar
 
@@ -65,6 +65,17 @@ def error_code(exc: BaseException) -> str:
     if isinstance(exc, botocore.exceptions.ClientError):
         return str(exc.response.get("Error", {}).get("Code", ""))
     return ""
+
+
+def query_items(ddb: Any, **query: Any) -> Iterator[dict[str, Any]]:
+    """Every item a DynamoDB Query matches, page after page (`Limit` sets the page size)."""
+    start: dict[str, Any] | None = None
+    while True:
+        got = ddb.query(**query, **({"ExclusiveStartKey": start} if start else {}))
+        yield from got.get("Items", [])
+        start = got.get("LastEvaluatedKey")
+        if not start:
+            return
 
 
 def to_item(values: dict[str, Any]) -> dict[str, Any]:

@@ -485,27 +485,19 @@ def events_between(  # noqa: PLR0917 - called positionally through aws.call
     """
     if last < first:
         return
-    start: dict[str, Any] | None = None
-    while True:
-        kwargs: dict[str, Any] = {
-            "TableName": table,
-            "KeyConditionExpression": "PK = :pk AND SK BETWEEN :a AND :b",
-            "ExpressionAttributeValues": aws.to_item(
-                {":pk": keys.ledger_pk(tenant), ":a": keys.event_sk(first), ":b": keys.event_sk(last)}
-            ),
-            "Limit": page,
-            "ConsistentRead": True,
-        }
-        if canonical_only:
-            kwargs["ProjectionExpression"] = "SK, canonical"
-        if start:
-            kwargs["ExclusiveStartKey"] = start
-        got = ddb.query(**kwargs)
-        for item in got.get("Items", []):
-            yield _stored(item)
-        start = got.get("LastEvaluatedKey")
-        if not start:
-            return
+    kwargs: dict[str, Any] = {
+        "TableName": table,
+        "KeyConditionExpression": "PK = :pk AND SK BETWEEN :a AND :b",
+        "ExpressionAttributeValues": aws.to_item(
+            {":pk": keys.ledger_pk(tenant), ":a": keys.event_sk(first), ":b": keys.event_sk(last)}
+        ),
+        "Limit": page,
+        "ConsistentRead": True,
+    }
+    if canonical_only:
+        kwargs["ProjectionExpression"] = "SK, canonical"
+    for item in aws.query_items(ddb, **kwargs):
+        yield _stored(item)
 
 
 def list_asset_events(  # noqa: PLR0917 - called positionally through aws.call

@@ -137,25 +137,16 @@ def list_checkpoint_records(
 
 def all_checkpoint_records(ddb: Any, table: str, tenant: str, page: int = 500) -> Iterator[CheckpointRecord]:
     """Every checkpoint of the tenant, smallest first."""
-    start: dict[str, Any] | None = None
-    while True:
-        kwargs: dict[str, Any] = {
-            "TableName": table,
-            "KeyConditionExpression": "PK = :pk AND begins_with(SK, :sk)",
-            "ExpressionAttributeValues": aws.to_item(
-                {":pk": keys.seal_pk(tenant), ":sk": keys.CHECKPOINT_SK_PREFIX}
-            ),
-            "Limit": page,
-            "ConsistentRead": True,
-        }
-        if start:
-            kwargs["ExclusiveStartKey"] = start
-        got = ddb.query(**kwargs)
-        for item in got.get("Items", []):
-            yield _record(item)
-        start = got.get("LastEvaluatedKey")
-        if not start:
-            return
+    items = aws.query_items(
+        ddb,
+        TableName=table,
+        KeyConditionExpression="PK = :pk AND begins_with(SK, :sk)",
+        ExpressionAttributeValues=aws.to_item({":pk": keys.seal_pk(tenant), ":sk": keys.CHECKPOINT_SK_PREFIX}),
+        Limit=page,
+        ConsistentRead=True,
+    )
+    for item in items:
+        yield _record(item)
 
 
 def _record(raw: dict[str, Any]) -> CheckpointRecord:
