@@ -55,54 +55,6 @@ FIGURES: list[Figure] = [
     Figure("Capacity model", "ledger event item size", "", "bytes", "capacity.ledger.event_item_bytes_median"),
     Figure("Capacity model", "read units per heartbeat (model, one tenant, 10,000 agents)", "", "RCU",
            "capacity.reads.rcu_per_heartbeat_steady_at_10k_one_tenant"),
-    Figure("Fleet (1,000 streams, 5 s heartbeat, one ingest process)", "streams connected", "1,000", "",
-           "fleet.sizes.1000.ingest.connected", meets=lambda v: v >= 1000),
-    Figure("Fleet (1,000 streams, 5 s heartbeat, one ingest process)", "heartbeats/s", "200", "hb/s",
-           "fleet.sizes.1000.ingest.heartbeats_per_second.median", "fleet.sizes.1000.ingest.heartbeats_per_second"),
-    Figure("Fleet (1,000 streams, 5 s heartbeat, one ingest process)", "ack latency p50", "", "ms",
-           "fleet.sizes.1000.ingest.ack_p50_ms.median", "fleet.sizes.1000.ingest.ack_p50_ms"),
-    Figure("Fleet (1,000 streams, 5 s heartbeat, one ingest process)", "ack latency p99", "≤ 50 ms", "ms",
-           "fleet.sizes.1000.ingest.ack_p99_ms.median", "fleet.sizes.1000.ingest.ack_p99_ms", meets=lambda v: v <= 50),
-    Figure("Fleet (1,000 streams, 5 s heartbeat, one ingest process)", "ingest CPU per heartbeat", "", "ms",
-           "fleet.sizes.1000.ingest.cpu_ms_per_heartbeat.median", "fleet.sizes.1000.ingest.cpu_ms_per_heartbeat"),
-    Figure("Fleet (1,000 streams, 5 s heartbeat, one ingest process)", "bare grpc.aio echo CPU per heartbeat (same run)", "", "ms",
-           "fleet.sizes.1000.echo.cpu_ms_per_heartbeat.median", "fleet.sizes.1000.echo.cpu_ms_per_heartbeat"),
-    Figure("Fleet (1,000 streams, 5 s heartbeat, one ingest process)", "CPU per heartbeat, ingest / echo", "≤ 2×", "×",
-           "fleet.sizes.1000.ratio_cpu_per_heartbeat", meets=lambda v: v <= 2),
-    Figure("Fleet (1,000 streams, 5 s heartbeat, one ingest process)", "memory per stream (ingest)", "", "KiB",
-           "fleet.sizes.1000.ingest.memory_kib_per_stream"),
-    Figure("Fleet (5,000 streams, 5 s heartbeat, one ingest process)", "streams connected", "5,000", "",
-           "fleet.sizes.5000.ingest.connected", meets=lambda v: v >= 5000),
-    Figure("Fleet (5,000 streams, 5 s heartbeat, one ingest process)", "heartbeats/s", "1,000", "hb/s",
-           "fleet.sizes.5000.ingest.heartbeats_per_second.median", "fleet.sizes.5000.ingest.heartbeats_per_second"),
-    Figure("Fleet (5,000 streams, 5 s heartbeat, one ingest process)", "ack latency p50", "", "ms",
-           "fleet.sizes.5000.ingest.ack_p50_ms.median", "fleet.sizes.5000.ingest.ack_p50_ms"),
-    Figure("Fleet (5,000 streams, 5 s heartbeat, one ingest process)", "ack latency p99", "≤ 50 ms", "ms",
-           "fleet.sizes.5000.ingest.ack_p99_ms.median", "fleet.sizes.5000.ingest.ack_p99_ms", meets=lambda v: v <= 50),
-    Figure("Fleet (5,000 streams, 5 s heartbeat, one ingest process)", "ingest CPU per heartbeat", "", "ms",
-           "fleet.sizes.5000.ingest.cpu_ms_per_heartbeat.median", "fleet.sizes.5000.ingest.cpu_ms_per_heartbeat"),
-    Figure("Fleet (5,000 streams, 5 s heartbeat, one ingest process)", "bare grpc.aio echo CPU per heartbeat (same run)", "", "ms",
-           "fleet.sizes.5000.echo.cpu_ms_per_heartbeat.median", "fleet.sizes.5000.echo.cpu_ms_per_heartbeat"),
-    Figure("Fleet (5,000 streams, 5 s heartbeat, one ingest process)", "CPU per heartbeat, ingest / echo", "≤ 2×", "×",
-           "fleet.sizes.5000.ratio_cpu_per_heartbeat", meets=lambda v: v <= 2),
-    Figure("Fleet (5,000 streams, 5 s heartbeat, one ingest process)", "memory per stream (ingest)", "", "KiB",
-           "fleet.sizes.5000.ingest.memory_kib_per_stream"),
-    Figure("Fleet (10,000 streams, 5 s heartbeat, one ingest process)", "streams connected", "10,000", "",
-           "fleet.sizes.10000.ingest.connected", meets=lambda v: v >= 10000),
-    Figure("Fleet (10,000 streams, 5 s heartbeat, one ingest process)", "heartbeats/s", "2,000", "hb/s",
-           "fleet.sizes.10000.ingest.heartbeats_per_second.median", "fleet.sizes.10000.ingest.heartbeats_per_second"),
-    Figure("Fleet (10,000 streams, 5 s heartbeat, one ingest process)", "ack latency p50", "", "ms",
-           "fleet.sizes.10000.ingest.ack_p50_ms.median", "fleet.sizes.10000.ingest.ack_p50_ms"),
-    Figure("Fleet (10,000 streams, 5 s heartbeat, one ingest process)", "ack latency p99", "≤ 50 ms", "ms",
-           "fleet.sizes.10000.ingest.ack_p99_ms.median", "fleet.sizes.10000.ingest.ack_p99_ms", meets=lambda v: v <= 50),
-    Figure("Fleet (10,000 streams, 5 s heartbeat, one ingest process)", "ingest CPU per heartbeat", "", "ms",
-           "fleet.sizes.10000.ingest.cpu_ms_per_heartbeat.median", "fleet.sizes.10000.ingest.cpu_ms_per_heartbeat"),
-    Figure("Fleet (10,000 streams, 5 s heartbeat, one ingest process)", "bare grpc.aio echo CPU per heartbeat (same run)", "", "ms",
-           "fleet.sizes.10000.echo.cpu_ms_per_heartbeat.median", "fleet.sizes.10000.echo.cpu_ms_per_heartbeat"),
-    Figure("Fleet (10,000 streams, 5 s heartbeat, one ingest process)", "CPU per heartbeat, ingest / echo", "≤ 2×", "×",
-           "fleet.sizes.10000.ratio_cpu_per_heartbeat", meets=lambda v: v <= 2),
-    Figure("Fleet (10,000 streams, 5 s heartbeat, one ingest process)", "memory per stream (ingest)", "", "KiB",
-           "fleet.sizes.10000.ingest.memory_kib_per_stream"),
     Figure("Isolation latency (IsolateAsset → agent confirmed)", "agents connected", "1,000", "", "isolation.connected"),
     Figure("Isolation latency (IsolateAsset → agent confirmed)", "isolations confirmed", "", "",
            "isolation.confirmed"),
@@ -179,6 +131,33 @@ def _ledger_chart(results: dict[str, Any], out: Path) -> Path | None:
 CHARTS: list[Callable[[dict[str, Any], Path], Path | None]] = [_fleet_chart, _ledger_chart]
 
 
+def fleet_figures(results: dict[str, Any]) -> list[Figure]:
+    """The fleet figures of every fleet size the run measured (1,000 / 5,000 / 10,000, or the quick size)."""
+    sizes = get(results, "fleet.sizes")
+    figures: list[Figure] = []
+    for n in sorted(int(k) for k in sizes) if isinstance(sizes, dict) else []:
+        section = f"Fleet ({n:,} streams, 5 s heartbeat, one ingest process)"
+        base = f"fleet.sizes.{n}"
+        figures += [
+            Figure(section, "streams connected", f"{n:,}", "", f"{base}.ingest.connected",
+                   meets=lambda v, n=n: v >= n),
+            Figure(section, "heartbeats/s", f"{n // 5:,}", "hb/s", f"{base}.ingest.heartbeats_per_second.median",
+                   f"{base}.ingest.heartbeats_per_second"),
+            Figure(section, "ack latency p50", "", "ms", f"{base}.ingest.ack_p50_ms.median",
+                   f"{base}.ingest.ack_p50_ms"),
+            Figure(section, "ack latency p99", "≤ 50 ms", "ms", f"{base}.ingest.ack_p99_ms.median",
+                   f"{base}.ingest.ack_p99_ms", meets=lambda v: v <= 50),
+            Figure(section, "ingest CPU per heartbeat", "", "ms", f"{base}.ingest.cpu_ms_per_heartbeat.median",
+                   f"{base}.ingest.cpu_ms_per_heartbeat"),
+            Figure(section, "bare grpc.aio echo CPU per heartbeat (same run)", "", "ms",
+                   f"{base}.echo.cpu_ms_per_heartbeat.median", f"{base}.echo.cpu_ms_per_heartbeat"),
+            Figure(section, "CPU per heartbeat, ingest / echo", "≤ 2×", "×", f"{base}.ratio_cpu_per_heartbeat",
+                   meets=lambda v: v <= 2),
+            Figure(section, "memory per stream (ingest)", "", "KiB", f"{base}.ingest.memory_kib_per_stream"),
+        ]
+    return figures
+
+
 def _fmt(value: Any) -> str:
     if value is None:
         return "not measured"
@@ -215,7 +194,7 @@ def write(summary: dict[str, Any], out: Path) -> Path:
         "",
     ]
     section = None
-    for figure in FIGURES:
+    for figure in [*FIGURES, *fleet_figures(results)]:
         if figure.section != section:
             section = figure.section
             lines += ["", f"## {section}", "", "| figure | target | median | spread | unit | meets target |",
