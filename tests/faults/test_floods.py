@@ -5,6 +5,7 @@ an ingest restart is admitted spread out by jitter, without a crash.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import time
 from collections.abc import Iterator
@@ -48,9 +49,12 @@ async def test_a_noisy_agent_is_rate_limited_while_the_others_keep_getting_acks(
                 await asyncio.sleep(max(0.0, 1.0 - (time.monotonic() - started)))
 
         async def flood() -> None:
-            for seq in range(1, 61):  # ten a second
+            for seq in range(1, 61):  # ten a second, until the server ends the stream
                 await noisy.send(heartbeat(seq))
-                await asyncio.sleep(0.1)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(noisy.ended.wait(), 0.1)
+                if noisy.ended.is_set():
+                    return
 
         await asyncio.gather(flood(), *(behave(a) for a in quiet))
         assert await noisy.status(within=10) is grpc.StatusCode.RESOURCE_EXHAUSTED

@@ -116,6 +116,14 @@ class TestAgent:
             self.ended.set()
 
     async def send(self, request: ingest_pb2.ConnectRequest) -> None:
+        """Write one message, unless the stream has already ended.
+
+        A write that races the server's end of the stream makes grpc.aio replace the server's status
+        with a local INTERNAL ("Internal error from Core"), so tests that expect an ending must stop
+        writing once they have provoked it.
+        """
+        if self.ended.is_set():
+            return
         with contextlib.suppress(grpc.aio.AioRpcError, asyncio.InvalidStateError):
             await self.call.write(request)
 
