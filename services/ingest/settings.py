@@ -77,6 +77,10 @@ class WorkerSettings:
     wait_seconds: int = s.env(
         "LZ_WORKER_WAIT_SECONDS", s.positive_int, default=8, doc="SQS long-poll wait (1-8)."
     )
+    gather_seconds: float = s.env(
+        "LZ_WORKER_GATHER_SECONDS", s.positive_float, default=0.25,
+        doc="A poller whose receive was not full waits this long before the next, so envelopes gather.",
+    )
     max_tries: int = s.env(
         "LZ_WORKER_MAX_TRIES", s.positive_int, default=5,
         doc="Receives after which a failing message is moved to the dead-letter queue.",
