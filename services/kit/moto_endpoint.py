@@ -9,6 +9,11 @@ Two differences from real DynamoDB matter to a ledger and are corrected here, in
   condition first and then applies the writes, undoing only the touched items if one fails — the
   same all-or-nothing result at a cost proportional to the transaction.
 
+moto's SQS is quadratic in the queue's length: each message considered by a receive asks for the
+whole attribute set (which counts every message, twice), and each visibility check builds datetimes.
+A backlog of a thousand envelopes made every call slower than the one before. `_patch_sqs` reads the
+retention period directly and checks visibility against `time.time()`: the same answers, linear.
+
 The app is served by waitress rather than moto's werkzeug development server: werkzeug closes the
 connection after every response, so each boto3 call paid a TCP connect and the server a new thread,
 while waitress keeps connections alive and serves them from a fixed pool. Its pool is large because
@@ -26,6 +31,7 @@ import logging
 import signal
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -128,6 +134,24 @@ def _patch_dynamodb() -> None:
     DynamoDBBackend.transact_write_items = _transact_write_items  # type: ignore[method-assign,assignment]
 
 
+def _patch_sqs() -> None:
+    from moto.sqs.models import Message, SQSBackend
+
+    def visible(message: Any) -> bool:
+        return bool(time.time() * 1000 > message.visible_at)
+
+    def delayed(message: Any) -> bool:
+        return bool(time.time() * 1000 < message.delayed_until)
+
+    def within_retention(backend: Any, queue_name: str, message: Any) -> bool:
+        period = int(backend.get_queue(queue_name).message_retention_period)
+        return bool(period + message.sent_timestamp / 1000 > time.time())
+
+    Message.visible = property(visible)  # type: ignore[method-assign,assignment]
+    Message.delayed = property(delayed)  # type: ignore[method-assign,assignment]
+    SQSBackend.is_message_valid_based_on_retention_period = within_retention  # type: ignore[method-assign,assignment]
+
+
 def _patch_routing() -> None:
     from moto import backends
 
@@ -139,6 +163,7 @@ def main(argv: list[str]) -> None:
     host, port = argv[0], int(argv[1])
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     _patch_dynamodb()
+    _patch_sqs()
     _patch_routing()
     logging.basicConfig(level=logging.WARNING)
     app = DomainDispatcherApplication(create_backend_app)
