@@ -17,6 +17,7 @@ import collections
 import contextlib
 import functools
 import logging
+import random
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -274,7 +275,10 @@ class Hub:
     def _welcome_seq(self, key: Key, record: store.AgentRecord) -> int:
         state = self._durable.get(key)
         if state is None or state.secret_sha256 != record.secret_sha256:
-            state = DurableSeq(record.secret_sha256, record.durable_seq, record.durable_seq, time.monotonic())
+            # The first write-down lands anywhere in the next period rather than exactly one period after
+            # the hello: after a mass reconnect, thousands of writes spread out instead of arriving at once.
+            first_due = time.monotonic() - random.uniform(0.0, self.settings.seq_persist_seconds)  # noqa: S311 - jitter
+            state = DurableSeq(record.secret_sha256, record.durable_seq, record.durable_seq, first_due)
             self._remember(self._durable, key, state)
         state.acked = max(state.acked, record.durable_seq)
         state.stored = max(state.stored, record.durable_seq)
