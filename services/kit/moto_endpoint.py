@@ -8,6 +8,12 @@ Two differences from real DynamoDB matter to a ledger and are corrected here, in
   commit on a table of a few thousand items takes seconds. `_transact_write_items` checks every
   condition first and then applies the writes, undoing only the touched items if one fails — the
   same all-or-nothing result at a cost proportional to the transaction.
+- moto answers every Query by sorting the whole table and comparing every key of the partition, so
+  one page of a small partition cost seconds once the test session's table held a few hundred
+  thousand items, and reading a 20,000-event ledger page by page was quadratic. `_patch_query` hands
+  moto only the candidates: for the table, the page of the partition that the sort-key condition,
+  the start key and the limit leave (found by bisection); for an index, the items whose index hash
+  attributes match. moto's own code then checks, sorts, pages and filters them as before.
 
 moto's SQS is quadratic in the queue's length: each message considered by a receive asks for the
 whole attribute set (which counts every message, twice), and each visibility check builds datetimes.
@@ -26,7 +32,9 @@ Run as `python -m services.kit.moto_endpoint HOST PORT`; `embedded.start_endpoin
 
 from __future__ import annotations
 
+import bisect
 import copy
+import inspect
 import logging
 import signal
 import sys
@@ -128,10 +136,128 @@ def _transact_write_items(backend: Any, transact_items: list[dict[str, Any]]) ->
         raise
 
 
+def _query_candidates(table: Any, arguments: dict[str, Any]) -> list[Any] | None:
+    """The items a Query can match, in key order: a superset of what moto's own loop keeps (it checks
+    every condition again, and sorts, pages and filters as before), or None to let moto read the whole table.
+    """
+    if arguments.get("index_name"):
+        return _index_candidates(table, arguments)
+    hash_key = arguments.get("hash_key")
+    if hash_key is None:
+        return None
+    partition = table.items.get(hash_key)
+    if partition is None:
+        return []
+    if not table.range_key_attr:
+        return [partition]
+    return _range_candidates(partition, table.range_key_attr, arguments)
+
+
+_COMPARISONS = {"=": "EQ", "<": "LT", "<=": "LE", ">": "GT", ">=": "GE"}
+
+
+def _range_candidates(partition: dict[Any, Any], range_key_attr: str, arguments: dict[str, Any]) -> list[Any]:
+    """The partition's items that the sort-key condition, the start key and the limit leave, ascending.
+
+    Only string sort keys are narrowed, compared as moto compares them (as Python strings). The page
+    is cut to `limit + 1` items so that moto still sees that another page follows; it is cut only when
+    the sort-key condition was applied here, since moto counts only matching items towards the limit.
+    """
+    ordered = list(partition)
+    if any(key.type != "S" for key in ordered):
+        return list(partition.values())
+    ordered.sort(key=lambda key: key.value)
+    keys = [key.value for key in ordered]
+    lo, hi = 0, len(keys)
+    comparison = arguments.get("range_comparison")
+    bounds = arguments.get("range_objs") or []
+    if comparison:
+        comparison = _COMPARISONS.get(comparison, comparison.upper())
+        if len(arguments.get("range_key_conditions") or []) > 1 or not bounds or any(b.type != "S" for b in bounds):
+            return [partition[key] for key in ordered]
+        first, last = bounds[0].value, bounds[-1].value
+        if comparison == "EQ":
+            lo, hi = bisect.bisect_left(keys, first), bisect.bisect_right(keys, first)
+        elif comparison == "GE":
+            lo = bisect.bisect_left(keys, first)
+        elif comparison == "GT":
+            lo = bisect.bisect_right(keys, first)
+        elif comparison == "LE":
+            hi = bisect.bisect_right(keys, first)
+        elif comparison == "LT":
+            hi = bisect.bisect_left(keys, first)
+        elif comparison == "BETWEEN":
+            lo, hi = bisect.bisect_left(keys, first), bisect.bisect_right(keys, last)
+        elif comparison == "BEGINS_WITH":
+            lo = hi = bisect.bisect_left(keys, first)
+            while hi < len(keys) and keys[hi].startswith(first):
+                hi += 1
+        else:
+            return [partition[key] for key in ordered]
+    forward = arguments.get("scan_index_forward", True) is not False
+    start = (arguments.get("exclusive_start_key") or {}).get(range_key_attr) or {}
+    if "S" in start:
+        if forward:
+            lo = max(lo, bisect.bisect_right(keys, start["S"]))
+        else:
+            hi = min(hi, bisect.bisect_left(keys, start["S"]))
+    limit = arguments.get("limit")
+    if isinstance(limit, int) and limit > 0 and not arguments.get("filter_kwargs") and hi - lo > limit + 1:
+        if forward:
+            hi = lo + limit + 1
+        else:
+            lo = hi - limit - 1
+    return [partition[key] for key in ordered[lo:max(lo, hi)]]
+
+
+def _index_candidates(table: Any, arguments: dict[str, Any]) -> list[Any] | None:
+    """The items whose index hash attributes equal the query's (strings compared raw, others kept)."""
+    conditions = list(arguments.get("hash_key_conditions") or [])
+    hash_key = arguments.get("hash_key")
+    if not conditions and hash_key is not None:
+        index = next((i for i in table.all_indexes() if i.name == arguments["index_name"]), None)
+        if index is None:
+            return None
+        conditions = [(k["AttributeName"], hash_key) for k in index.schema if k["KeyType"] == "HASH"][:1]
+    if not conditions:
+        return None
+    candidates = []
+    for partition in table.items.values():
+        for item in (partition.values() if table.range_key_attr else (partition,)):
+            for name, wanted in conditions:
+                got = item.attrs.get(name)
+                if got is None or got.type != wanted.type or (wanted.type == "S" and got.value != wanted.value):
+                    break
+            else:
+                candidates.append(item)
+    return candidates
+
+
+def _patch_query() -> None:
+    from moto.dynamodb.models.table import Table
+
+    moto_query = Table.query
+    signature = inspect.signature(moto_query)
+
+    def query(self: Any, *args: Any, **kwargs: Any) -> Any:
+        arguments = signature.bind(self, *args, **kwargs).arguments
+        candidates = _query_candidates(self, arguments)
+        if candidates is None:
+            return moto_query(self, *args, **kwargs)
+        self.all_items = lambda: candidates  # DynamoDB requests run one at a time (`_serialised`)
+        try:
+            return moto_query(self, *args, **kwargs)
+        finally:
+            del self.all_items
+
+    Table.query = query  # type: ignore[method-assign]
+
+
 def _patch_dynamodb() -> None:
     from moto.dynamodb.models import DynamoDBBackend
 
     DynamoDBBackend.transact_write_items = _transact_write_items  # type: ignore[method-assign,assignment]
+    _patch_query()
 
 
 def _patch_sqs() -> None:

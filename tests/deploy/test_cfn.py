@@ -45,7 +45,7 @@ def test_table_matches_the_table_definition(template: dict[str, Any]) -> None:
     definition = table_def.table_definition("x")
     for field in ("BillingMode", "AttributeDefinitions", "KeySchema", "GlobalSecondaryIndexes"):
         assert props[field] == definition[field]
-    assert props["StreamSpecification"] == {"StreamViewType": "NEW_IMAGE"}
+    assert props["StreamSpecification"] == {"StreamViewType": "KEYS_ONLY"}
     assert props["TimeToLiveSpecification"] == {"Enabled": True, "AttributeName": table_def.TTL_ATTRIBUTE}
 
 

@@ -71,6 +71,6 @@ def test_embedded_table_matches_the_definition(ddb: object, embedded_aws: object
     for index in described["GlobalSecondaryIndexes"]:
         spec = next(w for w in wanted["GlobalSecondaryIndexes"] if w["IndexName"] == index["IndexName"])
         assert index["KeySchema"] == spec["KeySchema"]
-    assert described["StreamSpecification"] == {"StreamEnabled": True, "StreamViewType": "NEW_IMAGE"}
+    assert described["StreamSpecification"] == {"StreamEnabled": True, "StreamViewType": "KEYS_ONLY"}
     ttl = ddb.describe_time_to_live(TableName="lifecyclezero")["TimeToLiveDescription"]  # type: ignore[attr-defined]
     assert ttl["AttributeName"] == "expires_at"

@@ -58,3 +58,65 @@ def test_a_cancelled_transaction_keeps_concurrent_writes(ddb: Any) -> None:
         canceller.join()
     assert _count(ddb, "emb-c") == 200
     assert _count(ddb, "emb-b") == 1
+
+
+def _query(ddb: Any, **kwargs: Any) -> list[tuple[str, str]]:
+    """Every page of a Query, as (PK, SK) pairs in the order DynamoDB returned them."""
+    pages = ddb.get_paginator("query").paginate(TableName=TABLE, **kwargs)
+    return [(item["PK"]["S"], item["SK"]["S"]) for page in pages for item in page["Items"]]
+
+
+@pytest.fixture(scope="module")
+def ranged(ddb: Any) -> str:
+    """Three neighbouring partitions with sort keys s#01, s#02, s#03, s#10 and t#01, written out of order."""
+    for pk in ("emb-q-1", "emb-q-2", "emb-q-10"):
+        for sk in ("s#03", "t#01", "s#01", "s#10", "s#02"):
+            ddb.put_item(TableName=TABLE, Item=aws.to_item({"PK": pk, "SK": sk}))
+    return "emb-q-1"
+
+
+@pytest.mark.parametrize(("condition", "values", "expected"), [
+    ("", {}, ["s#01", "s#02", "s#03", "s#10", "t#01"]),
+    ("SK = :a", {":a": "s#02"}, ["s#02"]),
+    ("SK < :a", {":a": "s#03"}, ["s#01", "s#02"]),
+    ("SK <= :a", {":a": "s#03"}, ["s#01", "s#02", "s#03"]),
+    ("SK > :a", {":a": "s#03"}, ["s#10", "t#01"]),
+    ("SK >= :a", {":a": "s#03"}, ["s#03", "s#10", "t#01"]),
+    ("SK BETWEEN :a AND :b", {":a": "s#02", ":b": "s#10"}, ["s#02", "s#03", "s#10"]),
+    ("begins_with(SK, :a)", {":a": "s#"}, ["s#01", "s#02", "s#03", "s#10"]),
+    ("SK > :a", {":a": "u"}, []),
+])
+@pytest.mark.parametrize("forward", [True, False])
+@pytest.mark.parametrize("page_size", [1, 2, 100])
+def test_a_query_returns_its_partitions_matching_items_in_key_order_on_every_page(
+    ddb: Any, ranged: str, condition: str, values: dict[str, str], expected: list[str], forward: bool, page_size: int
+) -> None:
+    """A sort-key condition, either direction and any page size give the matching items of one partition only."""
+    got = _query(ddb, KeyConditionExpression=" AND ".join(filter(None, ["PK = :p", condition])),
+                 ExpressionAttributeValues=aws.to_item({":p": ranged, **values}), ScanIndexForward=forward,
+                 PaginationConfig={"PageSize": page_size})
+    assert got == [(ranged, sk) for sk in (expected if forward else expected[::-1])]
+
+
+def test_a_query_of_a_missing_partition_is_empty(ddb: Any) -> None:
+    """A Query of a partition that holds nothing returns nothing."""
+    assert _query(ddb, KeyConditionExpression="PK = :p", ExpressionAttributeValues=aws.to_item({":p": "emb-q-3"})) == []
+
+
+def test_a_limited_filtered_query_counts_the_limit_before_the_filter(ddb: Any, ranged: str) -> None:
+    """As in DynamoDB, Limit bounds the items read, and the filter then drops some of them."""
+    got = ddb.query(TableName=TABLE, KeyConditionExpression="PK = :p", FilterExpression="SK <> :x",
+                    ExpressionAttributeValues=aws.to_item({":p": ranged, ":x": "s#02"}), Limit=3)
+    assert [item["SK"]["S"] for item in got["Items"]] == ["s#01", "s#03"]
+    assert got["LastEvaluatedKey"]["SK"]["S"] == "s#03"
+
+
+def test_an_index_query_sees_only_items_carrying_its_key(ddb: Any) -> None:
+    """A GSI Query returns the items whose index key matches, in index order, and skips items without one."""
+    for pk, index_key in (("emb-g-a", ("emb-g", "b")), ("emb-g-b", ("emb-g", "a")), ("emb-g-c", ("emb-g-other", "a"))):
+        ddb.put_item(TableName=TABLE, Item=aws.to_item({"PK": pk, "SK": "1", "GSI1PK": index_key[0],
+                                                        "GSI1SK": index_key[1]}))
+    ddb.put_item(TableName=TABLE, Item=aws.to_item({"PK": "emb-g-d", "SK": "1"}))
+    got = _query(ddb, IndexName="GSI1", KeyConditionExpression="GSI1PK = :g",
+                 ExpressionAttributeValues=aws.to_item({":g": "emb-g"}), PaginationConfig={"PageSize": 1})
+    assert got == [("emb-g-b", "1"), ("emb-g-a", "1")]
