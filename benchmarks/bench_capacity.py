@@ -99,12 +99,17 @@ def entity(pk: str, sk: str) -> str:
 
 
 class StreamWatcher:
-    """Reads every record of the table's stream from now on, in a thread."""
+    """Reads every record of the table's stream from now on, in a thread, and gives each written item's image.
+
+    The stream carries keys only (the sealer needs no more), so the watcher reads each written item
+    back (BatchGetItem, as soon as its record arrives) and attaches it as the record's `NewImage`.
+    """
 
     def __init__(self, settings: AwsSettings) -> None:
-        ddb = aws.client(settings, "dynamodb")
+        self.ddb = aws.client(settings, "dynamodb")
+        self.table = settings.table_name
         self.streams = aws.client(settings, "dynamodbstreams")
-        self.arn = ddb.describe_table(TableName=settings.table_name)["Table"]["LatestStreamArn"]
+        self.arn = self.ddb.describe_table(TableName=settings.table_name)["Table"]["LatestStreamArn"]
         self.records: list[tuple[float, dict[str, Any]]] = []
         self.stop = threading.Event()
         shards = self.streams.describe_stream(StreamArn=self.arn)["StreamDescription"]["Shards"]
@@ -122,15 +127,34 @@ class StreamWatcher:
             for iterator in self.iterators:
                 got = self.streams.get_records(ShardIterator=iterator, Limit=1000)
                 now = time.monotonic()
+                self._attach_images(got.get("Records", []))
                 self.records.extend((now, r) for r in got.get("Records", []))
                 fresh.append(got.get("NextShardIterator") or iterator)
             self.iterators = fresh
             time.sleep(0.2)
 
+    def _attach_images(self, records: list[dict[str, Any]]) -> None:
+        written = [r for r in records if r.get("eventName") in ("INSERT", "MODIFY")]
+        keys = {_key_of(r["dynamodb"]["Keys"]): r["dynamodb"]["Keys"] for r in written}
+        images: dict[tuple[str, str], dict[str, Any]] = {}
+        pending = list(keys.values())
+        while pending:
+            chunk, pending = pending[:100], pending[100:]
+            got = self.ddb.batch_get_item(RequestItems={self.table: {"Keys": chunk}})
+            for item in got["Responses"].get(self.table, []):
+                images[_key_of(item)] = item
+            pending.extend(got.get("UnprocessedKeys", {}).get(self.table, {}).get("Keys", []))
+        for record in written:
+            record["dynamodb"]["NewImage"] = images.get(_key_of(record["dynamodb"]["Keys"]), {})
+
     def close(self) -> list[tuple[float, dict[str, Any]]]:
         self.stop.set()
         self.thread.join(5)
         return self.records
+
+
+def _key_of(item: dict[str, Any]) -> tuple[str, str]:
+    return item["PK"]["S"], item["SK"]["S"]
 
 
 def summarise(records: list[tuple[float, dict[str, Any]]], start: float, end: float,
