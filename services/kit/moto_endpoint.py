@@ -212,13 +212,7 @@ def _range_candidates(partition: dict[Any, Any], range_key_attr: str, arguments:
 
 def _index_candidates(table: Any, arguments: dict[str, Any]) -> list[Any] | None:
     """The items whose index hash attributes equal the query's (strings compared raw, others kept)."""
-    conditions = list(arguments.get("hash_key_conditions") or [])
-    hash_key = arguments.get("hash_key")
-    if not conditions and hash_key is not None:
-        index = next((i for i in table.all_indexes() if i.name == arguments["index_name"]), None)
-        if index is None:
-            return None
-        conditions = [(k["AttributeName"], hash_key) for k in index.schema if k["KeyType"] == "HASH"][:1]
+    conditions = arguments.get("hash_key_conditions")
     if not conditions:
         return None
     candidates = []
