@@ -158,15 +158,22 @@ class LiveStream:
 
 
 class CredentialLoader:
-    """Reads agent credentials for hellos; hellos that arrive together share one BatchGetItem."""
+    """Reads agent credentials for hellos; hellos that arrive together share one BatchGetItem.
+
+    A batch is cut when a read slot is free, not when the linger ends: while every slot is busy, hellos
+    keep gathering, so under a reconnect storm the reads grow to 100 keys instead of queueing by the
+    hundred with a few keys each (which once left hellos waiting longer than the agents' Welcome
+    timeout). Hellos whose stream has already gone are dropped from the batch.
+    """
 
     def __init__(self, ddb: Any, table: str, linger_seconds: float = 0.002, max_in_flight: int = 4) -> None:
         self._ddb = ddb
         self._table = table
         self._linger = linger_seconds
+        self._max_in_flight = max_in_flight
+        self._in_flight = 0
         self._waiting: list[tuple[Key, asyncio.Future[store.AgentRecord | None]]] = []
         self._timer: asyncio.TimerHandle | None = None
-        self._slots = asyncio.Semaphore(max_in_flight)
         self._tasks: set[asyncio.Task[None]] = set()
         self.reads = 0
 
@@ -183,21 +190,28 @@ class CredentialLoader:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        batch, self._waiting = self._waiting, []
-        if batch:
+        while self._in_flight < self._max_in_flight:
+            self._waiting = [(key, future) for key, future in self._waiting if not future.done()]
+            if not self._waiting:
+                return
+            batch = self._waiting[:store.MAX_BATCH_GET]
+            del self._waiting[:store.MAX_BATCH_GET]
+            self._in_flight += 1
             task = asyncio.get_running_loop().create_task(self._load(batch))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
     async def _load(self, batch: list[tuple[Key, asyncio.Future[store.AgentRecord | None]]]) -> None:
-        async with self._slots:
-            try:
-                found = await aws.call(store.get_agents, self._ddb, self._table, [key for key, _ in batch])
-            except Exception as exc:
-                for _, future in batch:
-                    if not future.done():
-                        future.set_exception(exc)
-                return
+        try:
+            found = await aws.call(store.get_agents, self._ddb, self._table, [key for key, _ in batch])
+        except Exception as exc:
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(exc)
+            return
+        finally:
+            self._in_flight -= 1
+            self._flush()
         self.reads += 1
         for key, future in batch:
             if not future.done():

@@ -14,11 +14,18 @@ Two differences from real DynamoDB matter to a ledger and are corrected here, in
   moto only the candidates: for the table, the page of the partition that the sort-key condition,
   the start key and the limit leave (found by bisection); for an index, the items whose index hash
   attributes match. moto's own code then checks, sorts, pages and filters them as before.
+- moto 5.2 builds every answer by walking botocore's shape model, asking each of the ten members of
+  every AttributeValue for a value under several aliases: about 2 ms per item read, so a hello's
+  100-key BatchGetItem took 200 ms and a fleet reconnecting timed out waiting for its credentials.
+  `_patch_serializer` passes an AttributeValue through as it is when it is already its JSON wire
+  form (no binary anywhere in it); anything else goes the model's way.
 
 moto's SQS is quadratic in the queue's length: each message considered by a receive asks for the
 whole attribute set (which counts every message, twice), and each visibility check builds datetimes.
 A backlog of a thousand envelopes made every call slower than the one before. `_patch_sqs` reads the
-retention period directly and checks visibility against `time.time()`: the same answers, linear.
+retention period directly and checks visibility against `time.time()`: the same answers, linear. It
+also makes a receive copy the set of in-flight messages before reading their groups, since receives
+and deletes on other threads change that set (moto failed such receives with "Set changed size").
 
 The app is served by waitress rather than moto's werkzeug development server: werkzeug closes the
 connection after every response, so each boto3 call paid a TCP connect and the server a new thread,
@@ -247,15 +254,45 @@ def _patch_query() -> None:
     Table.query = query  # type: ignore[method-assign]
 
 
+_JSON_NATIVE_TYPES = frozenset({"S", "N", "BOOL", "NULL", "SS", "NS"})
+
+
+def _json_native(value: Any) -> bool:
+    """True when `value` is an AttributeValue already in its wire form: one type, no binary anywhere."""
+    if not isinstance(value, dict) or len(value) != 1:
+        return False
+    ((kind, inner),) = value.items()
+    if kind == "M":
+        return isinstance(inner, dict) and all(_json_native(v) for v in inner.values())
+    if kind == "L":
+        return isinstance(inner, list) and all(_json_native(v) for v in inner)
+    return kind in _JSON_NATIVE_TYPES and inner is not None
+
+
+def _patch_serializer() -> None:
+    from moto.core.serialize import BaseJSONSerializer
+
+    moto_structure = BaseJSONSerializer._serialize_type_structure
+
+    def structure(self: Any, serialized: Any, value: Any, shape: Any, key: str) -> None:
+        if key and shape.name == "AttributeValue" and _json_native(value):
+            serialized[self.get_serialized_name(shape, key)] = value
+            return
+        moto_structure(self, serialized, value, shape, key)
+
+    BaseJSONSerializer._serialize_type_structure = structure  # type: ignore[method-assign]
+
+
 def _patch_dynamodb() -> None:
     from moto.dynamodb.models import DynamoDBBackend
 
     DynamoDBBackend.transact_write_items = _transact_write_items  # type: ignore[method-assign,assignment]
     _patch_query()
+    _patch_serializer()
 
 
 def _patch_sqs() -> None:
-    from moto.sqs.models import Message, SQSBackend
+    from moto.sqs.models import Message, Queue, SQSBackend
 
     def visible(message: Any) -> bool:
         return bool(time.time() * 1000 > message.visible_at)
@@ -267,6 +304,11 @@ def _patch_sqs() -> None:
         period = int(backend.get_queue(queue_name).message_retention_period)
         return bool(period + message.sent_timestamp / 1000 > time.time())
 
+    def pending_message_groups(queue: Any) -> set[str]:
+        # A snapshot first: receives and deletes on other threads change the set while moto iterates it.
+        return {message.group_id for message in tuple(queue._pending_messages) if message.group_id is not None}
+
+    Queue.pending_message_groups = property(pending_message_groups)  # type: ignore[method-assign,assignment]
     Message.visible = property(visible)  # type: ignore[method-assign,assignment]
     Message.delayed = property(delayed)  # type: ignore[method-assign,assignment]
     SQSBackend.is_message_valid_based_on_retention_period = within_retention  # type: ignore[method-assign,assignment]
