@@ -28,7 +28,7 @@ from lifecyclezero.v1 import assets_pb2, common_pb2
 from services.ingest import domain, rules, store
 from services.ingest.assets_client import AssetsClient
 from services.ingest.settings import WorkerSettings, load_worker_settings
-from services.kit import aws, logs
+from services.kit import aws, heap, logs
 from services.kit.errors import (
     AlreadyExists,
     ConfigError,
@@ -449,6 +449,7 @@ def build_worker(settings: WorkerSettings) -> Worker:
 
 async def _serve(settings: WorkerSettings) -> None:
     worker = build_worker(settings)
+    heap.settle()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -13,7 +13,10 @@ Two differences from real DynamoDB matter to a ledger and are corrected here, in
   thousand items, and reading a 20,000-event ledger page by page was quadratic. `_patch_query` hands
   moto only the candidates: for the table, the page of the partition that the sort-key condition,
   the start key and the limit leave (found by bisection); for an index, the items whose index hash
-  attributes match. moto's own code then checks, sorts, pages and filters them as before.
+  attribute matches, from a map of the table kept up by every write (`_IndexHashes`: a scan of the
+  table per index Query was most of the endpoint's time while the risk worker looked up the last
+  inventory of 5,000 newly seen assets). moto's own code then checks, sorts, pages and filters them
+  as before.
 - moto 5.2 builds every answer by walking botocore's shape model, asking each of the ten members of
   every AttributeValue for a value under several aliases: about 2 ms per item read, so a hello's
   100-key BatchGetItem took 200 ms and a fleet reconnecting timed out waiting for its credentials.
@@ -218,20 +221,96 @@ def _range_candidates(partition: dict[Any, Any], range_key_attr: str, arguments:
 
 
 def _index_candidates(table: Any, arguments: dict[str, Any]) -> list[Any] | None:
-    """The items whose index hash attributes equal the query's (strings compared raw, others kept)."""
-    conditions = arguments.get("hash_key_conditions")
-    if not conditions:
-        return None
-    candidates = []
-    for partition in table.items.values():
-        for item in (partition.values() if table.range_key_attr else (partition,)):
-            for name, wanted in conditions:
-                got = item.attrs.get(name)
-                if got is None or got.type != wanted.type or (wanted.type == "S" and got.value != wanted.value):
-                    break
-            else:
-                candidates.append(item)
-    return candidates
+    """The items whose index hash attribute equals the query's, from the table's `_IndexHashes`."""
+    for name, wanted in arguments.get("hash_key_conditions") or ():
+        if wanted.type == "S":
+            return _IndexHashes.of(table).items(table, name, wanted.value)
+    return None
+
+
+class _IndexHashes:
+    """One table's items by the string value of each attribute an index Query has asked about.
+
+    Built by one pass over the table at the first Query naming the attribute, then kept up from the
+    keys that writes touched since (`touched`, called by every write path: PutItem, DeleteItem and
+    UpdateItem, which batches and transactions go through). UpdateItem changes items in place, so a
+    touched key is read again rather than trusted from the write.
+    """
+
+    def __init__(self) -> None:
+        self.by_attribute: dict[str, dict[str, dict[tuple[Any, Any], Any]]] = {}
+        self.value_of: dict[str, dict[tuple[Any, Any], str]] = {}
+        self.dirty: set[tuple[Any, Any]] = set()
+
+    @staticmethod
+    def of(table: Any) -> _IndexHashes:
+        hashes: _IndexHashes | None = getattr(table, "_lz_index_hashes", None)
+        if hashes is None:
+            hashes = table._lz_index_hashes = _IndexHashes()
+        return hashes
+
+    @staticmethod
+    def touched(table: Any, hash_key: Any, range_key: Any) -> None:
+        hashes: _IndexHashes | None = getattr(table, "_lz_index_hashes", None)
+        if hashes is not None and hashes.by_attribute:
+            hashes.dirty.add((hash_key, range_key if table.range_key_attr else None))
+
+    def items(self, table: Any, attribute: str, value: str) -> list[Any]:
+        if attribute not in self.by_attribute:
+            self.by_attribute[attribute], self.value_of[attribute] = {}, {}
+            for partition in table.items.values():
+                for item in (partition.values() if table.range_key_attr else (partition,)):
+                    self._place(attribute, (item.hash_key, item.range_key), item)
+        if self.dirty:
+            for key in self.dirty:
+                partition = table.items.get(key[0])
+                item = partition.get(key[1]) if partition is not None and table.range_key_attr else partition
+                for name in self.by_attribute:
+                    self._place(name, key, item)
+            self.dirty.clear()
+        return list(self.by_attribute[attribute].get(value, {}).values())
+
+    def _place(self, attribute: str, key: tuple[Any, Any], item: Any) -> None:
+        old = self.value_of[attribute].pop(key, None)
+        if old is not None:
+            self.by_attribute[attribute][old].pop(key, None)
+        got = item.attrs.get(attribute) if item is not None else None
+        if got is not None and got.type == "S":
+            self.by_attribute[attribute].setdefault(got.value, {})[key] = item
+            self.value_of[attribute][key] = got.value
+
+
+def _patch_index_upkeep() -> None:
+    from moto.dynamodb.models import DynamoDBBackend
+    from moto.dynamodb.models.dynamo_type import DynamoType
+    from moto.dynamodb.models.table import Table
+
+    moto_put, moto_delete, moto_update = Table.put_item, Table.delete_item, DynamoDBBackend.update_item
+
+    def put_item(self: Any, *args: Any, **kwargs: Any) -> Any:
+        item = moto_put(self, *args, **kwargs)
+        _IndexHashes.touched(self, item.hash_key, item.range_key)
+        return item
+
+    def delete_item(self: Any, hash_key: Any, range_key: Any) -> Any:
+        try:
+            return moto_delete(self, hash_key, range_key)
+        finally:
+            _IndexHashes.touched(self, hash_key, range_key)
+
+    def update_item(self: Any, table_name: str, key: dict[str, Any], *args: Any, **kwargs: Any) -> Any:
+        try:
+            return moto_update(self, table_name, key, *args, **kwargs)
+        finally:
+            table = self.get_table(table_name)
+            if table.hash_key_attr in key:
+                range_value = key.get(table.range_key_attr) if table.range_key_attr else None
+                _IndexHashes.touched(table, DynamoType(key[table.hash_key_attr]),
+                                     DynamoType(range_value) if range_value is not None else None)
+
+    Table.put_item = put_item  # type: ignore[method-assign]
+    Table.delete_item = delete_item  # type: ignore[method-assign]
+    DynamoDBBackend.update_item = update_item  # type: ignore[method-assign]
 
 
 def _patch_query() -> None:
@@ -288,6 +367,7 @@ def _patch_dynamodb() -> None:
 
     DynamoDBBackend.transact_write_items = _transact_write_items  # type: ignore[method-assign,assignment]
     _patch_query()
+    _patch_index_upkeep()
     _patch_serializer()
 
 

@@ -24,7 +24,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
-from services.kit import auth, logs, telemetry
+from services.kit import auth, heap, logs, telemetry
 from services.kit.authenticator import Authenticator
 from services.kit.errors import ConfigError
 from services.kit.interceptors import ServiceInterceptor
@@ -204,6 +204,7 @@ async def serve_until_signalled(
 ) -> None:
     service = await make_service()
     running = await build_server(service, settings)
+    heap.settle()
     log.info("listening", extra={"port": running.port, "address": f"{settings.listen_host}:{running.port}"})
     print(f"{service.name} listening on {settings.listen_host}:{running.port}{announce}", flush=True)
     stop = asyncio.Event()

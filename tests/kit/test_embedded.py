@@ -152,3 +152,61 @@ def test_every_attribute_type_reads_back_exactly_as_written(ddb: Any) -> None:
                   ExpressionAttributeValues={":p": _EVERY_TYPE["PK"]})["Items"][0],
     ]
     assert [_sets_sorted(item) for item in read] == [_sets_sorted(_EVERY_TYPE)] * 3
+
+
+def _in_index(ddb: Any, value: str) -> list[str]:
+    """The table partition keys a GSI1 Query for `value` returns."""
+    return [pk for pk, _ in _query(ddb, IndexName="GSI1", KeyConditionExpression="GSI1PK = :g",
+                                   ExpressionAttributeValues=aws.to_item({":g": value}))]
+
+
+def test_an_index_query_follows_every_kind_of_write(ddb: Any) -> None:
+    """Items put, updated in place, moved, deleted, batch-written or written in a transaction are where
+    the index says after each write, even once the index has been queried before them."""
+    ddb.put_item(TableName=TABLE, Item=aws.to_item({"PK": "emb-w-1", "SK": "1", "GSI1PK": "emb-w", "GSI1SK": "1"}))
+    assert _in_index(ddb, "emb-w") == ["emb-w-1"]
+    ddb.put_item(TableName=TABLE, Item=aws.to_item({"PK": "emb-w-2", "SK": "1", "GSI1PK": "emb-w", "GSI1SK": "2"}))
+    assert _in_index(ddb, "emb-w") == ["emb-w-1", "emb-w-2"]
+    ddb.update_item(TableName=TABLE, Key=aws.to_item({"PK": "emb-w-1", "SK": "1"}),
+                    UpdateExpression="SET GSI1PK = :g", ExpressionAttributeValues=aws.to_item({":g": "emb-w-moved"}))
+    assert (_in_index(ddb, "emb-w"), _in_index(ddb, "emb-w-moved")) == (["emb-w-2"], ["emb-w-1"])
+    ddb.update_item(TableName=TABLE, Key=aws.to_item({"PK": "emb-w-2", "SK": "1"}), UpdateExpression="REMOVE GSI1PK")
+    assert _in_index(ddb, "emb-w") == []
+    ddb.update_item(TableName=TABLE, Key=aws.to_item({"PK": "emb-w-3", "SK": "1"}),
+                    UpdateExpression="SET GSI1PK = :g, GSI1SK = :s",
+                    ExpressionAttributeValues=aws.to_item({":g": "emb-w", ":s": "3"}))
+    assert _in_index(ddb, "emb-w") == ["emb-w-3"]
+    ddb.batch_write_item(RequestItems={TABLE: [
+        {"PutRequest": {"Item": aws.to_item({"PK": "emb-w-4", "SK": "1", "GSI1PK": "emb-w", "GSI1SK": "4"})}},
+        {"DeleteRequest": {"Key": aws.to_item({"PK": "emb-w-3", "SK": "1"})}},
+    ]})
+    assert _in_index(ddb, "emb-w") == ["emb-w-4"]
+    ddb.transact_write_items(TransactItems=[
+        _put("emb-w-5", "1", GSI1PK="emb-w", GSI1SK="5"),
+        {"Update": {"TableName": TABLE, "Key": aws.to_item({"PK": "emb-w-1", "SK": "1"}),
+                    "UpdateExpression": "SET GSI1PK = :g", "ExpressionAttributeValues": aws.to_item({":g": "emb-w"})}},
+        {"Delete": {"TableName": TABLE, "Key": aws.to_item({"PK": "emb-w-4", "SK": "1"})}},
+    ])
+    assert (_in_index(ddb, "emb-w"), _in_index(ddb, "emb-w-moved")) == (["emb-w-1", "emb-w-5"], [])
+    ddb.delete_item(TableName=TABLE, Key=aws.to_item({"PK": "emb-w-5", "SK": "1"}))
+    assert _in_index(ddb, "emb-w") == ["emb-w-1"]
+
+
+def test_a_cancelled_transaction_leaves_the_index_as_it_was(ddb: Any) -> None:
+    """An index Query after a cancelled transaction sees the items as they were before it."""
+    ddb.put_item(TableName=TABLE, Item=aws.to_item({"PK": "emb-x-1", "SK": "1", "GSI1PK": "emb-x", "GSI1SK": "1"}))
+    assert _in_index(ddb, "emb-x") == ["emb-x-1"]
+    with pytest.raises(botocore.exceptions.ClientError):
+        ddb.transact_write_items(TransactItems=[
+            {"Update": {"TableName": TABLE, "Key": aws.to_item({"PK": "emb-x-1", "SK": "1"}),
+                        "UpdateExpression": "SET GSI1PK = :g",
+                        "ExpressionAttributeValues": aws.to_item({":g": "emb-x-moved"})}},
+            _put("emb-x-1", "1"),
+        ])
+    with pytest.raises(botocore.exceptions.ClientError):
+        ddb.transact_write_items(TransactItems=[
+            _put("emb-x-2", "1", GSI1PK="emb-x", GSI1SK="2"),
+            {"ConditionCheck": {"TableName": TABLE, "Key": aws.to_item({"PK": "emb-x-1", "SK": "1"}),
+                                "ConditionExpression": "attribute_not_exists(PK)"}},
+        ])
+    assert (_in_index(ddb, "emb-x"), _in_index(ddb, "emb-x-moved")) == (["emb-x-1"], [])
