@@ -147,6 +147,17 @@ class Simulators:
             out.append([json.loads(line) for line in text.splitlines() if line.strip()])
         return out
 
+    def wait_for_lines(self, end: float, timeout: float = 4.0) -> None:
+        """Wait until every running simulator has written its line for the window ending at `end` (a loaded
+        machine can delay one by seconds; a fixed pause once dropped half the fleet from some windows)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            written = [any(abs(line["time"] - end) < self.window / 2 for line in lines) for lines in self.lines()]
+            running = [proc.poll() is None for proc in self.procs]
+            if all(done or not alive for done, alive in zip(written, running, strict=True)):
+                return
+            time.sleep(0.1)
+
     def connected(self) -> int:
         return sum(lines[-1]["connected"] for lines in self.lines() if lines)
 
@@ -210,7 +221,7 @@ def measure_step(sims: Simulators, server_pid: int, others: dict[str, list[int]]
     rows: list[dict[str, Any]] = []
     for _ in range(windows):
         end = _sleep_to_boundary(sims.window)
-        time.sleep(0.35)  # every simulator has written its line for `end`
+        sims.wait_for_lines(end)
         cpu1, busy1 = cpu_seconds(server_pid), machine_busy()
         other1 = {name: _cpu(pids) for name, pids in others.items()}
         sims1 = _cpu(sims.pids())

@@ -147,6 +147,8 @@ def fleet_figures(results: dict[str, Any]) -> list[Figure]:
                    f"{base}.ingest.ack_p50_ms"),
             Figure(section, "ack latency p99", "≤ 50 ms", "ms", f"{base}.ingest.ack_p99_ms.median",
                    f"{base}.ingest.ack_p99_ms", meets=lambda v: v <= 50),
+            Figure(section, "bare grpc.aio echo ack latency p99 (same run, same simulators)", "",
+                   "ms", f"{base}.echo.ack_p99_ms.median", f"{base}.echo.ack_p99_ms"),
             Figure(section, "ingest CPU per heartbeat", "", "ms", f"{base}.ingest.cpu_ms_per_heartbeat.median",
                    f"{base}.ingest.cpu_ms_per_heartbeat"),
             Figure(section, "bare grpc.aio echo CPU per heartbeat (same run)", "", "ms",
