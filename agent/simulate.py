@@ -451,7 +451,9 @@ async def simulate(
 
 def _settle_heap() -> None:
     """Freeze the fleet just built and space the collector out: the simulator measures ack latency, and
-    the collector's full passes over thousands of streams (up to 0.7 s each) would be measured with it."""
+    the collector's full passes over thousands of streams (up to 0.7 s each) would be measured with it.
+    The settings are those of `services/kit/heap.py`, written out because the agent imports nothing of
+    the control plane's code."""
     gc.collect()
     gc.freeze()
     gc.set_threshold(10_000, 20, 100)

@@ -152,9 +152,8 @@ class Simulators:
         machine can delay one by seconds; a fixed pause once dropped half the fleet from some windows)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            written = [any(abs(line["time"] - end) < self.window / 2 for line in lines) for lines in self.lines()]
-            running = [proc.poll() is None for proc in self.procs]
-            if all(done or not alive for done, alive in zip(written, running, strict=True)):
+            if all(proc.poll() is not None or _last_time(path) > end - self.window / 2
+                   for proc, path in zip(self.procs, self.reports, strict=True)):
                 return
             time.sleep(0.1)
 
@@ -174,6 +173,13 @@ class Simulators:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+
+
+def _last_time(report: Path) -> float:
+    """The time of a report's last complete line (0 when it has none): one line parsed, not the whole run's."""
+    text = report.read_text() if report.exists() else ""
+    complete = text[:text.rfind("\n") + 1].rstrip().rsplit("\n", 1)[-1]
+    return float(json.loads(complete)["time"]) if complete else 0.0
 
 
 def _sleep_to_boundary(every: float, after: float = 0.15) -> float:
