@@ -95,8 +95,16 @@ def same_secret(secret: str, stored_sha256: str) -> bool:
 
 
 def new_secret() -> str:
-    """256 random bits, URL-safe."""
-    return secrets.token_urlsafe(32)
+    """At least 256 random bits, URL-safe, never starting with '-'.
+
+    Secrets are pasted after an option on command lines (`lz-agent enroll --secret ...`), where one
+    starting with '-' reads as an option (1 in 64 did, and failed `make demo` that often). 264 bits are
+    drawn and the rare draw starting with '-' is redrawn, which leaves more than 263 bits.
+    """
+    while True:
+        secret = secrets.token_urlsafe(33)
+        if not secret.startswith("-"):
+            return secret
 
 
 @dataclass(frozen=True)
