@@ -203,8 +203,8 @@ async def serve_until_signalled(
     make_service: Callable[[], Awaitable[Service]], settings: ServerSettings, announce: str = ""
 ) -> None:
     service = await make_service()
+    heap.settle()  # before serving: a full collection of the start-up heap would stall the first callers
     running = await build_server(service, settings)
-    heap.settle()
     log.info("listening", extra={"port": running.port, "address": f"{settings.listen_host}:{running.port}"})
     print(f"{service.name} listening on {settings.listen_host}:{running.port}{announce}", flush=True)
     stop = asyncio.Event()

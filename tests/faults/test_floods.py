@@ -93,7 +93,7 @@ async def test_a_fleet_reconnecting_after_an_ingest_restart_is_admitted_with_jit
     """After kill -9 of ingest the whole fleet reconnects within 60 s, spread over seconds, and ingest survives."""
     tenant = make_tenant(storm_stack)
     identities = await asyncio.to_thread(_credentials, storm_stack, tenant.tenant, FLEET)
-    fleet = Fleet(storm_stack, tenant, count=FLEET, interval=60.0, changing=False, first_jitter=5.0, initial=1.0,
+    fleet = Fleet(storm_stack, tenant, count=FLEET, interval=60.0, changing=False, first_jitter=10.0, initial=1.0,
                   send_rate=5.0, identities=identities)
     await fleet.start()
     try:
