@@ -29,6 +29,13 @@ A backlog of a thousand envelopes made every call slower than the one before. `_
 retention period directly and checks visibility against `time.time()`: the same answers, linear. It
 also makes a receive copy the set of in-flight messages before reading their groups, since receives
 and deletes on other threads change that set (moto failed such receives with "Set changed size").
+Each message sent built the whole attribute set of its queue to read one flag, counting every message
+three times, and each receipt handle deleted scanned the queue twice and rebuilt it: while the risk worker
+held a few hundred envelopes in flight, these were half the endpoint's SQS time. A send now skips the
+counts (it reads none of them), and a batch delete removes all its messages in one pass, under the lock
+a send appends under (moto rebuilt the list without it, so a message sent meanwhile could vanish).
+moto converts every attribute name from CamelCase with a character loop, thousands of times a second;
+the pure conversion is cached.
 
 The app is served by waitress rather than moto's werkzeug development server: werkzeug closes the
 connection after every response, so each boto3 call paid a TCP connect and the server a new thread,
@@ -371,6 +378,70 @@ def _patch_dynamodb() -> None:
     _patch_serializer()
 
 
+# Queue attributes a send computes through `Queue.attributes` and never reads.
+_QUEUE_COUNTS = ("approximate_number_of_messages", "approximate_number_of_messages_delayed",
+                 "approximate_number_of_messages_not_visible")
+_send_state = threading.local()
+
+
+def _sending(send: Callable[..., Any]) -> Callable[..., Any]:
+    def marked(*args: Any, **kwargs: Any) -> Any:
+        outer = getattr(_send_state, "active", False)
+        _send_state.active = True
+        try:
+            return send(*args, **kwargs)
+        finally:
+            _send_state.active = outer
+
+    return marked
+
+
+def _skipped_while_sending(count: Callable[[Any], int]) -> Callable[[Any], int]:
+    def counted(queue: Any) -> int:
+        return 0 if getattr(_send_state, "active", False) else count(queue)
+
+    return counted
+
+
+def _delete_messages(queue: Any, receipt_handles: Iterable[str]) -> set[str]:
+    """Delete the messages that ever had one of `receipt_handles`, in one pass; the handles now deleted.
+
+    The queue's list is rebuilt under its lock, the lock a send appends under: moto rebuilt it without,
+    so a message sent while a delete ran could vanish.
+    """
+    wanted = set(receipt_handles) - queue.deleted_messages
+    if wanted:
+        with queue._messages_lock:
+            kept = []
+            for message in queue._messages:
+                handles = message.all_receipt_handles
+                if wanted.isdisjoint(handles):
+                    kept.append(message)
+                else:
+                    queue.pending_messages.discard(message)
+                    queue.deleted_messages.update(handles)
+            queue._messages = kept
+    return set(queue.deleted_messages.intersection(receipt_handles))
+
+
+def _delete_message(queue: Any, receipt_handle: str) -> None:
+    from moto.sqs.exceptions import ReceiptHandleIsInvalid
+
+    if receipt_handle not in _delete_messages(queue, [receipt_handle]):
+        raise ReceiptHandleIsInvalid()
+
+
+def _delete_message_batch(backend: Any, queue_name: str, receipts: list[dict[str, Any]]) -> tuple[
+    list[str], list[dict[str, Any]]
+]:
+    deleted = _delete_messages(backend.get_queue(queue_name), [r["ReceiptHandle"] for r in receipts])
+    success = [r["Id"] for r in receipts if r["ReceiptHandle"] in deleted]
+    errors = [{"Id": r["Id"], "SenderFault": True, "Code": "ReceiptHandleIsInvalid",
+               "Message": f'The input receipt handle "{r["ReceiptHandle"]}" is not a valid receipt handle.'}
+              for r in receipts if r["ReceiptHandle"] not in deleted]
+    return success, errors
+
+
 def _patch_sqs() -> None:
     from moto.sqs.models import Message, Queue, SQSBackend
 
@@ -388,6 +459,12 @@ def _patch_sqs() -> None:
         # A snapshot first: receives and deletes on other threads change the set while moto iterates it.
         return {message.group_id for message in tuple(queue._pending_messages) if message.group_id is not None}
 
+    for name in _QUEUE_COUNTS:
+        setattr(Queue, name, property(_skipped_while_sending(getattr(Queue, name).fget)))
+    for name in ("send_message", "send_message_batch"):
+        setattr(SQSBackend, name, _sending(getattr(SQSBackend, name)))
+    Queue.delete_message = _delete_message  # type: ignore[method-assign,assignment]
+    SQSBackend.delete_message_batch = _delete_message_batch  # type: ignore[method-assign,assignment]
     Queue.pending_message_groups = property(pending_message_groups)  # type: ignore[method-assign,assignment]
     Message.visible = property(visible)  # type: ignore[method-assign,assignment]
     Message.delayed = property(delayed)  # type: ignore[method-assign,assignment]
@@ -401,12 +478,27 @@ def _patch_routing() -> None:
     backends.list_of_moto_modules = lambda: modules
 
 
+def _patch_name_conversion() -> None:
+    import functools
+
+    from moto.core import utils
+
+    original = utils.camelcase_to_underscores
+    cached = functools.lru_cache(maxsize=4096)(original)
+    # Bound by name in every module that imported it: rebind those already loaded; later ones import this.
+    for module in list(sys.modules.values()):
+        if getattr(module, "__name__", "").startswith("moto") and \
+                getattr(module, "camelcase_to_underscores", None) is original:
+            module.camelcase_to_underscores = cached  # type: ignore[attr-defined]
+
+
 def main(argv: list[str]) -> None:
     host, port = argv[0], int(argv[1])
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     _patch_dynamodb()
     _patch_sqs()
     _patch_routing()
+    _patch_name_conversion()
     logging.basicConfig(level=logging.WARNING)
     app = DomainDispatcherApplication(create_backend_app)
     server = waitress.create_server(_serialised(app), host=host, port=port, threads=_THREADS,

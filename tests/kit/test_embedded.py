@@ -1,4 +1,4 @@
-"""The embedded AWS endpoint behaves like DynamoDB where the ledger depends on it."""
+"""The embedded AWS endpoint behaves like DynamoDB and SQS where the services depend on it."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import botocore.exceptions
 import pytest
 
 from services.kit import aws
+from services.kit.aws import AwsSettings
 
 TABLE = "lifecyclezero"
 
@@ -210,3 +211,84 @@ def test_a_cancelled_transaction_leaves_the_index_as_it_was(ddb: Any) -> None:
                                 "ConditionExpression": "attribute_not_exists(PK)"}},
         ])
     assert (_in_index(ddb, "emb-x"), _in_index(ddb, "emb-x-moved")) == (["emb-x-1"], [])
+
+
+@pytest.fixture(scope="module")
+def sqs(aws_settings: AwsSettings) -> Any:
+    return aws.client(aws_settings, "sqs")
+
+
+def _counts(sqs: Any, url: str) -> tuple[int, int]:
+    """The queue's visible and in-flight message counts."""
+    got = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=[
+        "ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"])["Attributes"]
+    return int(got["ApproximateNumberOfMessages"]), int(got["ApproximateNumberOfMessagesNotVisible"])
+
+
+def test_a_queue_counts_its_messages_between_sends(sqs: Any) -> None:
+    """The message counts follow sends and receives, though a send does not compute them."""
+    url = sqs.create_queue(QueueName="emb-counts")["QueueUrl"]
+    for round_ in range(1, 21):
+        sqs.send_message_batch(QueueUrl=url, Entries=[{"Id": str(i), "MessageBody": f"m{round_}-{i}"}
+                                                      for i in range(3)])
+        sqs.send_message(QueueUrl=url, MessageBody=f"m{round_}")
+        assert _counts(sqs, url) == (4 * round_, 0)
+    sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=5, VisibilityTimeout=60)
+    # The endpoint serves from a pool of threads: every one that sent must count again.
+    assert {_counts(sqs, url) for _ in range(60)} == {(75, 5)}
+
+
+def test_a_content_deduplicated_fifo_queue_keeps_one_of_equal_bodies(sqs: Any) -> None:
+    """A send still sees the queue's content-based deduplication."""
+    url = sqs.create_queue(QueueName="emb-dedup.fifo", Attributes={
+        "FifoQueue": "true", "ContentBasedDeduplication": "true"})["QueueUrl"]
+    for _ in range(3):
+        sqs.send_message(QueueUrl=url, MessageBody="same", MessageGroupId="g")
+    sqs.send_message(QueueUrl=url, MessageBody="other", MessageGroupId="g")
+    got = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10)["Messages"]
+    assert [m["Body"] for m in got] == ["same", "other"]
+
+
+def test_a_batch_delete_answers_each_receipt_handle(sqs: Any) -> None:
+    """Current, earlier and already used receipt handles delete; an unknown one fails alone."""
+    url = sqs.create_queue(QueueName="emb-delete")["QueueUrl"]
+    sqs.send_message_batch(QueueUrl=url, Entries=[{"Id": str(i), "MessageBody": str(i)} for i in range(3)])
+    first = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=3, VisibilityTimeout=0)["Messages"]
+    again = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=3, VisibilityTimeout=60)["Messages"]
+    by_body = {m["Body"]: m["ReceiptHandle"] for m in first}
+    current = {m["Body"]: m["ReceiptHandle"] for m in again}
+    assert set(by_body) == set(current) == {"0", "1", "2"}
+    sqs.delete_message(QueueUrl=url, ReceiptHandle=current["2"])
+    got = sqs.delete_message_batch(QueueUrl=url, Entries=[
+        {"Id": "earlier", "ReceiptHandle": by_body["0"]},
+        {"Id": "current", "ReceiptHandle": current["1"]},
+        {"Id": "used", "ReceiptHandle": current["2"]},
+        {"Id": "unknown", "ReceiptHandle": "not-a-handle"},
+    ])
+    assert sorted(e["Id"] for e in got["Successful"]) == ["current", "earlier", "used"]
+    assert [(e["Id"], e["Code"]) for e in got["Failed"]] == [("unknown", "ReceiptHandleIsInvalid")]
+    assert _counts(sqs, url) == (0, 0)
+    with pytest.raises(botocore.exceptions.ClientError) as caught:
+        sqs.delete_message(QueueUrl=url, ReceiptHandle="not-a-handle")
+    assert aws.error_code(caught.value) == "ReceiptHandleIsInvalid"
+
+
+def test_a_batch_delete_keeps_every_other_message(sqs: Any) -> None:
+    """Deleting some messages of a queue leaves the others, received or not, in it."""
+    url = sqs.create_queue(QueueName="emb-keep")["QueueUrl"]
+    for start in range(0, 30, 10):
+        sqs.send_message_batch(QueueUrl=url, Entries=[{"Id": str(i), "MessageBody": str(start + i)}
+                                                      for i in range(10)])
+    received: list[dict[str, Any]] = []
+    while len(received) < 20:
+        received += sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, VisibilityTimeout=1)["Messages"]
+    sqs.delete_message_batch(QueueUrl=url, Entries=[{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]}
+                                                    for i, m in enumerate(received[:10])])
+    time.sleep(1.1)
+    left: set[str] = set()
+    while len(left) < 20:
+        got = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, VisibilityTimeout=60).get("Messages", [])
+        assert got, f"only {len(left)} messages left"
+        left |= {m["Body"] for m in got}
+    assert left == {str(n) for n in range(30)} - {m["Body"] for m in received[:10]}
+    assert _counts(sqs, url) == (0, 20)
