@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 import itertools
 import os
@@ -287,7 +288,7 @@ class Fleet:
     """Real agent streams (agent.stream.AgentStream) of enrolled hosts, run in this process."""
 
     def __init__(self, stack: Stack, tenant: Tenant, count: int, interval: float, *, changing: bool = True,
-                 first_jitter: float = 0.5, initial: float = 0.2, send_rate: float = 20.0,
+                 first_jitter: float = 0.5, initial: float = 0.2, cap: float | None = None, send_rate: float = 20.0,
                  identities: list[Identity] | None = None) -> None:
         self.stack = stack
         self.tenant = tenant
@@ -300,6 +301,7 @@ class Fleet:
             self.identities.append(Identity(tenant.tenant, reply.asset_id, reply.agent_credential,
                                             stack.addresses["ingest"]))
         self.initial = initial
+        self.cap = cap if cap is not None else max(2.0, initial * 4)  # short, so a fault test ends quickly
         self.interval = interval
         self.changing = changing
         self.first_jitter = first_jitter
@@ -307,19 +309,20 @@ class Fleet:
         self._stop: asyncio.Event | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._channels: list[grpc.aio.Channel] = []
+        self.attempts: list[tuple[float, int]] = []  # (monotonic time, agent index) of every Connect started
 
     async def start(self) -> None:
         self._stop = asyncio.Event()
         options = [("grpc.keepalive_time_ms", 30_000), ("grpc.use_local_subchannel_pool", 1)]
         self._channels = [grpc.aio.insecure_channel(self.stack.addresses["ingest"], options=options)
                           for _ in range(max(1, -(-len(self.identities) // 500)))]
-        policy = BackoffPolicy(initial=self.initial, multiplier=1.6, jitter=0.2, cap=max(2.0, self.initial * 4),
+        policy = BackoffPolicy(initial=self.initial, multiplier=1.6, jitter=0.2, cap=self.cap,
                                first_jitter=self.first_jitter)
         for index, identity in enumerate(self.identities):
             channel = self._channels[index % len(self._channels)]
             source = ChangingSource(identity.asset_id) if self.changing else _Fixed(identity.asset_id)
             stream = AgentStream(
-                identity, channel=lambda c=channel: c, source=source, spool=MemorySpool(100_000),
+                identity, channel=functools.partial(self._attempt, channel, index), source=source, spool=MemorySpool(100_000),
                 state=StreamState(None, identity.asset_id), commands=CommandBook(None), executor=self.executor,
                 backoff=Backoff(policy, random.Random()),
                 settings=StreamSettings(interval=self.interval, send_rate=self.send_rate, send_burst=20,
@@ -328,6 +331,10 @@ class Fleet:
             )
             self.streams.append(stream)
             self._tasks.append(asyncio.create_task(stream.run(self._stop)))
+
+    def _attempt(self, channel: grpc.aio.Channel, index: int) -> grpc.aio.Channel:
+        self.attempts.append((time.monotonic(), index))
+        return channel
 
     async def stop(self) -> None:
         if self._stop is not None:
