@@ -322,7 +322,8 @@ class Fleet:
             channel = self._channels[index % len(self._channels)]
             source = ChangingSource(identity.asset_id) if self.changing else _Fixed(identity.asset_id)
             stream = AgentStream(
-                identity, channel=functools.partial(self._attempt, channel, index), source=source, spool=MemorySpool(100_000),
+                identity, channel=functools.partial(self._attempt, channel, index), source=source,
+                spool=MemorySpool(100_000),
                 state=StreamState(None, identity.asset_id), commands=CommandBook(None), executor=self.executor,
                 backoff=Backoff(policy, random.Random()),
                 settings=StreamSettings(interval=self.interval, send_rate=self.send_rate, send_burst=20,
