@@ -65,6 +65,14 @@ class Stack:
     least_privilege: bool = False
 
     def start(self, timeout: float = 60.0) -> None:
+        """Start the endpoint and every process; on failure nothing started is left running."""
+        try:
+            self._start(timeout)
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start(self, timeout: float) -> None:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         logs = self.state_dir / "logs"
         logs.mkdir(exist_ok=True)
@@ -81,6 +89,25 @@ class Stack:
             embedded.start_enforcing(self.resources, LEAST_PRIVILEGE_FREE_CALLS)
         self.service_token = secrets.token_urlsafe(32)
         self.bootstrap_token = secrets.token_urlsafe(32)
+        # A free port is only free until someone binds it: a service that lost it to another process
+        # exits at once, and every service starts again on new ports (they know each other's addresses).
+        for attempt in range(1, 4):
+            self._start_processes()
+            try:
+                self.wait_serving(timeout)
+                break
+            except RuntimeError:
+                if self.fixed_ports or attempt == 3 or not self._lost_a_port():
+                    raise
+                self._stop_processes(grace=10.0)
+        self.write_state()
+
+    def _lost_a_port(self) -> bool:
+        return any(proc.poll() is not None and "Address already in use" in self.log_path(name).read_text()
+                   for name, proc in self.procs.items())
+
+    def _start_processes(self) -> None:
+        assert self.resources is not None
         for offset, (name, _, _) in enumerate(PROCESSES):
             self.addresses[name] = f"127.0.0.1:{_pick(50051 + offset, self.fixed_ports)}"
         self.env = {
@@ -104,8 +131,6 @@ class Stack:
             self.start_process(name, module, port=int(self.addresses[name].rsplit(":", 1)[1]))
         for name, module in WORKERS:
             self.start_process(name, module)
-        self.wait_serving(timeout)
-        self.write_state()
 
     def start_process(self, name: str, module: str, port: int | None = None) -> subprocess.Popen[bytes]:
         env = {**os.environ, **self.env, **self.process_env.get(name, {})}
@@ -161,6 +186,18 @@ class Stack:
         return path
 
     def stop(self, grace: float = 10.0) -> None:
+        self._stop_processes(grace)
+        if self.aws_proc is not None and self.aws_proc.poll() is None:
+            self.aws_proc.terminate()
+            try:
+                self.aws_proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.aws_proc.kill()
+                self.aws_proc.wait()
+        with contextlib.suppress(FileNotFoundError):
+            (self.state_dir / "stack.json").unlink()
+
+    def _stop_processes(self, grace: float) -> None:
         for proc in self.procs.values():
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
@@ -171,15 +208,6 @@ class Stack:
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
-        if self.aws_proc is not None and self.aws_proc.poll() is None:
-            self.aws_proc.terminate()
-            try:
-                self.aws_proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.aws_proc.kill()
-                self.aws_proc.wait()
-        with contextlib.suppress(FileNotFoundError):
-            (self.state_dir / "stack.json").unlink()
 
 
 def _write_private(path: Path, text: str) -> None:

@@ -1,18 +1,22 @@
-"""`make up`: every service starts as its own process, reports SERVING, and stops on Ctrl-C."""
+"""`make up`: every service starts as its own process, reports SERVING, and stops on Ctrl-C; a start that
+fails leaves nothing running."""
 
 from __future__ import annotations
 
 import json
 import signal
+import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import grpc
+import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
+from services.kit import devstack, embedded
 from services.kit.devstack import PROCESSES
 from services.kit.table import table_definition
 
@@ -74,3 +78,36 @@ def test_embedded_table_matches_the_definition(ddb: object, embedded_aws: object
     assert described["StreamSpecification"] == {"StreamEnabled": True, "StreamViewType": "KEYS_ONLY"}
     ttl = ddb.describe_time_to_live(TableName="lifecyclezero")["TimeToLiveDescription"]  # type: ignore[attr-defined]
     assert ttl["AttributeName"] == "expires_at"
+
+
+def test_a_service_that_loses_its_port_starts_again_on_another(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """When another process takes a port between its pick and the service binding it, the stack starts on new ports."""
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    held = taken.getsockname()[1]
+    picks: list[int] = []
+
+    def pick(preferred: int, fixed: bool) -> int:
+        picks.append(preferred)
+        return held if picks.count(50051) == 1 and preferred == 50051 else embedded.free_port()
+
+    monkeypatch.setattr(devstack, "_pick", pick)
+    stack = devstack.Stack(state_dir=tmp_path)
+    try:
+        stack.start()
+        assert picks.count(50051) == 2
+        assert stack.addresses["ledger"] != f"127.0.0.1:{held}"
+        assert all(proc.poll() is None for proc in stack.procs.values())
+    finally:
+        stack.stop()
+        taken.close()
+
+
+def test_a_stack_that_cannot_start_leaves_nothing_running(tmp_path: Path) -> None:
+    """A service that refuses its configuration fails the start, and every process started before is stopped."""
+    stack = devstack.Stack(state_dir=tmp_path, process_env={"assets": {"LZ_MAX_MESSAGE_BYTES": "-1"}})
+    with pytest.raises(RuntimeError, match="assets exited with code 2"):
+        stack.start()
+    assert stack.aws_proc is not None and stack.aws_proc.poll() is not None
+    assert stack.procs and all(proc.poll() is not None for proc in stack.procs.values())
