@@ -230,6 +230,7 @@ class FleetReport:
             "max_connected": max_connected,
             "sessions": stats.sessions,
             "failed_connects": stats.failed_connects,
+            "connect_errors": dict(stats.connect_errors.most_common()),
             "heartbeats_sent": stats.heartbeats_sent,
             "heartbeats_replayed": stats.heartbeats_replayed,
             "heartbeats_acked": stats.heartbeats_acked,
@@ -357,6 +358,7 @@ def _report_json(options: SimulateOptions, summary: dict[str, Any], window: list
         "heartbeats_acked": summary["heartbeats_acked"],
         "commands_received": summary["commands_received"],
         "commands_applied": summary["commands_applied"],
+        "connect_errors": summary["connect_errors"],
         "latencies_ms": [round(v * 1000, 2) for v in window],
     }
     with options.report_file.open("a") as handle:

@@ -25,7 +25,7 @@ import contextlib
 import itertools
 import logging
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -239,6 +239,8 @@ class StreamStats:
     connected: int = 0
     sessions: int = 0
     failed_connects: int = 0
+    # Why connects failed: a gRPC status name, "NO_WELCOME", or an exception's type name.
+    connect_errors: Counter[str] = field(default_factory=Counter)
     heartbeats_sent: int = 0
     heartbeats_replayed: int = 0
     heartbeats_acked: int = 0
@@ -370,7 +372,7 @@ class AgentStream:
             first = await asyncio.wait_for(call.read(), self.settings.welcome_timeout)
             if first is grpc.aio.EOF or first.WhichOneof("message") != "welcome":
                 self.last_error = "the control plane did not answer Hello with Welcome"
-                self.stats.failed_connects += 1
+                self._connect_failed("NO_WELCOME")
                 return False
             welcomed = True
             self.stats.sessions += 1
@@ -395,12 +397,12 @@ class AgentStream:
             if exc.code() in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED):
                 log.error("control plane refused this agent (%s); re-enroll with `lz-agent enroll`", exc.details())
             if not welcomed:
-                self.stats.failed_connects += 1
+                self._connect_failed(exc.code().name)
             return welcomed
         except (TimeoutError, asyncio.InvalidStateError, grpc.aio.UsageError) as exc:
             self.last_error = f"{type(exc).__name__}: {exc}"
             if not welcomed:
-                self.stats.failed_connects += 1
+                self._connect_failed(type(exc).__name__)
             return welcomed
         finally:
             stopper.cancel()
@@ -411,6 +413,10 @@ class AgentStream:
             call.cancel()
             if self.owns_channel:
                 await channel.close()
+
+    def _connect_failed(self, reason: str) -> None:
+        self.stats.failed_connects += 1
+        self.stats.connect_errors[reason] += 1
 
     async def _on_welcome(self, session: _Session, welcome: ingest_pb2.Welcome) -> None:
         """Catch up: replay the spool above the control plane's acked seq (paced), then go live."""

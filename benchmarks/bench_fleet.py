@@ -35,6 +35,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -160,6 +161,14 @@ class Simulators:
     def connected(self) -> int:
         return sum(lines[-1]["connected"] for lines in self.lines() if lines)
 
+    def connect_errors(self) -> dict[str, int]:
+        """Failed connects so far, by reason, over every simulator of this fleet."""
+        total: Counter[str] = Counter()
+        for lines in self.lines():
+            if lines:
+                total.update(lines[-1].get("connect_errors", {}))
+        return dict(total.most_common())
+
     def pids(self) -> list[int]:
         return [p.pid for p in self.procs if p.poll() is None]
 
@@ -214,6 +223,7 @@ def measure_step(sims: Simulators, server_pid: int, others: dict[str, list[int]]
         time.sleep(0.5)
     connect_seconds = time.monotonic() - started
     connected = sims.connected()
+    connect_errors = sims.connect_errors()
     _sleep_to_boundary(sims.window)  # the first boundary after every stream is up: settling window starts
     drained_at = time.monotonic()
     while queue is not None and queue_depth(*queue) > 100 and time.monotonic() - drained_at < settle_timeout:
@@ -265,6 +275,8 @@ def measure_step(sims: Simulators, server_pid: int, others: dict[str, list[int]]
         "streams": size,
         "connected": connected,
         "connect_seconds": round(connect_seconds, 1),
+        "failed_connects": sum(connect_errors.values()),
+        "failed_connects_by_reason": connect_errors,
         "worker_settle_seconds": round(settle_seconds, 1),
         "heartbeats_per_second": summary("heartbeats_per_second"),
         "ack_p50_ms": summary("ack_p50_ms"),

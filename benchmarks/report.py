@@ -141,6 +141,8 @@ def fleet_figures(results: dict[str, Any]) -> list[Figure]:
         figures += [
             Figure(section, "streams connected", f"{n:,}", "", f"{base}.ingest.connected",
                    meets=lambda v, n=n: v >= n),
+            Figure(section, "connect attempts that failed meanwhile (reasons in the raw JSON)", "", "",
+                   f"{base}.ingest.failed_connects"),
             Figure(section, "heartbeats/s", f"{n // 5:,}", "hb/s", f"{base}.ingest.heartbeats_per_second.median",
                    f"{base}.ingest.heartbeats_per_second"),
             Figure(section, "ack latency p50", "", "ms", f"{base}.ingest.ack_p50_ms.median",

@@ -296,3 +296,15 @@ async def test_a_command_for_another_asset_fails(recorder: tuple[Recorder, str],
         await _until(lambda: len(server.results) >= 1)
     assert server.results[0].outcome == common_pb2.COMMAND_OUTCOME_FAILED
     assert executor.executed == []
+
+
+async def test_failed_connects_are_counted_by_their_reason(recorder: tuple[Recorder, str], tmp_path: Path) -> None:
+    """Each Connect refused before a Welcome is counted under the status the control plane answered."""
+    servicer, target = recorder
+    servicer.up = False
+    stream = _stream(tmp_path, target)
+    async with _running(stream):
+        await _until(lambda: stream.stats.failed_connects >= 3)
+        servicer.up = True
+        await _until(lambda: stream.stats.connected == 1)
+    assert stream.stats.connect_errors == {"UNAVAILABLE": stream.stats.failed_connects}
