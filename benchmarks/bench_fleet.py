@@ -142,9 +142,10 @@ class Simulators:
         self.hosts += count
 
     def lines(self) -> list[list[dict[str, Any]]]:
+        """Every simulator's complete report lines (one being written is left for the next read)."""
         out = []
         for path in self.reports:
-            text = path.read_text() if path.exists() else ""
+            text = _complete(path.read_text() if path.exists() else "")
             out.append([json.loads(line) for line in text.splitlines() if line.strip()])
         return out
 
@@ -184,10 +185,15 @@ class Simulators:
                 proc.wait()
 
 
+def _complete(text: str) -> str:
+    """`text` up to its last newline: a simulator writes a long line in several writes."""
+    return text[:text.rfind("\n") + 1]
+
+
 def _last_time(report: Path) -> float:
     """The time of a report's last complete line (0 when it has none): one line parsed, not the whole run's."""
     text = report.read_text() if report.exists() else ""
-    complete = text[:text.rfind("\n") + 1].rstrip().rsplit("\n", 1)[-1]
+    complete = _complete(text).rstrip().rsplit("\n", 1)[-1]
     return float(json.loads(complete)["time"]) if complete else 0.0
 
 
