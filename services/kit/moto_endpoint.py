@@ -421,7 +421,8 @@ def _delete_messages(queue: Any, receipt_handles: Iterable[str]) -> set[str]:
                     queue.pending_messages.discard(message)
                     queue.deleted_messages.update(handles)
             queue._messages = kept
-    return set(queue.deleted_messages.intersection(receipt_handles))
+    deleted: set[str] = queue.deleted_messages.intersection(receipt_handles)
+    return deleted
 
 
 def _delete_message(queue: Any, receipt_handle: str) -> None:
@@ -485,7 +486,8 @@ def _patch_name_conversion() -> None:
 
     original = utils.camelcase_to_underscores
     cached = functools.lru_cache(maxsize=4096)(original)
-    # Bound by name in every module that imported it: rebind those already loaded; later ones import this.
+    # Bound by name in every module that imported it, moto.core.utils included: rebinding the loaded
+    # modules rebinds the source, so modules imported later get the cached one too.
     for module in list(sys.modules.values()):
         if getattr(module, "__name__", "").startswith("moto") and \
                 getattr(module, "camelcase_to_underscores", None) is original:
