@@ -470,10 +470,16 @@ def _pair(snapshots: tuple[Snapshot, ...]) -> tuple[Snapshot, Snapshot]:
 
 
 async def _start_later(stream: AgentStream, delay: float, stop: asyncio.Event) -> None:
+    """Start `stream` after `delay` unless the fleet stops first.
+
+    The stream then runs on its own stop event (set by `stream.stop()`): an asyncio.Event keeps its waiters in
+    a list that each one leaves by a linear search, so thousands of streams waiting on one shared event make
+    every reconnect pay for all of them.
+    """
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(stop.wait(), delay)
     if not stop.is_set():
-        await stream.run(stop)
+        await stream.run()
 
 
 def run_simulation(options: SimulateOptions, out: TextIO = sys.stderr) -> dict[str, Any]:

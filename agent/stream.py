@@ -128,6 +128,18 @@ def retry_after(error: grpc.aio.AioRpcError) -> float:
     return 0.0
 
 
+def next_beat(due: float, now: float, interval: float) -> float:
+    """When the next beat is due, after one that was due at `due`, it being `now`.
+
+    One interval on; when that has passed too, the next time on the same cadence, so a late beat shifts none of
+    the ones after it.
+    """
+    due += interval
+    if due <= now:
+        due = now + (due - now) % interval
+    return due
+
+
 def hex_digest(digest: str) -> str:
     """The bare lowercase hex of an ``sha256:<hex>`` digest, as the wire wants it."""
     return digest.removeprefix("sha256:").lower()
@@ -491,6 +503,14 @@ class AgentStream:
     # -- heartbeats --------------------------------------------------------------------------------
 
     async def _produce(self, stop: asyncio.Event) -> None:
+        """Beat on a fixed cadence until `run` cancels this task.
+
+        A beat that comes late (the loop was busy) does not push the later ones back: thousands of streams in
+        one process keep their own phases instead of clumping after a stall and then beating all at once.
+        It sleeps rather than waiting on `stop` so that no beat adds itself to the waiters of a shared event.
+        """
+        loop = asyncio.get_running_loop()
+        due = loop.time()
         while not stop.is_set():
             try:
                 await self._beat()
@@ -499,8 +519,9 @@ class AgentStream:
             except Exception:
                 log.exception("could not produce a heartbeat")
             await self._resend_results()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), self.interval)
+            now = loop.time()
+            due = next_beat(due, now, self.interval)
+            await asyncio.sleep(due - now)
 
     async def _beat(self) -> None:
         snapshot = await self.source.snapshot()
@@ -509,7 +530,7 @@ class AgentStream:
             heartbeat = ingest_pb2.Heartbeat(
                 seq=seq, inventory_digest=snapshot.digest, spool_dropped=self.spool.dropped
             )
-            heartbeat.observe_time.GetCurrentTime()
+            heartbeat.observe_time.FromNanoseconds(time.time_ns())
             data = heartbeat.SerializeToString()
             full = snapshot.digest != self.state.acked_digest
             if full:

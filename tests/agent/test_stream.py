@@ -23,7 +23,7 @@ from agent.backoff import Backoff, BackoffPolicy
 from agent.commands import CommandBook, DryRunExecutor
 from agent.enroll import Identity
 from agent.spool import FileSpool
-from agent.stream import AgentStream, Snapshot, StreamSettings, StreamState
+from agent.stream import AgentStream, Snapshot, StreamSettings, StreamState, next_beat
 
 DIGEST_A = "a" * 64
 DIGEST_B = "b" * 64
@@ -308,3 +308,13 @@ async def test_failed_connects_are_counted_by_their_reason(recorder: tuple[Recor
         servicer.up = True
         await _until(lambda: stream.stats.connected == 1)
     assert stream.stats.connect_errors == {"UNAVAILABLE": stream.stats.failed_connects}
+
+
+def test_the_next_beat_is_one_interval_on() -> None:
+    """A beat that ran on time is followed one interval after it was due."""
+    assert next_beat(10.0, 10.2, 5.0) == 15.0
+
+
+def test_a_late_beat_shifts_none_of_the_next() -> None:
+    """After a beat so late that the next one's time has passed, beats resume on the original cadence."""
+    assert next_beat(10.0, 17.3, 5.0) == pytest.approx(20.0)

@@ -306,13 +306,11 @@ class Fleet:
         self.changing = changing
         self.first_jitter = first_jitter
         self.send_rate = send_rate
-        self._stop: asyncio.Event | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._channels: list[grpc.aio.Channel] = []
         self.attempts: list[tuple[float, int]] = []  # (monotonic time, agent index) of every Connect started
 
     async def start(self) -> None:
-        self._stop = asyncio.Event()
         options = [("grpc.keepalive_time_ms", 30_000), ("grpc.use_local_subchannel_pool", 1)]
         self._channels = [grpc.aio.insecure_channel(self.stack.addresses["ingest"], options=options)
                           for _ in range(max(1, -(-len(self.identities) // 500)))]
@@ -331,15 +329,15 @@ class Fleet:
                 stats=self.stats, owns_channel=False,
             )
             self.streams.append(stream)
-            self._tasks.append(asyncio.create_task(stream.run(self._stop)))
+            self._tasks.append(asyncio.create_task(stream.run()))  # its own stop event: see agent.simulate
 
     def _attempt(self, channel: grpc.aio.Channel, index: int) -> grpc.aio.Channel:
         self.attempts.append((time.monotonic(), index))
         return channel
 
     async def stop(self) -> None:
-        if self._stop is not None:
-            self._stop.set()
+        for stream in self.streams:
+            stream.stop()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         for channel in self._channels:
             await channel.close()
