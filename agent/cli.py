@@ -231,7 +231,7 @@ def _simulate(args: argparse.Namespace, config: Config) -> int:
     if not options.secret and not (options.identities is not None and options.identities.exists()):
         print("error: --secret is needed to enroll (or give --identities with an existing file)", file=sys.stderr)
         return EXIT_USAGE
-    summary = run_simulation(options)
+    summary = run_simulation(options, credentials=_credentials(config))
     print(json.dumps(summary, indent=2))
     enrolled = summary["enrolled"] + summary["identities_loaded"]
     return EXIT_OK if enrolled and summary["heartbeats_acked"] else EXIT_FAILED

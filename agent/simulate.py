@@ -274,10 +274,12 @@ def channel_count(hosts: int, requested: int | None = None) -> int:
     return requested if requested else max(1, min(8, math.ceil(hosts / 500)))
 
 
-def _open_channels(target: str, count: int) -> list[grpc.aio.Channel]:
+def _open_channels(target: str, count: int, credentials: grpc.ChannelCredentials | None) -> list[grpc.aio.Channel]:
     # A local subchannel pool keeps grpc from folding identical channels into one connection.
     options = [*KEEPALIVE_OPTIONS, ("grpc.use_local_subchannel_pool", 1)]
-    return [grpc.aio.insecure_channel(target, options=options) for _ in range(count)]
+    if credentials is None:
+        return [grpc.aio.insecure_channel(target, options=options) for _ in range(count)]
+    return [grpc.aio.secure_channel(target, credentials, options=options) for _ in range(count)]
 
 
 async def _enroll_all(
@@ -375,10 +377,15 @@ async def simulate(
     options: SimulateOptions,
     stop: asyncio.Event | None = None,
     out: TextIO | None = sys.stderr,
+    *,
     executor: DryRunExecutor | None = None,
     on_ready: Callable[[FleetReport], None] | None = None,
+    credentials: grpc.ChannelCredentials | None = None,
 ) -> dict[str, Any]:
-    """Enroll and stream ``options.count`` hosts until ``duration`` passes or ``stop`` is set; the summary."""
+    """Enroll and stream ``options.count`` hosts until ``duration`` passes or ``stop`` is set; the summary.
+
+    ``credentials`` make every channel TLS (as ``lz-agent run`` does with the stream's TLS settings).
+    """
     stop = stop or asyncio.Event()
     rng = random.Random(options.seed)  # noqa: S311 - simulation, not security
     report = FleetReport(options.count)
@@ -387,7 +394,7 @@ async def simulate(
         tuple(Snapshot(hex_digest(inv.digest()), inventory_proto(inv).SerializeToString()) for inv in host.inventories)
         for host in hosts
     ]
-    channels = _open_channels(options.control_plane, channel_count(options.count, options.channels))
+    channels = _open_channels(options.control_plane, channel_count(options.count, options.channels), credentials)
     stats = StreamStats()
     executor = executor or DryRunExecutor()
     streams: list[AgentStream] = []
@@ -482,7 +489,8 @@ async def _start_later(stream: AgentStream, delay: float, stop: asyncio.Event) -
         await stream.run()
 
 
-def run_simulation(options: SimulateOptions, out: TextIO = sys.stderr) -> dict[str, Any]:
+def run_simulation(options: SimulateOptions, out: TextIO = sys.stderr,
+                   credentials: grpc.ChannelCredentials | None = None) -> dict[str, Any]:
     """Run :func:`simulate` on a fresh event loop; SIGINT and SIGTERM end it with a summary."""
 
     async def main() -> dict[str, Any]:
@@ -491,6 +499,6 @@ def run_simulation(options: SimulateOptions, out: TextIO = sys.stderr) -> dict[s
         for sig in (signal.SIGINT, signal.SIGTERM):
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(sig, stop.set)
-        return await simulate(options, stop, out)
+        return await simulate(options, stop, out, credentials=credentials)
 
     return asyncio.run(main())

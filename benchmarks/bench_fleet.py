@@ -101,12 +101,15 @@ class _Echo(ingest_pb2_grpc.IngestServiceServicer):
                 yield ingest_pb2.ConnectResponse(ack=ingest_pb2.Ack(acked_seq=request.heartbeat.seq))
 
 
-def _echo_main(port: int) -> None:
+def _echo_main(listen: str) -> None:
+    """Serve the echo baseline on `listen`: a port (on loopback) or HOST:PORT (to drive it from other machines)."""
+    address = f"127.0.0.1:{listen}" if listen.isdigit() else listen
+
     async def serve() -> None:
         server = grpc.aio.server(options=[("grpc.keepalive_permit_without_calls", 1),
                                           ("grpc.http2.min_ping_interval_without_data_ms", 10_000)])
         ingest_pb2_grpc.add_IngestServiceServicer_to_server(_Echo(), server)  # type: ignore[abstract]
-        server.add_insecure_port(f"127.0.0.1:{port}")
+        server.add_insecure_port(address)
         await server.start()
         await server.wait_for_termination()
 
@@ -478,6 +481,6 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     if len(sys.argv) == 3 and sys.argv[1] == "--echo":
-        _echo_main(int(sys.argv[2]))
+        _echo_main(sys.argv[2])
     else:
         raise SystemExit(main())
