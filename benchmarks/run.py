@@ -11,9 +11,11 @@ are never asserted: a noisy machine gets a report, not a failure.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
+import signal
 import subprocess
 import sys
 import time
@@ -86,11 +88,11 @@ def run_bench(bench: Bench, out: Path, quick: bool) -> dict[str, Any]:
     log = out / "raw" / f"{bench.name}.log"
     print(f"[{bench.name}] {' '.join(argv[1:])}", flush=True)
     with open(log, "w") as handle:
+        proc = subprocess.Popen(argv, cwd=REPO, stdout=handle, stderr=subprocess.STDOUT, start_new_session=True)
         try:
-            proc = subprocess.run(argv, cwd=REPO, stdout=handle, stderr=subprocess.STDOUT,
-                                  timeout=bench.budget_seconds, check=False)
-            code: int | str = proc.returncode
+            code: int | str = proc.wait(timeout=bench.budget_seconds)
         except subprocess.TimeoutExpired:
+            _stop_group(proc)
             code = "timeout"
     elapsed = time.monotonic() - started
     print(f"[{bench.name}] exit {code} in {elapsed:.0f}s", flush=True)
@@ -100,6 +102,21 @@ def run_bench(bench: Bench, out: Path, quick: bool) -> dict[str, Any]:
     result: dict[str, Any] = json.loads(raw.read_text())
     result["elapsed_seconds"] = round(elapsed, 1)
     return result
+
+
+def _stop_group(proc: subprocess.Popen[bytes], grace: float = 15.0) -> None:
+    """End a benchmark that ran out of time together with everything it started.
+
+    A benchmark runs in a session of its own, and the emulator and services it starts stay in its process
+    group: killing the script alone left them running and taking CPU from the benchmarks after it.
+    """
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(timeout=grace)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
 
 
 def main(argv: list[str] | None = None) -> int:
