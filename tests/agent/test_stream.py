@@ -277,8 +277,9 @@ async def test_an_unacked_result_survives_a_restart(recorder: tuple[Recorder, st
     server.ack_results = True
     server.results.clear()
     second = DryRunExecutor()
-    async with _running(_stream(tmp_path, target, executor=second)):
-        await _until(lambda: len(server.results) >= 1)
+    restarted = _stream(tmp_path, target, executor=second)
+    async with _running(restarted):
+        await _until(lambda: restarted.commands.is_acked("cmd-3"))  # not just sent: stopping could beat the ack
     assert server.results[0].command_id == "cmd-3"
     assert second.executed == []
     assert CommandBook(tmp_path / "results.json").is_acked("cmd-3")
