@@ -16,7 +16,7 @@ from services.kit.devstack import Stack
 from services.kit.settings import AwsSettings
 from services.ledger.outbox import CustodyRecord
 from services.ledger.outbox import store as outbox_store
-from tests.faults.helpers import until
+from tests.faults.helpers import chained_custody
 
 
 class Assets:
@@ -94,13 +94,9 @@ class Assets:
         """The custody records of one asset (of the tenant when '') as stored, chained or not."""
         return outbox_store.asset_records(self.ddb, self.table, self.tenant, asset_id)
 
-    def chained_records(self, asset_id: str = "", within: float = 30.0) -> list[CustodyRecord]:
+    def chained_records(self, asset_id: str = "", within: float = 60.0) -> list[CustodyRecord]:
         """The custody records once the sequencer has given every one its ledger seq."""
-        def all_chained() -> list[CustodyRecord]:
-            records = self.custody_records(asset_id)
-            return records if records and all(r.chained for r in records) else []
-
-        return until(all_chained, within, "every custody record chained")
+        return chained_custody(self.ddb, self.table, self.tenant, asset_id, within)
 
     def snapshot(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         """The tenant's registry partition and ledger partition, exactly as stored."""

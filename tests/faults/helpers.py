@@ -38,6 +38,8 @@ from services.kit.settings import AwsSettings
 from services.kit.tokens import store as token_store
 from services.ledger import keys as ledger_keys
 from services.ledger import store as ledger_store
+from services.ledger.outbox import CustodyRecord
+from services.ledger.outbox import store as outbox_store
 from services.sealer import keys as sealer_keys
 from services.tlog.events import ChainVerifier
 from tests.ingest.agents import IngestTenant, create_tenant, enroll
@@ -235,6 +237,16 @@ class Store:
             if "LastEvaluatedKey" not in got:
                 return seqs
             kwargs["ExclusiveStartKey"] = got["LastEvaluatedKey"]
+
+
+def chained_custody(ddb: Any, table: str, tenant: str, asset_id: str = "",
+                    within: float = 60.0) -> list[CustodyRecord]:
+    """The tenant's (or one asset's) custody records once the sequencer has given every one its ledger seq."""
+    def all_chained() -> list[CustodyRecord]:
+        records = outbox_store.asset_records(ddb, table, tenant, asset_id)
+        return records if records and all(r.chained for r in records) else []
+
+    return until(all_chained, within, "every custody record chained")
 
 
 def assert_chain_sound(store: Store, tenant: str) -> list[ledger_store.StoredEvent]:
