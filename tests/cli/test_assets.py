@@ -7,6 +7,7 @@ from typing import Any
 from cli_helpers import Lz, new_asset
 
 from services.kit.auth import Role
+from tests.faults.helpers import until
 
 
 def test_assets_create_and_show(admin: Lz) -> None:
@@ -89,22 +90,34 @@ def test_assets_list_all_follows_pages(admin: Lz) -> None:
 
 
 def test_isolate_table(admin: Lz) -> None:
-    """`isolate` reports the new status and the custody event."""
+    """`isolate` reports the new status and that the custody event is recorded."""
     asset = new_asset(admin)
     result = admin("isolate", asset, "--reason", "runs an unapproved engine")
     assert result.code == 0, result.err
     assert "isolation_pending" in result.out
-    assert "custody event #" in result.out
+    assert "custody event recorded" in result.out
 
 
 def test_isolate_json(admin: Lz) -> None:
-    """`isolate --json` has the asset, the command and the custody sequence number."""
+    """`isolate --json` has the asset and the command."""
     asset = new_asset(admin)
     data = admin("isolate", asset, "--reason", "why", "--json").json()
     assert data["asset"]["asset_id"] == asset
     assert data["asset"]["status"] == "ASSET_STATUS_ISOLATION_PENDING"
     assert data["command"]["kind"] == "COMMAND_KIND_ISOLATE"
-    assert int(data["custody_seq"]) >= 1
+
+
+def test_an_isolations_custody_event_shows_in_lz_custody(admin: Lz) -> None:
+    """The custody event of an `lz isolate` appears in `lz custody` with the command it ordered."""
+    asset = new_asset(admin)
+    command = admin("isolate", asset, "--reason", "why", "--json").json()["command"]["command_id"]
+
+    def requested() -> list[dict[str, Any]]:
+        events = admin("custody", asset, "--json").json()["events"]
+        return [e for e in events if e["action"] == "asset.isolate.requested"]
+
+    [event] = until(requested, 30, "the isolation's custody event")
+    assert event["payload"]["command_id"] == command
 
 
 def test_isolate_needs_a_reason(admin: Lz) -> None:

@@ -265,11 +265,12 @@ async def test_assets_killed_mid_transaction_keeps_every_isolation_whole(crash_s
 
 
 def _assert_orders_atomic(store: Store, tenant: str, asset_ids: list[str]) -> None:
-    """Right after the crash: an asset is ISOLATION_PENDING exactly when its command and custody record exist."""
+    """Right after the crash: an asset was ordered (ISOLATION_PENDING, or already ISOLATED by its agent) exactly
+    when its command and custody record exist."""
     items = store.tenant_items(tenant)
     for asset_id in asset_ids:
         snapshot = items[("TENANT#" + tenant, f"ASSET#{asset_id}")]
-        pending = "ISOLATION_PENDING" in snapshot
+        pending = "ISOLATION_PENDING" in snapshot or "ISOLATED" in snapshot
         commands = [k for k in items if k[1].startswith(f"CMD#{asset_id}#")]
         custody = [r for r in outbox_store.asset_records(store.ddb, store.table, tenant, asset_id)
                    if r.draft.action == "asset.isolate.requested"]
