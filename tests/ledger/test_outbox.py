@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import json
+import os
 import secrets
+import subprocess
+import sys
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 
+from services.kit import embedded
 from services.ledger import store as ledger_store
 from services.ledger.committer import GroupCommitter
 from services.ledger.outbox import CustodyRecord, CustodySequencer, keys, new_record, record_put
@@ -112,3 +117,26 @@ def test_a_chained_record_is_no_longer_pending(world: World) -> None:
     pending = {r.key for shard in range(keys.PENDING_SHARDS)
                for r in outbox_store.pending_records(world.ddb, world.table, shard)}
     assert record.key not in pending
+
+
+def _check(world: World, embedded_aws: Any, tenant: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, **embedded.EMBEDDED_CREDENTIALS, "LZ_TABLE_NAME": world.table,
+           "LZ_AWS_ENDPOINT_URL": embedded_aws.endpoint_url}
+    return subprocess.run([sys.executable, "-m", "services.ledger.outbox.check", "--tenant", tenant],
+                          env=env, capture_output=True, text=True, timeout=60, check=False)
+
+
+def test_the_check_reports_an_overdue_record_and_exits_1(world: World, embedded_aws: Any) -> None:
+    """The overdue check prints the tenant's record left unchained for five minutes and exits 1."""
+    world.write("host-late", 1, ago=timedelta(minutes=5))
+    done = _check(world, embedded_aws, world.tenant)
+    assert done.returncode == 1, done.stderr
+    [line] = done.stdout.splitlines()
+    assert json.loads(line)["asset_id"] == "host-late"
+
+
+def test_the_check_passes_when_nothing_is_overdue(world: World, embedded_aws: Any) -> None:
+    """A tenant whose only pending record is fresh passes the overdue check (exit 0, no output)."""
+    world.write("host-fresh", 1)
+    done = _check(world, embedded_aws, world.tenant)
+    assert (done.returncode, done.stdout) == (0, "")
