@@ -39,7 +39,7 @@ from services.ingest import keys as ingest_keys
 from services.ingest import store as ingest_store
 from services.kit import aws
 from services.kit.auth import Role, new_secret, same_secret, sha256_hex
-from services.kit.errors import Aborted, AlreadyExists, InvalidArgument, NotFound
+from services.kit.errors import Aborted, AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from services.kit.tokens import keys as token_keys
 from services.kit.tokens import store as token_store
 from services.ledger import store as ledger_store
@@ -289,7 +289,7 @@ class AssetStore:
 
     def order(self, tenant_id: str, asset_id: str, kind: CommandKind, *, actor: str, justification: str,
               request_id: str, control_plane_endpoints: Sequence[str]) -> OrderOutcome:
-        """Move the asset to the pending status, write the command and append the custody event, atomically.
+        """Move the asset to the pending status, write the command and the custody record, atomically.
 
         A retry with the same request id (or a racing twin of it) answers what the first attempt wrote.
         """
@@ -298,25 +298,36 @@ class AssetStore:
                                           request_id=request_id, control_plane_endpoints=control_plane_endpoints)
             if isinstance(prepared, OrderOutcome):
                 return prepared
-            self.commit(prepared)
+            try:
+                self.commit(prepared)
+            except Conflict:
+                # A twin of this request may have committed the command first: then its answer is ours.
+                replayed = self._replayed_order(tenant_id, asset_id, prepared.outcome.command.command_id)
+                if replayed is None:
+                    raise
+                return replayed
             return prepared.outcome
 
         return self._with_retries(attempt)
 
     def prepare_order(self, tenant_id: str, asset_id: str, kind: CommandKind, *, actor: str, justification: str,
                       request_id: str, control_plane_endpoints: Sequence[str]) -> Prepared[OrderOutcome] | OrderOutcome:
-        """The transaction of an order as read now, or the stored answer when the request was committed before."""
+        """The transaction of an order as read now, or the stored answer when the request was committed before.
+
+        The command (an earlier attempt of this request) is looked up only when the asset's state refuses
+        the order; when the state allows it, a stored command makes the commit fail on the command's
+        condition, and `order` then answers from it. A fresh order so costs three reads, not four.
+        """
         command_id = domain.command_id_for(tenant_id, asset_id, kind, request_id)
-        # The asset is read before the command: a twin of this request that commits in between is then
-        # seen as the command (an answer to replay), never only as a changed state.
         asset = self.get_asset(tenant_id, asset_id)
-        existing = self.get_command(tenant_id, asset_id, command_id)
-        if existing is not None:
-            if existing.asset_after is None:
-                raise NotFound(f"command {command_id} has no recorded answer")
-            return OrderOutcome(existing.asset_after, existing, replayed=True)
+        try:
+            status = domain.next_status(asset.status, domain.ORDER_TRIGGER[kind])
+        except FailedPrecondition:
+            replayed = self._replayed_order(tenant_id, asset_id, command_id)
+            if replayed is None:
+                raise
+            return replayed
         tenant = self.find_tenant(tenant_id)
-        status = domain.next_status(asset.status, domain.ORDER_TRIGGER[kind])
         version = asset.version + 1
         record = new_record(tenant_id, asset_id, version, asset.custody_version, _draft(domain.order_event(
             actor, kind, asset_id, justification=justification, command_id=command_id, request_id=request_id)))
@@ -343,6 +354,15 @@ class AssetStore:
             record_put(self.table, record),
         ]
         return Prepared(items, OrderOutcome(after, command, replayed=False, custody=record))
+
+    def _replayed_order(self, tenant_id: str, asset_id: str, command_id: str) -> OrderOutcome | None:
+        """The answer an earlier attempt of this request committed, or None when there was none."""
+        existing = self.get_command(tenant_id, asset_id, command_id)
+        if existing is None:
+            return None
+        if existing.asset_after is None:
+            raise NotFound(f"command {command_id} has no recorded answer")
+        return OrderOutcome(existing.asset_after, existing, replayed=True)
 
     def record_result(self, tenant_id: str, asset_id: str, command_id: str, result: CommandResult,
                       actor: str) -> ResultOutcome:

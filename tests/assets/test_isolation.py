@@ -80,6 +80,16 @@ def test_retry_with_the_same_request_id_answers_the_same_without_a_second_comman
     assert assets.snapshot() == before
 
 
+def test_a_retry_after_the_isolation_failed_answers_the_first_command(assets: Assets) -> None:
+    """A late retry of an isolation whose host failed it (the state allows isolating again) replays the first answer."""
+    asset = assets.create_asset()
+    first = assets.isolate(asset.asset_id, request_id="req-late")
+    assets.result(asset.asset_id, first.command.command_id, applied=False, error="nft busy")
+    again = assets.isolate(asset.asset_id, request_id="req-late")
+    assert again == first
+    assert len(_commands(assets, asset.asset_id)) == 1
+
+
 def test_twenty_concurrent_isolations_let_exactly_one_through(assets: Assets) -> None:
     """Of 20 concurrent isolate requests on one asset exactly one succeeds; the rest are refused by state."""
     asset = assets.create_asset()
