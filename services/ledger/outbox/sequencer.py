@@ -71,7 +71,6 @@ class CustodySequencer:
         self._queues: dict[str, _TenantQueue] = {}
         self._chained: OrderedDict[tuple[str, str, int], int] = OrderedDict()
         self._tasks: set[asyncio.Task[None]] = set()
-        self.chained = 0
 
     def submit(self, record: CustodyRecord) -> None:
         """Queue a committed record for chaining (call from the event loop)."""
@@ -156,7 +155,6 @@ class CustodySequencer:
             for record, seq in done:
                 self._remember(record, seq)
                 queue.remove(record)
-            self.chained += len(done)
         return bool(done)
 
     async def _unchained_previous(self, record: CustodyRecord) -> CustodyRecord | None:
