@@ -100,5 +100,6 @@ def test_every_acknowledged_isolation_is_chained_once_after_a_kill_of_the_sequen
     events = assert_chain_sound(store, tenant.tenant)
     requested = {e.subject.removeprefix("asset:"): e for e in events if e.action == "asset.isolate.requested"}
     assert Counter(e.subject for e in events) == Counter(f"asset:{r.asset_id}" for r in records)
+    assert set(acked) <= set(requested), sorted(set(acked) - set(requested))
     assert {a: requested[a].seq for a in acked} == {r.asset_id: r.ledger_seq for r in records if r.asset_id in acked}
     assert all(f'"command_id":"{acked[a]}"' in requested[a].canonical.decode() for a in acked)
