@@ -249,6 +249,12 @@ def chained_custody(ddb: Any, table: str, tenant: str, asset_id: str = "",
     return until(all_chained, within, "every custody record chained")
 
 
+def no_custody_pending(store: Store, tenant: str, within: float = 60.0) -> None:
+    """Wait until none of the tenant's custody records waits for its ledger seq (true at once when it has none)."""
+    until(lambda: all(r.chained for r in outbox_store.asset_records(store.ddb, store.table, tenant)), within,
+          "no custody record pending")
+
+
 def assert_chain_sound(store: Store, tenant: str) -> list[ledger_store.StoredEvent]:
     """The stored ledger is seq 1..n with no gap or duplicate and every event chains from the one before."""
     events = store.ledger_events(tenant)
