@@ -403,6 +403,14 @@ class Demo:
             return all(s == _STATUS_ISOLATED for s in statuses.values()), seen
 
         self.wait("both hosts ISOLATED", isolated)
+
+        def enforcement_chained() -> tuple[bool, str]:
+            # The custody sequencer chains the agents' results moments after they are recorded.
+            missing = [h for h in hosts
+                       if not any(e.get("action") == "asset.isolate.enforced" for e in self.custody(h))]
+            return not missing, f"no asset.isolate.enforced event yet for {', '.join(missing)}"
+
+        self.wait("both enforcement events in the custody ledger", enforcement_chained)
         lines = []
         for host in hosts:
             events = self.custody(host)
