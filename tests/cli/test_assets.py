@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from cli_helpers import Lz, new_asset
+from cli_helpers import Lz, isolate_chained, new_asset
 
 from services.kit.auth import Role
 from tests.faults.helpers import until
@@ -154,7 +154,7 @@ def test_release_active_asset_is_refused_json(admin: Lz) -> None:
 def test_custody_lists_events(admin: Lz) -> None:
     """`custody` lists the asset's custody events with the isolation request."""
     asset = new_asset(admin)
-    assert admin("isolate", asset, "--reason", "custody test").code == 0
+    isolate_chained(admin, asset, "custody test")
     result = admin("custody", asset)
     assert result.code == 0, result.err
     assert "#" in result.out and "isolate" in result.out
@@ -163,7 +163,7 @@ def test_custody_lists_events(admin: Lz) -> None:
 def test_custody_json(admin: Lz) -> None:
     """`custody --json` has the events with seq, actor and action."""
     asset = new_asset(admin)
-    assert admin("isolate", asset, "--reason", "custody test").code == 0
+    isolate_chained(admin, asset, "custody test")
     data = admin("custody", asset, "--json").json()
     assert data["asset_id"] == asset
     assert {"seq", "actor", "action"} <= set(data["events"][0])
