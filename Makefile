@@ -20,6 +20,7 @@ help:
 	@echo "make proto       regenerate the gRPC code from protos/"
 	@echo "make bench       benchmarks and the report in bench-results/"
 	@echo "make certs       a local CA and per-service TLS certificates in .lz/certs"
+	@echo "                 (INGEST_SAN=\"agents.example.com ...\" adds the names agents dial to ingest's)"
 	@echo "make deploy-check  render both kustomize overlays and cfn-lint the template"
 
 $(STAMP): pyproject.toml
@@ -59,7 +60,7 @@ bench-quick: $(STAMP)
 	$(BIN)/python -m benchmarks.run --out bench-results --quick
 
 certs: $(STAMP)
-	$(BIN)/python -m services.kit.certs .lz/certs
+	$(BIN)/python -m services.kit.certs .lz/certs $(foreach san,$(INGEST_SAN),--ingest-san $(san))
 
 deploy-render: $(STAMP)
 	$(BIN)/python -m deploy.aws.render --write

@@ -495,6 +495,9 @@ def _patch_name_conversion() -> None:
 
 
 def main(argv: list[str]) -> None:
+    if len(argv) != 2 or not argv[1].isdigit():
+        print("usage: python -m services.kit.moto_endpoint HOST PORT", file=sys.stderr)
+        raise SystemExit(2)
     host, port = argv[0], int(argv[1])
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     _patch_dynamodb()
