@@ -127,6 +127,19 @@ async def build_server(service: Service, settings: ServerSettings) -> RunningSer
     return running
 
 
+async def start_health_only(service: Service, settings: ServerSettings) -> RunningServer:
+    """For a process without a gRPC API (the risk worker): only the plaintext health server on the health
+    port, kept as honest as a server's (SERVING while `check_ready` passes, `liveness` always); stop it
+    with `stop_server`."""
+    health = HealthServicer()
+    server = await _start_health_server(health, settings)
+    running = RunningServer(server, settings.health_port, health, service)
+    await running.set_serving(False)
+    await health.set("liveness", SERVING)
+    running.tasks.append(asyncio.create_task(_watch_readiness(running)))
+    return running
+
+
 async def _start_health_server(health: HealthServicer, settings: ServerSettings) -> grpc.aio.Server:
     """A plaintext server holding only the health service, for kubelet's native gRPC probes."""
     _check_port_free(settings.listen_host, settings.health_port)

@@ -1,0 +1,93 @@
+"""Every Deployment of the local overlay passes its probes when started as its manifest says.
+
+The render of `deploy/k8s/overlays/local` runs here as processes (tests/deploy/pods.py): the embedded
+AWS endpoint, its provisioning Job, then the five control-plane Deployments, with the TLS Secrets of
+`python -m services.kit.certs` and the token and key Secrets the README creates.
+"""
+
+from __future__ import annotations
+
+import secrets as random_secrets
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from services.kit import certs
+from services.kit.auth import sha256_hex
+from services.tlog.note import generate_key
+from tests.deploy.pods import Cluster, container, container_ports, objects, probes, tls_secrets
+from tests.faults.helpers import until
+
+CONTROL_PLANE = ("ledger", "sealer", "assets", "ingest", "risk-worker")
+WORKLOADS = ("embedded-aws", *CONTROL_PLANE)
+PROBE_KINDS = ("startupProbe", "readinessProbe", "livenessProbe")
+
+
+def _common(docs: list[dict[str, Any]], name: str) -> dict[str, str]:
+    data: dict[str, str] = objects(docs, "ConfigMap")[name]["data"]
+    return data
+
+
+def _secrets(docs: list[dict[str, Any]], pki: Any) -> dict[str, dict[str, str]]:
+    """The Secrets and ConfigMaps the README's production steps 5 and 6 create, for the local overlay."""
+    (namespace,) = objects(docs, "Namespace")
+    made = tls_secrets(certs.generate(pki, namespace=namespace).read_text())
+    service_token, bootstrap_token = random_secrets.token_urlsafe(32), random_secrets.token_urlsafe(32)
+    (common,) = (name for name in objects(docs, "ConfigMap") if name.startswith("lz-common"))
+    signer, verifier = generate_key(_common(docs, common)["LZ_ORIGIN"])
+    made["lz-service-token"] = {"token": service_token, "sha256": sha256_hex(service_token)}
+    made["lz-bootstrap-token"] = {"sha256": sha256_hex(bootstrap_token)}
+    made["lz-signing-key"] = {"signing.key": signer + "\n"}
+    made["lz-verifier-keys"] = {"verifier.keys": verifier + "\n"}
+    return made
+
+
+@pytest.fixture(scope="module")
+def cluster(rendered: dict[str, list[dict[str, Any]]], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    """The local overlay running: the endpoint ready, the provisioning Job done, every Deployment started."""
+    root = tmp_path_factory.mktemp("pods")
+    docs = rendered["local"]
+    local = Cluster(docs, _secrets(docs, root / "pki"), root)
+    try:
+        endpoint = local.start("Deployment", "embedded-aws")
+        until(lambda: endpoint.passes(probes(endpoint.workload)["readinessProbe"]), 60, "the embedded endpoint ready")
+        job = local.start("Job", "embedded-aws-provision")
+        assert job.proc.wait(120) == 0, job.log.read_text()
+        for name in CONTROL_PLANE:
+            local.start("Deployment", name)
+        yield local
+    finally:
+        local.stop()
+
+
+def test_every_grpc_probe_targets_the_health_port_the_process_is_given(rendered: dict[str, Any]) -> None:
+    """Each gRPC probe's port is the container's `health` port and the LZ_HEALTH_PORT its ConfigMaps set."""
+    docs = rendered["local"]
+    for name in CONTROL_PLANE:
+        workload = objects(docs, "Deployment")[name]
+        env: dict[str, str] = {}
+        for source in container(workload)["envFrom"]:
+            env.update(_common(docs, source["configMapRef"]["name"]))
+        for kind, probe in probes(workload).items():
+            assert probe["grpc"]["port"] == container_ports(workload)["health"] == int(env["LZ_HEALTH_PORT"]), (
+                name, kind)
+
+
+@pytest.mark.parametrize("name", WORKLOADS)
+def test_deployment_declares_every_probe(rendered: dict[str, Any], name: str) -> None:
+    """The Deployment has a startup, a readiness and a liveness probe."""
+    assert set(probes(objects(rendered["local"], "Deployment")[name])) == set(PROBE_KINDS)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", PROBE_KINDS)
+@pytest.mark.parametrize("name", WORKLOADS)
+def test_deployment_passes_its_probe(cluster: Cluster, name: str, kind: str) -> None:
+    """The process started as the Deployment says passes the probe as the manifest defines it."""
+    pod = cluster.pods[name]
+    probe = probes(pod.workload)[kind]
+    startup = probes(pod.workload)["startupProbe"]
+    budget = startup.get("periodSeconds", 10) * startup.get("failureThreshold", 3)
+    until(lambda: pod.passes(probe) or pod.proc.poll() is not None, budget, f"{name}'s {kind}")
+    assert pod.proc.poll() is None, pod.log.read_text()[-3000:]
