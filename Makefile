@@ -22,7 +22,7 @@ help:
 	@echo "make certs       a local CA and per-service TLS certificates in .lz/certs"
 	@echo "                 (INGEST_SAN=\"agents.example.com ...\" adds the names agents dial to ingest's)"
 	@echo "make lock        regenerate the image's hashed lock files (deploy/requirements*.lock) with uv"
-	@echo "make deploy-check  render both kustomize overlays and cfn-lint the template"
+	@echo "make deploy-check  render the kind overlay and the example EKS site, and cfn-lint the template"
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -76,7 +76,7 @@ deploy-render: $(STAMP)
 
 deploy-check: $(STAMP)
 	kubectl kustomize deploy/k8s/overlays/local >/dev/null
-	kubectl kustomize deploy/k8s/overlays/aws >/dev/null
+	kubectl kustomize deploy/site-example >/dev/null
 	$(BIN)/cfn-lint deploy/aws/lifecyclezero.yaml
 
 clean:

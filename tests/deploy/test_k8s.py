@@ -6,8 +6,9 @@ from typing import Any
 
 import kubernetes_validate
 import pytest
+import yaml
 
-from tests.deploy.conftest import OVERLAYS
+from tests.deploy.conftest import OVERLAYS, REPO
 
 K8S_VERSIONS = ("1.30.0", "1.33.0")
 SERVERS = {"ingest", "assets", "ledger", "sealer"}
@@ -200,3 +201,39 @@ def test_network_policies_allow_only_the_designed_calls(rendered: dict[str, list
                 ("ledger", "sealer")}
     assert egress == designed
     assert {edge for edge in ingress if edge[0] in DEPLOYMENTS} == designed
+
+
+@pytest.mark.parametrize("version", K8S_VERSIONS)
+def test_the_example_operator_ingress_validates(version: str) -> None:
+    """deploy/k8s/examples/operator-ingress.yaml is valid for the API and routes gRPC over TLS to each service."""
+    path = REPO / "deploy" / "k8s" / "examples" / "operator-ingress.yaml"
+    ingresses = [doc for doc in yaml.safe_load_all(path.read_text()) if doc]
+    for ingress in ingresses:
+        kubernetes_validate.validate(ingress, version, strict=True)
+        assert ingress["metadata"]["annotations"]["nginx.ingress.kubernetes.io/backend-protocol"] == "GRPCS"
+    backends = {i["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"]["name"] for i in ingresses}
+    assert backends == {"assets", "ledger", "sealer"}
+
+
+def test_aws_ingest_drains_before_it_stops(rendered: dict[str, list[dict[str, Any]]]) -> None:
+    """In the aws site ingest waits in preStop, and its grace period covers that wait plus the server's drain."""
+    ingest = _objects(rendered, "aws", "Deployment")["ingest"]["spec"]["template"]["spec"]
+    wait = int(ingest["containers"][0]["lifecycle"]["preStop"]["exec"]["command"][-1])
+    common = next(o for name, o in _objects(rendered, "aws", "ConfigMap").items() if name.startswith("lz-common"))
+    assert ingest["terminationGracePeriodSeconds"] > wait + int(common["data"]["LZ_GRACE_SECONDS"])
+
+
+def test_aws_ingest_load_balancer_keeps_streams_across_rollouts(rendered: dict[str, list[dict[str, Any]]]) -> None:
+    """The NLB has a readiness gate, a deregistration delay, cross-zone balancing and an idle timeout over keepalive."""
+    from agent.stream import KEEPALIVE_OPTIONS
+
+    service = _objects(rendered, "aws", "Service")["ingest"]["metadata"]["annotations"]
+    prefix = "service.beta.kubernetes.io/aws-load-balancer-"
+    target_group = dict(item.split("=") for item in service[prefix + "target-group-attributes"].split(","))
+    assert int(target_group["deregistration_delay.timeout_seconds"]) > 0
+    assert target_group["deregistration_delay.connection_termination.enabled"] == "true"
+    assert service[prefix + "attributes"] == "load_balancing.cross_zone.enabled=true"
+    idle = int(service[prefix + "listener-attributes.TCP-50051"].split("=")[1])
+    assert idle * 1000 > dict(KEEPALIVE_OPTIONS)["grpc.keepalive_time_ms"]
+    (namespace,) = _objects(rendered, "aws", "Namespace").values()
+    assert namespace["metadata"]["labels"]["elbv2.k8s.aws/pod-readiness-gate-inject"] == "enabled"
