@@ -71,18 +71,70 @@ class RunningServer:
             await self.health.set(name, status)
 
 
+class TlsFiles:
+    """The server's certificate, key and CA, read again when they change on disk, without a restart.
+
+    cert-manager renews a certificate by swapping the files of its mounted Secret; gRPC asks `fetch`
+    before each new TLS handshake, and it answers a new configuration only when a file's identity
+    (inode, size, mtime) changed and the new key matches the new certificate. A half-written or
+    mismatched set is skipped (the old one keeps serving) and tried again at the next handshake.
+    """
+
+    def __init__(self, settings: ServerSettings) -> None:
+        self._paths = [Path(settings.tls_cert_file), Path(settings.tls_key_file)]
+        if settings.tls_ca_file:
+            self._paths.append(Path(settings.tls_ca_file))
+        self._stamp = self._identity()
+        try:
+            self.initial = self._configuration()
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"cannot use the TLS files: {exc}") from None
+
+    def _identity(self) -> tuple[tuple[int, int, int], ...]:
+        stats = [path.stat() for path in self._paths]
+        return tuple((s.st_ino, s.st_size, s.st_mtime_ns) for s in stats)
+
+    def _configuration(self) -> grpc.ServerCertificateConfiguration:
+        cert, key, *ca = (path.read_bytes() for path in self._paths)
+        _check_pair(cert, key)
+        return grpc.ssl_server_certificate_configuration([(key, cert)], root_certificates=ca[0] if ca else None)
+
+    def fetch(self) -> grpc.ServerCertificateConfiguration | None:
+        try:
+            stamp = self._identity()
+            if stamp == self._stamp:
+                return None
+            configuration = self._configuration()
+        except (OSError, ValueError) as exc:
+            log.warning("TLS files changed but cannot be used yet, keeping the current ones: %s", exc)
+            return None
+        self._stamp = stamp
+        log.info("TLS files reloaded")
+        return configuration
+
+
+def _check_pair(cert_pem: bytes, key_pem: bytes) -> None:
+    """ValueError unless `key_pem` is the private key of the certificate `cert_pem`."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+
+    public = x509.load_pem_x509_certificate(cert_pem).public_key()
+    key = serialization.load_pem_private_key(key_pem, password=None)
+    raw = serialization.PublicFormat.SubjectPublicKeyInfo
+    if key.public_key().public_bytes(serialization.Encoding.DER, raw) != public.public_bytes(
+            serialization.Encoding.DER, raw):
+        raise ValueError("the TLS key does not belong to the TLS certificate")
+
+
 def _credentials(settings: ServerSettings) -> grpc.ServerCredentials | None:
     if not settings.tls_cert_file:
         return None
     try:
-        cert = Path(settings.tls_cert_file).read_bytes()
-        key = Path(settings.tls_key_file).read_bytes()
-        ca = Path(settings.tls_ca_file).read_bytes() if settings.tls_ca_file else None
+        files = TlsFiles(settings)
     except OSError as exc:
         raise ConfigError(f"cannot read TLS files: {exc}") from None
-    return grpc.ssl_server_credentials(
-        [(key, cert)], root_certificates=ca, require_client_auth=settings.tls_require_client_cert
-    )
+    return grpc.dynamic_ssl_server_credentials(files.initial, files.fetch,
+                                               require_client_authentication=settings.tls_require_client_cert)
 
 
 async def build_server(service: Service, settings: ServerSettings) -> RunningServer:
