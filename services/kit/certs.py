@@ -47,14 +47,17 @@ def secret_name(service: str) -> str:
     return f"lz-tls-{service}"
 
 
+# Kubernetes Services of a process beside the one named after it (deploy/k8s/base).
+EXTRA_SERVICES = {"ingest": ("ingest-internal",)}
+
+
 def dns_names(service: str, namespace: str) -> list[str]:
-    return [
-        service,
-        f"{service}.{namespace}",
-        f"{service}.{namespace}.svc",
-        f"{service}.{namespace}.svc.cluster.local",
-        "localhost",
+    names = [
+        f"{name}{suffix}"
+        for name in (service, *EXTRA_SERVICES.get(service, ()))
+        for suffix in ("", f".{namespace}", f".{namespace}.svc", f".{namespace}.svc.cluster.local")
     ]
+    return [*names, "localhost"]
 
 
 def subject_alt_name(text: str) -> x509.GeneralName:

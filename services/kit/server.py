@@ -53,6 +53,9 @@ class Service:
     background: Sequence[Callable[[], Coroutine[Any, Any, None]]] = field(default_factory=list)
     on_stop: Callable[[], Awaitable[None]] | None = None
     ready_interval_seconds: float = 2.0
+    # Methods (full names) for other services only: with an internal port configured they are served
+    # there and refused on the public port, which a load balancer may expose to the internet.
+    internal: frozenset[str] = frozenset()
 
 
 @dataclass
@@ -63,6 +66,8 @@ class RunningServer:
     service: Service
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     health_server: grpc.aio.Server | None = None
+    internal_server: grpc.aio.Server | None = None
+    internal_port: int = 0
 
     async def set_serving(self, serving: bool) -> None:
         status = SERVING if serving else NOT_SERVING
@@ -137,9 +142,8 @@ def _credentials(settings: ServerSettings) -> grpc.ServerCredentials | None:
                                                require_client_authentication=settings.tls_require_client_cert)
 
 
-async def build_server(service: Service, settings: ServerSettings) -> RunningServer:
-    """A started server with health (NOT_SERVING until ready), reflection and the interceptor."""
-    options = [
+def _server_options(settings: ServerSettings) -> list[tuple[str, Any]]:
+    return [
         ("grpc.max_receive_message_length", settings.max_message_bytes),
         ("grpc.max_send_message_length", settings.max_message_bytes),
         ("grpc.keepalive_time_ms", 30_000),
@@ -148,8 +152,39 @@ async def build_server(service: Service, settings: ServerSettings) -> RunningSer
         ("grpc.keepalive_permit_without_calls", 1),
         ("grpc.so_reuseport", 0),
     ]
+
+
+def _bind(server: grpc.aio.Server, settings: ServerSettings, port: int) -> int:
+    target = f"{settings.listen_host}:{port}"
+    _check_port_free(settings.listen_host, port)
+    credentials = _credentials(settings)
+    try:
+        bound = server.add_secure_port(target, credentials) if credentials else server.add_insecure_port(target)
+    except RuntimeError:
+        bound = 0
+    if not bound:
+        raise ConfigError(f"cannot listen on {target}: the port is in use or the address is not local")
+    return int(bound)
+
+
+async def _start_internal_server(service: Service, settings: ServerSettings) -> tuple[grpc.aio.Server, int]:
+    """The same servicers on the internal port, open only for the internal methods."""
+    policy = {method: roles for method, roles in service.policy.items() if method in service.internal}
+    server = grpc.aio.server(interceptors=[ServiceInterceptor(policy, service.authenticator)],
+                             options=_server_options(settings))
+    for add, servicer, _ in service.servicers:
+        add(servicer, server)
+    port = _bind(server, settings, settings.internal_port)
+    await server.start()
+    return server, port
+
+
+async def build_server(service: Service, settings: ServerSettings) -> RunningServer:
+    """A started server with health (NOT_SERVING until ready), reflection and the interceptor."""
+    split = bool(settings.internal_port and service.internal)
+    policy = {method: roles for method, roles in service.policy.items() if not (split and method in service.internal)}
     server = grpc.aio.server(
-        interceptors=[ServiceInterceptor(service.policy, service.authenticator)], options=options
+        interceptors=[ServiceInterceptor(policy, service.authenticator)], options=_server_options(settings)
     )
     for add, servicer, _ in service.servicers:
         add(servicer, server)
@@ -158,22 +193,15 @@ async def build_server(service: Service, settings: ServerSettings) -> RunningSer
     names = [name for _, _, name in service.servicers]
     reflection.enable_server_reflection([*names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
                                          reflection.SERVICE_NAME], server)
-    target = f"{settings.listen_host}:{settings.port}"
-    _check_port_free(settings.listen_host, settings.port)
-    credentials = _credentials(settings)
-    try:
-        bound = server.add_secure_port(target, credentials) if credentials else server.add_insecure_port(target)
-    except RuntimeError:
-        bound = 0
-    if not bound:
-        raise ConfigError(f"cannot listen on {target}: the port is in use or the address is not local")
-    running = RunningServer(server, bound, health, service)
+    running = RunningServer(server, _bind(server, settings, settings.port), health, service)
     await running.set_serving(False)
     # "liveness" answers SERVING while the process runs: an AWS outage makes a pod unready, not restarted.
     await health.set("liveness", SERVING)
     await server.start()
     if settings.health_port:
         running.health_server = await _start_health_server(health, settings)
+    if split:
+        running.internal_server, running.internal_port = await _start_internal_server(service, settings)
     running.tasks.append(asyncio.create_task(_watch_readiness(running)))
     running.tasks.extend(asyncio.create_task(job()) for job in service.background)
     return running
@@ -252,7 +280,7 @@ async def _watch_readiness(running: RunningServer) -> None:
 async def stop_server(running: RunningServer, grace: float) -> None:
     """Drain: report NOT_SERVING, let in-flight calls finish within `grace`, then stop the tasks."""
     await running.health.enter_graceful_shutdown()
-    await running.server.stop(grace)
+    await asyncio.gather(*(server.stop(grace) for server in (running.server, running.internal_server) if server))
     if running.health_server is not None:
         await running.health_server.stop(0)
     for task in running.tasks:

@@ -6,13 +6,15 @@ and ConfigMaps as files, emptyDir as an empty directory) with every path under a
 that directory, and probes run exactly as declared (gRPC port and service name, HTTP path, TCP).
 Only what cannot be the same on one host changes: every Pod here shares the host's network namespace,
 so each container port is given a free port; a value that is exactly a container port, or a
-`<service>:<port>` Service address, is rewritten to it, and `0.0.0.0` listens on loopback instead.
+`<service>:<port>` address of a Service (resolved through its selector and target port), is rewritten
+to it, and `0.0.0.0` listens on loopback instead.
 """
 
 from __future__ import annotations
 
 import base64
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -113,21 +115,30 @@ class Cluster:
     secrets: Secrets
     root: Path
     ports: dict[str, dict[int, int]] = field(default_factory=dict)  # workload -> container port -> local
+    addresses: dict[str, str] = field(default_factory=dict)  # Service `name:port` -> local host:port
     pods: dict[str, Pod] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         for kind in ("Deployment", "Job"):
             for name, workload in objects(self.docs, kind).items():
                 self.ports[name] = {number: embedded.free_port() for number in container_ports(workload).values()}
+        deployments = objects(self.docs, "Deployment")
+        for name, service in objects(self.docs, "Service").items():
+            (target,) = (workload for workload in deployments.values() if service["spec"]["selector"].items()
+                         <= workload["spec"]["template"]["metadata"]["labels"].items())
+            for port in service["spec"]["ports"]:
+                number = port["targetPort"]
+                number = container_ports(target)[number] if isinstance(number, str) else number
+                local = self.ports[target["metadata"]["name"]][number]
+                self.addresses[f"{name}:{port['port']}"] = f"127.0.0.1:{local}"
 
     def _rewrite(self, value: str, own: dict[int, int]) -> str:
         if value == "0.0.0.0":
             return "127.0.0.1"
         if value.isdigit() and int(value) in own:
             return str(own[int(value)])
-        for service, ports in self.ports.items():
-            for number, local in ports.items():
-                value = value.replace(f"{service}:{number}", f"127.0.0.1:{local}")
+        for address, local in self.addresses.items():
+            value = re.sub(rf"(?<![\w.-]){re.escape(address)}(?!\d)", local, value)
         return value
 
     def _configmap(self, name: str) -> dict[str, str]:

@@ -14,6 +14,7 @@ K8S_VERSIONS = ("1.30.0", "1.33.0")
 SERVERS = {"ingest", "assets", "ledger", "sealer"}
 DEPLOYMENTS = SERVERS | {"risk-worker"}
 GRPC_PORT = 50051
+INTERNAL_PORT = 50052  # ingest's service-to-service RPCs
 
 
 def _objects(rendered: dict[str, list[dict[str, Any]]], overlay: str, kind: str) -> dict[str, dict[str, Any]]:
@@ -184,7 +185,8 @@ def test_network_policy_denies_by_default(rendered: dict[str, list[dict[str, Any
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_network_policies_allow_only_the_designed_calls(rendered: dict[str, list[dict[str, Any]]],
                                                         overlay: str) -> None:
-    """Between the processes, exactly the designed gRPC calls are allowed, in both directions."""
+    """Between the processes, exactly the designed gRPC calls are allowed, in both directions (assets reaches
+    ingest on its internal port only)."""
     policies = _objects(rendered, overlay, "NetworkPolicy").values()
     egress: set[tuple[str, str]] = set()
     ingress: set[tuple[str, str]] = set()
@@ -192,13 +194,13 @@ def test_network_policies_allow_only_the_designed_calls(rendered: dict[str, list
         spec = policy["spec"]
         me = spec["podSelector"].get("matchLabels", {}).get("app.kubernetes.io/name")
         for rule in spec.get("egress", []):
-            if any(p["port"] == GRPC_PORT for p in rule.get("ports", [])):
-                egress |= {(me, _labels(peer)) for peer in rule.get("to", []) if _labels(peer)}
+            for port in {p["port"] for p in rule.get("ports", [])} & {GRPC_PORT, INTERNAL_PORT}:
+                egress |= {(me, _labels(peer), port) for peer in rule.get("to", []) if _labels(peer)}
         for rule in spec.get("ingress", []):
-            if any(p["port"] == GRPC_PORT for p in rule.get("ports", [])):
-                ingress |= {(_labels(peer), me) for peer in rule.get("from", []) if _labels(peer)}
-    designed = {("ingest", "assets"), ("risk-worker", "assets"), ("assets", "ledger"), ("assets", "ingest"),
-                ("ledger", "sealer")}
+            for port in {p["port"] for p in rule.get("ports", [])} & {GRPC_PORT, INTERNAL_PORT}:
+                ingress |= {(_labels(peer), me, port) for peer in rule.get("from", []) if _labels(peer)}
+    designed = {("ingest", "assets", GRPC_PORT), ("risk-worker", "assets", GRPC_PORT),
+                ("assets", "ledger", GRPC_PORT), ("assets", "ingest", INTERNAL_PORT), ("ledger", "sealer", GRPC_PORT)}
     assert egress == designed
     assert {edge for edge in ingress if edge[0] in DEPLOYMENTS} == designed
 
@@ -237,3 +239,13 @@ def test_aws_ingest_load_balancer_keeps_streams_across_rollouts(rendered: dict[s
     assert idle * 1000 > dict(KEEPALIVE_OPTIONS)["grpc.keepalive_time_ms"]
     (namespace,) = _objects(rendered, "aws", "Namespace").values()
     assert namespace["metadata"]["labels"]["elbv2.k8s.aws/pod-readiness-gate-inject"] == "enabled"
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_ingest_internal_port_is_only_in_its_cluster_service(rendered: dict[str, list[dict[str, Any]]],
+                                                               overlay: str) -> None:
+    """The agents' ingest Service carries only the public port; the internal port is in a ClusterIP Service."""
+    services = _objects(rendered, overlay, "Service")
+    assert [p["targetPort"] for p in services["ingest"]["spec"]["ports"]] == ["grpc"]
+    assert services["ingest-internal"]["spec"]["type"] == "ClusterIP"
+    assert [p["targetPort"] for p in services["ingest-internal"]["spec"]["ports"]] == ["internal"]

@@ -11,9 +11,11 @@ import secrets as random_secrets
 from collections.abc import Iterator
 from typing import Any
 
+import grpc
 import pytest
+from lifecyclezero.v1 import ingest_pb2, ingest_pb2_grpc
 
-from services.kit import certs
+from services.kit import auth, certs
 from services.kit.auth import sha256_hex
 from services.tlog.note import generate_key
 from tests.deploy.pods import Cluster, container, container_ports, objects, probes, tls_secrets
@@ -91,3 +93,27 @@ def test_deployment_passes_its_probe(cluster: Cluster, name: str, kind: str) -> 
     budget = startup.get("periodSeconds", 10) * startup.get("failureThreshold", 3)
     until(lambda: pod.passes(probe) or pod.proc.poll() is not None, budget, f"{name}'s {kind}")
     assert pod.proc.poll() is None, pod.log.read_text()[-3000:]
+
+
+def _deliver_command(cluster: Cluster, address: str) -> grpc.StatusCode:
+    """The status of a service caller's DeliverCommand (an empty command) to ingest at `address`."""
+    ca = cluster.secrets["lz-tls-ingest"]["ca.crt"].encode()
+    token = cluster.secrets["lz-service-token"]["token"]
+    with grpc.secure_channel(address, grpc.ssl_channel_credentials(root_certificates=ca)) as channel:
+        try:
+            ingest_pb2_grpc.IngestServiceStub(channel).DeliverCommand(
+                ingest_pb2.DeliverCommandRequest(), timeout=10,
+                metadata=[("authorization", f"Bearer {token}"), (auth.TENANT_METADATA_KEY, "acme")])
+        except grpc.RpcError as exc:
+            return exc.code()  # type: ignore[no-any-return]
+    return grpc.StatusCode.OK
+
+
+@pytest.mark.slow
+def test_ingest_serves_deliver_command_only_on_its_internal_service(cluster: Cluster) -> None:
+    """Through the agents' Service DeliverCommand is refused; through ingest-internal it reaches the servicer,
+    which rejects the empty command."""
+    ingest = cluster.pods["ingest"]
+    until(lambda: ingest.passes(probes(ingest.workload)["readinessProbe"]), 120, "ingest ready")
+    assert _deliver_command(cluster, cluster.addresses["ingest:50051"]) == grpc.StatusCode.PERMISSION_DENIED
+    assert _deliver_command(cluster, cluster.addresses["ingest-internal:50052"]) == grpc.StatusCode.INVALID_ARGUMENT

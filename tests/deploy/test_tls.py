@@ -180,3 +180,9 @@ def test_a_key_that_does_not_match_the_certificate_is_not_loaded(tmp_path: Path)
     shutil.copy(tmp_path / "sealer.key", tmp_path / "ledger.key")
     assert files.fetch() is not None
     assert files.fetch() is None
+
+
+def test_ingest_certificate_names_its_internal_service(ca_dir: Path) -> None:
+    """The ingest certificate is also valid for ingest-internal, the Service other services call it through."""
+    names = set(_san(ca_dir / "ingest.crt").get_values_for_type(x509.DNSName))
+    assert {"ingest-internal", "ingest-internal.lifecyclezero.svc"} <= names
