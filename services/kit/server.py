@@ -131,7 +131,7 @@ def _check_pair(cert_pem: bytes, key_pem: bytes) -> None:
         raise ValueError("the TLS key does not belong to the TLS certificate")
 
 
-def _credentials(settings: ServerSettings) -> grpc.ServerCredentials | None:
+def _credentials(settings: ServerSettings, require_client_cert: bool) -> grpc.ServerCredentials | None:
     if not settings.tls_cert_file:
         return None
     try:
@@ -139,7 +139,7 @@ def _credentials(settings: ServerSettings) -> grpc.ServerCredentials | None:
     except OSError as exc:
         raise ConfigError(f"cannot read TLS files: {exc}") from None
     return grpc.dynamic_ssl_server_credentials(files.initial, files.fetch,
-                                               require_client_authentication=settings.tls_require_client_cert)
+                                               require_client_authentication=require_client_cert)
 
 
 def _server_options(settings: ServerSettings) -> list[tuple[str, Any]]:
@@ -154,10 +154,10 @@ def _server_options(settings: ServerSettings) -> list[tuple[str, Any]]:
     ]
 
 
-def _bind(server: grpc.aio.Server, settings: ServerSettings, port: int) -> int:
+def _bind(server: grpc.aio.Server, settings: ServerSettings, port: int, require_client_cert: bool) -> int:
     target = f"{settings.listen_host}:{port}"
     _check_port_free(settings.listen_host, port)
-    credentials = _credentials(settings)
+    credentials = _credentials(settings, require_client_cert)
     try:
         bound = server.add_secure_port(target, credentials) if credentials else server.add_insecure_port(target)
     except RuntimeError:
@@ -168,13 +168,19 @@ def _bind(server: grpc.aio.Server, settings: ServerSettings, port: int) -> int:
 
 
 async def _start_internal_server(service: Service, settings: ServerSettings) -> tuple[grpc.aio.Server, int]:
-    """The same servicers on the internal port, open only for the internal methods."""
+    """The same servicers on the internal port, open only for the internal methods.
+
+    With TLS on, callers there must also present a certificate of the control plane's CA (mTLS), so a
+    service token alone, without a service's certificate, calls nothing internal.
+    """
+    if settings.tls_cert_file and not settings.tls_ca_file:
+        raise ConfigError("LZ_INTERNAL_PORT with TLS needs LZ_TLS_CA_FILE to check the callers' certificates")
     policy = {method: roles for method, roles in service.policy.items() if method in service.internal}
     server = grpc.aio.server(interceptors=[ServiceInterceptor(policy, service.authenticator)],
                              options=_server_options(settings))
     for add, servicer, _ in service.servicers:
         add(servicer, server)
-    port = _bind(server, settings, settings.internal_port)
+    port = _bind(server, settings, settings.internal_port, require_client_cert=True)
     await server.start()
     return server, port
 
@@ -193,7 +199,8 @@ async def build_server(service: Service, settings: ServerSettings) -> RunningSer
     names = [name for _, _, name in service.servicers]
     reflection.enable_server_reflection([*names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
                                          reflection.SERVICE_NAME], server)
-    running = RunningServer(server, _bind(server, settings, settings.port), health, service)
+    running = RunningServer(server, _bind(server, settings, settings.port, settings.tls_require_client_cert),
+                            health, service)
     await running.set_serving(False)
     # "liveness" answers SERVING while the process runs: an AWS outage makes a pod unready, not restarted.
     await health.set("liveness", SERVING)

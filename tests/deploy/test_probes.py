@@ -95,11 +95,15 @@ def test_deployment_passes_its_probe(cluster: Cluster, name: str, kind: str) -> 
     assert pod.proc.poll() is None, pod.log.read_text()[-3000:]
 
 
-def _deliver_command(cluster: Cluster, address: str) -> grpc.StatusCode:
-    """The status of a service caller's DeliverCommand (an empty command) to ingest at `address`."""
+def _deliver_command(cluster: Cluster, address: str, client_cert_of: str = "assets") -> grpc.StatusCode:
+    """The status of DeliverCommand (an empty command) with the service token to ingest at `address`, presenting
+    the TLS certificate of `client_cert_of` (none if empty)."""
     ca = cluster.secrets["lz-tls-ingest"]["ca.crt"].encode()
     token = cluster.secrets["lz-service-token"]["token"]
-    with grpc.secure_channel(address, grpc.ssl_channel_credentials(root_certificates=ca)) as channel:
+    client = cluster.secrets.get(f"lz-tls-{client_cert_of}", {})
+    creds = grpc.ssl_channel_credentials(root_certificates=ca, private_key=client.get("tls.key", "").encode() or None,
+                                         certificate_chain=client.get("tls.crt", "").encode() or None)
+    with grpc.secure_channel(address, creds) as channel:
         try:
             ingest_pb2_grpc.IngestServiceStub(channel).DeliverCommand(
                 ingest_pb2.DeliverCommandRequest(), timeout=10,
@@ -117,3 +121,12 @@ def test_ingest_serves_deliver_command_only_on_its_internal_service(cluster: Clu
     until(lambda: ingest.passes(probes(ingest.workload)["readinessProbe"]), 120, "ingest ready")
     assert _deliver_command(cluster, cluster.addresses["ingest:50051"]) == grpc.StatusCode.PERMISSION_DENIED
     assert _deliver_command(cluster, cluster.addresses["ingest-internal:50052"]) == grpc.StatusCode.INVALID_ARGUMENT
+
+
+@pytest.mark.slow
+def test_ingest_internal_port_refuses_a_caller_without_a_service_certificate(cluster: Cluster) -> None:
+    """With the service token but no control-plane client certificate, the internal port completes no call."""
+    ingest = cluster.pods["ingest"]
+    until(lambda: ingest.passes(probes(ingest.workload)["readinessProbe"]), 120, "ingest ready")
+    assert _deliver_command(cluster, cluster.addresses["ingest-internal:50052"], client_cert_of="") == (
+        grpc.StatusCode.UNAVAILABLE)
