@@ -114,15 +114,15 @@ class Installed:
                               capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
 
 
-def install(wheel: Path, venv: Path) -> Installed:
-    """A fresh virtualenv at `venv` holding `wheel` (not editable) and the dependencies' path."""
+def install(wheel: Path, venv: Path, extras: Iterable[str] = ("embedded",)) -> Installed:
+    """A fresh virtualenv at `venv` holding `wheel` (not editable) and the dependencies of it and `extras`."""
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)
     python = venv / "bin" / "python"
     purelib = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
                              check=True, capture_output=True, text=True, timeout=60).stdout.strip()
     site_packages = Path(purelib)
     dependencies = venv.parent / "dependencies"
-    link_dependencies(dependency_closure(declared_requirements()), dependencies)
+    link_dependencies(dependency_closure(declared_requirements(extras)), dependencies)
     (site_packages / "lz-test-dependencies.pth").write_text(f"{dependencies}\n")
     subprocess.run([sys.executable, "-m", "pip", "--python", str(python), "install", "--quiet", "--no-deps",
                     "--no-index", str(wheel)], check=True, capture_output=True, text=True, timeout=300)

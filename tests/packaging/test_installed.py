@@ -44,12 +44,23 @@ SETTINGS_ERRORS: dict[str, tuple[str, ...]] = {
 
 
 @pytest.fixture(scope="module")
-def installed(tmp_path_factory: pytest.TempPathFactory) -> Installed:
-    """One wheel from the tracked files, installed once for the whole module."""
+def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One wheel from the tracked files, built once for the whole module."""
     root = tmp_path_factory.mktemp("packaging")
     copy_tree(((path, path) for path in tracked_files()), root / "clone")
-    wheel = build_wheel(root / "clone", root / "dist")
-    return install(wheel, root / "venv")
+    return build_wheel(root / "clone", root / "dist")
+
+
+@pytest.fixture(scope="module")
+def installed(wheel: Path) -> Installed:
+    """The wheel with its runtime dependencies and the embedded extra (what the local stack needs)."""
+    return install(wheel, wheel.parent.parent / "venv")
+
+
+@pytest.fixture(scope="module")
+def runtime_only(wheel: Path) -> Installed:
+    """The wheel with its runtime dependencies only, as in the production image."""
+    return install(wheel, wheel.parent.parent / "runtime" / "venv", extras=())
 
 
 def _entry_points(installed: Installed) -> set[str]:
@@ -80,8 +91,12 @@ def test_every_entry_point_has_a_settings_error_case(installed: Installed) -> No
 
 
 @pytest.mark.parametrize("entry", sorted(SETTINGS_ERRORS))
-def test_entry_point_stops_on_its_settings_error_with_one_line(installed: Installed, entry: str) -> None:
-    """Each entry point of the installed package starts and reports bad settings as one line, exit 2."""
+@pytest.mark.parametrize("variant", ["installed", "runtime_only"])
+def test_entry_point_stops_on_its_settings_error_with_one_line(request: pytest.FixtureRequest, variant: str,
+                                                               entry: str) -> None:
+    """Each entry point of the installed package, with or without the embedded extra, starts and reports bad
+    settings (or the missing extra) as one line, exit 2."""
+    installed: Installed = request.getfixturevalue(variant)
     result = installed.run(*_argv(installed, entry), *SETTINGS_ERRORS[entry])
     assert result.returncode == 2, result.stdout + result.stderr
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
@@ -168,3 +183,10 @@ def test_the_demo_passes_from_the_installed_package(installed: Installed) -> Non
     result = installed.run(installed.python, "-m", "lz.demo", "--hosts", "10", "--json-report", report, timeout=280)
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
     assert json.loads(report.read_text())["ok"] is True
+
+
+def test_the_embedded_endpoint_names_its_extra_when_it_is_missing(runtime_only: Installed) -> None:
+    """Without the embedded extra, `python -m services.kit.moto_endpoint` says which extra to install."""
+    result = runtime_only.run(runtime_only.python, "-m", "services.kit.moto_endpoint", "127.0.0.1", "1")
+    assert result.returncode == 2
+    assert "lifecyclezero[embedded]" in result.stderr
