@@ -186,3 +186,11 @@ def test_ingest_certificate_names_its_internal_service(ca_dir: Path) -> None:
     """The ingest certificate is also valid for ingest-internal, the Service other services call it through."""
     names = set(_san(ca_dir / "ingest.crt").get_values_for_type(x509.DNSName))
     assert {"ingest-internal", "ingest-internal.lifecyclezero.svc"} <= names
+
+
+def test_make_certs_passes_each_ingest_san() -> None:
+    """`make certs INGEST_SAN="a b"` hands every name to `services.kit.certs` as its own --ingest-san."""
+    result = subprocess.run(["make", "--no-print-directory", "-n", "certs",
+                             "INGEST_SAN=agents.example.com 203.0.113.7"],
+                            cwd=REPO, capture_output=True, text=True, timeout=60, check=True)
+    assert "services.kit.certs .lz/certs --ingest-san agents.example.com --ingest-san 203.0.113.7" in result.stdout
