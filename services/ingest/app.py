@@ -23,8 +23,9 @@ POLICY: dict[str, frozenset[auth.Role]] = {
     f"{_P}DeliverCommand": frozenset({auth.Role.SERVICE}),
     f"{_P}RevokeAgent": frozenset({auth.Role.SERVICE, auth.Role.ADMIN}),
 }
-# Agents reach ingest through an internet-facing load balancer: these stay on LZ_INTERNAL_PORT.
-INTERNAL = frozenset({f"{_P}DeliverCommand", f"{_P}RevokeAgent"})
+# Agents reach ingest through an internet-facing load balancer: these stay on LZ_INTERNAL_PORT, for
+# the assets service (its certificate) only.
+INTERNAL = {f"{_P}DeliverCommand": frozenset({"assets"}), f"{_P}RevokeAgent": frozenset({"assets"})}
 
 
 async def make_service(settings: IngestSettings) -> Service:

@@ -26,7 +26,7 @@ from grpc_reflection.v1alpha import reflection
 
 from services.kit import auth, heap, logs, telemetry
 from services.kit.authenticator import Authenticator
-from services.kit.errors import ConfigError
+from services.kit.errors import ConfigError, PermissionDenied
 from services.kit.interceptors import ServiceInterceptor
 from services.kit.settings import ServerSettings
 
@@ -53,9 +53,10 @@ class Service:
     background: Sequence[Callable[[], Coroutine[Any, Any, None]]] = field(default_factory=list)
     on_stop: Callable[[], Awaitable[None]] | None = None
     ready_interval_seconds: float = 2.0
-    # Methods (full names) for other services only: with an internal port configured they are served
-    # there and refused on the public port, which a load balancer may expose to the internet.
-    internal: frozenset[str] = frozenset()
+    # Methods (full names) for other services only, each with the services that may call it: with an
+    # internal port configured they are served there and refused on the public port, which a load
+    # balancer may expose to the internet; with TLS, the caller's certificate must name such a service.
+    internal: Mapping[str, frozenset[str]] = field(default_factory=dict)
 
 
 @dataclass
@@ -167,17 +168,49 @@ def _bind(server: grpc.aio.Server, settings: ServerSettings, port: int, require_
     return int(bound)
 
 
+class CallerCertificate(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+    """On the internal port: a method runs only for a client certificate naming a service allowed to call it.
+
+    Each service's certificate names the bare service (`assets`) among its DNS names (services.kit.certs,
+    README step 6), which no other service's certificate does. The service token is still required: this
+    runs inside ServiceInterceptor, which maps the refusal to PERMISSION_DENIED.
+    """
+
+    def __init__(self, callers: Mapping[str, frozenset[str]]) -> None:
+        self._callers = callers
+
+    async def intercept_service(self, continuation: Callable[[Any], Awaitable[Any]], details: Any) -> Any:
+        handler = await continuation(details)
+        allowed = self._callers.get(details.method)
+        if handler is None or allowed is None or not handler.unary_unary:
+            return handler
+        behaviour = handler.unary_unary
+
+        async def checked(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+            names = {name.decode() for name in context.auth_context().get("x509_subject_alternative_name", [])}
+            if not names & allowed:
+                raise PermissionDenied(f"{details.method} is for {', '.join(sorted(allowed))} only")
+            return await behaviour(request, context)
+
+        return grpc.unary_unary_rpc_method_handler(checked, handler.request_deserializer,
+                                                   handler.response_serializer)
+
+
 async def _start_internal_server(service: Service, settings: ServerSettings) -> tuple[grpc.aio.Server, int]:
     """The same servicers on the internal port, open only for the internal methods.
 
-    With TLS on, callers there must also present a certificate of the control plane's CA (mTLS), so a
-    service token alone, without a service's certificate, calls nothing internal.
+    With TLS on, callers there must present a certificate of the control plane's CA (mTLS) that names
+    a service allowed to call the method, so the service token alone calls nothing internal.
     """
     if settings.tls_cert_file and not settings.tls_ca_file:
         raise ConfigError("LZ_INTERNAL_PORT with TLS needs LZ_TLS_CA_FILE to check the callers' certificates")
+    if any(service.policy.get(method) == auth.PUBLIC for method in service.internal):
+        raise ConfigError("an internal method cannot be public: it authenticates in-band, not by certificate")
     policy = {method: roles for method, roles in service.policy.items() if method in service.internal}
-    server = grpc.aio.server(interceptors=[ServiceInterceptor(policy, service.authenticator)],
-                             options=_server_options(settings))
+    interceptors: list[Any] = [ServiceInterceptor(policy, service.authenticator)]
+    if settings.tls_cert_file:
+        interceptors.append(CallerCertificate(service.internal))
+    server = grpc.aio.server(interceptors=interceptors, options=_server_options(settings))
     for add, servicer, _ in service.servicers:
         add(servicer, server)
     port = _bind(server, settings, settings.internal_port, require_client_cert=True)

@@ -177,7 +177,8 @@ class ServerSettings:
     internal_port: int = env(
         "LZ_INTERNAL_PORT", tcp_port, default=0,
         doc="Port of the service-to-service RPCs (ingest's DeliverCommand, RevokeAgent), kept off the public "
-            "port and, with TLS, requiring a client certificate of LZ_TLS_CA_FILE; 0 serves them on LZ_PORT.",
+            "port and, with TLS, requiring a client certificate of LZ_TLS_CA_FILE naming an allowed service; "
+            "0 serves them on LZ_PORT.",
     )
     grace_seconds: float = env(
         "LZ_GRACE_SECONDS", positive_float, default=10.0, doc="How long SIGTERM lets in-flight calls finish."

@@ -114,6 +114,15 @@ def _deliver_command(cluster: Cluster, address: str, client_cert_of: str = "asse
 
 
 @pytest.mark.slow
+def test_ingest_internal_port_refuses_another_services_certificate(cluster: Cluster) -> None:
+    """A DeliverCommand presenting the ledger's certificate, not the assets service's, is refused."""
+    ingest = cluster.pods["ingest"]
+    until(lambda: ingest.passes(probes(ingest.workload)["readinessProbe"]), 120, "ingest ready")
+    assert _deliver_command(cluster, cluster.addresses["ingest-internal:50052"], client_cert_of="ledger") == (
+        grpc.StatusCode.PERMISSION_DENIED)
+
+
+@pytest.mark.slow
 def test_ingest_serves_deliver_command_only_on_its_internal_service(cluster: Cluster) -> None:
     """Through the agents' Service DeliverCommand is refused; through ingest-internal it reaches the servicer,
     which rejects the empty command."""

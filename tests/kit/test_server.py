@@ -50,7 +50,7 @@ class _Harness:
         self.ready = False
         self.running: RunningServer | None = None
 
-    async def start(self, internal: frozenset[str] = frozenset()) -> RunningServer:
+    async def start(self, internal: dict[str, frozenset[str]] | None = None) -> RunningServer:
         async def check_ready() -> None:
             if not self.ready:
                 raise ConnectionError("dependency down")
@@ -66,7 +66,7 @@ class _Harness:
             authenticator=Authenticator(None, "unused", service_token_sha256=auth.sha256_hex(SERVICE_TOKEN)),
             check_ready=check_ready,
             ready_interval_seconds=0.05,
-            internal=internal,
+            internal=internal or {},
         )
         internal_port = embedded.free_port() if internal else 0
         self.running = await build_server(service, ServerSettings(port=0, internal_port=internal_port))
@@ -280,7 +280,7 @@ async def test_bytes_that_are_not_the_request_message_are_invalid_argument(harne
 async def split_harness() -> AsyncIterator[_Harness]:
     """A server whose GetEvent is internal: served on the internal port only."""
     h = _Harness()
-    await h.start(internal=frozenset({f"/{SERVICE}/GetEvent"}))
+    await h.start(internal={f"/{SERVICE}/GetEvent": frozenset({"assets"})})
     yield h
     assert h.running is not None
     await stop_server(h.running, 0.5)
