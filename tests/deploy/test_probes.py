@@ -114,28 +114,17 @@ def _deliver_command(cluster: Cluster, address: str, client_cert_of: str = "asse
 
 
 @pytest.mark.slow
-def test_ingest_internal_port_refuses_another_services_certificate(cluster: Cluster) -> None:
-    """A DeliverCommand presenting the ledger's certificate, not the assets service's, is refused."""
+@pytest.mark.parametrize(("address", "certificate", "expected"), [
+    ("ingest:50051", "assets", grpc.StatusCode.PERMISSION_DENIED),  # the agents' port
+    ("ingest-internal:50052", "", grpc.StatusCode.UNAVAILABLE),  # the service token without a certificate
+    ("ingest-internal:50052", "ledger", grpc.StatusCode.PERMISSION_DENIED),  # a service not allowed to
+    ("ingest-internal:50052", "assets", grpc.StatusCode.INVALID_ARGUMENT),  # reaches the servicer
+])
+def test_deliver_command_reaches_ingest_only_internally_from_assets(cluster: Cluster, address: str,
+                                                                     certificate: str,
+                                                                     expected: grpc.StatusCode) -> None:
+    """DeliverCommand reaches ingest's servicer (which rejects the empty command) only through ingest-internal
+    with the assets service's certificate."""
     ingest = cluster.pods["ingest"]
     until(lambda: ingest.passes(probes(ingest.workload)["readinessProbe"]), 120, "ingest ready")
-    assert _deliver_command(cluster, cluster.addresses["ingest-internal:50052"], client_cert_of="ledger") == (
-        grpc.StatusCode.PERMISSION_DENIED)
-
-
-@pytest.mark.slow
-def test_ingest_serves_deliver_command_only_on_its_internal_service(cluster: Cluster) -> None:
-    """Through the agents' Service DeliverCommand is refused; through ingest-internal it reaches the servicer,
-    which rejects the empty command."""
-    ingest = cluster.pods["ingest"]
-    until(lambda: ingest.passes(probes(ingest.workload)["readinessProbe"]), 120, "ingest ready")
-    assert _deliver_command(cluster, cluster.addresses["ingest:50051"]) == grpc.StatusCode.PERMISSION_DENIED
-    assert _deliver_command(cluster, cluster.addresses["ingest-internal:50052"]) == grpc.StatusCode.INVALID_ARGUMENT
-
-
-@pytest.mark.slow
-def test_ingest_internal_port_refuses_a_caller_without_a_service_certificate(cluster: Cluster) -> None:
-    """With the service token but no control-plane client certificate, the internal port completes no call."""
-    ingest = cluster.pods["ingest"]
-    until(lambda: ingest.passes(probes(ingest.workload)["readinessProbe"]), 120, "ingest ready")
-    assert _deliver_command(cluster, cluster.addresses["ingest-internal:50052"], client_cert_of="") == (
-        grpc.StatusCode.UNAVAILABLE)
+    assert _deliver_command(cluster, cluster.addresses[address], client_cert_of=certificate) == expected
