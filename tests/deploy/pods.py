@@ -198,6 +198,11 @@ class Cluster:
         self.pods[name] = pod
         return pod
 
+    def lost_a_port(self) -> bool:
+        """Whether a process exited because another program took its port first."""
+        return any(pod.proc.poll() is not None and "Address already in use" in pod.log.read_text(errors="replace")
+                   for pod in self.pods.values())
+
     def stop(self) -> None:
         for pod in self.pods.values():
             pod.stop()

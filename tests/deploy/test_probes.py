@@ -47,20 +47,42 @@ def _secrets(docs: list[dict[str, Any]], pki: Any) -> dict[str, dict[str, str]]:
 
 @pytest.fixture(scope="module")
 def cluster(rendered: dict[str, list[dict[str, Any]]], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    """The local overlay running: the endpoint ready, the provisioning Job done, every Deployment started."""
+    """The local overlay running: the endpoint ready, the provisioning Job done, every Deployment started.
+
+    A free port is free only until someone binds it: when a process lost its port to another program on
+    this shared machine, the whole overlay starts again on new ports (they know each other's addresses).
+    """
     root = tmp_path_factory.mktemp("pods")
     docs = rendered["local"]
-    local = Cluster(docs, _secrets(docs, root / "pki"), root)
+    made = _secrets(docs, root / "pki")
+    for attempt in range(1, 4):
+        local = Cluster(docs, made, root / f"attempt-{attempt}")
+        try:
+            _start(local)
+        except BaseException:
+            local.stop()
+            raise
+        if attempt == 3 or not local.lost_a_port():
+            break
+        local.stop()
     try:
-        endpoint = local.start("Deployment", "embedded-aws")
-        until(lambda: endpoint.passes(probes(endpoint.workload)["readinessProbe"]), 60, "the embedded endpoint ready")
-        job = local.start("Job", "embedded-aws-provision")
-        assert job.proc.wait(120) == 0, job.log.read_text()
-        for name in CONTROL_PLANE:
-            local.start("Deployment", name)
         yield local
     finally:
         local.stop()
+
+
+def _start(local: Cluster) -> None:
+    """Start the overlay and wait until every process is past its startup probe or has exited."""
+    endpoint = local.start("Deployment", "embedded-aws")
+    until(lambda: endpoint.passes(probes(endpoint.workload)["readinessProbe"]) or local.lost_a_port(), 60,
+          "the embedded endpoint ready")
+    if local.lost_a_port():
+        return
+    job = local.start("Job", "embedded-aws-provision")
+    assert job.proc.wait(120) == 0, job.log.read_text()
+    pods = [local.start("Deployment", name) for name in CONTROL_PLANE]
+    until(lambda: all(pod.proc.poll() is not None or pod.passes(probes(pod.workload)["startupProbe"])
+                      for pod in pods), 120, "every process started or exited")
 
 
 def test_every_grpc_probe_targets_the_health_port_the_process_is_given(rendered: dict[str, Any]) -> None:
