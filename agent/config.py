@@ -32,7 +32,9 @@ class Config:
     """Every setting the agent reads, with its default."""
 
     state_dir: Path = Path("/var/lib/lz-agent")
-    probe_timeout: float = 0.5
+    probe_timeout: float = 2.0
+    engine_deadline: float = 5.0
+    scan_deadline: float = 20.0
     sensitive_patterns: tuple[str, ...] = DEFAULT_PATTERNS
     extra_sensitive_patterns: tuple[str, ...] = ()
     model_homes: tuple[str, ...] = ()
@@ -154,6 +156,8 @@ def _table(value: Any) -> str:
 _FIELDS: Mapping[tuple[str, str], tuple[str, Callable[[Any], Any]]] = {
     ("", "state_dir"): ("state_dir", _path),
     ("discovery", "probe_timeout"): ("probe_timeout", _float),
+    ("discovery", "engine_deadline"): ("engine_deadline", _float),
+    ("discovery", "scan_deadline"): ("scan_deadline", _float),
     ("discovery", "sensitive_patterns"): ("sensitive_patterns", _strings),
     ("discovery", "extra_sensitive_patterns"): ("extra_sensitive_patterns", _strings),
     ("models", "homes"): ("model_homes", _strings),

@@ -18,6 +18,7 @@ from agent.platform import Platform, current_platform
 def discovery_settings(config: Config) -> DiscoverySettings:
     return DiscoverySettings(
         probe_timeout=config.probe_timeout,
+        engine_deadline=config.engine_deadline,
         sensitive_patterns=config.sensitive_patterns + config.extra_sensitive_patterns,
     )
 

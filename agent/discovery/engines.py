@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import time
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from agent.discovery.probes import ProbeResult, probe
@@ -18,6 +18,7 @@ from agent.discovery.sensitive import sensitive_files
 from agent.discovery.signatures import SIGNATURES, Signature, match
 from agent.inventory import CONFIRMED, UNCONFIRMED, Connection, Endpoint, Engine
 from agent.platform import Handles, Platform, ProcessInfo, SocketInfo
+from agent.threads import map_with_deadline
 
 # Files under these prefixes belong to the OS or the engine install, not to the user's data.
 _SYSTEM_PREFIXES = (
@@ -37,9 +38,14 @@ _MAX_PROBED_PORTS = 8
 
 @dataclass(frozen=True)
 class DiscoverySettings:
-    """Knobs for one discovery pass."""
+    """Knobs for one discovery pass.
 
-    probe_timeout: float = 0.5
+    ``probe_timeout`` bounds one probe (all its requests, connect and reads included);
+    ``engine_deadline`` bounds every probe of one engine together.
+    """
+
+    probe_timeout: float = 2.0
+    engine_deadline: float = 5.0
     sensitive_patterns: tuple[str, ...] = ()
     signatures: tuple[Signature, ...] = SIGNATURES
     workers: int = 8
@@ -64,8 +70,14 @@ def discover_engines(platform: Platform, settings: DiscoverySettings) -> list[En
             if (signature := match(process, platform, settings.signatures)) is not None
         ]
     )
-    with ThreadPoolExecutor(max_workers=max(1, settings.workers)) as pool:
-        engines = list(pool.map(lambda c: _engine(c, settings), candidates))
+    engines = map_with_deadline(
+        lambda c: _engine(c, settings),
+        candidates,
+        # Every engine's probes stop at its own deadline; the margin covers the reads of /proc around them.
+        settings.engine_deadline * (1 + len(candidates) // max(1, settings.workers)) + 1.0,
+        lambda c: _unprobed(c, "probes did not finish in time"),
+        workers=settings.workers,
+    )
     return sorted(engines, key=lambda e: (e.kind, e.pid))
 
 
@@ -97,9 +109,8 @@ def _dedupe(candidates: list[_Candidate]) -> list[_Candidate]:
     return kept
 
 
-def _engine(candidate: _Candidate, settings: DiscoverySettings) -> Engine:
-    process = candidate.process
-    endpoints = tuple(
+def _endpoints(candidate: _Candidate) -> tuple[Endpoint, ...]:
+    return tuple(
         sorted(
             {
                 Endpoint(s.local_address, s.local_port, not _is_loopback(s.local_address))
@@ -108,7 +119,28 @@ def _engine(candidate: _Candidate, settings: DiscoverySettings) -> Engine:
             key=lambda e: (e.port, e.address),
         )
     )
-    result, evidence = _confirm(candidate, endpoints, settings.probe_timeout)
+
+
+def _unprobed(candidate: _Candidate, why: str) -> Engine:
+    """The engine as its process and sockets show it, unconfirmed, when probing it failed or ran late."""
+    process = candidate.process
+    return Engine(
+        kind=candidate.signature.kind,
+        pid=process.pid,
+        exe=process.exe,
+        user=process.user,
+        version=None,
+        listen=_endpoints(candidate),
+        confirmed=False,
+        confidence=UNCONFIRMED,
+        evidence=(f"signature {candidate.signature.kind} matched process {process.name!r}", f"probe: {why}"),
+    )
+
+
+def _engine(candidate: _Candidate, settings: DiscoverySettings) -> Engine:
+    process = candidate.process
+    endpoints = _endpoints(candidate)
+    result, evidence = _confirm(candidate, endpoints, settings)
     return Engine(
         kind=candidate.signature.kind,
         pid=process.pid,
@@ -138,7 +170,7 @@ def _engine(candidate: _Candidate, settings: DiscoverySettings) -> Engine:
 
 
 def _confirm(
-    candidate: _Candidate, endpoints: Sequence[Endpoint], timeout: float
+    candidate: _Candidate, endpoints: Sequence[Endpoint], settings: DiscoverySettings
 ) -> tuple[ProbeResult | None, list[str]]:
     """The first probe that confirms the engine on one of its ports, with the evidence gathered on the way."""
     if not endpoints:
@@ -146,10 +178,15 @@ def _confirm(
     if not candidate.probeable:
         return None, ["listens in another network namespace; not probed"]
     evidence: list[str] = []
+    engine_deadline = time.monotonic() + settings.engine_deadline
     for endpoint in list(endpoints)[:_MAX_PROBED_PORTS]:
         host = _probe_host(endpoint.address)
         for family in candidate.signature.probes:
-            result = probe(family, host, endpoint.port, timeout)
+            if time.monotonic() >= engine_deadline:
+                evidence.append(f"probe: the engine's {settings.engine_deadline:g}s probe deadline passed")
+                return None, evidence
+            deadline = min(engine_deadline, time.monotonic() + settings.probe_timeout)
+            result = probe(family, host, endpoint.port, deadline)
             evidence.append(f"probe {family} on port {endpoint.port}: {result.evidence}")
             if result.confirmed:
                 return result, evidence

@@ -73,6 +73,10 @@ class Limits:
     max_string_length: int = 4 * 1024 * 1024
     max_header_bytes: int = 256 * 1024 * 1024
     keep_array_length: int = 256
+    # What stays in memory across the whole header: characters of kept strings (keys, values, tensor
+    # names) and elements of kept arrays. A header needing more is refused, not half-read.
+    max_kept_bytes: int = 8 * 1024 * 1024
+    max_kept_elements: int = 65_536
 
 
 @dataclass(frozen=True)
@@ -175,6 +179,9 @@ def parse_gguf(stream: BinaryIO, limits: Limits | None = None) -> GGUFInfo:
     version = reader.scalar(_UINT32)
     assert isinstance(version, int)
     if version not in SUPPORTED_VERSIONS:
+        swapped = int.from_bytes(version.to_bytes(4, "little"), "big")
+        if swapped in SUPPORTED_VERSIONS:
+            raise GGUFError(f"big-endian GGUF (version {swapped}) is not read")
         raise GGUFError(f"unsupported GGUF version {version}")
     tensor_count = reader.count(reader.limits.max_tensors, "tensor count", minimum_bytes_each=24)
     kv_count = reader.count(reader.limits.max_kv, "metadata count", minimum_bytes_each=13)
@@ -193,6 +200,8 @@ class _Reader:
         self.stream = stream
         self.limits = limits
         self.consumed = 0
+        self.kept_bytes = 0
+        self.kept_elements = 0
         try:
             start = stream.tell()
             self.size = stream.seek(0, io.SEEK_END) - start
@@ -243,8 +252,19 @@ class _Reader:
             raise GGUFError(f"{what} {value} runs past the end of the file")
         return value
 
+    def _keep(self, n_bytes: int, n_elements: int = 0) -> None:
+        self.kept_bytes += n_bytes
+        self.kept_elements += n_elements
+        if self.kept_bytes > self.limits.max_kept_bytes:
+            raise GGUFError(f"metadata past the reader's memory budget ({self.limits.max_kept_bytes} bytes)")
+        if self.kept_elements > self.limits.max_kept_elements:
+            raise GGUFError(
+                f"arrays past the reader's memory budget ({self.limits.max_kept_elements} elements)"
+            )
+
     def string(self) -> str:
         n = self.length(self.limits.max_string_length, "string length", 1)
+        self._keep(n)
         try:
             return self.read(n).decode("utf-8")
         except UnicodeDecodeError as exc:
@@ -274,6 +294,7 @@ class _Reader:
         minimum = _SCALARS[element_type][1] if element_type in _SCALARS else 8 + 4 * (element_type == _ARRAY)
         n = self.length(self.limits.max_array_length, "array length", minimum)
         if n <= self.limits.keep_array_length:
+            self._keep(0, n)
             return [self.value(element_type, depth + 1) for _ in range(n)]
         if element_type in _SCALARS:
             self.skip(n * _SCALARS[element_type][1])

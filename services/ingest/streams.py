@@ -350,7 +350,12 @@ class Hub:
         """Check one heartbeat and hand it to the batcher; `_stored` acks it once SQS holds it."""
         body_bytes = heartbeat.SerializeToString()
         now = time.time()
-        stream.sequencer.check_at(heartbeat, len(body_bytes), now)
+        try:
+            stream.sequencer.check_at(heartbeat, len(body_bytes), now)
+        except InvalidArgument as error:
+            # The agent drops exactly this record from its spool instead of replaying it forever.
+            error.metadata.setdefault("seq", str(heartbeat.seq))
+            raise
         if stream.gapped:
             if self.batcher.healthy:
                 raise Unavailable("the heartbeat queue is back; reconnect and replay what was not acked",
