@@ -41,6 +41,7 @@ class Config:
     model_roots: tuple[str, ...] = ("~/models", "~/Downloads", "~/.local/share/nomic.ai", "~/jan")
     model_max_depth: int = 6
     model_max_files: int = 50_000
+    model_rescan_interval: float = 300.0
     compute_digests: bool = False
     nft: str = "/usr/sbin/nft"
     table: str = "lz_containment"
@@ -138,6 +139,15 @@ def _jitter(value: Any) -> float:
     return number
 
 
+def _rescan(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise ValueError("expected a number")
+    number = float(value)
+    if not 1 <= number <= 86400:
+        raise ValueError("expected seconds between 1 and 86400")
+    return number
+
+
 def _spool_bytes(value: Any) -> int:
     number = _int(value)
     if number < 64 * 1024:
@@ -164,6 +174,7 @@ _FIELDS: Mapping[tuple[str, str], tuple[str, Callable[[Any], Any]]] = {
     ("models", "roots"): ("model_roots", _strings),
     ("models", "max_depth"): ("model_max_depth", _int),
     ("models", "max_files"): ("model_max_files", _int),
+    ("models", "rescan_interval"): ("model_rescan_interval", _rescan),
     ("models", "compute_digests"): ("compute_digests", _bool),
     ("containment", "nft"): ("nft", _text),
     ("containment", "table"): ("table", _table),

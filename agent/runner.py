@@ -51,7 +51,9 @@ def build_stream(config: Config, identity: Identity, containment: Containment,
         log.warning("the asset id changed (re-enrolled); the old spool is discarded")
         shutil.rmtree(spool_dir, ignore_errors=True)
     target = config.stream_address or identity.control_plane
-    source = CollectSource(ModelCachingCollector(config), deadline=config.scan_deadline)
+    source = CollectSource(
+        ModelCachingCollector(config, model_every=config.model_rescan_interval), deadline=config.scan_deadline
+    )
     executor = ContainmentExecutor(
         containment,
         control_plane=[target, *config.control_plane],

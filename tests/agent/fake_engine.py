@@ -8,6 +8,7 @@ import argparse
 import json
 import socket
 import sys
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 OLLAMA = {
@@ -22,7 +23,9 @@ OLLAMA = {
 def handler_for(mode):
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self):
-            if mode == "ollama" and self.path in OLLAMA:
+            if mode == "drip":
+                self._drip()
+            elif mode == "ollama" and self.path in OLLAMA:
                 self._send(200, json.dumps(OLLAMA[self.path]).encode(), "application/json")
             elif mode == "auth":
                 self._send(401, b'{"error":"unauthorized"}', "application/json")
@@ -35,6 +38,18 @@ def handler_for(mode):
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
             self.wfile.write(body)
+
+        def _drip(self):
+            """A hostile engine: answers one byte every 100 ms, forever, so only a total deadline ends a probe."""
+            print("probed", flush=True)
+            try:
+                while True:
+                    for byte in b"HTTP/1.1 200 OK\r\nX-Drip: ":
+                        self.wfile.write(bytes([byte]))
+                        self.wfile.flush()
+                        time.sleep(0.1)
+            except OSError:
+                return
 
         def log_message(self, *args):
             pass
