@@ -20,12 +20,12 @@ from agent.inventory import CONFIRMED, UNCONFIRMED, Connection, Endpoint, Engine
 from agent.platform import Handles, Platform, ProcessInfo, SocketInfo
 from agent.threads import map_with_deadline
 
-# Files under these prefixes belong to the OS or the engine install, not to the user's data.
+# Files under these prefixes belong to the OS, not to the user's data. Not /opt: companies keep
+# application secrets there (the engine's own install directory is skipped separately).
 _SYSTEM_PREFIXES = (
     "/usr/",
     "/lib/",
     "/lib64/",
-    "/opt/",
     "/snap/",
     "/nix/",
     "/proc/",
