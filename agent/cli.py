@@ -25,6 +25,7 @@ from agent.containment import (
     PolicyError,
     build_policy,
 )
+from agent.containment.policy import host_resolvers
 from agent.enroll import NotEnrolledError
 from agent.inventory import Inventory
 from agent.platform import UnsupportedPlatformError
@@ -98,7 +99,12 @@ def _parser() -> argparse.ArgumentParser:
         metavar="HOST:PORT",
         help="control-plane endpoint (repeatable; default from config)",
     )
-    apply.add_argument("--resolver", action="append", metavar="IP", help="allowed DNS resolver (repeatable)")
+    apply.add_argument(
+        "--resolver",
+        action="append",
+        metavar="IP",
+        help="allowed DNS resolver (repeatable; default from config, else the host's resolvers now)",
+    )
     apply.add_argument("--allow", action="append", metavar="CIDR", help="allowlisted network (repeatable)")
     apply.add_argument(
         "--stop-engines",
@@ -259,7 +265,7 @@ def _contain_apply(args: argparse.Namespace, config: Config) -> int:
     stop = config.stop_engines if args.stop_engines is None else args.stop_engines
     policy = build_policy(
         control_plane=args.control_plane or config.control_plane,
-        resolvers=args.resolver or config.resolvers,
+        resolvers=args.resolver or config.resolvers or host_resolvers(),
         allowlist=args.allow or config.allowlist,
         stop_engines=stop,
     )

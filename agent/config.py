@@ -49,6 +49,7 @@ class Config:
     resolvers: tuple[str, ...] = ()
     allowlist: tuple[str, ...] = ()
     self_test_timeout: float = 2.0
+    drift_check_interval: float = 5.0
     stop_engines: bool = False
     stream_address: str = ""
     heartbeat_interval: float = 0.0
@@ -182,6 +183,7 @@ _FIELDS: Mapping[tuple[str, str], tuple[str, Callable[[Any], Any]]] = {
     ("containment", "resolvers"): ("resolvers", _strings),
     ("containment", "allowlist"): ("allowlist", _strings),
     ("containment", "self_test_timeout"): ("self_test_timeout", _float),
+    ("containment", "drift_check_interval"): ("drift_check_interval", _float),
     ("containment", "stop_engines"): ("stop_engines", _bool),
     ("stream", "address"): ("stream_address", _endpoint),
     ("stream", "heartbeat_interval"): ("heartbeat_interval", _interval),

@@ -41,6 +41,7 @@ from agent import statefile
 from agent.backoff import Backoff
 from agent.commands import CommandBook, CommandExecutor, failed
 from agent.enroll import AGENT_VERSION, Identity
+from agent.events import EventOutbox
 from agent.inventory import Inventory
 from agent.spool import Spool
 from agent.threads import in_daemon_thread
@@ -286,6 +287,8 @@ class StreamStats:
     commands_failed: int = 0
     results_sent: int = 0
     results_acked: int = 0
+    events_sent: int = 0
+    events_acked: int = 0
     ack_latencies: list[float] = field(default_factory=list)
 
 
@@ -327,6 +330,7 @@ class AgentStream:
         settings: StreamSettings | None = None,
         stats: StreamStats | None = None,
         owns_channel: bool = True,
+        events: EventOutbox | None = None,
     ) -> None:
         self.identity = identity
         self._channel_factory = channel
@@ -339,6 +343,8 @@ class AgentStream:
         self.settings = settings or StreamSettings()
         self.stats = stats or StreamStats()
         self.owns_channel = owns_channel
+        self.events = events
+        self._events_sent_at: dict[str, float] = {}
         self.interval = self.settings.interval or float(identity.heartbeat_interval_seconds or DEFAULT_INTERVAL)
         self._lock = asyncio.Lock()
         self._command_lock = asyncio.Lock()
@@ -482,6 +488,7 @@ class AgentStream:
                         session.ready = True
                         for result in self.commands.unacked():
                             await self._write_result(session, result)
+                        await self._send_events(session, force=True)
                         break
                     seq, payload = batch[0]
                     await self._limiter.acquire()
@@ -511,6 +518,10 @@ class AgentStream:
 
     async def _on_ack(self, session: _Session, ack: ingest_pb2.Ack) -> None:
         session.carried = True
+        if ack.event_id and self.events is not None:
+            self._events_sent_at.pop(ack.event_id, None)
+            if await asyncio.to_thread(self.events.mark_acked, ack.event_id):
+                self.stats.events_acked += 1
         if ack.command_id and self.commands.mark_acked(ack.command_id):
             self.stats.results_acked += 1
             self._results_sent_at.pop(ack.command_id, None)
@@ -630,7 +641,30 @@ class AgentStream:
         self._results_sent_at[result.command_id] = time.monotonic()
         self.stats.results_sent += 1
 
+    async def _send_events(self, session: _Session, force: bool = False) -> None:
+        """Send local events (break-glass, drift) not yet acked (caller holds the write lock)."""
+        if self.events is None:
+            return
+        now = time.monotonic()
+        for event in await asyncio.to_thread(self.events.pending):
+            sent = self._events_sent_at.get(event.event_id)
+            if not force and sent is not None and now - sent < self.settings.resend_results_after:
+                continue
+            await self._limiter.acquire()
+            try:
+                await session.call.write(frame(ingest_pb2.ConnectRequest(agent_event=event)))
+            except (grpc.aio.AioRpcError, asyncio.InvalidStateError, grpc.aio.UsageError) as exc:
+                self.last_error = f"write failed: {exc}"
+                session.call.cancel()
+                return
+            self._events_sent_at[event.event_id] = now
+            self.stats.events_sent += 1
+
     async def _resend_results(self) -> None:
+        if self.events is not None:
+            async with self._lock:
+                if self._session is not None and self._session.ready:
+                    await self._send_events(self._session)
         pending = self.commands.unacked()
         if not pending:
             return

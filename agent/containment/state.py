@@ -76,11 +76,21 @@ class ContainmentState:
             os.fsync(handle.fileno())
 
     def events(self) -> list[dict[str, Any]]:
+        """Every recorded event; a torn last line (a crash mid-write) or a corrupt one is skipped."""
         try:
-            with open(self._events, encoding="utf-8") as handle:
-                return [json.loads(line) for line in handle if line.strip()]
+            with open(self._events, encoding="utf-8", errors="replace") as handle:
+                lines = [line for line in handle if line.strip()]
         except FileNotFoundError:
             return []
+        events: list[dict[str, Any]] = []
+        for line in lines:
+            try:
+                event = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(event, dict):
+                events.append(event)
+        return events
 
     def _load_commands(self) -> dict[str, Any]:
         data = statefile.read_json(self._commands)

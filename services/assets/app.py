@@ -36,6 +36,7 @@ POLICY: dict[str, frozenset[auth.Role]] = {
     _PREFIX + "IsolateAsset": _OPERATOR | _SERVICE,
     _PREFIX + "ReleaseAsset": _OPERATOR,
     _PREFIX + "RecordCommandResult": _SERVICE,
+    _PREFIX + "RecordAgentEvent": _SERVICE,
     _PREFIX + "ListPendingCommands": _SERVICE,
     _PREFIX + "UpdateAssetRisk": _SERVICE,
     _PREFIX + "ListAlerts": _VIEWER,

@@ -317,6 +317,44 @@ def result_event(actor: str, command: Command, result: CommandResult, applies: b
                       subject=subject(command.asset_id), payload=payload)
 
 
+AGENT_EVENT_ACTION = {"break_glass": "asset.isolation.break_glass", "containment_drift": "asset.isolation.drift"}
+
+
+@dataclass(frozen=True)
+class AgentEvent:
+    """What an agent reported happening to its containment without a command (all hostile text, clipped)."""
+
+    event_id: str
+    kind: str
+    occur_time: str
+    operator: str = ""
+    reason: str = ""
+    command_id: str = ""
+    expected_ruleset_sha256: str = ""
+    found_ruleset_sha256: str = ""
+    repaired: bool = False
+    detail: str = ""
+
+
+def agent_event_draft(asset_id: str, event: AgentEvent) -> EventDraft:
+    """The custody event of an agent event; the actor is the agent, what it says about people is payload."""
+    action = AGENT_EVENT_ACTION.get(event.kind)
+    if action is None:
+        raise InvalidArgument.field("event.kind", "must be BREAK_GLASS or CONTAINMENT_DRIFT")
+    payload: dict[str, Any] = {
+        "event_id": event.event_id,
+        "occur_time": event.occur_time,
+        "operator": _clip(event.operator, 256),
+        "reason": _clip(event.reason, 1024),
+        "command_id": _clip(event.command_id, 64),
+        "expected_ruleset_sha256": _clip(event.expected_ruleset_sha256, 80),
+        "found_ruleset_sha256": _clip(event.found_ruleset_sha256, 80),
+        "repaired": event.repaired,
+        "detail": _clip(event.detail, 1024),
+    }
+    return EventDraft(actor=f"agent:{asset_id}", action=action, subject=subject(asset_id), payload=payload)
+
+
 def validate_result(result: CommandResult) -> CommandResult:
     if result.ruleset_sha256 and (
         len(result.ruleset_sha256) != 64 or any(c not in "0123456789abcdef" for c in result.ruleset_sha256)

@@ -69,6 +69,12 @@ class ResultOutcome:
 
 
 @dataclass(frozen=True)
+class AgentEventOutcome:
+    custody_seq: int
+    replayed: bool
+
+
+@dataclass(frozen=True)
 class Page:
     items: list[Any]
     next_token: str
@@ -373,6 +379,26 @@ class AssetStore:
             *appended.transact_items,
         ]
         return Prepared(items, ResultOutcome(after, seq, replayed=False))
+
+    def record_agent_event(self, tenant_id: str, asset_id: str, event: domain.AgentEvent) -> AgentEventOutcome:
+        """Append the custody event of an agent event once per event id (a marker item names its seq)."""
+        draft = domain.agent_event_draft(asset_id, event)
+
+        def attempt() -> AgentEventOutcome:
+            key = {"PK": keys.tenant_pk(tenant_id), "SK": keys.agent_event_sk(asset_id, event.event_id)}
+            seen = self.ddb.get_item(TableName=self.table, Key=aws.to_item(key), ConsistentRead=True)
+            if "Item" in seen:
+                return AgentEventOutcome(int(aws.from_item(seen["Item"])["custody_seq"]), replayed=True)
+            self.get_asset(tenant_id, asset_id)  # NotFound for an asset that does not exist
+            appended = ledger_store.prepare_append(self.ddb, self.table, tenant_id, [_draft(draft)])
+            seq = appended.seqs[0][0]
+            marker = {"Put": {"TableName": self.table, "Item": aws.to_item({**key, "custody_seq": seq}),
+                              "ConditionExpression": "attribute_not_exists(SK)"}}
+            prepared = Prepared([marker, *appended.transact_items], AgentEventOutcome(seq, replayed=False))
+            self.commit(prepared)
+            return prepared.outcome
+
+        return self._with_retries(attempt)
 
     def commit(self, prepared: Prepared[Any]) -> None:
         """Write a prepared transaction; a lost race (any condition) raises `Conflict` for a fresh attempt."""

@@ -101,6 +101,11 @@ class AssetServiceStub:
                 request_serializer=lifecyclezero_dot_v1_dot_assets__pb2.RecordCommandResultRequest.SerializeToString,
                 response_deserializer=lifecyclezero_dot_v1_dot_assets__pb2.RecordCommandResultResponse.FromString,
                 _registered_method=True)
+        self.RecordAgentEvent = channel.unary_unary(
+                '/lifecyclezero.v1.AssetService/RecordAgentEvent',
+                request_serializer=lifecyclezero_dot_v1_dot_assets__pb2.RecordAgentEventRequest.SerializeToString,
+                response_deserializer=lifecyclezero_dot_v1_dot_assets__pb2.RecordAgentEventResponse.FromString,
+                _registered_method=True)
         self.ListPendingCommands = channel.unary_unary(
                 '/lifecyclezero.v1.AssetService/ListPendingCommands',
                 request_serializer=lifecyclezero_dot_v1_dot_assets__pb2.ListPendingCommandsRequest.SerializeToString,
@@ -212,6 +217,14 @@ class AssetServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RecordAgentEvent(self, request, context):
+        """Internal (ingest): an event the agent saw without a command (break-glass, containment drift), as a custody
+        event of the asset; idempotent by event id.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def ListPendingCommands(self, request, context):
         """Internal (ingest): commands not yet acknowledged by their agents.
         """
@@ -306,6 +319,11 @@ def add_AssetServiceServicer_to_server(servicer, server):
                     servicer.RecordCommandResult,
                     request_deserializer=lifecyclezero_dot_v1_dot_assets__pb2.RecordCommandResultRequest.FromString,
                     response_serializer=lifecyclezero_dot_v1_dot_assets__pb2.RecordCommandResultResponse.SerializeToString,
+            ),
+            'RecordAgentEvent': grpc.unary_unary_rpc_method_handler(
+                    servicer.RecordAgentEvent,
+                    request_deserializer=lifecyclezero_dot_v1_dot_assets__pb2.RecordAgentEventRequest.FromString,
+                    response_serializer=lifecyclezero_dot_v1_dot_assets__pb2.RecordAgentEventResponse.SerializeToString,
             ),
             'ListPendingCommands': grpc.unary_unary_rpc_method_handler(
                     servicer.ListPendingCommands,
@@ -681,6 +699,33 @@ class AssetService:
             '/lifecyclezero.v1.AssetService/RecordCommandResult',
             lifecyclezero_dot_v1_dot_assets__pb2.RecordCommandResultRequest.SerializeToString,
             lifecyclezero_dot_v1_dot_assets__pb2.RecordCommandResultResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RecordAgentEvent(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lifecyclezero.v1.AssetService/RecordAgentEvent',
+            lifecyclezero_dot_v1_dot_assets__pb2.RecordAgentEventRequest.SerializeToString,
+            lifecyclezero_dot_v1_dot_assets__pb2.RecordAgentEventResponse.FromString,
             options,
             channel_credentials,
             insecure,

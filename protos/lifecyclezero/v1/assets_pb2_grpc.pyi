@@ -54,6 +54,10 @@ class AssetServiceStub:
     ReleaseAsset: _grpc.UnaryUnaryMultiCallable[_assets_pb2.ReleaseAssetRequest, _assets_pb2.ReleaseAssetResponse]
     RecordCommandResult: _grpc.UnaryUnaryMultiCallable[_assets_pb2.RecordCommandResultRequest, _assets_pb2.RecordCommandResultResponse]
     """Internal (ingest): the agent's enforcement result; moves the asset on and appends a second custody event."""
+    RecordAgentEvent: _grpc.UnaryUnaryMultiCallable[_assets_pb2.RecordAgentEventRequest, _assets_pb2.RecordAgentEventResponse]
+    """Internal (ingest): an event the agent saw without a command (break-glass, containment drift), as a custody
+    event of the asset; idempotent by event id.
+    """
     ListPendingCommands: _grpc.UnaryUnaryMultiCallable[_assets_pb2.ListPendingCommandsRequest, _assets_pb2.ListPendingCommandsResponse]
     """Internal (ingest): commands not yet acknowledged by their agents."""
     UpdateAssetRisk: _grpc.UnaryUnaryMultiCallable[_assets_pb2.UpdateAssetRiskRequest, _assets_pb2.UpdateAssetRiskResponse]
@@ -88,6 +92,10 @@ class AssetServiceAsyncStub(AssetServiceStub):
     ReleaseAsset: _aio.UnaryUnaryMultiCallable[_assets_pb2.ReleaseAssetRequest, _assets_pb2.ReleaseAssetResponse]  # type: ignore[assignment]
     RecordCommandResult: _aio.UnaryUnaryMultiCallable[_assets_pb2.RecordCommandResultRequest, _assets_pb2.RecordCommandResultResponse]  # type: ignore[assignment]
     """Internal (ingest): the agent's enforcement result; moves the asset on and appends a second custody event."""
+    RecordAgentEvent: _aio.UnaryUnaryMultiCallable[_assets_pb2.RecordAgentEventRequest, _assets_pb2.RecordAgentEventResponse]  # type: ignore[assignment]
+    """Internal (ingest): an event the agent saw without a command (break-glass, containment drift), as a custody
+    event of the asset; idempotent by event id.
+    """
     ListPendingCommands: _aio.UnaryUnaryMultiCallable[_assets_pb2.ListPendingCommandsRequest, _assets_pb2.ListPendingCommandsResponse]  # type: ignore[assignment]
     """Internal (ingest): commands not yet acknowledged by their agents."""
     UpdateAssetRisk: _aio.UnaryUnaryMultiCallable[_assets_pb2.UpdateAssetRiskRequest, _assets_pb2.UpdateAssetRiskResponse]  # type: ignore[assignment]
@@ -197,6 +205,16 @@ class AssetServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_assets_pb2.RecordCommandResultResponse, _abc.Awaitable[_assets_pb2.RecordCommandResultResponse]]:
         """Internal (ingest): the agent's enforcement result; moves the asset on and appends a second custody event."""
+
+    @_abc_1.abstractmethod
+    def RecordAgentEvent(
+        self,
+        request: _assets_pb2.RecordAgentEventRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_assets_pb2.RecordAgentEventResponse, _abc.Awaitable[_assets_pb2.RecordAgentEventResponse]]:
+        """Internal (ingest): an event the agent saw without a command (break-glass, containment drift), as a custody
+        event of the asset; idempotent by event id.
+        """
 
     @_abc_1.abstractmethod
     def ListPendingCommands(

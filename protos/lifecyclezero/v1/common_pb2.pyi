@@ -104,6 +104,26 @@ COMMAND_OUTCOME_APPLIED: CommandOutcome.ValueType  # 1
 COMMAND_OUTCOME_FAILED: CommandOutcome.ValueType  # 2
 Global___CommandOutcome: _TypeAlias = CommandOutcome  # noqa: Y015
 
+class _AgentEventKind:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _AgentEventKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_AgentEventKind.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    AGENT_EVENT_KIND_UNSPECIFIED: _AgentEventKind.ValueType  # 0
+    AGENT_EVENT_KIND_BREAK_GLASS: _AgentEventKind.ValueType  # 1
+    AGENT_EVENT_KIND_CONTAINMENT_DRIFT: _AgentEventKind.ValueType  # 2
+
+class AgentEventKind(_AgentEventKind, metaclass=_AgentEventKindEnumTypeWrapper):
+    """What an agent saw happen to its host's containment without a command: a local break-glass, or
+    isolation rules that changed under it (drift) and that it put back.
+    """
+
+AGENT_EVENT_KIND_UNSPECIFIED: AgentEventKind.ValueType  # 0
+AGENT_EVENT_KIND_BREAK_GLASS: AgentEventKind.ValueType  # 1
+AGENT_EVENT_KIND_CONTAINMENT_DRIFT: AgentEventKind.ValueType  # 2
+Global___AgentEventKind: _TypeAlias = AgentEventKind  # noqa: Y015
+
 @_typing.final
 class Endpoint(_message.Message):
     """A socket an engine listens on."""
@@ -714,3 +734,57 @@ class Checkpoint(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Checkpoint: _TypeAlias = Checkpoint  # noqa: Y015
+
+@_typing.final
+class AgentEvent(_message.Message):
+    """A custody-relevant event the agent reports once (re-sent until acked by event_id)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EVENT_ID_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    OCCUR_TIME_FIELD_NUMBER: _builtins.int
+    OPERATOR_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    COMMAND_ID_FIELD_NUMBER: _builtins.int
+    EXPECTED_RULESET_SHA256_FIELD_NUMBER: _builtins.int
+    FOUND_RULESET_SHA256_FIELD_NUMBER: _builtins.int
+    REPAIRED_FIELD_NUMBER: _builtins.int
+    DETAIL_FIELD_NUMBER: _builtins.int
+    event_id: _builtins.str
+    """Unique per agent; the control plane records each id once."""
+    kind: Global___AgentEventKind.ValueType
+    operator: _builtins.str
+    """Who acted on the host (break-glass), as the host knows them."""
+    reason: _builtins.str
+    command_id: _builtins.str
+    """The command whose isolation was removed or drifted."""
+    expected_ruleset_sha256: _builtins.str
+    """Canonical SHA-256 of the rules that should be installed and of the rules that were found."""
+    found_ruleset_sha256: _builtins.str
+    repaired: _builtins.bool
+    """True when the agent put the isolation back (drift) / the host is still isolated afterwards."""
+    detail: _builtins.str
+    @_builtins.property
+    def occur_time(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        event_id: _builtins.str = ...,
+        kind: Global___AgentEventKind.ValueType = ...,
+        occur_time: _timestamp_pb2.Timestamp | None = ...,
+        operator: _builtins.str = ...,
+        reason: _builtins.str = ...,
+        command_id: _builtins.str = ...,
+        expected_ruleset_sha256: _builtins.str = ...,
+        found_ruleset_sha256: _builtins.str = ...,
+        repaired: _builtins.bool = ...,
+        detail: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["occur_time", b"occur_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["command_id", b"command_id", "detail", b"detail", "event_id", b"event_id", "expected_ruleset_sha256", b"expected_ruleset_sha256", "found_ruleset_sha256", b"found_ruleset_sha256", "kind", b"kind", "occur_time", b"occur_time", "operator", b"operator", "reason", b"reason", "repaired", b"repaired"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AgentEvent: _TypeAlias = AgentEvent  # noqa: Y015
