@@ -12,7 +12,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
 
-from lifecyclezero.v1 import common_pb2
+import grpc
+from lifecyclezero.v1 import assets_pb2, assets_pb2_grpc, common_pb2
 
 from agent import statefile
 from agent.enroll import enroll
@@ -35,6 +36,7 @@ class AgentHost:
         self.log = root / "agent.log"
         tenant = create_tenant(stack)
         self.tenant = tenant.tenant
+        self.admin = tenant.admin()
         self.asset_id = enroll(self.state, tenant.tenant, tenant.enrollment_secret, stack.addresses["ingest"]).asset_id
         self.store = Store(stack)
 
@@ -88,6 +90,14 @@ class AgentHost:
         inventory = self.inventory()
         found = [m for m in inventory.models if name_part in m.path] if inventory else []
         return found[0] if found else None
+
+    def custody_actions(self) -> list[str]:
+        """The actions of the asset's custody log, oldest first, as operators read it."""
+        with grpc.insecure_channel(self.stack.addresses["assets"]) as channel:
+            log = assets_pb2_grpc.AssetServiceStub(channel).GetCustodyLog(
+                assets_pb2.GetCustodyLogRequest(asset_id=self.asset_id, page_size=100), metadata=self.admin, timeout=10
+            )
+        return [event.action for event in log.events]
 
     def _config(self) -> Path:
         path = self.state / "empty.toml"
