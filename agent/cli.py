@@ -16,6 +16,7 @@ from pathlib import Path
 
 import grpc
 
+from agent import statefile
 from agent.config import Config, ConfigError, load_config
 from agent.containment import (
     Containment,
@@ -282,6 +283,7 @@ def _contain_release(args: argparse.Namespace, config: Config) -> int:
 
 
 def _contain_reconcile(args: argparse.Namespace, config: Config) -> int:
+    statefile.repair(config.state_dir)
     return _report(_containment(config).reconcile(), args.json)
 
 

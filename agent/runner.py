@@ -87,6 +87,7 @@ def run_agent(
     identity = load_identity(config.state_dir)
     if identity is None:
         raise NotEnrolledError(f"not enrolled ({identity_path(config.state_dir)} missing); run `lz-agent enroll`")
+    statefile.repair(config.state_dir)
     reconciled = containment.reconcile()
     level = logging.INFO if reconciled.ok else logging.ERROR
     log.log(level, "containment reconcile: %s", reconciled.message)

@@ -148,6 +148,7 @@ class FileSpool:
         self.segment_bytes = segment_bytes or max(512, min(1024 * 1024, max_bytes // 8))
         self.fsync = fsync
         self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        statefile.adopt(self.dir)
         self._meta = self.dir / "spool.json"
         meta = statefile.read_json(self._meta)
         meta = meta if isinstance(meta, dict) else {}
@@ -242,6 +243,7 @@ class FileSpool:
         self.close()
         path = self.dir / f"{first_seq:020d}{_SUFFIX}"
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        statefile.adopt(path)
         self._active = os.fdopen(fd, "ab")
         if not self._segments or self._segments[-1].path != path:
             self._segments.append(_Segment(path, first_seq, first_seq, 0, 0))
