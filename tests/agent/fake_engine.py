@@ -64,7 +64,18 @@ def main():
     parser.add_argument("--mode", default="ollama")
     parser.add_argument("--hold", action="append", default=[])
     parser.add_argument("--connect", action="append", default=[])
+    parser.add_argument("--label", help="ignored: only changes the command line")
+    parser.add_argument("--helper-holding", help="start a child of the same name that holds this file open")
     args = parser.parse_args()
+    helper = None
+    if args.helper_holding:
+        import subprocess
+
+        helper = subprocess.Popen(
+            [sys.argv[0], "--port", "0", "--mode", "other", "--hold", args.helper_holding],
+            stdout=subprocess.PIPE,
+        )
+        helper.stdout.readline()
     held = [open(path, "rb") for path in args.hold]  # noqa: SIM115 - held open on purpose
     peers = [
         socket.create_connection((h, int(p)), timeout=5) for h, p in (c.rsplit(":", 1) for c in args.connect)
@@ -76,6 +87,8 @@ def main():
     finally:
         for item in held + peers:
             item.close()
+        if helper is not None:
+            helper.kill()
 
 
 if __name__ == "__main__":
