@@ -186,6 +186,20 @@ def _openai(client: _Client) -> ProbeResult:
     return ProbeResult(True, "/v1/models answered OpenAI-compatible", models_loaded=models)
 
 
+def _vllm(client: _Client) -> ProbeResult:
+    """The OpenAI-compatible answer plus vLLM's own ``/version``."""
+    result = _openai(client)
+    if not result.confirmed or result.auth_required:
+        return result
+    reply = client.get("/version")
+    body = reply.json() if reply is not None and reply.status == 200 else None
+    version = body.get("version") if isinstance(body, dict) else None
+    if not isinstance(version, str):
+        return result
+    return ProbeResult(True, "/v1/models and /version answered like vLLM", version=version,
+                       models_loaded=result.models_loaded)
+
+
 def _llamacpp(client: _Client) -> ProbeResult:
     props = client.get("/props")
     auth = _auth(props, "/props")
@@ -282,6 +296,7 @@ def _http(client: _Client) -> ProbeResult:
 _PROBES: dict[str, Callable[[_Client], ProbeResult]] = {
     "ollama": _ollama,
     "openai": _openai,
+    "vllm": _vllm,
     "llamacpp": _llamacpp,
     "lmstudio": _lmstudio,
     "kobold": _kobold,

@@ -55,7 +55,7 @@ SIGNATURES: tuple[Signature, ...] = (
     ),
     Signature(
         "vllm",
-        probes=("openai",),
+        probes=("vllm",),
         names=("vllm",),
         cmdline=(r"\bvllm(\.entrypoints\.\S+|\s+serve)\b",),
     ),

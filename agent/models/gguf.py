@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import BinaryIO
 
 MAGIC = b"GGUF"
-SUPPORTED_VERSIONS = (2, 3)
+# Version 1 is version 2 with 32-bit counts, lengths and dimensions.
+SUPPORTED_VERSIONS = (1, 2, 3)
 DEFAULT_ALIGNMENT = 32
 _MAX_DIMS = 4
 
@@ -183,8 +184,10 @@ def parse_gguf(stream: BinaryIO, limits: Limits | None = None) -> GGUFInfo:
         if swapped in SUPPORTED_VERSIONS:
             raise GGUFError(f"big-endian GGUF (version {swapped}) is not read")
         raise GGUFError(f"unsupported GGUF version {version}")
-    tensor_count = reader.count(reader.limits.max_tensors, "tensor count", minimum_bytes_each=24)
-    kv_count = reader.count(reader.limits.max_kv, "metadata count", minimum_bytes_each=13)
+    reader.wide = version >= 2
+    size = 8 if reader.wide else 4
+    tensor_count = reader.count(reader.limits.max_tensors, "tensor count", minimum_bytes_each=size + 16)
+    kv_count = reader.count(reader.limits.max_kv, "metadata count", minimum_bytes_each=size + 5)
     metadata: dict[str, MetadataValue] = {}
     for _ in range(kv_count):
         key = reader.string()
@@ -202,6 +205,7 @@ class _Reader:
         self.consumed = 0
         self.kept_bytes = 0
         self.kept_elements = 0
+        self.wide = True
         try:
             start = stream.tell()
             self.size = stream.seek(0, io.SEEK_END) - start
@@ -234,8 +238,14 @@ class _Reader:
             return bool(value)
         return value  # type: ignore[no-any-return]
 
+    def size_field(self) -> int:
+        """A count, length or dimension: 64-bit since GGUF v2, 32-bit in v1."""
+        value = self.scalar(_UINT64 if self.wide else _UINT32)
+        assert isinstance(value, int)
+        return value
+
     def count(self, limit: int, what: str, minimum_bytes_each: int) -> int:
-        value = self.scalar(_UINT64)
+        value = self.size_field()
         assert isinstance(value, int)
         if value > limit:
             raise GGUFError(f"{what} {value} exceeds limit {limit}")
@@ -244,7 +254,7 @@ class _Reader:
         return value
 
     def length(self, limit: int, what: str, element_size: int) -> int:
-        value = self.scalar(_UINT64)
+        value = self.size_field()
         assert isinstance(value, int)
         if value > limit:
             raise GGUFError(f"{what} {value} exceeds limit {limit}")
@@ -291,7 +301,8 @@ class _Reader:
         if depth > 2:
             raise GGUFError("arrays nested too deeply")
         element_type = self.type_id()
-        minimum = _SCALARS[element_type][1] if element_type in _SCALARS else 8 + 4 * (element_type == _ARRAY)
+        size = 8 if self.wide else 4
+        minimum = _SCALARS[element_type][1] if element_type in _SCALARS else size + 4 * (element_type == _ARRAY)
         n = self.length(self.limits.max_array_length, "array length", minimum)
         if n <= self.limits.keep_array_length:
             self._keep(0, n)
@@ -314,8 +325,7 @@ class _Reader:
             raise GGUFError(f"tensor {name!r} has {dims} dimensions (max {_MAX_DIMS})")
         shape: list[int] = []
         for _ in range(dims):
-            dim = self.scalar(_UINT64)
-            assert isinstance(dim, int)
+            dim = self.size_field()
             if dim >= 1 << 48:
                 raise GGUFError(f"tensor {name!r} has an impossible dimension {dim}")
             shape.append(dim)

@@ -20,11 +20,19 @@ OLLAMA = {
 }
 
 
+VLLM = {
+    "/v1/models": {"object": "list", "data": [{"id": "Qwen/Qwen2.5-0.5B", "object": "model"}]},
+    "/version": {"version": "0.6.6-test"},
+}
+
+
 def handler_for(mode):
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self):
             if mode == "drip":
                 self._drip()
+            elif mode == "vllm" and self.path in VLLM:
+                self._send(200, json.dumps(VLLM[self.path]).encode(), "application/json")
             elif mode == "ollama" and self.path in OLLAMA:
                 self._send(200, json.dumps(OLLAMA[self.path]).encode(), "application/json")
             elif mode == "auth":

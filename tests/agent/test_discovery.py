@@ -59,6 +59,16 @@ def test_a_renamed_ollama_is_found_by_its_behaviour(launch_engine: EngineLaunche
     assert engine.evidence[-1].startswith("identified by behaviour")
 
 
+def test_vllm_reports_its_version(launch_engine: EngineLauncher) -> None:
+    """A `vllm` process is confirmed by its OpenAI API and its version comes from /version."""
+    process = launch_engine("vllm", free_port(), "--mode", "vllm")
+    engine = engine_for(process.pid)
+    assert engine is not None
+    assert (engine.kind, engine.confirmed, engine.version, engine.models_loaded) == (
+        "vllm", True, "0.6.6-test", ("Qwen/Qwen2.5-0.5B",)
+    )
+
+
 def test_an_unnamed_process_answering_no_engine_api_is_no_engine(launch_engine: EngineLauncher) -> None:
     """A listening process that answers none of the engine APIs is not reported."""
     process = launch_engine("inventory-svc", free_port(), "--mode", "other")
