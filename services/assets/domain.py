@@ -22,9 +22,10 @@ import binascii
 import datetime as dt
 import enum
 import hashlib
+import ipaddress
 import json
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -242,6 +243,26 @@ class Tenant:
     enrollment_create_time: str
     allowlist_cidrs: tuple[str, ...] = ()
     stop_engines: bool = False
+    dns_servers: tuple[str, ...] = ()
+
+
+MAX_RESOLVERS = 8
+
+
+def validate_resolvers(values: Sequence[str]) -> tuple[str, ...]:
+    """Normalised unicast resolver addresses, without duplicates, or InvalidArgument naming the bad one."""
+    if len(values) > MAX_RESOLVERS:
+        raise InvalidArgument.field("dns_servers", f"must hold at most {MAX_RESOLVERS} addresses")
+    found: dict[str, None] = {}
+    for value in values:
+        try:
+            address = ipaddress.ip_address(value)
+        except ValueError:
+            raise InvalidArgument.field("dns_servers", f"{value[:64]!r} is not an IP address") from None
+        if address.is_loopback or address.is_unspecified or address.is_multicast:
+            raise InvalidArgument.field("dns_servers", f"{address} is not a resolver a host can reach")
+        found[str(address)] = None
+    return tuple(found)
 
 
 @dataclass(frozen=True)

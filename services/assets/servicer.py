@@ -142,6 +142,12 @@ class AssetServicer(assets_pb2_grpc.AssetServiceServicer):
         secret, fingerprint = await aws.call(self._store.rotate_enrollment_secret, auth.current_tenant())
         return assets_pb2.RotateEnrollmentSecretResponse(enrollment_secret=secret, fingerprint=fingerprint)
 
+    async def SetTenantResolvers(self, request: assets_pb2.SetTenantResolversRequest,
+                                 context: Any) -> assets_pb2.SetTenantResolversResponse:
+        resolvers = domain.validate_resolvers(list(request.dns_servers))
+        stored = await aws.call(self._store.set_resolvers, auth.current_tenant(), resolvers)
+        return assets_pb2.SetTenantResolversResponse(dns_servers=list(stored))
+
     async def CheckEnrollmentSecret(self, request: assets_pb2.CheckEnrollmentSecretRequest, context: Any) -> Any:
         if len(request.enrollment_secret) > 256:
             return assets_pb2.CheckEnrollmentSecretResponse(valid=False)

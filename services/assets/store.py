@@ -152,6 +152,20 @@ class AssetStore:
             raise NotFound(f"tenant {tenant_id} does not exist") from None
         return secret, domain.fingerprint(digest)
 
+    def set_resolvers(self, tenant_id: str, resolvers: tuple[str, ...]) -> tuple[str, ...]:
+        """Store the resolvers later isolations admit; they go into each new command's policy."""
+        try:
+            self.ddb.update_item(
+                TableName=self.table,
+                Key=aws.to_item({"PK": keys.tenant_pk(tenant_id), "SK": keys.METADATA_SK}),
+                UpdateExpression="SET dns_servers = :d",
+                ConditionExpression="attribute_exists(SK)",
+                ExpressionAttributeValues=aws.to_item({":d": json.dumps(list(resolvers))}),
+            )
+        except self.ddb.exceptions.ConditionalCheckFailedException:
+            raise NotFound(f"tenant {tenant_id} does not exist") from None
+        return resolvers
+
     def check_enrollment_secret(self, tenant_id: str, secret: str) -> bool:
         item = self._get(keys.tenant_pk(tenant_id), keys.METADATA_SK)
         stored = str(item.get("enrollment_sha256", "")) if item else ""
@@ -323,6 +337,7 @@ class AssetStore:
             control_plane_endpoints=tuple(control_plane_endpoints),
             allowlist_cidrs=tenant.allowlist_cidrs if tenant else (),
             stop_engines=tenant.stop_engines if tenant else False,
+            dns_servers=tenant.dns_servers if tenant else (),
         )
         command = Command(
             command_id=command_id, asset_id=asset_id, kind=kind, issue_time=when, policy=policy,
@@ -583,6 +598,7 @@ def _tenant_attrs(tenant: Tenant) -> dict[str, Any]:
         "enrollment_create_time": tenant.enrollment_create_time,
         "allowlist_cidrs": json.dumps(list(tenant.allowlist_cidrs)),
         "stop_engines": tenant.stop_engines,
+        "dns_servers": json.dumps(list(tenant.dns_servers)),
     }
 
 
@@ -595,6 +611,7 @@ def _tenant_from(item: dict[str, Any]) -> Tenant:
         enrollment_create_time=str(item.get("enrollment_create_time", "")),
         allowlist_cidrs=tuple(json.loads(str(item.get("allowlist_cidrs", "[]")))),
         stop_engines=bool(item.get("stop_engines", False)),
+        dns_servers=tuple(json.loads(str(item.get("dns_servers", "[]")))),
     )
 
 

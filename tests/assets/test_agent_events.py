@@ -1,4 +1,4 @@
-"""RecordAgentEvent: a break-glass or containment drift the agent reports becomes one custody event of the asset."""
+"""RecordAgentEvent and the tenant's resolvers: containment facts between agents, operators and the ledger."""
 
 from __future__ import annotations
 
@@ -63,4 +63,23 @@ def test_operators_cannot_record_agent_events(assets: Assets) -> None:
     with pytest.raises(grpc.RpcError) as caught:
         assets.stub.RecordAgentEvent(assets_pb2.RecordAgentEventRequest(asset_id=asset.asset_id, event=_break_glass()),
                                      metadata=assets.md(Role.ADMIN))
+    assert caught.value.code() == grpc.StatusCode.PERMISSION_DENIED
+
+
+def test_an_isolation_carries_the_tenants_resolvers(assets: Assets) -> None:
+    """Resolvers set for the tenant go into the policy of every later isolate command."""
+    assets.stub.CreateTenant(assets_pb2.CreateTenantRequest(tenant_id=assets.tenant, display_name="t"),
+                             metadata=[("authorization", f"Bearer {assets.stack.bootstrap_token}")])
+    assets.stub.SetTenantResolvers(assets_pb2.SetTenantResolversRequest(dns_servers=["10.0.0.53"]),
+                                   metadata=assets.md(Role.ADMIN))
+    asset = assets.create_asset()
+    order = assets.isolate(asset.asset_id)
+    assert list(order.command.policy.dns_servers) == ["10.0.0.53"]
+
+
+def test_operators_cannot_set_the_tenants_resolvers(assets: Assets) -> None:
+    """SetTenantResolvers needs the admin role."""
+    with pytest.raises(grpc.RpcError) as caught:
+        assets.stub.SetTenantResolvers(assets_pb2.SetTenantResolversRequest(dns_servers=["10.0.0.53"]),
+                                       metadata=assets.md(Role.OPERATOR))
     assert caught.value.code() == grpc.StatusCode.PERMISSION_DENIED

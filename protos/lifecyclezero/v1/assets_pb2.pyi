@@ -369,6 +369,50 @@ class RotateEnrollmentSecretResponse(_message.Message):
 Global___RotateEnrollmentSecretResponse: _TypeAlias = RotateEnrollmentSecretResponse  # noqa: Y015
 
 @_typing.final
+class SetTenantResolversRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DNS_SERVERS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def dns_servers(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """IPv4 or IPv6 addresses, at most 8; empty clears them."""
+
+    def __init__(
+        self,
+        *,
+        dns_servers: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["dns_servers", b"dns_servers"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetTenantResolversRequest: _TypeAlias = SetTenantResolversRequest  # noqa: Y015
+
+@_typing.final
+class SetTenantResolversResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DNS_SERVERS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def dns_servers(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The resolvers as stored (normalised, without duplicates)."""
+
+    def __init__(
+        self,
+        *,
+        dns_servers: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["dns_servers", b"dns_servers"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetTenantResolversResponse: _TypeAlias = SetTenantResolversResponse  # noqa: Y015
+
+@_typing.final
 class CheckEnrollmentSecretRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 

@@ -71,6 +71,11 @@ class AssetServiceStub:
                 request_serializer=lifecyclezero_dot_v1_dot_assets__pb2.CheckEnrollmentSecretRequest.SerializeToString,
                 response_deserializer=lifecyclezero_dot_v1_dot_assets__pb2.CheckEnrollmentSecretResponse.FromString,
                 _registered_method=True)
+        self.SetTenantResolvers = channel.unary_unary(
+                '/lifecyclezero.v1.AssetService/SetTenantResolvers',
+                request_serializer=lifecyclezero_dot_v1_dot_assets__pb2.SetTenantResolversRequest.SerializeToString,
+                response_deserializer=lifecyclezero_dot_v1_dot_assets__pb2.SetTenantResolversResponse.FromString,
+                _registered_method=True)
         self.CreateAsset = channel.unary_unary(
                 '/lifecyclezero.v1.AssetService/CreateAsset',
                 request_serializer=lifecyclezero_dot_v1_dot_assets__pb2.CreateAssetRequest.SerializeToString,
@@ -174,6 +179,14 @@ class AssetServiceServicer:
 
     def CheckEnrollmentSecret(self, request, context):
         """Internal (ingest): checks an enrollment secret in constant time.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetTenantResolvers(self, request, context):
+        """Sets the DNS resolvers every later isolation of the tenant's hosts admits (empty: each host pins the
+        resolvers it has configured when it is isolated).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -289,6 +302,11 @@ def add_AssetServiceServicer_to_server(servicer, server):
                     servicer.CheckEnrollmentSecret,
                     request_deserializer=lifecyclezero_dot_v1_dot_assets__pb2.CheckEnrollmentSecretRequest.FromString,
                     response_serializer=lifecyclezero_dot_v1_dot_assets__pb2.CheckEnrollmentSecretResponse.SerializeToString,
+            ),
+            'SetTenantResolvers': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetTenantResolvers,
+                    request_deserializer=lifecyclezero_dot_v1_dot_assets__pb2.SetTenantResolversRequest.FromString,
+                    response_serializer=lifecyclezero_dot_v1_dot_assets__pb2.SetTenantResolversResponse.SerializeToString,
             ),
             'CreateAsset': grpc.unary_unary_rpc_method_handler(
                     servicer.CreateAsset,
@@ -537,6 +555,33 @@ class AssetService:
             '/lifecyclezero.v1.AssetService/CheckEnrollmentSecret',
             lifecyclezero_dot_v1_dot_assets__pb2.CheckEnrollmentSecretRequest.SerializeToString,
             lifecyclezero_dot_v1_dot_assets__pb2.CheckEnrollmentSecretResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetTenantResolvers(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lifecyclezero.v1.AssetService/SetTenantResolvers',
+            lifecyclezero_dot_v1_dot_assets__pb2.SetTenantResolversRequest.SerializeToString,
+            lifecyclezero_dot_v1_dot_assets__pb2.SetTenantResolversResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -46,6 +46,10 @@ class AssetServiceStub:
     """Issues a new enrollment secret, shown once; the old one stops working."""
     CheckEnrollmentSecret: _grpc.UnaryUnaryMultiCallable[_assets_pb2.CheckEnrollmentSecretRequest, _assets_pb2.CheckEnrollmentSecretResponse]
     """Internal (ingest): checks an enrollment secret in constant time."""
+    SetTenantResolvers: _grpc.UnaryUnaryMultiCallable[_assets_pb2.SetTenantResolversRequest, _assets_pb2.SetTenantResolversResponse]
+    """Sets the DNS resolvers every later isolation of the tenant's hosts admits (empty: each host pins the
+    resolvers it has configured when it is isolated).
+    """
     CreateAsset: _grpc.UnaryUnaryMultiCallable[_assets_pb2.CreateAssetRequest, _assets_pb2.CreateAssetResponse]
     GetAsset: _grpc.UnaryUnaryMultiCallable[_assets_pb2.GetAssetRequest, _assets_pb2.GetAssetResponse]
     ListAssets: _grpc.UnaryUnaryMultiCallable[_assets_pb2.ListAssetsRequest, _assets_pb2.ListAssetsResponse]
@@ -84,6 +88,10 @@ class AssetServiceAsyncStub(AssetServiceStub):
     """Issues a new enrollment secret, shown once; the old one stops working."""
     CheckEnrollmentSecret: _aio.UnaryUnaryMultiCallable[_assets_pb2.CheckEnrollmentSecretRequest, _assets_pb2.CheckEnrollmentSecretResponse]  # type: ignore[assignment]
     """Internal (ingest): checks an enrollment secret in constant time."""
+    SetTenantResolvers: _aio.UnaryUnaryMultiCallable[_assets_pb2.SetTenantResolversRequest, _assets_pb2.SetTenantResolversResponse]  # type: ignore[assignment]
+    """Sets the DNS resolvers every later isolation of the tenant's hosts admits (empty: each host pins the
+    resolvers it has configured when it is isolated).
+    """
     CreateAsset: _aio.UnaryUnaryMultiCallable[_assets_pb2.CreateAssetRequest, _assets_pb2.CreateAssetResponse]  # type: ignore[assignment]
     GetAsset: _aio.UnaryUnaryMultiCallable[_assets_pb2.GetAssetRequest, _assets_pb2.GetAssetResponse]  # type: ignore[assignment]
     ListAssets: _aio.UnaryUnaryMultiCallable[_assets_pb2.ListAssetsRequest, _assets_pb2.ListAssetsResponse]  # type: ignore[assignment]
@@ -161,6 +169,16 @@ class AssetServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_assets_pb2.CheckEnrollmentSecretResponse, _abc.Awaitable[_assets_pb2.CheckEnrollmentSecretResponse]]:
         """Internal (ingest): checks an enrollment secret in constant time."""
+
+    @_abc_1.abstractmethod
+    def SetTenantResolvers(
+        self,
+        request: _assets_pb2.SetTenantResolversRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_assets_pb2.SetTenantResolversResponse, _abc.Awaitable[_assets_pb2.SetTenantResolversResponse]]:
+        """Sets the DNS resolvers every later isolation of the tenant's hosts admits (empty: each host pins the
+        resolvers it has configured when it is isolated).
+        """
 
     @_abc_1.abstractmethod
     def CreateAsset(
