@@ -77,11 +77,18 @@ def main():
     args = parser.parse_args()
     helper = None
     if args.helper_holding:
+        import ctypes
+        import signal
         import subprocess
+
+        def die_with_parent():
+            # The tests SIGKILL engines: the helper must not outlive its engine.
+            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
         helper = subprocess.Popen(
             [sys.argv[0], "--port", "0", "--mode", "other", "--hold", args.helper_holding],
             stdout=subprocess.PIPE,
+            preexec_fn=die_with_parent,  # noqa: PLW1509 - no threads exist yet in this process
         )
         helper.stdout.readline()
     held = [open(path, "rb") for path in args.hold]  # noqa: SIM115 - held open on purpose

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -54,6 +56,36 @@ INVENTORIES = st.builds(
     engines=st.lists(ENGINES, max_size=4).map(tuple), models=st.lists(MODELS, max_size=6).map(tuple),
     hostname=ANY_TEXT, os=ANY_TEXT, collected_at=ANY_TEXT, errors=st.lists(ANY_TEXT, max_size=3).map(tuple),
 )  # fmt: skip
+
+
+JSON = st.recursive(
+    st.none() | st.booleans() | ANY_INT | st.floats(allow_nan=False) | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=12), inner, max_size=4),
+    max_leaves=12,
+)
+CONFIG = st.fixed_dictionaries(
+    {}, optional={k: JSON for k in ("architectures", "model_type", "max_position_embeddings", "torch_dtype",
+                                     "quantization_config")},
+)
+LAYER = st.fixed_dictionaries(
+    {"mediaType": st.just("application/vnd.ollama.image.model"), "digest": st.just("sha256:" + "ab" * 32)},
+    optional={"size": JSON},
+)
+
+
+@given(config=CONFIG, layer=LAYER)
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def test_any_parsed_store_metadata_gives_records_that_encode(config: dict[str, object], layer: object) -> None:
+    """Whatever config.json and an Ollama manifest hold, the stores are inventoried and the records encode."""
+    with tempfile.TemporaryDirectory() as home:
+        ollama_manifest(Path(home) / ".ollama" / "models")
+        manifest = next((Path(home) / ".ollama" / "models" / "manifests").rglob("latest"))
+        manifest.write_text(json.dumps({"layers": [layer]}))
+        snapshot = huggingface_repo(Path(home) / ".cache" / "huggingface" / "hub")
+        (snapshot / "config.json").write_text(json.dumps(config))
+        models = tuple(inventory_models(ModelSettings(homes=(home,))))
+    assert len(models) == 2
+    assert len(inventory_proto(Inventory((), models, "h", "linux", "")).models) == 2
 
 
 @given(INVENTORIES)
@@ -107,12 +139,13 @@ def test_a_memory_hungry_gguf_is_refused_at_the_budget(tmp_path: Path) -> None:
 def test_reading_a_135_mb_hostile_gguf_stays_far_below_memory_max(tmp_path: Path) -> None:
     """A process inventorying the 135 MB file of finding 4 peaks well under the unit's MemoryMax=512M."""
     memory_hungry_gguf(tmp_path / "models" / "hungry.gguf")
+    # VmHWM is this process's own peak; ru_maxrss would carry over the (large) pytest parent's through exec.
     program = (
-        "import resource, sys\n"
         "from agent.models import ModelSettings, inventory_models\n"
         f"found = inventory_models(ModelSettings(homes=('{tmp_path}/nobody',), roots=('{tmp_path}',)))\n"
         "assert len(found) == 1 and found[0].errors, found\n"
-        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n"
+        "status = open('/proc/self/status').read().splitlines()\n"
+        "print(next(line.split()[1] for line in status if line.startswith('VmHWM:')))\n"
     )
     done = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, timeout=300, check=True)
     peak_mib = int(done.stdout.strip()) / 1024
