@@ -73,6 +73,7 @@ def main():
     parser.add_argument("--hold", action="append", default=[])
     parser.add_argument("--connect", action="append", default=[])
     parser.add_argument("--label", help="ignored: only changes the command line")
+    parser.add_argument("--freebind", action="store_true", help="IP_FREEBIND: listen on an address not on this host")
     parser.add_argument("--helper-holding", help="start a child of the same name that holds this file open")
     args = parser.parse_args()
     helper = None
@@ -95,7 +96,13 @@ def main():
     peers = [
         socket.create_connection((h, int(p)), timeout=5) for h, p in (c.rsplit(":", 1) for c in args.connect)
     ]
-    server = ThreadingHTTPServer((args.bind, args.port), handler_for(args.mode))
+    class Server(ThreadingHTTPServer):
+        def server_bind(self):
+            if args.freebind:
+                self.socket.setsockopt(socket.IPPROTO_IP, 15, 1)  # IP_FREEBIND
+            super().server_bind()
+
+    server = Server((args.bind, args.port), handler_for(args.mode))
     print("ready", flush=True)
     try:
         server.serve_forever()

@@ -59,6 +59,14 @@ def test_a_renamed_ollama_is_found_by_its_behaviour(launch_engine: EngineLaunche
     assert engine.evidence[-1].startswith("identified by behaviour")
 
 
+def test_a_freebind_listener_on_a_foreign_address_is_not_probed_off_the_host(launch_engine: EngineLauncher) -> None:
+    """An engine listening on an address this host does not have (IP_FREEBIND) is never probed there."""
+    process = launch_engine("ollama", free_port(), "--bind", "192.0.2.10", "--freebind")
+    engine = engine_for(process.pid)
+    assert engine is not None and not engine.confirmed
+    assert any("Cannot assign requested address" in item for item in engine.evidence), engine.evidence
+
+
 def test_vllm_reports_its_version(launch_engine: EngineLauncher) -> None:
     """A `vllm` process is confirmed by its OpenAI API and its version comes from /version."""
     process = launch_engine("vllm", free_port(), "--mode", "vllm")
