@@ -81,7 +81,10 @@ def adopt(path: Path) -> None:
 
 
 def repair(state_dir: Path) -> list[str]:
-    """Give every file under ``state_dir`` back to the directory's owner with mode 0600; what was repaired.
+    """Give every file under ``state_dir`` back to the directory's owner, private to it; what was repaired.
+
+    The owner's permission bits are kept and the group's and others' removed (a root-made 0644 file
+    becomes 0600).
 
     As root this is a chown. As the agent's user (who owns the directory and, under the systemd unit, can
     read any file with CAP_DAC_READ_SEARCH) a foreign file is copied to a new file of ours and renamed over
@@ -101,20 +104,22 @@ def repair(state_dir: Path) -> list[str]:
                 continue
             if not stat.S_ISREG(info.st_mode):
                 continue
-            if (info.st_uid, info.st_gid) == (owner.st_uid, owner.st_gid) and stat.S_IMODE(info.st_mode) == 0o600:
+            private = stat.S_IMODE(info.st_mode) & 0o077 == 0
+            if (info.st_uid, info.st_gid) == (owner.st_uid, owner.st_gid) and private:
                 continue
-            if _give_back(path, owner.st_uid, owner.st_gid):
+            if _give_back(path, owner.st_uid, owner.st_gid, stat.S_IMODE(info.st_mode) & 0o700 or 0o600):
                 repaired.append(str(path.relative_to(state_dir)))
     if repaired:
         log.warning("state files given back to the agent's user: %s", ", ".join(repaired))
     return repaired
 
 
-def _give_back(path: Path, uid: int, gid: int) -> bool:
+def _give_back(path: Path, uid: int, gid: int, mode: int) -> bool:
+    """Owner ``uid``/``gid`` and ``mode`` (the owner's bits kept, nobody else's) for ``path``."""
     if os.geteuid() == 0:
         try:
             os.chown(path, uid, gid, follow_symlinks=False)
-            os.chmod(path, 0o600)
+            os.chmod(path, mode)
             return True
         except OSError as exc:
             log.error("cannot repair %s: %s", path, exc)
@@ -137,6 +142,7 @@ def _give_back(path: Path, uid: int, gid: int) -> bool:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
+        os.chmod(tmp, mode)
         os.replace(tmp, path)
     except OSError as exc:
         Path(tmp).unlink(missing_ok=True)

@@ -109,6 +109,8 @@ class Containment:
         self.firewall = firewall
         self.state = ContainmentState(state_dir)
         self.self_test_timeout = self_test_timeout
+        # The last drift that could not be repaired: reported once, not again every check while it lasts.
+        self._unrepaired: tuple[str | None, str | None] | None = None
 
     def apply(
         self, policy: ContainmentPolicy, command_id: str | None = None, stop_pids: Sequence[int] = ()
@@ -286,6 +288,7 @@ class Containment:
             expected = record.get("listing_sha256")
             found = self._listing_digest()
             if expected is not None and found == expected:
+                self._unrepaired = None
                 return None
             repaired, detail, now_found = False, "", found
             try:
@@ -301,6 +304,10 @@ class Containment:
                 return None
             if repaired and now_found != expected:
                 self.state.set_active({**record, "listing_sha256": now_found})
+            if not repaired:
+                if self._unrepaired == (expected, found):
+                    return None
+                self._unrepaired = (expected, found)
             event = {
                 "event": "containment-drift",
                 "event_id": uuid.uuid4().hex,
