@@ -354,6 +354,8 @@ def _print_inventory(inventory: Inventory) -> None:
             f"  {model.name} [{model.source}, {model.format}, {model.quantization or '-'}, "
             f"{model.size_bytes} bytes] {model.path}"
         )
+        for error in model.errors:
+            print(f"    error: {error}")
     for error in inventory.errors:
         print(f"error: {error}")
 

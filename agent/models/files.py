@@ -71,6 +71,9 @@ def gguf_model(
     except GGUFError as exc:
         info = None
         errors.append(f"gguf header: {exc}")
+    except Exception as exc:  # a reader bug must cost one record, not the model inventory
+        info = None
+        errors.append(f"gguf header: unexpected {type(exc).__name__}: {exc}")
     if size is None:
         try:
             size = path.stat().st_size
