@@ -12,6 +12,13 @@ sequence number and the acked state are persisted, so a restart continues the
 sequence. A heartbeat carries the full inventory only while its digest differs
 from the last one the control plane acknowledged, and the digest alone when not.
 
+A heartbeat the control plane refuses as invalid (its error names the seq) is
+rejected from the spool rather than replayed on every reconnect; local events
+(break-glass, containment drift) go up as ``agent_event`` until acked by id;
+and the reconnect backoff only starts over after a session that carried
+traffic (an ack came back), so a stream refused right after its Welcome backs
+off like one that never connected.
+
 Per-heartbeat work is kept small because the simulator runs thousands of these
 in one process: heartbeats are spooled as bytes and framed into ConnectRequest
 bytes by hand (a protobuf message is the concatenation of its fields), so a
