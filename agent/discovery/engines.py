@@ -23,6 +23,7 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from agent.discovery.identity import engine_of_executable
 from agent.discovery.probes import ProbeResult, probe
 from agent.discovery.sensitive import sensitive_files
 from agent.discovery.signatures import SIGNATURES, Signature, match
@@ -77,6 +78,7 @@ class _Candidate:
     listening: tuple[SocketInfo, ...]
     established: tuple[SocketInfo, ...]
     probeable: bool
+    found_by: str = "signature"
 
 
 def discover_engines(platform: Platform, settings: DiscoverySettings) -> list[Engine]:
@@ -86,10 +88,12 @@ def discover_engines(platform: Platform, settings: DiscoverySettings) -> list[En
     unmatched: list[ProcessInfo] = []
     for process in processes:
         signature = match(process, platform, settings.signatures)
-        if signature is None:
-            unmatched.append(process)
-        else:
+        if signature is not None:
             matched.append(_candidate(process, signature, platform))
+        elif (signature := _by_executable(process, settings)) is not None:
+            matched.append(dataclasses.replace(_candidate(process, signature, platform), found_by="executable of"))
+        else:
+            unmatched.append(process)
     candidates = _dedupe(_fold_helpers(matched, {p.pid: p for p in processes}))
     candidates += _by_behaviour(unmatched, platform, settings)
     engines = map_with_deadline(
@@ -116,6 +120,12 @@ def _candidate(process: ProcessInfo, signature: Signature, platform: Platform) -
     return _Candidate(
         process, signature, handles, listening, established, platform.shares_network(process.pid)
     )
+
+
+def _by_executable(process: ProcessInfo, settings: DiscoverySettings) -> Signature | None:
+    """The signature of the engine the process's executable is, whatever the file is called."""
+    kind = engine_of_executable(process.exe)
+    return next((s for s in settings.signatures if s.kind == kind), None) if kind else None
 
 
 def _fold_helpers(candidates: list[_Candidate], by_pid: dict[int, ProcessInfo]) -> list[_Candidate]:
@@ -231,7 +241,8 @@ def _unprobed(candidate: _Candidate, why: str) -> Engine | None:
         listen=_endpoints(candidate),
         confirmed=False,
         confidence=UNCONFIRMED,
-        evidence=(f"signature {candidate.signature.kind} matched process {process.name!r}", f"probe: {why}"),
+        evidence=(f"{candidate.found_by} {candidate.signature.kind} matched process {process.name!r}",
+                  f"probe: {why}"),
     )
 
 
@@ -288,7 +299,7 @@ def _record(
             )
         ),
         auth_required=result.auth_required if result else False,
-        evidence=(f"signature {candidate.signature.kind} matched process {process.name!r}", *evidence),
+        evidence=(f"{candidate.found_by} {candidate.signature.kind} matched process {process.name!r}", *evidence),
     )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -65,6 +66,21 @@ def test_a_freebind_listener_on_a_foreign_address_is_not_probed_off_the_host(lau
     engine = engine_for(process.pid)
     assert engine is not None and not engine.confirmed
     assert any("Cannot assign requested address" in item for item in engine.evidence), engine.evidence
+
+
+def test_a_renamed_ollama_binary_is_known_by_its_executable(tmp_path: Path) -> None:
+    """A process whose executable holds Ollama's module path is an Ollama engine, whatever the file is called."""
+    binary = tmp_path / "worker-7"
+    binary.write_bytes(Path(shutil.which("sleep") or "/bin/sleep").read_bytes() + b"github.com/ollama/ollama/server")
+    binary.chmod(0o755)
+    process = subprocess.Popen([str(binary), "60"])
+    try:
+        engine = engine_for(process.pid)
+    finally:
+        process.kill()
+        process.wait()
+    assert engine is not None and (engine.kind, engine.confirmed) == ("ollama", False)
+    assert engine.evidence[0] == "executable of ollama matched process 'worker-7'"
 
 
 def test_vllm_reports_its_version(launch_engine: EngineLauncher) -> None:
