@@ -15,7 +15,7 @@ from collections import OrderedDict
 # Markers found in every build of the engine and in nothing else worth reporting.
 MARKERS: tuple[tuple[bytes, str], ...] = (
     (b"github.com/ollama/ollama/", "ollama"),
-    (b"llama_model_loader: loaded meta data", "llama.cpp"),
+    (b"llama_model_loader", "llama.cpp"),  # the function name llama.cpp logs under
 )
 MAX_BYTES = 512 * 1024 * 1024
 _REMEMBERED = 4096
