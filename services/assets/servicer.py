@@ -249,6 +249,8 @@ class AssetServicer(assets_pb2_grpc.AssetServiceServicer):
         asset_id = validate_id("asset_id", request.asset_id)
         event = _agent_event(request.event)
         recorded = await aws.call(self._store.record_agent_event, tenant, asset_id, event)
+        if recorded.custody is not None:
+            self._sequencer.submit(recorded.custody)
         return assets_pb2.RecordAgentEventResponse(custody_seq=recorded.custody_seq, replayed=recorded.replayed)
 
     async def ListPendingCommands(self, request: assets_pb2.ListPendingCommandsRequest, context: Any) -> Any:

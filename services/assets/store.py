@@ -78,8 +78,11 @@ class ResultOutcome:
 
 @dataclass(frozen=True)
 class AgentEventOutcome:
+    # The custody event's ledger seq when already chained (a replayed answer), else 0.
     custody_seq: int
     replayed: bool
+    # The custody record this event wrote (None for a replayed answer): for the sequencer.
+    custody: CustodyRecord | None = None
 
 
 @dataclass(frozen=True)
@@ -428,24 +431,51 @@ class AssetStore:
         return Prepared(items, ResultOutcome(after, 0, replayed=False, custody=record))
 
     def record_agent_event(self, tenant_id: str, asset_id: str, event: domain.AgentEvent) -> AgentEventOutcome:
-        """Append the custody event of an agent event once per event id (a marker item names its seq)."""
-        draft = domain.agent_event_draft(asset_id, event)
+        """Write the custody record of an agent event once per event id, chained after the asset's previous record.
+
+        The asset (its version and `custody_version`), a marker naming the record and the record commit in
+        one transaction, so the event id is recorded once and the record takes its place in the asset's order;
+        the sequencer chains it. A repeated event answers the first record's seq once chained, else 0.
+        """
+        draft = _draft(domain.agent_event_draft(asset_id, event))
 
         def attempt() -> AgentEventOutcome:
-            key = {"PK": keys.tenant_pk(tenant_id), "SK": keys.agent_event_sk(asset_id, event.event_id)}
-            seen = self.ddb.get_item(TableName=self.table, Key=aws.to_item(key), ConsistentRead=True)
-            if "Item" in seen:
-                return AgentEventOutcome(int(aws.from_item(seen["Item"])["custody_seq"]), replayed=True)
-            self.get_asset(tenant_id, asset_id)  # NotFound for an asset that does not exist
-            appended = ledger_store.prepare_append(self.ddb, self.table, tenant_id, [_draft(draft)])
-            seq = appended.seqs[0][0]
-            marker = {"Put": {"TableName": self.table, "Item": aws.to_item({**key, "custody_seq": seq}),
-                              "ConditionExpression": "attribute_not_exists(SK)"}}
-            prepared = Prepared([marker, *appended.transact_items], AgentEventOutcome(seq, replayed=False))
-            self.commit(prepared)
+            replayed = self._replayed_agent_event(tenant_id, asset_id, event.event_id)
+            if replayed is not None:
+                return replayed
+            prepared = self.prepare_agent_event(tenant_id, asset_id, event.event_id, draft)
+            self.commit(prepared)  # a racing twin's marker makes this a Conflict; the next attempt replays
             return prepared.outcome
 
         return self._with_retries(attempt)
+
+    def prepare_agent_event(self, tenant_id: str, asset_id: str, event_id: str,
+                            draft: ledger_store.EventDraft) -> Prepared[AgentEventOutcome]:
+        """The transaction of an agent event as read now: asset (version-conditioned), marker, custody record."""
+        asset = self.get_asset(tenant_id, asset_id)
+        version = asset.version + 1
+        record = new_record(tenant_id, asset_id, version, asset.custody_version, draft)
+        after = replace(asset, version=version, custody_version=version)
+        marker = {"PK": keys.tenant_pk(tenant_id), "SK": keys.agent_event_sk(asset_id, event_id),
+                  "custody_version": version}
+        items = [
+            self._put_asset_if_unchanged(tenant_id, after, asset),
+            {"Put": {"TableName": self.table, "Item": aws.to_item(marker),
+                     "ConditionExpression": "attribute_not_exists(SK)"}},
+            record_put(self.table, record),
+        ]
+        return Prepared(items, AgentEventOutcome(0, replayed=False, custody=record))
+
+    def _replayed_agent_event(self, tenant_id: str, asset_id: str, event_id: str) -> AgentEventOutcome | None:
+        """The answer for an event id recorded before (its record's seq once chained, else 0), or None."""
+        marker = self._get(keys.tenant_pk(tenant_id), keys.agent_event_sk(asset_id, event_id))
+        if marker is None:
+            return None
+        if "custody_version" not in marker:
+            # Markers written before the outbox name the seq their synchronous append got.
+            return AgentEventOutcome(int(marker["custody_seq"]), replayed=True)
+        record = outbox_store.get_record(self.ddb, self.table, tenant_id, asset_id, int(marker["custody_version"]))
+        return AgentEventOutcome(record.ledger_seq if record else 0, replayed=True)
 
     def commit(self, prepared: Prepared[Any]) -> None:
         """Write a prepared transaction; a lost race (any condition) raises `Conflict` for a fresh attempt."""

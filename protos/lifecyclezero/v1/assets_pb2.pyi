@@ -770,8 +770,11 @@ class RecordAgentEventResponse(_message.Message):
     CUSTODY_SEQ_FIELD_NUMBER: _builtins.int
     REPLAYED_FIELD_NUMBER: _builtins.int
     custody_seq: _builtins.int
+    """0 until the custody event is chained (moments after the answer; see GetCustodyLog). A replayed
+    answer carries the first recording's seq once it is chained.
+    """
     replayed: _builtins.bool
-    """True when the event id was recorded before; custody_seq is then the first recording's."""
+    """True when the event id was recorded before."""
     def __init__(
         self,
         *,
