@@ -107,6 +107,7 @@ class LinuxPlatform:
             uid=uid,
             user=_user_name(uid),
             cwd=_readlink(base / "cwd"),
+            ppid=_status_ppid(status),
         )
 
 
@@ -124,6 +125,14 @@ def _status_uid(status: str) -> int:
             if len(fields) > 1 and fields[1].isdigit():
                 return int(fields[1])
     return -1
+
+
+def _status_ppid(status: str) -> int:
+    for line in status.splitlines():
+        if line.startswith("PPid:"):
+            value = line.split(":", 1)[1].strip()
+            return int(value) if value.isdigit() else 0
+    return 0
 
 
 def _user_name(uid: int) -> str:

@@ -1,0 +1,397 @@
+"""Turn agents' configuration files and processes into :class:`AiAgent` and :class:`McpServer` records.
+
+For every home: each agent's user-scope files, then its project-scope files in
+every project folder the bounded walk finds, read through
+:func:`agent.discovery.configfiles.read_config` (hostile files are skipped with
+a reason in ``errors``). Processes say which agents and which MCP servers run
+now. Credentials are turned into :class:`SecretRef` here and their values go no
+further: arguments and URLs are redacted before they enter a record.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+import sys
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from agent.discovery import mcp_table
+from agent.discovery.agent_readers import READERS, ConfigFacts, RawServer
+from agent.discovery.agent_table import AGENTS, CLOUD_API_HOSTS, PROJECT, AgentSpec, Location
+from agent.discovery.configfiles import ReadLimits, read_config, resolve_inside
+from agent.discovery.homes import Home, WalkBounds, homes_of, project_dirs, user_name
+from agent.discovery.secrets import detect, fingerprint
+from agent.discovery.signatures import match
+from agent.inventory import AiAgent, Engine, McpServer, ModelEndpoint, SecretRef
+from agent.platform import Platform, ProcessInfo
+
+REDACTED = "[redacted]"
+_MAX_PARENT_HOPS = 16
+_OPTION_VALUE = re.compile(r"^(--?[A-Za-z0-9_-]+=)(.*)$", re.DOTALL)
+
+
+def os_family() -> str:
+    if sys.platform == "darwin":
+        return "macos"
+    return "windows" if sys.platform.startswith("win") else "linux"
+
+
+@dataclass(frozen=True)
+class AgentSettings:
+    """Knobs for one agent-discovery pass; ``homes`` are scanned in addition to the password database's."""
+
+    homes: tuple[str, ...] = ()
+    password_db: bool = True
+    os_family: str = field(default_factory=os_family)
+    limits: ReadLimits = field(default_factory=ReadLimits)
+    walk: WalkBounds = field(default_factory=WalkBounds)
+    fingerprint_salt: str = "lz-unenrolled"
+    agents: tuple[AgentSpec, ...] = AGENTS
+
+
+@dataclass(frozen=True)
+class AgentFindings:
+    agents: tuple[AiAgent, ...]
+    mcp_servers: tuple[McpServer, ...]
+    errors: tuple[str, ...]
+
+
+@dataclass
+class _Found:
+    """What the files of one (agent kind, home) said, gathered across files."""
+
+    config_paths: list[str] = field(default_factory=list)
+    endpoints: list[str] = field(default_factory=list)
+    secrets: list[SecretRef] = field(default_factory=list)
+
+
+def discover_agents(platform: Platform, settings: AgentSettings, engines: Sequence[Engine] = ()) -> AgentFindings:
+    """Every agent installed or running, and every MCP server their configurations declare, sorted."""
+    from agent.models import user_homes
+
+    homes = homes_of([*(user_homes() if settings.password_db else []), *settings.homes])
+    errors: list[str] = []
+    found: dict[tuple[str, str], _Found] = {}
+    raw_servers: list[tuple[RawServer, _Origin]] = []
+    for home in homes:
+        for spec, path, location, project in _config_files(home, settings):
+            facts = _read(path, home, location, settings.limits, errors)
+            if facts is None:
+                continue
+            record = found.setdefault((spec.kind, home.real), _Found())
+            record.config_paths.append(path)
+            record.endpoints.extend(facts.endpoints)
+            record.secrets.extend(_value_secrets(facts, settings.fingerprint_salt))
+            raw_servers.extend((raw, _Origin(spec, path, home, project)) for raw in facts.servers)
+    processes = platform.processes()
+    running = _running_agents(processes, platform, settings.agents)
+    by_pid = {p.pid: p for p in processes}
+    servers = [
+        _running(_server(raw, origin, settings.fingerprint_salt), processes, by_pid, running)
+        for raw, origin in raw_servers
+    ]
+    agents = _agents(found, running, homes, settings, engines)
+    return AgentFindings(
+        agents=tuple(sorted(agents, key=lambda a: (a.kind, a.user, a.home))),
+        mcp_servers=tuple(sorted(servers, key=lambda s: (s.agent, s.user, s.config_path, s.scope, s.name))),
+        errors=tuple(errors),
+    )
+
+
+# ------------------------------------------------------------------------------------------- files
+
+
+def _config_files(home: Home, settings: AgentSettings) -> list[tuple[AgentSpec, str, Location, str]]:
+    """(agent, path, location, project folder) of every candidate file that exists (as a link, too)."""
+    markers = frozenset(
+        loc.path(settings.os_family).split("/", 1)[0]
+        for spec in settings.agents for loc in spec.locations if loc.scope == PROJECT
+    )
+    projects = project_dirs(home, markers, settings.walk) + _claude_projects(home, settings)
+    files: list[tuple[AgentSpec, str, Location, str]] = []
+    seen: set[tuple[str, str]] = set()
+    for spec in settings.agents:
+        for location in spec.locations:
+            relative = location.path(settings.os_family)
+            if not relative:
+                continue
+            if location.scope == PROJECT:
+                candidates = [(os.path.join(project, relative), project) for project in dict.fromkeys(projects)]
+            else:
+                candidates = [(home.path + relative[1:], "")]
+            for path, project in candidates:
+                # The home is a project folder too: ~/.cursor/mcp.json is read once, as the user's file.
+                if os.path.lexists(path) and (spec.kind, os.path.normpath(path)) not in seen:
+                    seen.add((spec.kind, os.path.normpath(path)))
+                    files.append((spec, path, location, project))
+    return files
+
+
+def _claude_projects(home: Home, settings: AgentSettings) -> list[str]:
+    """Project folders Claude Code remembers (``projects`` in ``~/.claude.json``) that lie inside the home."""
+    parsed = read_config(os.path.join(home.path, ".claude.json"), home.real, home.uid, "json", settings.limits)
+    projects = parsed.document.get("projects") if isinstance(parsed.document, dict) else None
+    if not isinstance(projects, dict):
+        return []
+    return [p for p in list(projects)[:1000] if isinstance(p, str) and resolve_inside(p, home.real)]
+
+
+def _read(path: str, home: Home, location: Location, limits: ReadLimits, errors: list[str]) -> ConfigFacts | None:
+    parsed = read_config(path, home.real, home.uid, location.fmt, limits)
+    if parsed.problem:
+        errors.append(f"agent config {path}: {parsed.problem}")
+        return None
+    try:
+        return READERS[location.reader](parsed.document)
+    except RecursionError:
+        errors.append(f"agent config {path}: nested too deeply; not read")
+        return None
+
+
+def _value_secrets(facts: ConfigFacts, salt: str) -> list[SecretRef]:
+    return [
+        SecretRef(variable, detector, fingerprint(value, salt))
+        for variable, value in facts.values
+        if (detector := detect(value, variable)) is not None
+    ]
+
+
+# ----------------------------------------------------------------------------------------- servers
+
+
+@dataclass(frozen=True)
+class _Origin:
+    """The file a server entry came from."""
+
+    spec: AgentSpec
+    path: str
+    home: Home
+    project: str
+
+
+def _server(raw: RawServer, origin: _Origin, salt: str) -> McpServer:
+    home = origin.home
+    project = raw.project or origin.project
+    secrets: list[SecretRef] = []
+    for name, value in raw.env.items():
+        _note(secrets, value, f"env:{name}", salt)
+    for name, value in raw.headers.items():
+        _note(secrets, value, f"header:{name}", salt)
+    args = tuple(_redact_arg(arg, index, raw.args, secrets, salt) for index, arg in enumerate(raw.args))
+    url = _redact_url(raw.url, "url", secrets, salt) if raw.url else ""
+    launch = mcp_table.parse_launch(raw.command, raw.args) if raw.command else mcp_table.Launch("", ())
+    host = (urlsplit(raw.url).hostname or "") if raw.url else ""
+    kind, capabilities = mcp_table.classify(launch.package, host)
+    base_dir = raw.cwd or project or home.path
+    safe_env = {k: v for k, v in raw.env.items() if detect(v, k) is None}
+    roots = tuple(dict.fromkeys(
+        mcp_table.resolve_root(r, home.path, base_dir, safe_env) for r in mcp_table.root_arguments(kind, launch)
+    ))
+    return McpServer(
+        name=raw.name,
+        agent=origin.spec.kind,
+        config_path=origin.path,
+        user=home.user,
+        home=home.path,
+        scope=PROJECT if project else "user",
+        transport=_transport(raw),
+        command=raw.command if detect(raw.command) is None else REDACTED,
+        args=args,
+        url=url,
+        package=launch.package,
+        capabilities=capabilities,
+        roots=tuple(r if detect(r) is None else REDACTED for r in roots),
+        running=False,
+        enabled=raw.enabled,
+        env_names=tuple(sorted(raw.env)),
+        secrets=tuple(secrets),
+    )
+
+
+def _transport(raw: RawServer) -> str:
+    if raw.command.startswith("goose-builtin:"):
+        return "builtin"
+    if raw.url:
+        return "sse" if "sse" in raw.transport.lower() else "http"
+    return "stdio"
+
+
+def _note(secrets: list[SecretRef], value: str, variable: str, salt: str) -> bool:
+    detector = detect(value, variable.split(":", 1)[-1])
+    if detector is None:
+        return False
+    secrets.append(SecretRef(variable, detector, fingerprint(value, salt)))
+    return True
+
+
+def _redact_arg(arg: str, index: int, args: tuple[str, ...], secrets: list[SecretRef], salt: str) -> str:
+    """The argument as reported: URLs lose their credentials, a credential (or an option's value) is replaced."""
+    if "://" in arg:
+        return _redact_url(arg, f"args[{index}]", secrets, salt)
+    option = _OPTION_VALUE.match(arg)
+    if option:
+        return option.group(1) + REDACTED if _note(secrets, option.group(2), option.group(1).strip("-="), salt) else arg
+    previous = args[index - 1].lstrip("-") if index and args[index - 1].startswith("-") else ""
+    return REDACTED if _note(secrets, arg, previous or f"args[{index}]", salt) else arg
+
+
+def _redact_url(url: str, variable: str, secrets: list[SecretRef], salt: str) -> str:
+    """``url`` without user information, and with credential-like query values and path segments replaced."""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        port = parts.port
+    except ValueError:
+        return REDACTED if _note(secrets, url, variable, salt) else url
+    if parts.password or (parts.username and detect(parts.username, "user")):
+        secrets.append(SecretRef(variable, "url-credentials", fingerprint(parts.password or parts.username or "", salt)))
+    netloc = (f"[{host}]" if ":" in host else host) + (f":{port}" if port else "")
+    path = "/".join(
+        REDACTED if _note(secrets, segment, f"{variable}:path", salt) else segment for segment in parts.path.split("/")
+    )
+    query = urlencode(
+        [(k, REDACTED if _note(secrets, v, f"{variable}:{k}", salt) else v) for k, v in parse_qsl(parts.query)],
+        safe="[]",
+    )
+    return urlunsplit((parts.scheme, netloc, path, query, ""))
+
+
+# --------------------------------------------------------------------------------------- processes
+
+
+def _running_agents(
+    processes: Sequence[ProcessInfo], platform: Platform, specs: Sequence[AgentSpec]
+) -> dict[int, tuple[str, ProcessInfo]]:
+    """pid -> (agent kind, process) of every process an agent signature names."""
+    signatures = [spec.process for spec in specs]
+    running: dict[int, tuple[str, ProcessInfo]] = {}
+    for process in processes:
+        signature = match(process, platform, signatures)
+        if signature is not None:
+            running[process.pid] = (signature.kind, process)
+    return running
+
+
+def _running(
+    server: McpServer,
+    processes: Sequence[ProcessInfo],
+    by_pid: dict[int, ProcessInfo],
+    agents: dict[int, tuple[str, ProcessInfo]],
+) -> McpServer:
+    """``server`` with the processes that run it now (same user, its package and roots on the command line)."""
+    if server.transport != "stdio" or not server.package:
+        return server
+    needles = _needles(server)
+    launch = mcp_table.parse_launch(server.command, server.args)
+    wanted = [
+        {arg, mcp_table.resolve_root(arg, server.home, server.home, {})}
+        for arg in launch.rest
+        if not arg.startswith("-") and arg != REDACTED
+    ]
+    pids = sorted(
+        p.pid for p in processes
+        if p.user == server.user and p.pid not in agents and _runs(p, needles, wanted)
+    )
+    if not pids:
+        return server
+    parent = next((kind for pid in pids if (kind := _parent_agent(pid, by_pid, agents))), "")
+    return replace(server, running=True, pids=tuple(pids), parent_agent=parent)
+
+
+def _needles(server: McpServer) -> set[str]:
+    kind, _ = mcp_table.classify(server.package)
+    names = {server.package.lower()}
+    if kind is not None:
+        names |= {p.lower() for p in kind.packages if "*" not in p} | set(kind.binaries)
+    return names
+
+
+def _runs(process: ProcessInfo, needles: set[str], wanted: list[set[str]]) -> bool:
+    """Whether ``process`` runs the server: one of its names on the command line, and each of its arguments."""
+    args = [a.lower() for a in process.cmdline]
+    named = any(
+        needle in arg if "/" in needle else os.path.basename(arg).removesuffix(".js") == needle
+        for arg in args for needle in needles
+    )
+    present = set(process.cmdline)
+    return named and all(forms & present for forms in wanted)
+
+
+def _parent_agent(pid: int, by_pid: dict[int, ProcessInfo], agents: dict[int, tuple[str, ProcessInfo]]) -> str:
+    current = by_pid.get(pid)
+    for _ in range(_MAX_PARENT_HOPS):
+        if current is None or current.ppid <= 1:
+            return ""
+        if current.ppid in agents:
+            return agents[current.ppid][0]
+        current = by_pid.get(current.ppid)
+    return ""
+
+
+# ------------------------------------------------------------------------------------------ agents
+
+
+def _agents(
+    found: dict[tuple[str, str], _Found],
+    running: dict[int, tuple[str, ProcessInfo]],
+    homes: Sequence[Home],
+    settings: AgentSettings,
+    engines: Sequence[Engine],
+) -> list[AiAgent]:
+    by_uid = {h.uid: h for h in homes}
+    pids: dict[tuple[str, str], list[int]] = defaultdict(list)
+    for pid, (kind, process) in running.items():
+        home = by_uid.get(process.uid)
+        pids[(kind, home.real if home else f"uid:{process.uid}")].append(pid)
+    specs = {s.kind: s for s in settings.agents}
+    homes_by_real = {h.real: h for h in homes}
+    agents = []
+    for key in sorted(set(found) | set(pids)):
+        kind, home_key = key
+        record = found.get(key, _Found())
+        home = homes_by_real.get(home_key)
+        uid = int(home_key.removeprefix("uid:")) if home is None else home.uid
+        urls = record.endpoints or ([specs[kind].default_endpoint] if specs[kind].default_endpoint else [])
+        source = "config" if record.endpoints else "default"
+        agents.append(AiAgent(
+            kind=kind,
+            user=home.user if home else user_name(uid),
+            home=home.path if home else "",
+            config_paths=tuple(record.config_paths),
+            running=bool(pids.get(key)),
+            pids=tuple(sorted(pids.get(key, []))),
+            endpoints=tuple(dict.fromkeys(_endpoint(u, source, engines) for u in urls)),
+            secrets=tuple(record.secrets),
+        ))
+    return agents
+
+
+def _endpoint(url: str, source: str, engines: Sequence[Engine]) -> ModelEndpoint:
+    text = url if "://" in url else f"http://{url}"
+    try:
+        parts = urlsplit(text)
+        host = (parts.hostname or "").lower()
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError:
+        return ModelEndpoint(url=REDACTED, host="", location="self-hosted", source=source)
+    clean = urlunsplit((parts.scheme, (f"[{host}]" if ":" in host else host) + (f":{parts.port}" if parts.port else ""),
+                        parts.path, "", ""))
+    if _is_local(host):
+        engine = next((e.kind for e in engines if any(ep.port == port for ep in e.listen)), "")
+        return ModelEndpoint(url=clean, host=host, location="local", engine=engine, source=source)
+    cloud = any(mcp_table.glob_host(pattern, host) for pattern in CLOUD_API_HOSTS)
+    return ModelEndpoint(url=clean, host=host, location="cloud" if cloud else "self-hosted", source=source)
+
+
+def _is_local(host: str) -> bool:
+    if host in ("localhost", "localhost.localdomain", "host.docker.internal") or host.endswith(".localhost"):
+        return True
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return address.is_loopback or address.is_unspecified
