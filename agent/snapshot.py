@@ -10,6 +10,10 @@ from datetime import UTC, datetime
 
 from agent.config import Config
 from agent.discovery import DiscoverySettings, discover_engines
+from agent.discovery.agents import AgentFindings, AgentSettings, ConfigScan, discover_agents
+from agent.discovery.configfiles import ReadLimits
+from agent.discovery.homes import WalkBounds
+from agent.enroll import NotEnrolledError, load_identity
 from agent.inventory import Engine, Inventory, Model
 from agent.models import DigestCache, ModelSettings, WalkLimits, inventory_models
 from agent.platform import Platform, current_platform
@@ -31,11 +35,39 @@ def model_settings(config: Config) -> ModelSettings:
     )
 
 
-def collect(config: Config, platform: Platform | None = None, models: tuple[Model, ...] | None = None) -> Inventory:
+def agent_settings(config: Config) -> AgentSettings:
+    """Agent discovery's settings; credentials are fingerprinted under the configured salt or the tenant id.
+
+    The tenant id is the default salt so that every host of a tenant fingerprints one token alike, and
+    two tenants do not.
+    """
+    salt = config.agent_fingerprint_salt
+    if not salt:
+        try:
+            identity = load_identity(config.state_dir)
+        except (NotEnrolledError, OSError):
+            identity = None
+        salt = f"lz-tenant:{identity.tenant_id}" if identity else "lz-unenrolled"
+    return AgentSettings(
+        homes=config.agent_homes,
+        password_db=config.agent_password_db,
+        limits=ReadLimits(max_bytes=config.agent_max_config_bytes),
+        walk=WalkBounds(max_depth=config.agent_project_depth),
+        fingerprint_salt=salt,
+    )
+
+
+def collect(
+    config: Config,
+    platform: Platform | None = None,
+    models: tuple[Model, ...] | None = None,
+    agent_configs: ConfigScan | None = None,
+) -> Inventory:
     """Take one snapshot; a failing half is reported in ``errors`` rather than losing the other half.
 
     ``models`` is a model inventory the caller already holds (the stream re-walks disk less often
-    than it looks for engines); when given, the model walk is skipped.
+    than it looks for engines); when given, the model walk is skipped. ``agent_configs`` is the same
+    for agents' configuration files: their processes are still matched on every snapshot.
     """
     host = platform or current_platform()
     errors: list[str] = []
@@ -51,11 +83,19 @@ def collect(config: Config, platform: Platform | None = None, models: tuple[Mode
             found = inventory_models(model_settings(config), digests)
         except OSError as exc:
             errors.append(f"model inventory failed: {exc}")
+    agents = AgentFindings((), (), ())
+    if config.agents_enabled:
+        try:
+            agents = discover_agents(host, agent_settings(config), engines, agent_configs)
+        except OSError as exc:
+            errors.append(f"agent discovery failed: {exc}")
     return Inventory(
         engines=tuple(engines),
         models=tuple(found) if models is None else models,
         hostname=host.hostname(),
         os=host.os_name(),
         collected_at=datetime.now(UTC).isoformat(timespec="seconds"),
-        errors=tuple(errors),
+        errors=tuple(errors) + agents.errors,
+        agents=agents.agents,
+        mcp_servers=agents.mcp_servers,
     )

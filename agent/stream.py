@@ -36,6 +36,7 @@ import grpc
 from lifecyclezero.v1 import common_pb2, ingest_pb2
 
 from agent import statefile
+from agent.agent_wire import add_agents
 from agent.backoff import Backoff
 from agent.commands import CommandBook, CommandExecutor, failed
 from agent.enroll import AGENT_VERSION, Identity
@@ -191,6 +192,7 @@ def inventory_proto(inventory: Inventory) -> common_pb2.Inventory:
             context_length=model.context_length or 0,
             source=model.source,
         )
+    add_agents(message, inventory)
     with contextlib.suppress(ValueError):
         message.collect_time.FromDatetime(datetime.fromisoformat(inventory.collected_at))
     return message

@@ -69,14 +69,24 @@ class _Found:
     secrets: list[SecretRef] = field(default_factory=list)
 
 
-def discover_agents(platform: Platform, settings: AgentSettings, engines: Sequence[Engine] = ()) -> AgentFindings:
-    """Every agent installed or running, and every MCP server their configurations declare, sorted."""
+@dataclass(frozen=True)
+class ConfigScan:
+    """The file half of discovery: what every home's agent files say (already redacted), reusable across beats."""
+
+    homes: tuple[Home, ...]
+    found: dict[tuple[str, str], _Found]
+    servers: tuple[McpServer, ...]
+    errors: tuple[str, ...]
+
+
+def scan_configs(settings: AgentSettings) -> ConfigScan:
+    """Read every agent's files in every home (the password database's and the configured ones)."""
     from agent.models import user_homes
 
     homes = homes_of([*(user_homes() if settings.password_db else []), *settings.homes])
     errors: list[str] = []
     found: dict[tuple[str, str], _Found] = {}
-    raw_servers: list[tuple[RawServer, _Origin]] = []
+    servers: list[McpServer] = []
     for home in homes:
         for spec, path, location, project in _config_files(home, settings):
             facts = _read(path, home, location, settings.limits, errors)
@@ -86,19 +96,28 @@ def discover_agents(platform: Platform, settings: AgentSettings, engines: Sequen
             record.config_paths.append(path)
             record.endpoints.extend(facts.endpoints)
             record.secrets.extend(_value_secrets(facts, settings.fingerprint_salt))
-            raw_servers.extend((raw, _Origin(spec, path, home, project)) for raw in facts.servers)
+            origin = _Origin(spec, path, home, project)
+            servers.extend(_server(raw, origin, settings.fingerprint_salt) for raw in facts.servers)
+    return ConfigScan(tuple(homes), found, tuple(servers), tuple(errors))
+
+
+def discover_agents(
+    platform: Platform, settings: AgentSettings, engines: Sequence[Engine] = (), configs: ConfigScan | None = None
+) -> AgentFindings:
+    """Every agent installed or running, and every MCP server their configurations declare, sorted.
+
+    ``configs`` is a file scan the caller already holds (files change rarely, processes every beat).
+    """
+    scan = configs if configs is not None else scan_configs(settings)
     processes = platform.processes()
     running = _running_agents(processes, platform, settings.agents)
     by_pid = {p.pid: p for p in processes}
-    servers = [
-        _running(_server(raw, origin, settings.fingerprint_salt), processes, by_pid, running)
-        for raw, origin in raw_servers
-    ]
-    agents = _agents(found, running, homes, settings, engines)
+    servers = [_running(server, processes, by_pid, running) for server in scan.servers]
+    agents = _agents(scan.found, running, scan.homes, settings, engines)
     return AgentFindings(
         agents=tuple(sorted(agents, key=lambda a: (a.kind, a.user, a.home))),
         mcp_servers=tuple(sorted(servers, key=lambda s: (s.agent, s.user, s.config_path, s.scope, s.name))),
-        errors=tuple(errors),
+        errors=scan.errors,
     )
 
 
@@ -248,7 +267,8 @@ def _redact_url(url: str, variable: str, secrets: list[SecretRef], salt: str) ->
     except ValueError:
         return REDACTED if _note(secrets, url, variable, salt) else url
     if parts.password or (parts.username and detect(parts.username, "user")):
-        secrets.append(SecretRef(variable, "url-credentials", fingerprint(parts.password or parts.username or "", salt)))
+        credential = parts.password or parts.username or ""
+        secrets.append(SecretRef(variable, "url-credentials", fingerprint(credential, salt)))
     netloc = (f"[{host}]" if ":" in host else host) + (f":{port}" if port else "")
     path = "/".join(
         REDACTED if _note(secrets, segment, f"{variable}:path", salt) else segment for segment in parts.path.split("/")
