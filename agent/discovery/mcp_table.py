@@ -44,6 +44,7 @@ MCP_KINDS: tuple[McpKind, ...] = (
             packages=("mcp-server-commands", "mcp-shell-server", "@mkusaka/mcp-shell-server", "shell-mcp-server",
                       "iterm-mcp", "mcp-server-shell", "@kevinwatt/shell-mcp"),
             binaries=("mcp-shell-server", "mcp-server-commands", "mcp-shell")),
+    McpKind("goose-developer", (SHELL, FILESYSTEM), binaries=("goose-builtin:developer",)),
     McpKind("kubernetes", (CLOUD, SHELL), packages=("mcp-server-kubernetes",), binaries=("kubectl-mcp",)),
     McpKind("playwright", (BROWSER,), packages=("@playwright/mcp",), binaries=("mcp-server-playwright",),
             images=("mcr.microsoft.com/playwright/mcp",)),
@@ -111,6 +112,7 @@ class Launch:
     package: str
     rest: tuple[str, ...]
     mounts: tuple[str, ...] = ()
+    container: bool = False
 
 
 def parse_launch(command: str, args: tuple[str, ...]) -> Launch:
@@ -154,7 +156,8 @@ def classify(package: str, url_host: str = "") -> tuple[McpKind | None, tuple[st
 
 def root_arguments(kind: McpKind | None, launch: Launch) -> list[str]:
     """The file-system roots a server was given on its command line (unresolved), per its table row."""
-    if kind is None or not kind.roots:
+    if kind is None or not kind.roots or launch.container:
+        # A container's arguments are paths inside it; what it reaches on the host is what is mounted.
         return list(launch.mounts)
     if kind.roots == POSITIONAL:
         return [a for a in launch.rest if not a.startswith("-")] + list(launch.mounts)
@@ -218,8 +221,8 @@ def _docker(args: tuple[str, ...]) -> Launch:
         if arg.startswith("-"):
             index += 1
             continue
-        return Launch(arg, tuple(rest[index + 1:]), tuple(mounts))
-    return Launch("", (), tuple(mounts))
+        return Launch(arg, tuple(rest[index + 1:]), tuple(mounts), container=True)
+    return Launch("", (), tuple(mounts), container=True)
 
 
 def _mount_source(option: str, value: str) -> list[str]:
