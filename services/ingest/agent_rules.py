@@ -33,6 +33,23 @@ _BROAD_ROOT = re.compile(
 )
 
 
+MAX_AGENTS_KEPT = 100
+MAX_SERVERS_KEPT = 300
+# What assets accepts (services/assets/servicer.py MAX_AGENT_INVENTORY_BYTES), less room for the timestamp.
+MAX_KEPT_BYTES = 340_000
+
+
+def agent_inventory(inventory: common_pb2.Inventory) -> common_pb2.AgentInventory:
+    """What assets keeps of an inventory's agents and MCP servers: bounded, process ids left out."""
+    kept = common_pb2.AgentInventory(agents=inventory.agents[:MAX_AGENTS_KEPT],
+                                     mcp_servers=inventory.mcp_servers[:MAX_SERVERS_KEPT])
+    for item in [*kept.agents, *kept.mcp_servers]:
+        item.ClearField("pids")
+    while kept.ByteSize() > MAX_KEPT_BYTES and (kept.mcp_servers or kept.agents):
+        del (kept.mcp_servers or kept.agents)[-1]
+    return kept
+
+
 def agent_hits(inventory: common_pb2.Inventory, policy: Policy, enabled: set[str]) -> list[Hit]:
     """(rule id, summary, evidence) for each enabled agent rule that finds something in ``inventory``."""
     hits: list[Hit | None] = []

@@ -12,15 +12,17 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 import zlib
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import grpc
 import pytest
-from lifecyclezero.v1 import assets_pb2, assets_pb2_grpc
+from lifecyclezero.v1 import assets_pb2, assets_pb2_grpc, common_pb2
 
 from agent.enroll import load_identity
 from services.kit import aws
@@ -28,8 +30,9 @@ from services.kit.devstack import Stack
 from services.kit.settings import AwsSettings
 from tests.agent.agent_homes import Credentials, plant
 from tests.agent.conftest import free_port
+from tests.cli.cli_helpers import clean_env
 from tests.faults.helpers import until
-from tests.ingest.agents import create_tenant
+from tests.ingest.agents import IngestTenant, create_tenant
 
 pytestmark = pytest.mark.slow
 
@@ -74,15 +77,23 @@ def _attribute_text(value: dict[str, Any]) -> str:
     return json.dumps(value, default=str)
 
 
-def _finding_rules(stack: Stack, admin: list[tuple[str, str]], asset_id: str) -> set[str]:
-    with grpc.insecure_channel(stack.addresses["assets"]) as channel:
-        asset = assets_pb2_grpc.AssetServiceStub(channel).GetAsset(
-            assets_pb2.GetAssetRequest(asset_id=asset_id), metadata=admin, timeout=10).asset
-    return {f.rule_id for f in asset.risk.findings}
+@dataclass(frozen=True)
+class Streamed:
+    """What one real agent run left behind: where to look, and the credentials planted before it."""
+
+    credentials: Credentials
+    tenant: IngestTenant
+    asset_id: str
+    home: Path
+    config: Path
+    output: str
+    spooled: bytes
 
 
-def test_a_planted_token_is_reported_but_never_leaves_the_host(stack: Stack, tmp_path: Path) -> None:
-    """The alert fires on the token while its value appears in no JSON, spool, log or stored byte."""
+@pytest.fixture(scope="module")
+def streamed(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Streamed:
+    """Enroll, spool heartbeats with the control plane unreachable, then stream until the secret alert."""
+    tmp_path = tmp_path_factory.mktemp("agent-e2e")
     credentials = Credentials.generate()
     home = tmp_path / "home"
     plant("cursor", home, credentials)
@@ -93,24 +104,64 @@ def test_a_planted_token_is_reported_but_never_leaves_the_host(stack: Stack, tmp
                     "--control-plane", stack.addresses["ingest"])
     identity = load_identity(tmp_path / "state")
     assert identity is not None
-
     output += _agent(config, "run", "--duration", "4", env={"LZ_AGENT_STREAM_ADDRESS": f"127.0.0.1:{free_port()}"})
     spooled = b"".join(p.read_bytes() for p in (tmp_path / "state").rglob("*") if p.is_file())
-    assert b"GITHUB_PERSONAL_ACCESS_TOKEN" in spooled
-
     run = subprocess.Popen([sys.executable, "-m", "agent.cli", "--config", str(config), "run", "--duration", "60"],
                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                            env={**os.environ, "PYTHONPATH": str(Path.cwd())})
     try:
-        until(lambda: "mcp-secret-in-config" in _finding_rules(stack, tenant.admin(), identity.asset_id),
+        until(lambda: "mcp-secret-in-config" in _rules(stack, tenant, identity.asset_id),
               within=60, what="the mcp-secret-in-config finding")
     finally:
         run.terminate()
         output += run.communicate(timeout=30)[0]
-    scan_json = _agent(config, "scan", "--json")
+    return Streamed(credentials, tenant, identity.asset_id, home, config, output, spooled)
+
+
+def _asset(stack: Stack, tenant: IngestTenant, asset_id: str) -> common_pb2.Asset:
+    with grpc.insecure_channel(stack.addresses["assets"]) as channel:
+        return assets_pb2_grpc.AssetServiceStub(channel).GetAsset(
+            assets_pb2.GetAssetRequest(asset_id=asset_id), metadata=tenant.admin(), timeout=10).asset
+
+
+def _rules(stack: Stack, tenant: IngestTenant, asset_id: str) -> set[str]:
+    return {f.rule_id for f in _asset(stack, tenant, asset_id).risk.findings}
+
+
+def test_the_spool_holds_the_agent_inventory(streamed: Streamed) -> None:
+    """Heartbeats spooled while offline carry the MCP servers (by their variable names)."""
+    assert b"GITHUB_PERSONAL_ACCESS_TOKEN" in streamed.spooled
+
+
+def test_a_planted_token_never_leaves_the_host(stack: Stack, streamed: Streamed) -> None:
+    """The token's value appears in no scan JSON, spool, agent output, service log or stored item."""
+    scan_json = _agent(streamed.config, "scan", "--json")
     assert json.loads(scan_json)["mcp_servers"]
     logs = "".join(p.read_text(errors="replace") for p in stack.log_path("x").parent.glob("*.log"))
-    places = {"scan json": scan_json, "agent output": output, "spool and state": spooled.decode(errors="replace"),
+    places = {"scan json": scan_json, "agent output": streamed.output,
+              "spool and state": streamed.spooled.decode(errors="replace"),
               "service logs": logs, "stored items": _stored_text(stack)}
-    leaks = {where: [v for v in credentials.values() if v in text] for where, text in places.items()}
+    leaks = {where: [v for v in streamed.credentials.values() if v in text] for where, text in places.items()}
     assert leaks == {where: [] for where in places}
+
+
+def test_get_asset_carries_the_agents_and_mcp_servers(stack: Stack, streamed: Streamed) -> None:
+    """The asset's stored agent inventory names Cursor's server with the token's fingerprint, no pids."""
+    inventory = _asset(stack, streamed.tenant, streamed.asset_id).agent_inventory
+    cursor = {s.name: s for s in inventory.mcp_servers if s.agent == "cursor"}
+    assert [x.variable for x in cursor["internal-docs"].secrets] == ["header:Authorization"]
+    assert {a.kind for a in inventory.agents} >= {"cursor", "claude-code"}
+    assert all(not s.pids for s in inventory.mcp_servers)
+
+
+def test_lz_assets_show_lists_the_mcp_servers(stack: Stack, streamed: Streamed, tmp_path: Path) -> None:
+    """`lz assets show` prints the MCP servers table with the GitHub server and its secret variable."""
+    (tmp_path / "home").mkdir()
+    (tmp_path / ".lz").mkdir()
+    shutil.copy(stack.write_state(), tmp_path / ".lz" / "stack.json")
+    env = {**clean_env(tmp_path / "home"), "LZ_TOKEN": streamed.tenant.admin_token}
+    shown = subprocess.run([sys.executable, "-m", "lz.cli", "assets", "show", streamed.asset_id], cwd=tmp_path,
+                           env=env, capture_output=True, text=True, timeout=60, check=False)
+    assert shown.returncode == 0, shown.stderr
+    row = next(line for line in shown.stdout.splitlines() if "server-github" in line)
+    assert "env:GITHUB_PERSONAL_ACCESS_TOKEN (github-token)" in row

@@ -475,6 +475,38 @@ class McpServer(_message.Message):
 Global___McpServer: _TypeAlias = McpServer  # noqa: Y015
 
 @_typing.final
+class AgentInventory(_message.Message):
+    """The AI agents and MCP servers of an asset's newest inventory, as the control plane keeps them
+    (process ids left out: they change without the configuration changing).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    AGENTS_FIELD_NUMBER: _builtins.int
+    MCP_SERVERS_FIELD_NUMBER: _builtins.int
+    EVALUATE_TIME_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def agents(self) -> _containers.RepeatedCompositeFieldContainer[Global___AiAgent]: ...
+    @_builtins.property
+    def mcp_servers(self) -> _containers.RepeatedCompositeFieldContainer[Global___McpServer]: ...
+    @_builtins.property
+    def evaluate_time(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        agents: _abc.Iterable[Global___AiAgent] | None = ...,
+        mcp_servers: _abc.Iterable[Global___McpServer] | None = ...,
+        evaluate_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["evaluate_time", b"evaluate_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agents", b"agents", "evaluate_time", b"evaluate_time", "mcp_servers", b"mcp_servers"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AgentInventory: _TypeAlias = AgentInventory  # noqa: Y015
+
+@_typing.final
 class Inventory(_message.Message):
     """Everything the agent found on one host at one moment."""
 
@@ -596,6 +628,7 @@ class Asset(_message.Message):
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
     LAST_CUSTODY_SEQ_FIELD_NUMBER: _builtins.int
+    AGENT_INVENTORY_FIELD_NUMBER: _builtins.int
     asset_id: _builtins.str
     hostname: _builtins.str
     employee_id: _builtins.str
@@ -614,6 +647,10 @@ class Asset(_message.Message):
     def create_time(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
     def update_time(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def agent_inventory(self) -> Global___AgentInventory:
+        """AI agents and MCP servers of the newest inventory (GetAsset only)."""
+
     def __init__(
         self,
         *,
@@ -629,10 +666,11 @@ class Asset(_message.Message):
         create_time: _timestamp_pb2.Timestamp | None = ...,
         update_time: _timestamp_pb2.Timestamp | None = ...,
         last_custody_seq: _builtins.int = ...,
+        agent_inventory: Global___AgentInventory | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "last_seen_time", b"last_seen_time", "risk", b"risk", "update_time", b"update_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["agent_inventory", b"agent_inventory", "create_time", b"create_time", "last_seen_time", b"last_seen_time", "risk", b"risk", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_version", b"agent_version", "asset_id", b"asset_id", "create_time", b"create_time", "employee_id", b"employee_id", "hostname", b"hostname", "last_custody_seq", b"last_custody_seq", "last_seen_time", b"last_seen_time", "os", b"os", "risk", b"risk", "status", b"status", "status_reason", b"status_reason", "update_time", b"update_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_inventory", b"agent_inventory", "agent_version", b"agent_version", "asset_id", b"asset_id", "create_time", b"create_time", "employee_id", b"employee_id", "hostname", b"hostname", "last_custody_seq", b"last_custody_seq", "last_seen_time", b"last_seen_time", "os", b"os", "risk", b"risk", "status", b"status", "status_reason", b"status_reason", "update_time", b"update_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
