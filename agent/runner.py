@@ -108,16 +108,20 @@ def run_agent(
 
 class ModelCachingCollector:
     """Engines and agent processes every heartbeat; the model walk (disk, maybe hashing) at most every
-    ``model_every`` seconds, and agents' configuration files at most every ``agent_files_every`` seconds."""
+    ``model_every`` seconds; agents' known configuration files re-checked every ``agent_files_every``
+    seconds (parsed again only when changed) and the homes walked for new projects every ``walk_every``."""
 
-    def __init__(self, config: Config, model_every: float = 300.0, agent_files_every: float = 60.0) -> None:
+    def __init__(self, config: Config, model_every: float = 300.0, agent_files_every: float = 60.0,
+                 walk_every: float = 600.0) -> None:
         self.config = config
         self.model_every = model_every
         self.agent_files_every = agent_files_every
+        self.walk_every = walk_every
         self._models: tuple[Model, ...] | None = None
         self._at = 0.0
         self._agent_files: ConfigScan | None = None
         self._agent_files_at = 0.0
+        self._walked_at = 0.0
 
     def __call__(self) -> Inventory:
         now = time.monotonic()
@@ -133,5 +137,9 @@ class ModelCachingCollector:
         if not self.config.agents_enabled:
             return None
         if self._agent_files is None or now - self._agent_files_at >= self.agent_files_every:
-            self._agent_files, self._agent_files_at = scan_configs(agent_settings(self.config)), now
+            walk = self._agent_files is None or now - self._walked_at >= self.walk_every
+            self._agent_files = scan_configs(agent_settings(self.config), self._agent_files, walk=walk)
+            self._agent_files_at = now
+            if walk:
+                self._walked_at = now
         return self._agent_files

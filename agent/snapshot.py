@@ -16,7 +16,7 @@ from agent.discovery.homes import WalkBounds
 from agent.enroll import NotEnrolledError, load_identity
 from agent.inventory import Engine, Inventory, Model
 from agent.models import DigestCache, ModelSettings, WalkLimits, inventory_models
-from agent.platform import Platform, current_platform
+from agent.platform import Handles, Platform, ProcessInfo, SocketInfo, current_platform
 
 
 def discovery_settings(config: Config) -> DiscoverySettings:
@@ -33,6 +33,37 @@ def model_settings(config: Config) -> ModelSettings:
         limits=WalkLimits(max_depth=config.model_max_depth, max_files=config.model_max_files),
         compute_digests=config.compute_digests,
     )
+
+
+class _ProcessesOnce:
+    """A platform whose process list is read once per snapshot: engines and agents match the same list."""
+
+    def __init__(self, platform: Platform) -> None:
+        self._platform = platform
+        self._processes: list[ProcessInfo] | None = None
+
+    def processes(self) -> list[ProcessInfo]:
+        if self._processes is None:
+            self._processes = self._platform.processes()
+        return self._processes
+
+    def tcp_sockets(self, pid: int) -> list[SocketInfo]:
+        return self._platform.tcp_sockets(pid)
+
+    def handles(self, pid: int) -> Handles:
+        return self._platform.handles(pid)
+
+    def shares_network(self, pid: int) -> bool:
+        return self._platform.shares_network(pid)
+
+    def read_text(self, path: str, limit: int) -> str:
+        return self._platform.read_text(path, limit)
+
+    def hostname(self) -> str:
+        return self._platform.hostname()
+
+    def os_name(self) -> str:
+        return self._platform.os_name()
 
 
 def agent_settings(config: Config) -> AgentSettings:
@@ -69,7 +100,7 @@ def collect(
     than it looks for engines); when given, the model walk is skipped. ``agent_configs`` is the same
     for agents' configuration files: their processes are still matched on every snapshot.
     """
-    host = platform or current_platform()
+    host = _ProcessesOnce(platform or current_platform())
     errors: list[str] = []
     engines: list[Engine] = []
     found: list[Model] = []

@@ -17,6 +17,7 @@ import sys
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
+from typing import cast
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from agent.discovery import mcp_table
@@ -77,20 +78,33 @@ class ConfigScan:
     found: dict[tuple[str, str], _Found]
     servers: tuple[McpServer, ...]
     errors: tuple[str, ...]
+    # The project walk's result per home, and each file's parse by its stat stamp: a later scan that is
+    # handed this one re-walks only when asked and re-parses only files whose stamp changed.
+    projects: dict[str, dict[str, frozenset[str]]] = field(default_factory=dict)
+    parsed: dict[str, tuple[tuple[int, ...], ConfigFacts | str]] = field(default_factory=dict)
 
 
-def scan_configs(settings: AgentSettings) -> ConfigScan:
-    """Read every agent's files in every home (the password database's and the configured ones)."""
+def scan_configs(settings: AgentSettings, previous: ConfigScan | None = None, walk: bool = True) -> ConfigScan:
+    """Read every agent's files in every home (the password database's and the configured ones).
+
+    With ``previous``, files whose stat stamp did not change are not parsed again, and with ``walk``
+    false the project folders found by ``previous`` are reused instead of walking the homes again.
+    """
     from agent.models import user_homes
 
     homes = homes_of([*(user_homes() if settings.password_db else []), *settings.homes])
     errors: list[str] = []
     found: dict[tuple[str, str], _Found] = {}
     servers: list[McpServer] = []
+    projects: dict[str, dict[str, frozenset[str]]] = {}
+    parsed: dict[str, tuple[tuple[int, ...], ConfigFacts | str]] = {}
     for home in homes:
-        for spec, path, location, project in _config_files(home, settings):
-            facts = _read(path, home, location, settings.limits, errors)
-            if facts is None:
+        known = previous.projects.get(home.real) if previous is not None and not walk else None
+        projects[home.real] = known if known is not None else _projects(home, settings)
+        for spec, path, location, project in _config_files(home, settings, projects[home.real]):
+            facts = _read_cached(path, home, location, settings.limits, previous=previous, parsed=parsed)
+            if isinstance(facts, str):
+                errors.append(f"agent config {path}: {facts}")
                 continue
             record = found.setdefault((spec.kind, home.real), _Found())
             record.config_paths.append(path)
@@ -98,7 +112,7 @@ def scan_configs(settings: AgentSettings) -> ConfigScan:
             record.secrets.extend(_value_secrets(facts, settings.fingerprint_salt))
             origin = _Origin(spec, path, home, project)
             servers.extend(_server(raw, origin, settings.fingerprint_salt) for raw in facts.servers)
-    return ConfigScan(tuple(homes), found, tuple(servers), tuple(errors))
+    return ConfigScan(tuple(homes), found, tuple(servers), tuple(errors), projects, parsed)
 
 
 def discover_agents(
@@ -110,9 +124,10 @@ def discover_agents(
     """
     scan = configs if configs is not None else scan_configs(settings)
     processes = platform.processes()
-    running = _running_agents(processes, platform, settings.agents)
+    running = _running_agents(processes, settings.agents)
     by_pid = {p.pid: p for p in processes}
-    servers = [_running(server, processes, by_pid, running) for server in scan.servers]
+    command_lines = [_CommandLine.of(p) for p in processes if p.pid not in running]
+    servers = [_running(server, command_lines, by_pid, running) for server in scan.servers]
     agents = _agents(scan.found, running, scan.homes, settings, engines)
     return AgentFindings(
         agents=tuple(sorted(agents, key=lambda a: (a.kind, a.user, a.home))),
@@ -124,13 +139,22 @@ def discover_agents(
 # ------------------------------------------------------------------------------------------- files
 
 
-def _config_files(home: Home, settings: AgentSettings) -> list[tuple[AgentSpec, str, Location, str]]:
-    """(agent, path, location, project folder) of every candidate file that exists (as a link, too)."""
+def _projects(home: Home, settings: AgentSettings) -> dict[str, frozenset[str]]:
+    """Project folders of the home with the agent entries each holds (Claude Code's remembered ones: all)."""
     markers = frozenset(
         loc.path(settings.os_family).split("/", 1)[0]
         for spec in settings.agents for loc in spec.locations if loc.scope == PROJECT
     )
-    projects = project_dirs(home, markers, settings.walk) + _claude_projects(home, settings)
+    projects = project_dirs(home, markers, settings.walk)
+    for folder in _claude_projects(home, settings):
+        projects.setdefault(os.path.normpath(folder), markers)
+    return projects
+
+
+def _config_files(
+    home: Home, settings: AgentSettings, projects: dict[str, frozenset[str]]
+) -> list[tuple[AgentSpec, str, Location, str]]:
+    """(agent, path, location, project folder) of every candidate file that exists (as a link, too)."""
     files: list[tuple[AgentSpec, str, Location, str]] = []
     seen: set[tuple[str, str]] = set()
     for spec in settings.agents:
@@ -139,7 +163,9 @@ def _config_files(home: Home, settings: AgentSettings) -> list[tuple[AgentSpec, 
             if not relative:
                 continue
             if location.scope == PROJECT:
-                candidates = [(os.path.join(project, relative), project) for project in dict.fromkeys(projects)]
+                first = relative.split("/", 1)[0]
+                candidates = [(os.path.join(project, relative), project)
+                              for project, present in projects.items() if first in present]
             else:
                 candidates = [(home.path + relative[1:], "")]
             for path, project in candidates:
@@ -159,16 +185,42 @@ def _claude_projects(home: Home, settings: AgentSettings) -> list[str]:
     return [p for p in list(projects)[:1000] if isinstance(p, str) and resolve_inside(p, home.real)]
 
 
-def _read(path: str, home: Home, location: Location, limits: ReadLimits, errors: list[str]) -> ConfigFacts | None:
+def _read_cached(
+    path: str,
+    home: Home,
+    location: Location,
+    limits: ReadLimits,
+    *,
+    previous: ConfigScan | None,
+    parsed: dict[str, tuple[tuple[int, ...], ConfigFacts | str]],
+) -> ConfigFacts | str:
+    """What the file says (or why it was not read), parsed again only when its stat stamp changed."""
+    stamp = _stamp(path)
+    cached = previous.parsed.get(path) if previous is not None else None
+    result = cached[1] if cached is not None and stamp and cached[0] == stamp else _read(path, home, location, limits)
+    parsed[path] = (stamp, result)
+    return result
+
+
+def _stamp(path: str) -> tuple[int, ...]:
+    """Identity and version of the file a path leads to (empty when it cannot be stat'ed: never cached)."""
+    try:
+        info = os.stat(path)
+        link = os.lstat(path)
+    except (OSError, ValueError):
+        return ()
+    return (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns, info.st_uid,
+            link.st_ino, link.st_mtime_ns)
+
+
+def _read(path: str, home: Home, location: Location, limits: ReadLimits) -> ConfigFacts | str:
     parsed = read_config(path, home.real, home.uid, location.fmt, limits)
     if parsed.problem:
-        errors.append(f"agent config {path}: {parsed.problem}")
-        return None
+        return parsed.problem
     try:
         return READERS[location.reader](parsed.document)
     except RecursionError:
-        errors.append(f"agent config {path}: nested too deeply; not read")
-        return None
+        return "nested too deeply; not read"
 
 
 def _value_secrets(facts: ConfigFacts, salt: str) -> list[SecretRef]:
@@ -283,22 +335,39 @@ def _redact_url(url: str, variable: str, secrets: list[SecretRef], salt: str) ->
 # --------------------------------------------------------------------------------------- processes
 
 
-def _running_agents(
-    processes: Sequence[ProcessInfo], platform: Platform, specs: Sequence[AgentSpec]
-) -> dict[int, tuple[str, ProcessInfo]]:
+def _running_agents(processes: Sequence[ProcessInfo], specs: Sequence[AgentSpec]) -> dict[int, tuple[str, ProcessInfo]]:
     """pid -> (agent kind, process) of every process an agent signature names."""
     signatures = [spec.process for spec in specs]
+    # No agent signature has script patterns, so Python scripts are never read from disk here.
+    unsniffed = cast(Platform, _NoScripts())
     running: dict[int, tuple[str, ProcessInfo]] = {}
     for process in processes:
-        signature = match(process, platform, signatures)
+        signature = match(process, unsniffed, signatures)
         if signature is not None:
             running[process.pid] = (signature.kind, process)
     return running
 
 
+@dataclass(frozen=True)
+class _CommandLine:
+    """A process's command line prepared once per heartbeat for matching against every server."""
+
+    process: ProcessInfo
+    lowered: str
+    basenames: frozenset[str]
+    args: frozenset[str]
+
+    @classmethod
+    def of(cls, process: ProcessInfo) -> _CommandLine:
+        lowered = [a.lower() for a in process.cmdline]
+        return cls(process, "\0".join(lowered),
+                   frozenset(a.replace("\\", "/").rsplit("/", 1)[-1].removesuffix(".js") for a in lowered),
+                   frozenset(process.cmdline))
+
+
 def _running(
     server: McpServer,
-    processes: Sequence[ProcessInfo],
+    command_lines: Sequence[_CommandLine],
     by_pid: dict[int, ProcessInfo],
     agents: dict[int, tuple[str, ProcessInfo]],
 ) -> McpServer:
@@ -306,6 +375,7 @@ def _running(
     if server.transport != "stdio" or not server.package:
         return server
     needles = _needles(server)
+    paths = [n for n in needles if "/" in n]
     launch = mcp_table.parse_launch(server.command, server.args)
     wanted = [
         {arg, mcp_table.resolve_root(arg, server.home, server.home, {})}
@@ -313,8 +383,10 @@ def _running(
         if not arg.startswith("-") and arg != REDACTED
     ]
     pids = sorted(
-        p.pid for p in processes
-        if p.user == server.user and p.pid not in agents and _runs(p, needles, wanted)
+        line.process.pid for line in command_lines
+        if line.process.user == server.user
+        and (not needles.isdisjoint(line.basenames) or any(n in line.lowered for n in paths))
+        and all(not forms.isdisjoint(line.args) for forms in wanted)
     )
     if not pids:
         return server
@@ -330,15 +402,11 @@ def _needles(server: McpServer) -> set[str]:
     return names
 
 
-def _runs(process: ProcessInfo, needles: set[str], wanted: list[set[str]]) -> bool:
-    """Whether ``process`` runs the server: one of its names on the command line, and each of its arguments."""
-    args = [a.lower() for a in process.cmdline]
-    named = any(
-        needle in arg if "/" in needle else os.path.basename(arg).removesuffix(".js") == needle
-        for arg in args for needle in needles
-    )
-    present = set(process.cmdline)
-    return named and all(forms & present for forms in wanted)
+class _NoScripts:
+    """The one Platform method signature matching calls, answering that no script can be read."""
+
+    def read_text(self, path: str, limit: int) -> str:
+        return ""
 
 
 def _parent_agent(pid: int, by_pid: dict[int, ProcessInfo], agents: dict[int, tuple[str, ProcessInfo]]) -> str:

@@ -59,9 +59,9 @@ def user_name(uid: int) -> str:
         return str(uid)
 
 
-def project_dirs(home: Home, markers: frozenset[str], bounds: WalkBounds) -> list[str]:
-    """Folders under ``home`` (the home included) holding an entry named in ``markers``."""
-    found: list[str] = []
+def project_dirs(home: Home, markers: frozenset[str], bounds: WalkBounds) -> dict[str, frozenset[str]]:
+    """Folders under ``home`` (the home included) holding entries named in ``markers``, with those entries."""
+    found: dict[str, frozenset[str]] = {}
     stack = [(home.path, 0)]
     visited = 0
     while stack and visited < bounds.max_dirs:
@@ -70,18 +70,18 @@ def project_dirs(home: Home, markers: frozenset[str], bounds: WalkBounds) -> lis
         try:
             with os.scandir(folder) as entries:
                 children = []
-                marked = False
+                present = []
                 for entry in entries:
                     if entry.name in markers:
-                        marked = True
+                        present.append(entry.name)
                     if depth < bounds.max_depth and _descend(entry):
                         children.append(entry.path)
         except OSError:
             continue
-        if marked:
-            found.append(folder)
+        if present:
+            found[folder] = frozenset(present)
         stack.extend((child, depth + 1) for child in children)
-    return sorted(found)
+    return dict(sorted(found.items()))
 
 
 def _descend(entry: os.DirEntry[str]) -> bool:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.discovery.agents import AgentSettings, discover_agents
+from agent.discovery.agents import AgentSettings, discover_agents, scan_configs
 from agent.discovery.configfiles import ReadLimits
 from agent.platform import current_platform
 from tests.agent.agent_homes import scan
@@ -148,3 +148,22 @@ def test_the_project_walk_is_bounded_in_depth(tmp_path: Path) -> None:
     deep = tmp_path.joinpath(*[f"d{i}" for i in range(8)])
     _cursor_config(deep).write_text(FILESYSTEM_SERVER)
     assert scan(tmp_path).mcp_servers == ()
+
+
+def test_a_rescan_reads_a_changed_file_again(tmp_path: Path) -> None:
+    """Given the previous scan, a config whose content changed is parsed again and its new server appears."""
+    settings = AgentSettings(homes=(str(tmp_path),), password_db=False)
+    path = _cursor_config(tmp_path)
+    path.write_text('{"mcpServers": {}}')
+    first = scan_configs(settings)
+    path.write_text(FILESYSTEM_SERVER)
+    assert [s.name for s in scan_configs(settings, first).servers] == ["fs"]
+
+
+def test_a_rescan_without_a_walk_reuses_the_projects_found(tmp_path: Path) -> None:
+    """A scan told not to walk keeps the previous project folders; the next walk finds a new one."""
+    settings = AgentSettings(homes=(str(tmp_path),), password_db=False)
+    first = scan_configs(settings)
+    _cursor_config(tmp_path / "new-project").write_text(FILESYSTEM_SERVER)
+    assert scan_configs(settings, first, walk=False).servers == ()
+    assert [s.scope for s in scan_configs(settings, first, walk=True).servers] == ["project"]
