@@ -24,7 +24,7 @@ from agent.discovery import mcp_table
 from agent.discovery.agent_readers import READERS, ConfigFacts, RawServer
 from agent.discovery.agent_table import AGENTS, CLOUD_API_HOSTS, PROJECT, AgentSpec, Location
 from agent.discovery.configfiles import ReadLimits, read_config, resolve_inside
-from agent.discovery.homes import Home, WalkBounds, homes_of, project_dirs, user_name
+from agent.discovery.homes import Home, WalkBounds, homes_of, project_dirs, root_home, user_name
 from agent.discovery.secrets import detect, fingerprint
 from agent.discovery.signatures import match
 from agent.inventory import AiAgent, Engine, McpServer, ModelEndpoint, SecretRef
@@ -92,7 +92,7 @@ def scan_configs(settings: AgentSettings, previous: ConfigScan | None = None, wa
     """
     from agent.models import user_homes
 
-    homes = homes_of([*(user_homes() if settings.password_db else []), *settings.homes])
+    homes = homes_of([*(user_homes() + root_home() if settings.password_db else []), *settings.homes])
     errors: list[str] = []
     found: dict[tuple[str, str], _Found] = {}
     servers: list[McpServer] = []

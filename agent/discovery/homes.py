@@ -47,9 +47,18 @@ def homes_of(paths: Iterable[str]) -> list[Home]:
             info = os.stat(real)
         except (OSError, RuntimeError, ValueError):
             continue
-        if os.path.isdir(real) and real not in found:
+        # "/" as a home (root's, on some minimal systems) would make the project walk a file-system walk.
+        if os.path.isdir(real) and real != os.sep and real not in found:
             found[real] = Home(path=os.path.normpath(path), real=real, uid=info.st_uid, user=user_name(info.st_uid))
     return sorted(found.values(), key=lambda h: h.path)
+
+
+def root_home() -> list[str]:
+    """The superuser's home: administrators run agents as root too, and it is below the human uid range."""
+    try:
+        return [pwd.getpwuid(0).pw_dir]
+    except KeyError:
+        return []
 
 
 def user_name(uid: int) -> str:
