@@ -70,6 +70,32 @@ class _Found:
     secrets: list[SecretRef] = field(default_factory=list)
 
 
+class _MatchCache:
+    """Per file scan, what process matching can remember between heartbeats: processes rarely change."""
+
+    _LIMIT = 20_000
+
+    def __init__(self) -> None:
+        self.kinds: dict[tuple[str, str, tuple[str, ...]], str | None] = {}
+        self.lines: dict[tuple[str, ...], tuple[str, frozenset[str], frozenset[str]]] = {}
+        self.patterns: dict[McpServer, tuple[set[str], re.Pattern[str] | None, list[set[str]]]] = {}
+
+    def bound(self) -> None:
+        if len(self.kinds) + len(self.lines) > self._LIMIT:
+            self.kinds.clear()
+            self.lines.clear()
+
+    def command_line(self, process: ProcessInfo) -> _CommandLine:
+        prepared = self.lines.get(process.cmdline)
+        if prepared is None:
+            lowered = [a.lower() for a in process.cmdline]
+            prepared = ("\0".join(lowered),
+                        frozenset(a.replace("\\", "/").rsplit("/", 1)[-1].removesuffix(".js") for a in lowered),
+                        frozenset(process.cmdline))
+            self.lines[process.cmdline] = prepared
+        return _CommandLine(process, *prepared)
+
+
 @dataclass(frozen=True)
 class ConfigScan:
     """The file half of discovery: what every home's agent files say (already redacted), reusable across beats."""
@@ -82,6 +108,7 @@ class ConfigScan:
     # handed this one re-walks only when asked and re-parses only files whose stamp changed.
     projects: dict[str, dict[str, frozenset[str]]] = field(default_factory=dict)
     parsed: dict[str, tuple[tuple[int, ...], ConfigFacts | str]] = field(default_factory=dict)
+    matching: _MatchCache = field(default_factory=_MatchCache)
 
 
 def scan_configs(settings: AgentSettings, previous: ConfigScan | None = None, walk: bool = True) -> ConfigScan:
@@ -124,10 +151,12 @@ def discover_agents(
     """
     scan = configs if configs is not None else scan_configs(settings)
     processes = platform.processes()
-    running = _running_agents(processes, settings.agents)
+    cache = scan.matching
+    cache.bound()
+    running = _running_agents(processes, settings.agents, cache)
     by_pid = {p.pid: p for p in processes}
-    command_lines = [_CommandLine.of(p) for p in processes if p.pid not in running]
-    servers = [_running(server, command_lines, by_pid, running) for server in scan.servers]
+    command_lines = [cache.command_line(p) for p in processes if p.pid not in running]
+    servers = [_running(server, command_lines, by_pid, running, cache) for server in scan.servers]
     agents = _agents(scan.found, running, scan.homes, settings, engines)
     return AgentFindings(
         agents=tuple(sorted(agents, key=lambda a: (a.kind, a.user, a.home))),
@@ -335,34 +364,33 @@ def _redact_url(url: str, variable: str, secrets: list[SecretRef], salt: str) ->
 # --------------------------------------------------------------------------------------- processes
 
 
-def _running_agents(processes: Sequence[ProcessInfo], specs: Sequence[AgentSpec]) -> dict[int, tuple[str, ProcessInfo]]:
+def _running_agents(
+    processes: Sequence[ProcessInfo], specs: Sequence[AgentSpec], cache: _MatchCache
+) -> dict[int, tuple[str, ProcessInfo]]:
     """pid -> (agent kind, process) of every process an agent signature names."""
     signatures = [spec.process for spec in specs]
     # No agent signature has script patterns, so Python scripts are never read from disk here.
     unsniffed = cast(Platform, _NoScripts())
     running: dict[int, tuple[str, ProcessInfo]] = {}
     for process in processes:
-        signature = match(process, unsniffed, signatures)
-        if signature is not None:
-            running[process.pid] = (signature.kind, process)
+        key = (process.name, process.exe, process.cmdline)
+        if key not in cache.kinds:
+            signature = match(process, unsniffed, signatures)
+            cache.kinds[key] = signature.kind if signature is not None else None
+        kind = cache.kinds[key]
+        if kind is not None:
+            running[process.pid] = (kind, process)
     return running
 
 
 @dataclass(frozen=True)
 class _CommandLine:
-    """A process's command line prepared once per heartbeat for matching against every server."""
+    """A process's command line prepared for matching against every server."""
 
     process: ProcessInfo
     lowered: str
     basenames: frozenset[str]
     args: frozenset[str]
-
-    @classmethod
-    def of(cls, process: ProcessInfo) -> _CommandLine:
-        lowered = [a.lower() for a in process.cmdline]
-        return cls(process, "\0".join(lowered),
-                   frozenset(a.replace("\\", "/").rsplit("/", 1)[-1].removesuffix(".js") for a in lowered),
-                   frozenset(process.cmdline))
 
 
 def _running(
@@ -370,28 +398,38 @@ def _running(
     command_lines: Sequence[_CommandLine],
     by_pid: dict[int, ProcessInfo],
     agents: dict[int, tuple[str, ProcessInfo]],
+    cache: _MatchCache,
 ) -> McpServer:
     """``server`` with the processes that run it now (same user, its package and roots on the command line)."""
     if server.transport != "stdio" or not server.package:
         return server
+    if server not in cache.patterns:
+        cache.patterns[server] = _patterns(server)
+    names, paths, wanted = cache.patterns[server]
+    pids = []
+    for line in command_lines:
+        if line.process.user != server.user or any(forms.isdisjoint(line.args) for forms in wanted):
+            continue
+        if names.isdisjoint(line.basenames) and not (paths and paths.search(line.lowered)):
+            continue
+        pids.append(line.process.pid)
+    if not pids:
+        return server
+    parent = next((kind for pid in pids if (kind := _parent_agent(pid, by_pid, agents))), "")
+    return replace(server, running=True, pids=tuple(pids), parent_agent=parent)
+
+
+def _patterns(server: McpServer) -> tuple[set[str], re.Pattern[str] | None, list[set[str]]]:
+    """What a process running ``server`` shows: one of these names or paths, and each of these arguments."""
     needles = _needles(server)
-    paths = [n for n in needles if "/" in n]
     launch = mcp_table.parse_launch(server.command, server.args)
     wanted = [
         {arg, mcp_table.resolve_root(arg, server.home, server.home, {})}
         for arg in launch.rest
         if not arg.startswith("-") and arg != REDACTED
     ]
-    pids = sorted(
-        line.process.pid for line in command_lines
-        if line.process.user == server.user
-        and (not needles.isdisjoint(line.basenames) or any(n in line.lowered for n in paths))
-        and all(not forms.isdisjoint(line.args) for forms in wanted)
-    )
-    if not pids:
-        return server
-    parent = next((kind for pid in pids if (kind := _parent_agent(pid, by_pid, agents))), "")
-    return replace(server, running=True, pids=tuple(pids), parent_agent=parent)
+    paths = [re.escape(n) for n in sorted(needles) if "/" in n]
+    return needles, re.compile("|".join(paths)) if paths else None, wanted
 
 
 def _needles(server: McpServer) -> set[str]:
