@@ -140,14 +140,15 @@ def idle_cpu(stack: Stack, home: Path, workdir: Path, agents_enabled: bool, warm
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--json", type=Path, required=True)
-    parser.add_argument("--quick", action="store_true", help="200 projects, 3 runs, a 20 s idle window")
+    parser.add_argument("--quick", action="store_true", help="200 projects, 3 runs, a 10 s idle window")
     parser.add_argument("--projects", type=int, default=2000)
     parser.add_argument("--configs", type=int, default=100)
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--idle-seconds", type=float, default=60.0)
+    parser.add_argument("--warmup-seconds", type=float, default=15.0)
     args = parser.parse_args(argv)
     if args.quick:
-        args.projects, args.runs, args.idle_seconds = 200, 3, 20.0
+        args.projects, args.runs, args.idle_seconds, args.warmup_seconds = 200, 3, 10.0, 8.0
     began = time.monotonic()
     workdir = Path(tempfile.mkdtemp(prefix="bench-agents-"))
     home = workdir / "home"
@@ -156,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
         "method": f"a home with {args.projects} projects and {planted} agent configuration files; scan cost is "
                   f"collect() with agent discovery minus without, median of {args.runs} runs in one process; "
                   f"idle CPU is a real lz-agent run at a 5 s heartbeat, {args.idle_seconds:g} s window after "
-                  "a 15 s warm-up, with and without agent discovery in the same run",
+                  f"a {args.warmup_seconds:g} s warm-up, with and without agent discovery in the same run",
         "projects": args.projects,
         "config_files": planted,
         "scan": scan_cost(home, args.runs),
@@ -164,8 +165,8 @@ def main(argv: list[str] | None = None) -> int:
     stack = Stack(state_dir=workdir / "stack", extra_env={"LZ_LOG_LEVEL": "WARNING"})
     stack.start()
     try:
-        on = idle_cpu(stack, home, workdir, True, 15.0, args.idle_seconds)
-        off = idle_cpu(stack, home, workdir, False, 15.0, args.idle_seconds)
+        on = idle_cpu(stack, home, workdir, True, args.warmup_seconds, args.idle_seconds)
+        off = idle_cpu(stack, home, workdir, False, args.warmup_seconds, args.idle_seconds)
     finally:
         stack.stop()
     result["idle_cpu"] = {"percent_of_core_with_agents": round(on * 100, 3),
