@@ -58,7 +58,7 @@ def read_config(path: str, home_real: str, owner_uid: int, fmt: str, limits: Rea
     real = resolve_inside(path, home_real)
     if real is None:
         return Parsed(None, "resolves outside the home or cannot be resolved; not read")
-    raw = _read_bounded(real, owner_uid, limits.max_bytes)
+    raw = _read_bounded(real, home_real, owner_uid, limits.max_bytes)
     if isinstance(raw, str):
         return Parsed(None, raw)
     try:
@@ -68,11 +68,32 @@ def read_config(path: str, home_real: str, owner_uid: int, fmt: str, limits: Rea
     return _parse(text, fmt)
 
 
-def _read_bounded(real: str, owner_uid: int, max_bytes: int) -> bytes | str:
+_NO_LINKS = os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
+
+
+def _open_beneath(home_real: str, real: str) -> int:
+    """Open ``real`` component by component from the home without following any link.
+
+    ``real`` was resolved a moment ago; a folder swapped for a link since then (to reach a file
+    outside the home) makes this fail instead of being followed.
+    """
+    parts = os.path.relpath(real, home_real).split(os.sep)
+    fd = os.open(home_real, os.O_RDONLY | os.O_DIRECTORY | _NO_LINKS)
+    try:
+        for part in parts[:-1]:
+            child = os.open(part, os.O_RDONLY | os.O_DIRECTORY | _NO_LINKS, dir_fd=fd)
+            os.close(fd)
+            fd = child
+        # O_NONBLOCK: a FIFO planted under a config's name must not hang the scan.
+        return os.open(parts[-1], os.O_RDONLY | os.O_NONBLOCK | _NO_LINKS, dir_fd=fd)
+    finally:
+        os.close(fd)
+
+
+def _read_bounded(real: str, home_real: str, owner_uid: int, max_bytes: int) -> bytes | str:
     """The file's bytes, or a reason it was not read."""
     try:
-        # O_NONBLOCK: a FIFO planted under a config's name must not hang the scan.
-        fd = os.open(real, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+        fd = _open_beneath(home_real, real)
     except OSError as exc:
         return f"cannot open ({exc.strerror})"
     try:
