@@ -11,12 +11,13 @@ further: arguments and URLs are redacted before they enter a record.
 from __future__ import annotations
 
 import ipaddress
+import json
 import os
 import re
 import sys
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from typing import cast
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -52,6 +53,8 @@ class AgentSettings:
     walk: WalkBounds = field(default_factory=WalkBounds)
     fingerprint_salt: str = "lz-unenrolled"
     agents: tuple[AgentSpec, ...] = AGENTS
+    # What agents and MCP servers may add to a heartbeat (ingest refuses heartbeats over 128 KiB).
+    report_budget_bytes: int = 48 * 1024
 
 
 @dataclass(frozen=True)
@@ -79,11 +82,13 @@ class _MatchCache:
         self.kinds: dict[tuple[str, str, tuple[str, ...]], str | None] = {}
         self.lines: dict[tuple[str, ...], tuple[str, frozenset[str], frozenset[str]]] = {}
         self.patterns: dict[McpServer, tuple[set[str], re.Pattern[str] | None, list[set[str]]]] = {}
+        self.sizes: dict[AiAgent | McpServer, int] = {}
 
     def bound(self) -> None:
-        if len(self.kinds) + len(self.lines) > self._LIMIT:
+        if len(self.kinds) + len(self.lines) + len(self.sizes) > self._LIMIT:
             self.kinds.clear()
             self.lines.clear()
+            self.sizes.clear()
 
     def command_line(self, process: ProcessInfo) -> _CommandLine:
         prepared = self.lines.get(process.cmdline)
@@ -158,11 +163,42 @@ def discover_agents(
     command_lines = [cache.command_line(p) for p in processes if p.pid not in running]
     servers = [_running(server, command_lines, by_pid, running, cache) for server in scan.servers]
     agents = _agents(scan.found, running, scan.homes, settings, engines)
+    kept_agents, kept_servers, dropped = _within_budget(agents, servers, settings.report_budget_bytes, cache)
+    errors = scan.errors
+    if dropped:
+        errors += (f"{dropped} agents or MCP servers not reported: over the {settings.report_budget_bytes}-byte "
+                   "inventory budget (those with credentials or running are kept first)",)
     return AgentFindings(
-        agents=tuple(sorted(agents, key=lambda a: (a.kind, a.user, a.home))),
-        mcp_servers=tuple(sorted(servers, key=lambda s: (s.agent, s.user, s.config_path, s.scope, s.name))),
-        errors=scan.errors,
+        agents=tuple(sorted(kept_agents, key=lambda a: (a.kind, a.user, a.home))),
+        mcp_servers=tuple(sorted(kept_servers, key=lambda s: (s.agent, s.user, s.config_path, s.scope, s.name))),
+        errors=errors,
     )
+
+
+def _within_budget(
+    agents: list[AiAgent], servers: list[McpServer], budget: int, cache: _MatchCache
+) -> tuple[list[AiAgent], list[McpServer], int]:
+    """The records that fit ``budget`` (by their JSON size), the riskiest first; how many were left out."""
+    ranked: list[tuple[tuple[int, int], AiAgent | McpServer]] = [
+        ((0 if s.secrets else 1 if s.running else 2, index), s) for index, s in enumerate(servers)
+    ]
+    ranked += [((0 if a.secrets else 1, index), a) for index, a in enumerate(agents)]
+    kept_agents: list[AiAgent] = []
+    kept_servers: list[McpServer] = []
+    used = dropped = 0
+    for _, record in sorted(ranked, key=lambda pair: pair[0]):
+        size = cache.sizes.get(record)
+        if size is None:
+            size = cache.sizes[record] = len(json.dumps(asdict(record), ensure_ascii=False))
+        if used + size > budget:
+            dropped += 1
+            continue
+        used += size
+        if isinstance(record, McpServer):
+            kept_servers.append(record)
+        else:
+            kept_agents.append(record)
+    return kept_agents, kept_servers, dropped
 
 
 # ------------------------------------------------------------------------------------------- files

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import asdict
 from pathlib import Path
 
 import pytest
@@ -167,3 +168,16 @@ def test_a_rescan_without_a_walk_reuses_the_projects_found(tmp_path: Path) -> No
     _cursor_config(tmp_path / "new-project").write_text(FILESYSTEM_SERVER)
     assert scan_configs(settings, first, walk=False).servers == ()
     assert [s.scope for s in scan_configs(settings, first, walk=True).servers] == ["project"]
+
+
+def test_the_report_stays_within_its_budget_and_keeps_credentials_first(tmp_path: Path) -> None:
+    """Many servers are cut to the byte budget, the one with a credential kept, the cut counted."""
+    servers = {f"s{i}": {"command": "npx", "args": ["-y", f"pkg-{i}", "x" * 200]} for i in range(150)}
+    servers["zz-token"] = {"command": "npx", "args": ["pkg"], "env": {"API_TOKEN": "Zq8vN3kLw9Tr5Yp2Xb7Hm4Jc6Fd1Gs0A"}}
+    _cursor_config(tmp_path).write_text(json.dumps({"mcpServers": servers}))
+    settings = AgentSettings(homes=(str(tmp_path),), password_db=False, report_budget_bytes=32 * 1024)
+    findings = discover_agents(current_platform(), settings)
+    reported = sum(len(json.dumps(asdict(s))) for s in findings.mcp_servers)
+    assert reported <= 32 * 1024
+    assert "zz-token" in {s.name for s in findings.mcp_servers}
+    assert "not reported: over the 32768-byte inventory budget" in findings.errors[-1]
