@@ -3,6 +3,7 @@
 npm installs the server once per test session into a temporary folder; the tests skip, saying so, only
 when npm itself is missing. The server runs as a real process over a temporary home, started by a
 process that looks like Cursor, so the scan must find it configured, running, under its parent agent.
+A real engine process (the fake Ollama) shows an agent's local endpoint linked to the engine.
 """
 
 from __future__ import annotations
@@ -16,8 +17,11 @@ from pathlib import Path
 
 import pytest
 
-from agent.discovery.agents import AgentFindings
+from agent.discovery import DiscoverySettings, discover_engines
+from agent.discovery.agents import AgentFindings, AgentSettings, discover_agents
+from agent.platform.linux import LinuxPlatform
 from tests.agent.agent_homes import Credentials, scan
+from tests.agent.conftest import EngineLauncher, free_port
 from tests.faults.helpers import until
 
 PACKAGE = "@modelcontextprotocol/server-filesystem"
@@ -104,3 +108,18 @@ def test_a_stopped_server_is_configured_but_not_running(filesystem_server: Path,
     home.mkdir()
     _configure(home, filesystem_server, Credentials.generate().github_token)
     assert [s.running for s in scan(home).mcp_servers] == [False, False]
+
+
+def test_a_local_endpoint_is_linked_to_the_engine_listening_there(launch_engine: EngineLauncher,
+                                                                  tmp_path: Path) -> None:
+    """Codex pointed at a port where a real (fake-Ollama) engine listens names that engine."""
+    port = free_port()
+    process = launch_engine("ollama", port)
+    home = tmp_path / "home"
+    (home / ".codex").mkdir(parents=True)
+    (home / ".codex" / "config.toml").write_text(
+        f'model_provider = "local"\n[model_providers.local]\nbase_url = "http://127.0.0.1:{port}/v1"\n')
+    engines = [e for e in discover_engines(LinuxPlatform(), DiscoverySettings()) if e.pid == process.pid]
+    settings = AgentSettings(homes=(str(home),), password_db=False)
+    agent = discover_agents(LinuxPlatform(), settings, engines).agents[0]
+    assert [(e.location, e.engine) for e in agent.endpoints] == [("local", "ollama")]
