@@ -40,6 +40,14 @@ class ConfigFacts:
     servers: list[RawServer] = field(default_factory=list)
     endpoints: list[str] = field(default_factory=list)
     values: list[tuple[str, str]] = field(default_factory=list)
+    # Server entries beyond MAX_SERVERS_PER_FILE, not read.
+    skipped: int = 0
+
+    def entries(self, value: Any) -> Iterator[tuple[str, dict[str, Any]]]:
+        """Server entries of ``value`` (see `_entries`), counting those over the limit in ``skipped``."""
+        if isinstance(value, dict | list):
+            self.skipped += max(0, len(value) - MAX_SERVERS_PER_FILE)
+        return _entries(value)
 
 
 def _text(value: Any) -> str:
@@ -101,7 +109,9 @@ def _standard(name: str, entry: dict[str, Any], project: str = "") -> RawServer:
 
 def read_mcp_servers(document: Any) -> ConfigFacts:
     """``{"mcpServers": {name: {command, args, env | url, headers}}}``."""
-    return ConfigFacts(servers=[_standard(n, e) for n, e in _entries(_get(document, "mcpServers"))])
+    facts = ConfigFacts()
+    facts.servers = [_standard(n, e) for n, e in facts.entries(_get(document, "mcpServers"))]
+    return facts
 
 
 def read_claude_json(document: Any) -> ConfigFacts:
@@ -110,7 +120,7 @@ def read_claude_json(document: Any) -> ConfigFacts:
     projects = _get(document, "projects")
     if isinstance(projects, dict):
         for path, project in list(projects.items())[:MAX_SERVERS_PER_FILE]:
-            for name, entry in _entries(_get(project, "mcpServers")):
+            for name, entry in facts.entries(_get(project, "mcpServers")):
                 facts.servers.append(_standard(name, entry, project=str(path)[:MAX_TEXT]))
     return facts
 
@@ -125,18 +135,22 @@ def read_claude_settings(document: Any) -> ConfigFacts:
 
 def read_vscode_mcp(document: Any) -> ConfigFacts:
     """``.vscode/mcp.json`` and the user ``mcp.json``: ``{"servers": {...}}``."""
-    return ConfigFacts(servers=[_standard(n, e) for n, e in _entries(_get(document, "servers"))])
+    facts = ConfigFacts()
+    facts.servers = [_standard(n, e) for n, e in facts.entries(_get(document, "servers"))]
+    return facts
 
 
 def read_vscode_settings(document: Any) -> ConfigFacts:
     """User ``settings.json``: ``{"mcp": {"servers": {...}}}``."""
-    return ConfigFacts(servers=[_standard(n, e) for n, e in _entries(_get(document, "mcp", "servers"))])
+    facts = ConfigFacts()
+    facts.servers = [_standard(n, e) for n, e in facts.entries(_get(document, "mcp", "servers"))]
+    return facts
 
 
 def read_codex(document: Any) -> ConfigFacts:
     """``~/.codex/config.toml``: ``[mcp_servers.<name>]`` and ``[model_providers.<id>] base_url``."""
     facts = ConfigFacts()
-    for name, entry in _entries(_get(document, "mcp_servers")):
+    for name, entry in facts.entries(_get(document, "mcp_servers")):
         server = _standard(name, entry)
         headers = {**server.headers, **_mapping(entry.get("http_headers"))}
         facts.servers.append(replace(server, headers=headers))
@@ -149,7 +163,8 @@ def read_codex(document: Any) -> ConfigFacts:
 
 def read_continue_yaml(document: Any) -> ConfigFacts:
     """``~/.continue/config.yaml``: ``mcpServers`` list and ``models[].apiBase``/``apiKey``."""
-    facts = ConfigFacts(servers=[_standard(n, e) for n, e in _entries(_get(document, "mcpServers"))])
+    facts = ConfigFacts()
+    facts.servers = [_standard(n, e) for n, e in facts.entries(_get(document, "mcpServers"))]
     _continue_models(document, facts)
     return facts
 
@@ -157,7 +172,7 @@ def read_continue_yaml(document: Any) -> ConfigFacts:
 def read_continue_json(document: Any) -> ConfigFacts:
     """``~/.continue/config.json``: ``experimental.modelContextProtocolServers[].transport``."""
     facts = ConfigFacts()
-    for name, entry in _entries(_get(document, "experimental", "modelContextProtocolServers")):
+    for name, entry in facts.entries(_get(document, "experimental", "modelContextProtocolServers")):
         transport = entry.get("transport")
         if isinstance(transport, dict):
             facts.servers.append(_standard(name, transport))
@@ -176,7 +191,7 @@ def _continue_models(document: Any, facts: ConfigFacts) -> None:
 def read_goose(document: Any) -> ConfigFacts:
     """``~/.config/goose/config.yaml``: ``extensions.<name>`` with ``type``, ``cmd``, ``args``, ``envs``, ``uri``."""
     facts = ConfigFacts()
-    for name, entry in _entries(_get(document, "extensions")):
+    for name, entry in facts.entries(_get(document, "extensions")):
         kind = _text(entry.get("type"))
         builtin = kind in ("builtin", "platform")
         facts.servers.append(RawServer(
@@ -200,7 +215,7 @@ def read_goose(document: Any) -> ConfigFacts:
 def read_zed(document: Any) -> ConfigFacts:
     """Zed ``settings.json``: ``context_servers.<name>`` (``command`` as a string or ``{path, args, env}``)."""
     facts = ConfigFacts()
-    for name, entry in _entries(_get(document, "context_servers")):
+    for name, entry in facts.entries(_get(document, "context_servers")):
         command = entry.get("command")
         if isinstance(command, dict):
             nested = {"command": command.get("path"), "args": command.get("args"), "env": command.get("env")}
@@ -216,7 +231,7 @@ def read_zed(document: Any) -> ConfigFacts:
 def read_opencode(document: Any) -> ConfigFacts:
     """``opencode.json``: ``mcp.<name>`` ``{type: local, command: [...], environment}`` or ``{type: remote, url}``."""
     facts = ConfigFacts()
-    for name, entry in _entries(_get(document, "mcp")):
+    for name, entry in facts.entries(_get(document, "mcp")):
         argv = _texts(entry.get("command"))
         facts.servers.append(RawServer(
             name=name,

@@ -22,7 +22,7 @@ from typing import cast
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from agent.discovery import mcp_table
-from agent.discovery.agent_readers import READERS, ConfigFacts, RawServer
+from agent.discovery.agent_readers import MAX_SERVERS_PER_FILE, READERS, ConfigFacts, RawServer
 from agent.discovery.agent_table import AGENTS, CLOUD_API_HOSTS, PROJECT, AgentSpec, Location
 from agent.discovery.configfiles import ReadLimits, read_config, resolve_inside
 from agent.discovery.homes import Home, WalkBounds, homes_of, project_dirs, root_home, user_name
@@ -138,6 +138,9 @@ def scan_configs(settings: AgentSettings, previous: ConfigScan | None = None, wa
             if isinstance(facts, str):
                 errors.append(f"agent config {path}: {facts}")
                 continue
+            if facts.skipped:
+                errors.append(f"agent config {path}: {facts.skipped} server entries beyond the first "
+                              f"{MAX_SERVERS_PER_FILE} not read")
             record = found.setdefault((spec.kind, home.real), _Found())
             record.config_paths.append(path)
             record.endpoints.extend(facts.endpoints)

@@ -181,3 +181,10 @@ def test_the_report_stays_within_its_budget_and_keeps_credentials_first(tmp_path
     assert reported <= 32 * 1024
     assert "zz-token" in {s.name for s in findings.mcp_servers}
     assert "not reported: over the 32768-byte inventory budget" in findings.errors[-1]
+
+
+def test_server_entries_over_the_per_file_limit_are_counted(tmp_path: Path) -> None:
+    """A file declaring more servers than are read says how many it left out."""
+    servers = {f"s{i}": {"command": "npx", "args": [f"pkg-{i}"]} for i in range(250)}
+    _cursor_config(tmp_path).write_text(json.dumps({"mcpServers": servers}))
+    assert scan(tmp_path).errors[0].endswith("50 server entries beyond the first 200 not read")
