@@ -13,27 +13,22 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
-import re
 import sys
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field, replace
-from typing import cast
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from dataclasses import asdict, dataclass, field
+from urllib.parse import urlsplit, urlunsplit
 
 from agent.discovery import mcp_table
+from agent.discovery.agent_processes import MatchCache, running_agents, with_running
 from agent.discovery.agent_readers import MAX_SERVERS_PER_FILE, READERS, ConfigFacts, RawServer
 from agent.discovery.agent_table import AGENTS, CLOUD_API_HOSTS, PROJECT, AgentSpec, Location
 from agent.discovery.configfiles import ReadLimits, read_config, resolve_inside
 from agent.discovery.homes import Home, WalkBounds, homes_of, project_dirs, root_home, user_name
+from agent.discovery.redaction import REDACTED, note_secret, redact_arg, redact_url
 from agent.discovery.secrets import detect, fingerprint
-from agent.discovery.signatures import match
 from agent.inventory import AiAgent, Engine, McpServer, ModelEndpoint, SecretRef
 from agent.platform import Platform, ProcessInfo
-
-REDACTED = "[redacted]"
-_MAX_PARENT_HOPS = 16
-_OPTION_VALUE = re.compile(r"^(--?[A-Za-z0-9_-]+=)(.*)$", re.DOTALL)
 
 
 def os_family() -> str:
@@ -73,34 +68,6 @@ class _Found:
     secrets: list[SecretRef] = field(default_factory=list)
 
 
-class _MatchCache:
-    """Per file scan, what process matching can remember between heartbeats: processes rarely change."""
-
-    _LIMIT = 20_000
-
-    def __init__(self) -> None:
-        self.kinds: dict[tuple[str, str, tuple[str, ...]], str | None] = {}
-        self.lines: dict[tuple[str, ...], tuple[str, frozenset[str], frozenset[str]]] = {}
-        self.patterns: dict[McpServer, tuple[set[str], re.Pattern[str] | None, list[set[str]]]] = {}
-        self.sizes: dict[AiAgent | McpServer, int] = {}
-
-    def bound(self) -> None:
-        if len(self.kinds) + len(self.lines) + len(self.sizes) > self._LIMIT:
-            self.kinds.clear()
-            self.lines.clear()
-            self.sizes.clear()
-
-    def command_line(self, process: ProcessInfo) -> _CommandLine:
-        prepared = self.lines.get(process.cmdline)
-        if prepared is None:
-            lowered = [a.lower() for a in process.cmdline]
-            prepared = ("\0".join(lowered),
-                        frozenset(a.replace("\\", "/").rsplit("/", 1)[-1].removesuffix(".js") for a in lowered),
-                        frozenset(process.cmdline))
-            self.lines[process.cmdline] = prepared
-        return _CommandLine(process, *prepared)
-
-
 @dataclass(frozen=True)
 class ConfigScan:
     """The file half of discovery: what every home's agent files say (already redacted), reusable across beats."""
@@ -113,7 +80,7 @@ class ConfigScan:
     # handed this one re-walks only when asked and re-parses only files whose stamp changed.
     projects: dict[str, dict[str, frozenset[str]]] = field(default_factory=dict)
     parsed: dict[str, tuple[tuple[int, ...], ConfigFacts | str]] = field(default_factory=dict)
-    matching: _MatchCache = field(default_factory=_MatchCache)
+    matching: MatchCache = field(default_factory=MatchCache)
 
 
 def scan_configs(settings: AgentSettings, previous: ConfigScan | None = None, walk: bool = True) -> ConfigScan:
@@ -161,10 +128,10 @@ def discover_agents(
     processes = platform.processes()
     cache = scan.matching
     cache.bound()
-    running = _running_agents(processes, settings.agents, cache)
+    running = running_agents(processes, settings.agents, cache)
     by_pid = {p.pid: p for p in processes}
     command_lines = [cache.command_line(p) for p in processes if p.pid not in running]
-    servers = [_running(server, command_lines, by_pid, running, cache) for server in scan.servers]
+    servers = [with_running(server, command_lines, by_pid, running, cache) for server in scan.servers]
     agents = _agents(scan.found, running, scan.homes, settings, engines)
     kept_agents, kept_servers, dropped = _within_budget(agents, servers, settings.report_budget_bytes, cache)
     errors = scan.errors
@@ -179,7 +146,7 @@ def discover_agents(
 
 
 def _within_budget(
-    agents: list[AiAgent], servers: list[McpServer], budget: int, cache: _MatchCache
+    agents: list[AiAgent], servers: list[McpServer], budget: int, cache: MatchCache
 ) -> tuple[list[AiAgent], list[McpServer], int]:
     """The records that fit ``budget`` (by their JSON size), the riskiest first; how many were left out."""
     ranked: list[tuple[tuple[int, int], AiAgent | McpServer]] = [
@@ -317,11 +284,11 @@ def _server(raw: RawServer, origin: _Origin, salt: str) -> McpServer:
     project = raw.project or origin.project
     secrets: list[SecretRef] = []
     for name, value in raw.env.items():
-        _note(secrets, value, f"env:{name}", salt)
+        note_secret(secrets, value, f"env:{name}", salt)
     for name, value in raw.headers.items():
-        _note(secrets, value, f"header:{name}", salt)
-    args = tuple(_redact_arg(arg, index, raw.args, secrets, salt) for index, arg in enumerate(raw.args))
-    url = _redact_url(raw.url, "url", secrets, salt) if raw.url else ""
+        note_secret(secrets, value, f"header:{name}", salt)
+    args = tuple(redact_arg(arg, index, raw.args, secrets, salt) for index, arg in enumerate(raw.args))
+    url = redact_url(raw.url, "url", secrets, salt) if raw.url else ""
     launch = mcp_table.parse_launch(raw.command, raw.args) if raw.command else mcp_table.Launch("", ())
     host = (urlsplit(raw.url).hostname or "") if raw.url else ""
     kind, capabilities = mcp_table.classify(launch.package, host)
@@ -357,144 +324,6 @@ def _transport(raw: RawServer) -> str:
     if raw.url:
         return "sse" if "sse" in raw.transport.lower() else "http"
     return "stdio"
-
-
-def _note(secrets: list[SecretRef], value: str, variable: str, salt: str) -> bool:
-    detector = detect(value, variable.split(":", 1)[-1])
-    if detector is None:
-        return False
-    secrets.append(SecretRef(variable, detector, fingerprint(value, salt)))
-    return True
-
-
-def _redact_arg(arg: str, index: int, args: tuple[str, ...], secrets: list[SecretRef], salt: str) -> str:
-    """The argument as reported: URLs lose their credentials, a credential (or an option's value) is replaced."""
-    if "://" in arg:
-        return _redact_url(arg, f"args[{index}]", secrets, salt)
-    option = _OPTION_VALUE.match(arg)
-    if option:
-        return option.group(1) + REDACTED if _note(secrets, option.group(2), option.group(1).strip("-="), salt) else arg
-    previous = args[index - 1].lstrip("-") if index and args[index - 1].startswith("-") else ""
-    return REDACTED if _note(secrets, arg, previous or f"args[{index}]", salt) else arg
-
-
-def _redact_url(url: str, variable: str, secrets: list[SecretRef], salt: str) -> str:
-    """``url`` without user information, and with credential-like query values and path segments replaced."""
-    try:
-        parts = urlsplit(url)
-        host = parts.hostname or ""
-        port = parts.port
-    except ValueError:
-        return REDACTED if _note(secrets, url, variable, salt) else url
-    if parts.password or (parts.username and detect(parts.username, "user")):
-        credential = parts.password or parts.username or ""
-        secrets.append(SecretRef(variable, "url-credentials", fingerprint(credential, salt)))
-    netloc = (f"[{host}]" if ":" in host else host) + (f":{port}" if port else "")
-    path = "/".join(
-        REDACTED if _note(secrets, segment, f"{variable}:path", salt) else segment for segment in parts.path.split("/")
-    )
-    query = urlencode(
-        [(k, REDACTED if _note(secrets, v, f"{variable}:{k}", salt) else v) for k, v in parse_qsl(parts.query)],
-        safe="[]",
-    )
-    return urlunsplit((parts.scheme, netloc, path, query, ""))
-
-
-# --------------------------------------------------------------------------------------- processes
-
-
-def _running_agents(
-    processes: Sequence[ProcessInfo], specs: Sequence[AgentSpec], cache: _MatchCache
-) -> dict[int, tuple[str, ProcessInfo]]:
-    """pid -> (agent kind, process) of every process an agent signature names."""
-    signatures = [spec.process for spec in specs]
-    # No agent signature has script patterns, so Python scripts are never read from disk here.
-    unsniffed = cast(Platform, _NoScripts())
-    running: dict[int, tuple[str, ProcessInfo]] = {}
-    for process in processes:
-        key = (process.name, process.exe, process.cmdline)
-        if key not in cache.kinds:
-            signature = match(process, unsniffed, signatures)
-            cache.kinds[key] = signature.kind if signature is not None else None
-        kind = cache.kinds[key]
-        if kind is not None:
-            running[process.pid] = (kind, process)
-    return running
-
-
-@dataclass(frozen=True)
-class _CommandLine:
-    """A process's command line prepared for matching against every server."""
-
-    process: ProcessInfo
-    lowered: str
-    basenames: frozenset[str]
-    args: frozenset[str]
-
-
-def _running(
-    server: McpServer,
-    command_lines: Sequence[_CommandLine],
-    by_pid: dict[int, ProcessInfo],
-    agents: dict[int, tuple[str, ProcessInfo]],
-    cache: _MatchCache,
-) -> McpServer:
-    """``server`` with the processes that run it now (same user, its package and roots on the command line)."""
-    if server.transport != "stdio" or not server.package:
-        return server
-    if server not in cache.patterns:
-        cache.patterns[server] = _patterns(server)
-    names, paths, wanted = cache.patterns[server]
-    pids = []
-    for line in command_lines:
-        if line.process.user != server.user or any(forms.isdisjoint(line.args) for forms in wanted):
-            continue
-        if names.isdisjoint(line.basenames) and not (paths and paths.search(line.lowered)):
-            continue
-        pids.append(line.process.pid)
-    if not pids:
-        return server
-    parent = next((kind for pid in pids if (kind := _parent_agent(pid, by_pid, agents))), "")
-    return replace(server, running=True, pids=tuple(pids), parent_agent=parent)
-
-
-def _patterns(server: McpServer) -> tuple[set[str], re.Pattern[str] | None, list[set[str]]]:
-    """What a process running ``server`` shows: one of these names or paths, and each of these arguments."""
-    needles = _needles(server)
-    launch = mcp_table.parse_launch(server.command, server.args)
-    wanted = [
-        {arg, mcp_table.resolve_root(arg, server.home, server.home, {})}
-        for arg in launch.rest
-        if not arg.startswith("-") and arg != REDACTED
-    ]
-    paths = [re.escape(n) for n in sorted(needles) if "/" in n]
-    return needles, re.compile("|".join(paths)) if paths else None, wanted
-
-
-def _needles(server: McpServer) -> set[str]:
-    kind, _ = mcp_table.classify(server.package)
-    names = {server.package.lower()}
-    if kind is not None:
-        names |= {p.lower() for p in kind.packages if "*" not in p} | set(kind.binaries)
-    return names
-
-
-class _NoScripts:
-    """The one Platform method signature matching calls, answering that no script can be read."""
-
-    def read_text(self, path: str, limit: int) -> str:
-        return ""
-
-
-def _parent_agent(pid: int, by_pid: dict[int, ProcessInfo], agents: dict[int, tuple[str, ProcessInfo]]) -> str:
-    current = by_pid.get(pid)
-    for _ in range(_MAX_PARENT_HOPS):
-        if current is None or current.ppid <= 1:
-            return ""
-        if current.ppid in agents:
-            return agents[current.ppid][0]
-        current = by_pid.get(current.ppid)
-    return ""
 
 
 # ------------------------------------------------------------------------------------------ agents
