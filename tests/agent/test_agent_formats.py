@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from dataclasses import asdict
 from pathlib import Path
 
@@ -191,3 +193,37 @@ def test_agents_without_a_configured_endpoint_report_their_default(tmp_path: Pat
     plant("claude-desktop", home, credentials)
     agent = next(a for a in scan(home).agents if a.kind == "claude-desktop")
     assert [(e.host, e.location, e.source) for e in agent.endpoints] == [("api.anthropic.com", "cloud", "default")]
+
+
+def _scan_cli(home: Path, *args: str) -> str:
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(home), "PYTHONPATH": str(Path.cwd()),
+           "LZ_AGENT_STATE_DIR": str(home.parent / "state"), "LZ_AGENT_MODELS_HOMES": str(home),
+           "LZ_AGENT_AGENTS_HOMES": str(home), "LZ_AGENT_AGENTS_PASSWORD_DB": "false"}
+    done = subprocess.run([sys.executable, "-m", "agent.cli", "scan", *args], capture_output=True, text=True,
+                          env=env, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def test_scan_json_has_the_issue_fields(tmp_path: Path, credentials: Credentials) -> None:
+    """``lz-agent scan --json`` lists agents and MCP servers with the documented fields and types."""
+    home = tmp_path / "home"
+    plant("cursor", home, credentials)
+    report = json.loads(_scan_cli(home, "--json"))
+    server = next(s for s in report["mcp_servers"] if s["name"] == "internal-docs")
+    assert {k: type(server[k]).__name__ for k in ("name", "agent", "config_path", "transport", "command", "url",
+                                                  "capabilities", "roots", "running", "secrets")} == {
+        "name": "str", "agent": "str", "config_path": "str", "transport": "str", "command": "str", "url": "str",
+        "capabilities": "list", "roots": "list", "running": "bool", "secrets": "list"}
+    assert set(server["secrets"][0]) == {"variable", "detector", "fingerprint"}
+    assert [a["kind"] for a in report["agents"]] == ["cursor"]
+
+
+def test_scan_text_lists_servers_without_credentials(tmp_path: Path, credentials: Credentials) -> None:
+    """The human-readable scan names each server and its secret variables, never their values."""
+    home = tmp_path / "home"
+    plant("windsurf", home, credentials)
+    text = _scan_cli(home)
+    assert "windsurf/brave-search stdio @modelcontextprotocol/server-brave-search [fetch]" in text
+    assert "env:BRAVE_API_KEY (credential-variable)" in text
+    assert credentials.api_token not in text
