@@ -22,6 +22,7 @@ from agent.platform import Handles, Platform, ProcessInfo, SocketInfo, current_p
 def discovery_settings(config: Config) -> DiscoverySettings:
     return DiscoverySettings(
         probe_timeout=config.probe_timeout,
+        engine_deadline=config.engine_deadline,
         sensitive_patterns=config.sensitive_patterns + config.extra_sensitive_patterns,
     )
 
@@ -106,20 +107,20 @@ def collect(
     found: list[Model] = []
     try:
         engines = discover_engines(host, discovery_settings(config))
-    except OSError as exc:
-        errors.append(f"engine discovery failed: {exc}")
+    except Exception as exc:  # the model half still goes out
+        errors.append(f"engine discovery failed: {type(exc).__name__}: {exc}")
     if models is None:
         try:
             digests = DigestCache(config.state_dir) if config.compute_digests else None
             found = inventory_models(model_settings(config), digests)
-        except OSError as exc:
-            errors.append(f"model inventory failed: {exc}")
+        except Exception as exc:  # the engine half still goes out
+            errors.append(f"model inventory failed: {type(exc).__name__}: {exc}")
     agents = AgentFindings((), (), ())
     if config.agents_enabled:
         try:
             agents = discover_agents(host, agent_settings(config), engines, agent_configs)
-        except OSError as exc:
-            errors.append(f"agent discovery failed: {exc}")
+        except Exception as exc:  # engines and models still go out
+            errors.append(f"agent discovery failed: {type(exc).__name__}: {exc}")
     return Inventory(
         engines=tuple(engines),
         models=tuple(found) if models is None else models,

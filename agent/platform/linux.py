@@ -107,7 +107,7 @@ class LinuxPlatform:
             uid=uid,
             user=_user_name(uid),
             cwd=_readlink(base / "cwd"),
-            ppid=_status_ppid(status),
+            ppid=_status_field(status, "PPid:"),
         )
 
 
@@ -118,6 +118,15 @@ def _readlink(path: Path) -> str:
         return ""
 
 
+def _status_field(status: str, name: str) -> int:
+    for line in status.splitlines():
+        if line.startswith(name):
+            fields = line.split()
+            if len(fields) > 1 and fields[1].isdigit():
+                return int(fields[1])
+    return 0
+
+
 def _status_uid(status: str) -> int:
     for line in status.splitlines():
         if line.startswith("Uid:"):
@@ -125,14 +134,6 @@ def _status_uid(status: str) -> int:
             if len(fields) > 1 and fields[1].isdigit():
                 return int(fields[1])
     return -1
-
-
-def _status_ppid(status: str) -> int:
-    for line in status.splitlines():
-        if line.startswith("PPid:"):
-            value = line.split(":", 1)[1].strip()
-            return int(value) if value.isdigit() else 0
-    return 0
 
 
 def _user_name(uid: int) -> str:
