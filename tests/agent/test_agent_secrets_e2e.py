@@ -104,7 +104,7 @@ def streamed(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Streamed
                     "--control-plane", stack.addresses["ingest"])
     identity = load_identity(tmp_path / "state")
     assert identity is not None
-    output += _agent(config, "run", "--duration", "4", env={"LZ_AGENT_STREAM_ADDRESS": f"127.0.0.1:{free_port()}"})
+    output += _agent(config, "run", "--duration", "12", env={"LZ_AGENT_STREAM_ADDRESS": f"127.0.0.1:{free_port()}"})
     spooled = b"".join(p.read_bytes() for p in (tmp_path / "state").rglob("*") if p.is_file())
     run = subprocess.Popen([sys.executable, "-m", "agent.cli", "--config", str(config), "run", "--duration", "60"],
                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
