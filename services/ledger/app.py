@@ -60,7 +60,8 @@ async def make_service(settings: LedgerSettings) -> Service:
         cache_seconds=settings.server.auth_cache_seconds,
     )
     reader = SealReader(ddb, s3, settings.aws.table_name, settings.seals.bucket_name, tenant_keys(settings.seals))
-    servicer = LedgerServicer(GroupCommitter(ddb, settings.aws.table_name), reader)
+    servicer = LedgerServicer(GroupCommitter(ddb, settings.aws.table_name), reader,
+                              expensive_per_tenant=settings.expensive_per_tenant)
 
     async def check_ready() -> None:
         await aws.call(ddb.describe_table, TableName=settings.aws.table_name)

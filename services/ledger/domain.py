@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from services.ledger.store import MAX_EVENTS_PER_TRANSACTION, MAX_TRANSACTION_ITEMS
+from services.sealer.store import CheckpointRecord, ObjectVersion
 from services.tlog.compact import CompactRange
 from services.tlog.errors import ChainError
 from services.tlog.events import ChainVerifier
 from services.tlog.merkle import leaf_hash
+from services.tlog.tiles import TILE_WIDTH, TileId
 
 
 def take_batch(
@@ -47,20 +49,28 @@ class VerifyOutcome:
     events_checked: int
     checkpoints_checked: int
     tree_size: int
+    # The newest checkpoint the verification anchored on (its size; 0 when there is none).
+    newest_checkpoint: int = 0
 
 
 class FullWalk:
     """Walks the chain from genesis, rebuilding the tree and checking each signed root on the way.
 
-    `checkpoints` maps each signed size to its (already signature-checked) root; `sealed_leaf(i)`
-    gives the leaf hash a sealed tile holds for leaf i (None beyond the sealed tree), which pins an
-    altered event to its own seq instead of the one after it.
+    `checkpoints` maps each signed size to its (already signature-checked) root; `sealed_leaf` is the
+    leaf hash a sealed tile holds for the next event (None beyond the sealed tree). A tile that
+    disagrees with an event is not believed on its own: the disagreement is settled by the chain (an
+    altered event breaks the link to the next one) or by the next signed root, which the events or the
+    tiles then fail to reach. So an altered event is named by its own seq, and a rewritten tile by its
+    path, never the intact event it covers.
     """
 
-    def __init__(self, tenant: str, checkpoints: Mapping[int, bytes]) -> None:
+    def __init__(self, tenant: str, checkpoints: Mapping[int, bytes], sealed_size: int | None = None) -> None:
         self._chain = ChainVerifier(tenant)
         self._tree = CompactRange()
+        self._tiles = CompactRange()
         self._checkpoints = dict(checkpoints)
+        self._sealed = max(self._checkpoints, default=0) if sealed_size is None else sealed_size
+        self._suspect = 0  # the first seq whose sealed leaf differs from its event's leaf
         self.checked = 0
         self.failure: VerifyOutcome | None = None
 
@@ -68,17 +78,32 @@ class FullWalk:
         """Check the next event; False (and `failure` set) at the first one that does not verify."""
         seq = self._chain.next_seq
         leaf = leaf_hash(canonical)
-        if sealed_leaf is not None and sealed_leaf != leaf:
-            return self._fail(seq, f"event {seq} differs from the sealed leaf")
+        if sealed_leaf is not None:
+            self._tiles.append(sealed_leaf)
+            if sealed_leaf != leaf and not self._suspect:
+                self._suspect = seq
         try:
             self._chain.add(canonical)
         except ChainError as exc:
+            if self._suspect:
+                return self._fail(self._suspect, f"event {self._suspect} differs from the sealed leaf")
             return self._fail(exc.seq, exc.reason)
         self._tree.append(leaf)
         self.checked += 1
         root = self._checkpoints.get(self._tree.size)
-        if root is not None and root != self._tree.root():
-            return self._fail(self._tree.size, f"checkpoint {self._tree.size}: root does not match events")
+        if root is None:
+            return True
+        size = self._tree.size
+        if self._suspect:
+            tiles_fit = self._tiles.size == size and self._tiles.root() == root
+            if root == self._tree.root() and not tiles_fit:
+                tile = TileId(0, (self._suspect - 1) // TILE_WIDTH,
+                              min(TILE_WIDTH, self._sealed - (self._suspect - 1) // TILE_WIDTH * TILE_WIDTH))
+                return self._fail(size, f"tile {tile.path}: its leaf for event {self._suspect} does not match "
+                                        f"checkpoint {size} (the tile was rewritten; the events fit the checkpoint)")
+            return self._fail(self._suspect, f"event {self._suspect} differs from the sealed leaf")
+        if root != self._tree.root():
+            return self._fail(size, f"checkpoint {size}: root does not match events")
         return True
 
     def finish(self) -> VerifyOutcome:
@@ -95,7 +120,55 @@ class FullWalk:
         return False
 
     def _outcome(self, ok: bool, seq: int, reason: str) -> VerifyOutcome:
-        return VerifyOutcome(ok, seq, reason, self.checked, len(self._checkpoints), self._tree.size)
+        return VerifyOutcome(ok, seq, reason, self.checked, len(self._checkpoints), self._tree.size, self._sealed)
+
+
+@dataclass(frozen=True)
+class SealFinding:
+    """A checkpoint that the index and the write-once store do not describe alike."""
+
+    size: int
+    reason: str
+
+
+def seal_findings(
+    records: Sequence[CheckpointRecord],
+    objects: Mapping[int, Sequence[ObjectVersion]],
+    object_key: Callable[[int], str],
+) -> list[SealFinding]:
+    """Compare the checkpoint index with every version and delete marker under the checkpoint prefix.
+
+    Each signed checkpoint in the bucket is binding, so the index must hold it, name the one object
+    version stored under its key, and be whole; a delete marker or a missing version is a failure.
+    `object_key(size)` is where the sealer writes the checkpoint of `size`. Smallest size first.
+    """
+    by_size = {record.size: record for record in records}
+    found: list[SealFinding] = []
+    for size in sorted(set(by_size) | set(objects)):
+        why = _disagreement(by_size.get(size), list(objects.get(size, ())), object_key(size))
+        if why:
+            found.append(SealFinding(size, f"checkpoint {size}: {why}"))
+    return found
+
+
+def _disagreement(record: CheckpointRecord | None, versions: list[ObjectVersion], key: str) -> str:
+    stored = [v.version_id for v in versions if not v.delete_marker]
+    if record is None:
+        if stored:
+            return ("a signed checkpoint object is in the seal bucket but not in the index (deleted from the "
+                    "index, or a seal interrupted before recording it: `lz seal now` finishes that)")
+        return "the seal bucket holds a delete marker under its key and no version"
+    if record.defect:
+        return f"the index item is damaged: {record.defect}"
+    if record.object_key != key:
+        return f"the index names object {record.object_key!r}, not {key!r}"
+    if record.version_id not in stored:
+        return f"object version {record.version_id!r} named by the index is missing from the seal bucket"
+    if any(v.delete_marker for v in versions):
+        return "its object has a delete marker (hidden from readers of the latest version)"
+    if len(stored) > 1:
+        return "the object was overwritten by a newer version"
+    return ""
 
 
 def earliest(failures: Sequence[VerifyOutcome]) -> VerifyOutcome | None:

@@ -71,6 +71,8 @@ _tile_pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="tiles")
 def resume_state(record: store.CheckpointRecord | None) -> domain.SealState:
     if record is None:
         return domain.SealState.genesis()
+    if record.defect:
+        raise domain.SealRefused(record.size, f"checkpoint {record.size}: the index item is damaged: {record.defect}")
     return domain.SealState(record.size, record.root, record.last_hash, dict(record.partial_tiles))
 
 

@@ -15,6 +15,7 @@ from services.kit.auth import current_tenant
 from services.kit.errors import FailedPrecondition, InvalidArgument, NotFound
 from services.ledger import store as ledger_store
 from services.sealer import sealing, store
+from services.sealer.domain import SealRefused
 from services.sealer.loop import SealerLoops
 from services.sealer.messages import checkpoint_message
 from services.sealer.sealing import SealContext
@@ -29,7 +30,13 @@ class SealerServicer(sealer_pb2_grpc.SealerServiceServicer):
         self._loops = loops
 
     async def SealNow(self, request: sealer_pb2.SealNowRequest, context: Context) -> sealer_pb2.SealNowResponse:
-        record = await self._loops.seal_now(current_tenant())
+        try:
+            record = await self._loops.seal_now(current_tenant())
+        except SealRefused as exc:
+            raise FailedPrecondition(
+                f"the ledger does not extend its last checkpoint at seq {exc.seq}: {exc.reason}; nothing was signed "
+                "(`lz ledger verify --full` names the damage)", reason="SEAL_REFUSED", metadata={"seq": str(exc.seq)},
+            ) from None
         if record is None:
             raise FailedPrecondition("the ledger is empty; there is nothing to seal", reason="LEDGER_EMPTY")
         return sealer_pb2.SealNowResponse(checkpoint=checkpoint_message(record))
