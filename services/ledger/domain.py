@@ -53,6 +53,12 @@ class VerifyOutcome:
     newest_checkpoint: int = 0
 
 
+def level0_tile(seq: int, sealed_size: int) -> TileId:
+    """The level-0 tile of the sealed tree of `sealed_size` that holds the leaf of event `seq`."""
+    index = (seq - 1) // TILE_WIDTH
+    return TileId(0, index, min(TILE_WIDTH, sealed_size - index * TILE_WIDTH))
+
+
 class FullWalk:
     """Walks the chain from genesis, rebuilding the tree and checking each signed root on the way.
 
@@ -97,8 +103,7 @@ class FullWalk:
         if self._suspect:
             tiles_fit = self._tiles.size == size and self._tiles.root() == root
             if root == self._tree.root() and not tiles_fit:
-                tile = TileId(0, (self._suspect - 1) // TILE_WIDTH,
-                              min(TILE_WIDTH, self._sealed - (self._suspect - 1) // TILE_WIDTH * TILE_WIDTH))
+                tile = level0_tile(self._suspect, self._sealed)
                 return self._fail(size, f"tile {tile.path}: its leaf for event {self._suspect} does not match "
                                         f"checkpoint {size} (the tile was rewritten; the events fit the checkpoint)")
             return self._fail(self._suspect, f"event {self._suspect} differs from the sealed leaf")

@@ -21,12 +21,14 @@ from typing import Any
 from services.kit import aws
 from services.kit.errors import DomainError, InvalidArgument
 from services.ledger import keys, store
+from services.ledger.domain import VerifyOutcome, level0_tile
 from services.ledger.proofs import SealReader, consistency
-from services.ledger.verification import SealView, read_seals
+from services.ledger.verification import SealView, read_seals, sealed_leaves
 from services.sealer import keys as seal_keys
 from services.sealer import store as seals
 from services.tlog.bundle import write_bundle
 from services.tlog.errors import TlogError
+from services.tlog.merkle import leaf_hash
 
 CHUNK_BYTES = 64 * 1024
 
@@ -62,13 +64,31 @@ def _proofs(r: SealReader, tenant: str, sizes: list[int]) -> dict[tuple[int, int
     return proofs
 
 
-def _events(r: SealReader, tenant: str, last: int, findings: list[dict[str, Any]]) -> Iterator[bytes]:
-    """The stored bytes in seq order; a `hash` attribute that is not their hash becomes a finding."""
+def _events(r: SealReader, tenant: str, last: int, sealed: int, findings: list[dict[str, Any]]) -> Iterator[bytes]:
+    """The stored bytes in seq order. What the bundle cannot show becomes a finding: a `hash` attribute
+    that is not the hash of the bytes, and a sealed tile that is missing or disagrees with the events
+    (tiles are not in the bundle; the events and notes are, and speak for themselves)."""
+    problems: list[VerifyOutcome] = []
+    leaves = sealed_leaves(r, tenant, sealed, problems)
+    disagreeing = False
     for event in store.events_between(r.ddb, r.table, tenant, 1, last, canonical_only=True):
         if event.hash_hex and event.hash_hex != store.derived_hash(event.canonical):
             findings.append({"seq": event.seq,
                              "reason": f"event {event.seq}: the stored hash attribute is not the hash of its bytes"})
+        leaf = next(leaves)
+        if leaf is not None and leaf != leaf_hash(event.canonical) and not disagreeing:
+            disagreeing = True
+            findings.append({"checkpoint": sealed, "reason": f"tile {level0_tile(event.seq, sealed).path} and event "
+                                                             f"{event.seq} disagree (one of them was altered)"})
         yield event.canonical
+    findings.extend({"checkpoint": p.first_bad_seq, "reason": p.reason} for p in problems)
+
+
+def _sound_newest(view: SealView, end_seq: int) -> int:
+    """The newest checkpoint size the index and the store agree on (within the export): whose tiles to read."""
+    unsound = {f.size for f in view.findings}
+    return max((rec.size for rec in view.records if rec.size not in unsound and (not end_seq or rec.size <= end_seq)),
+               default=0)
 
 
 def export_files(
@@ -91,7 +111,7 @@ def export_files(
             root,
             tenant=tenant,
             origin=r.keys.origin_of(tenant),
-            events=_events(r, tenant, end_seq or keys.MAX_SEQ, findings),
+            events=_events(r, tenant, end_seq or keys.MAX_SEQ, _sound_newest(view, end_seq), findings),
             checkpoints=notes,
             consistency_proofs=_proofs(r, tenant, sizes),
             verifier_keys=r.keys.verifier_strings(tenant),

@@ -112,7 +112,7 @@ def _attribute_lie(event: store.StoredEvent) -> str:
     return ""
 
 
-def _sealed_leaves(r: SealReader, tenant: str, sealed: int, problems: list[VerifyOutcome]) -> Iterator[bytes | None]:
+def sealed_leaves(r: SealReader, tenant: str, sealed: int, problems: list[VerifyOutcome]) -> Iterator[bytes | None]:
     """Leaf hashes held by the sealed level-0 tiles, in leaf order, then None forever.
 
     A tile that cannot be read is a problem named by its path (its leaves are then None).
@@ -150,7 +150,7 @@ def verify_full(r: SealReader, tenant: str, pinned: Sequence[bytes] = ()) -> Ver
     for pin in pins:
         roots.setdefault(pin.size, pin.root_hash)
     walk = FullWalk(tenant, roots, sealed)
-    leaves = _sealed_leaves(r, tenant, sealed, problems)
+    leaves = sealed_leaves(r, tenant, sealed, problems)
     for event in _events(r, tenant, 1):
         lie = _attribute_lie(event)
         if lie:

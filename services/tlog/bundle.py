@@ -412,9 +412,9 @@ def verify_bundle(
             )
         if count != manifest["event_count"] or (count and manifest["last_seq"] != count):
             raise _FailureError(f"manifest lists {manifest['event_count']} events, events.jsonl has {count}")
+        _check_findings(manifest)
         _check_consistency(root, manifest["consistency"], {s: cp for s, cp in checkpoints.items() if s not in pinned
                                                            or s in _bundled_sizes(manifest)})
-        _check_findings(manifest)
     except OSError as exc:
         raise BundleError(f"cannot read bundle file: {exc.strerror or exc}") from exc
     except _FailureError as failure:
