@@ -183,8 +183,7 @@ class SealerLoops:
                 await asyncio.sleep(1.0)
 
     async def _refresh_shards(self, arn: str, iterators: dict[str, str | None]) -> None:
-        desc = await aws.call(self._streams.describe_stream, StreamArn=arn)
-        for shard in desc["StreamDescription"].get("Shards", []):
+        for shard in await aws.call(stream_shards, self._streams, arn):
             shard_id = str(shard["ShardId"])
             if shard_id in iterators:
                 continue
@@ -214,3 +213,17 @@ class SealerLoops:
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+
+
+def stream_shards(streams: Any, arn: str) -> list[dict[str, Any]]:
+    """Every shard of the table's stream: DescribeStream answers at most 100 a page (`LastEvaluatedShardId`),
+    and a busy table's stream has more, so a sealer reading only the first page would miss tenants."""
+    shards: list[dict[str, Any]] = []
+    kwargs: dict[str, Any] = {"StreamArn": arn}
+    while True:
+        desc = streams.describe_stream(**kwargs)["StreamDescription"]
+        shards.extend(desc.get("Shards", []))
+        last = desc.get("LastEvaluatedShardId")
+        if not last:
+            return shards
+        kwargs["ExclusiveStartShardId"] = last
