@@ -44,9 +44,9 @@ from services.kit.settings import AwsSettings
 from services.ledger import domain, store
 from services.ledger.domain import FullWalk
 from services.ledger.proofs import SealReader, inclusion
+from services.ledger.signing import TenantKeys
 from services.ledger.verification import verify_full, verify_since_checkpoint
 from services.sealer import sealing
-from services.sealer.signing import TenantKeys
 from services.tlog.merkle import leaf_hash
 from services.tlog.note import generate_key
 

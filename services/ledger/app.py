@@ -15,7 +15,7 @@ from services.ledger.committer import GroupCommitter
 from services.ledger.proofs import SealReader
 from services.ledger.servicer import LedgerServicer
 from services.ledger.settings import LedgerSettings, SealAccess
-from services.sealer.signing import TenantKeys, load_signer_keys, parse_key_list
+from services.ledger.signing import TenantKeys, load_signer_keys, parse_key_list
 
 SERVICE_NAME = "lifecyclezero.v1.LedgerService"
 _PREFIX = f"/{SERVICE_NAME}/"

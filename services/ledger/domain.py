@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from services.ledger.store import MAX_EVENTS_PER_TRANSACTION, MAX_TRANSACTION_ITEMS
-from services.sealer.store import CheckpointRecord, ObjectVersion
 from services.tlog.compact import CompactRange
 from services.tlog.errors import ChainError
 from services.tlog.events import ChainVerifier
@@ -126,54 +125,6 @@ class FullWalk:
 
     def _outcome(self, ok: bool, seq: int, reason: str) -> VerifyOutcome:
         return VerifyOutcome(ok, seq, reason, self.checked, len(self._checkpoints), self._tree.size, self._sealed)
-
-
-@dataclass(frozen=True)
-class SealFinding:
-    """A checkpoint that the index and the write-once store do not describe alike."""
-
-    size: int
-    reason: str
-
-
-def seal_findings(
-    records: Sequence[CheckpointRecord],
-    objects: Mapping[int, Sequence[ObjectVersion]],
-    object_key: Callable[[int], str],
-) -> list[SealFinding]:
-    """Compare the checkpoint index with every version and delete marker under the checkpoint prefix.
-
-    Each signed checkpoint in the bucket is binding, so the index must hold it, name the one object
-    version stored under its key, and be whole; a delete marker or a missing version is a failure.
-    `object_key(size)` is where the sealer writes the checkpoint of `size`. Smallest size first.
-    """
-    by_size = {record.size: record for record in records}
-    found: list[SealFinding] = []
-    for size in sorted(set(by_size) | set(objects)):
-        why = _disagreement(by_size.get(size), list(objects.get(size, ())), object_key(size))
-        if why:
-            found.append(SealFinding(size, f"checkpoint {size}: {why}"))
-    return found
-
-
-def _disagreement(record: CheckpointRecord | None, versions: list[ObjectVersion], key: str) -> str:
-    stored = [v.version_id for v in versions if not v.delete_marker]
-    if record is None:
-        if stored:
-            return ("a signed checkpoint object is in the seal bucket but not in the index (deleted from the "
-                    "index, or a seal interrupted before recording it: `lz seal now` finishes that)")
-        return "the seal bucket holds a delete marker under its key and no version"
-    if record.defect:
-        return f"the index item is damaged: {record.defect}"
-    if record.object_key != key:
-        return f"the index names object {record.object_key!r}, not {key!r}"
-    if record.version_id not in stored:
-        return f"object version {record.version_id!r} named by the index is missing from the seal bucket"
-    if any(v.delete_marker for v in versions):
-        return "its object has a delete marker (hidden from readers of the latest version)"
-    if len(stored) > 1:
-        return "the object was overwritten by a newer version"
-    return ""
 
 
 def earliest(failures: Sequence[VerifyOutcome]) -> VerifyOutcome | None:

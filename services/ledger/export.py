@@ -20,12 +20,11 @@ from typing import Any
 
 from services.kit import aws
 from services.kit.errors import DomainError, InvalidArgument
-from services.ledger import keys, store
+from services.ledger import keys, seals, store
+from services.ledger import keys as seal_keys
 from services.ledger.domain import VerifyOutcome, level0_tile
 from services.ledger.proofs import SealReader, consistency
 from services.ledger.verification import SealView, read_seals, sealed_leaves
-from services.sealer import keys as seal_keys
-from services.sealer import store as seals
 from services.tlog.bundle import write_bundle
 from services.tlog.errors import TlogError
 from services.tlog.merkle import leaf_hash

@@ -1,6 +1,6 @@
 """Proofs served from the sealer's tiles: O(log n) tile reads, never a walk over the leaves.
 
-Tiles and checkpoints are read through `services.sealer.store` (the sealer owns their keys).
+Tiles and checkpoints are read through `services.ledger.seals`, the seal store the sealer writes through.
 Synchronous; the servicer runs these via `aws.call`.
 """
 
@@ -10,9 +10,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from services.kit.errors import FailedPrecondition, InvalidArgument, NotFound
-from services.ledger import store
-from services.sealer import store as seals
-from services.sealer.signing import TenantKeys
+from services.ledger import seals, store
+from services.ledger.signing import TenantKeys
 from services.tlog import merkle
 from services.tlog.errors import TlogError
 from services.tlog.merkle import HashReader

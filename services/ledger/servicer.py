@@ -19,7 +19,7 @@ from services.kit.errors import InvalidArgument, NotFound, ResourceExhausted
 from services.kit.ids import validate_id
 from services.ledger import export, proofs, store, verification
 from services.ledger.committer import GroupCommitter
-from services.sealer.messages import checkpoint_message
+from services.ledger.messages import checkpoint_message
 from services.tlog.errors import TlogError
 from services.tlog.events import parse_event
 

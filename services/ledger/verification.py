@@ -15,11 +15,11 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 
 from services.kit.errors import DomainError, InvalidArgument
-from services.ledger import keys, store
-from services.ledger.domain import FullWalk, SealFinding, VerifyOutcome, earliest, seal_findings
+from services.ledger import keys, seals, store
+from services.ledger import keys as seal_keys
+from services.ledger.domain import FullWalk, VerifyOutcome, earliest
 from services.ledger.proofs import SealReader, consistency, inclusion
-from services.sealer import keys as seal_keys
-from services.sealer import store as seals
+from services.ledger.seals import SealFinding, seal_findings
 from services.tlog import verify as tlog_verify
 from services.tlog.checkpoint import Checkpoint
 from services.tlog.errors import TlogError
@@ -52,20 +52,8 @@ def read_seals(r: SealReader, tenant: str) -> SealView:
 
 
 def check_record(r: SealReader, tenant: str, record: seals.CheckpointRecord) -> str:
-    """'' when the checkpoint's note verifies, says what the index says and is the stored object, else why not."""
-    try:
-        cp = verify_checkpoint(record.note, r.keys.verifiers(tenant))
-    except TlogError as exc:
-        return f"checkpoint {record.size}: signature: {exc}"
-    if cp.origin != r.keys.origin_of(tenant) or cp.size != record.size or cp.root_hash != record.root:
-        return f"checkpoint {record.size}: the signed note disagrees with the index"
-    try:
-        stored = seals.read_checkpoint_object(r.s3, r.bucket, record.object_key, record.version_id)
-    except Exception as exc:
-        return f"checkpoint {record.size}: object unreadable: {exc}"
-    if stored != record.note:
-        return f"checkpoint {record.size}: the stored object differs from the index"
-    return ""
+    """'' when the checkpoint's note is sound (`seals.check_note` with the tenant's keys), else why not."""
+    return seals.check_note(r.s3, r.bucket, record, r.keys.verifiers(tenant), r.keys.origin_of(tenant))
 
 
 def pinned_checkpoints(r: SealReader, tenant: str, notes: Sequence[bytes]) -> list[Checkpoint]:

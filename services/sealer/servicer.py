@@ -13,11 +13,12 @@ from lifecyclezero.v1 import sealer_pb2, sealer_pb2_grpc
 from services.kit import aws
 from services.kit.auth import current_tenant
 from services.kit.errors import FailedPrecondition, InvalidArgument, NotFound
+from services.ledger import seals
 from services.ledger import store as ledger_store
-from services.sealer import sealing, store
+from services.ledger.messages import checkpoint_message
+from services.sealer import sealing
 from services.sealer.domain import SealRefused
 from services.sealer.loop import SealerLoops
-from services.sealer.messages import checkpoint_message
 from services.sealer.sealing import SealContext
 
 Context: TypeAlias = "grpc.aio.ServicerContext[Any, Any]"
@@ -70,10 +71,10 @@ class SealerServicer(sealer_pb2_grpc.SealerServiceServicer):
         if request.tree_size < 0:
             raise InvalidArgument.field("tree_size", "must not be negative")
         if request.tree_size == 0:
-            record = await aws.call(store.latest_checkpoint_record, self._ctx.ddb, self._ctx.table, tenant)
+            record = await aws.call(seals.latest_checkpoint_record, self._ctx.ddb, self._ctx.table, tenant)
         else:
             record = await aws.call(
-                store.get_checkpoint_record, self._ctx.ddb, self._ctx.table, tenant, request.tree_size
+                seals.get_checkpoint_record, self._ctx.ddb, self._ctx.table, tenant, request.tree_size
             )
         if record is None:
             raise NotFound(f"no checkpoint of size {request.tree_size or 'any'}")
@@ -92,7 +93,7 @@ class SealerServicer(sealer_pb2_grpc.SealerServiceServicer):
                 raise InvalidArgument.field("page_token", "is not a token this service issued")
             before = int(request.page_token)
         records, following = await aws.call(
-            store.list_checkpoint_records, self._ctx.ddb, self._ctx.table, tenant, before, size
+            seals.list_checkpoint_records, self._ctx.ddb, self._ctx.table, tenant, before, size
         )
         return sealer_pb2.ListCheckpointsResponse(
             checkpoints=[checkpoint_message(r) for r in records],

@@ -13,7 +13,7 @@ from cli_helpers import Lz, new_asset
 
 from services.kit import aws
 from services.ledger import keys as ledger_keys
-from services.sealer import keys as sealer_keys
+from services.ledger import keys as seal_keys
 from services.tlog.checkpoint import Checkpoint
 from services.tlog.note import Signer
 from tests.faults.helpers import Store
@@ -207,7 +207,7 @@ def test_ledger_verify_with_a_pin_that_does_not_verify_is_exit_2(sealed: Lz, tmp
 def test_ledger_verify_of_a_damaged_index_item_names_the_checkpoint(sealed: Lz, new_tenant: Any) -> None:
     """A checkpoint index item without its compact range makes `ledger verify` exit 1 naming the checkpoint."""
     store = Store(new_tenant.stack)
-    key = aws.to_item({"PK": sealer_keys.seal_pk(new_tenant.tenant), "SK": sealer_keys.checkpoint_sk(2)})
+    key = aws.to_item({"PK": seal_keys.seal_pk(new_tenant.tenant), "SK": seal_keys.checkpoint_sk(2)})
     store.ddb.update_item(TableName=store.table, Key=key, UpdateExpression="REMOVE #c",
                           ExpressionAttributeNames={"#c": "compact"})
     for mode in ([], ["--full"]):

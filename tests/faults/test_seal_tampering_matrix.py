@@ -18,7 +18,7 @@ import pytest
 from lifecyclezero.v1 import ledger_pb2
 
 from services.kit.devstack import Stack
-from services.sealer import keys as sealer_keys
+from services.ledger import keys as seal_keys
 from services.tlog.compact import CompactRange
 from services.tlog.events import event_hash, parse_event
 from services.tlog.tiles import TileId
@@ -113,20 +113,20 @@ def _other_compact(item: dict) -> None:
 
 
 def checkpoint_delete_marker(ledger: Ledger) -> None:
-    key = sealer_keys.checkpoint_object_key(ledger.tenant.tenant, SECOND_CP)
+    key = seal_keys.checkpoint_object_key(ledger.tenant.tenant, SECOND_CP)
     ledger.s3.delete_object(Bucket=ledger.bucket, Key=key)
 
 
 def tile_rewritten(ledger: Ledger) -> None:
     """A new version of the newest level-0 tile whose 6th leaf hash is another's."""
-    key = sealer_keys.tile_object_key(ledger.tenant.tenant, NEWEST_TILE)
+    key = seal_keys.tile_object_key(ledger.tenant.tenant, NEWEST_TILE)
     data = bytearray(ledger.s3.get_object(Bucket=ledger.bucket, Key=key)["Body"].read())
     data[5 * 32 : 6 * 32] = b"\x05" * 32
     ledger.s3.put_object(Bucket=ledger.bucket, Key=key, Body=bytes(data))
 
 
 def tile_deleted(ledger: Ledger) -> None:
-    ledger.s3.delete_object(Bucket=ledger.bucket, Key=sealer_keys.tile_object_key(ledger.tenant.tenant, NEWEST_TILE))
+    ledger.s3.delete_object(Bucket=ledger.bucket, Key=seal_keys.tile_object_key(ledger.tenant.tenant, NEWEST_TILE))
 
 
 def tail_hash_edited_then_honest_append(ledger: Ledger) -> None:

@@ -11,8 +11,8 @@ from lifecyclezero.v1 import ledger_pb2
 
 from services.kit.auth import Role
 from services.kit.errors import ResourceExhausted
+from services.ledger import keys as seal_keys
 from services.ledger.servicer import TenantLimit
-from services.sealer import keys as sealer_keys
 from services.tlog.events import parse_event
 from services.tlog.tiles import TileId
 from tests.faults.helpers import Store
@@ -188,7 +188,7 @@ def test_inclusion_proof_from_a_rewritten_tile_fails_naming_the_tile(new_tenant)
     append(new_tenant, 20)
     seal_now(new_tenant)
     store = Store(new_tenant.stack)
-    key = sealer_keys.tile_object_key(new_tenant.tenant, TileId(0, 0, 20))
+    key = seal_keys.tile_object_key(new_tenant.tenant, TileId(0, 0, 20))
     data = bytearray(store.s3.get_object(Bucket=store.bucket, Key=key)["Body"].read())
     data[:32] = b"\x01" * 32
     store.s3.put_object(Bucket=store.bucket, Key=key, Body=bytes(data))

@@ -7,22 +7,28 @@ instead of writing a second version; the same tree always yields the same tiles,
 signatures are deterministic, so an honest retry finds identical bytes. Checkpoints are read back by
 the version id recorded in the index, so a later version of the same key cannot shadow them.
 
-Synchronous boto3; async callers use `aws.call`. The ledger service uses the read functions.
+The one home of the write-once seal store: the sealer writes through this module, the ledger reads
+through it, and the checks that decide whether a stored checkpoint can be believed (`seal_findings`,
+`check_note`) live here too. Keys come from `services.ledger.keys`.
+
+Synchronous boto3; async callers use `aws.call`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from services.kit import aws
 from services.kit.errors import FailedPrecondition
-from services.sealer import keys
+from services.ledger import keys
 from services.tlog.compact import CompactRange
 from services.tlog.errors import TlogError
+from services.tlog.note import Verifier
 from services.tlog.tiles import TILE_WIDTH, TileId
+from services.tlog.verify import verify_checkpoint
 
 
 @dataclass(frozen=True)
@@ -159,7 +165,7 @@ def _record(raw: dict[str, Any]) -> CheckpointRecord:
     item = aws.from_item(raw)
     parsed = keys.size_of_checkpoint_sk(str(item.get("SK", "")))
     size = parsed or 0
-    defects: list[str] = [] if parsed is not None else ["the key is not CHECKPOINT#<20 digits>"]
+    defects: list[str] = [] if parsed is not None else ["the sort key is not a checkpoint size"]
 
     def read(name: str, parse: Callable[[Any], Any], empty: Any) -> Any:
         if name not in item:
@@ -405,3 +411,74 @@ class TileReads:
             if aws.error_code(exc) in {"NoSuchKey", "404"}:
                 return None
             raise
+
+
+# --- checks: whether a stored checkpoint can be believed ---------------------------------------------
+
+
+@dataclass(frozen=True)
+class SealFinding:
+    """A checkpoint that the index and the write-once store do not describe alike."""
+
+    size: int
+    reason: str
+
+
+def seal_findings(
+    records: Sequence[CheckpointRecord],
+    objects: Mapping[int, Sequence[ObjectVersion]],
+    object_key: Callable[[int], str],
+) -> list[SealFinding]:
+    """Compare the checkpoint index with every version and delete marker under the checkpoint prefix.
+
+    Each signed checkpoint in the bucket is binding, so the index must hold it, name the one object
+    version stored under its key, and be whole; a delete marker or a missing version is a failure.
+    `object_key(size)` is where the sealer writes the checkpoint of `size`. Smallest size first.
+    """
+    by_size = {record.size: record for record in records}
+    found: list[SealFinding] = []
+    for size in sorted(set(by_size) | set(objects)):
+        why = _disagreement(by_size.get(size), list(objects.get(size, ())), object_key(size))
+        if why:
+            found.append(SealFinding(size, f"checkpoint {size}: {why}"))
+    return found
+
+
+def _disagreement(record: CheckpointRecord | None, versions: list[ObjectVersion], key: str) -> str:
+    stored = [v.version_id for v in versions if not v.delete_marker]
+    if record is None:
+        if stored:
+            return ("a signed checkpoint object is in the seal bucket but not in the index (deleted from the "
+                    "index, or a seal interrupted before recording it: `lz seal now` finishes that)")
+        return "the seal bucket holds a delete marker under its key and no version"
+    if record.defect:
+        return f"the index item is damaged: {record.defect}"
+    if record.object_key != key:
+        return f"the index names object {record.object_key!r}, not {key!r}"
+    if record.version_id not in stored:
+        return f"object version {record.version_id!r} named by the index is missing from the seal bucket"
+    if any(v.delete_marker for v in versions):
+        return "its object has a delete marker (hidden from readers of the latest version)"
+    if len(stored) > 1:
+        return "the object was overwritten by a newer version"
+    return ""
+
+
+def check_note(
+    s3: Any, bucket: str, record: CheckpointRecord, verifiers: Sequence[Verifier], origin: str
+) -> str:
+    """'' when the checkpoint's note verifies, says what the index says and is the stored object version,
+    else why not."""
+    try:
+        cp = verify_checkpoint(record.note, verifiers)
+    except TlogError as exc:
+        return f"checkpoint {record.size}: signature: {exc}"
+    if cp.origin != origin or cp.size != record.size or cp.root_hash != record.root:
+        return f"checkpoint {record.size}: the signed note disagrees with the index"
+    try:
+        stored = read_checkpoint_object(s3, bucket, record.object_key, record.version_id)
+    except Exception as exc:
+        return f"checkpoint {record.size}: object unreadable: {exc}"
+    if stored != record.note:
+        return f"checkpoint {record.size}: the stored object differs from the index"
+    return ""
