@@ -422,6 +422,9 @@ class SealFinding:
 
     size: int
     reason: str
+    # The bucket holds a checkpoint the index lacks: also what a seal looks like between writing its
+    # note and recording it, so a reader may look again before calling it tampering.
+    unindexed: bool = False
 
 
 def seal_findings(
@@ -440,7 +443,7 @@ def seal_findings(
     for size in sorted(set(by_size) | set(objects)):
         why = _disagreement(by_size.get(size), list(objects.get(size, ())), object_key(size))
         if why:
-            found.append(SealFinding(size, f"checkpoint {size}: {why}"))
+            found.append(SealFinding(size, f"checkpoint {size}: {why}", unindexed=size not in by_size))
     return found
 
 

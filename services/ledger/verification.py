@@ -11,6 +11,7 @@ are binding too. Any disagreement between the data and a seal is a failure namin
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 
@@ -28,6 +29,8 @@ from services.tlog.tiles import TILE_WIDTH, TileId
 from services.tlog.verify import verify_checkpoint
 
 EVENT_PAGE = 2000
+SETTLE_SECONDS = 5.0
+SETTLE_POLL_SECONDS = 0.25
 
 
 @dataclass(frozen=True)
@@ -43,12 +46,22 @@ class SealView:
         return max(self.records, key=lambda rec: rec.size, default=None)
 
 
-def read_seals(r: SealReader, tenant: str) -> SealView:
-    """Every index item (one paged Query) and every checkpoint object version (one paged LIST)."""
-    records = list(seals.all_checkpoint_records(r.ddb, r.table, tenant))
-    objects = seals.checkpoint_objects(r.s3, r.bucket, tenant)
-    findings = seal_findings(records, objects, lambda size: seal_keys.checkpoint_object_key(tenant, size))
-    return SealView(records, objects, findings)
+def read_seals(r: SealReader, tenant: str, settle_seconds: float = SETTLE_SECONDS) -> SealView:
+    """Every index item (one paged Query), then every checkpoint object version (one paged LIST).
+
+    In that order, a seal running meanwhile can only show as an object the index lacks (the sealer
+    writes the note, then the record), never the other way round. Such an object is looked at again
+    for up to `settle_seconds` (a running seal records it within milliseconds); one still unrecorded
+    then is a finding: tampering with the index, or a seal that stopped before recording it.
+    """
+    deadline = time.monotonic() + settle_seconds
+    while True:
+        records = list(seals.all_checkpoint_records(r.ddb, r.table, tenant))
+        objects = seals.checkpoint_objects(r.s3, r.bucket, tenant)
+        findings = seal_findings(records, objects, lambda size: seal_keys.checkpoint_object_key(tenant, size))
+        if not any(f.unindexed for f in findings) or time.monotonic() >= deadline:
+            return SealView(records, objects, findings)
+        time.sleep(SETTLE_POLL_SECONDS)
 
 
 def check_record(r: SealReader, tenant: str, record: seals.CheckpointRecord) -> str:
