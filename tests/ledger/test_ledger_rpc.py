@@ -221,3 +221,17 @@ class TestTenantLimit:
             raise RuntimeError("boom")
         with limit.slot("t1", "x"):
             pass
+
+
+def test_an_older_pinned_checkpoint_is_proven_consistent_in_both_modes(new_tenant):
+    """VerifyLedger with an older checkpoint pinned passes in both modes when the ledger still extends it."""
+    append(new_tenant, 20)
+    older = seal_now(new_tenant)
+    append(new_tenant, 30)
+    seal_now(new_tenant)
+    for mode in (ledger_pb2.VERIFY_MODE_SINCE_CHECKPOINT, ledger_pb2.VERIFY_MODE_FULL):
+        ledger, _ = stubs(new_tenant)
+        verdict = ledger.VerifyLedger(ledger_pb2.VerifyLedgerRequest(mode=mode, pinned_checkpoints=[older.signed_note]),
+                                      metadata=new_tenant.metadata(), timeout=120)
+        assert verdict.ok, verdict
+        assert verdict.mode == mode
