@@ -23,16 +23,14 @@ from services.ledger import seals
 from services.tlog.compact import CompactRange
 from services.tlog.events import event_hash, parse_event
 from services.tlog.tiles import TileId
-from tests.faults.helpers import Store, make_tenant, own_stack
-from tests.faults.test_tampering_matrix import FIRST_CP, SECOND_CP, SIZE, _record_key
+from tests.faults.helpers import own_stack
+from tests.faults.test_tampering_matrix import FIRST_CP, SECOND_CP, SIZE, _record_key, sealed_ledger
 from tests.ledger.helpers import (
     append,
     export_bundle,
     lz_verify,
-    seal_now,
     verifier_keys,
     verify_ledger,
-    wait_sealed,
 )
 from tests.ledger.test_tampering import Ledger, edited
 
@@ -50,23 +48,10 @@ def quiet_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 
 @pytest.fixture
 def ledger(quiet_stack: Stack) -> Ledger:
-    """40 events, checkpoints at exactly 16 and 32.
-
-    The sealer seals a tenant once when its stream first shows it (whatever the settings), so the
-    fixture waits for that seal before sealing on its own; later appends then stay unsealed.
-    """
-    tenant = make_tenant(quiet_stack)
-    append(tenant, FIRST_CP)
-    wait_sealed(tenant, 1)
-    seal_now(tenant)
-    append(tenant, SECOND_CP - FIRST_CP)
-    seal_now(tenant)
-    append(tenant, SIZE - SECOND_CP)
-    store = Store(quiet_stack)
-    made = Ledger(tenant, store.ddb, store.s3, store.table, store.bucket, quiet_stack)
-    sizes = [r.size for r in seals.all_checkpoint_records(store.ddb, store.table, tenant.tenant)]
+    """40 events, checkpoints at exactly 16 and 32 (the sealer of this stack seals nothing on its own after)."""
+    made = sealed_ledger(quiet_stack)
+    sizes = [r.size for r in seals.all_checkpoint_records(made.ddb, made.table, made.tenant.tenant)]
     assert sizes == [FIRST_CP, SECOND_CP], sizes
-    assert verify_ledger(made.tenant).ok
     return made
 
 

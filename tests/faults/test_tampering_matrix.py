@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from services.kit import aws
+from services.kit.devstack import Stack
 from services.ledger import keys as ledger_keys
 from services.ledger import keys as seal_keys
 from services.tlog.checkpoint import Checkpoint
@@ -22,7 +23,15 @@ from services.tlog.merkle import leaf_hash
 from services.tlog.note import Signer, generate_key
 from services.tlog.tiles import TileBuilder
 from tests.faults.helpers import Store, make_tenant
-from tests.ledger.helpers import append, export_bundle, lz_verify, seal_now, verifier_keys, verify_ledger
+from tests.ledger.helpers import (
+    append,
+    export_bundle,
+    lz_verify,
+    seal_now,
+    verifier_keys,
+    verify_ledger,
+    wait_sealed,
+)
 from tests.ledger.test_tampering import Ledger, edited
 
 SIZE, FIRST_CP, SECOND_CP = 40, 16, 32
@@ -143,10 +152,15 @@ MATRIX = [
 ]
 
 
-@pytest.fixture
-def ledger(stack) -> Ledger:
+def sealed_ledger(stack: Stack) -> Ledger:
+    """A new tenant's ledger of 40 events sealed at 16 and 32, verified.
+
+    The sealer seals a tenant once when its stream first shows it, so that seal is waited for before
+    sealing on demand (a sealer configured to seal only on demand then leaves the last 8 unsealed).
+    """
     tenant = make_tenant(stack)
     append(tenant, FIRST_CP)
+    wait_sealed(tenant, 1)
     seal_now(tenant)
     append(tenant, SECOND_CP - FIRST_CP)
     seal_now(tenant)
@@ -155,6 +169,11 @@ def ledger(stack) -> Ledger:
     made = Ledger(tenant, store.ddb, store.s3, store.table, store.bucket, stack)
     assert verify_ledger(tenant).ok
     return made
+
+
+@pytest.fixture
+def ledger(stack) -> Ledger:
+    return sealed_ledger(stack)
 
 
 @pytest.mark.parametrize("case", MATRIX, ids=[c.name for c in MATRIX])
