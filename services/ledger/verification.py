@@ -29,6 +29,7 @@ from services.tlog.tiles import TILE_WIDTH, TileId
 from services.tlog.verify import verify_checkpoint
 
 EVENT_PAGE = 2000
+MAX_PINS = 64
 SETTLE_SECONDS = 5.0
 SETTLE_POLL_SECONDS = 0.25
 
@@ -71,6 +72,8 @@ def check_record(r: SealReader, tenant: str, record: seals.CheckpointRecord) -> 
 
 def pinned_checkpoints(r: SealReader, tenant: str, notes: Sequence[bytes]) -> list[Checkpoint]:
     """The checkpoints a caller pins, each verified with the tenant's keys (InvalidArgument otherwise)."""
+    if len(notes) > MAX_PINS:
+        raise InvalidArgument.field("pinned_checkpoints", f"at most {MAX_PINS} checkpoints")
     pins: list[Checkpoint] = []
     for index, note in enumerate(notes):
         try:
