@@ -139,16 +139,18 @@ def sealed_leaves(r: SealReader, tenant: str, sealed: int, problems: list[Verify
 
 def verify_full(r: SealReader, tenant: str, pinned: Sequence[bytes] = ()) -> VerifyOutcome:
     """Walk every event from genesis, rebuild the tree and check every checkpoint, found or pinned."""
-    view = read_seals(r, tenant)
     pins = pinned_checkpoints(r, tenant, pinned)
+    view = read_seals(r, tenant)
     problems = [_failure(f, len(view.records)) for f in (*view.findings, *_pin_findings(view, pins))]
     unsound = {f.size for f in view.findings}
     roots: dict[int, bytes] = {}
     for record in view.records:
-        why = "" if record.size in unsound else check_record(r, tenant, record)
+        if record.size in unsound:
+            continue
+        why = check_record(r, tenant, record)
         if why:
             problems.append(VerifyOutcome(False, record.size, why, 0, len(view.records), 0))
-        elif record.size not in unsound:
+        else:
             roots[record.size] = record.root
     sealed = max(roots, default=0)
     for pin in pins:
@@ -165,14 +167,14 @@ def verify_full(r: SealReader, tenant: str, pinned: Sequence[bytes] = ()) -> Ver
     first = earliest([outcome, *problems])
     result = first or outcome
     return VerifyOutcome(result.ok, result.first_bad_seq, result.reason, outcome.events_checked,
-                         len(view.records) + len(pins), outcome.tree_size, max(roots, default=0))
+                         len(view.records) + len(pins), outcome.tree_size, sealed)
 
 
 def verify_since_checkpoint(r: SealReader, tenant: str, pinned: Sequence[bytes] = ()) -> VerifyOutcome:
     """Check the newest checkpoint, its consistency with the previous one and with every pinned one;
     walk only the tail. The index is compared with the store for every checkpoint (one LIST)."""
-    view = read_seals(r, tenant)
     pins = pinned_checkpoints(r, tenant, pinned)
+    view = read_seals(r, tenant)
     findings = [*view.findings, *_pin_findings(view, pins)]
     if findings:
         return _failure(min(findings, key=lambda f: f.size), 0)
