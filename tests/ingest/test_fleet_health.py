@@ -1,0 +1,182 @@
+"""Fleet health against real processes: agents that stop, are killed, come back, and an isolated host's agent.
+
+The stack here is its own (heartbeats every 2 s, the health sweep every half second), so that "within
+three heartbeat intervals" is seconds; `lz-agent run` and `lz-agent simulate` run as processes and
+are stopped with real signals.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+from google.protobuf.timestamp_pb2 import Timestamp
+from lifecyclezero.v1 import assets_pb2, assets_pb2_grpc, common_pb2
+
+from services.kit.devstack import Stack
+from tests.conftest import running
+from tests.faults.helpers import until
+from tests.ingest.agents import IngestTenant, create_tenant
+
+pytestmark = pytest.mark.slow
+
+INTERVAL = 2
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def health_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """A stack of its own whose ingest asks for a heartbeat every 2 s and sweeps health twice a second."""
+    yield from running(Stack(state_dir=tmp_path_factory.mktemp("health-stack"), extra_env={
+        "LZ_HEARTBEAT_INTERVAL_SECONDS": str(INTERVAL), "LZ_HEALTH_SWEEP_SECONDS": "0.5",
+        "LZ_COMMAND_POLL_SECONDS": "1"}))
+
+
+@pytest.fixture
+def tenant(health_stack: Stack) -> IngestTenant:
+    return create_tenant(health_stack)
+
+
+class AgentProcess:
+    """An enrolled host's `lz-agent run`, started and stopped as a process of its own."""
+
+    def __init__(self, stack: Stack, tenant: IngestTenant, state_dir: Path) -> None:
+        self.state_dir = state_dir
+        self.env = {**os.environ, "LZ_AGENT_STATE_DIR": str(state_dir), "PYTHONPATH": str(REPO)}
+        done = subprocess.run(
+            [sys.executable, "-m", "agent.cli", "enroll", "--tenant", tenant.tenant, "--secret",
+             tenant.enrollment_secret, "--control-plane", stack.addresses["ingest"]],
+            env=self.env, capture_output=True, text=True, timeout=60, check=True)
+        self.asset_id = done.stdout.split("asset ", 1)[1].split()[0]
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        with (self.state_dir / "agent.log").open("ab") as out:
+            self.proc = subprocess.Popen([sys.executable, "-m", "agent.cli", "run"], env=self.env, stdout=out,
+                                         stderr=subprocess.STDOUT)
+
+    def signal(self, sig: signal.Signals) -> int:
+        """Send `sig` and wait for the process to end; its exit code."""
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+        return self.proc.wait(30)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+
+def _assets(stack: Stack) -> assets_pb2_grpc.AssetServiceStub:
+    return assets_pb2_grpc.AssetServiceStub(grpc.insecure_channel(stack.addresses["assets"]))
+
+
+def get_asset(stack: Stack, tenant: IngestTenant, asset_id: str) -> common_pb2.Asset:
+    reply = _assets(stack).GetAsset(assets_pb2.GetAssetRequest(asset_id=asset_id), metadata=tenant.admin(), timeout=10)
+    return reply.asset
+
+
+def agent_alerts(stack: Stack, tenant: IngestTenant, asset_id: str) -> dict[str, common_pb2.Alert]:
+    """The asset's alerts by rule id (the newest of each)."""
+    reply = _assets(stack).ListAlerts(assets_pb2.ListAlertsRequest(asset_id=asset_id, page_size=100),
+                                      metadata=tenant.admin(), timeout=10)
+    found: dict[str, common_pb2.Alert] = {}
+    for alert in reply.alerts:
+        found.setdefault(alert.rule_id, alert)
+    return found
+
+
+def custody_actions(stack: Stack, tenant: IngestTenant, asset_id: str) -> list[str]:
+    reply = _assets(stack).GetCustodyLog(assets_pb2.GetCustodyLogRequest(asset_id=asset_id, page_size=100),
+                                         metadata=tenant.admin(), timeout=10)
+    return [event.action for event in reply.events]
+
+
+def is_online(stack: Stack, tenant: IngestTenant, asset_id: str) -> bool:
+    return get_asset(stack, tenant, asset_id).connection_state == common_pb2.CONNECTION_STATE_ONLINE
+
+
+def _seconds(stamp: Timestamp) -> float:
+    return stamp.seconds + stamp.nanos / 1e9
+
+
+@pytest.fixture
+def agent(health_stack: Stack, tenant: IngestTenant, tmp_path: Path) -> Iterator[AgentProcess]:
+    """An enrolled `lz-agent run` process, online (killed afterwards if still alive)."""
+    process = AgentProcess(health_stack, tenant, tmp_path)
+    process.start()
+    try:
+        until(lambda: is_online(health_stack, tenant, process.asset_id), 60, "the agent online")
+        yield process
+    finally:
+        process.stop()
+
+
+def test_an_agent_stopped_with_sigterm_says_goodbye_and_shows_offline_with_its_reason(
+        health_stack: Stack, tenant: IngestTenant, agent: AgentProcess) -> None:
+    """SIGTERM makes the agent send a goodbye; the asset shows offline with reason service-stop."""
+    assert agent.signal(signal.SIGTERM) == 0
+    asset = until(lambda: (a := get_asset(health_stack, tenant, agent.asset_id)).connection_state
+                  == common_pb2.CONNECTION_STATE_OFFLINE and a, 30, "the asset offline")
+    assert asset.disconnect_reason == "service-stop"
+
+
+def test_an_agent_killed_with_sigkill_raises_agent_silent_within_three_heartbeat_intervals(
+        health_stack: Stack, tenant: IngestTenant, agent: AgentProcess) -> None:
+    """SIGKILL leaves no goodbye: the asset goes offline as lost and agent-silent is raised within 3 intervals."""
+    agent.signal(signal.SIGKILL)
+    alert = until(lambda: agent_alerts(health_stack, tenant, agent.asset_id).get("agent-silent"), 60,
+                  "agent-silent raised")
+    asset = get_asset(health_stack, tenant, agent.asset_id)
+    assert (asset.connection_state, asset.disconnect_reason) == (common_pb2.CONNECTION_STATE_OFFLINE, "lost")
+    assert alert.severity == common_pb2.SEVERITY_WARNING
+    assert _seconds(alert.observe_time) - _seconds(asset.connection_change_time) <= 3 * INTERVAL
+
+
+def test_an_agent_that_comes_back_is_online_and_its_silent_alert_resolved(
+        health_stack: Stack, tenant: IngestTenant, agent: AgentProcess) -> None:
+    """A killed agent that starts again is online, and the agent-silent alert it raised is resolved."""
+    agent.signal(signal.SIGKILL)
+    until(lambda: agent_alerts(health_stack, tenant, agent.asset_id).get("agent-silent"), 60, "agent-silent raised")
+    agent.start()
+    resolved = until(lambda: agent_alerts(health_stack, tenant, agent.asset_id)["agent-silent"].HasField(
+        "resolve_time"), 60, "agent-silent resolved")
+    assert resolved
+    assert is_online(health_stack, tenant, agent.asset_id)
+
+
+def test_the_killed_agent_of_an_isolated_host_raises_a_critical_alert_and_a_custody_event(
+        health_stack: Stack, tenant: IngestTenant, tmp_path: Path) -> None:
+    """An isolated host whose agent is killed gets agent-stopped-while-isolated (CRITICAL) and `asset.agent.lost`."""
+    identities = tmp_path / "ids.jsonl"
+    with (tmp_path / "simulate.log").open("ab") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "agent.cli", "simulate", "--count", "1", "--control-plane",
+             health_stack.addresses["ingest"], "--tenant", tenant.tenant, "--secret", tenant.enrollment_secret,
+             "--interval", str(INTERVAL), "--identities", str(identities), "--first-reconnect-jitter", "0"],
+            env={**os.environ, "PYTHONPATH": str(REPO)}, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        asset_id = until(lambda: identities.exists() and identities.read_text().split('"asset_id": "')[1].split('"')[0],
+                         60, "the simulated host enrolled")
+        until(lambda: is_online(health_stack, tenant, asset_id), 60, "the host online")
+        _assets(health_stack).IsolateAsset(
+            assets_pb2.IsolateAssetRequest(asset_id=asset_id, justification="test: exposed engine",
+                                           request_id="iso-1"), metadata=tenant.admin(), timeout=30)
+        until(lambda: get_asset(health_stack, tenant, asset_id).status == common_pb2.ASSET_STATUS_ISOLATED, 60,
+              "the host isolated")
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+        alert = until(lambda: agent_alerts(health_stack, tenant, asset_id).get("agent-stopped-while-isolated"), 60,
+                      "agent-stopped-while-isolated raised")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(10)
+    assert alert.severity == common_pb2.SEVERITY_CRITICAL
+    assert custody_actions(health_stack, tenant, asset_id)[-1] == "asset.agent.lost"
