@@ -27,7 +27,7 @@ from services.ingest import domain, health, presence, rules
 from services.ingest.assets_client import AssetsClient
 from services.ingest.settings import StreamSettings
 from services.kit import aws
-from services.kit.errors import DomainError
+from services.kit.errors import DomainError, NotFound
 
 log = logging.getLogger(__name__)
 
@@ -185,12 +185,16 @@ class Tracker:
         evidence: dict[str, Any] = {"reason": check.reason, "last_seen": connection.last_seen,
                                     "disconnect_time": connection.since, "agent_version": connection.agent_version}
         if check.ask_isolation and policy.rules[rules.Rule.AGENT_STOPPED_WHILE_ISOLATED].enabled:
-            loss = await self._assets.record_agent_loss(tenant, connection.asset_id, check.reason,
-                                                        _timestamp(connection.last_seen),
-                                                        _loss_request_id(tenant, connection))
-            if loss.isolated:
-                wanted.append(health.AGENT_STOPPED_WHILE_ISOLATED)
-                evidence["custody_seq"] = loss.custody_seq
+            try:
+                loss = await self._assets.record_agent_loss(tenant, connection.asset_id, check.reason,
+                                                            _timestamp(connection.last_seen),
+                                                            _loss_request_id(tenant, connection))
+            except NotFound:
+                log.info("agent %s/%s has no asset: nothing is contained", tenant, connection.asset_id)
+            else:
+                if loss.isolated:
+                    wanted.append(health.AGENT_STOPPED_WHILE_ISOLATED)
+                    evidence["custody_seq"] = loss.custody_seq
         raised: dict[str, str] = {}
         for rule_id in wanted:
             spec = policy.rules[rules.Rule(rule_id)]
