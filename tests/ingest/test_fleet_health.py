@@ -7,18 +7,21 @@ are stopped with real signals.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
 from lifecyclezero.v1 import assets_pb2, assets_pb2_grpc, common_pb2
 
+from agent.enroll import AGENT_VERSION
 from services.kit.devstack import Stack
 from tests.conftest import running
 from tests.faults.helpers import until
@@ -180,3 +183,59 @@ def test_the_killed_agent_of_an_isolated_host_raises_a_critical_alert_and_a_cust
         proc.wait(10)
     assert alert.severity == common_pb2.SEVERITY_CRITICAL
     assert custody_actions(health_stack, tenant, asset_id)[-1] == "asset.agent.lost"
+
+
+def _tenant_policy(stack: Stack, tenant: IngestTenant, text: str) -> None:
+    """The tenant's policy override (LZ_POLICY_DIR/<tenant>.yaml), read by ingest and the risk worker."""
+    directory = stack.state_dir / "policies"
+    directory.mkdir(exist_ok=True)
+    (directory / f"{tenant.tenant}.yaml").write_text(text)
+
+
+def lz(stack: Stack, tenant: IngestTenant, *args: str) -> Any:
+    """`lz <args> --json` against the stack as the tenant's admin; its JSON answer."""
+    done = subprocess.run([sys.executable, "-m", "lz.cli", *args, "--json", "--assets", stack.addresses["assets"],
+                           "--token", tenant.admin_token],
+                          env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True, timeout=60,
+                          check=True)
+    return json.loads(done.stdout)
+
+
+@pytest.fixture
+def strict_tenant(health_stack: Stack) -> IngestTenant:
+    """A tenant whose policy wants agents of version 99 or later and calls one missing 8 s after it was seen."""
+    made = create_tenant(health_stack)
+    _tenant_policy(health_stack, made, "agent_health:\n  missing_after_seconds: 8\n  minimum_version: '99.0'\n")
+    return made
+
+
+@pytest.fixture
+def strict_agent(health_stack: Stack, strict_tenant: IngestTenant, tmp_path: Path) -> Iterator[AgentProcess]:
+    process = AgentProcess(health_stack, strict_tenant, tmp_path)
+    process.start()
+    try:
+        until(lambda: is_online(health_stack, strict_tenant, process.asset_id), 60, "the agent online")
+        yield process
+    finally:
+        process.stop()
+
+
+def test_an_agent_gone_beyond_the_grace_period_is_missing_and_raises_agent_missing(
+        health_stack: Stack, strict_tenant: IngestTenant, strict_agent: AgentProcess) -> None:
+    """Past the tenant's grace period a killed agent's asset is listed as missing and agent-missing is raised."""
+    strict_agent.signal(signal.SIGKILL)
+    alert = until(lambda: agent_alerts(health_stack, strict_tenant, strict_agent.asset_id).get("agent-missing"), 60,
+                  "agent-missing raised")
+    listed = lz(health_stack, strict_tenant, "assets", "list", "--state", "missing")
+    assert [a["asset_id"] for a in listed["assets"]] == [strict_agent.asset_id]
+    assert alert.severity == common_pb2.SEVERITY_WARNING
+
+
+def test_an_agent_older_than_the_tenant_minimum_is_listed_as_outdated(
+        health_stack: Stack, strict_tenant: IngestTenant, strict_agent: AgentProcess) -> None:
+    """An agent below the tenant's minimum version is flagged, listed by --outdated and counted by the summary."""
+    listed = lz(health_stack, strict_tenant, "assets", "list", "--outdated")
+    summary = lz(health_stack, strict_tenant, "assets", "summary")
+    assert [(a["asset_id"], a["agent_outdated"]) for a in listed["assets"]] == [(strict_agent.asset_id, True)]
+    assert (summary["online"], summary["outdated"], summary["versions"]) == (
+        1, 1, [{"agent_version": AGENT_VERSION, "count": 1, "outdated": True}])
