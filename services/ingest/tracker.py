@@ -182,8 +182,10 @@ class Tracker:
     async def _apply(self, tenant: str, connection: health.Connection, check: health.Check, now: str) -> bool:
         _, policy = self._health(tenant)
         wanted = [r for r in check.raise_rules if policy.rules[rules.Rule(r)].enabled]
+        # A lease that ran out has no close time: the stream was last heard of when it was last seen.
+        gone = connection.since if connection.state == health.OFFLINE else connection.last_seen
         evidence: dict[str, Any] = {"reason": check.reason, "last_seen": connection.last_seen,
-                                    "disconnect_time": connection.since, "agent_version": connection.agent_version}
+                                    "disconnect_time": gone, "agent_version": connection.agent_version}
         if check.ask_isolation and policy.rules[rules.Rule.AGENT_STOPPED_WHILE_ISOLATED].enabled:
             try:
                 loss = await self._assets.record_agent_loss(tenant, connection.asset_id, check.reason,

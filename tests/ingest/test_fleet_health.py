@@ -24,12 +24,14 @@ from lifecyclezero.v1 import assets_pb2, assets_pb2_grpc, common_pb2
 from agent.enroll import AGENT_VERSION
 from services.kit.devstack import Stack
 from tests.conftest import running
-from tests.faults.helpers import until
+from tests.faults.helpers import kill9, restart, until
 from tests.ingest.agents import IngestTenant, create_tenant
 
 pytestmark = pytest.mark.slow
 
 INTERVAL = 2
+# Leases run out 2 x 2 + 30 s after the last write-down, so a crashed ingest's streams are lost within a minute.
+PERSIST = 2
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -38,7 +40,7 @@ def health_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     """A stack of its own whose ingest asks for a heartbeat every 2 s and sweeps health twice a second."""
     yield from running(Stack(state_dir=tmp_path_factory.mktemp("health-stack"), extra_env={
         "LZ_HEARTBEAT_INTERVAL_SECONDS": str(INTERVAL), "LZ_HEALTH_SWEEP_SECONDS": "0.5",
-        "LZ_COMMAND_POLL_SECONDS": "1"}))
+        "LZ_COMMAND_POLL_SECONDS": "1", "LZ_SEQ_PERSIST_SECONDS": str(PERSIST)}))
 
 
 @pytest.fixture
@@ -154,20 +156,32 @@ def test_an_agent_that_comes_back_is_online_and_its_silent_alert_resolved(
     assert is_online(health_stack, tenant, agent.asset_id)
 
 
-def test_the_killed_agent_of_an_isolated_host_raises_a_critical_alert_and_a_custody_event(
-        health_stack: Stack, tenant: IngestTenant, tmp_path: Path) -> None:
-    """An isolated host whose agent is killed gets agent-stopped-while-isolated (CRITICAL) and `asset.agent.lost`."""
-    identities = tmp_path / "ids.jsonl"
-    with (tmp_path / "simulate.log").open("ab") as out:
+def simulate_one(stack: Stack, tenant: IngestTenant, workdir: Path) -> tuple[subprocess.Popen[bytes], str]:
+    """`lz-agent simulate --count 1` as a process of its own, once its host is online; the process and asset id."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    identities = workdir / "ids.jsonl"
+    with (workdir / "simulate.log").open("ab") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "agent.cli", "simulate", "--count", "1", "--control-plane",
-             health_stack.addresses["ingest"], "--tenant", tenant.tenant, "--secret", tenant.enrollment_secret,
+             stack.addresses["ingest"], "--tenant", tenant.tenant, "--secret", tenant.enrollment_secret,
              "--interval", str(INTERVAL), "--identities", str(identities), "--first-reconnect-jitter", "0"],
             env={**os.environ, "PYTHONPATH": str(REPO)}, stdout=out, stderr=subprocess.STDOUT)
     try:
-        asset_id = until(lambda: identities.exists() and identities.read_text().split('"asset_id": "')[1].split('"')[0],
-                         60, "the simulated host enrolled")
-        until(lambda: is_online(health_stack, tenant, asset_id), 60, "the host online")
+        asset_id = until(lambda: identities.exists() and json.loads(identities.read_text())["asset_id"], 60,
+                         "the simulated host enrolled")
+        until(lambda: is_online(stack, tenant, asset_id), 60, "the host online")
+    except BaseException:
+        proc.kill()
+        proc.wait(10)
+        raise
+    return proc, asset_id
+
+
+def test_the_killed_agent_of_an_isolated_host_raises_a_critical_alert_and_a_custody_event(
+        health_stack: Stack, tenant: IngestTenant, tmp_path: Path) -> None:
+    """An isolated host whose agent is killed gets agent-stopped-while-isolated (CRITICAL) and `asset.agent.lost`."""
+    proc, asset_id = simulate_one(health_stack, tenant, tmp_path)
+    try:
         _assets(health_stack).IsolateAsset(
             assets_pb2.IsolateAssetRequest(asset_id=asset_id, justification="test: exposed engine",
                                            request_id="iso-1"), metadata=tenant.admin(), timeout=30)
@@ -239,3 +253,25 @@ def test_an_agent_older_than_the_tenant_minimum_is_listed_as_outdated(
     assert [(a["asset_id"], a["agent_outdated"]) for a in listed["assets"]] == [(strict_agent.asset_id, True)]
     assert (summary["online"], summary["outdated"], summary["versions"]) == (
         1, 1, [{"agent_version": AGENT_VERSION, "count": 1, "outdated": True}])
+
+
+def test_the_agents_of_a_crashed_ingest_replica_are_lost_once_their_lease_runs_out(
+        health_stack: Stack, tenant: IngestTenant, tmp_path: Path) -> None:
+    """An agent whose ingest replica died without closing its stream, and which never came back, is lost."""
+    survivor, _ = simulate_one(health_stack, tenant, tmp_path / "survivor")
+    victim, asset_id = simulate_one(health_stack, tenant, tmp_path / "victim")
+    try:
+        kill9(health_stack, "ingest")
+        victim.kill()
+        victim.wait(10)
+        restart(health_stack, "ingest")
+        alert = until(lambda: agent_alerts(health_stack, tenant, asset_id).get("agent-silent"), 120,
+                      "agent-silent raised after the lease ran out")
+    finally:
+        for proc in (survivor, victim):
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait(10)
+    asset = get_asset(health_stack, tenant, asset_id)
+    assert (asset.connection_state, asset.disconnect_reason) == (common_pb2.CONNECTION_STATE_OFFLINE, "lost")
+    assert alert.evidence["reason"] == "lost"
