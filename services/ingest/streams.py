@@ -290,7 +290,7 @@ class Hub:
             state = self._durable.get(stream.key)
             if state is not None and state.acked > state.stored:
                 state.due = True
-            self.tracker.closed(stream.tenant, stream.asset_id, stream.secret_sha256, stream.presence)
+            self.tracker.closed(stream.presence)
 
     def _welcome_seq(self, key: Key, record: store.AgentRecord) -> int:
         state = self._durable.get(key)
@@ -360,6 +360,7 @@ class Hub:
         now = time.time()
         stream.sequencer.check_at(heartbeat, len(body_bytes), now)
         stream.presence.seen = now
+        self.tracker.heard(stream.presence)
         if stream.gapped:
             if self.batcher.healthy:
                 raise Unavailable("the heartbeat queue is back; reconnect and replay what was not acked",
@@ -526,8 +527,7 @@ class Hub:
             live = self.streams.get((tenant, asset_id))
             try:
                 # A live stream's lease rides on its durable-seq write: no write of its own.
-                refreshed = live is not None and await self.tracker.refresh(
-                    tenant, asset_id, state.secret_sha256, live.presence, seq)
+                refreshed = live is not None and await self.tracker.refresh(live.presence, seq)
                 if not refreshed:
                     await aws.call(store.save_durable_seq, self._ddb, self._table, tenant, asset_id,
                                    state.secret_sha256, seq)
@@ -543,8 +543,7 @@ class Hub:
             await asyncio.sleep(min(5.0, self.settings.seq_persist_seconds))
             with contextlib.suppress(Exception):
                 await self.persist_seqs()
-            await self.tracker.refresh_idle(
-                (s.tenant, s.asset_id, s.secret_sha256, s.presence) for s in self.streams.values() if not s.ended)
+            await self.tracker.refresh_idle(s.presence for s in self.streams.values() if not s.ended)
 
     async def close(self) -> None:
         self.tracker.draining = True

@@ -1,7 +1,7 @@
 """Connection tracking for the hub: what each stream's open, goodbye and close write, and the health sweep.
 
-Per stream: one write when it opens (resolving the agent-health alerts its absence raised), one when it
-closes (with its goodbye's reason), and, while it stays open, a lease extended inside the durable-seq
+Per stream: one write at its first heartbeat (online; resolving the agent-health alerts its absence
+raised), one when it closes (with its goodbye's reason), and, while it stays open, a lease extended inside the durable-seq
 write-down the hub already does; nothing per heartbeat. The sweep reads the tenant's due checks from
 a sparse index once a `LZ_HEALTH_SWEEP_SECONDS` and raises agent-silent, agent-stopped-while-isolated
 (with a custody event recorded by assets) and agent-missing. Every replica sweeps the tenants it has
@@ -47,6 +47,10 @@ class StreamPresence:
     stream_id: str
     version: str
     platform: str
+    tenant: str = ""
+    asset_id: str = ""
+    secret_sha256: str = ""
+    open_alerts: tuple[tuple[str, str], ...] = ()
     seen: float = field(default_factory=time.time)
     goodbye: str = ""
     refreshed_at: float = field(default_factory=time.monotonic)
@@ -89,15 +93,24 @@ class Tracker:
 
     def opened(self, tenant: str, asset_id: str, secret_sha256: str, hello: ingest_pb2.Hello,
                open_alerts: tuple[tuple[str, str], ...]) -> StreamPresence:
-        """Note a new stream and record it online (in the background: the Welcome does not wait for it)."""
+        """Note a new stream; it is recorded online at its first heartbeat (`heard`)."""
         self.tenants.add(tenant)
-        state = StreamPresence(secrets.token_hex(8), health.clip(hello.agent_version, health.MAX_VERSION_CHARS),
-                               health.clip(hello.platform, health.MAX_PLATFORM_CHARS))
-        state.opened = self._spawn(self._open(tenant, asset_id, secret_sha256, state, open_alerts))
-        return state
+        return StreamPresence(secrets.token_hex(8), health.clip(hello.agent_version, health.MAX_VERSION_CHARS),
+                              health.clip(hello.platform, health.MAX_PLATFORM_CHARS), tenant, asset_id,
+                              secret_sha256, open_alerts)
 
-    async def _open(self, tenant: str, asset_id: str, secret_sha256: str, state: StreamPresence,
-                    open_alerts: tuple[tuple[str, str], ...]) -> None:
+    def heard(self, state: StreamPresence) -> None:
+        """Record the stream online at its first heartbeat, in the background (its ack does not wait for it).
+
+        Not at the hello: during a reconnect storm many streams end before they carry anything (their
+        agents gave up waiting for the Welcome), and those cost no write at all.
+        """
+        if state.opened is None:
+            state.opened = self._spawn(self._open(state))
+
+    async def _open(self, state: StreamPresence) -> None:
+        tenant, asset_id, secret_sha256, open_alerts = (state.tenant, state.asset_id, state.secret_sha256,
+                                                        state.open_alerts)
         settings, policy = self._health(tenant)
         now = domain.format_ts(domain.now())
         outdated = (policy.rules[rules.Rule.AGENT_OUTDATED].enabled
@@ -112,12 +125,14 @@ class Tracker:
                        [rule for rule, _ in open_alerts])
         self.writes += 1 + len(open_alerts)
 
-    def closed(self, tenant: str, asset_id: str, secret_sha256: str, state: StreamPresence) -> None:
-        """Record the stream's end with its goodbye's reason; not when the server drains (agents move on)."""
-        if not self.draining:
-            self._spawn(self._close(tenant, asset_id, secret_sha256, state))
+    def closed(self, state: StreamPresence) -> None:
+        """Record the stream's end with its goodbye's reason: not when it was never recorded online, nor
+        when the server drains (its agents move to another replica, and their leases cover the move)."""
+        if state.opened is not None and not self.draining:
+            self._spawn(self._close(state))
 
-    async def _close(self, tenant: str, asset_id: str, secret_sha256: str, state: StreamPresence) -> None:
+    async def _close(self, state: StreamPresence) -> None:
+        tenant, asset_id, secret_sha256 = state.tenant, state.asset_id, state.secret_sha256
         if state.opened is not None:
             await asyncio.gather(state.opened, return_exceptions=True)
         settings, _ = self._health(tenant)
@@ -129,9 +144,11 @@ class Tracker:
                        health.Stage.LOST, due)
         self.writes += 1
 
-    async def refresh(self, tenant: str, asset_id: str, secret_sha256: str, state: StreamPresence,
-                      durable_seq: int | None) -> bool:
+    async def refresh(self, state: StreamPresence, durable_seq: int | None) -> bool:
         """Extend a live stream's lease (with its durable seq when given); False when the write did not apply."""
+        if state.opened is None:
+            return False
+        tenant, asset_id, secret_sha256 = state.tenant, state.asset_id, state.secret_sha256
         settings, _ = self._health(tenant)
         now = domain.format_ts(domain.now())
         done = await aws.call(presence.refresh_connection, self._ddb, self._table, tenant, asset_id, secret_sha256,
@@ -142,15 +159,15 @@ class Tracker:
             state.refreshed_at = time.monotonic()
         return done
 
-    async def refresh_idle(self, streams: Iterable[tuple[str, str, str, StreamPresence]]) -> None:
+    async def refresh_idle(self, streams: Iterable[StreamPresence]) -> None:
         """Extend the leases that no durable-seq write extended for a period (a stream with nothing acked)."""
         now = time.monotonic()
-        for tenant, asset_id, secret_sha256, state in list(streams):
-            if now - state.refreshed_at >= self.settings.seq_persist_seconds:
+        for state in list(streams):
+            if state.opened is not None and now - state.refreshed_at >= self.settings.seq_persist_seconds:
                 try:
-                    await self.refresh(tenant, asset_id, secret_sha256, state, None)
+                    await self.refresh(state, None)
                 except Exception as exc:
-                    log.warning("lease of %s/%s not extended: %s", tenant, asset_id, exc)
+                    log.warning("lease of %s/%s not extended: %s", state.tenant, state.asset_id, exc)
 
     # ------------------------------------------------------------------------------------ sweep
 
