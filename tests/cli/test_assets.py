@@ -199,4 +199,4 @@ def test_assets_list_by_state_shows_a_never_connected_host_nowhere(admin: Lz) ->
               for state in ("online", "offline", "missing")]
     shown = admin("assets", "show", asset_id, "--json").json()
     assert listed == [[], [], []]
-    assert "connection_state" not in shown
+    assert shown["connection_state"] == "CONNECTION_STATE_UNSPECIFIED"
