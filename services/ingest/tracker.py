@@ -1,11 +1,11 @@
 """Connection tracking for the hub: what each stream's open, goodbye and close write, and the health sweep.
 
 Per stream: one write at its first heartbeat (online; resolving the agent-health alerts its absence
-raised), one when it closes (with its goodbye's reason), and, while it stays open, a lease extended inside the durable-seq
-write-down the hub already does; nothing per heartbeat. The sweep reads the tenant's due checks from
-a sparse index once a `LZ_HEALTH_SWEEP_SECONDS` and raises agent-silent, agent-stopped-while-isolated
-(with a custody event recorded by assets) and agent-missing. Every replica sweeps the tenants it has
-seen; conditional writes let one of them win each check.
+raised), one when it closes (with its goodbye's reason), and, while it stays open, a lease extended
+inside the durable-seq write-down the hub already does; nothing per heartbeat. The sweep reads the
+tenant's due checks from a sparse index once a `LZ_HEALTH_SWEEP_SECONDS` and raises agent-silent,
+agent-stopped-while-isolated (with a custody event recorded by assets) and agent-missing. Every
+replica sweeps the tenants it has seen; conditional writes let one of them win each check.
 """
 
 from __future__ import annotations
