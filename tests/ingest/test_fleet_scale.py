@@ -21,6 +21,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import botocore.exceptions
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2
@@ -175,7 +176,14 @@ def _acked(report: Path) -> int:
 
 
 def _states(ddb: Any, table: str, tenant: str) -> dict[str, set[str]]:
-    """Asset ids by connection state now, read from the agents' items."""
+    """Asset ids by connection state now, read from the agents' items (empty while the endpoint is too busy)."""
+    try:
+        return _read_states(ddb, table, tenant)
+    except botocore.exceptions.ReadTimeoutError:
+        return collections.defaultdict(set)
+
+
+def _read_states(ddb: Any, table: str, tenant: str) -> dict[str, set[str]]:
     now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     out: dict[str, set[str]] = collections.defaultdict(set)
     after = ""
@@ -211,6 +219,7 @@ def test_vanished_agents_and_only_they_are_offline_and_heartbeats_add_no_write(
         until(lambda: _acked(report) >= acked_before + 2 * SIZE, 120, "two heartbeats of every agent acked")
         during = counter.snapshot() - before
         acked_during = _acked(report) - acked_before
+        print(f"fleet {SIZE}: {acked_during} heartbeats acked in the steady window, ingest writes then {dict(during)}")
         vanished = {json.loads(line)["asset_id"] for line in ids.read_text().splitlines()[:VANISH]}
         states = until(lambda: (s := _states(ddb, table, tenant))["offline"] == vanished and s, 300,
                        "the vanished agents offline", every=3)
