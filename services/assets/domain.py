@@ -171,6 +171,9 @@ class Asset:
     create_time: str = ""
     update_time: str = ""
     last_custody_seq: int = 0
+    # The asset version whose state change wrote the asset's newest custody record (0: none yet); the
+    # next record names it, so the sequencer chains an asset's records in order.
+    custody_version: int = 0
     # Optimistic concurrency: every write conditions on the version it read and increments it.
     version: int = 0
     current_command_id: str = ""

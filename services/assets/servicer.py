@@ -38,6 +38,7 @@ from services.kit.ids import validate_id
 from services.kit.settings import ServerSettings
 from services.kit.tokens import store as token_store
 from services.ledger import store as ledger_store
+from services.ledger.outbox import CustodySequencer
 from services.tlog.events import parse_event
 
 log = logging.getLogger(__name__)
@@ -102,9 +103,11 @@ class Nudger:
 
 
 class AssetServicer(assets_pb2_grpc.AssetServiceServicer):
-    def __init__(self, store: AssetStore, nudger: Nudger, control_plane_endpoints: Sequence[str]) -> None:
+    def __init__(self, store: AssetStore, nudger: Nudger, sequencer: CustodySequencer,
+                 control_plane_endpoints: Sequence[str]) -> None:
         self._store = store
         self._nudger = nudger
+        self._sequencer = sequencer
         self._endpoints = tuple(control_plane_endpoints)
 
     # --- tenants and tokens -----------------------------------------------------------------------
@@ -178,7 +181,7 @@ class AssetServicer(assets_pb2_grpc.AssetServiceServicer):
     async def GetAsset(self, request: assets_pb2.GetAssetRequest, context: Any) -> Any:
         asset_id = validate_id("asset_id", request.asset_id)
         tenant = auth.current_tenant()
-        asset = await aws.call(self._store.get_asset, tenant, asset_id)
+        asset = await aws.call(self._store.get_asset_with_custody, tenant, asset_id)
         connections = await aws.call(self._store.connections, tenant, [asset_id])
         return assets_pb2.GetAssetResponse(asset=_asset(asset, connections.get(asset_id), _now()))
 
@@ -245,6 +248,8 @@ class AssetServicer(assets_pb2_grpc.AssetServiceServicer):
                                  justification=justification, request_id=request_id,
                                  control_plane_endpoints=self._endpoints)
         command = _command(outcome.command)
+        if outcome.custody is not None:
+            self._sequencer.submit(outcome.custody)
         if not outcome.replayed:
             self._nudger.nudge(tenant, command)
         return _asset(outcome.asset), command
@@ -265,6 +270,8 @@ class AssetServicer(assets_pb2_grpc.AssetServiceServicer):
         )
         recorded = await aws.call(self._store.record_result, tenant, asset_id, command_id, result,
                                   f"agent:{asset_id}")
+        if recorded.custody is not None:
+            self._sequencer.submit(recorded.custody)
         return assets_pb2.RecordCommandResultResponse(asset=_asset(recorded.asset), custody_seq=recorded.custody_seq)
 
     async def RecordAgentEvent(self, request: assets_pb2.RecordAgentEventRequest,

@@ -628,6 +628,7 @@ class IsolateAssetResponse(_message.Message):
     COMMAND_FIELD_NUMBER: _builtins.int
     CUSTODY_SEQ_FIELD_NUMBER: _builtins.int
     custody_seq: _builtins.int
+    """0: the custody event is chained after the answer (see GetCustodyLog; GetAsset's last_custody_seq)."""
     @_builtins.property
     def asset(self) -> _common_pb2.Asset: ...
     @_builtins.property
@@ -680,6 +681,7 @@ class ReleaseAssetResponse(_message.Message):
     COMMAND_FIELD_NUMBER: _builtins.int
     CUSTODY_SEQ_FIELD_NUMBER: _builtins.int
     custody_seq: _builtins.int
+    """0: the custody event is chained after the answer (see GetCustodyLog)."""
     @_builtins.property
     def asset(self) -> _common_pb2.Asset: ...
     @_builtins.property
@@ -729,6 +731,7 @@ class RecordCommandResultResponse(_message.Message):
     ASSET_FIELD_NUMBER: _builtins.int
     CUSTODY_SEQ_FIELD_NUMBER: _builtins.int
     custody_seq: _builtins.int
+    """0: the custody event is chained after the answer (see GetCustodyLog)."""
     @_builtins.property
     def asset(self) -> _common_pb2.Asset: ...
     def __init__(

@@ -221,7 +221,8 @@ class AssetServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def IsolateAsset(self, request, context):
-        """Commits, in one transaction: the state condition, the asset update, the agent command and the custody event.
+        """Commits, in one transaction: the state condition, the asset update, the agent command and the custody
+        record; the custody sequencer chains the record into the ledger moments later (GetCustodyLog lists it).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -54,7 +54,9 @@ class AssetServiceStub:
     GetAsset: _grpc.UnaryUnaryMultiCallable[_assets_pb2.GetAssetRequest, _assets_pb2.GetAssetResponse]
     ListAssets: _grpc.UnaryUnaryMultiCallable[_assets_pb2.ListAssetsRequest, _assets_pb2.ListAssetsResponse]
     IsolateAsset: _grpc.UnaryUnaryMultiCallable[_assets_pb2.IsolateAssetRequest, _assets_pb2.IsolateAssetResponse]
-    """Commits, in one transaction: the state condition, the asset update, the agent command and the custody event."""
+    """Commits, in one transaction: the state condition, the asset update, the agent command and the custody
+    record; the custody sequencer chains the record into the ledger moments later (GetCustodyLog lists it).
+    """
     ReleaseAsset: _grpc.UnaryUnaryMultiCallable[_assets_pb2.ReleaseAssetRequest, _assets_pb2.ReleaseAssetResponse]
     RecordCommandResult: _grpc.UnaryUnaryMultiCallable[_assets_pb2.RecordCommandResultRequest, _assets_pb2.RecordCommandResultResponse]
     """Internal (ingest): the agent's enforcement result; moves the asset on and appends a second custody event."""
@@ -102,7 +104,9 @@ class AssetServiceAsyncStub(AssetServiceStub):
     GetAsset: _aio.UnaryUnaryMultiCallable[_assets_pb2.GetAssetRequest, _assets_pb2.GetAssetResponse]  # type: ignore[assignment]
     ListAssets: _aio.UnaryUnaryMultiCallable[_assets_pb2.ListAssetsRequest, _assets_pb2.ListAssetsResponse]  # type: ignore[assignment]
     IsolateAsset: _aio.UnaryUnaryMultiCallable[_assets_pb2.IsolateAssetRequest, _assets_pb2.IsolateAssetResponse]  # type: ignore[assignment]
-    """Commits, in one transaction: the state condition, the asset update, the agent command and the custody event."""
+    """Commits, in one transaction: the state condition, the asset update, the agent command and the custody
+    record; the custody sequencer chains the record into the ledger moments later (GetCustodyLog lists it).
+    """
     ReleaseAsset: _aio.UnaryUnaryMultiCallable[_assets_pb2.ReleaseAssetRequest, _assets_pb2.ReleaseAssetResponse]  # type: ignore[assignment]
     RecordCommandResult: _aio.UnaryUnaryMultiCallable[_assets_pb2.RecordCommandResultRequest, _assets_pb2.RecordCommandResultResponse]  # type: ignore[assignment]
     """Internal (ingest): the agent's enforcement result; moves the asset on and appends a second custody event."""
@@ -219,7 +223,9 @@ class AssetServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _assets_pb2.IsolateAssetRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_assets_pb2.IsolateAssetResponse, _abc.Awaitable[_assets_pb2.IsolateAssetResponse]]:
-        """Commits, in one transaction: the state condition, the asset update, the agent command and the custody event."""
+        """Commits, in one transaction: the state condition, the asset update, the agent command and the custody
+        record; the custody sequencer chains the record into the ledger moments later (GetCustodyLog lists it).
+        """
 
     @_abc_1.abstractmethod
     def ReleaseAsset(

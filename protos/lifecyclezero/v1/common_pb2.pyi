@@ -468,7 +468,9 @@ class Asset(_message.Message):
     status_reason: _builtins.str
     """Why the asset is in its status (the justification, or the failure reason)."""
     last_custody_seq: _builtins.int
-    """Sequence number of the newest custody event about this asset."""
+    """Sequence number of the newest custody event about this asset that is chained (GetAsset; other
+    answers may hold an older one or 0, because custody events are chained after the order's answer).
+    """
     connection_state: Global___ConnectionState.ValueType
     disconnect_reason: _builtins.str
     """Why the agent went away: its goodbye ("service-stop", "system-shutdown", "upgrade", "uninstall") or
@@ -624,7 +626,7 @@ class Command(_message.Message):
     asset_id: _builtins.str
     kind: Global___CommandKind.ValueType
     custody_seq: _builtins.int
-    """Sequence number of the custody event that recorded the request."""
+    """0: the custody event that recorded the request is chained after the order (see GetCustodyLog)."""
     @_builtins.property
     def issue_time(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
