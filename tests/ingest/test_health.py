@@ -102,7 +102,9 @@ class TestPolicy:
     def test_the_default_policy_has_the_agent_health_rules(self) -> None:
         """The built-in policy enables the four agent-health rules at their documented severities."""
         policy = rules.build_policy(rules.load_document(rules.DEFAULT_POLICY_FILE.read_text(), "default"))
-        severities = {r.value: policy.rules[r].severity.name for r in rules.Rule if r.value.startswith("agent-")}
+        health_rules = (rules.Rule.AGENT_SILENT, rules.Rule.AGENT_MISSING, rules.Rule.AGENT_STOPPED_WHILE_ISOLATED,
+                        rules.Rule.AGENT_OUTDATED)
+        severities = {r.value: policy.rules[r].severity.name for r in health_rules}
         assert severities == {"agent-silent": "WARNING", "agent-missing": "WARNING",
                               "agent-stopped-while-isolated": "CRITICAL", "agent-outdated": "INFO"}
 
