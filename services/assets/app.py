@@ -46,6 +46,9 @@ POLICY: dict[str, frozenset[auth.Role]] = {
     _PREFIX + "UpdateAssetRisk": _SERVICE,
     _PREFIX + "ListAlerts": _VIEWER,
     _PREFIX + "GetCustodyLog": _VIEWER,
+    _PREFIX + "GetFleetSummary": _VIEWER,
+    # Ingest's health sweep: an isolated host's agent is gone (a custody event).
+    _PREFIX + "RecordAgentLoss": _SERVICE,
 }
 
 
