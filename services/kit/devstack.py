@@ -116,7 +116,8 @@ class Stack:
         self.addresses["ingest-internal"] = f"127.0.0.1:{_pick(50051 + len(PROCESSES), self.fixed_ports)}"
         self.env = {
             **embedded.resources_env(self.resources),
-            "LZ_SERVICE_CALLERS": ",".join(f"{name}={sha256_hex(token)}" for name, token in self.service_tokens.items()),
+            "LZ_SERVICE_CALLERS": ",".join(f"{name}={sha256_hex(token)}"
+                                           for name, token in self.service_tokens.items()),
             "LZ_BOOTSTRAP_TOKEN_SHA256": sha256_hex(self.bootstrap_token),
             "LZ_LEDGER_ADDRESS": self.addresses["ledger"],
             "LZ_SEALER_ADDRESS": self.addresses["sealer"],

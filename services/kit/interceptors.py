@@ -123,7 +123,7 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         metadata = tuple(details.invocation_metadata or ())
         allowed = self._policy.get(method)
         call = _Call(method, metadata, allowed, self._authenticator, self._max_call_seconds,
-                     self._callers.get(method, frozenset()))
+                     services=self._callers.get(method, frozenset()))
         decode = _tolerant(handler.request_deserializer)
         if handler.unary_unary:
             return grpc.unary_unary_rpc_method_handler(
@@ -183,6 +183,7 @@ class _Call:
         allowed: frozenset[auth.Role] | None,
         authenticator: Authenticator | None,
         max_call_seconds: float,
+        *,
         services: frozenset[str],
     ) -> None:
         self.method = method
