@@ -377,11 +377,19 @@ class Demo:
         self.reason = f"{finding}; isolating until the owner closes it (ticket SEC-4711)"
         answer = self.lz("isolate", asset, "--reason", self.reason)
         status = answer.get("asset", {}).get("status")
-        self.operator_seq = int(answer.get("custody_seq", 0))
         command = str(answer.get("command", {}).get("command_id", ""))
-        if status not in (_STATUS_PENDING, _STATUS_ISOLATED) or not self.operator_seq or not command:
-            raise StepFailed("status ISOLATION_PENDING, a custody seq and a command id",
-                             f"status {status}, custody #{self.operator_seq}, command {command or '-'}")
+        if status not in (_STATUS_PENDING, _STATUS_ISOLATED) or not command:
+            raise StepFailed("status ISOLATION_PENDING and a command id", f"status {status}, command {command or '-'}")
+
+        def chained() -> tuple[bool, str]:
+            # The custody event is chained by the custody sequencer moments after the order's answer.
+            found = [e for e in self.custody(self.operator_host)
+                     if e.get("action") == "asset.isolate.requested"
+                     and e.get("payload", {}).get("command_id") == command]
+            self.operator_seq = int(found[0].get("seq", 0)) if found else 0
+            return bool(found), f"custody #{self.operator_seq}" if found else "no requested event yet"
+
+        self.wait("the isolation's custody event in the ledger", chained)
         return [f"lz isolate {asset} ({self.operator_host}) --reason \"{self.reason}\"",
                 f"  → {status.removeprefix('ASSET_STATUS_')}, custody #{self.operator_seq}, "
                 f"command {_short(command)} sent down the agent's stream"]
@@ -395,6 +403,14 @@ class Demo:
             return all(s == _STATUS_ISOLATED for s in statuses.values()), seen
 
         self.wait("both hosts ISOLATED", isolated)
+
+        def enforcement_chained() -> tuple[bool, str]:
+            # The custody sequencer chains the agents' results moments after they are recorded.
+            missing = [h for h in hosts
+                       if not any(e.get("action") == "asset.isolate.enforced" for e in self.custody(h))]
+            return not missing, f"no asset.isolate.enforced event yet for {', '.join(missing)}"
+
+        self.wait("both enforcement events in the custody ledger", enforcement_chained)
         lines = []
         for host in hosts:
             events = self.custody(host)

@@ -12,9 +12,9 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from lifecyclezero.v1 import assets_pb2, common_pb2
 from rich.markup import escape
 
-from lz.commands import Context, Subparsers, positive_int, request_id
+from lz.commands import Context, Subparsers, containment, positive_int, request_id
 from lz.connection import paged
-from lz.errors import EXIT_OK, UsageError
+from lz.errors import EXIT_OK
 from lz.output import enum_choices, enum_short, enum_value, styled_severity, styled_status, to_dict, when
 
 _DURATION = re.compile(r"(\d+)([smhdw])")
@@ -94,13 +94,11 @@ def register(sub: Subparsers, parents: list[argparse.ArgumentParser]) -> None:
     _paging(llist)
     llist.set_defaults(func=alerts_list)
 
-    for name, verb in (("isolate", "cut the host off the network (except the control plane)"),
-                       ("release", "lift the isolation")):
+    for name, verb in (("isolate", "cut hosts off the network (except the control plane)"),
+                       ("release", "lift the isolation of hosts")):
         cmd = sub.add_parser(name, parents=parents, help=verb)
-        cmd.add_argument("asset_id", metavar="ASSET")
-        cmd.add_argument("--reason", required=True, metavar="TEXT",
-                         help="the justification, recorded in the custody ledger")
-        cmd.set_defaults(func=isolate if name == "isolate" else release)
+        containment.add_arguments(cmd, name)
+        cmd.set_defaults(func=containment.isolate if name == "isolate" else containment.release)
 
     custody = sub.add_parser("custody", parents=parents, help="an asset's custody events, in order")
     custody.add_argument("asset_id", metavar="ASSET")
@@ -203,35 +201,6 @@ def alerts_list(ctx: Context, args: argparse.Namespace) -> int:
                   empty="no alerts", no_wrap=["TIME", "ASSET"])
     _more(ctx, next_token)
     return EXIT_OK
-
-
-def _containment(ctx: Context, args: argparse.Namespace, verb: str) -> int:
-    if not args.reason.strip():
-        raise UsageError("--reason must say why")
-    if verb == "isolate":
-        response: Any = ctx.client.call("assets", "IsolateAsset", assets_pb2.IsolateAssetRequest(
-            asset_id=args.asset_id, justification=args.reason, request_id=request_id()))
-    else:
-        response = ctx.client.call("assets", "ReleaseAsset", assets_pb2.ReleaseAssetRequest(
-            asset_id=args.asset_id, justification=args.reason, request_id=request_id()))
-    if ctx.out.json_mode:
-        ctx.out.emit_json(to_dict(response))
-        return EXIT_OK
-    asset = response.asset
-    noun = "isolation" if verb == "isolate" else "release"
-    ctx.out.line(f"{noun} of [bold]{escape(asset.asset_id or args.asset_id)}[/] requested: "
-                 f"status {styled_status(asset.status)}, custody event #{response.custody_seq}")
-    if response.command.command_id:
-        ctx.out.note(f"[dim]command {escape(response.command.command_id)} waits for the agent[/]")
-    return EXIT_OK
-
-
-def isolate(ctx: Context, args: argparse.Namespace) -> int:
-    return _containment(ctx, args, "isolate")
-
-
-def release(ctx: Context, args: argparse.Namespace) -> int:
-    return _containment(ctx, args, "release")
 
 
 def _payload(event: common_pb2.LedgerEvent) -> str:

@@ -18,7 +18,16 @@ from google.protobuf import json_format, struct_pb2, timestamp_pb2
 from lifecyclezero.v1 import assets_pb2, assets_pb2_grpc, common_pb2, ingest_pb2, ingest_pb2_grpc
 
 from services.assets import domain
-from services.assets.domain import Asset, Command, CommandKind, CommandResult, Outcome, Risk, RiskUpdate
+from services.assets.domain import (
+    AgentEvent,
+    Asset,
+    Command,
+    CommandKind,
+    CommandResult,
+    Outcome,
+    Risk,
+    RiskUpdate,
+)
 from services.assets.store import AssetStore
 from services.kit import auth, aws, clients
 from services.kit.auth import Role
@@ -27,6 +36,7 @@ from services.kit.ids import validate_id
 from services.kit.settings import ServerSettings
 from services.kit.tokens import store as token_store
 from services.ledger import store as ledger_store
+from services.ledger.outbox import CustodySequencer
 from services.tlog.events import parse_event
 
 log = logging.getLogger(__name__)
@@ -84,9 +94,11 @@ class Nudger:
 
 
 class AssetServicer(assets_pb2_grpc.AssetServiceServicer):
-    def __init__(self, store: AssetStore, nudger: Nudger, control_plane_endpoints: Sequence[str]) -> None:
+    def __init__(self, store: AssetStore, nudger: Nudger, sequencer: CustodySequencer,
+                 control_plane_endpoints: Sequence[str]) -> None:
         self._store = store
         self._nudger = nudger
+        self._sequencer = sequencer
         self._endpoints = tuple(control_plane_endpoints)
 
     # --- tenants and tokens -----------------------------------------------------------------------
@@ -133,6 +145,12 @@ class AssetServicer(assets_pb2_grpc.AssetServiceServicer):
         secret, fingerprint = await aws.call(self._store.rotate_enrollment_secret, auth.current_tenant())
         return assets_pb2.RotateEnrollmentSecretResponse(enrollment_secret=secret, fingerprint=fingerprint)
 
+    async def SetTenantResolvers(self, request: assets_pb2.SetTenantResolversRequest,
+                                 context: Any) -> assets_pb2.SetTenantResolversResponse:
+        resolvers = domain.validate_resolvers(list(request.dns_servers))
+        stored = await aws.call(self._store.set_resolvers, auth.current_tenant(), resolvers)
+        return assets_pb2.SetTenantResolversResponse(dns_servers=list(stored))
+
     async def CheckEnrollmentSecret(self, request: assets_pb2.CheckEnrollmentSecretRequest, context: Any) -> Any:
         if len(request.enrollment_secret) > 256:
             return assets_pb2.CheckEnrollmentSecretResponse(valid=False)
@@ -153,7 +171,7 @@ class AssetServicer(assets_pb2_grpc.AssetServiceServicer):
 
     async def GetAsset(self, request: assets_pb2.GetAssetRequest, context: Any) -> Any:
         asset_id = validate_id("asset_id", request.asset_id)
-        asset = await aws.call(self._store.get_asset, auth.current_tenant(), asset_id)
+        asset = await aws.call(self._store.get_asset_with_custody, auth.current_tenant(), asset_id)
         return assets_pb2.GetAssetResponse(asset=_asset(asset))
 
     async def ListAssets(self, request: assets_pb2.ListAssetsRequest, context: Any) -> Any:
@@ -199,6 +217,8 @@ class AssetServicer(assets_pb2_grpc.AssetServiceServicer):
                                  justification=justification, request_id=request_id,
                                  control_plane_endpoints=self._endpoints)
         command = _command(outcome.command)
+        if outcome.custody is not None:
+            self._sequencer.submit(outcome.custody)
         if not outcome.replayed:
             self._nudger.nudge(tenant, command)
         return _asset(outcome.asset), command
@@ -219,7 +239,17 @@ class AssetServicer(assets_pb2_grpc.AssetServiceServicer):
         )
         recorded = await aws.call(self._store.record_result, tenant, asset_id, command_id, result,
                                   f"agent:{asset_id}")
+        if recorded.custody is not None:
+            self._sequencer.submit(recorded.custody)
         return assets_pb2.RecordCommandResultResponse(asset=_asset(recorded.asset), custody_seq=recorded.custody_seq)
+
+    async def RecordAgentEvent(self, request: assets_pb2.RecordAgentEventRequest,
+                               context: Any) -> assets_pb2.RecordAgentEventResponse:
+        tenant = auth.current_tenant()
+        asset_id = validate_id("asset_id", request.asset_id)
+        event = _agent_event(request.event)
+        recorded = await aws.call(self._store.record_agent_event, tenant, asset_id, event)
+        return assets_pb2.RecordAgentEventResponse(custody_seq=recorded.custody_seq, replayed=recorded.replayed)
 
     async def ListPendingCommands(self, request: assets_pb2.ListPendingCommandsRequest, context: Any) -> Any:
         asset_id = validate_id("asset_id", request.asset_id) if request.asset_id else ""
@@ -265,6 +295,24 @@ def _ts(text: str) -> timestamp_pb2.Timestamp | None:
     stamp = timestamp_pb2.Timestamp()
     stamp.FromDatetime(domain.parse_ts(text))
     return stamp
+
+
+_AGENT_EVENT_KINDS = {common_pb2.AGENT_EVENT_KIND_BREAK_GLASS: "break_glass",
+                      common_pb2.AGENT_EVENT_KIND_CONTAINMENT_DRIFT: "containment_drift"}
+
+
+def _agent_event(given: common_pb2.AgentEvent) -> AgentEvent:
+    kind = _AGENT_EVENT_KINDS.get(given.kind)
+    if kind is None:
+        raise InvalidArgument.field("event.kind", "must be BREAK_GLASS or CONTAINMENT_DRIFT")
+    if not given.HasField("occur_time"):
+        raise InvalidArgument.field("event.occur_time", "is required")
+    return AgentEvent(
+        event_id=validate_id("event.event_id", given.event_id), kind=kind,
+        occur_time=_from_ts(given.occur_time, "event.occur_time"), operator=given.operator, reason=given.reason,
+        command_id=given.command_id, expected_ruleset_sha256=given.expected_ruleset_sha256,
+        found_ruleset_sha256=given.found_ruleset_sha256, repaired=given.repaired, detail=given.detail,
+    )
 
 
 def _from_ts(stamp: timestamp_pb2.Timestamp, field: str) -> str:

@@ -2,8 +2,10 @@
 
 Synchronous boto3 (the servicer offloads with `aws.call`). Orders (isolate, release) and agent
 results commit in one TransactWriteItems: the asset (conditioned on the version it was read at),
-the command item and the custody event(s) prepared by the ledger package, so state, command and
-custody record commit together or not at all. See ACCESS_PATTERNS.md.
+the command item and the custody record (`services.ledger.outbox`, an item under the asset), so
+state, command and custody record commit together or not at all. The record gets its ledger seq
+from the custody sequencer moments later; no item of the transaction is shared with another asset's,
+so concurrent orders in a tenant never cancel each other. See ACCESS_PATTERNS.md.
 """
 
 from __future__ import annotations
@@ -37,10 +39,12 @@ from services.ingest import keys as ingest_keys
 from services.ingest import store as ingest_store
 from services.kit import aws
 from services.kit.auth import Role, new_secret, same_secret, sha256_hex
-from services.kit.errors import Aborted, AlreadyExists, InvalidArgument, NotFound
+from services.kit.errors import Aborted, AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from services.kit.tokens import keys as token_keys
 from services.kit.tokens import store as token_store
 from services.ledger import store as ledger_store
+from services.ledger.outbox import CustodyRecord, new_record, record_put
+from services.ledger.outbox import store as outbox_store
 
 log = logging.getLogger(__name__)
 
@@ -57,13 +61,23 @@ _ABSENT_SHA256 = sha256_hex("absent-tenant-placeholder")
 class OrderOutcome:
     asset: Asset
     command: Command
-    # True when this answer is a retry's: the command and custody event were written before.
+    # True when this answer is a retry's: the command and custody record were written before.
     replayed: bool
+    # The custody record this order wrote (None for a replayed answer): for the sequencer.
+    custody: CustodyRecord | None = None
 
 
 @dataclass(frozen=True)
 class ResultOutcome:
     asset: Asset
+    # The custody event's ledger seq when already chained (a replayed answer), else 0.
+    custody_seq: int
+    replayed: bool
+    custody: CustodyRecord | None = None
+
+
+@dataclass(frozen=True)
+class AgentEventOutcome:
     custody_seq: int
     replayed: bool
 
@@ -146,6 +160,20 @@ class AssetStore:
             raise NotFound(f"tenant {tenant_id} does not exist") from None
         return secret, domain.fingerprint(digest)
 
+    def set_resolvers(self, tenant_id: str, resolvers: tuple[str, ...]) -> tuple[str, ...]:
+        """Store the resolvers later isolations admit; they go into each new command's policy."""
+        try:
+            self.ddb.update_item(
+                TableName=self.table,
+                Key=aws.to_item({"PK": keys.tenant_pk(tenant_id), "SK": keys.METADATA_SK}),
+                UpdateExpression="SET dns_servers = :d",
+                ConditionExpression="attribute_exists(SK)",
+                ExpressionAttributeValues=aws.to_item({":d": json.dumps(list(resolvers))}),
+            )
+        except self.ddb.exceptions.ConditionalCheckFailedException:
+            raise NotFound(f"tenant {tenant_id} does not exist") from None
+        return resolvers
+
     def check_enrollment_secret(self, tenant_id: str, secret: str) -> bool:
         item = self._get(keys.tenant_pk(tenant_id), keys.METADATA_SK)
         stored = str(item.get("enrollment_sha256", "")) if item else ""
@@ -184,6 +212,14 @@ class AssetStore:
         if item is None:
             raise NotFound(f"asset {asset_id} does not exist")
         return _asset_from(item)
+
+    def get_asset_with_custody(self, tenant_id: str, asset_id: str) -> Asset:
+        """The asset with `last_custody_seq` set to the seq of its newest custody record once chained."""
+        asset = self.get_asset(tenant_id, asset_id)
+        if not asset.custody_version:
+            return asset
+        record = outbox_store.get_record(self.ddb, self.table, tenant_id, asset_id, asset.custody_version)
+        return replace(asset, last_custody_seq=record.ledger_seq) if record and record.chained else asset
 
     def list_assets(self, tenant_id: str, size: int, page_token: str) -> Page:
         """Every asset of the tenant, by asset id."""
@@ -273,7 +309,7 @@ class AssetStore:
 
     def order(self, tenant_id: str, asset_id: str, kind: CommandKind, *, actor: str, justification: str,
               request_id: str, control_plane_endpoints: Sequence[str]) -> OrderOutcome:
-        """Move the asset to the pending status, write the command and append the custody event, atomically.
+        """Move the asset to the pending status, write the command and the custody record, atomically.
 
         A retry with the same request id (or a racing twin of it) answers what the first attempt wrote.
         """
@@ -282,54 +318,72 @@ class AssetStore:
                                           request_id=request_id, control_plane_endpoints=control_plane_endpoints)
             if isinstance(prepared, OrderOutcome):
                 return prepared
-            self.commit(prepared)
+            try:
+                self.commit(prepared)
+            except Conflict:
+                # A twin of this request may have committed the command first: then its answer is ours.
+                replayed = self._replayed_order(tenant_id, asset_id, prepared.outcome.command.command_id)
+                if replayed is None:
+                    raise
+                return replayed
             return prepared.outcome
 
         return self._with_retries(attempt)
 
     def prepare_order(self, tenant_id: str, asset_id: str, kind: CommandKind, *, actor: str, justification: str,
                       request_id: str, control_plane_endpoints: Sequence[str]) -> Prepared[OrderOutcome] | OrderOutcome:
-        """The transaction of an order as read now, or the stored answer when the request was committed before."""
+        """The transaction of an order as read now, or the stored answer when the request was committed before.
+
+        The command (an earlier attempt of this request) is looked up only when the asset's state refuses
+        the order; when the state allows it, a stored command makes the commit fail on the command's
+        condition, and `order` then answers from it. A fresh order so costs three reads, not four.
+        """
         command_id = domain.command_id_for(tenant_id, asset_id, kind, request_id)
-        # The asset is read before the command: a twin of this request that commits in between is then
-        # seen as the command (an answer to replay), never only as a changed state.
         asset = self.get_asset(tenant_id, asset_id)
-        existing = self.get_command(tenant_id, asset_id, command_id)
-        if existing is not None:
-            if existing.asset_after is None:
-                raise NotFound(f"command {command_id} has no recorded answer")
-            return OrderOutcome(existing.asset_after, existing, replayed=True)
+        try:
+            status = domain.next_status(asset.status, domain.ORDER_TRIGGER[kind])
+        except FailedPrecondition:
+            replayed = self._replayed_order(tenant_id, asset_id, command_id)
+            if replayed is None:
+                raise
+            return replayed
         tenant = self.find_tenant(tenant_id)
-        status = domain.next_status(asset.status, domain.ORDER_TRIGGER[kind])
-        appended = ledger_store.prepare_append(
-            self.ddb, self.table, tenant_id,
-            [_draft(domain.order_event(actor, kind, asset_id, justification=justification,
-                                       command_id=command_id, request_id=request_id))],
-        )
-        seq = appended.seqs[0][0]
+        version = asset.version + 1
+        record = new_record(tenant_id, asset_id, version, asset.custody_version, _draft(domain.order_event(
+            actor, kind, asset_id, justification=justification, command_id=command_id, request_id=request_id)))
         when = domain.format_ts(domain.now())
         after = domain.with_action_since(
             replace(asset, status=status, status_reason=justification, update_time=when,
-                    version=asset.version + 1, last_custody_seq=seq, current_command_id=command_id),
+                    version=version, custody_version=version, current_command_id=command_id),
             when,
         )
         policy = ContainmentPolicy(
             control_plane_endpoints=tuple(control_plane_endpoints),
             allowlist_cidrs=tenant.allowlist_cidrs if tenant else (),
             stop_engines=tenant.stop_engines if tenant else False,
+            dns_servers=tenant.dns_servers if tenant else (),
         )
         command = Command(
             command_id=command_id, asset_id=asset_id, kind=kind, issue_time=when, policy=policy,
-            custody_seq=seq, actor=actor, justification=justification, request_id=request_id,
+            custody_seq=0, actor=actor, justification=justification, request_id=request_id,
             asset_after=after,
         )
         items = [
             self._put_asset_if_unchanged(tenant_id, after, asset),
             {"Put": {"TableName": self.table, "Item": aws.to_item(_command_item(tenant_id, command)),
                      "ConditionExpression": "attribute_not_exists(SK)"}},
-            *appended.transact_items,
+            record_put(self.table, record),
         ]
-        return Prepared(items, OrderOutcome(after, command, replayed=False))
+        return Prepared(items, OrderOutcome(after, command, replayed=False, custody=record))
+
+    def _replayed_order(self, tenant_id: str, asset_id: str, command_id: str) -> OrderOutcome | None:
+        """The answer an earlier attempt of this request committed, or None when there was none."""
+        existing = self.get_command(tenant_id, asset_id, command_id)
+        if existing is None:
+            return None
+        if existing.asset_after is None:
+            raise NotFound(f"command {command_id} has no recorded answer")
+        return OrderOutcome(existing.asset_after, existing, replayed=True)
 
     def record_result(self, tenant_id: str, asset_id: str, command_id: str, result: CommandResult,
                       actor: str) -> ResultOutcome:
@@ -360,19 +414,38 @@ class AssetStore:
         asset = self.get_asset(tenant_id, asset_id)
         when = domain.format_ts(domain.now())
         moved, applies = domain.after_result(asset, command, result, when)
-        appended = ledger_store.prepare_append(
-            self.ddb, self.table, tenant_id, [_draft(domain.result_event(actor, command, result, applies))]
-        )
-        seq = appended.seqs[0][0]
-        after = replace(moved, version=asset.version + 1, last_custody_seq=seq)
-        closed = replace(command, result=result, result_custody_seq=seq, asset_after_result=after)
+        version = asset.version + 1
+        record = new_record(tenant_id, asset_id, version, asset.custody_version,
+                            _draft(domain.result_event(actor, command, result, applies)))
+        after = replace(moved, version=version, custody_version=version)
+        closed = replace(command, result=result, asset_after_result=after)
         items = [
             self._put_asset_if_unchanged(tenant_id, after, asset),
             {"Put": {"TableName": self.table, "Item": aws.to_item(_command_item(tenant_id, closed)),
                      "ConditionExpression": "attribute_exists(SK) AND attribute_not_exists(result_json)"}},
-            *appended.transact_items,
+            record_put(self.table, record),
         ]
-        return Prepared(items, ResultOutcome(after, seq, replayed=False))
+        return Prepared(items, ResultOutcome(after, 0, replayed=False, custody=record))
+
+    def record_agent_event(self, tenant_id: str, asset_id: str, event: domain.AgentEvent) -> AgentEventOutcome:
+        """Append the custody event of an agent event once per event id (a marker item names its seq)."""
+        draft = domain.agent_event_draft(asset_id, event)
+
+        def attempt() -> AgentEventOutcome:
+            key = {"PK": keys.tenant_pk(tenant_id), "SK": keys.agent_event_sk(asset_id, event.event_id)}
+            seen = self.ddb.get_item(TableName=self.table, Key=aws.to_item(key), ConsistentRead=True)
+            if "Item" in seen:
+                return AgentEventOutcome(int(aws.from_item(seen["Item"])["custody_seq"]), replayed=True)
+            self.get_asset(tenant_id, asset_id)  # NotFound for an asset that does not exist
+            appended = ledger_store.prepare_append(self.ddb, self.table, tenant_id, [_draft(draft)])
+            seq = appended.seqs[0][0]
+            marker = {"Put": {"TableName": self.table, "Item": aws.to_item({**key, "custody_seq": seq}),
+                              "ConditionExpression": "attribute_not_exists(SK)"}}
+            prepared = Prepared([marker, *appended.transact_items], AgentEventOutcome(seq, replayed=False))
+            self.commit(prepared)
+            return prepared.outcome
+
+        return self._with_retries(attempt)
 
     def commit(self, prepared: Prepared[Any]) -> None:
         """Write a prepared transaction; a lost race (any condition) raises `Conflict` for a fresh attempt."""
@@ -380,7 +453,7 @@ class AssetStore:
             self.ddb.transact_write_items(TransactItems=prepared.transact_items)
         except botocore.exceptions.ClientError as exc:
             code = aws.error_code(exc)
-            if code == "TransactionCanceledException" or ledger_store.is_append_conflict(exc):
+            if code == "TransactionCanceledException":
                 reasons = [r.get("Code", "None") for r in exc.response.get("CancellationReasons", [])]
                 log.info("transaction cancelled", extra={"reasons": reasons})
                 raise Conflict(reasons) from exc
@@ -557,6 +630,7 @@ def _tenant_attrs(tenant: Tenant) -> dict[str, Any]:
         "enrollment_create_time": tenant.enrollment_create_time,
         "allowlist_cidrs": json.dumps(list(tenant.allowlist_cidrs)),
         "stop_engines": tenant.stop_engines,
+        "dns_servers": json.dumps(list(tenant.dns_servers)),
     }
 
 
@@ -569,6 +643,7 @@ def _tenant_from(item: dict[str, Any]) -> Tenant:
         enrollment_create_time=str(item.get("enrollment_create_time", "")),
         allowlist_cidrs=tuple(json.loads(str(item.get("allowlist_cidrs", "[]")))),
         stop_engines=bool(item.get("stop_engines", False)),
+        dns_servers=tuple(json.loads(str(item.get("dns_servers", "[]")))),
     )
 
 

@@ -288,29 +288,30 @@ class Worker:
         self.stats.write_units += sum(store.write_units(p) for p in payload)
 
     async def _isolate(self, items: list[_Item]) -> None:
-        for item in items:
-            for finding in item.findings:
-                if not (finding.isolate and finding.severity is rules.Severity.CRITICAL):
-                    continue
-                env = item.envelope
-                request_id = isolation_request_id(env.tenant, env.asset_id, finding.rule_id, env.epoch,
-                                                  env.heartbeat.seq)
-                justification = (f"policy rule {finding.rule_id} ({finding.severity.name}) on heartbeat "
-                                 f"{env.heartbeat.seq}: {finding.summary}")[:1000]
-                try:
-                    await self._assets.isolate_asset(env.tenant, env.asset_id, justification, request_id,
-                                                     actor=f"policy:{finding.rule_id}")
-                    self.stats.isolations += 1
-                    log.info("isolation of %s/%s requested by policy %s", env.tenant, env.asset_id,
-                             finding.rule_id)
-                except _DEFINITIVE as error:
-                    # Already isolated (or pending), or the asset is gone: nothing to do again.
-                    log.info("isolation of %s/%s by %s not needed: %s", env.tenant, env.asset_id,
-                             finding.rule_id, error.message)
-                except DomainError as error:
-                    log.warning("isolation of %s/%s not requested yet: %s", env.tenant, env.asset_id,
-                                error.message)
-                    item.ok = False
+        """Order every isolation the batch's findings ask for at once: the assets service commits each
+        with its custody record and none waits for another's ledger append (a policy firing on many
+        hosts is exactly when orders come together)."""
+        orders = [(item, finding) for item in items for finding in item.findings
+                  if finding.isolate and finding.severity is rules.Severity.CRITICAL]
+        await asyncio.gather(*(self._isolate_one(item, finding) for item, finding in orders))
+
+    async def _isolate_one(self, item: _Item, finding: rules.Finding) -> None:
+        env = item.envelope
+        request_id = isolation_request_id(env.tenant, env.asset_id, finding.rule_id, env.epoch, env.heartbeat.seq)
+        justification = (f"policy rule {finding.rule_id} ({finding.severity.name}) on heartbeat "
+                         f"{env.heartbeat.seq}: {finding.summary}")[:1000]
+        try:
+            await self._assets.isolate_asset(env.tenant, env.asset_id, justification, request_id,
+                                             actor=f"policy:{finding.rule_id}")
+            self.stats.isolations += 1
+            log.info("isolation of %s/%s requested by policy %s", env.tenant, env.asset_id, finding.rule_id)
+        except _DEFINITIVE as error:
+            # Already isolated (or pending), or the asset is gone: nothing to do again.
+            log.info("isolation of %s/%s by %s not needed: %s", env.tenant, env.asset_id,
+                     finding.rule_id, error.message)
+        except DomainError as error:
+            log.warning("isolation of %s/%s not requested yet: %s", env.tenant, env.asset_id, error.message)
+            item.ok = False
 
     async def _update_assets(self, items: list[_Item], now: float) -> None:
         """Coalesced: one update per asset per batch; risk when it was evaluated, last-seen when due."""

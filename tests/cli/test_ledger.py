@@ -7,14 +7,14 @@ import sys
 from pathlib import Path
 
 import pytest
-from cli_helpers import Lz, new_asset
+from cli_helpers import Lz, isolate_chained, new_asset
 
 
 @pytest.fixture
 def sealed(admin: Lz) -> Lz:
     """A tenant with custody events (two isolations), sealed into a checkpoint."""
     for _ in range(2):
-        assert admin("isolate", new_asset(admin), "--reason", "ledger test").code == 0
+        isolate_chained(admin, new_asset(admin), "ledger test")
     result = admin("seal", "now")
     assert result.code == 0, result.err
     return admin
@@ -50,7 +50,7 @@ def test_seal_status_json(sealed: Lz) -> None:
 
 def test_seal_now_table(admin: Lz) -> None:
     """`seal now` seals the pending events and names the new tree size."""
-    assert admin("isolate", new_asset(admin), "--reason", "x").code == 0
+    isolate_chained(admin, new_asset(admin))
     result = admin("seal", "now")
     assert result.code == 0, result.err
     assert "sealed through #1" in result.out
@@ -58,7 +58,7 @@ def test_seal_now_table(admin: Lz) -> None:
 
 def test_seal_now_json(admin: Lz) -> None:
     """`seal now --json` has the checkpoint with its tree size and signed note."""
-    assert admin("isolate", new_asset(admin), "--reason", "x").code == 0
+    isolate_chained(admin, new_asset(admin))
     data = admin("seal", "now", "--json").json()
     assert int(data["checkpoint"]["tree_size"]) == 1
     assert data["checkpoint"]["signed_note"]

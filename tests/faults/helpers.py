@@ -16,6 +16,7 @@ import random
 import signal
 import sys
 import time
+import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -38,6 +39,8 @@ from services.kit.settings import AwsSettings
 from services.kit.tokens import store as token_store
 from services.ledger import keys as ledger_keys
 from services.ledger import store as ledger_store
+from services.ledger.outbox import CustodyRecord
+from services.ledger.outbox import store as outbox_store
 from services.sealer import keys as sealer_keys
 from services.tlog.events import ChainVerifier
 from tests.ingest.agents import IngestTenant, create_tenant, enroll
@@ -219,6 +222,28 @@ class Store:
     def ledger_events(self, tenant: str) -> list[ledger_store.StoredEvent]:
         return list(ledger_store.events_between(self.ddb, self.table, tenant, 1, ledger_keys.MAX_SEQ))
 
+    def latest_inventory(self, tenant: str, asset_id: str) -> common_pb2.Inventory | None:
+        """The inventory of the asset's newest telemetry record that carries one (highest seq), or None."""
+        kwargs: dict[str, Any] = {
+            "TableName": self.table, "IndexName": "GSI1",
+            "KeyConditionExpression": "GSI1PK = :pk AND begins_with(GSI1SK, :d)",
+            "FilterExpression": "attribute_exists(inventory)",
+            "ExpressionAttributeValues": aws.to_item({":pk": ingest_keys.asset_gsi1pk(tenant, asset_id),
+                                                      ":d": ingest_keys.DATE_PREFIX}),
+            "ProjectionExpression": "seq, inventory",
+        }
+        newest: tuple[int, bytes] | None = None
+        while True:
+            got = self.ddb.query(**kwargs)
+            for item in got.get("Items", []):
+                seq = int(item["seq"]["N"])
+                if newest is None or seq > newest[0]:
+                    newest = (seq, item["inventory"]["B"])
+            if "LastEvaluatedKey" not in got:
+                break
+            kwargs["ExclusiveStartKey"] = got["LastEvaluatedKey"]
+        return common_pb2.Inventory.FromString(zlib.decompress(newest[1])) if newest else None
+
     def telemetry_seqs(self, tenant: str, asset_id: str) -> set[int]:
         """The heartbeat seqs the asset has telemetry items for."""
         seqs: set[int] = set()
@@ -235,6 +260,22 @@ class Store:
             if "LastEvaluatedKey" not in got:
                 return seqs
             kwargs["ExclusiveStartKey"] = got["LastEvaluatedKey"]
+
+
+def chained_custody(ddb: Any, table: str, tenant: str, asset_id: str = "",
+                    within: float = 60.0) -> list[CustodyRecord]:
+    """The tenant's (or one asset's) custody records once the sequencer has given every one its ledger seq."""
+    def all_chained() -> list[CustodyRecord]:
+        records = outbox_store.asset_records(ddb, table, tenant, asset_id)
+        return records if records and all(r.chained for r in records) else []
+
+    return until(all_chained, within, "every custody record chained")
+
+
+def no_custody_pending(store: Store, tenant: str, within: float = 60.0) -> None:
+    """Wait until none of the tenant's custody records waits for its ledger seq (true at once when it has none)."""
+    until(lambda: all(r.chained for r in outbox_store.asset_records(store.ddb, store.table, tenant)), within,
+          "no custody record pending")
 
 
 def assert_chain_sound(store: Store, tenant: str) -> list[ledger_store.StoredEvent]:

@@ -21,7 +21,7 @@ from services.assets.app import CALLERS as ASSETS_CALLERS
 from services.ingest.app import INTERNAL as INGEST_INTERNAL
 from services.kit.auth import Role
 from services.kit.devstack import Stack
-from tests.faults.helpers import Store, Tenant, ledger_stub, make_tenant, seal_now
+from tests.faults.helpers import Store, Tenant, chained_custody, ledger_stub, make_tenant, seal_now
 from tests.ingest.agents import TestAgent, enroll
 
 pytestmark = pytest.mark.slow
@@ -46,6 +46,8 @@ class Victim:
             asset_id=self.asset_id, justification="victim-marker", request_id="victim-req"),
             metadata=self.tenant.metadata(Role.OPERATOR), timeout=10)
         self.command_id = reply.command.command_id
+        store = Store(stack)
+        chained_custody(store.ddb, store.table, self.tenant.tenant)  # B's data is still before it is watched
         ledger_stub(self.tenant).AppendEvents(ledger_pb2.AppendEventsRequest(
             events=[ledger_pb2.EventInput(action="victim.marker", subject=f"asset:{self.asset_id}")] * 5),
             metadata=self.tenant.metadata(Role.OPERATOR), timeout=10)

@@ -29,6 +29,7 @@ SETTINGS_ERRORS: dict[str, tuple[str, ...]] = {
     "-m services.ledger": (),
     "-m services.sealer": (),
     "-m services.ingest.worker": (),
+    "-m services.ledger.outbox.check": (),
     "-m services.kit.certs": ("pki", "--ingest-san", "not a name"),
     "-m services.kit.devstack": ("up", "--state-dir", "/dev/null/state"),
     "-m services.kit.moto_endpoint": (),
