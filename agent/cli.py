@@ -356,8 +356,22 @@ def _print_inventory(inventory: Inventory) -> None:
         )
         for error in model.errors:
             print(f"    error: {error}")
+    _print_agents(inventory)
     for error in inventory.errors:
         print(f"error: {error}")
+
+
+def _print_agents(inventory: Inventory) -> None:
+    print(f"agents: {len(inventory.agents)}")
+    for agent in inventory.agents:
+        endpoints = ", ".join(f"{e.host} ({e.location})" for e in agent.endpoints) or "-"
+        print(f"  {agent.kind} user {agent.user} {'running' if agent.running else 'installed'} endpoints {endpoints}")
+    print(f"mcp servers: {len(inventory.mcp_servers)}")
+    for server in inventory.mcp_servers:
+        secrets = ", ".join(f"{s.variable} ({s.detector})" for s in server.secrets) or "-"
+        print(f"  {server.agent}/{server.name} {server.transport} {server.url or server.package or server.command} "
+              f"[{', '.join(server.capabilities)}] roots {', '.join(server.roots) or '-'} "
+              f"{'running' if server.running else 'not running'} secrets {secrets}")
 
 
 if __name__ == "__main__":

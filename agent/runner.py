@@ -17,10 +17,11 @@ from agent.backoff import Backoff, BackoffPolicy
 from agent.commands import CommandBook, ContainmentExecutor
 from agent.config import Config
 from agent.containment import Containment
+from agent.discovery.agents import ConfigScan, scan_configs
 from agent.enroll import Identity, NotEnrolledError, identity_path, load_identity
 from agent.events import EventOutbox
 from agent.inventory import Inventory, Model
-from agent.snapshot import collect
+from agent.snapshot import agent_settings, collect
 from agent.spool import FileSpool
 from agent.stream import KEEPALIVE_OPTIONS, AgentStream, CollectSource, StreamSettings, StreamState
 from agent.threads import in_daemon_thread
@@ -134,19 +135,39 @@ async def guard_containment(containment: Containment, every: float, stop: asynci
 
 
 class ModelCachingCollector:
-    """Engines every heartbeat; the model walk (disk, maybe hashing) at most every ``model_every`` seconds."""
+    """Engines and agent processes every heartbeat; the model walk (disk, maybe hashing) at most every
+    ``model_every`` seconds; agents' known configuration files re-checked every ``agent_files_every``
+    seconds (parsed again only when changed) and the homes walked for new projects every ``walk_every``."""
 
-    def __init__(self, config: Config, model_every: float = 300.0) -> None:
+    def __init__(self, config: Config, model_every: float = 300.0, agent_files_every: float = 60.0,
+                 walk_every: float = 600.0) -> None:
         self.config = config
         self.model_every = model_every
+        self.agent_files_every = agent_files_every
+        self.walk_every = walk_every
         self._models: tuple[Model, ...] | None = None
         self._at = 0.0
+        self._agent_files: ConfigScan | None = None
+        self._agent_files_at = 0.0
+        self._walked_at = 0.0
 
     def __call__(self) -> Inventory:
         now = time.monotonic()
+        agent_files = self._agent_configs(now)
         if self._models is None or now - self._at >= self.model_every:
-            inventory = collect(self.config)
+            inventory = collect(self.config, agent_configs=agent_files)
             if not any(e.startswith("model inventory failed") for e in inventory.errors):
                 self._models, self._at = inventory.models, now
             return inventory
-        return collect(self.config, models=self._models)
+        return collect(self.config, models=self._models, agent_configs=agent_files)
+
+    def _agent_configs(self, now: float) -> ConfigScan | None:
+        if not self.config.agents_enabled:
+            return None
+        if self._agent_files is None or now - self._agent_files_at >= self.agent_files_every:
+            walk = self._agent_files is None or now - self._walked_at >= self.walk_every
+            self._agent_files = scan_configs(agent_settings(self.config), self._agent_files, walk=walk)
+            self._agent_files_at = now
+            if walk:
+                self._walked_at = now
+        return self._agent_files

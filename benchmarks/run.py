@@ -44,6 +44,7 @@ BENCHES = (
     Bench("fleet", "benchmarks/bench_fleet.py", budget_seconds=780),
     Bench("isolation", "benchmarks/bench_isolation.py", budget_seconds=420),
     Bench("capacity", "benchmarks/bench_capacity.py", budget_seconds=300),
+    Bench("agents", "benchmarks/bench_agents.py", budget_seconds=400),
 )
 
 

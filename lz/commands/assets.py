@@ -178,7 +178,26 @@ def assets_show(ctx: Context, args: argparse.Namespace) -> int:
         ctx.out.table(["SEVERITY", "RULE", "SUMMARY"],
                       [[styled_severity(f.severity), escape(f.rule_id), escape(f.summary)]
                        for f in asset.risk.findings], title="findings")
+    _show_agents(ctx, asset.agent_inventory)
     return EXIT_OK
+
+
+def _show_agents(ctx: Context, inventory: common_pb2.AgentInventory) -> None:
+    """The asset's AI agents and MCP servers; credentials only by variable and detector."""
+    if inventory.agents:
+        ctx.out.line()
+        ctx.out.table(["AGENT", "USER", "RUNNING", "ENDPOINTS"], [
+            [escape(a.kind), escape(a.user), "yes" if a.running else "no",
+             escape(", ".join(f"{e.host} ({e.location}{', ' + e.engine if e.engine else ''})" for e in a.endpoints)
+                    or "-")]
+            for a in inventory.agents], title="AI agents")
+    if inventory.mcp_servers:
+        ctx.out.line()
+        ctx.out.table(["AGENT", "SERVER", "TRANSPORT", "CAPABILITIES", "ROOTS", "RUNNING", "SECRETS"], [
+            [escape(s.agent), escape(s.name), escape(s.url or s.package or s.command or s.transport),
+             escape(", ".join(s.capabilities)), escape(", ".join(s.roots) or "-"), "yes" if s.running else "no",
+             escape(", ".join(f"{x.variable} ({x.detector})" for x in s.secrets) or "-")]
+            for s in inventory.mcp_servers], title="MCP servers")
 
 
 def alerts_list(ctx: Context, args: argparse.Namespace) -> int:

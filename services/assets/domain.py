@@ -451,6 +451,15 @@ class RiskUpdate:
     hostname: str = ""
     os: str = ""
     agent_version: str = ""
+    agent_inventory: AgentInventory | None = None
+
+
+@dataclass(frozen=True)
+class AgentInventory:
+    """An asset's AI agents and MCP servers: the serialized ``AgentInventory`` message, opaque to the store."""
+
+    data: bytes
+    evaluate_time: str
 
 
 def apply_risk_update(asset: Asset, update: RiskUpdate, when: str) -> Asset | None:

@@ -20,6 +20,7 @@ from lifecyclezero.v1 import assets_pb2, assets_pb2_grpc, common_pb2, ingest_pb2
 from services.assets import domain
 from services.assets.domain import (
     AgentEvent,
+    AgentInventory,
     Asset,
     Command,
     CommandKind,
@@ -42,6 +43,8 @@ from services.tlog.events import parse_event
 log = logging.getLogger(__name__)
 
 MAX_RISK_UPDATES = 500
+# Under DynamoDB's 400 KB item limit with room for the keys; ingest trims to stay below it.
+MAX_AGENT_INVENTORY_BYTES = 350_000
 NUDGE_TIMEOUT_SECONDS = 2.0
 
 _ROLE_TO_PROTO = {Role.VIEWER: assets_pb2.ROLE_VIEWER, Role.OPERATOR: assets_pb2.ROLE_OPERATOR,
@@ -171,8 +174,13 @@ class AssetServicer(assets_pb2_grpc.AssetServiceServicer):
 
     async def GetAsset(self, request: assets_pb2.GetAssetRequest, context: Any) -> Any:
         asset_id = validate_id("asset_id", request.asset_id)
-        asset = await aws.call(self._store.get_asset_with_custody, auth.current_tenant(), asset_id)
-        return assets_pb2.GetAssetResponse(asset=_asset(asset))
+        tenant = auth.current_tenant()
+        asset = await aws.call(self._store.get_asset_with_custody, tenant, asset_id)
+        agents = await aws.call(self._store.get_agent_inventory, tenant, asset_id)
+        message = _asset(asset)
+        if agents is not None:
+            message.agent_inventory.ParseFromString(agents.data)
+        return assets_pb2.GetAssetResponse(asset=message)
 
     async def ListAssets(self, request: assets_pb2.ListAssetsRequest, context: Any) -> Any:
         tenant = auth.current_tenant()
@@ -386,7 +394,16 @@ def _risk_update(update: assets_pb2.AssetRiskUpdate) -> RiskUpdate:
         asset_id=asset_id,
         last_seen_time=_optional_ts(update, "last_seen_time", "updates.last_seen_time"),
         risk=risk, hostname=update.hostname, os=update.os, agent_version=update.agent_version,
+        agent_inventory=_agent_inventory(update) if update.HasField("agent_inventory") else None,
     )
+
+
+def _agent_inventory(update: assets_pb2.AssetRiskUpdate) -> AgentInventory:
+    data = update.agent_inventory.SerializeToString(deterministic=True)
+    if len(data) > MAX_AGENT_INVENTORY_BYTES:
+        raise InvalidArgument.field("updates.agent_inventory", f"must be at most {MAX_AGENT_INVENTORY_BYTES} bytes")
+    when = _optional_ts(update.agent_inventory, "evaluate_time", "updates.agent_inventory.evaluate_time")
+    return AgentInventory(data=data, evaluate_time=when)
 
 
 def _ledger_event(stored: ledger_store.StoredEvent) -> common_pb2.LedgerEvent:

@@ -22,6 +22,7 @@ import botocore.exceptions
 
 from services.assets import domain, keys
 from services.assets.domain import (
+    AgentInventory,
     Asset,
     Command,
     CommandKind,
@@ -572,6 +573,8 @@ class AssetStore:
                     asset = self.get_asset(tenant_id, update.asset_id)
                 except NotFound:
                     break
+                if attempt == 0 and update.agent_inventory is not None:
+                    self._put_agent_inventory(tenant_id, update.asset_id, update.agent_inventory)
                 changed = domain.apply_risk_update(asset, update, domain.format_ts(domain.now()))
                 if changed is None:
                     break
@@ -584,6 +587,28 @@ class AssetStore:
                 updated += 1
                 break
         return updated
+
+    def get_agent_inventory(self, tenant_id: str, asset_id: str) -> AgentInventory | None:
+        """The asset's newest AI agents and MCP servers, or None before its first inventory with them."""
+        item = self._get(keys.tenant_pk(tenant_id), keys.agent_inventory_sk(asset_id))
+        if item is None:
+            return None
+        return AgentInventory(data=bytes(item["data"]), evaluate_time=str(item.get("evaluate_time", "")))
+
+    def _put_agent_inventory(self, tenant_id: str, asset_id: str, inventory: AgentInventory) -> None:
+        """Written only with a changed inventory (ingest sends it with risk); an older one never replaces a newer."""
+        try:
+            self.ddb.put_item(
+                TableName=self.table,
+                Item=aws.to_item({"PK": keys.tenant_pk(tenant_id), "SK": keys.agent_inventory_sk(asset_id),
+                                  "asset_id": asset_id, "data": inventory.data,
+                                  "evaluate_time": inventory.evaluate_time}),
+                ConditionExpression="attribute_not_exists(SK) OR evaluate_time <= :t",
+                ExpressionAttributeValues=aws.to_item({":t": inventory.evaluate_time}),
+            )
+        except self.ddb.exceptions.ConditionalCheckFailedException:
+            log.info("agent inventory of %s/%s is older than the stored one; kept the stored one",
+                     tenant_id, asset_id)
 
     # --- internals --------------------------------------------------------------------------------
 

@@ -20,6 +20,7 @@ from typing import Any
 import yaml
 from lifecyclezero.v1 import common_pb2
 
+from services.ingest import agent_rules
 from services.kit.ids import is_valid_id
 
 log = logging.getLogger(__name__)
@@ -41,6 +42,12 @@ class Rule(enum.StrEnum):
     MODEL_NOT_ALLOWED = "model-not-allowed"
     NEW_MODEL = "new-model"
     OUTBOUND_CONNECTION = "outbound-connection"
+    MCP_SECRET_IN_CONFIG = "mcp-secret-in-config"  # noqa: S105 - a rule id, not a password
+    MCP_BROAD_FILESYSTEM = "mcp-broad-filesystem"
+    MCP_SHELL = "mcp-shell"
+    MCP_REMOTE_SERVER_NOT_ALLOWED = "mcp-remote-server-not-allowed"
+    AGENT_NOT_ALLOWED = "agent-not-allowed"
+    AGENT_CLOUD_ENDPOINT_NOT_ALLOWED = "agent-cloud-endpoint-not-allowed"
 
 
 class PolicyError(ValueError):
@@ -63,6 +70,9 @@ class Policy:
     licenses: frozenset[str] | None
     outbound_allow: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
     rules: dict[Rule, RulePolicy]
+    agent_kinds: frozenset[str] | None = None
+    mcp_remote_hosts: tuple[str, ...] | None = None
+    agent_cloud_hosts: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -101,7 +111,9 @@ def merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
 
 
 _TOP_KEYS = {"version", "sensitive_file_patterns", "allowlists", "outbound_allow_cidrs", "rules"}
-_ALLOWLIST_KEYS = {"engine_kinds", "model_names", "model_digests", "licenses"}
+_ALLOWLIST_KEYS = {
+    "engine_kinds", "model_names", "model_digests", "licenses", "agent_kinds", "mcp_remote_hosts", "agent_cloud_hosts",
+}
 _RULE_KEYS = {"enabled", "severity", "isolate"}
 
 
@@ -128,6 +140,9 @@ def build_policy(doc: dict[str, Any], source: str = "policy") -> Policy:
     names = _strings(allow.get("model_names"), f"{source}: allowlists.model_names")
     digests = _strings(allow.get("model_digests"), f"{source}: allowlists.model_digests")
     licenses = _strings(allow.get("licenses"), f"{source}: allowlists.licenses")
+    agent_kinds = _strings(allow.get("agent_kinds"), f"{source}: allowlists.agent_kinds")
+    mcp_hosts = _strings(allow.get("mcp_remote_hosts"), f"{source}: allowlists.mcp_remote_hosts")
+    cloud_hosts = _strings(allow.get("agent_cloud_hosts"), f"{source}: allowlists.agent_cloud_hosts")
     cidrs = []
     for text in _strings(doc.get("outbound_allow_cidrs", []), f"{source}: outbound_allow_cidrs") or []:
         try:
@@ -164,6 +179,9 @@ def build_policy(doc: dict[str, Any], source: str = "policy") -> Policy:
         licenses=frozenset(lic.lower() for lic in licenses) if licenses is not None else None,
         outbound_allow=tuple(cidrs),
         rules=rules,
+        agent_kinds=frozenset(k.lower() for k in agent_kinds) if agent_kinds is not None else None,
+        mcp_remote_hosts=tuple(h.lower() for h in mcp_hosts) if mcp_hosts is not None else None,
+        agent_cloud_hosts=tuple(h.lower() for h in cloud_hosts) if cloud_hosts is not None else None,
     )
 
 
@@ -263,6 +281,8 @@ def evaluate(inventory: common_pb2.Inventory, previous_models: list[str] | None,
         _new_models(inventory, previous_models, out)
     if Rule.OUTBOUND_CONNECTION in on:
         _outbound(inventory, policy, out)
+    for rule_id, summary, evidence in agent_rules.agent_hits(inventory, policy, {rule.value for rule in on}):
+        out.add(Rule(rule_id), summary, evidence)
     return out.findings
 
 

@@ -25,7 +25,7 @@ from typing import Any
 from google.protobuf import struct_pb2
 from lifecyclezero.v1 import assets_pb2, common_pb2
 
-from services.ingest import domain, rules, store
+from services.ingest import agent_rules, domain, rules, store
 from services.ingest.assets_client import AssetsClient
 from services.ingest.settings import WorkerSettings, load_worker_settings
 from services.kit import aws, heap, logs
@@ -331,6 +331,8 @@ class Worker:
                 update.risk.evaluate_time.GetCurrentTime()
                 update.hostname = hb.inventory.hostname
                 update.os = hb.inventory.os
+                update.agent_inventory.CopyFrom(agent_rules.agent_inventory(hb.inventory))
+                update.agent_inventory.evaluate_time.CopyFrom(update.risk.evaluate_time)
             seen = self._seen_sent.get(item.key)
             observed = domain.format_ts(hb.observe_time.ToDatetime(tzinfo=dt.UTC))
             newer = seen is None or observed > seen[1]

@@ -15,7 +15,7 @@ from services.ledger.committer import GroupCommitter
 from services.ledger.proofs import SealReader
 from services.ledger.servicer import LedgerServicer
 from services.ledger.settings import LedgerSettings, SealAccess
-from services.sealer.signing import TenantKeys, load_signer_keys, parse_key_list
+from services.ledger.signing import TenantKeys, load_signer_keys, parse_key_list
 
 SERVICE_NAME = "lifecyclezero.v1.LedgerService"
 _PREFIX = f"/{SERVICE_NAME}/"
@@ -61,7 +61,8 @@ async def make_service(settings: LedgerSettings) -> Service:
         cache_seconds=settings.server.auth_cache_seconds,
     )
     reader = SealReader(ddb, s3, settings.aws.table_name, settings.seals.bucket_name, tenant_keys(settings.seals))
-    servicer = LedgerServicer(GroupCommitter(ddb, settings.aws.table_name), reader)
+    servicer = LedgerServicer(GroupCommitter(ddb, settings.aws.table_name), reader,
+                              expensive_per_tenant=settings.expensive_per_tenant)
 
     async def check_ready() -> None:
         await aws.call(ddb.describe_table, TableName=settings.aws.table_name)

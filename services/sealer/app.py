@@ -9,11 +9,11 @@ from services.kit.auth import Role, at_least
 from services.kit.authenticator import Authenticator
 from services.kit.errors import FailedPrecondition
 from services.kit.server import Service
+from services.ledger.signing import TenantKeys, load_signer_keys
 from services.sealer.loop import LoopSettings, SealerLoops
 from services.sealer.sealing import SealContext
 from services.sealer.servicer import SealerServicer
 from services.sealer.settings import SealerSettings
-from services.sealer.signing import TenantKeys, load_signer_keys
 
 SERVICE_NAME = "lifecyclezero.v1.SealerService"
 _PREFIX = f"/{SERVICE_NAME}/"

@@ -38,10 +38,10 @@ from services.kit.devstack import Stack
 from services.kit.settings import AwsSettings
 from services.kit.tokens import store as token_store
 from services.ledger import keys as ledger_keys
+from services.ledger import keys as seal_keys
 from services.ledger import store as ledger_store
 from services.ledger.outbox import CustodyRecord
 from services.ledger.outbox import store as outbox_store
-from services.sealer import keys as sealer_keys
 from services.tlog.events import ChainVerifier
 from tests.ingest.agents import IngestTenant, create_tenant, enroll
 
@@ -184,7 +184,7 @@ class Store:
 
     def partitions(self, tenant: str) -> list[str]:
         """Every partition key a tenant's items can have."""
-        return [asset_keys.tenant_pk(tenant), ledger_keys.ledger_pk(tenant), sealer_keys.seal_pk(tenant),
+        return [asset_keys.tenant_pk(tenant), ledger_keys.ledger_pk(tenant), seal_keys.seal_pk(tenant),
                 *(ingest_keys.telemetry_pk(tenant, k) for k in range(TELEMETRY_SHARDS))]
 
     def tenant_items(self, tenant: str) -> dict[tuple[str, str], str]:
