@@ -26,7 +26,7 @@ POLICY: dict[str, frozenset[auth.Role]] = {
     f"{_P}RevokeAgent": frozenset({auth.Role.SERVICE, auth.Role.ADMIN}),
 }
 # Agents reach ingest through an internet-facing load balancer: these stay on LZ_INTERNAL_PORT, for
-# the assets service (its certificate) only.
+# the assets service (its certificate, and its own service token) only.
 INTERNAL = {f"{_P}DeliverCommand": frozenset({"assets"}), f"{_P}RevokeAgent": frozenset({"assets"})}
 
 
@@ -40,7 +40,7 @@ async def make_service(settings: IngestSettings) -> Service:
     authenticator = Authenticator(
         ddb,
         settings.aws.table_name,
-        service_token_sha256=settings.server.service_token_sha256,
+        service_callers=dict(settings.server.service_callers),
         bootstrap_token_sha256=settings.server.bootstrap_token_sha256,
         cache_seconds=settings.server.auth_cache_seconds,
     )
@@ -70,4 +70,5 @@ async def make_service(settings: IngestSettings) -> Service:
         on_stop=on_stop,
         ready_interval_seconds=1.0,
         internal=INTERNAL,
+        callers=INTERNAL,
     )
