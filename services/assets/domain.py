@@ -181,9 +181,11 @@ class Asset:
     action_since: str = ""
     # The request that created the asset, so a retried CreateAsset answers the same asset.
     create_request_id: str = ""
-    # The last agent loss recorded in custody (its request id and event), so a retried report answers the same.
+    # The last agent loss recorded in custody (its request id and the version of its custody record), so a
+    # retried report answers the same. `agent_loss_custody_seq` is only set by the old synchronous path.
     agent_loss_request_id: str = ""
     agent_loss_custody_seq: int = 0
+    agent_loss_custody_version: int = 0
 
     @property
     def needs_action(self) -> bool:

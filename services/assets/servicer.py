@@ -330,6 +330,8 @@ class AssetServicer(assets_pb2_grpc.AssetServiceServicer):
         loss = await aws.call(self._store.record_agent_loss, auth.current_tenant(), asset_id, reason=request.reason,
                               last_seen=_optional_ts(request, "last_seen_time", "last_seen_time"),
                               request_id=request_id, actor=auth.current_principal().actor)
+        if loss.custody is not None:
+            self._sequencer.submit(loss.custody)
         return assets_pb2.RecordAgentLossResponse(isolated=loss.contained, custody_seq=loss.custody_seq,
                                                   status=_STATUS_TO_PROTO[loss.status])
 

@@ -84,8 +84,12 @@ class ResultOutcome:
 @dataclass(frozen=True)
 class LossOutcome:
     contained: bool
+    # The custody event's ledger seq when already chained (a replayed answer), else 0.
     custody_seq: int
     status: Status
+    replayed: bool = False
+    # The custody record this loss wrote (None for a replayed or not-contained answer): for the sequencer.
+    custody: CustodyRecord | None = None
 
 
 @dataclass(frozen=True)
@@ -556,25 +560,46 @@ class AssetStore:
 
     def record_agent_loss(self, tenant_id: str, asset_id: str, *, reason: str, last_seen: str, request_id: str,
                           actor: str) -> LossOutcome:
-        """Append `asset.agent.lost` when the asset is contained (with the asset update, atomically); idempotent."""
+        """Write the custody record `asset.agent.lost` when the asset is contained, once per request id.
+
+        The asset (its new version, `custody_version` and the request id) and the record commit in one
+        transaction, so the record takes its place in the asset's order; the sequencer chains it. The
+        answer's seq is 0 until chained; a repeated request answers the first record's seq once chained.
+        """
         def attempt() -> LossOutcome:
             asset = self.get_asset(tenant_id, asset_id)
             if asset.agent_loss_request_id == request_id:
-                return LossOutcome(True, asset.agent_loss_custody_seq, asset.status)
+                return self._replayed_agent_loss(tenant_id, asset)
             if asset.status not in domain.CONTAINED:
                 return LossOutcome(False, 0, asset.status)
-            appended = ledger_store.prepare_append(
-                self.ddb, self.table, tenant_id,
-                [_draft(domain.agent_loss_event(actor, asset, reason, last_seen, request_id))])
-            seq = appended.seqs[0][0]
-            after = replace(asset, version=asset.version + 1, last_custody_seq=seq, agent_loss_request_id=request_id,
-                            agent_loss_custody_seq=seq, update_time=domain.format_ts(domain.now()))
-            outcome = LossOutcome(True, seq, asset.status)
-            self.commit(Prepared([self._put_asset_if_unchanged(tenant_id, after, asset), *appended.transact_items],
-                                 outcome))
-            return outcome
+            prepared = self.prepare_agent_loss(tenant_id, asset, reason=reason, last_seen=last_seen,
+                                               request_id=request_id, actor=actor)
+            self.commit(prepared)  # a racing twin's version makes this a Conflict; the next attempt replays
+            return prepared.outcome
 
         return self._with_retries(attempt)
+
+    def prepare_agent_loss(self, tenant_id: str, asset: Asset, *, reason: str, last_seen: str, request_id: str,
+                           actor: str) -> Prepared[LossOutcome]:
+        """The transaction of an agent loss on the asset as read: asset (version-conditioned), custody record."""
+        version = asset.version + 1
+        record = new_record(tenant_id, asset.asset_id, version, asset.custody_version,
+                            _draft(domain.agent_loss_event(actor, asset, reason, last_seen, request_id)))
+        after = replace(asset, version=version, custody_version=version, agent_loss_request_id=request_id,
+                        agent_loss_custody_seq=0, agent_loss_custody_version=version,
+                        update_time=domain.format_ts(domain.now()))
+        items = [self._put_asset_if_unchanged(tenant_id, after, asset), record_put(self.table, record)]
+        return Prepared(items, LossOutcome(True, 0, asset.status, custody=record))
+
+    def _replayed_agent_loss(self, tenant_id: str, asset: Asset) -> LossOutcome:
+        """The answer for the asset's last recorded loss: its record's seq once chained, else 0."""
+        if not asset.agent_loss_custody_version:
+            # Losses recorded before the outbox hold the seq their synchronous append got.
+            return LossOutcome(True, asset.agent_loss_custody_seq, asset.status, replayed=True)
+        record = outbox_store.get_record(self.ddb, self.table, tenant_id, asset.asset_id,
+                                         asset.agent_loss_custody_version)
+        seq = record.ledger_seq if record and record.chained else 0
+        return LossOutcome(True, seq, asset.status, replayed=True)
 
     # --- connection state (agent items owned by ingest, read through its presence store) -----------
 

@@ -196,7 +196,8 @@ def test_the_killed_agent_of_an_isolated_host_raises_a_critical_alert_and_a_cust
             proc.kill()
         proc.wait(10)
     assert alert.severity == common_pb2.SEVERITY_CRITICAL
-    assert custody_actions(health_stack, tenant, asset_id)[-1] == "asset.agent.lost"
+    until(lambda: custody_actions(health_stack, tenant, asset_id)[-1:] == ["asset.agent.lost"], 60,
+          "asset.agent.lost chained")
 
 
 def _tenant_policy(stack: Stack, tenant: IngestTenant, text: str) -> None:
