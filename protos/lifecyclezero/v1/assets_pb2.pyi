@@ -1153,6 +1153,9 @@ class RecordAgentLossResponse(_message.Message):
     isolated: _builtins.bool
     """True when the asset was isolated (or an isolation or release was pending) and the event was recorded."""
     custody_seq: _builtins.int
+    """0 until the custody event is chained (moments after the answer; see GetCustodyLog). A repeated
+    request id answers the first recording's seq once it is chained.
+    """
     status: _common_pb2.AssetStatus.ValueType
     def __init__(
         self,
