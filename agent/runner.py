@@ -7,10 +7,13 @@ import contextlib
 import logging
 import shutil
 import signal
+import subprocess
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import grpc
+from lifecyclezero.v1 import ingest_pb2
 
 from agent import statefile
 from agent.backoff import Backoff, BackoffPolicy
@@ -97,11 +100,16 @@ def run_agent(
     async def main() -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
+
+        def stopping() -> None:
+            stream.goodbye = stop_reason(config.state_dir)
+            stop.set()
+
         for sig in (signal.SIGINT, signal.SIGTERM):
             with contextlib.suppress(NotImplementedError, RuntimeError):
-                loop.add_signal_handler(sig, stop.set)
+                loop.add_signal_handler(sig, stopping)
         if duration is not None:
-            loop.call_later(duration, stop.set)
+            loop.call_later(duration, stopping)
         guard = asyncio.create_task(guard_containment(containment, config.drift_check_interval, stop))
         try:
             await stream.run(stop)
@@ -116,6 +124,45 @@ def run_agent(
         if isinstance(stream.spool, FileSpool):
             stream.spool.close()
     return 0
+
+
+STOP_REASON_FILE = "stop-reason"
+_STOP_REASONS = {
+    "service-stop": ingest_pb2.GOODBYE_REASON_SERVICE_STOP,
+    "system-shutdown": ingest_pb2.GOODBYE_REASON_SYSTEM_SHUTDOWN,
+    "upgrade": ingest_pb2.GOODBYE_REASON_UPGRADE,
+    "uninstall": ingest_pb2.GOODBYE_REASON_UNINSTALL,
+}
+
+
+def stop_reason(state_dir: Path) -> ingest_pb2.GoodbyeReason.ValueType:
+    """Why the agent is stopping, for its goodbye.
+
+    A package's removal script names an upgrade or an uninstall by writing the word into
+    `<state dir>/stop-reason` before it stops the service (the file is consumed); otherwise a
+    system that is shutting down is a shutdown, and anything else a service stop.
+    """
+    path = state_dir / STOP_REASON_FILE
+    with contextlib.suppress(OSError):
+        word = path.read_text(encoding="utf-8", errors="replace").strip()
+        path.unlink()
+        if word in _STOP_REASONS:
+            return _STOP_REASONS[word]
+    if _system_stopping():
+        return ingest_pb2.GOODBYE_REASON_SYSTEM_SHUTDOWN
+    return ingest_pb2.GOODBYE_REASON_SERVICE_STOP
+
+
+def _system_stopping() -> bool:
+    systemctl = shutil.which("systemctl")
+    if systemctl is None:
+        return False
+    try:
+        state = subprocess.run([systemctl, "is-system-running"], capture_output=True, text=True, timeout=1,
+                               check=False).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return False
+    return state == "stopping"
 
 
 async def guard_containment(containment: Containment, every: float, stop: asyncio.Event) -> None:

@@ -46,6 +46,22 @@ POLICY: dict[str, frozenset[auth.Role]] = {
     _PREFIX + "UpdateAssetRisk": _SERVICE,
     _PREFIX + "ListAlerts": _VIEWER,
     _PREFIX + "GetCustodyLog": _VIEWER,
+    _PREFIX + "GetFleetSummary": _VIEWER,
+    # Ingest's health sweep: an isolated host's agent is gone (a custody event).
+    _PREFIX + "RecordAgentLoss": _SERVICE,
+}
+# Which service's own token may call each service method (LZ_SERVICE_CALLERS): ingest enrolls agents
+# and relays commands, the risk worker scores and isolates; nothing else is open to a service.
+_INGEST = frozenset({"ingest"})
+_RISK_WORKER = frozenset({"risk-worker"})
+CALLERS: dict[str, frozenset[str]] = {
+    _PREFIX + "CheckEnrollmentSecret": _INGEST,
+    _PREFIX + "CreateAsset": _INGEST,
+    _PREFIX + "ListPendingCommands": _INGEST,
+    _PREFIX + "RecordCommandResult": _INGEST,
+    _PREFIX + "RecordAgentEvent": _INGEST,
+    _PREFIX + "UpdateAssetRisk": _RISK_WORKER,
+    _PREFIX + "IsolateAsset": _RISK_WORKER,
 }
 
 
@@ -54,7 +70,7 @@ async def make_service(settings: AssetsSettings) -> Service:
     authenticator = Authenticator(
         ddb,
         settings.aws.table_name,
-        service_token_sha256=settings.server.service_token_sha256,
+        service_callers=dict(settings.server.service_callers),
         bootstrap_token_sha256=settings.server.bootstrap_token_sha256,
         cache_seconds=settings.server.auth_cache_seconds,
     )
@@ -85,4 +101,5 @@ async def make_service(settings: AssetsSettings) -> Service:
         check_ready=check_ready,
         background=[sweep_custody],
         on_stop=stop,
+        callers=CALLERS,
     )

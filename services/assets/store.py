@@ -36,8 +36,10 @@ from services.assets.domain import (
     StoredInventory,
     Tenant,
 )
+from services.ingest import health, presence
 from services.ingest import keys as ingest_keys
 from services.ingest import store as ingest_store
+from services.ingest.health import Connection
 from services.kit import aws
 from services.kit.auth import Role, new_secret, same_secret, sha256_hex
 from services.kit.errors import Aborted, AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
@@ -50,6 +52,8 @@ from services.ledger.outbox import store as outbox_store
 log = logging.getLogger(__name__)
 
 MAX_ATTEMPTS = 8
+# A filtered connection listing reads at most this many pages of agents (1,000 each) for one page of assets.
+MAX_CONNECTION_PAGES = 20
 T = TypeVar("T")
 AnswerT = TypeVar("AnswerT")
 
@@ -78,9 +82,26 @@ class ResultOutcome:
 
 
 @dataclass(frozen=True)
+class LossOutcome:
+    contained: bool
+    custody_seq: int
+    status: Status
+
+
+@dataclass(frozen=True)
+class FleetCounts:
+    states: dict[str, int]
+    versions: dict[str, tuple[int, bool]]
+    outdated: int
+
+
+@dataclass(frozen=True)
 class AgentEventOutcome:
+    # The custody event's ledger seq when already chained (a replayed answer), else 0.
     custody_seq: int
     replayed: bool
+    # The custody record this event wrote (None for a replayed answer): for the sequencer.
+    custody: CustodyRecord | None = None
 
 
 @dataclass(frozen=True)
@@ -429,24 +450,51 @@ class AssetStore:
         return Prepared(items, ResultOutcome(after, 0, replayed=False, custody=record))
 
     def record_agent_event(self, tenant_id: str, asset_id: str, event: domain.AgentEvent) -> AgentEventOutcome:
-        """Append the custody event of an agent event once per event id (a marker item names its seq)."""
-        draft = domain.agent_event_draft(asset_id, event)
+        """Write the custody record of an agent event once per event id, chained after the asset's previous record.
+
+        The asset (its version and `custody_version`), a marker naming the record and the record commit in
+        one transaction, so the event id is recorded once and the record takes its place in the asset's order;
+        the sequencer chains it. A repeated event answers the first record's seq once chained, else 0.
+        """
+        draft = _draft(domain.agent_event_draft(asset_id, event))
 
         def attempt() -> AgentEventOutcome:
-            key = {"PK": keys.tenant_pk(tenant_id), "SK": keys.agent_event_sk(asset_id, event.event_id)}
-            seen = self.ddb.get_item(TableName=self.table, Key=aws.to_item(key), ConsistentRead=True)
-            if "Item" in seen:
-                return AgentEventOutcome(int(aws.from_item(seen["Item"])["custody_seq"]), replayed=True)
-            self.get_asset(tenant_id, asset_id)  # NotFound for an asset that does not exist
-            appended = ledger_store.prepare_append(self.ddb, self.table, tenant_id, [_draft(draft)])
-            seq = appended.seqs[0][0]
-            marker = {"Put": {"TableName": self.table, "Item": aws.to_item({**key, "custody_seq": seq}),
-                              "ConditionExpression": "attribute_not_exists(SK)"}}
-            prepared = Prepared([marker, *appended.transact_items], AgentEventOutcome(seq, replayed=False))
-            self.commit(prepared)
+            replayed = self._replayed_agent_event(tenant_id, asset_id, event.event_id)
+            if replayed is not None:
+                return replayed
+            prepared = self.prepare_agent_event(tenant_id, asset_id, event.event_id, draft)
+            self.commit(prepared)  # a racing twin's marker makes this a Conflict; the next attempt replays
             return prepared.outcome
 
         return self._with_retries(attempt)
+
+    def prepare_agent_event(self, tenant_id: str, asset_id: str, event_id: str,
+                            draft: ledger_store.EventDraft) -> Prepared[AgentEventOutcome]:
+        """The transaction of an agent event as read now: asset (version-conditioned), marker, custody record."""
+        asset = self.get_asset(tenant_id, asset_id)
+        version = asset.version + 1
+        record = new_record(tenant_id, asset_id, version, asset.custody_version, draft)
+        after = replace(asset, version=version, custody_version=version)
+        marker = {"PK": keys.tenant_pk(tenant_id), "SK": keys.agent_event_sk(asset_id, event_id),
+                  "custody_version": version}
+        items = [
+            self._put_asset_if_unchanged(tenant_id, after, asset),
+            {"Put": {"TableName": self.table, "Item": aws.to_item(marker),
+                     "ConditionExpression": "attribute_not_exists(SK)"}},
+            record_put(self.table, record),
+        ]
+        return Prepared(items, AgentEventOutcome(0, replayed=False, custody=record))
+
+    def _replayed_agent_event(self, tenant_id: str, asset_id: str, event_id: str) -> AgentEventOutcome | None:
+        """The answer for an event id recorded before (its record's seq once chained, else 0), or None."""
+        marker = self._get(keys.tenant_pk(tenant_id), keys.agent_event_sk(asset_id, event_id))
+        if marker is None:
+            return None
+        if "custody_version" not in marker:
+            # Markers written before the outbox name the seq their synchronous append got.
+            return AgentEventOutcome(int(marker["custody_seq"]), replayed=True)
+        record = outbox_store.get_record(self.ddb, self.table, tenant_id, asset_id, int(marker["custody_version"]))
+        return AgentEventOutcome(record.ledger_seq if record else 0, replayed=True)
 
     def commit(self, prepared: Prepared[Any]) -> None:
         """Write a prepared transaction; a lost race (any condition) raises `Conflict` for a fresh attempt."""
@@ -506,6 +554,75 @@ class AssetStore:
                                                          "c": last.command_id})
         return Page(commands, token)
 
+    def record_agent_loss(self, tenant_id: str, asset_id: str, *, reason: str, last_seen: str, request_id: str,
+                          actor: str) -> LossOutcome:
+        """Append `asset.agent.lost` when the asset is contained (with the asset update, atomically); idempotent."""
+        def attempt() -> LossOutcome:
+            asset = self.get_asset(tenant_id, asset_id)
+            if asset.agent_loss_request_id == request_id:
+                return LossOutcome(True, asset.agent_loss_custody_seq, asset.status)
+            if asset.status not in domain.CONTAINED:
+                return LossOutcome(False, 0, asset.status)
+            appended = ledger_store.prepare_append(
+                self.ddb, self.table, tenant_id,
+                [_draft(domain.agent_loss_event(actor, asset, reason, last_seen, request_id))])
+            seq = appended.seqs[0][0]
+            after = replace(asset, version=asset.version + 1, last_custody_seq=seq, agent_loss_request_id=request_id,
+                            agent_loss_custody_seq=seq, update_time=domain.format_ts(domain.now()))
+            outcome = LossOutcome(True, seq, asset.status)
+            self.commit(Prepared([self._put_asset_if_unchanged(tenant_id, after, asset), *appended.transact_items],
+                                 outcome))
+            return outcome
+
+        return self._with_retries(attempt)
+
+    # --- connection state (agent items owned by ingest, read through its presence store) -----------
+
+    def connections(self, tenant_id: str, asset_ids: Sequence[str]) -> dict[str, Connection]:
+        """The agents' connection records of these assets (up to 100)."""
+        return presence.get_connections(self.ddb, self.table, tenant_id, asset_ids)
+
+    def list_assets_by_connection(self, tenant_id: str, state: health.State | None, *, outdated: bool, size: int,
+                                  page_token: str, now: str) -> tuple[Page, dict[str, Connection]]:
+        """Assets whose agent is in `state` at `now` (and outdated, when asked), by asset id, with their records."""
+        position = domain.decode_page_token("connection", page_token, ("a",))
+        after = position["a"] if position is not None else ""
+        chosen: list[Connection] = []
+        for _ in range(MAX_CONNECTION_PAGES):
+            found, after = presence.list_connections(self.ddb, self.table, tenant_id, after)
+            for connection in found:
+                if (state is None or health.state_at(connection, now)[0] is state) and (
+                        connection.outdated or not outdated):
+                    chosen.append(connection)
+                if len(chosen) == size:
+                    after = connection.asset_id
+                    break
+            if not after or len(chosen) == size:
+                break
+        assets = [a for a in (self._find_asset(tenant_id, c.asset_id) for c in chosen) if a is not None]
+        token = domain.encode_page_token("connection", {"a": after}) if after else ""
+        return Page(assets, token), {c.asset_id: c for c in chosen}
+
+    def fleet_counts(self, tenant_id: str, now: str) -> FleetCounts:
+        """How many of the tenant's agents are in each connection state, and run each version."""
+        states = {state.value: 0 for state in health.State}
+        versions: dict[str, tuple[int, bool]] = {}
+        outdated = 0
+        after = ""
+        while True:
+            found, after = presence.list_connections(self.ddb, self.table, tenant_id, after)
+            for connection in found:
+                states[health.state_at(connection, now)[0].value] += 1
+                count, old = versions.get(connection.agent_version, (0, False))
+                versions[connection.agent_version] = (count + 1, old or connection.outdated)
+                outdated += connection.outdated
+            if not after:
+                return FleetCounts(states, versions, outdated)
+
+    def _find_asset(self, tenant_id: str, asset_id: str) -> Asset | None:
+        item = self._get(keys.tenant_pk(tenant_id), keys.asset_sk(asset_id))
+        return _asset_from(item) if item is not None else None
+
     # --- custody -------------------------------------------------------------------------------------
 
     def custody_log(self, tenant_id: str, asset_id: str, size: int, page_token: str) -> Page:
@@ -558,7 +675,7 @@ class AssetStore:
                 raise bad
             if cursor["GSI2PK"] != ingest_keys.alert_gsi2pk(tenant_id, severity):
                 raise bad
-            if not cursor["PK"].startswith(telemetry_prefix):
+            if not (cursor["PK"].startswith(telemetry_prefix) or cursor["PK"] == ingest_keys.health_pk(tenant_id)):
                 raise bad
         return cursors
 

@@ -19,7 +19,6 @@ import signal
 import sys
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from google.protobuf import struct_pb2
@@ -465,11 +464,7 @@ def _entry(envelope: domain.Envelope) -> domain.BatchEntry:
 
 
 def build_worker(settings: WorkerSettings) -> Worker:
-    policy_file = Path(settings.policy_file) if settings.policy_file else rules.DEFAULT_POLICY_FILE
-    try:
-        policies = rules.PolicyBook(policy_file, Path(settings.policy_dir) if settings.policy_dir else None)
-    except (OSError, rules.PolicyError) as exc:
-        raise ConfigError(f"LZ_POLICY_FILE: {exc}") from None
+    policies = rules.load_book(settings.policy_file, settings.policy_dir)
     ddb = aws.client(settings.aws, "dynamodb")
     sqs = aws.client(settings.aws, "sqs")
     assets = AssetsClient(settings.assets_address, settings.server)

@@ -20,6 +20,7 @@ from services.ledger.signing import TenantKeys, load_signer_keys, parse_key_list
 SERVICE_NAME = "lifecyclezero.v1.LedgerService"
 _PREFIX = f"/{SERVICE_NAME}/"
 _READ = at_least(Role.VIEWER) | {Role.SERVICE}
+# No service calls this one: the Service names no callers, so every service token is refused here.
 POLICY: dict[str, frozenset[auth.Role]] = {
     f"{_PREFIX}AppendEvents": at_least(Role.OPERATOR) | {Role.SERVICE},
     f"{_PREFIX}GetEvent": _READ,
@@ -55,7 +56,7 @@ async def make_service(settings: LedgerSettings) -> Service:
     authenticator = Authenticator(
         ddb,
         settings.aws.table_name,
-        service_token_sha256=settings.server.service_token_sha256,
+        service_callers=dict(settings.server.service_callers),
         bootstrap_token_sha256=settings.server.bootstrap_token_sha256,
         cache_seconds=settings.server.auth_cache_seconds,
     )

@@ -36,8 +36,9 @@ class Assets:
     def md(self, role: Role = Role.OPERATOR) -> list[tuple[str, str]]:
         return self.handle.metadata(role)
 
-    def service_md(self, actor: str = "") -> list[tuple[str, str]]:
-        md = [("authorization", f"Bearer {self.stack.service_token}"), ("x-lz-tenant", self.tenant)]
+    def service_md(self, actor: str = "", service: str = "ingest") -> list[tuple[str, str]]:
+        """Metadata of `service`'s own service token acting for this tenant."""
+        md = [("authorization", f"Bearer {self.stack.service_tokens[service]}"), ("x-lz-tenant", self.tenant)]
         if actor:
             md.append(("x-lz-actor", actor))
         return md

@@ -25,7 +25,7 @@ def _stamp(when: dt.datetime) -> timestamp_pb2.Timestamp:
 def _send(assets: Assets, update: assets_pb2.AssetRiskUpdate, when: dt.datetime) -> int:
     update.risk.evaluate_time.CopyFrom(_stamp(when))
     return assets.stub.UpdateAssetRisk(assets_pb2.UpdateAssetRiskRequest(updates=[update]),
-                                       metadata=assets.service_md("risk-worker")).updated
+                                       metadata=assets.service_md(service="risk-worker")).updated
 
 
 def _update(assets: Assets, asset_id: str, server_name: str, when: dt.datetime, padding: int = 0) -> int:

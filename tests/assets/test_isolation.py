@@ -240,7 +240,7 @@ def test_a_policy_isolation_names_the_rule_as_actor(assets: Assets) -> None:
     reply = assets.stub.IsolateAsset(
         assets_pb2.IsolateAssetRequest(asset_id=asset.asset_id, justification="critical finding",
                                        request_id="policy-1"),
-        metadata=assets.service_md(actor="policy:exposed-engine"),
+        metadata=assets.service_md(actor="policy:exposed-engine", service="risk-worker"),
     )
     assert reply.asset.status == common_pb2.ASSET_STATUS_ISOLATION_PENDING
     assets.chained_records(asset.asset_id)

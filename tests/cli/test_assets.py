@@ -196,3 +196,20 @@ def test_alerts_list_bad_since_is_usage_error(viewer: Lz) -> None:
 def test_alerts_list_bad_severity_is_usage_error(viewer: Lz) -> None:
     """Only warning and critical are severities of alerts."""
     assert viewer("alerts", "list", "--severity", "info").code == 2
+
+
+def test_assets_list_unknown_connection_state_is_exit_2(lz_offline: Lz) -> None:
+    """An unknown --state is a one-line usage error (exit 2) before anything is called."""
+    result = lz_offline("assets", "list", "--state", "asleep")
+    assert result.code == 2
+    assert "unknown state 'asleep'" in result.err
+
+
+def test_assets_list_by_state_shows_a_never_connected_host_nowhere(admin: Lz) -> None:
+    """A host registered by hand, whose agent never connected, is neither online nor offline nor missing."""
+    asset_id = new_asset(admin)
+    listed = [admin("assets", "list", "--state", state, "--json").json()["assets"]
+              for state in ("online", "offline", "missing")]
+    shown = admin("assets", "show", asset_id, "--json").json()
+    assert listed == [[], [], []]
+    assert shown["connection_state"] == "CONNECTION_STATE_UNSPECIFIED"

@@ -28,7 +28,7 @@ def _report_engines(new_tenant: Any, asset_id: str) -> None:
     update = assets_pb2.AssetRiskUpdate(asset_id=asset_id, engine_inventory=inventory,
                                         risk=common_pb2.RiskSummary(evaluate_time=stamp))
     assets.stub.UpdateAssetRisk(assets_pb2.UpdateAssetRiskRequest(updates=[update]),
-                                metadata=assets.service_md("risk-worker"))
+                                metadata=assets.service_md(service="risk-worker"))
 
 
 def test_assets_show_prints_engine_auth_probe_errors_and_installed_models(admin: Lz, new_tenant: Any) -> None:

@@ -20,12 +20,12 @@ def _finding(rule_id: str, engine: str, severity: int) -> common_pb2.Finding:
 
 
 def _set_risk(stack: Any, tenant: str, asset_id: str, severity: int, *findings: common_pb2.Finding) -> None:
-    """Give an asset a risk the way the risk worker does (service token)."""
+    """Give an asset a risk the way the risk worker does (its own service token)."""
     with grpc.insecure_channel(stack.addresses["assets"]) as channel:
         assets_pb2_grpc.AssetServiceStub(channel).UpdateAssetRisk(
             assets_pb2.UpdateAssetRiskRequest(updates=[assets_pb2.AssetRiskUpdate(
                 asset_id=asset_id, risk=common_pb2.RiskSummary(max_severity=severity, findings=findings))]),
-            metadata=[("authorization", f"Bearer {stack.service_token}"), ("x-lz-tenant", tenant)])
+            metadata=[("authorization", f"Bearer {stack.service_tokens['risk-worker']}"), ("x-lz-tenant", tenant)])
 
 
 def _requested(result: Any) -> list[str]:

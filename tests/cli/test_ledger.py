@@ -16,7 +16,7 @@ from services.ledger import keys as ledger_keys
 from services.ledger import keys as seal_keys
 from services.tlog.checkpoint import Checkpoint
 from services.tlog.note import Signer
-from tests.faults.helpers import Store
+from tests.faults.helpers import Store, chained_custody
 
 
 @pytest.fixture
@@ -226,7 +226,9 @@ def test_seal_now_on_a_broken_chain_is_refused_naming_the_seq(sealed: Lz, new_te
     key = aws.to_item({"PK": ledger_keys.ledger_pk(new_tenant.tenant), "SK": ledger_keys.event_sk(2)})
     store.ddb.update_item(TableName=store.table, Key=key, UpdateExpression="SET canonical = :g",
                           ExpressionAttributeValues={":g": {"B": b"garbage"}})
-    assert sealed("isolate", new_asset(sealed), "--reason", "x").code == 0
+    asset_id = new_asset(sealed)
+    assert sealed("isolate", asset_id, "--reason", "x").code == 0
+    chained_custody(store.ddb, store.table, new_tenant.tenant, asset_id)
     result = sealed("seal", "now")
     assert result.code == 1, result.out + result.err
     assert "refused" in result.err and "seq 3" in result.err

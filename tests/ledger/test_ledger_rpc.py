@@ -74,6 +74,16 @@ def test_deep_payload_is_invalid_argument(new_tenant):
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
 
 
+@pytest.mark.parametrize("service", ["ingest", "assets", "risk-worker"])
+def test_no_service_token_may_append(stack, new_tenant, service):
+    """Every service's own token is refused AppendEvents: no service calls the ledger."""
+    ledger, _ = stubs(new_tenant)
+    with pytest.raises(grpc.RpcError) as err:
+        ledger.AppendEvents(ledger_pb2.AppendEventsRequest(events=[event()]), metadata=[
+            ("authorization", f"Bearer {stack.service_tokens[service]}"), ("x-lz-tenant", new_tenant.tenant)])
+    assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
+
+
 def test_viewer_cannot_append(new_tenant):
     """A viewer's AppendEvents is PERMISSION_DENIED."""
     ledger, _ = stubs(new_tenant)

@@ -71,6 +71,12 @@ class AssetServiceStub:
     ListAlerts: _grpc.UnaryUnaryMultiCallable[_assets_pb2.ListAlertsRequest, _assets_pb2.ListAlertsResponse]
     GetCustodyLog: _grpc.UnaryUnaryMultiCallable[_assets_pb2.GetCustodyLogRequest, _assets_pb2.GetCustodyLogResponse]
     """The asset's custody events in order, each with the sequence number that ExportProof proves."""
+    GetFleetSummary: _grpc.UnaryUnaryMultiCallable[_assets_pb2.GetFleetSummaryRequest, _assets_pb2.GetFleetSummaryResponse]
+    """Counts of the tenant's agents by connection state and by version."""
+    RecordAgentLoss: _grpc.UnaryUnaryMultiCallable[_assets_pb2.RecordAgentLossRequest, _assets_pb2.RecordAgentLossResponse]
+    """Internal (ingest): an agent stopped or was lost; when its asset is (being) isolated, a custody event
+    records that containment can no longer be verified. Idempotent by request id.
+    """
 
 @_typing.type_check_only
 class AssetServiceAsyncStub(AssetServiceStub):
@@ -115,6 +121,12 @@ class AssetServiceAsyncStub(AssetServiceStub):
     ListAlerts: _aio.UnaryUnaryMultiCallable[_assets_pb2.ListAlertsRequest, _assets_pb2.ListAlertsResponse]  # type: ignore[assignment]
     GetCustodyLog: _aio.UnaryUnaryMultiCallable[_assets_pb2.GetCustodyLogRequest, _assets_pb2.GetCustodyLogResponse]  # type: ignore[assignment]
     """The asset's custody events in order, each with the sequence number that ExportProof proves."""
+    GetFleetSummary: _aio.UnaryUnaryMultiCallable[_assets_pb2.GetFleetSummaryRequest, _assets_pb2.GetFleetSummaryResponse]  # type: ignore[assignment]
+    """Counts of the tenant's agents by connection state and by version."""
+    RecordAgentLoss: _aio.UnaryUnaryMultiCallable[_assets_pb2.RecordAgentLossRequest, _assets_pb2.RecordAgentLossResponse]  # type: ignore[assignment]
+    """Internal (ingest): an agent stopped or was lost; when its asset is (being) isolated, a custody event
+    records that containment can no longer be verified. Idempotent by request id.
+    """
 
 class AssetServiceServicer(metaclass=_abc_1.ABCMeta):
     """Asset registry, containment state machine, tenants and operator tokens.
@@ -270,5 +282,23 @@ class AssetServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_assets_pb2.GetCustodyLogResponse, _abc.Awaitable[_assets_pb2.GetCustodyLogResponse]]:
         """The asset's custody events in order, each with the sequence number that ExportProof proves."""
+
+    @_abc_1.abstractmethod
+    def GetFleetSummary(
+        self,
+        request: _assets_pb2.GetFleetSummaryRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_assets_pb2.GetFleetSummaryResponse, _abc.Awaitable[_assets_pb2.GetFleetSummaryResponse]]:
+        """Counts of the tenant's agents by connection state and by version."""
+
+    @_abc_1.abstractmethod
+    def RecordAgentLoss(
+        self,
+        request: _assets_pb2.RecordAgentLossRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_assets_pb2.RecordAgentLossResponse, _abc.Awaitable[_assets_pb2.RecordAgentLossResponse]]:
+        """Internal (ingest): an agent stopped or was lost; when its asset is (being) isolated, a custody event
+        records that containment can no longer be verified. Idempotent by request id.
+        """
 
 def add_AssetServiceServicer_to_server(servicer: AssetServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

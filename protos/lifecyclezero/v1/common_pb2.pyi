@@ -68,6 +68,29 @@ ASSET_STATUS_RELEASE_PENDING: AssetStatus.ValueType  # 4
 ASSET_STATUS_ISOLATION_FAILED: AssetStatus.ValueType  # 5
 Global___AssetStatus: _TypeAlias = AssetStatus  # noqa: Y015
 
+class _ConnectionState:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ConnectionStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ConnectionState.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    CONNECTION_STATE_UNSPECIFIED: _ConnectionState.ValueType  # 0
+    CONNECTION_STATE_ONLINE: _ConnectionState.ValueType  # 1
+    CONNECTION_STATE_OFFLINE: _ConnectionState.ValueType  # 2
+    CONNECTION_STATE_MISSING: _ConnectionState.ValueType  # 3
+
+class ConnectionState(_ConnectionState, metaclass=_ConnectionStateEnumTypeWrapper):
+    """Whether the control plane hears an asset's agent: ONLINE (a stream is open on some ingest replica),
+    OFFLINE (no stream, last seen within the tenant's grace period), MISSING (beyond it).
+    UNSPECIFIED: the agent never connected.
+    """
+
+CONNECTION_STATE_UNSPECIFIED: ConnectionState.ValueType  # 0
+CONNECTION_STATE_ONLINE: ConnectionState.ValueType  # 1
+CONNECTION_STATE_OFFLINE: ConnectionState.ValueType  # 2
+CONNECTION_STATE_MISSING: ConnectionState.ValueType  # 3
+Global___ConnectionState: _TypeAlias = ConnectionState  # noqa: Y015
+
 class _CommandKind:
     ValueType = _typing.NewType("ValueType", _builtins.int)
     V: _TypeAlias = ValueType  # noqa: Y015
@@ -732,6 +755,11 @@ class Asset(_message.Message):
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
     LAST_CUSTODY_SEQ_FIELD_NUMBER: _builtins.int
+    CONNECTION_STATE_FIELD_NUMBER: _builtins.int
+    DISCONNECT_REASON_FIELD_NUMBER: _builtins.int
+    CONNECTION_CHANGE_TIME_FIELD_NUMBER: _builtins.int
+    AGENT_PLATFORM_FIELD_NUMBER: _builtins.int
+    AGENT_OUTDATED_FIELD_NUMBER: _builtins.int
     AGENT_INVENTORY_FIELD_NUMBER: _builtins.int
     ENGINE_INVENTORY_FIELD_NUMBER: _builtins.int
     asset_id: _builtins.str
@@ -746,6 +774,15 @@ class Asset(_message.Message):
     """Sequence number of the newest custody event about this asset that is chained (GetAsset; other
     answers may hold an older one or 0, because custody events are chained after the order's answer).
     """
+    connection_state: Global___ConnectionState.ValueType
+    disconnect_reason: _builtins.str
+    """Why the agent went away: its goodbye ("service-stop", "system-shutdown", "upgrade", "uninstall") or
+    "lost" (the stream ended without one and did not come back); empty while online.
+    """
+    agent_platform: _builtins.str
+    """The platform the agent reported in its hello."""
+    agent_outdated: _builtins.bool
+    """The agent's version is older than the tenant's minimum."""
     @_builtins.property
     def last_seen_time(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
@@ -754,6 +791,10 @@ class Asset(_message.Message):
     def create_time(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
     def update_time(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def connection_change_time(self) -> _timestamp_pb2.Timestamp:
+        """When the connection state last changed (stream opened or closed)."""
+
     @_builtins.property
     def agent_inventory(self) -> Global___AgentInventory:
         """AI agents and MCP servers of the newest inventory (GetAsset only)."""
@@ -777,12 +818,17 @@ class Asset(_message.Message):
         create_time: _timestamp_pb2.Timestamp | None = ...,
         update_time: _timestamp_pb2.Timestamp | None = ...,
         last_custody_seq: _builtins.int = ...,
+        connection_state: Global___ConnectionState.ValueType = ...,
+        disconnect_reason: _builtins.str = ...,
+        connection_change_time: _timestamp_pb2.Timestamp | None = ...,
+        agent_platform: _builtins.str = ...,
+        agent_outdated: _builtins.bool = ...,
         agent_inventory: Global___AgentInventory | None = ...,
         engine_inventory: Global___EngineInventory | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["agent_inventory", b"agent_inventory", "create_time", b"create_time", "engine_inventory", b"engine_inventory", "last_seen_time", b"last_seen_time", "risk", b"risk", "update_time", b"update_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["agent_inventory", b"agent_inventory", "connection_change_time", b"connection_change_time", "create_time", b"create_time", "engine_inventory", b"engine_inventory", "last_seen_time", b"last_seen_time", "risk", b"risk", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_inventory", b"agent_inventory", "agent_version", b"agent_version", "asset_id", b"asset_id", "create_time", b"create_time", "employee_id", b"employee_id", "engine_inventory", b"engine_inventory", "hostname", b"hostname", "last_custody_seq", b"last_custody_seq", "last_seen_time", b"last_seen_time", "os", b"os", "risk", b"risk", "status", b"status", "status_reason", b"status_reason", "update_time", b"update_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_inventory", b"agent_inventory", "agent_outdated", b"agent_outdated", "agent_platform", b"agent_platform", "agent_version", b"agent_version", "asset_id", b"asset_id", "connection_change_time", b"connection_change_time", "connection_state", b"connection_state", "create_time", b"create_time", "disconnect_reason", b"disconnect_reason", "employee_id", b"employee_id", "engine_inventory", b"engine_inventory", "hostname", b"hostname", "last_custody_seq", b"last_custody_seq", "last_seen_time", b"last_seen_time", "os", b"os", "risk", b"risk", "status", b"status", "status_reason", b"status_reason", "update_time", b"update_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -801,6 +847,7 @@ class Alert(_message.Message):
     EVIDENCE_FIELD_NUMBER: _builtins.int
     OBSERVE_TIME_FIELD_NUMBER: _builtins.int
     HEARTBEAT_SEQ_FIELD_NUMBER: _builtins.int
+    RESOLVE_TIME_FIELD_NUMBER: _builtins.int
     asset_id: _builtins.str
     rule_id: _builtins.str
     severity: Global___Severity.ValueType
@@ -810,6 +857,12 @@ class Alert(_message.Message):
     def evidence(self) -> _struct_pb2.Struct: ...
     @_builtins.property
     def observe_time(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def resolve_time(self) -> _timestamp_pb2.Timestamp:
+        """Agent-health alerts (agent-silent, agent-missing, agent-stopped-while-isolated) resolve when the
+        agent returns; unset while the alert stands (and for findings of a heartbeat).
+        """
+
     def __init__(
         self,
         *,
@@ -820,10 +873,11 @@ class Alert(_message.Message):
         evidence: _struct_pb2.Struct | None = ...,
         observe_time: _timestamp_pb2.Timestamp | None = ...,
         heartbeat_seq: _builtins.int = ...,
+        resolve_time: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["evidence", b"evidence", "observe_time", b"observe_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["evidence", b"evidence", "observe_time", b"observe_time", "resolve_time", b"resolve_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["asset_id", b"asset_id", "evidence", b"evidence", "heartbeat_seq", b"heartbeat_seq", "observe_time", b"observe_time", "rule_id", b"rule_id", "severity", b"severity", "summary", b"summary"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["asset_id", b"asset_id", "evidence", b"evidence", "heartbeat_seq", b"heartbeat_seq", "observe_time", b"observe_time", "resolve_time", b"resolve_time", "rule_id", b"rule_id", "severity", b"severity", "summary", b"summary"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
