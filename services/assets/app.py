@@ -60,6 +60,7 @@ CALLERS: dict[str, frozenset[str]] = {
     _PREFIX + "ListPendingCommands": _INGEST,
     _PREFIX + "RecordCommandResult": _INGEST,
     _PREFIX + "RecordAgentEvent": _INGEST,
+    _PREFIX + "RecordAgentLoss": _INGEST,
     _PREFIX + "UpdateAssetRisk": _RISK_WORKER,
     _PREFIX + "IsolateAsset": _RISK_WORKER,
 }
