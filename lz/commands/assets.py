@@ -220,8 +220,34 @@ def assets_show(ctx: Context, args: argparse.Namespace) -> int:
         ctx.out.table(["SEVERITY", "RULE", "SUMMARY"],
                       [[styled_severity(f.severity), escape(f.rule_id), escape(f.summary)]
                        for f in asset.risk.findings], title="findings")
+    _show_engines(ctx, asset.engine_inventory)
     _show_agents(ctx, asset.agent_inventory)
     return EXIT_OK
+
+
+def _show_engines(ctx: Context, inventory: common_pb2.EngineInventory) -> None:
+    """The asset's AI engines and model files, with what the agent could not read or left out."""
+    if inventory.engines:
+        ctx.out.line()
+        ctx.out.table(["ENGINE", "VERSION", "USER", "LISTEN", "AUTH", "INSTALLED MODELS", "PROBE ERRORS"], [
+            [escape(e.kind), escape(e.version or "-"), escape(e.user or "-"),
+             escape(", ".join(f"{x.address}:{x.port}{' (exposed)' if x.exposed else ''}" for x in e.listen)
+                    or "-"),
+             "required" if e.auth_required else "none",
+             escape(", ".join(e.installed_models) or "-"), escape("; ".join(e.probe_errors) or "-")]
+            for e in inventory.engines], title="AI engines")
+    if inventory.models:
+        ctx.out.line()
+        ctx.out.table(["MODEL", "FORMAT", "ARCHITECTURE", "QUANTIZATION", "SIZE", "PATH", "ERRORS"], [
+            [escape(m.name or "-"), escape(m.format or "-"), escape(m.architecture or "-"),
+             escape(m.quantization or "-"), str(m.size_bytes) if m.size_bytes else "-", escape(m.path or "-"),
+             escape("; ".join(m.errors) or "-")]
+            for m in inventory.models], title="models")
+    if inventory.engines_omitted or inventory.models_omitted:
+        ctx.out.line(f"left out: {inventory.engines_omitted} engines, {inventory.models_omitted} models "
+                     f"({escape(inventory.omitted_reason or 'no reason given')})")
+    for error in inventory.errors:
+        ctx.out.line(f"discovery error: {escape(error)}")
 
 
 def _show_agents(ctx: Context, inventory: common_pb2.AgentInventory) -> None:

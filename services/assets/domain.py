@@ -474,12 +474,13 @@ class RiskUpdate:
     hostname: str = ""
     os: str = ""
     agent_version: str = ""
-    agent_inventory: AgentInventory | None = None
+    agent_inventory: StoredInventory | None = None
+    engine_inventory: StoredInventory | None = None
 
 
 @dataclass(frozen=True)
-class AgentInventory:
-    """An asset's AI agents and MCP servers: the serialized ``AgentInventory`` message, opaque to the store."""
+class StoredInventory:
+    """A part of an asset's inventory (``AgentInventory``, ``EngineInventory``), serialized, opaque to the store."""
 
     data: bytes
     evaluate_time: str

@@ -11,7 +11,8 @@ import re
 from services.kit.errors import InvalidArgument
 from services.kit.ids import validate_id
 
-ENTITY_PREFIXES = ("METADATA", "ASSET", "CMD", "EMP", "STATE", "ACTION_REQ", "CMD_PENDING", "AGENT_EVENT", "AGENTS")
+ENTITY_PREFIXES = ("METADATA", "ASSET", "CMD", "EMP", "STATE", "ACTION_REQ", "CMD_PENDING", "AGENT_EVENT", "AGENTS",
+                   "ENGINES")
 
 METADATA_SK = "METADATA"
 ASSET_SK_PREFIX = "ASSET#"
@@ -45,6 +46,11 @@ def asset_sk(asset_id: str) -> str:
 def agent_inventory_sk(asset_id: str) -> str:
     """`AGENTS#a`: an asset's AI agents and MCP servers, beside (not under) `ASSET#` so asset lists skip it."""
     return f"AGENTS#{validate_id('asset_id', asset_id)}"
+
+
+def engine_inventory_sk(asset_id: str) -> str:
+    """`ENGINES#a`: an asset's AI engines and model files, beside `AGENTS#a` so each stays under the item limit."""
+    return f"ENGINES#{validate_id('asset_id', asset_id)}"
 
 
 def employee_gsi1pk(tenant: str, employee_id: str) -> str:

@@ -20,7 +20,6 @@ from lifecyclezero.v1 import assets_pb2, assets_pb2_grpc, common_pb2, ingest_pb2
 from services.assets import domain
 from services.assets.domain import (
     AgentEvent,
-    AgentInventory,
     Asset,
     Command,
     CommandKind,
@@ -28,6 +27,7 @@ from services.assets.domain import (
     Outcome,
     Risk,
     RiskUpdate,
+    StoredInventory,
 )
 from services.assets.store import AssetStore, FleetCounts
 from services.ingest import health
@@ -45,7 +45,8 @@ from services.tlog.events import parse_event
 log = logging.getLogger(__name__)
 
 MAX_RISK_UPDATES = 500
-# Under DynamoDB's 400 KB item limit with room for the keys; ingest trims to stay below it.
+# Per inventory part (agents, engines: one item each), under DynamoDB's 400 KB item limit with room for the
+# keys; ingest trims to stay below it.
 MAX_AGENT_INVENTORY_BYTES = 350_000
 NUDGE_TIMEOUT_SECONDS = 2.0
 
@@ -187,9 +188,12 @@ class AssetServicer(assets_pb2_grpc.AssetServiceServicer):
         asset = await aws.call(self._store.get_asset_with_custody, tenant, asset_id)
         connections = await aws.call(self._store.connections, tenant, [asset_id])
         agents = await aws.call(self._store.get_agent_inventory, tenant, asset_id)
+        engines = await aws.call(self._store.get_engine_inventory, tenant, asset_id)
         message = _asset(asset, connections.get(asset_id), _now())
         if agents is not None:
             message.agent_inventory.ParseFromString(agents.data)
+        if engines is not None:
+            message.engine_inventory.ParseFromString(engines.data)
         return assets_pb2.GetAssetResponse(asset=message)
 
     async def ListAssets(self, request: assets_pb2.ListAssetsRequest, context: Any) -> Any:
@@ -476,16 +480,19 @@ def _risk_update(update: assets_pb2.AssetRiskUpdate) -> RiskUpdate:
         asset_id=asset_id,
         last_seen_time=_optional_ts(update, "last_seen_time", "updates.last_seen_time"),
         risk=risk, hostname=update.hostname, os=update.os, agent_version=update.agent_version,
-        agent_inventory=_agent_inventory(update) if update.HasField("agent_inventory") else None,
+        agent_inventory=_inventory(update, "agent_inventory") if update.HasField("agent_inventory") else None,
+        engine_inventory=_inventory(update, "engine_inventory") if update.HasField("engine_inventory") else None,
     )
 
 
-def _agent_inventory(update: assets_pb2.AssetRiskUpdate) -> AgentInventory:
-    data = update.agent_inventory.SerializeToString(deterministic=True)
+def _inventory(update: assets_pb2.AssetRiskUpdate, field: str) -> StoredInventory:
+    """One part of the inventory, serialized and bounded so its item stays under DynamoDB's 400 KB."""
+    part = getattr(update, field)
+    data = part.SerializeToString(deterministic=True)
     if len(data) > MAX_AGENT_INVENTORY_BYTES:
-        raise InvalidArgument.field("updates.agent_inventory", f"must be at most {MAX_AGENT_INVENTORY_BYTES} bytes")
-    when = _optional_ts(update.agent_inventory, "evaluate_time", "updates.agent_inventory.evaluate_time")
-    return AgentInventory(data=data, evaluate_time=when)
+        raise InvalidArgument.field(f"updates.{field}", f"must be at most {MAX_AGENT_INVENTORY_BYTES} bytes")
+    when = _optional_ts(part, "evaluate_time", f"updates.{field}.evaluate_time")
+    return StoredInventory(data=data, evaluate_time=when)
 
 
 def _ledger_event(stored: ledger_store.StoredEvent) -> common_pb2.LedgerEvent:

@@ -22,7 +22,6 @@ import botocore.exceptions
 
 from services.assets import domain, keys
 from services.assets.domain import (
-    AgentInventory,
     Asset,
     Command,
     CommandKind,
@@ -34,6 +33,7 @@ from services.assets.domain import (
     RiskUpdate,
     Severity,
     Status,
+    StoredInventory,
     Tenant,
 )
 from services.ingest import health, presence
@@ -716,7 +716,11 @@ class AssetStore:
                 except NotFound:
                     break
                 if attempt == 0 and update.agent_inventory is not None:
-                    self._put_agent_inventory(tenant_id, update.asset_id, update.agent_inventory)
+                    self._put_inventory(tenant_id, keys.agent_inventory_sk(update.asset_id), update.asset_id,
+                                        update.agent_inventory)
+                if attempt == 0 and update.engine_inventory is not None:
+                    self._put_inventory(tenant_id, keys.engine_inventory_sk(update.asset_id), update.asset_id,
+                                        update.engine_inventory)
                 changed = domain.apply_risk_update(asset, update, domain.format_ts(domain.now()))
                 if changed is None:
                     break
@@ -730,27 +734,32 @@ class AssetStore:
                 break
         return updated
 
-    def get_agent_inventory(self, tenant_id: str, asset_id: str) -> AgentInventory | None:
+    def get_agent_inventory(self, tenant_id: str, asset_id: str) -> StoredInventory | None:
         """The asset's newest AI agents and MCP servers, or None before its first inventory with them."""
-        item = self._get(keys.tenant_pk(tenant_id), keys.agent_inventory_sk(asset_id))
+        return self._get_inventory(tenant_id, keys.agent_inventory_sk(asset_id))
+
+    def get_engine_inventory(self, tenant_id: str, asset_id: str) -> StoredInventory | None:
+        """The asset's newest AI engines and model files, or None before its first inventory with them."""
+        return self._get_inventory(tenant_id, keys.engine_inventory_sk(asset_id))
+
+    def _get_inventory(self, tenant_id: str, sk: str) -> StoredInventory | None:
+        item = self._get(keys.tenant_pk(tenant_id), sk)
         if item is None:
             return None
-        return AgentInventory(data=bytes(item["data"]), evaluate_time=str(item.get("evaluate_time", "")))
+        return StoredInventory(data=bytes(item["data"]), evaluate_time=str(item.get("evaluate_time", "")))
 
-    def _put_agent_inventory(self, tenant_id: str, asset_id: str, inventory: AgentInventory) -> None:
+    def _put_inventory(self, tenant_id: str, sk: str, asset_id: str, inventory: StoredInventory) -> None:
         """Written only with a changed inventory (ingest sends it with risk); an older one never replaces a newer."""
         try:
             self.ddb.put_item(
                 TableName=self.table,
-                Item=aws.to_item({"PK": keys.tenant_pk(tenant_id), "SK": keys.agent_inventory_sk(asset_id),
-                                  "asset_id": asset_id, "data": inventory.data,
-                                  "evaluate_time": inventory.evaluate_time}),
+                Item=aws.to_item({"PK": keys.tenant_pk(tenant_id), "SK": sk, "asset_id": asset_id,
+                                  "data": inventory.data, "evaluate_time": inventory.evaluate_time}),
                 ConditionExpression="attribute_not_exists(SK) OR evaluate_time <= :t",
                 ExpressionAttributeValues=aws.to_item({":t": inventory.evaluate_time}),
             )
         except self.ddb.exceptions.ConditionalCheckFailedException:
-            log.info("agent inventory of %s/%s is older than the stored one; kept the stored one",
-                     tenant_id, asset_id)
+            log.info("%s of %s is older than the stored one; kept the stored one", sk, tenant_id)
 
     # --- internals --------------------------------------------------------------------------------
 

@@ -58,6 +58,24 @@ def isolation_request_id(tenant: str, asset_id: str, rule_id: str, epoch: int, s
     return f"policy-{digest[:40]}"
 
 
+def engine_inventory(inventory: common_pb2.Inventory) -> common_pb2.EngineInventory:
+    """What assets keeps of an inventory's engines and models: bounded, process ids left out, every drop counted."""
+    kept = common_pb2.EngineInventory(
+        engines=inventory.engines, models=inventory.models, engines_omitted=inventory.engines_omitted,
+        models_omitted=inventory.models_omitted, omitted_reason=inventory.omitted_reason, errors=inventory.errors)
+    for engine in kept.engines:
+        engine.ClearField("pid")
+    while kept.ByteSize() > agent_rules.MAX_KEPT_BYTES and (kept.models or kept.engines):
+        if kept.models:
+            del kept.models[-1]
+            kept.models_omitted += 1
+        else:
+            del kept.engines[-1]
+            kept.engines_omitted += 1
+        kept.omitted_reason = kept.omitted_reason or "over the control plane's item budget"
+    return kept
+
+
 def _severity_proto(severity: rules.Severity | None) -> common_pb2.Severity.ValueType:
     if severity is None:
         return common_pb2.SEVERITY_UNSPECIFIED
@@ -332,6 +350,8 @@ class Worker:
                 update.os = hb.inventory.os
                 update.agent_inventory.CopyFrom(agent_rules.agent_inventory(hb.inventory))
                 update.agent_inventory.evaluate_time.CopyFrom(update.risk.evaluate_time)
+                update.engine_inventory.CopyFrom(engine_inventory(hb.inventory))
+                update.engine_inventory.evaluate_time.CopyFrom(update.risk.evaluate_time)
             seen = self._seen_sent.get(item.key)
             observed = domain.format_ts(hb.observe_time.ToDatetime(tzinfo=dt.UTC))
             newer = seen is None or observed > seen[1]

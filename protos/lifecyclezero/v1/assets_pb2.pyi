@@ -857,6 +857,7 @@ class AssetRiskUpdate(_message.Message):
     OS_FIELD_NUMBER: _builtins.int
     AGENT_VERSION_FIELD_NUMBER: _builtins.int
     AGENT_INVENTORY_FIELD_NUMBER: _builtins.int
+    ENGINE_INVENTORY_FIELD_NUMBER: _builtins.int
     asset_id: _builtins.str
     hostname: _builtins.str
     os: _builtins.str
@@ -869,6 +870,10 @@ class AssetRiskUpdate(_message.Message):
     def agent_inventory(self) -> _common_pb2.AgentInventory:
         """Set with risk when the inventory changed: its agents and MCP servers."""
 
+    @_builtins.property
+    def engine_inventory(self) -> _common_pb2.EngineInventory:
+        """Set with risk when the inventory changed: its engines and models."""
+
     def __init__(
         self,
         *,
@@ -879,10 +884,11 @@ class AssetRiskUpdate(_message.Message):
         os: _builtins.str = ...,
         agent_version: _builtins.str = ...,
         agent_inventory: _common_pb2.AgentInventory | None = ...,
+        engine_inventory: _common_pb2.EngineInventory | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["agent_inventory", b"agent_inventory", "last_seen_time", b"last_seen_time", "risk", b"risk"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["agent_inventory", b"agent_inventory", "engine_inventory", b"engine_inventory", "last_seen_time", b"last_seen_time", "risk", b"risk"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_inventory", b"agent_inventory", "agent_version", b"agent_version", "asset_id", b"asset_id", "hostname", b"hostname", "last_seen_time", b"last_seen_time", "os", b"os", "risk", b"risk"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_inventory", b"agent_inventory", "agent_version", b"agent_version", "asset_id", b"asset_id", "engine_inventory", b"engine_inventory", "hostname", b"hostname", "last_seen_time", b"last_seen_time", "os", b"os", "risk", b"risk"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
