@@ -57,7 +57,9 @@ def test_a_repeated_report_appends_nothing_more(assets: Assets) -> None:
     again = _loss(assets, asset_id)
     [record] = [r for r in assets.chained_records(asset_id) if r.draft.action == "asset.agent.lost"]
     late = _loss(assets, asset_id)
-    assert (first.custody_seq, again.custody_seq, late.custody_seq) == (0, 0, record.ledger_seq)
+    # The sequencer may chain the record before the second report: it answers 0 or the seq, never another.
+    assert (first.custody_seq, again.custody_seq in (0, record.ledger_seq), late.custody_seq) == (
+        0, True, record.ledger_seq)
     assert _actions(assets, asset_id).count("asset.agent.lost") == 1
 
 
