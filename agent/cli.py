@@ -25,7 +25,7 @@ from agent.containment import (
     PolicyError,
     build_policy,
 )
-from agent.enroll import NotEnrolledError
+from agent.enroll import SECRET_ENV, NotEnrolledError, read_secret
 from agent.inventory import Inventory
 from agent.platform import UnsupportedPlatformError
 from agent.snapshot import collect
@@ -129,7 +129,10 @@ def _parser() -> argparse.ArgumentParser:
 
     enroll = commands.add_parser("enroll", help="enroll this host with the control plane (stores the identity)")
     enroll.add_argument("--tenant", required=True)
-    enroll.add_argument("--secret", required=True, help="the tenant's enrollment secret")
+    _secret_arguments(enroll)
+    enroll.add_argument("--reenroll-code-file", metavar="PATH",
+                        help="file holding an operator's one-time re-enrollment code (`lz assets re-enroll`); "
+                             "- reads standard input")
     enroll.add_argument("--control-plane", required=True, metavar="HOST:PORT", help="the ingest endpoint")
     enroll.add_argument("--employee", default="", help="employee id of the host's user")
     enroll.set_defaults(handler=_enroll)
@@ -142,7 +145,7 @@ def _parser() -> argparse.ArgumentParser:
     simulate.add_argument("--count", type=_positive_int, required=True, help="number of simulated hosts")
     simulate.add_argument("--control-plane", required=True, metavar="HOST:PORT")
     simulate.add_argument("--tenant", required=True)
-    simulate.add_argument("--secret", default="", help="the tenant's enrollment secret (needed to enroll)")
+    _secret_arguments(simulate)
     simulate.add_argument("--interval", type=_positive_float, default=5.0, help="heartbeat period (s)")
     simulate.add_argument("--duration", type=_positive_float, help="stop after this many seconds")
     simulate.add_argument("--exposed-fraction", type=_fraction, default=0.1)
@@ -162,6 +165,13 @@ def _parser() -> argparse.ArgumentParser:
                           help="append one JSON line per report (wall-clock aligned) with the window's ack latencies")
     simulate.set_defaults(handler=_simulate)
     return parser
+
+
+def _secret_arguments(parser: argparse.ArgumentParser) -> None:
+    # Never the secret itself as an argument: every local user can read a process's command line.
+    parser.add_argument("--secret-file", metavar="PATH",
+                        help=f"file holding the tenant's enrollment secret; - reads standard input "
+                             f"(default: ${SECRET_ENV})")
 
 
 def _positive_int(text: str) -> int:
@@ -188,13 +198,19 @@ def _fraction(text: str) -> float:
 def _enroll(args: argparse.Namespace, config: Config) -> int:
     from agent.enroll import enroll
 
+    secret = read_secret(args.secret_file, SECRET_ENV, "the enrollment secret")
+    if not secret:
+        raise ConfigError(f"the enrollment secret is needed: --secret-file PATH (- for standard input) "
+                          f"or ${SECRET_ENV}")
+    code = read_secret(args.reenroll_code_file, "", "the re-enrollment code") if args.reenroll_code_file else ""
     identity = enroll(
         config.state_dir,
         args.tenant,
-        args.secret,
+        secret,
         args.control_plane,
         employee_id=args.employee,
         credentials=_credentials(config),
+        reenroll_code=code,
     )
     print(f"enrolled: asset {identity.asset_id} in tenant {identity.tenant_id} via {identity.control_plane}")
     return EXIT_OK
@@ -213,7 +229,7 @@ def _simulate(args: argparse.Namespace, config: Config) -> int:
         count=args.count,
         control_plane=args.control_plane,
         tenant=args.tenant,
-        secret=args.secret,
+        secret=read_secret(args.secret_file, SECRET_ENV, "the enrollment secret"),
         interval=args.interval,
         duration=args.duration,
         exposed_fraction=args.exposed_fraction,
@@ -229,7 +245,8 @@ def _simulate(args: argparse.Namespace, config: Config) -> int:
         report_file=args.report_file,
     )
     if not options.secret and not (options.identities is not None and options.identities.exists()):
-        print("error: --secret is needed to enroll (or give --identities with an existing file)", file=sys.stderr)
+        print(f"error: the enrollment secret is needed to enroll (--secret-file PATH or ${SECRET_ENV}), or give "
+              "--identities with an existing file", file=sys.stderr)
         return EXIT_USAGE
     summary = run_simulation(options, credentials=_credentials(config))
     print(json.dumps(summary, indent=2))

@@ -40,6 +40,8 @@ POLICY: dict[str, frozenset[auth.Role]] = {
     _PREFIX + "UpdateAssetRisk": _SERVICE,
     _PREFIX + "ListAlerts": _VIEWER,
     _PREFIX + "GetCustodyLog": _VIEWER,
+    _PREFIX + "ApproveReEnrollment": _OPERATOR,
+    _PREFIX + "RecordEnrollment": _SERVICE,
 }
 
 
@@ -59,7 +61,7 @@ async def make_service(settings: AssetsSettings) -> Service:
     async def check_ready() -> None:
         await aws.call(ddb.describe_table, TableName=settings.aws.table_name)
 
-    servicer = AssetServicer(store, nudger, settings.control_plane_endpoints)
+    servicer = AssetServicer(store, nudger, settings.control_plane_endpoints, settings.max_assets_per_tenant)
     return Service(
         name="assets",
         servicers=[(assets_pb2_grpc.add_AssetServiceServicer_to_server, servicer, SERVICE_NAME)],

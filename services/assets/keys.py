@@ -11,7 +11,7 @@ import re
 from services.kit.errors import InvalidArgument
 from services.kit.ids import validate_id
 
-ENTITY_PREFIXES = ("METADATA", "ASSET", "CMD", "EMP", "STATE", "ACTION_REQ", "CMD_PENDING")
+ENTITY_PREFIXES = ("METADATA", "ASSET", "CMD", "EMP", "STATE", "ACTION_REQ", "CMD_PENDING", "REENROLL")
 
 METADATA_SK = "METADATA"
 ASSET_SK_PREFIX = "ASSET#"
@@ -78,3 +78,8 @@ def command_gsi1sk(ts: str) -> str:
 
 def pending_commands_gsi2pk(tenant: str) -> str:
     return f"{_tenant(tenant)}#CMD_PENDING"
+
+
+def reenroll_sk(asset_id: str) -> str:
+    """`REENROLL#a`: the asset's one open re-enrollment approval (the hash of its one-time code)."""
+    return f"REENROLL#{validate_id('asset_id', asset_id)}"

@@ -41,6 +41,9 @@ _STATUS_TO_PROTO = {s: common_pb2.AssetStatus.Value(f"ASSET_STATUS_{s.value}") f
 _STATUS_FROM_PROTO = {v: k for k, v in _STATUS_TO_PROTO.items()}
 _KIND_TO_PROTO = {CommandKind.ISOLATE: common_pb2.COMMAND_KIND_ISOLATE,
                   CommandKind.RELEASE: common_pb2.COMMAND_KIND_RELEASE}
+_ENROLLMENT_FROM_PROTO = {assets_pb2.ENROLLMENT_KIND_NEW: domain.EnrollmentKind.NEW,
+                         assets_pb2.ENROLLMENT_KIND_ROTATION: domain.EnrollmentKind.ROTATION,
+                         assets_pb2.ENROLLMENT_KIND_REENROLL: domain.EnrollmentKind.REENROLL}
 _OUTCOME_FROM_PROTO = {common_pb2.COMMAND_OUTCOME_APPLIED: Outcome.APPLIED,
                        common_pb2.COMMAND_OUTCOME_FAILED: Outcome.FAILED}
 
@@ -84,10 +87,12 @@ class Nudger:
 
 
 class AssetServicer(assets_pb2_grpc.AssetServiceServicer):
-    def __init__(self, store: AssetStore, nudger: Nudger, control_plane_endpoints: Sequence[str]) -> None:
+    def __init__(self, store: AssetStore, nudger: Nudger, control_plane_endpoints: Sequence[str],
+                 max_assets_per_tenant: int = 100_000) -> None:
         self._store = store
         self._nudger = nudger
         self._endpoints = tuple(control_plane_endpoints)
+        self._max_assets = max_assets_per_tenant
 
     # --- tenants and tokens -----------------------------------------------------------------------
 
@@ -235,6 +240,31 @@ class AssetServicer(assets_pb2_grpc.AssetServiceServicer):
         updates = [_risk_update(u) for u in request.updates]
         updated = await aws.call(self._store.update_risk, tenant, updates)
         return assets_pb2.UpdateAssetRiskResponse(updated=updated)
+
+    # --- enrollment ---------------------------------------------------------------------------------
+
+    async def ApproveReEnrollment(self, request: assets_pb2.ApproveReEnrollmentRequest,
+                                  context: Any) -> assets_pb2.ApproveReEnrollmentResponse:
+        asset_id = validate_id("asset_id", request.asset_id)
+        reason = domain.validate_reason(request.reason)
+        code, expire, seq = await aws.call(
+            self._store.approve_reenrollment, auth.current_tenant(), asset_id, actor=auth.current_principal().actor,
+            reason=reason, request_id=domain.validate_request_id(request.request_id))
+        return assets_pb2.ApproveReEnrollmentResponse(reenroll_code=code, expire_time=_ts(expire), custody_seq=seq)
+
+    async def RecordEnrollment(self, request: assets_pb2.RecordEnrollmentRequest,
+                               context: Any) -> assets_pb2.RecordEnrollmentResponse:
+        kind = _ENROLLMENT_FROM_PROTO.get(request.kind)
+        if kind is None:
+            raise InvalidArgument.field("kind", "must be NEW, ROTATION or REENROLL")
+        given = request.asset
+        facts = domain.new_asset(given.asset_id, given.hostname, given.employee_id, os=given.os,
+                                 agent_version=given.agent_version, when=domain.format_ts(domain.now()))
+        asset, seq = await aws.call(
+            self._store.record_enrollment, auth.current_tenant(), kind, facts,
+            request_id=domain.validate_request_id(request.request_id), reenroll_code=request.reenroll_code[:256],
+            max_assets=self._max_assets)
+        return assets_pb2.RecordEnrollmentResponse(asset=_asset(asset), custody_seq=seq)
 
     # --- reads of other services' records ----------------------------------------------------------
 

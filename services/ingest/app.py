@@ -5,6 +5,7 @@ from __future__ import annotations
 from lifecyclezero.v1 import ingest_pb2_grpc
 
 from services.ingest.assets_client import AssetsClient
+from services.ingest.enrollment import Enrollment
 from services.ingest.queue import QueueBatcher
 from services.ingest.servicer import IngestServicer
 from services.ingest.settings import IngestSettings
@@ -52,7 +53,7 @@ async def make_service(settings: IngestSettings) -> Service:
         await hub.close()
         await assets.close()
 
-    servicer = IngestServicer(hub, assets, ddb, settings.aws.table_name)
+    servicer = IngestServicer(hub, Enrollment(assets, ddb, settings.aws.table_name, settings.stream))
     return Service(
         name="ingest",
         servicers=[(ingest_pb2_grpc.add_IngestServiceServicer_to_server, servicer, SERVICE_NAME)],

@@ -51,6 +51,17 @@ class AssetsClient:
         created: common_pb2.Asset = reply.asset
         return created
 
+    async def record_enrollment(self, tenant: str, kind: assets_pb2.EnrollmentKind.ValueType,
+                                asset: common_pb2.Asset, request_id: str,
+                                reenroll_code: str = "") -> assets_pb2.RecordEnrollmentResponse:
+        actor = "ingest:enroll" if kind == assets_pb2.ENROLLMENT_KIND_NEW else f"agent:{asset.asset_id}"
+        return await self._call(
+            self._stub.RecordEnrollment,
+            assets_pb2.RecordEnrollmentRequest(kind=kind, asset=asset, request_id=request_id,
+                                               reenroll_code=reenroll_code),
+            tenant, actor,
+        )
+
     async def list_pending_commands(self, tenant: str, asset_id: str = "") -> list[common_pb2.Command]:
         commands: list[common_pb2.Command] = []
         token = ""

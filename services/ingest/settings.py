@@ -42,6 +42,13 @@ class StreamSettings:
         "LZ_COMMAND_RESEND_SECONDS", s.positive_float, default=15.0,
         doc="A command without a result is sent again after this long.",
     )
+    enroll_rate_per_second: float = s.env(
+        "LZ_ENROLL_RATE_PER_SECOND", s.positive_float, default=20.0,
+        doc="Enrollments a second one tenant may make on one ingest process, sustained (token bucket).",
+    )
+    enroll_burst: int = s.env(
+        "LZ_ENROLL_BURST", s.positive_int, default=1000, doc="Enrollment token bucket size per tenant.",
+    )
 
 
 @dataclass(frozen=True)

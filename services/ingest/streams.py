@@ -496,10 +496,15 @@ class Hub:
 
     async def revoke(self, tenant: str, asset_id: str) -> None:
         await aws.call(store.revoke_agent, self._ddb, self._table, tenant, asset_id, domain.format_ts(domain.now()))
+        self.end_stream(tenant, asset_id, Unauthenticated("the agent credential was revoked; enroll again",
+                                                          reason="REVOKED"))
+
+    def end_stream(self, tenant: str, asset_id: str, error: DomainError) -> None:
+        """End the asset's live stream on this process (its credential is no longer valid) with `error`."""
         self._durable.pop((tenant, asset_id), None)
         stream = self.streams.get((tenant, asset_id))
         if stream is not None:
-            stream.end(Unauthenticated("the agent credential was revoked; enroll again", reason="REVOKED"))
+            stream.end(error)
 
     # ------------------------------------------------------------------------------ durable seqs
 

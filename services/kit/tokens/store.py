@@ -9,6 +9,7 @@ from typing import Any
 from services.kit import aws
 from services.kit.auth import OperatorToken, Role, new_operator_token, same_secret, sha256_hex
 from services.kit.errors import InvalidArgument, NotFound
+from services.kit.text import check_text
 from services.kit.tokens import keys
 
 
@@ -25,8 +26,7 @@ def issue(ddb: Any, table: str, tenant: str, role: Role, description: str) -> tu
     """Store a new token's hash and return the token (shown once) with its record."""
     if role not in (Role.VIEWER, Role.OPERATOR, Role.ADMIN):
         raise InvalidArgument.field("role", "must be viewer, operator or admin")
-    if len(description) > 256:
-        raise InvalidArgument.field("description", "must be at most 256 characters")
+    check_text("description", description, 256)
     token = new_operator_token(tenant)
     now = dt.datetime.now(dt.UTC).isoformat()
     ddb.put_item(
