@@ -78,7 +78,7 @@ def test_an_isolation_reaches_the_agent_stream_and_its_result_isolates_the_asset
         time.sleep(0.2)
     assert asset.status == common_pb2.ASSET_STATUS_ISOLATED
     log = assets.GetCustodyLog(assets_pb2.GetCustodyLogRequest(asset_id=enrolled.asset_id), metadata=admin)
-    assert [e.action for e in log.events] == ["asset.isolate.requested", "asset.isolate.enforced"]
+    assert [e.action for e in log.events] == ["asset.enrolled", "asset.isolate.requested", "asset.isolate.enforced"]
     for event in log.events:
         _verify_offline(stack, admin, event.seq, tmp_path)
 
