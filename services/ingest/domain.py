@@ -19,6 +19,7 @@ from lifecyclezero.v1 import ingest_pb2
 
 from services.kit.errors import InvalidArgument
 from services.kit.ids import is_valid_id, validate_id
+from services.kit.text import check_text
 
 ENVELOPE_VERSION = 1
 BATCH_VERSION = 2
@@ -125,7 +126,23 @@ class Sequencer:
             raise InvalidArgument.field("heartbeat.inventory_digest", "must be a lowercase hex SHA-256")
         if heartbeat.spool_dropped < 0:
             raise InvalidArgument.field("heartbeat.spool_dropped", "must not be negative")
+        if heartbeat.HasField("inventory"):
+            check_inventory_text(heartbeat.inventory)
         self.last_seq = seq
+
+
+MAX_HOST_FACT_CHARS = 256
+
+
+def check_inventory_text(inventory: Any) -> None:
+    """InvalidArgument when the host facts that become the asset's record (hostname, os) are not plain text.
+
+    Checked before the heartbeat is queued, so a hostile hostname never reaches the risk worker's batch.
+    Engine and model fields (paths, names as found on disk) are evidence and stay exact: any local user
+    can name a file, and refusing them would let one blind the agent; `lz` shows them inert.
+    """
+    check_text("heartbeat.inventory.hostname", inventory.hostname, MAX_HOST_FACT_CHARS)
+    check_text("heartbeat.inventory.os", inventory.os, MAX_HOST_FACT_CHARS)
 
 
 def check_command_result(result: Any) -> str:
