@@ -109,7 +109,7 @@ class AssetStore:
 
     def create_tenant(self, tenant_id: str, display_name: str, request_id: str) -> tuple[Tenant, str, str]:
         """The new tenant, its first admin token and its enrollment secret (both shown once)."""
-        pk = keys.tenant_pk(tenant_id)
+        pk = keys.auth_pk(tenant_id)
         secret = new_secret()
         when = domain.format_ts(domain.now())
         tenant = Tenant(tenant_id, domain.validate_display_name(display_name), when, sha256_hex(secret), when)
@@ -135,7 +135,7 @@ class AssetStore:
 
     def find_tenant(self, tenant_id: str) -> Tenant | None:
         """The tenant item; None for tenants whose tokens were issued without one (tests, migrations)."""
-        item = self._get(keys.tenant_pk(tenant_id), keys.METADATA_SK)
+        item = self._get(keys.auth_pk(tenant_id), keys.METADATA_SK)
         return _tenant_from(item) if item is not None else None
 
     def rotate_enrollment_secret(self, tenant_id: str) -> tuple[str, str]:
@@ -145,7 +145,7 @@ class AssetStore:
         try:
             self.ddb.update_item(
                 TableName=self.table,
-                Key=aws.to_item({"PK": keys.tenant_pk(tenant_id), "SK": keys.METADATA_SK}),
+                Key=aws.to_item({"PK": keys.auth_pk(tenant_id), "SK": keys.METADATA_SK}),
                 UpdateExpression="SET enrollment_sha256 = :h, enrollment_create_time = :t",
                 ConditionExpression="attribute_exists(SK)",
                 ExpressionAttributeValues=aws.to_item({":h": digest, ":t": domain.format_ts(domain.now())}),
@@ -155,7 +155,7 @@ class AssetStore:
         return secret, domain.fingerprint(digest)
 
     def check_enrollment_secret(self, tenant_id: str, secret: str) -> bool:
-        item = self._get(keys.tenant_pk(tenant_id), keys.METADATA_SK)
+        item = self._get(keys.auth_pk(tenant_id), keys.METADATA_SK)
         stored = str(item.get("enrollment_sha256", "")) if item else ""
         matches = same_secret(secret, stored or _ABSENT_SHA256)
         return bool(stored) and matches and bool(secret)
@@ -166,7 +166,7 @@ class AssetStore:
         position = domain.decode_page_token("tokens", page_token, ("t",))
         start = None
         if position is not None:
-            start = aws.to_item({"PK": token_keys.tenant_pk(tenant_id), "SK": token_keys.token_sk(position["t"])})
+            start = aws.to_item({"PK": token_keys.auth_pk(tenant_id), "SK": token_keys.token_sk(position["t"])})
         records, last = token_store.list_tokens(self.ddb, self.table, tenant_id, size, start)
         token = ""
         if last is not None and records:
@@ -220,7 +220,7 @@ class AssetStore:
             if request_id and existing.create_request_id == request_id:
                 return existing, existing.last_custody_seq
             raise AlreadyExists(f"asset {facts.asset_id} already exists")
-        tenant = self._get(keys.tenant_pk(tenant_id), keys.METADATA_SK)
+        tenant = self._get(keys.auth_pk(tenant_id), keys.METADATA_SK)
         if tenant is None:
             raise NotFound(f"tenant {tenant_id} does not exist")
         if int(tenant.get("enrolled_assets", 0)) >= max_assets:
@@ -236,7 +236,7 @@ class AssetStore:
                      "ConditionExpression": "attribute_not_exists(SK)"}},
             {"Update": {
                 "TableName": self.table,
-                "Key": aws.to_item({"PK": keys.tenant_pk(tenant_id), "SK": keys.METADATA_SK}),
+                "Key": aws.to_item({"PK": keys.auth_pk(tenant_id), "SK": keys.METADATA_SK}),
                 "UpdateExpression": "SET enrolled_assets = if_not_exists(enrolled_assets, :zero) + :one",
                 "ConditionExpression": "attribute_exists(SK) AND "
                                        "(attribute_not_exists(enrolled_assets) OR enrolled_assets < :max)",
@@ -254,7 +254,7 @@ class AssetStore:
     def _prepare_reenrollment(self, tenant_id: str, facts: Asset, request_id: str,
                               code: str) -> Prepared[tuple[Asset, int]] | tuple[Asset, int]:
         asset = self.get_asset(tenant_id, facts.asset_id)
-        approval = self._get(keys.tenant_pk(tenant_id), keys.reenroll_sk(facts.asset_id)) or {}
+        approval = self._get(keys.auth_pk(tenant_id), keys.reenroll_sk(facts.asset_id)) or {}
         stored = str(approval.get("code_sha256", ""))
         matches = same_secret(code, stored or _ABSENT_SHA256) and bool(stored) and bool(code)
         redeemed_by = str(approval.get("redeemed_request_id", ""))
@@ -268,7 +268,7 @@ class AssetStore:
                                                   request_id=request_id, approval_seq=approval_seq)
         redeem = {"Update": {
             "TableName": self.table,
-            "Key": aws.to_item({"PK": keys.tenant_pk(tenant_id), "SK": keys.reenroll_sk(facts.asset_id)}),
+            "Key": aws.to_item({"PK": keys.auth_pk(tenant_id), "SK": keys.reenroll_sk(facts.asset_id)}),
             "UpdateExpression": "SET redeemed_request_id = :r, redeem_seq = :s",
             "ConditionExpression": "code_sha256 = :h AND attribute_not_exists(redeemed_request_id)",
             "ExpressionAttributeValues": aws.to_item({":r": request_id or "-", ":s": prepared.outcome[1],
@@ -303,7 +303,7 @@ class AssetStore:
                 [_draft(domain.reenroll_approval_event(actor, asset_id, reason=reason, expire_time=expire,
                                                        request_id=request_id))])
             seq = appended.seqs[0][0]
-            approval = {"PK": keys.tenant_pk(tenant_id), "SK": keys.reenroll_sk(asset_id), "asset_id": asset_id,
+            approval = {"PK": keys.auth_pk(tenant_id), "SK": keys.reenroll_sk(asset_id), "asset_id": asset_id,
                         "code_sha256": sha256_hex(code), "expire_time": expire, "approval_seq": seq,
                         "actor": actor}
             self.commit(Prepared([{"Put": {"TableName": self.table, "Item": aws.to_item(approval)}},

@@ -12,7 +12,7 @@ import re
 from services.kit.errors import InvalidArgument
 from services.kit.ids import validate_id
 
-ENTITY_PREFIXES = ("AGENT", "TELEMETRY", "SHARD", "ALERT", "DATE")
+ENTITY_PREFIXES = ("AGENT", "AGENTS", "TELEMETRY", "SHARD", "ALERT", "DATE")
 
 AGENT_SK_PREFIX = "AGENT#"
 DATE_PREFIX = "DATE#"
@@ -46,9 +46,9 @@ def _tenant(tenant: str) -> str:
     return f"TENANT#{validate_id('tenant_id', tenant)}"
 
 
-def tenant_pk(tenant: str) -> str:
-    """Partition of the tenant's registry; agent credentials live in it beside the assets."""
-    return _tenant(tenant)
+def agent_pk(tenant: str) -> str:
+    """`TENANT#t#AGENTS`: the tenant's agent credentials, a partition only the ingest role may write."""
+    return f"{_tenant(tenant)}#AGENTS"
 
 
 def agent_sk(asset_id: str) -> str:

@@ -82,7 +82,7 @@ def replace_agent(ddb: Any, table: str, tenant: str, asset_id: str, previous_sha
 
 
 def _agent_item(tenant: str, asset_id: str, secret_sha256: str, epoch: int, enroll_time: str) -> dict[str, Any]:
-    return {"PK": keys.tenant_pk(tenant), "SK": keys.agent_sk(asset_id), "asset_id": asset_id,
+    return {"PK": keys.agent_pk(tenant), "SK": keys.agent_sk(asset_id), "asset_id": asset_id,
             "secret_sha256": secret_sha256, "epoch": epoch, "durable_seq": 0, "revoked": False,
             "enroll_time": enroll_time}
 
@@ -97,7 +97,7 @@ def put_agents(ddb: Any, table: str, agents: list[tuple[str, str, str]], epoch: 
 def get_agent(ddb: Any, table: str, tenant: str, asset_id: str) -> AgentRecord | None:
     got = ddb.get_item(
         TableName=table,
-        Key=aws.to_item({"PK": keys.tenant_pk(tenant), "SK": keys.agent_sk(asset_id)}),
+        Key=aws.to_item({"PK": keys.agent_pk(tenant), "SK": keys.agent_sk(asset_id)}),
         ConsistentRead=True,
     )
     if "Item" not in got:
@@ -125,7 +125,7 @@ def get_agents(ddb: Any, table: str, wanted: list[tuple[str, str]]) -> dict[tupl
     found: dict[tuple[str, str], AgentRecord] = {}
     unique = list(dict.fromkeys(wanted))
     for start in range(0, len(unique), MAX_BATCH_GET):
-        by_key = {(keys.tenant_pk(t), keys.agent_sk(a)): (t, a) for t, a in unique[start:start + MAX_BATCH_GET]}
+        by_key = {(keys.agent_pk(t), keys.agent_sk(a)): (t, a) for t, a in unique[start:start + MAX_BATCH_GET]}
         pending = [aws.to_item({"PK": pk, "SK": sk}) for pk, sk in by_key]
         for attempt in range(MAX_BATCH_RETRIES):
             got = ddb.batch_get_item(RequestItems={table: {"Keys": pending, "ConsistentRead": True}})
@@ -147,7 +147,7 @@ def revoke_agent(ddb: Any, table: str, tenant: str, asset_id: str, when: str) ->
     try:
         ddb.update_item(
             TableName=table,
-            Key=aws.to_item({"PK": keys.tenant_pk(tenant), "SK": keys.agent_sk(asset_id)}),
+            Key=aws.to_item({"PK": keys.agent_pk(tenant), "SK": keys.agent_sk(asset_id)}),
             UpdateExpression="SET revoked = :t, revoke_time = :w",
             ConditionExpression="attribute_exists(SK)",
             ExpressionAttributeValues=aws.to_item({":t": True, ":w": when}),
@@ -161,7 +161,7 @@ def save_durable_seq(ddb: Any, table: str, tenant: str, asset_id: str, secret_sh
     try:
         ddb.update_item(
             TableName=table,
-            Key=aws.to_item({"PK": keys.tenant_pk(tenant), "SK": keys.agent_sk(asset_id)}),
+            Key=aws.to_item({"PK": keys.agent_pk(tenant), "SK": keys.agent_sk(asset_id)}),
             UpdateExpression="SET durable_seq = :s",
             ConditionExpression="attribute_exists(SK) AND secret_sha256 = :h AND durable_seq < :s",
             ExpressionAttributeValues=aws.to_item({":s": seq, ":h": secret_sha256}),
