@@ -60,7 +60,7 @@ async def make_service(settings: IngestSettings) -> Service:
         policy=POLICY,
         authenticator=authenticator,
         check_ready=check_ready,
-        background=[hub.poll_commands_forever, hub.persist_seqs_forever],
+        background=[hub.poll_commands_forever, hub.persist_seqs_forever, hub.recheck_credentials_forever],
         on_stop=on_stop,
         ready_interval_seconds=1.0,
     )

@@ -42,6 +42,11 @@ class StreamSettings:
         "LZ_COMMAND_RESEND_SECONDS", s.positive_float, default=15.0,
         doc="A command without a result is sent again after this long.",
     )
+    credential_recheck_seconds: float = s.env(
+        "LZ_CREDENTIAL_RECHECK_SECONDS", s.positive_float, default=60.0,
+        doc="A live stream's credential is read again at least this often (and at each command result), so a "
+            "revocation or re-enrollment on another replica ends it.",
+    )
     enroll_rate_per_second: float = s.env(
         "LZ_ENROLL_RATE_PER_SECOND", s.positive_float, default=20.0,
         doc="Enrollments a second one tenant may make on one ingest process, sustained (token bucket).",
