@@ -25,10 +25,11 @@ from agent.containment import (
     PolicyError,
     build_policy,
 )
-from agent.enroll import SECRET_ENV, NotEnrolledError, read_secret
+from agent.enroll import SECRET_ENV, NotEnrolledError, load_identity, read_secret
 from agent.inventory import Inventory
 from agent.platform import UnsupportedPlatformError
 from agent.snapshot import collect
+from services.kit.addresses import plaintext_refusal
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -81,6 +82,9 @@ def _parser() -> argparse.ArgumentParser:
         help="TOML config file (default: $LZ_AGENT_CONFIG or /etc/lz-agent/agent.toml if present)",
     )
     parser.add_argument("--debug", action="store_true", help="show tracebacks of internal errors")
+    parser.add_argument("--insecure", action="store_true",
+                        help="allow plaintext to a control plane that is not loopback (the enrollment secret and "
+                             "the agent credential cross in the clear); config: [stream] insecure = true")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     scan = commands.add_parser("scan", help="one discovery snapshot of this host (loopback probes only)")
@@ -209,7 +213,7 @@ def _enroll(args: argparse.Namespace, config: Config) -> int:
         secret,
         args.control_plane,
         employee_id=args.employee,
-        credentials=_credentials(config),
+        credentials=_credentials(config, args.control_plane, args.insecure),
         reenroll_code=code,
     )
     print(f"enrolled: asset {identity.asset_id} in tenant {identity.tenant_id} via {identity.control_plane}")
@@ -219,7 +223,10 @@ def _enroll(args: argparse.Namespace, config: Config) -> int:
 def _run(args: argparse.Namespace, config: Config) -> int:
     from agent.runner import run_agent
 
-    return run_agent(config, args.duration, _containment(config), _credentials(config))
+    identity = load_identity(config.state_dir)
+    target = config.stream_address or (identity.control_plane if identity is not None else "")
+    credentials = _credentials(config, target, args.insecure) if target else None
+    return run_agent(config, args.duration, _containment(config), credentials)
 
 
 def _simulate(args: argparse.Namespace, config: Config) -> int:
@@ -248,14 +255,19 @@ def _simulate(args: argparse.Namespace, config: Config) -> int:
         print(f"error: the enrollment secret is needed to enroll (--secret-file PATH or ${SECRET_ENV}), or give "
               "--identities with an existing file", file=sys.stderr)
         return EXIT_USAGE
-    summary = run_simulation(options, credentials=_credentials(config))
+    summary = run_simulation(options, credentials=_credentials(config, options.control_plane, args.insecure))
     print(json.dumps(summary, indent=2))
     enrolled = summary["enrolled"] + summary["identities_loaded"]
     return EXIT_OK if enrolled and summary["heartbeats_acked"] else EXIT_FAILED
 
 
-def _credentials(config: Config) -> grpc.ChannelCredentials | None:
+def _credentials(config: Config, target: str, insecure: bool) -> grpc.ChannelCredentials | None:
+    """TLS credentials for `target`, or None for plaintext, which only a loopback target gets unless allowed."""
     if not config.stream_tls:
+        refusal = None if insecure or config.stream_insecure else plaintext_refusal(
+            target, "pass --insecure (or set [stream] insecure = true) if you mean it")
+        if refusal is not None:
+            raise ConfigError(refusal)
         return None
     roots = config.stream_ca_file.read_bytes() if config.stream_ca_file else None
     return grpc.ssl_channel_credentials(root_certificates=roots)

@@ -38,8 +38,8 @@ from rich.markup import escape
 
 from agent.enroll import SECRET_ENV
 from agent.simulate import SimHost, SimulateOptions, make_host
-from services.ingest.rules import is_loopback
 from services.kit import embedded
+from services.kit.addresses import is_loopback
 from services.kit.devstack import Stack
 from services.ledger import keys as ledger_keys
 from services.tlog.events import event_hash
