@@ -50,7 +50,7 @@ class _Harness:
         self.ready = False
         self.running: RunningServer | None = None
 
-    async def start(self) -> RunningServer:
+    async def start(self, reflection: bool = True) -> RunningServer:
         async def check_ready() -> None:
             if not self.ready:
                 raise ConnectionError("dependency down")
@@ -67,7 +67,7 @@ class _Harness:
             check_ready=check_ready,
             ready_interval_seconds=0.05,
         )
-        self.running = await build_server(service, ServerSettings(port=0))
+        self.running = await build_server(service, ServerSettings(port=0, reflection=reflection))
         return self.running
 
 
@@ -126,6 +126,21 @@ async def test_reflection_lists_the_service(harness: _Harness) -> None:
         call = stub.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")]))
         names = [s.name async for reply in call for s in reply.list_services_response.service]
     assert SERVICE in names
+
+
+async def test_reflection_is_off_unless_asked_for() -> None:
+    """With the default settings (LZ_REFLECTION unset) reflection answers UNIMPLEMENTED."""
+    h = _Harness()
+    running = await h.start(reflection=False)
+    try:
+        async with _channel(h) as ch:
+            call = reflection_pb2_grpc.ServerReflectionStub(ch).ServerReflectionInfo(
+                iter([reflection_pb2.ServerReflectionRequest(list_services="")]))
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                _ = [reply async for reply in call]
+        assert caught.value.code() == grpc.StatusCode.UNIMPLEMENTED
+    finally:
+        await stop_server(running, 0.5)
 
 
 @pytest.mark.parametrize(
