@@ -1,4 +1,4 @@
-"""Pure logic of ingest: stream sequencing, the per-agent rate limit, message checks and the queue envelope.
+"""Pure logic of ingest: stream sequencing, message checks and the queue envelope (the rate limit is kit.ratelimit).
 
 Nothing here does I/O: no gRPC, no boto3, no clock of its own (callers pass `now`), so each rule of the
 stream protocol is testable on its own.
@@ -40,25 +40,6 @@ def format_ts(when: dt.datetime) -> str:
 
 def parse_ts(text: str) -> dt.datetime:
     return dt.datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=dt.UTC)
-
-
-class TokenBucket:
-    """A token bucket: `rate` tokens a second, at most `burst` saved up. Starts full."""
-
-    def __init__(self, rate: float, burst: int, now: float) -> None:
-        self.rate = rate
-        self.burst = float(burst)
-        self.tokens = float(burst)
-        self.stamp = now
-
-    def take(self, now: float) -> float:
-        """Take one token: 0.0 when allowed, else the seconds until a token is due (nothing is taken)."""
-        self.tokens = min(self.burst, self.tokens + max(0.0, now - self.stamp) * self.rate)
-        self.stamp = now
-        if self.tokens >= 1.0:
-            self.tokens -= 1.0
-            return 0.0
-        return (1.0 - self.tokens) / self.rate
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,6 @@ enrollment, never a credential without its event.
 
 from __future__ import annotations
 
-import collections
 import hashlib
 import secrets
 import time
@@ -29,6 +28,7 @@ from services.ingest.settings import StreamSettings
 from services.kit import auth, aws
 from services.kit.errors import InvalidArgument, PermissionDenied, ResourceExhausted, Unauthenticated
 from services.kit.ids import validate_id
+from services.kit.ratelimit import Buckets
 from services.kit.text import check_text
 
 MAX_FACT_CHARS = 256
@@ -77,17 +77,10 @@ class TenantRate:
     """Per-tenant token buckets for enrollments on this process (bounded: the least recent are forgotten)."""
 
     def __init__(self, rate: float, burst: int) -> None:
-        self._rate = rate
-        self._burst = burst
-        self._buckets: collections.OrderedDict[str, domain.TokenBucket] = collections.OrderedDict()
+        self._buckets = Buckets(rate, burst, MAX_TENANT_BUCKETS)
 
     def take(self, tenant: str) -> None:
-        now = time.monotonic()
-        bucket = self._buckets.pop(tenant, None) or domain.TokenBucket(self._rate, self._burst, now)
-        self._buckets[tenant] = bucket
-        while len(self._buckets) > MAX_TENANT_BUCKETS:
-            self._buckets.popitem(last=False)
-        wait = bucket.take(now)
+        wait = self._buckets.take(tenant, time.monotonic())
         if wait:
             raise ResourceExhausted("too many enrollments for this tenant; retry later", reason="ENROLL_RATE_LIMITED",
                                     metadata={"retry_after_ms": str(int(wait * 1000) + 1)})

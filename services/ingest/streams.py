@@ -41,6 +41,7 @@ from services.kit.errors import (
     Unauthenticated,
     Unavailable,
 )
+from services.kit.ratelimit import TokenBucket
 
 log = logging.getLogger(__name__)
 
@@ -239,7 +240,7 @@ class Hub:
         self.credentials = CredentialLoader(ddb, table)
         self.streams: dict[Key, LiveStream] = {}
         self._durable: collections.OrderedDict[Key, DurableSeq] = collections.OrderedDict()
-        self._buckets: collections.OrderedDict[Key, domain.TokenBucket] = collections.OrderedDict()
+        self._buckets: collections.OrderedDict[Key, TokenBucket] = collections.OrderedDict()
         # tenant -> (monotonic time of its last poll, asset -> pending commands)
         self._commands: dict[str, tuple[float, dict[str, list[common_pb2.Command]]]] = {}
         self._polls: dict[str, asyncio.Task[dict[str, list[common_pb2.Command]]]] = {}
@@ -306,10 +307,10 @@ class Hub:
         state.stored = max(state.stored, record.durable_seq)
         return state.acked
 
-    def _bucket(self, key: Key) -> domain.TokenBucket:
+    def _bucket(self, key: Key) -> TokenBucket:
         bucket = self._buckets.get(key)
         if bucket is None:
-            bucket = domain.TokenBucket(self.settings.rate_per_second, self.settings.burst, time.monotonic())
+            bucket = TokenBucket(self.settings.rate_per_second, self.settings.burst, time.monotonic())
             self._remember(self._buckets, key, bucket)
         return bucket
 
