@@ -49,7 +49,7 @@ class StreamSettings:
     )
     enroll_rate_per_second: float = s.env(
         "LZ_ENROLL_RATE_PER_SECOND", s.positive_float, default=20.0,
-        doc="Enrollments a second one tenant may make on one ingest process, sustained (token bucket).",
+        doc="Enrollments a second one tenant may perform on one ingest process, sustained (token bucket).",
     )
     enroll_burst: int = s.env(
         "LZ_ENROLL_BURST", s.positive_int, default=1000, doc="Enrollment token bucket size per tenant.",
