@@ -183,3 +183,14 @@ def test_alerts_list_bad_since_is_usage_error(viewer: Lz) -> None:
 def test_alerts_list_bad_severity_is_usage_error(viewer: Lz) -> None:
     """Only warning and critical are severities of alerts."""
     assert viewer("alerts", "list", "--severity", "info").code == 2
+
+
+def test_assets_re_enroll_prints_a_one_time_code_and_records_the_approval(admin: Lz) -> None:
+    """`assets re-enroll` prints the code alone on stdout, and the custody log shows the approval with its reason."""
+    asset = new_asset(admin)
+    result = admin("assets", "re-enroll", asset, "--reason", "laptop reimaged, ticket IT-9")
+    custody = admin("custody", asset, "--json").json()["events"]
+    assert result.code == 0, result.err
+    assert len(result.out.strip()) >= 43 and "\n" not in result.out.strip()
+    assert [(e["action"], e["payload"]["reason"]) for e in custody] == [
+        ("asset.reenroll.approved", "laptop reimaged, ticket IT-9")]
