@@ -137,6 +137,8 @@ def _parser() -> argparse.ArgumentParser:
     enroll.add_argument("--reenroll-code-file", metavar="PATH",
                         help="file holding an operator's one-time re-enrollment code (`lz assets re-enroll`); "
                              "- reads standard input")
+    enroll.add_argument("--asset", default="", metavar="ASSET",
+                        help="with --reenroll-code-file: the asset the code is for (default: the stored one)")
     enroll.add_argument("--control-plane", required=True, metavar="HOST:PORT", help="the ingest endpoint")
     enroll.add_argument("--employee", default="", help="employee id of the host's user")
     enroll.set_defaults(handler=_enroll)
@@ -215,6 +217,7 @@ def _enroll(args: argparse.Namespace, config: Config) -> int:
         employee_id=args.employee,
         credentials=_credentials(config, args.control_plane, args.insecure),
         reenroll_code=code,
+        asset_id=args.asset,
     )
     print(f"enrolled: asset {identity.asset_id} in tenant {identity.tenant_id} via {identity.control_plane}")
     return EXIT_OK

@@ -151,24 +151,29 @@ def enroll(
     credentials: grpc.ChannelCredentials | None = None,
     timeout: float = 30.0,
     reenroll_code: str = "",
+    asset_id: str = "",
 ) -> Identity:
     """Enroll this host and store the identity.
 
     A host enrolled before keeps its asset: it proves it with its current credential (key rotation) or,
-    once that is revoked or lost, with an operator's one-time re-enrollment code.
+    once that is revoked or lost, with an operator's one-time re-enrollment code (for `asset_id`, or the
+    stored asset when it is not given: a reinstalled host has no stored identity).
     """
     previous = load_identity(state_dir)
     hostname, os_name = host_facts()
     keep = previous is not None and previous.tenant_id == tenant_id
+    stored_asset = previous.asset_id if previous is not None and keep else ""
+    if reenroll_code and not (asset_id or stored_asset):
+        raise ConfigError("a re-enrollment code is for one asset: give --asset ASSET (no stored identity here)")
     request = enroll_request(
         tenant_id,
         secret,
         hostname,
         os_name,
         employee_id=employee_id or (previous.employee_id if previous else ""),
-        asset_id=previous.asset_id if previous is not None and keep else "",
+        asset_id=(asset_id or stored_asset) if reenroll_code else stored_asset,
         agent_credential=previous.agent_credential if previous is not None and keep and not reenroll_code else "",
-        reenroll_code=reenroll_code if keep else "",
+        reenroll_code=reenroll_code,
     )
     if credentials is None:
         channel = grpc.insecure_channel(control_plane)

@@ -6,9 +6,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import grpc
+from lifecyclezero.v1 import assets_pb2, assets_pb2_grpc, ingest_pb2, ingest_pb2_grpc
+
 from agent.enroll import SECRET_ENV, load_identity
 from services.kit.devstack import Stack
-from tests.ingest.agents import create_tenant
+from tests.ingest.agents import create_tenant, enroll
 
 
 def _lz_agent(*args: str, state: Path, stdin: str = "",
@@ -63,3 +66,23 @@ def test_plaintext_to_a_remote_control_plane_is_refused(tmp_path: Path) -> None:
                      env={SECRET_ENV: "s" * 43})
     assert done.returncode == 2
     assert "refusing plaintext" in done.stderr and "--insecure" in done.stderr
+
+
+def test_a_reinstalled_host_comes_back_with_an_operators_code(stack: Stack, tmp_path: Path) -> None:
+    """With no stored identity, `--asset` and `--reenroll-code-file` re-enroll the revoked asset under its old id."""
+    tenant = create_tenant(stack)
+    first = enroll(stack.addresses["ingest"], tenant)
+    with grpc.insecure_channel(stack.addresses["ingest"]) as channel:
+        ingest_pb2_grpc.IngestServiceStub(channel).RevokeAgent(
+            ingest_pb2.RevokeAgentRequest(asset_id=first.asset_id), metadata=tenant.admin(), timeout=10)
+    with grpc.insecure_channel(stack.addresses["assets"]) as channel:
+        code = assets_pb2_grpc.AssetServiceStub(channel).ApproveReEnrollment(
+            assets_pb2.ApproveReEnrollmentRequest(asset_id=first.asset_id, reason="disk replaced"),
+            metadata=tenant.admin(), timeout=10).reenroll_code
+    (tmp_path / "code").write_text(code)
+    done = _lz_agent("enroll", "--tenant", tenant.tenant, "--control-plane", stack.addresses["ingest"],
+                     "--asset", first.asset_id, "--reenroll-code-file", str(tmp_path / "code"), state=tmp_path / "s",
+                     env={SECRET_ENV: tenant.enrollment_secret})
+    identity = load_identity(tmp_path / "s")
+    assert done.returncode == 0, done.stderr
+    assert identity is not None and identity.asset_id == first.asset_id
