@@ -41,7 +41,7 @@ async def test_a_critical_finding_with_isolate_isolates_the_host(stack: Stack, i
         assert got.asset.risk.max_severity == common_pb2.SEVERITY_CRITICAL
         log = await assets.GetCustodyLog(assets_pb2.GetCustodyLogRequest(asset_id=agent.asset_id),
                                          metadata=ingest_tenant.admin())
-    assert [e.actor for e in log.events] == ["policy:exposed-listener"]
+    assert [e.actor for e in log.events] == ["ingest:enroll", "policy:exposed-listener"]
 
 
 async def test_the_same_finding_without_isolate_only_raises_the_risk(stack: Stack, ingest_tenant: IngestTenant,
