@@ -106,9 +106,10 @@ class Enrollment:
         kind = enrollment_kind(request)
         asset.asset_id = (validate_id("asset_id", request.asset_id) if request.asset_id
                           else new_asset_id(tenant, request_id))
-        self._rate.take(tenant)
         if not await self._assets.check_enrollment_secret(tenant, request.enrollment_secret):
             raise Unauthenticated("wrong enrollment secret", reason="BAD_ENROLLMENT_SECRET")
+        # Only holders of the secret spend the tenant's enrollment budget, so a stranger cannot use it up.
+        self._rate.take(tenant)
         current = await aws.call(store.get_agent, self._ddb, self._table, tenant, asset.asset_id)
         if kind == assets_pb2.ENROLLMENT_KIND_ROTATION:
             _check_rotation(request.agent_credential, current)

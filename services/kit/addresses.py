@@ -35,3 +35,9 @@ def plaintext_refusal(target: str, how_to_allow: str) -> str | None:
     if is_loopback(target_host(target)):
         return None
     return f"refusing plaintext gRPC to {target}, which is not loopback: configure TLS, or {how_to_allow}"
+
+
+def peer_host(peer: str) -> str:
+    """A gRPC peer without its ephemeral port: `ipv4:10.0.0.7:51234` -> `ipv4:10.0.0.7`, so one caller
+    counts as one however many connections it opens."""
+    return peer.rsplit(":", 1)[0] if peer.count(":") >= 2 else peer

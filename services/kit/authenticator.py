@@ -7,6 +7,7 @@ import time
 from typing import Any
 
 from services.kit import aws
+from services.kit.addresses import peer_host
 from services.kit.auth import (
     ACTOR_METADATA_KEY,
     TENANT_METADATA_KEY,
@@ -73,7 +74,7 @@ class Authenticator:
         parsed = parse_operator_token(token)
         if parsed is None:
             raise Unauthenticated("the bearer token is not a valid token")
-        role = await self._resolve_cached(token, parsed, _peer_host(peer))
+        role = await self._resolve_cached(token, parsed, peer_host(peer))
         if role is None:
             raise Unauthenticated("the bearer token is unknown or revoked")
         return Principal(tenant=parsed.tenant, role=role, subject=f"token:{parsed.token_id}")
@@ -116,7 +117,3 @@ def _remember(cache: collections.OrderedDict[str, Any], key: str, value: Any, li
     while len(cache) > limit:
         cache.popitem(last=False)
 
-
-def _peer_host(peer: str) -> str:
-    """`ipv4:10.0.0.7:51234` -> `ipv4:10.0.0.7` (a caller's address without its ephemeral port)."""
-    return peer.rsplit(":", 1)[0] if peer.count(":") >= 2 else peer
