@@ -10,7 +10,6 @@ import os
 import secrets
 import sys
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import grpc
@@ -21,9 +20,6 @@ from services.kit.auth import Role
 from services.kit.devstack import Stack
 from services.kit.settings import AwsSettings
 from services.kit.tokens import store as token_store
-
-REPO = Path(__file__).resolve().parents[1]
-TESTVECTORS = REPO.parent / "shared" / "testvectors"
 
 
 @pytest.fixture(scope="session")

@@ -1,4 +1,4 @@
-"""The shared RFC 9162 and signed-note test vectors, case by case."""
+"""The RFC 9162 and signed-note test vectors of tests/vectors, case by case."""
 
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ def _ids(paths: list[Path], sub: str) -> list[str]:
 
 
 def test_vectors_are_present() -> None:
-    """The shared vector directory is found beside the repository and is not empty."""
+    """The vector directory inside the repository holds the inclusion and consistency cases."""
     assert len(INCLUSION) > 50
     assert len(CONSISTENCY) > 50
 

@@ -11,7 +11,7 @@ from services.tlog.merkle import HashReader, consistency_proof, leaf_hash, root_
 from services.tlog.note import Signer, Verifier, generate_key
 from services.tlog.tiles import TileBuilder, TileId, tile_hash_reader
 
-VECTORS = Path(__file__).resolve().parents[2] / ".." / "shared" / "testvectors"
+VECTORS = Path(__file__).resolve().parents[1] / "vectors"
 TENANT = "acme"
 ORIGIN = "lz.example/acme"
 
