@@ -14,7 +14,9 @@ enrollment, never a credential without its event.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import random
 import secrets
 import time
 from dataclasses import dataclass
@@ -26,7 +28,7 @@ from services.ingest import domain, store
 from services.ingest.assets_client import AssetsClient
 from services.ingest.settings import StreamSettings
 from services.kit import auth, aws
-from services.kit.errors import InvalidArgument, PermissionDenied, ResourceExhausted, Unauthenticated
+from services.kit.errors import Aborted, InvalidArgument, PermissionDenied, ResourceExhausted, Unauthenticated
 from services.kit.ids import validate_id
 from services.kit.ratelimit import Buckets
 from services.kit.text import check_text
@@ -34,6 +36,7 @@ from services.kit.text import check_text
 MAX_FACT_CHARS = 256
 MAX_SECRET_CHARS = 256
 MAX_TENANT_BUCKETS = 10_000
+RECORD_ATTEMPTS = 5
 
 
 @dataclass(frozen=True)
@@ -113,11 +116,25 @@ class Enrollment:
         current = await aws.call(store.get_agent, self._ddb, self._table, tenant, asset.asset_id)
         if kind == assets_pb2.ENROLLMENT_KIND_ROTATION:
             _check_rotation(request.agent_credential, current)
-        await self._assets.record_enrollment(tenant, kind, asset, request_id, request.reenroll_code[:MAX_SECRET_CHARS])
+        await self._record(tenant, kind, asset, request_id, request.reenroll_code[:MAX_SECRET_CHARS])
         credential = auth.new_secret()
         await aws.call(_store_credential, self._ddb, self._table, tenant, asset.asset_id, kind, current,
                        auth.sha256_hex(credential))
         return Enrolled(asset.asset_id, credential, kind)
+
+
+    async def _record(self, tenant: str, kind: assets_pb2.EnrollmentKind.ValueType, asset: common_pb2.Asset,
+                      request_id: str, code: str) -> None:
+        """RecordEnrollment, again after ABORTED: a fleet enrolling at once contends on the tenant's ledger
+        tail, and an aborted attempt committed nothing."""
+        for attempt in range(RECORD_ATTEMPTS):
+            try:
+                await self._assets.record_enrollment(tenant, kind, asset, request_id, code)
+                return
+            except Aborted:
+                if attempt == RECORD_ATTEMPTS - 1:
+                    raise
+                await asyncio.sleep(random.uniform(0, 0.05 * 2**attempt))  # noqa: S311 - jitter, not crypto
 
 
 def _check_rotation(presented: str, current: store.AgentRecord | None) -> None:
