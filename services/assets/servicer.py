@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
+import zlib
 from collections.abc import Sequence
 from typing import Any
 
@@ -32,6 +33,7 @@ from services.tlog.events import parse_event
 log = logging.getLogger(__name__)
 
 MAX_RISK_UPDATES = 500
+ENROLLMENT_LOCK_STRIPES = 64
 NUDGE_TIMEOUT_SECONDS = 2.0
 
 _ROLE_TO_PROTO = {Role.VIEWER: assets_pb2.ROLE_VIEWER, Role.OPERATOR: assets_pb2.ROLE_OPERATOR,
@@ -93,6 +95,9 @@ class AssetServicer(assets_pb2_grpc.AssetServiceServicer):
         self._nudger = nudger
         self._endpoints = tuple(control_plane_endpoints)
         self._max_assets = max_assets_per_tenant
+        # Enrollments of one tenant append to one ledger tail: in turn, they commit at the first attempt
+        # instead of retrying against each other while holding the store's threads (striped, so bounded).
+        self._enrollment_locks = [asyncio.Lock() for _ in range(ENROLLMENT_LOCK_STRIPES)]
 
     # --- tenants and tokens -----------------------------------------------------------------------
 
@@ -260,10 +265,12 @@ class AssetServicer(assets_pb2_grpc.AssetServiceServicer):
         given = request.asset
         facts = domain.new_asset(given.asset_id, given.hostname, given.employee_id, os=given.os,
                                  agent_version=given.agent_version, when=domain.format_ts(domain.now()))
-        asset, seq = await aws.call(
-            self._store.record_enrollment, auth.current_tenant(), kind, facts,
-            request_id=domain.validate_request_id(request.request_id), reenroll_code=request.reenroll_code[:256],
-            max_assets=self._max_assets)
+        tenant = auth.current_tenant()
+        async with self._enrollment_locks[zlib.crc32(tenant.encode()) % ENROLLMENT_LOCK_STRIPES]:
+            asset, seq = await aws.call(
+                self._store.record_enrollment, tenant, kind, facts,
+                request_id=domain.validate_request_id(request.request_id), reenroll_code=request.reenroll_code[:256],
+                max_assets=self._max_assets)
         return assets_pb2.RecordEnrollmentResponse(asset=_asset(asset), custody_seq=seq)
 
     # --- reads of other services' records ----------------------------------------------------------
