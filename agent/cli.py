@@ -16,6 +16,7 @@ from pathlib import Path
 
 import grpc
 
+from agent import statefile
 from agent.config import Config, ConfigError, load_config
 from agent.containment import (
     Containment,
@@ -25,6 +26,7 @@ from agent.containment import (
     PolicyError,
     build_policy,
 )
+from agent.containment.policy import host_resolvers
 from agent.enroll import SECRET_ENV, NotEnrolledError, load_identity, read_secret
 from agent.inventory import Inventory
 from agent.platform import UnsupportedPlatformError
@@ -102,7 +104,12 @@ def _parser() -> argparse.ArgumentParser:
         metavar="HOST:PORT",
         help="control-plane endpoint (repeatable; default from config)",
     )
-    apply.add_argument("--resolver", action="append", metavar="IP", help="allowed DNS resolver (repeatable)")
+    apply.add_argument(
+        "--resolver",
+        action="append",
+        metavar="IP",
+        help="allowed DNS resolver (repeatable; default from config, else the host's resolvers now)",
+    )
     apply.add_argument("--allow", action="append", metavar="CIDR", help="allowlisted network (repeatable)")
     apply.add_argument(
         "--stop-engines",
@@ -291,7 +298,7 @@ def _contain_apply(args: argparse.Namespace, config: Config) -> int:
     stop = config.stop_engines if args.stop_engines is None else args.stop_engines
     policy = build_policy(
         control_plane=args.control_plane or config.control_plane,
-        resolvers=args.resolver or config.resolvers,
+        resolvers=args.resolver or config.resolvers or host_resolvers(),
         allowlist=args.allow or config.allowlist,
         stop_engines=stop,
     )
@@ -308,6 +315,7 @@ def _contain_release(args: argparse.Namespace, config: Config) -> int:
 
 
 def _contain_reconcile(args: argparse.Namespace, config: Config) -> int:
+    statefile.repair(config.state_dir)
     return _report(_containment(config).reconcile(), args.json)
 
 
@@ -378,6 +386,8 @@ def _print_inventory(inventory: Inventory) -> None:
             f"  {model.name} [{model.source}, {model.format}, {model.quantization or '-'}, "
             f"{model.size_bytes} bytes] {model.path}"
         )
+        for error in model.errors:
+            print(f"    error: {error}")
     for error in inventory.errors:
         print(f"error: {error}")
 

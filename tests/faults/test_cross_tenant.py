@@ -87,6 +87,9 @@ def _calls(b: Victim) -> list[tuple[str, str, Message, str]]:
             asset=common_pb2.Asset(asset_id=a_id, hostname="shadow")), "operator"),
         ("assets", "ApproveReEnrollment", assets_pb2.ApproveReEnrollmentRequest(asset_id=a_id, reason="x"),
          "operator"),
+        ("assets", "SetTenantResolvers", assets_pb2.SetTenantResolversRequest(dns_servers=["192.0.2.53"]), "admin"),
+        ("assets", "RecordAgentEvent", assets_pb2.RecordAgentEventRequest(asset_id=a_id, event=common_pb2.AgentEvent(
+            event_id="ev-1", kind=common_pb2.AGENT_EVENT_KIND_BREAK_GLASS, reason="x")), "service"),
         ("assets", "RecordEnrollment", assets_pb2.RecordEnrollmentRequest(
             kind=assets_pb2.ENROLLMENT_KIND_ROTATION, asset=common_pb2.Asset(asset_id=a_id, hostname="shadow")),
          "service"),
@@ -138,7 +141,7 @@ def attacker(stack: Stack) -> Tenant:
     return tenant
 
 
-@pytest.mark.parametrize("index", range(37))
+@pytest.mark.parametrize("index", range(39))
 def test_a_call_with_another_tenants_identifiers_reveals_and_changes_nothing_of_it(stack, victim, attacker, index):
     """Tenant A's call on tenant B's identifiers returns nothing of B and leaves B's items and objects as they were."""
     calls = _calls(victim)
@@ -172,7 +175,7 @@ def test_the_count_of_cross_tenant_calls_covers_every_rpc(victim):
     from tests.faults.test_hostile_input import METHODS
 
     named = {m for _, m, _, _ in _calls(victim)}
-    assert len(_calls(victim)) == 37
+    assert len(_calls(victim)) == 39
     assert {m.name for _, m in METHODS} - named == {"CreateTenant"}  # bootstrap only: it has no tenant
 
 
