@@ -23,6 +23,14 @@ class AssetsSettings:
         "LZ_MAX_ASSETS_PER_TENANT", s.positive_int, default=100_000,
         doc="Assets a tenant may enroll in all (the quota that bounds a leaked enrollment secret).",
     )
+    custody_sweep_seconds: float = s.env(
+        "LZ_CUSTODY_SWEEP_SECONDS", s.positive_float, default=5.0,
+        doc="how often the custody sequencer reads the pending custody records (it also does at start).",
+    )
+    custody_overdue_seconds: float = s.env(
+        "LZ_CUSTODY_OVERDUE_SECONDS", s.positive_float, default=60.0,
+        doc="a custody record still unchained this long after its state change is reported (logged as an error).",
+    )
 
 
 def load_settings() -> AssetsSettings:

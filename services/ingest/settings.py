@@ -54,6 +54,10 @@ class StreamSettings:
     enroll_burst: int = s.env(
         "LZ_ENROLL_BURST", s.positive_int, default=1000, doc="Enrollment token bucket size per tenant.",
     )
+    health_sweep_seconds: float = s.env(
+        "LZ_HEALTH_SWEEP_SECONDS", s.positive_float, default=1.0,
+        doc="How often the agent-health sweep reads the due connection checks of each tenant it has seen.",
+    )
 
 
 @dataclass(frozen=True)
@@ -65,6 +69,10 @@ class IngestSettings:
     assets_address: str = s.env("LZ_ASSETS_ADDRESS", s.address, doc="host:port of the assets service.")
     sqs_endpoint_url: str = s.env(
         "LZ_SQS_ENDPOINT_URL", s.url, default="", doc="SQS endpoint when it differs from LZ_AWS_ENDPOINT_URL."
+    )
+    policy_file: str = s.env("LZ_POLICY_FILE", default="", doc="Default risk policy (YAML); empty: the built-in.")
+    policy_dir: str = s.env(
+        "LZ_POLICY_DIR", default="", doc="Directory of per-tenant policy overrides, <tenant>.yaml."
     )
 
 

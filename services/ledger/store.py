@@ -27,7 +27,7 @@ from services.kit.errors import Aborted, InvalidArgument
 from services.kit.text import unsafe_character
 from services.ledger import keys
 from services.tlog.errors import PayloadError
-from services.tlog.events import GENESIS_PREV_HASH, Event, build_event, check_payload
+from services.tlog.events import GENESIS_PREV_HASH, Event, build_event, check_payload, event_hash
 
 MAX_EVENTS_PER_TRANSACTION = 99
 MAX_TRANSACTION_ITEMS = 100
@@ -155,16 +155,23 @@ def read_tail(ddb: Any, table: str, tenant: str) -> Tail:
         ScanIndexForward=False,
         Limit=1,
         ConsistentRead=True,
-        ProjectionExpression="SK, #h",
-        ExpressionAttributeNames={"#h": "hash"},
+        ProjectionExpression="SK, canonical",
     )
     items = got.get("Items", [])
     if not items:
         return Tail(0)
-    item = aws.from_item(items[0])
-    seq = keys.seq_of_event_sk(str(item["SK"]))
-    assert seq is not None
-    return Tail(seq, str(item["hash"]))
+    stored = _stored(items[0])
+    return Tail(stored.seq, derived_hash(stored.canonical))
+
+
+def derived_hash(canonical: bytes) -> str:
+    """The chain hash of stored event bytes: what the next event's prev_hash must be.
+
+    Always computed from the canonical bytes, never taken from the item's `hash` attribute: that
+    attribute is a convenience for readers, and an edited one must not decide where the next honest
+    append chains from (verification reports an attribute that disagrees with its bytes).
+    """
+    return event_hash(canonical).hex()
 
 
 def read_tail_near(ddb: Any, table: str, tenant: str, hint: int, max_probes: int = 4) -> Tail:
@@ -203,10 +210,10 @@ def event_exists(ddb: Any, table: str, tenant: str, seq: int) -> bool:
 def _event_hash(ddb: Any, table: str, tenant: str, seq: int) -> str | None:
     got = ddb.get_item(
         TableName=table, Key=aws.to_item({"PK": keys.ledger_pk(tenant), "SK": keys.event_sk(seq)}),
-        ConsistentRead=True, ProjectionExpression="SK, #h", ExpressionAttributeNames={"#h": "hash"},
+        ConsistentRead=True, ProjectionExpression="SK, canonical",
     )
     item = got.get("Item")
-    return str(aws.from_item(item).get("hash", "")) if item is not None else None
+    return derived_hash(_stored(item).canonical) if item is not None else None
 
 
 def build_append(
@@ -287,7 +294,7 @@ def committed_already(ddb: Any, table: str, tenant: str, prepared: PreparedAppen
         return False
     first = prepared.events[0]
     stored = get_event(ddb, table, tenant, first.seq)
-    return stored is not None and stored.hash_hex == first.hash_hex
+    return stored is not None and stored.canonical == first.canonical_bytes
 
 
 def is_append_conflict(exc: BaseException) -> bool:
@@ -495,8 +502,8 @@ def events_between(  # noqa: PLR0917 - called positionally through aws.call
 ) -> Iterator[StoredEvent]:
     """Events with first <= seq <= last in seq order, read page by page (stored order, not checked).
 
-    `canonical_only` reads just the key and the canonical bytes (the sealer and the verifiers need
-    nothing else; the other attributes of the StoredEvent are then empty).
+    `canonical_only` reads just the key, the canonical bytes and the stored hash attribute (the sealer
+    and the verifiers need nothing else; the other attributes of the StoredEvent are then empty).
     """
     if last < first:
         return
@@ -510,7 +517,8 @@ def events_between(  # noqa: PLR0917 - called positionally through aws.call
         "ConsistentRead": True,
     }
     if canonical_only:
-        kwargs["ProjectionExpression"] = "SK, canonical"
+        kwargs["ProjectionExpression"] = "SK, canonical, #h"
+        kwargs["ExpressionAttributeNames"] = {"#h": "hash"}
     for item in aws.query_items(ddb, **kwargs):
         yield _stored(item)
 
@@ -540,10 +548,9 @@ def list_asset_events(  # noqa: PLR0917 - called positionally through aws.call
 def _stored(raw: dict[str, Any]) -> StoredEvent:
     item = aws.from_item(raw)
     seq = keys.seq_of_event_sk(str(item["SK"]))
-    canonical = item.get("canonical", b"")
     return StoredEvent(
         seq=seq if seq is not None else 0,
-        canonical=bytes(canonical.value if hasattr(canonical, "value") else canonical),
+        canonical=_as_bytes(item.get("canonical", b"")),
         hash_hex=str(item.get("hash", "")),
         prev_hash=str(item.get("prev_hash", "")),
         ts=str(item.get("ts", "")),
@@ -551,3 +558,12 @@ def _stored(raw: dict[str, Any]) -> StoredEvent:
         action=str(item.get("action", "")),
         subject=str(item.get("subject", "")),
     )
+
+
+def _as_bytes(value: Any) -> bytes:
+    """Stored event bytes as they are; a damaged attribute (a string, a number) is still evidence."""
+    if isinstance(value, str):
+        return value.encode()
+    if hasattr(value, "value"):
+        value = value.value
+    return bytes(value) if isinstance(value, (bytes, bytearray)) else str(value).encode()
