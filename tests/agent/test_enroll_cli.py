@@ -72,7 +72,7 @@ def test_a_reinstalled_host_comes_back_with_an_operators_code(stack: Stack, tmp_
     """With no stored identity, `--asset` and `--reenroll-code-file` re-enroll the revoked asset under its old id."""
     tenant = create_tenant(stack)
     first = enroll(stack.addresses["ingest"], tenant)
-    with grpc.insecure_channel(stack.addresses["ingest"]) as channel:
+    with grpc.insecure_channel(stack.addresses["ingest-internal"]) as channel:
         ingest_pb2_grpc.IngestServiceStub(channel).RevokeAgent(
             ingest_pb2.RevokeAgentRequest(asset_id=first.asset_id), metadata=tenant.admin(), timeout=10)
     with grpc.insecure_channel(stack.addresses["assets"]) as channel:

@@ -68,7 +68,7 @@ async def test_revoking_on_one_replica_ends_the_stream_on_the_other(
     """RevokeAgent handled by the first ingest ends the agent's stream on the replica UNAUTHENTICATED."""
     agent, reply = await _connected(replica, stack, ingest_tenant)
     try:
-        with grpc.insecure_channel(stack.addresses["ingest"]) as channel:
+        with grpc.insecure_channel(stack.addresses["ingest-internal"]) as channel:
             ingest_pb2_grpc.IngestServiceStub(channel).RevokeAgent(
                 ingest_pb2.RevokeAgentRequest(asset_id=reply.asset_id), metadata=ingest_tenant.admin(), timeout=10)
         assert await agent.status(within=30) == grpc.StatusCode.UNAUTHENTICATED
@@ -101,7 +101,7 @@ async def test_a_revoked_agents_command_result_is_refused_and_not_recorded(
                                                            request_id="iso-revoked"),
                             metadata=ingest_tenant.admin(), timeout=10)
         command = (await agent.next_of("command", within=30)).command
-        with grpc.insecure_channel(stack.addresses["ingest"]) as channel:
+        with grpc.insecure_channel(stack.addresses["ingest-internal"]) as channel:
             ingest_pb2_grpc.IngestServiceStub(channel).RevokeAgent(
                 ingest_pb2.RevokeAgentRequest(asset_id=reply.asset_id), metadata=ingest_tenant.admin(), timeout=10)
         await agent.send(ingest_pb2.ConnectRequest(command_result=common_pb2.CommandResult(

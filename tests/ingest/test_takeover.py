@@ -51,7 +51,7 @@ async def test_the_enrollment_secret_alone_cannot_take_over_an_enrolled_asset(
 
 
 def _revoke(stack: Stack, tenant: IngestTenant, asset_id: str) -> None:
-    with grpc.insecure_channel(stack.addresses["ingest"]) as channel:
+    with grpc.insecure_channel(stack.addresses["ingest-internal"]) as channel:
         ingest_pb2_grpc.IngestServiceStub(channel).RevokeAgent(
             ingest_pb2.RevokeAgentRequest(asset_id=asset_id), metadata=tenant.admin(), timeout=10)
 
