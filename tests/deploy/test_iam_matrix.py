@@ -34,10 +34,12 @@ PUT, UPDATE, DELETE, BATCH = WRITES[:4]
 GET, BATCH_GET, QUERY = READS
 # role -> partition -> the DynamoDB actions (of WRITES and READS) allowed on the table there; all else denied.
 EXPECTED: dict[str, dict[str, set[str]]] = {
-    # Assets' grant is `TENANT#*` (IAM cannot single out the bare `TENANT#t`), so it reads every partition.
-    "assets": {"registry": {PUT, UPDATE, DELETE, GET, QUERY}, "auth": {PUT, UPDATE, DELETE, GET, QUERY},
-               "ledger": {PUT, GET, QUERY}, "agents": {GET, QUERY}, "seal": {GET, QUERY},
-               "telemetry": {GET, QUERY}},
+    # Assets' grant is `TENANT#*` (IAM cannot single out the bare `TENANT#t`), so it reads every partition;
+    # BatchGetItem (#27) reads the connection states of a page of assets from ingest's agent items.
+    "assets": {"registry": {PUT, UPDATE, DELETE, GET, BATCH_GET, QUERY},
+               "auth": {PUT, UPDATE, DELETE, GET, BATCH_GET, QUERY},
+               "ledger": {PUT, GET, BATCH_GET, QUERY}, "agents": {GET, BATCH_GET, QUERY},
+               "seal": {GET, BATCH_GET, QUERY}, "telemetry": {GET, BATCH_GET, QUERY}},
     "ingest": {"auth": {GET}, "agents": {PUT, UPDATE, GET, BATCH_GET}},
     "ledger": {"auth": {GET}, "ledger": {PUT, GET, QUERY}, "seal": {GET, QUERY}},
     "sealer": {"auth": {GET}, "ledger": {GET, QUERY}, "seal": {PUT, GET, QUERY}},
