@@ -14,7 +14,7 @@ partition of its own, and a grant names partition patterns:
 |-------------------------------|------------------------------------------------|------------|
 | `TENANT#t`                    | the registry: assets and commands              | assets |
 | `TENANT#t#AUTH`               | operator tokens, tenant metadata, re-enrollment approvals | assets |
-| `TENANT#t#AGENTS`             | agent credentials                              | ingest |
+| `TENANT#t#AGENT_CREDS`             | agent credentials                              | ingest |
 | `TENANT#t#LEDGER`             | the custody ledger (put only, never rewritten) | ledger, assets |
 | `TENANT#t#SEAL`               | the sealer's checkpoints                       | sealer |
 | `TENANT#t#TELEMETRY#SHARD#k`  | telemetry                                      | risk worker |
@@ -39,7 +39,7 @@ SERVICES = ("ingest", "risk-worker", "assets", "ledger", "sealer")
 
 ANY_PARTITION = "TENANT#*"
 AUTH_PARTITIONS = "TENANT#*#AUTH"
-AGENT_PARTITIONS = "TENANT#*#AGENTS"
+AGENT_PARTITIONS = "TENANT#*#AGENT_CREDS"
 LEDGER_PARTITIONS = "TENANT#*#LEDGER"
 SEAL_PARTITIONS = "TENANT#*#SEAL"
 TELEMETRY_PARTITIONS = "TENANT#*#TELEMETRY#SHARD#*"
@@ -246,7 +246,7 @@ GRANTS: dict[str, tuple[Grant, ...]] = {
     "ingest": (
         _readiness(),
         _resolve_tokens(),
-        # Agent credentials only (`TENANT#t#AGENTS`/`AGENT#a`, read in batches when hellos arrive
+        # Agent credentials only (`TENANT#t#AGENT_CREDS`/`AGENT#a`, read in batches when hellos arrive
         # together): code execution in the internet-facing ingest can neither mint operator tokens
         # nor touch assets, commands, custody events or telemetry.
         Grant("AgentCredentials", "Allow",

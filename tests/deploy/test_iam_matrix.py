@@ -21,7 +21,7 @@ ARNS = iam.Arns.concrete(region="eu-west-1", account="111122223333", table="lz",
 PARTITIONS = {
     "registry": "TENANT#acme",
     "auth": "TENANT#acme#AUTH",
-    "agents": "TENANT#acme#AGENTS",
+    "agents": "TENANT#acme#AGENT_CREDS",
     "ledger": "TENANT#acme#LEDGER",
     "seal": "TENANT#acme#SEAL",
     "telemetry": "TENANT#acme#TELEMETRY#SHARD#3",
