@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
+import zlib
 from collections.abc import Sequence
 from typing import Any
 
@@ -45,6 +46,7 @@ from services.tlog.events import parse_event
 log = logging.getLogger(__name__)
 
 MAX_RISK_UPDATES = 500
+ENROLLMENT_LOCK_STRIPES = 64
 # Per inventory part (agents, engines: one item each), under DynamoDB's 400 KB item limit with room for the
 # keys; ingest trims to stay below it.
 MAX_AGENT_INVENTORY_BYTES = 350_000
@@ -57,6 +59,9 @@ _STATUS_TO_PROTO = {s: common_pb2.AssetStatus.Value(f"ASSET_STATUS_{s.value}") f
 _STATUS_FROM_PROTO = {v: k for k, v in _STATUS_TO_PROTO.items()}
 _KIND_TO_PROTO = {CommandKind.ISOLATE: common_pb2.COMMAND_KIND_ISOLATE,
                   CommandKind.RELEASE: common_pb2.COMMAND_KIND_RELEASE}
+_ENROLLMENT_FROM_PROTO = {assets_pb2.ENROLLMENT_KIND_NEW: domain.EnrollmentKind.NEW,
+                         assets_pb2.ENROLLMENT_KIND_ROTATION: domain.EnrollmentKind.ROTATION,
+                         assets_pb2.ENROLLMENT_KIND_REENROLL: domain.EnrollmentKind.REENROLL}
 _STATE_TO_PROTO = {
     health.State.NEVER: common_pb2.CONNECTION_STATE_UNSPECIFIED,
     health.State.ONLINE: common_pb2.CONNECTION_STATE_ONLINE,
@@ -108,11 +113,15 @@ class Nudger:
 
 class AssetServicer(assets_pb2_grpc.AssetServiceServicer):
     def __init__(self, store: AssetStore, nudger: Nudger, sequencer: CustodySequencer,
-                 control_plane_endpoints: Sequence[str]) -> None:
+                 control_plane_endpoints: Sequence[str], max_assets_per_tenant: int = 100_000) -> None:
         self._store = store
         self._nudger = nudger
         self._sequencer = sequencer
         self._endpoints = tuple(control_plane_endpoints)
+        self._max_assets = max_assets_per_tenant
+        # Enrollments of one tenant append to one ledger tail: in turn, they commit at the first attempt
+        # instead of retrying against each other while holding the store's threads (striped, so bounded).
+        self._enrollment_locks = [asyncio.Lock() for _ in range(ENROLLMENT_LOCK_STRIPES)]
 
     # --- tenants and tokens -----------------------------------------------------------------------
 
@@ -309,6 +318,33 @@ class AssetServicer(assets_pb2_grpc.AssetServiceServicer):
         updates = [_risk_update(u) for u in request.updates]
         updated = await aws.call(self._store.update_risk, tenant, updates)
         return assets_pb2.UpdateAssetRiskResponse(updated=updated)
+
+    # --- enrollment ---------------------------------------------------------------------------------
+
+    async def ApproveReEnrollment(self, request: assets_pb2.ApproveReEnrollmentRequest,
+                                  context: Any) -> assets_pb2.ApproveReEnrollmentResponse:
+        asset_id = validate_id("asset_id", request.asset_id)
+        reason = domain.validate_reason(request.reason)
+        code, expire, seq = await aws.call(
+            self._store.approve_reenrollment, auth.current_tenant(), asset_id, actor=auth.current_principal().actor,
+            reason=reason, request_id=domain.validate_request_id(request.request_id))
+        return assets_pb2.ApproveReEnrollmentResponse(reenroll_code=code, expire_time=_ts(expire), custody_seq=seq)
+
+    async def RecordEnrollment(self, request: assets_pb2.RecordEnrollmentRequest,
+                               context: Any) -> assets_pb2.RecordEnrollmentResponse:
+        kind = _ENROLLMENT_FROM_PROTO.get(request.kind)
+        if kind is None:
+            raise InvalidArgument.field("kind", "must be NEW, ROTATION or REENROLL")
+        given = request.asset
+        facts = domain.new_asset(given.asset_id, given.hostname, given.employee_id, os=given.os,
+                                 agent_version=given.agent_version, when=domain.format_ts(domain.now()))
+        tenant = auth.current_tenant()
+        async with self._enrollment_locks[zlib.crc32(tenant.encode()) % ENROLLMENT_LOCK_STRIPES]:
+            asset, seq = await aws.call(
+                self._store.record_enrollment, tenant, kind, facts,
+                request_id=domain.validate_request_id(request.request_id), reenroll_code=request.reenroll_code[:256],
+                max_assets=self._max_assets)
+        return assets_pb2.RecordEnrollmentResponse(asset=_asset(asset), custody_seq=seq)
 
     # --- reads of other services' records ----------------------------------------------------------
 
