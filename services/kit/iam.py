@@ -43,6 +43,7 @@ AGENT_PARTITIONS = "TENANT#*#AGENT_CREDS"
 LEDGER_PARTITIONS = "TENANT#*#LEDGER"
 SEAL_PARTITIONS = "TENANT#*#SEAL"
 TELEMETRY_PARTITIONS = "TENANT#*#TELEMETRY#SHARD#*"
+AGENT_WATCH_KEYS = "TENANT#*#AGENT_WATCH"
 
 # Writes IAM must refuse on a partition a role does not own (PartiQL and batches included, because
 # each of them can change or remove items just as UpdateItem and DeleteItem can).
@@ -143,6 +144,7 @@ class Grant:
 TABLE = "{table}"
 INDEXES = "{table}/index/*"
 GSI1_INDEX = "{table}/index/" + table_def.GSI1
+GSI2_INDEX = "{table}/index/" + table_def.GSI2
 BUCKET = "{bucket}"
 SEAL_OBJECTS = tuple("{bucket}/" + pattern for pattern in SEAL_OBJECT_PATTERNS)
 WRITE_ONCE_OBJECTS = tuple("{bucket}/" + pattern for pattern in WRITE_ONCE_PATTERNS)
@@ -253,6 +255,8 @@ GRANTS: dict[str, tuple[Grant, ...]] = {
               ("dynamodb:GetItem", "dynamodb:BatchGetItem", "dynamodb:PutItem", "dynamodb:UpdateItem",
                "dynamodb:ConditionCheckItem"),
               (TABLE,), leading_keys=(AGENT_PARTITIONS,)),
+        # The health sweep's due list: sparse GSI2 over ingest's own agent items (`TENANT#t#AGENT_WATCH`).
+        Grant("AgentHealthDue", "Allow", ("dynamodb:Query",), (GSI2_INDEX,), leading_keys=(AGENT_WATCH_KEYS,)),
         Grant("QueueHeartbeats", "Allow", ("sqs:SendMessage", "sqs:GetQueueAttributes"), (QUEUE,)),
         _deny_ledger_rewrite(),
         _deny_writes_outside(AGENT_PARTITIONS),
