@@ -75,7 +75,8 @@ def start_worker(stack: Stack, tmp_path: Any) -> Iterator[Callable[..., Queues]]
             "RedrivePolicy": json.dumps({"deadLetterTargetArn": arn, "maxReceiveCount": "5"}),
         })["QueueUrl"]
         full = {**os.environ, **embedded.EMBEDDED_CREDENTIALS, **stack.env, "LZ_QUEUE_URL": url, "LZ_DLQ_URL": dlq,
-                "LZ_WORKER_WAIT_SECONDS": "1", "LZ_WORKER_RETRY_SECONDS": "1", **env}
+                "LZ_WORKER_WAIT_SECONDS": "1", "LZ_WORKER_RETRY_SECONDS": "1",
+                "LZ_SERVICE_TOKEN": stack.service_tokens["risk-worker"], **env}
         log = open(tmp_path / f"{name}.log", "ab")  # noqa: SIM115
         procs.append(subprocess.Popen([sys.executable, "-m", "services.ingest.worker"], env=full, stdout=log,
                                       stderr=subprocess.STDOUT))
