@@ -49,6 +49,8 @@ POLICY: dict[str, frozenset[auth.Role]] = {
     _PREFIX + "ApproveReEnrollment": _OPERATOR,
     _PREFIX + "RecordEnrollment": _SERVICE,
     _PREFIX + "GetFleetSummary": _VIEWER,
+    # The console signs an operator in with this: whose token it is, and what it may do.
+    _PREFIX + "WhoAmI": _VIEWER,
     # Ingest's health sweep: an isolated host's agent is gone (a custody event).
     _PREFIX + "RecordAgentLoss": _SERVICE,
 }

@@ -375,6 +375,12 @@ class AssetServicer(assets_pb2_grpc.AssetServiceServicer):
         return assets_pb2.RecordAgentLossResponse(isolated=loss.contained, custody_seq=loss.custody_seq,
                                                   status=_STATUS_TO_PROTO[loss.status])
 
+    async def WhoAmI(self, request: assets_pb2.WhoAmIRequest, context: Any) -> assets_pb2.WhoAmIResponse:
+        principal = auth.current_principal()
+        return assets_pb2.WhoAmIResponse(tenant_id=auth.current_tenant(),
+                                         role=_ROLE_TO_PROTO.get(principal.role, assets_pb2.ROLE_UNSPECIFIED),
+                                         token_id=principal.subject.removeprefix("token:"))
+
     async def GetCustodyLog(self, request: assets_pb2.GetCustodyLogRequest, context: Any) -> Any:
         asset_id = validate_id("asset_id", request.asset_id)
         page = await aws.call(self._store.custody_log, auth.current_tenant(), asset_id,

@@ -16,6 +16,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +36,9 @@ PROCESSES: tuple[tuple[str, str, str], ...] = (
     ("ingest", "services.ingest", "lifecyclezero.v1.IngestService"),
 )
 WORKERS: tuple[tuple[str, str], ...] = (("risk-worker", "services.ingest.worker"),)
+# The operator console serves HTTP; its endpoint is the URL an operator opens (endpoints.console).
+CONSOLE = ("console", "services.console")
+CONSOLE_PORT = 8787
 # The processes that call other services, each with its own service token (LZ_SERVICE_CALLERS).
 CALLERS = ("ingest", "assets", "risk-worker")
 DEFAULT_STATE_DIR = Path(".lz")
@@ -105,7 +109,7 @@ class Stack:
         self.write_state()
 
     def _lost_a_port(self) -> bool:
-        return any(proc.poll() is not None and "Address already in use" in self.log_path(name).read_text()
+        return any(proc.poll() is not None and "address already in use" in self.log_path(name).read_text().lower()
                    for name, proc in self.procs.items())
 
     def _start_processes(self) -> None:
@@ -140,6 +144,19 @@ class Stack:
             self.start_process(name, module, port=int(self.addresses[name].rsplit(":", 1)[1]))
         for name, module in WORKERS:
             self.start_process(name, module)
+        self._start_console()
+
+    def _start_console(self) -> None:
+        """The console gets the peers' addresses and nothing else of the stack: no AWS access, no
+        service token; it calls the peers with each signed-in operator's own token."""
+        port = _pick(CONSOLE_PORT, self.fixed_ports)
+        self.addresses["console"] = f"http://127.0.0.1:{port}"
+        peers = {key: self.env[key] for key in ("LZ_ASSETS_ADDRESS", "LZ_LEDGER_ADDRESS", "LZ_SEALER_ADDRESS")}
+        env = {key: value for key, value in os.environ.items() if not key.startswith(("LZ_", "AWS_"))}
+        env.update(peers, LZ_PORT=str(port), **self.process_env.get("console", {}))
+        log = open(self.log_path("console"), "ab")  # noqa: SIM115 - handed to the child
+        self.procs["console"] = subprocess.Popen([sys.executable, "-m", CONSOLE[1]], env=env, stdout=log,
+                                                 stderr=subprocess.STDOUT)
 
     def start_process(self, name: str, module: str, port: int | None = None) -> subprocess.Popen[bytes]:
         env = {**os.environ, **self.env, **self.process_env.get(name, {})}
@@ -167,6 +184,17 @@ class Stack:
                         f"{name} did not report SERVING within {timeout:.0f}s; see {self.log_path(name)}"
                     )
                 time.sleep(0.1)
+        if names is None or "console" in names:
+            self._wait_console(deadline)
+
+    def _wait_console(self, deadline: float) -> None:
+        while not _http_ok(self.addresses["console"] + "/healthz"):
+            proc = self.procs["console"]
+            if proc.poll() is not None:
+                raise RuntimeError(f"console exited with code {proc.returncode}; see {self.log_path('console')}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"console did not answer /healthz in time; see {self.log_path('console')}")
+            time.sleep(0.1)
 
     @property
     def service_token(self) -> str:
@@ -256,6 +284,14 @@ def _serving(address: str, service: str) -> bool:
         except grpc.RpcError:
             return False
     return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
+
+
+def _http_ok(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=1) as reply:  # noqa: S310 - our own loopback URL
+            return bool(reply.status == 200)
+    except OSError:
+        return False
 
 
 def main(argv: list[str] | None = None) -> int:

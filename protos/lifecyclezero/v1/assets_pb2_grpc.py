@@ -151,6 +151,11 @@ class AssetServiceStub:
                 request_serializer=lifecyclezero_dot_v1_dot_assets__pb2.RecordAgentLossRequest.SerializeToString,
                 response_deserializer=lifecyclezero_dot_v1_dot_assets__pb2.RecordAgentLossResponse.FromString,
                 _registered_method=True)
+        self.WhoAmI = channel.unary_unary(
+                '/lifecyclezero.v1.AssetService/WhoAmI',
+                request_serializer=lifecyclezero_dot_v1_dot_assets__pb2.WhoAmIRequest.SerializeToString,
+                response_deserializer=lifecyclezero_dot_v1_dot_assets__pb2.WhoAmIResponse.FromString,
+                _registered_method=True)
 
 
 class AssetServiceServicer:
@@ -317,6 +322,13 @@ class AssetServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def WhoAmI(self, request, context):
+        """The caller's own tenant, role and token id, as the token resolves now (the console's sign-in).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AssetServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -434,6 +446,11 @@ def add_AssetServiceServicer_to_server(servicer, server):
                     servicer.RecordAgentLoss,
                     request_deserializer=lifecyclezero_dot_v1_dot_assets__pb2.RecordAgentLossRequest.FromString,
                     response_serializer=lifecyclezero_dot_v1_dot_assets__pb2.RecordAgentLossResponse.SerializeToString,
+            ),
+            'WhoAmI': grpc.unary_unary_rpc_method_handler(
+                    servicer.WhoAmI,
+                    request_deserializer=lifecyclezero_dot_v1_dot_assets__pb2.WhoAmIRequest.FromString,
+                    response_serializer=lifecyclezero_dot_v1_dot_assets__pb2.WhoAmIResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1059,6 +1076,33 @@ class AssetService:
             '/lifecyclezero.v1.AssetService/RecordAgentLoss',
             lifecyclezero_dot_v1_dot_assets__pb2.RecordAgentLossRequest.SerializeToString,
             lifecyclezero_dot_v1_dot_assets__pb2.RecordAgentLossResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WhoAmI(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lifecyclezero.v1.AssetService/WhoAmI',
+            lifecyclezero_dot_v1_dot_assets__pb2.WhoAmIRequest.SerializeToString,
+            lifecyclezero_dot_v1_dot_assets__pb2.WhoAmIResponse.FromString,
             options,
             channel_credentials,
             insecure,

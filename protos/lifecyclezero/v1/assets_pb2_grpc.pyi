@@ -85,6 +85,8 @@ class AssetServiceStub:
     """Internal (ingest): an agent stopped or was lost; when its asset is (being) isolated, a custody event
     records that containment can no longer be verified. Idempotent by request id.
     """
+    WhoAmI: _grpc.UnaryUnaryMultiCallable[_assets_pb2.WhoAmIRequest, _assets_pb2.WhoAmIResponse]
+    """The caller's own tenant, role and token id, as the token resolves now (the console's sign-in)."""
 
 @_typing.type_check_only
 class AssetServiceAsyncStub(AssetServiceStub):
@@ -143,6 +145,8 @@ class AssetServiceAsyncStub(AssetServiceStub):
     """Internal (ingest): an agent stopped or was lost; when its asset is (being) isolated, a custody event
     records that containment can no longer be verified. Idempotent by request id.
     """
+    WhoAmI: _aio.UnaryUnaryMultiCallable[_assets_pb2.WhoAmIRequest, _assets_pb2.WhoAmIResponse]  # type: ignore[assignment]
+    """The caller's own tenant, role and token id, as the token resolves now (the console's sign-in)."""
 
 class AssetServiceServicer(metaclass=_abc_1.ABCMeta):
     """Asset registry, containment state machine, tenants and operator tokens.
@@ -336,5 +340,13 @@ class AssetServiceServicer(metaclass=_abc_1.ABCMeta):
         """Internal (ingest): an agent stopped or was lost; when its asset is (being) isolated, a custody event
         records that containment can no longer be verified. Idempotent by request id.
         """
+
+    @_abc_1.abstractmethod
+    def WhoAmI(
+        self,
+        request: _assets_pb2.WhoAmIRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_assets_pb2.WhoAmIResponse, _abc.Awaitable[_assets_pb2.WhoAmIResponse]]:
+        """The caller's own tenant, role and token id, as the token resolves now (the console's sign-in)."""
 
 def add_AssetServiceServicer_to_server(servicer: AssetServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -1,0 +1,103 @@
+"""Pure shaping of the peers' messages into what the templates show (no I/O, no HTML: Jinja escapes)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from google.protobuf import json_format
+from google.protobuf.timestamp_pb2 import Timestamp
+from lifecyclezero.v1 import common_pb2
+
+STATUS_LABELS = {
+    common_pb2.ASSET_STATUS_ACTIVE: "active",
+    common_pb2.ASSET_STATUS_ISOLATION_PENDING: "isolation pending",
+    common_pb2.ASSET_STATUS_ISOLATED: "isolated",
+    common_pb2.ASSET_STATUS_RELEASE_PENDING: "release pending",
+    common_pb2.ASSET_STATUS_ISOLATION_FAILED: "isolation failed",
+}
+# The URL's ?status= values, each the AssetStatus it filters on.
+STATUS_FILTERS = {
+    "active": common_pb2.ASSET_STATUS_ACTIVE,
+    "isolation-pending": common_pb2.ASSET_STATUS_ISOLATION_PENDING,
+    "isolated": common_pb2.ASSET_STATUS_ISOLATED,
+    "release-pending": common_pb2.ASSET_STATUS_RELEASE_PENDING,
+    "isolation-failed": common_pb2.ASSET_STATUS_ISOLATION_FAILED,
+}
+PENDING = frozenset({common_pb2.ASSET_STATUS_ISOLATION_PENDING, common_pb2.ASSET_STATUS_RELEASE_PENDING})
+CONNECTION_LABELS = {
+    common_pb2.CONNECTION_STATE_UNSPECIFIED: "never connected",
+    common_pb2.CONNECTION_STATE_ONLINE: "online",
+    common_pb2.CONNECTION_STATE_OFFLINE: "offline",
+    common_pb2.CONNECTION_STATE_MISSING: "missing",
+}
+SEVERITY_LABELS = {
+    common_pb2.SEVERITY_UNSPECIFIED: "none",
+    common_pb2.SEVERITY_INFO: "info",
+    common_pb2.SEVERITY_WARNING: "warning",
+    common_pb2.SEVERITY_CRITICAL: "critical",
+}
+# Custody payload fields an analyst reads on the timeline, in this order.
+TIMELINE_FACTS = ("justification", "reason", "rule_count", "self_test_passed", "self_test_detail",
+                  "ruleset_sha256", "error", "command_id")
+
+
+@dataclass(frozen=True)
+class When:
+    """A moment shown relative to now, with the exact UTC time for the hover title."""
+
+    relative: str
+    exact: str
+
+
+@dataclass(frozen=True)
+class TimelineEvent:
+    seq: int
+    when: When
+    actor: str
+    action: str
+    facts: tuple[tuple[str, str], ...]
+
+
+def when(stamp: Timestamp, now: datetime) -> When:
+    if not stamp.seconds and not stamp.nanos:
+        return When("never", "")
+    moment = stamp.ToDatetime(tzinfo=UTC)
+    return When(relative(moment, now), moment.strftime("%Y-%m-%d %H:%M:%S UTC"))
+
+
+def relative(moment: datetime, now: datetime) -> str:
+    seconds = int((now - moment).total_seconds())
+    if seconds < 0:
+        return "just now"
+    for size, unit in ((86400, "d"), (3600, "h"), (60, "min")):
+        if seconds >= size:
+            return f"{seconds // size} {unit} ago"
+    return f"{seconds} s ago"
+
+
+def timeline(events: list[common_pb2.LedgerEvent], now: datetime) -> list[TimelineEvent]:
+    """Custody events, newest first, with the payload facts an analyst reads."""
+    shown = []
+    for event in sorted(events, key=lambda e: e.seq, reverse=True):
+        payload = json_format.MessageToDict(event.payload)
+        facts = tuple((name, _fact(payload[name])) for name in TIMELINE_FACTS if payload.get(name) not in (None, ""))
+        shown.append(TimelineEvent(event.seq, when(event.event_time, now), event.actor, event.action, facts))
+    return shown
+
+
+def _fact(value: object) -> str:
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def exposed(asset: common_pb2.Asset) -> bool:
+    """Whether any engine of the asset listens where other hosts reach it."""
+    return any(endpoint.exposed for engine in asset.engine_inventory.engines for endpoint in engine.listen)
+
+
+def finding_evidence(finding: common_pb2.Finding) -> str:
+    return json_format.MessageToJson(finding.evidence, indent=None, sort_keys=True) if finding.evidence.fields else ""

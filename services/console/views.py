@@ -1,0 +1,264 @@
+"""The console's pages and form posts: each handler is session → one or two peer calls → template.
+
+Every handler that shows tenant data first finds the signed-in session (else: to sign-in), and calls
+the peers with that session's token; errors from the peers surface through `app.on_domain_error`.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import quote
+
+from jinja2 import Environment
+from lifecyclezero.v1 import assets_pb2, common_pb2
+from starlette.datastructures import FormData
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
+
+from services.console import presenters, security
+from services.console.operator_client import OperatorClient
+from services.console.sessions import Session, SessionStore
+from services.kit.auth import Role, parse_operator_token
+from services.kit.errors import InvalidArgument, PermissionDenied, Unauthenticated
+from services.kit.ids import validate_id
+
+PAGE_SIZE = 50
+_ROLES = {assets_pb2.ROLE_VIEWER: Role.VIEWER, assets_pb2.ROLE_OPERATOR: Role.OPERATOR,
+          assets_pb2.ROLE_ADMIN: Role.ADMIN}
+
+
+@dataclass
+class Console:
+    """What every handler shares: sessions, the peers, the templates and how cookies are marked."""
+
+    sessions: SessionStore
+    client: OperatorClient
+    templates: Environment
+    secure_cookies: bool
+    absolute_seconds: float
+
+    def render(self, request: Request, name: str, status_code: int = 200, **context: Any) -> HTMLResponse:
+        session = request.scope.get("lz_session")
+        html = self.templates.get_template(name).render(session=session, path=request.url.path, **context)
+        return HTMLResponse(html, status_code=status_code, headers={"cache-control": "no-store"})
+
+    def session_of(self, request: Request) -> Session | None:
+        session_id = request.cookies.get(security.session_cookie_name(self.secure_cookies), "")
+        session = self.sessions.get(session_id) if session_id else None
+        request.scope["lz_session"] = session
+        return session
+
+    def to_signin(self, request: Request) -> Response:
+        """Where a request without a live session goes: the sign-in page, then back here."""
+        target = "/signin?next=" + quote(security.safe_next(request.url.path), safe="/")
+        if request.headers.get("hx-request"):
+            return Response(status_code=204, headers={"hx-redirect": target})
+        return RedirectResponse(target, status_code=303)
+
+
+def _console(request: Request) -> Console:
+    console: Console = request.app.state.console
+    return console
+
+
+async def _checked_form(request: Request, session: Session) -> FormData:
+    """The POST's form once it proved it comes from this session's page (origin and CSRF token)."""
+    form = await request.form()
+    if not security.same_origin(request.headers.get("origin"), request.headers.get("referer"),
+                                request.headers.get("host")):
+        raise PermissionDenied("cross-origin form post refused", reason="CSRF")
+    if not session.csrf_matches(str(form.get("csrf", ""))):
+        raise PermissionDenied("missing or wrong CSRF token", reason="CSRF")
+    return form
+
+
+# --- sign-in ---------------------------------------------------------------------------------------
+
+
+async def signin_page(request: Request) -> Response:
+    console = _console(request)
+    nonce = secrets.token_urlsafe(32)
+    response = console.render(request, "signin.html", nonce=nonce, next=security.safe_next(
+        request.query_params.get("next")), error="")
+    _set_cookie(response, security.signin_cookie_name(console.secure_cookies), nonce, console.secure_cookies, 600)
+    return response
+
+
+async def signin(request: Request) -> Response:
+    console = _console(request)
+    form = await request.form()
+    nonce = request.cookies.get(security.signin_cookie_name(console.secure_cookies), "")
+    given = str(form.get("csrf", ""))
+    if not nonce or not secrets.compare_digest(nonce.encode(), given.encode()):
+        raise PermissionDenied("the sign-in form expired or did not come from this console; reload it",
+                               reason="CSRF")
+    token = str(form.get("token", "")).strip()
+    target = security.safe_next(str(form.get("next", "/")))
+    if parse_operator_token(token) is None:
+        return console.render(request, "signin.html", status_code=401, nonce=nonce, next=target,
+                              error="That is not an operator token (lz1:...).")
+    try:
+        who = await console.client.who_am_i(token)
+    except (Unauthenticated, PermissionDenied):
+        return console.render(request, "signin.html", status_code=401, nonce=nonce, next=target,
+                              error="That token is unknown, revoked, or may not use the console.")
+    session = console.sessions.create(token, who.tenant_id, _ROLES[who.role], who.token_id)
+    response = RedirectResponse(target, status_code=303)
+    _set_cookie(response, security.session_cookie_name(console.secure_cookies), session.session_id,
+                console.secure_cookies, int(console.absolute_seconds))
+    response.delete_cookie(security.signin_cookie_name(console.secure_cookies), path="/")
+    return response
+
+
+async def signout(request: Request) -> Response:
+    console = _console(request)
+    session = console.session_of(request)
+    if session is not None:
+        await _checked_form(request, session)
+        console.sessions.end(session.session_id)
+    response = RedirectResponse("/signin", status_code=303)
+    response.delete_cookie(security.session_cookie_name(console.secure_cookies), path="/",
+                           secure=console.secure_cookies, httponly=True, samesite="strict")
+    return response
+
+
+def _set_cookie(response: Response, name: str, value: str, secure: bool, max_age: int) -> None:
+    response.set_cookie(name, value, max_age=max_age, path="/", secure=secure, httponly=True, samesite="strict")
+
+
+# --- pages -----------------------------------------------------------------------------------------
+
+
+async def overview(request: Request) -> Response:
+    console = _console(request)
+    session = console.session_of(request)
+    if session is None:
+        return console.to_signin(request)
+    fleet = await console.client.fleet_summary(session.token)
+    seal = await console.client.seal_status(session.token)
+    return console.render(request, "overview.html", fleet=fleet, seal=seal)
+
+
+async def assets_page(request: Request) -> Response:
+    console = _console(request)
+    session = console.session_of(request)
+    if session is None:
+        return console.to_signin(request)
+    status = request.query_params.get("status", "")
+    if status and status not in presenters.STATUS_FILTERS:
+        raise InvalidArgument.field("status", f"must be one of {', '.join(presenters.STATUS_FILTERS)}")
+    page_token = request.query_params.get("page", "")
+    reply = await console.client.list_assets(session.token, assets_pb2.ListAssetsRequest(
+        page_size=PAGE_SIZE, page_token=page_token, status=presenters.STATUS_FILTERS.get(status, common_pb2.ASSET_STATUS_UNSPECIFIED)))
+    now = datetime.now(UTC)
+    rows = [(asset, presenters.when(asset.last_seen_time, now)) for asset in reply.assets]
+    return console.render(request, "assets.html", rows=rows, status=status, filters=presenters.STATUS_FILTERS,
+                          next_page=reply.next_page_token, p=presenters)
+
+
+async def asset_page(request: Request) -> Response:
+    console = _console(request)
+    session = console.session_of(request)
+    if session is None:
+        return console.to_signin(request)
+    asset_id = validate_id("asset_id", request.path_params["asset_id"])
+    asset = await console.client.get_asset(session.token, asset_id)
+    custody = await console.client.custody_log(session.token, asset_id)
+    return console.render(request, "asset.html", asset=asset, p=presenters, request_id=secrets.token_hex(12),
+                          **_containment(asset, list(custody.events)))
+
+
+async def containment_fragment(request: Request) -> Response:
+    """The asset's containment box alone: what the asset page polls while an order is pending."""
+    console = _console(request)
+    session = console.session_of(request)
+    if session is None:
+        return console.to_signin(request)
+    asset_id = validate_id("asset_id", request.path_params["asset_id"])
+    asset = await console.client.get_asset(session.token, asset_id)
+    custody = await console.client.custody_log(session.token, asset_id)
+    return console.render(request, "_containment.html", asset=asset, p=presenters,
+                          request_id=secrets.token_hex(12), **_containment(asset, list(custody.events)))
+
+
+def _containment(asset: common_pb2.Asset, events: list[common_pb2.LedgerEvent]) -> dict[str, Any]:
+    return {"timeline": presenters.timeline(events, datetime.now(UTC)),
+            "pending": asset.status in presenters.PENDING,
+            "status_label": presenters.STATUS_LABELS.get(asset.status, "unknown")}
+
+
+async def isolate(request: Request) -> Response:
+    return await _order(request, "isolate")
+
+
+async def release(request: Request) -> Response:
+    return await _order(request, "release")
+
+
+async def _order(request: Request, kind: str) -> Response:
+    console = _console(request)
+    session = console.session_of(request)
+    if session is None:
+        return console.to_signin(request)
+    form = await _checked_form(request, session)
+    if not session.can(Role.OPERATOR):
+        raise PermissionDenied("viewers may not isolate or release hosts", reason="ROLE")
+    asset_id = validate_id("asset_id", request.path_params["asset_id"])
+    reason = str(form.get("reason", "")).strip()
+    if not reason:
+        raise InvalidArgument.field("reason", "is required: say why")
+    request_id = validate_id("request_id", str(form.get("request_id", "")) or secrets.token_hex(12))
+    order = console.client.isolate if kind == "isolate" else console.client.release
+    await order(session.token, asset_id, reason, request_id)
+    return RedirectResponse(f"/assets/{quote(asset_id)}", status_code=303)
+
+
+async def alerts_page(request: Request) -> Response:
+    console = _console(request)
+    session = console.session_of(request)
+    if session is None:
+        return console.to_signin(request)
+    critical = request.query_params.get("severity") == "critical"
+    reply = await console.client.list_alerts(session.token, assets_pb2.ListAlertsRequest(
+        page_size=PAGE_SIZE, page_token=request.query_params.get("page", ""),
+        min_severity=common_pb2.SEVERITY_CRITICAL if critical else common_pb2.SEVERITY_WARNING))
+    now = datetime.now(UTC)
+    rows = [(alert, presenters.when(alert.observe_time, now)) for alert in reply.alerts]
+    return console.render(request, "alerts.html", rows=rows, critical=critical, next_page=reply.next_page_token,
+                          p=presenters)
+
+
+# --- downloads -------------------------------------------------------------------------------------
+
+
+async def proof_download(request: Request) -> Response:
+    """The custody event's c2sp tlog-proof (`.proof`) or its logged entry (`.entry`), for lz-verify."""
+    console = _console(request)
+    session = console.session_of(request)
+    if session is None:
+        return console.to_signin(request)
+    seq = _seq(request.path_params["seq"])
+    proof = await console.client.export_proof(session.token, seq)
+    part = request.path_params["part"]
+    body = proof.tlog_proof if part == "proof" else proof.entry
+    return Response(body, media_type="application/octet-stream", headers={
+        "content-disposition": f'attachment; filename="{seq}.{part}"', "cache-control": "no-store"})
+
+
+async def verifier_keys(request: Request) -> Response:
+    console = _console(request)
+    session = console.session_of(request)
+    if session is None:
+        return console.to_signin(request)
+    keys = await console.client.verifier_keys(session.token)
+    return PlainTextResponse("\n".join(keys) + "\n", headers={
+        "content-disposition": 'attachment; filename="verifier.keys"', "cache-control": "no-store"})
+
+
+def _seq(raw: str) -> int:
+    if not raw.isdigit() or not 0 < int(raw) < 2**63:
+        raise InvalidArgument.field("seq", "must be a ledger sequence number")
+    return int(raw)

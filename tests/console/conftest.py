@@ -1,0 +1,56 @@
+"""Fixtures of the console's browser tests: ONE Chromium for the whole run, the session's stack, and a
+tenant with a small simulated fleet per module."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from playwright.sync_api import Browser, BrowserContext, Page, sync_playwright
+
+from services.kit.devstack import Stack
+from tests.console.browser import ConsoleTenant, chromium_path, console_tenant, simulated_fleet
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Browser]:
+    """Debian's Chromium, headless, driven by Playwright (no browser is downloaded)."""
+    executable = chromium_path()
+    if executable is None:
+        pytest.skip("Debian's chromium is not installed (apt-get install chromium; .ci/run installs it)")
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=executable, args=["--no-sandbox"])
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+@pytest.fixture
+def context(browser: Browser) -> Iterator[BrowserContext]:
+    """A fresh browser profile (no cookies) per test."""
+    ctx = browser.new_context(viewport={"width": 1360, "height": 900}, accept_downloads=True)
+    try:
+        yield ctx
+    finally:
+        ctx.close()
+
+
+@pytest.fixture
+def page(context: BrowserContext) -> Page:
+    return context.new_page()
+
+
+@pytest.fixture(scope="session")
+def console(stack: Stack) -> str:
+    """The console's URL on the session's stack (endpoints.console)."""
+    return stack.addresses["console"]
+
+
+@pytest.fixture(scope="module")
+def fleet(stack: Stack) -> Iterator[ConsoleTenant]:
+    """A tenant whose four simulated hosts each report an engine listening on every interface."""
+    tenant = console_tenant(stack)
+    for _ in simulated_fleet(tenant, 4):
+        yield tenant
+

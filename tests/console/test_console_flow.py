@@ -1,0 +1,131 @@
+"""The console in a real browser against the real stack and `lz-agent simulate`: sign in, see the fleet,
+isolate a host with a reason and watch it become isolated, verify its custody proof, release it, sign out."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from lifecyclezero.v1 import assets_pb2, common_pb2
+from playwright.sync_api import BrowserContext, Page, expect
+
+from tests.console.browser import SCREENSHOTS, ConsoleTenant, request_id, sign_in
+from tests.faults.helpers import until
+
+pytestmark = pytest.mark.slow
+
+
+def _host(fleet: ConsoleTenant, index: int) -> common_pb2.Asset:
+    """The index-th simulated host (by id), each test taking its own so the tests stay independent."""
+    return sorted(fleet.listed(), key=lambda a: a.asset_id)[index]
+
+
+def _isolated(fleet: ConsoleTenant, asset_id: str) -> None:
+    """Isolate through assets (as `lz isolate` does) and wait until the simulated agent confirmed it."""
+    fleet.assets().IsolateAsset(assets_pb2.IsolateAssetRequest(
+        asset_id=asset_id, justification="console test", request_id=request_id()), metadata=fleet.admin(), timeout=10)
+    until(lambda: fleet.asset(asset_id).status == common_pb2.ASSET_STATUS_ISOLATED, 60, f"{asset_id} isolated")
+
+
+def test_signing_in_lists_the_fleet(page: Page, console: str, fleet: ConsoleTenant) -> None:
+    """An operator signs in with a token and the assets page lists every simulated host."""
+    sign_in(page, console, fleet.tokens[assets_pb2.ROLE_OPERATOR])
+    page.goto(f"{console}/assets")
+    for asset in fleet.listed():
+        expect(page.get_by_role("link", name=asset.hostname)).to_be_visible()
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.goto(f"{console}/")
+    page.screenshot(path=str(SCREENSHOTS / "overview.png"), full_page=True)
+
+
+def test_isolating_a_host_shows_pending_then_isolated_without_a_reload(page: Page, console: str,
+                                                                       fleet: ConsoleTenant) -> None:
+    """Isolating with a reason shows the order pending, then isolated with the agent's evidence, in the same page."""
+    host = _host(fleet, 0)
+    sign_in(page, console, fleet.tokens[assets_pb2.ROLE_OPERATOR])
+    page.goto(f"{console}/assets/{host.asset_id}")
+    expect(page.locator(".exposed").first).to_be_visible()
+    page.fill("#isolate-reason", "ollama listening on 0.0.0.0 with an unapproved model")
+    page.click("#isolate")
+    page.wait_for_url(f"{console}/assets/{host.asset_id}")
+    loads: list[str] = []
+    page.on("load", lambda: loads.append(page.url))
+    expect(page.locator("#asset-status")).to_have_text("isolated", timeout=60_000)
+    expect(page.locator("tr[data-action='asset.isolate.enforced']")).to_contain_text("self test passed: yes",
+                                                                                     timeout=30_000)
+    assert loads == []
+    page.screenshot(path=str(SCREENSHOTS / "asset.png"), full_page=True)
+
+
+def test_a_custody_proof_downloads_and_verifies_with_lz_verify(page: Page, console: str, fleet: ConsoleTenant,
+                                                               tmp_path: Path) -> None:
+    """The timeline's proof, entry and the verifier key download, and `lz-verify proof` accepts them (exit 0)."""
+    host = _host(fleet, 1)
+    _isolated(fleet, host.asset_id)
+    sign_in(page, console, fleet.tokens[assets_pb2.ROLE_VIEWER])
+    row = page.locator("tr[data-action='asset.isolate.requested']")
+
+    def sealed() -> bool:
+        page.goto(f"{console}/assets/{host.asset_id}")
+        return page.request.get(console + (row.locator("a.proof").get_attribute("href", timeout=30_000) or "")).ok
+
+    until(sealed, 60, "the isolation's custody event sealed")
+    files = {}
+    for name, link in (("proof", row.locator("a.proof")), ("entry", row.locator("a.entry")),
+                       ("keys", page.locator("a[href='/ledger/verifier.keys']"))):
+        with page.expect_download() as download:
+            link.click()
+        files[name] = tmp_path / download.value.suggested_filename
+        download.value.save_as(files[name])
+    done = subprocess.run([sys.executable, "-m", "services.tlog.cli", "proof", "--key", str(files["keys"]),
+                           "--entry", str(files["entry"]), str(files["proof"])],
+                          capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_releasing_an_isolated_host_makes_it_active_again(page: Page, console: str, fleet: ConsoleTenant) -> None:
+    """An operator releases an isolated host with a reason and the page turns active once the agent confirms."""
+    host = _host(fleet, 2)
+    _isolated(fleet, host.asset_id)
+    sign_in(page, console, fleet.tokens[assets_pb2.ROLE_OPERATOR])
+    page.goto(f"{console}/assets/{host.asset_id}")
+    page.fill("#release-reason", "engine bound to loopback, model removed")
+    page.click("#release")
+    expect(page.locator("#asset-status")).to_have_text("active", timeout=60_000)
+
+
+def test_signing_out_closes_the_pages(page: Page, console: str, fleet: ConsoleTenant) -> None:
+    """After signing out, opening an asset page lands on the sign-in form."""
+    sign_in(page, console, fleet.tokens[assets_pb2.ROLE_VIEWER])
+    page.click("#signout")
+    page.wait_for_url(f"{console}/signin")
+    page.goto(f"{console}/assets/{_host(fleet, 0).asset_id}")
+    expect(page.locator("input[name=token]")).to_be_visible()
+    assert page.url.startswith(f"{console}/signin")
+
+
+def test_the_session_cookie_is_httponly_and_strict_and_the_token_stays_on_the_server(
+        page: Page, context: BrowserContext, console: str, fleet: ConsoleTenant) -> None:
+    """The session cookie is HttpOnly and SameSite=Strict, and the token is in no page, cookie or storage."""
+    token = fleet.tokens[assets_pb2.ROLE_OPERATOR]
+    sign_in(page, console, token)
+    page.goto(f"{console}/assets/{_host(fleet, 3).asset_id}")
+    cookies = context.cookies()
+    session = next(c for c in cookies if c["name"] == "lz_session")
+    assert (session["httpOnly"], session["sameSite"]) == (True, "Strict")
+    seen = page.content() + page.evaluate("document.cookie + JSON.stringify(localStorage) "
+                                          "+ JSON.stringify(sessionStorage)") + str(cookies)
+    assert token.rsplit(":", 1)[1] not in seen
+
+
+def test_every_page_sends_a_strict_content_security_policy(page: Page, console: str, fleet: ConsoleTenant) -> None:
+    """Pages carry a CSP without unsafe-inline or unsafe-eval, frame denial, nosniff and a same-origin referrer."""
+    sign_in(page, console, fleet.tokens[assets_pb2.ROLE_VIEWER])
+    headers = page.goto(f"{console}/assets").all_headers()
+    csp = headers["content-security-policy"]
+    assert "script-src 'self'" in csp and "frame-ancestors 'none'" in csp
+    assert "unsafe-inline" not in csp and "unsafe-eval" not in csp
+    assert (headers["x-content-type-options"], headers["x-frame-options"], headers["referrer-policy"]) == (
+        "nosniff", "DENY", "same-origin")
