@@ -150,9 +150,9 @@ async def assets_page(request: Request) -> Response:
     status = request.query_params.get("status", "")
     if status and status not in presenters.STATUS_FILTERS:
         raise InvalidArgument.field("status", f"must be one of {', '.join(presenters.STATUS_FILTERS)}")
-    page_token = request.query_params.get("page", "")
+    wanted = presenters.STATUS_FILTERS.get(status, common_pb2.ASSET_STATUS_UNSPECIFIED)
     reply = await console.client.list_assets(session.token, assets_pb2.ListAssetsRequest(
-        page_size=PAGE_SIZE, page_token=page_token, status=presenters.STATUS_FILTERS.get(status, common_pb2.ASSET_STATUS_UNSPECIFIED)))
+        page_size=PAGE_SIZE, page_token=request.query_params.get("page", ""), status=wanted))
     now = datetime.now(UTC)
     rows = [(asset, presenters.when(asset.last_seen_time, now)) for asset in reply.assets]
     return console.render(request, "assets.html", rows=rows, status=status, filters=presenters.STATUS_FILTERS,
