@@ -11,7 +11,7 @@ from services.kit import settings as s
 
 REPO = Path(__file__).resolve().parents[1]
 SETTINGS_MODULES = ("services.ledger.settings", "services.sealer.settings", "services.assets.settings",
-                    "services.ingest.settings")
+                    "services.ingest.settings", "services.console.settings")
 
 
 def _settings_classes() -> list[type]:

@@ -11,6 +11,7 @@ import configparser
 import json
 import signal
 import subprocess
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -28,6 +29,7 @@ SETTINGS_ERRORS: dict[str, tuple[str, ...]] = {
     "-m services.ingest": (),
     "-m services.ledger": (),
     "-m services.sealer": (),
+    "-m services.console": (),
     "-m services.ingest.worker": (),
     "-m services.ledger.outbox.check": (),
     "-m services.kit.certs": ("pki", "--ingest-san", "not a name"),
@@ -171,9 +173,12 @@ def _health(address: str, service: str) -> int:
 @pytest.mark.slow
 def test_the_local_stack_serves_from_the_installed_package(stack_from_installed: Path) -> None:
     """`python -m services.kit.devstack up` from the installed package brings every service to SERVING (and
-    lists ingest's internal port, which serves only DeliverCommand and RevokeAgent)."""
+    lists ingest's internal port, which serves only DeliverCommand and RevokeAgent, and the console, whose
+    sign-in page needs the templates the package carries)."""
     endpoints = json.loads(stack_from_installed.read_text())["endpoints"]
-    services = endpoints.keys() - {"ingest-internal"}
+    with urllib.request.urlopen(endpoints["console"] + "/signin", timeout=10) as page:
+        assert 'name="token"' in page.read().decode()
+    services = endpoints.keys() - {"ingest-internal", "console"}
     assert services == {"ledger", "sealer", "assets", "ingest"} and "ingest-internal" in endpoints
     assert {name: _health(endpoints[name], "") for name in services} == dict.fromkeys(
         services, health_pb2.HealthCheckResponse.SERVING)
