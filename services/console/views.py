@@ -160,19 +160,15 @@ async def assets_page(request: Request) -> Response:
 
 
 async def asset_page(request: Request) -> Response:
-    console = _console(request)
-    session = console.session_of(request)
-    if session is None:
-        return console.to_signin(request)
-    asset_id = validate_id("asset_id", request.path_params["asset_id"])
-    asset = await console.client.get_asset(session.token, asset_id)
-    custody = await console.client.custody_log(session.token, asset_id)
-    return console.render(request, "asset.html", asset=asset, p=presenters, request_id=secrets.token_hex(12),
-                          **_containment(asset, list(custody.events)))
+    return await _asset_view(request, "asset.html")
 
 
 async def containment_fragment(request: Request) -> Response:
     """The asset's containment box alone: what the asset page polls while an order is pending."""
+    return await _asset_view(request, "_containment.html")
+
+
+async def _asset_view(request: Request, template: str) -> Response:
     console = _console(request)
     session = console.session_of(request)
     if session is None:
@@ -180,8 +176,8 @@ async def containment_fragment(request: Request) -> Response:
     asset_id = validate_id("asset_id", request.path_params["asset_id"])
     asset = await console.client.get_asset(session.token, asset_id)
     custody = await console.client.custody_log(session.token, asset_id)
-    return console.render(request, "_containment.html", asset=asset, p=presenters,
-                          request_id=secrets.token_hex(12), **_containment(asset, list(custody.events)))
+    return console.render(request, template, asset=asset, p=presenters, request_id=secrets.token_hex(12),
+                          **_containment(asset, list(custody.events)))
 
 
 def _containment(asset: common_pb2.Asset, events: list[common_pb2.LedgerEvent]) -> dict[str, Any]:
