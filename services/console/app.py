@@ -16,7 +16,7 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from services.console import security, views
+from services.console import ledger_views, security, token_views, views
 from services.console.operator_client import OperatorClient
 from services.console.sessions import SessionStore
 from services.console.settings import ConsoleSettings, load_settings
@@ -66,8 +66,15 @@ def make_app(settings: ConsoleSettings) -> Starlette:
         Route("/assets/{asset_id}/isolate", views.isolate, methods=["POST"]),
         Route("/assets/{asset_id}/release", views.release, methods=["POST"]),
         Route("/alerts", views.alerts_page),
+        Route("/ledger", ledger_views.ledger_page),
+        Route("/ledger/verify", ledger_views.verify, methods=["POST"]),
+        Route("/ledger/bundle.zip", ledger_views.bundle_download),
         Route("/ledger/events/{seq}.{part:str}", views.proof_download),
         Route("/ledger/verifier.keys", views.verifier_keys),
+        Route("/tokens", token_views.tokens_page, methods=["GET"]),
+        Route("/tokens", token_views.create, methods=["POST"]),
+        Route("/tokens/enrollment-secret", token_views.rotate_enrollment_secret, methods=["POST"]),
+        Route("/tokens/{token_id}/revoke", token_views.revoke, methods=["POST"]),
         Route("/healthz", _healthy),
         Route("/readyz", _ready),
         Route("/favicon.ico", _no_icon),

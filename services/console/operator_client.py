@@ -7,7 +7,7 @@ the peers enforce roles, tenancy and revocation exactly as they do for `lz`.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
 import grpc
@@ -96,6 +96,47 @@ class OperatorClient:
 
     async def seal_status(self, token: str) -> sealer_pb2.GetSealStatusResponse:
         return await self._call(self._sealer.GetSealStatus, sealer_pb2.GetSealStatusRequest(), token)
+
+    async def verify_ledger(self, token: str, full: bool) -> ledger_pb2.VerifyLedgerResponse:
+        mode = ledger_pb2.VERIFY_MODE_FULL if full else ledger_pb2.VERIFY_MODE_SINCE_CHECKPOINT
+        # A full walk of a large ledger takes longer than a page call.
+        try:
+            reply: ledger_pb2.VerifyLedgerResponse = await self._ledger.VerifyLedger(
+                ledger_pb2.VerifyLedgerRequest(mode=mode), metadata=_metadata(token),
+                timeout=self._timeout * (30 if full else 1))
+        except grpc.aio.AioRpcError as exc:
+            raise as_domain_error(exc) from None
+        return reply
+
+    async def export_bundle(self, token: str) -> AsyncIterator[ledger_pb2.ExportBundleResponse]:
+        """The chunks of a verification bundle of the whole ledger, as the ledger streams them."""
+        call = self._ledger.ExportBundle(ledger_pb2.ExportBundleRequest(), metadata=_metadata(token),
+                                         timeout=self._timeout * 30)
+        try:
+            async for chunk in call:
+                yield chunk
+        except grpc.aio.AioRpcError as exc:
+            raise as_domain_error(exc) from None
+
+    async def list_tokens(self, token: str, page_token: str) -> assets_pb2.ListTokensResponse:
+        request = assets_pb2.ListTokensRequest(page_size=100, page_token=page_token)
+        return await self._call(self._assets.ListTokens, request, token)
+
+    async def create_token(self, token: str, role: assets_pb2.Role.ValueType, description: str,
+                           request_id: str) -> assets_pb2.CreateTokenResponse:
+        request = assets_pb2.CreateTokenRequest(role=role, description=description, request_id=request_id)
+        return await self._call(self._assets.CreateToken, request, token)
+
+    async def revoke_token(self, token: str, token_id: str, request_id: str) -> None:
+        request = assets_pb2.RevokeTokenRequest(token_id=token_id, request_id=request_id)
+        await self._call(self._assets.RevokeToken, request, token)
+
+    async def enrollment_secret(self, token: str) -> assets_pb2.GetEnrollmentSecretResponse:
+        return await self._call(self._assets.GetEnrollmentSecret, assets_pb2.GetEnrollmentSecretRequest(), token)
+
+    async def rotate_enrollment_secret(self, token: str, request_id: str) -> assets_pb2.RotateEnrollmentSecretResponse:
+        request = assets_pb2.RotateEnrollmentSecretRequest(request_id=request_id)
+        return await self._call(self._assets.RotateEnrollmentSecret, request, token)
 
     async def assets_serving(self) -> bool:
         """Whether the assets channel connects (readiness: the console is useless without it)."""

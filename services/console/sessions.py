@@ -42,6 +42,10 @@ class Session:
         """Whether this session's role may isolate and release (the pages show the buttons only then)."""
         return self.can(Role.OPERATOR)
 
+    @property
+    def can_administer(self) -> bool:
+        return self.can(Role.ADMIN)
+
     def csrf_matches(self, presented: str) -> bool:
         return bool(presented) and hmac.compare_digest(presented.encode(), self.csrf.encode())
 

@@ -22,7 +22,7 @@ from services.console import presenters, security
 from services.console.operator_client import OperatorClient
 from services.console.sessions import Session, SessionStore
 from services.kit.auth import Role, parse_operator_token
-from services.kit.errors import InvalidArgument, PermissionDenied, Unauthenticated
+from services.kit.errors import InvalidArgument, NotFound, PermissionDenied, Unauthenticated
 from services.kit.ids import validate_id
 
 PAGE_SIZE = 50
@@ -59,12 +59,12 @@ class Console:
         return RedirectResponse(target, status_code=303)
 
 
-def _console(request: Request) -> Console:
+def console_of(request: Request) -> Console:
     console: Console = request.app.state.console
     return console
 
 
-async def _checked_form(request: Request, session: Session) -> FormData:
+async def checked_form(request: Request, session: Session) -> FormData:
     """The POST's form once it proved it comes from this session's page (origin and CSRF token)."""
     form = await request.form()
     if not security.same_origin(request.headers.get("origin"), request.headers.get("referer"),
@@ -79,7 +79,7 @@ async def _checked_form(request: Request, session: Session) -> FormData:
 
 
 async def signin_page(request: Request) -> Response:
-    console = _console(request)
+    console = console_of(request)
     nonce = secrets.token_urlsafe(32)
     response = console.render(request, "signin.html", nonce=nonce, next=security.safe_next(
         request.query_params.get("next")), error="")
@@ -88,7 +88,7 @@ async def signin_page(request: Request) -> Response:
 
 
 async def signin(request: Request) -> Response:
-    console = _console(request)
+    console = console_of(request)
     form = await request.form()
     nonce = request.cookies.get(security.signin_cookie_name(console.secure_cookies), "")
     given = str(form.get("csrf", ""))
@@ -114,10 +114,10 @@ async def signin(request: Request) -> Response:
 
 
 async def signout(request: Request) -> Response:
-    console = _console(request)
+    console = console_of(request)
     session = console.session_of(request)
     if session is not None:
-        await _checked_form(request, session)
+        await checked_form(request, session)
         console.sessions.end(session.session_id)
     response = RedirectResponse("/signin", status_code=303)
     response.delete_cookie(security.session_cookie_name(console.secure_cookies), path="/",
@@ -133,7 +133,7 @@ def _set_cookie(response: Response, name: str, value: str, secure: bool, max_age
 
 
 async def overview(request: Request) -> Response:
-    console = _console(request)
+    console = console_of(request)
     session = console.session_of(request)
     if session is None:
         return console.to_signin(request)
@@ -143,7 +143,7 @@ async def overview(request: Request) -> Response:
 
 
 async def assets_page(request: Request) -> Response:
-    console = _console(request)
+    console = console_of(request)
     session = console.session_of(request)
     if session is None:
         return console.to_signin(request)
@@ -169,7 +169,7 @@ async def containment_fragment(request: Request) -> Response:
 
 
 async def _asset_view(request: Request, template: str) -> Response:
-    console = _console(request)
+    console = console_of(request)
     session = console.session_of(request)
     if session is None:
         return console.to_signin(request)
@@ -195,11 +195,11 @@ async def release(request: Request) -> Response:
 
 
 async def _order(request: Request, kind: str) -> Response:
-    console = _console(request)
+    console = console_of(request)
     session = console.session_of(request)
     if session is None:
         return console.to_signin(request)
-    form = await _checked_form(request, session)
+    form = await checked_form(request, session)
     if not session.can(Role.OPERATOR):
         raise PermissionDenied("viewers may not isolate or release hosts", reason="ROLE")
     asset_id = validate_id("asset_id", request.path_params["asset_id"])
@@ -213,7 +213,7 @@ async def _order(request: Request, kind: str) -> Response:
 
 
 async def alerts_page(request: Request) -> Response:
-    console = _console(request)
+    console = console_of(request)
     session = console.session_of(request)
     if session is None:
         return console.to_signin(request)
@@ -232,20 +232,22 @@ async def alerts_page(request: Request) -> Response:
 
 async def proof_download(request: Request) -> Response:
     """The custody event's c2sp tlog-proof (`.proof`) or its logged entry (`.entry`), for lz-verify."""
-    console = _console(request)
+    console = console_of(request)
     session = console.session_of(request)
     if session is None:
         return console.to_signin(request)
     seq = _seq(request.path_params["seq"])
-    proof = await console.client.export_proof(session.token, seq)
     part = request.path_params["part"]
+    if part not in ("proof", "entry"):
+        raise NotFound(f"no such download: {seq}.{part}")
+    proof = await console.client.export_proof(session.token, seq)
     body = proof.tlog_proof if part == "proof" else proof.entry
     return Response(body, media_type="application/octet-stream", headers={
         "content-disposition": f'attachment; filename="{seq}.{part}"', "cache-control": "no-store"})
 
 
 async def verifier_keys(request: Request) -> Response:
-    console = _console(request)
+    console = console_of(request)
     session = console.session_of(request)
     if session is None:
         return console.to_signin(request)
