@@ -29,7 +29,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-SERVICES = ("ingest", "risk-worker", "assets", "ledger", "sealer")
+SERVICES = ("ingest", "risk-worker", "assets", "ledger", "sealer", "console")
 DEFAULT_NAMESPACE = "lifecyclezero"
 CA_DAYS = 730
 LEAF_DAYS = 365

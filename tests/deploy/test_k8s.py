@@ -200,9 +200,10 @@ def test_network_policies_allow_only_the_designed_calls(rendered: dict[str, list
             for port in {p["port"] for p in rule.get("ports", [])} & {GRPC_PORT, INTERNAL_PORT}:
                 ingress |= {(_labels(peer), me, port) for peer in rule.get("from", []) if _labels(peer)}
     designed = {("ingest", "assets", GRPC_PORT), ("risk-worker", "assets", GRPC_PORT),
-                ("assets", "ledger", GRPC_PORT), ("assets", "ingest", INTERNAL_PORT), ("ledger", "sealer", GRPC_PORT)}
+                ("assets", "ledger", GRPC_PORT), ("assets", "ingest", INTERNAL_PORT), ("ledger", "sealer", GRPC_PORT),
+                ("console", "assets", GRPC_PORT), ("console", "ledger", GRPC_PORT), ("console", "sealer", GRPC_PORT)}
     assert egress == designed
-    assert {edge for edge in ingress if edge[0] in DEPLOYMENTS} == designed
+    assert {edge for edge in ingress if edge[0] in DEPLOYMENTS | {"console"}} == designed
 
 
 @pytest.mark.parametrize("version", K8S_VERSIONS)
@@ -249,3 +250,39 @@ def test_ingest_internal_port_is_only_in_its_cluster_service(rendered: dict[str,
     assert [p["targetPort"] for p in services["ingest"]["spec"]["ports"]] == ["grpc"]
     assert services["ingest-internal"]["spec"]["type"] == "ClusterIP"
     assert [p["targetPort"] for p in services["ingest-internal"]["spec"]["ports"]] == ["internal"]
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_console_has_no_cloud_role_and_no_shared_settings(rendered: dict[str, list[dict[str, Any]]],
+                                                              overlay: str) -> None:
+    """The console's ServiceAccount carries no role ARN and its pod reads only its own ConfigMap (no table, no AWS)."""
+    account = _objects(rendered, overlay, "ServiceAccount")["lz-console"]
+    assert "eks.amazonaws.com/role-arn" not in account["metadata"].get("annotations", {})
+    container = _objects(rendered, overlay, "Deployment")["console"]["spec"]["template"]["spec"]["containers"][0]
+    (source,) = container["envFrom"]
+    config = next(o for name, o in _objects(rendered, overlay, "ConfigMap").items()
+                  if name == source["configMapRef"]["name"])
+    assert not [key for key in config["data"] if key.startswith(("AWS_", "LZ_TABLE", "LZ_AWS", "LZ_SERVICE"))]
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_console_serves_https_and_probes_it(rendered: dict[str, list[dict[str, Any]]], overlay: str) -> None:
+    """The console's probes are HTTPS GETs of /healthz and /readyz on its https port, which its Service exposes."""
+    container = _objects(rendered, overlay, "Deployment")["console"]["spec"]["template"]["spec"]["containers"][0]
+    probes = {name: container[name]["httpGet"] for name in ("startupProbe", "readinessProbe", "livenessProbe")}
+    assert {(p["port"], p["scheme"]) for p in probes.values()} == {("https", "HTTPS")}
+    assert probes["readinessProbe"]["path"] == "/readyz" and probes["livenessProbe"]["path"] == "/healthz"
+    (port,) = _objects(rendered, overlay, "Service")["console"]["spec"]["ports"]
+    assert port["targetPort"] == "https"
+
+
+@pytest.mark.parametrize("version", K8S_VERSIONS)
+def test_the_example_console_ingress_validates(version: str) -> None:
+    """deploy/k8s/examples/console-ingress.yaml is valid for the API and routes HTTPS with cookie affinity."""
+    path = REPO / "deploy" / "k8s" / "examples" / "console-ingress.yaml"
+    (ingress,) = [doc for doc in yaml.safe_load_all(path.read_text()) if doc]
+    kubernetes_validate.validate(ingress, version, strict=True)
+    annotations = ingress["metadata"]["annotations"]
+    assert annotations["nginx.ingress.kubernetes.io/backend-protocol"] == "HTTPS"
+    assert annotations["nginx.ingress.kubernetes.io/affinity"] == "cookie"
+    assert ingress["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"]["name"] == "console"
