@@ -18,6 +18,7 @@ from starlette.staticfiles import StaticFiles
 
 from services.console import ledger_views, security, token_views, views
 from services.console.operator_client import OperatorClient
+from services.console.overview import OverviewCache
 from services.console.sessions import SessionStore
 from services.console.settings import ConsoleSettings, load_settings
 from services.kit import logs, telemetry
@@ -43,10 +44,12 @@ def make_app(settings: ConsoleSettings) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         # The peers' aio channels belong to the serving loop, so they are opened here and not before.
+        client = OperatorClient(settings.peers, settings.server)
         console = views.Console(
             sessions=SessionStore(settings.sessions.idle_seconds, settings.sessions.absolute_seconds,
                                   settings.sessions.max_sessions),
-            client=OperatorClient(settings.peers, settings.server),
+            client=client,
+            overview=OverviewCache(client, settings.pages.overview_seconds),
             templates=Environment(loader=FileSystemLoader(HERE / "templates"), autoescape=True),
             secure_cookies=secure,
             absolute_seconds=settings.sessions.absolute_seconds,

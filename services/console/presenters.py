@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -101,3 +102,29 @@ def exposed(asset: common_pb2.Asset) -> bool:
 
 def finding_evidence(finding: common_pb2.Finding) -> str:
     return json_format.MessageToJson(finding.evidence, indent=None, sort_keys=True) if finding.evidence.fields else ""
+
+
+@dataclass(frozen=True)
+class Bar:
+    label: str
+    value: int
+    x: int
+    y: int
+    width: int
+    height: int
+
+
+def hourly(counts: tuple[int, ...]) -> list[tuple[str, int]]:
+    """Hourly counts, oldest first, labelled by how many hours ago their hour began."""
+    return [(f"{len(counts) - index - 1} h ago", count) for index, count in enumerate(counts)]
+
+
+def bars(values: Sequence[tuple[str, int]], width: int = 480, height: int = 120) -> list[Bar]:
+    """Bars of a server-drawn SVG chart (no script), scaled to the largest value."""
+    top = max((value for _, value in values), default=0) or 1
+    slot = width // max(1, len(values))
+    shown = []
+    for index, (label, value) in enumerate(values):
+        tall = round(value / top * (height - 16))
+        shown.append(Bar(label, value, index * slot + 2, height - tall, max(1, slot - 4), tall))
+    return shown

@@ -39,12 +39,22 @@ class PeerSettings:
 
 
 @dataclass(frozen=True)
+class PageSettings:
+    overview_seconds: float = s.env(
+        "LZ_CONSOLE_OVERVIEW_SECONDS", s.positive_float, default=30.0,
+        doc="The Overview's counts are at most this old (each tenant's are recomputed once per period, "
+            "by paging its assets and the last day's alerts).",
+    )
+
+
+@dataclass(frozen=True)
 class ConsoleSettings:
     # LZ_PORT and LZ_LISTEN_HOST are the HTTP port and address; LZ_TLS_CERT_FILE/KEY_FILE make it HTTPS;
     # LZ_TLS_CA_FILE is the CA of the peers' gRPC certificates.
     server: s.ServerSettings = s.nested(s.ServerSettings)  # noqa: RUF009 - read by settings.load
     sessions: SessionSettings = s.nested(SessionSettings)  # noqa: RUF009 - read by settings.load
     peers: PeerSettings = s.nested(PeerSettings)  # noqa: RUF009 - read by settings.load
+    pages: PageSettings = s.nested(PageSettings)  # noqa: RUF009 - read by settings.load
 
     @property
     def tls(self) -> bool:

@@ -20,6 +20,7 @@ from starlette.responses import HTMLResponse, PlainTextResponse, RedirectRespons
 
 from services.console import presenters, security
 from services.console.operator_client import OperatorClient
+from services.console.overview import OverviewCache
 from services.console.sessions import Session, SessionStore
 from services.kit.auth import Role, parse_operator_token
 from services.kit.errors import InvalidArgument, NotFound, PermissionDenied, Unauthenticated
@@ -36,6 +37,7 @@ class Console:
 
     sessions: SessionStore
     client: OperatorClient
+    overview: OverviewCache
     templates: Environment
     secure_cookies: bool
     absolute_seconds: float
@@ -137,9 +139,11 @@ async def overview(request: Request) -> Response:
     session = console.session_of(request)
     if session is None:
         return console.to_signin(request)
-    fleet = await console.client.fleet_summary(session.token)
+    counts = await console.overview.get(session.tenant, session.token)
     seal = await console.client.seal_status(session.token)
-    return console.render(request, "overview.html", fleet=fleet, seal=seal)
+    age = presenters.relative(counts.computed_at, datetime.now(UTC))
+    return console.render(request, "overview.html", o=counts, seal=seal, age=age,
+                          fresh_seconds=console.overview.fresh_seconds, charts=presenters)
 
 
 async def assets_page(request: Request) -> Response:

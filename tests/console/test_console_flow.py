@@ -40,6 +40,14 @@ def test_signing_in_lists_the_fleet(page: Page, console: str, fleet: ConsoleTena
     page.screenshot(path=str(SCREENSHOTS / "overview.png"), full_page=True)
 
 
+def test_the_overview_counts_the_fleet(page: Page, console: str, fleet: ConsoleTenant) -> None:
+    """The Overview counts the tenant's four assets, all with an exposed listener, and says how old its counts are."""
+    sign_in(page, console, fleet.tokens[assets_pb2.ROLE_VIEWER])
+    expect(page.locator("#assets-count")).to_have_text("4")
+    expect(page.locator("#exposed")).to_have_text("4")
+    expect(page.locator("#freshness")).to_contain_text("recomputed at most every 30 s")
+
+
 def test_isolating_a_host_shows_pending_then_isolated_without_a_reload(page: Page, console: str,
                                                                        fleet: ConsoleTenant) -> None:
     """Isolating with a reason shows the order pending, then isolated with the agent's evidence, in the same page."""

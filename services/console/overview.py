@@ -1,0 +1,106 @@
+"""The Overview's counts, computed at most once per tenant per `fresh_seconds` and shared by every session.
+
+Counting means paging through every asset and the last day's alerts, so no page view does it: the first
+view after the counts went stale recomputes them (one refresh per tenant at a time; the others wait for
+it), and every view says how old its counts are. Freshness is a setting (LZ_CONSOLE_OVERVIEW_SECONDS).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from lifecyclezero.v1 import assets_pb2, common_pb2
+
+from services.console import presenters
+from services.console.operator_client import OperatorClient
+
+LIST_PAGE_SIZE = 500
+ALERT_WINDOW = timedelta(hours=24)
+EXPOSED_RULE = "exposed-listener"
+
+
+@dataclass(frozen=True)
+class Overview:
+    computed_at: datetime
+    by_status: tuple[tuple[str, int], ...]
+    by_connection: tuple[tuple[str, int], ...]
+    assets: int
+    exposed: int
+    critical_24h: int
+    warning_24h: int
+    # Alerts (warning and critical) per hour over the last 24 h, oldest first.
+    alerts_by_hour: tuple[int, ...]
+    versions: tuple[assets_pb2.VersionCount, ...]
+    outdated: int
+
+
+def tally(assets: list[common_pb2.Asset], alerts: list[common_pb2.Alert], fleet: assets_pb2.GetFleetSummaryResponse,
+          now: datetime) -> Overview:
+    """The Overview of the listed assets, the last day's alerts and the fleet summary (pure)."""
+    statuses = Counter(presenters.STATUS_LABELS.get(a.status, "unknown") for a in assets)
+    exposed = sum(1 for a in assets if any(f.rule_id == EXPOSED_RULE for f in a.risk.findings))
+    hours = [0] * 24
+    severities: Counter[int] = Counter()
+    for alert in alerts:
+        age = now - alert.observe_time.ToDatetime(tzinfo=UTC)
+        if timedelta(0) <= age < ALERT_WINDOW:
+            hours[23 - int(age.total_seconds() // 3600)] += 1
+            severities[alert.severity] += 1
+    connections = (("online", fleet.online), ("offline", fleet.offline), ("missing", fleet.missing),
+                   ("never connected", fleet.never_connected))
+    return Overview(now, tuple((label, statuses[label]) for label in presenters.STATUS_LABELS.values()),
+                    connections, len(assets), exposed, severities[common_pb2.SEVERITY_CRITICAL],
+                    severities[common_pb2.SEVERITY_WARNING], tuple(hours), tuple(fleet.versions), fleet.outdated)
+
+
+class OverviewCache:
+    """Per-tenant Overviews no older than `fresh_seconds`."""
+
+    def __init__(self, client: OperatorClient, fresh_seconds: float,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self._client = client
+        self._fresh = fresh_seconds
+        self._clock = clock
+        self._entries: dict[str, tuple[float, Overview]] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+
+    @property
+    def fresh_seconds(self) -> float:
+        return self._fresh
+
+    async def get(self, tenant: str, token: str) -> Overview:
+        lock = self._locks.setdefault(tenant, asyncio.Lock())
+        async with lock:
+            entry = self._entries.get(tenant)
+            if entry is not None and self._clock() - entry[0] < self._fresh:
+                return entry[1]
+            overview = await self._compute(token)
+            self._entries[tenant] = (self._clock(), overview)
+            return overview
+
+    async def _compute(self, token: str) -> Overview:
+        now = datetime.now(UTC)
+        assets: list[common_pb2.Asset] = []
+        page = ""
+        while True:
+            reply = await self._client.list_assets(token, assets_pb2.ListAssetsRequest(
+                page_size=LIST_PAGE_SIZE, page_token=page))
+            assets.extend(reply.assets)
+            if not (page := reply.next_page_token):
+                break
+        alerts: list[common_pb2.Alert] = []
+        request = assets_pb2.ListAlertsRequest(page_size=LIST_PAGE_SIZE, min_severity=common_pb2.SEVERITY_WARNING)
+        request.start_time.FromDatetime(now - ALERT_WINDOW)
+        while True:
+            listed = await self._client.list_alerts(token, request)
+            alerts.extend(listed.alerts)
+            if not listed.next_page_token:
+                break
+            request.page_token = listed.next_page_token
+        fleet = await self._client.fleet_summary(token)
+        return tally(assets, alerts, fleet, now)

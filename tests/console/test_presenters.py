@@ -1,0 +1,72 @@
+"""The console's pure shaping: the Overview's tally, relative times, chart bars and the custody timeline."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from google.protobuf.struct_pb2 import Struct
+from lifecyclezero.v1 import assets_pb2, common_pb2
+
+from services.console import presenters
+from services.console.overview import tally
+
+NOW = datetime(2026, 12, 6, 12, 0, tzinfo=UTC)
+
+
+def _asset(status: int, *rules: str) -> common_pb2.Asset:
+    return common_pb2.Asset(status=status, risk=common_pb2.RiskSummary(findings=[
+        common_pb2.Finding(rule_id=rule) for rule in rules]))
+
+
+def _alert(severity: int, hours_ago: float) -> common_pb2.Alert:
+    alert = common_pb2.Alert(severity=severity)
+    alert.observe_time.FromDatetime(NOW - timedelta(hours=hours_ago))
+    return alert
+
+
+class TestTally:
+    def test_counts_assets_by_state(self) -> None:
+        """Each state's count is the number of listed assets in it."""
+        overview = tally([_asset(common_pb2.ASSET_STATUS_ACTIVE), _asset(common_pb2.ASSET_STATUS_ISOLATED),
+                          _asset(common_pb2.ASSET_STATUS_ACTIVE)], [], assets_pb2.GetFleetSummaryResponse(), NOW)
+        assert dict(overview.by_status)["active"] == 2 and dict(overview.by_status)["isolated"] == 1
+
+    def test_counts_exposed_assets_by_their_finding(self) -> None:
+        """An asset counts as exposed when it has an exposed-listener finding."""
+        overview = tally([_asset(1, "exposed-listener"), _asset(1, "unapproved-model")], [],
+                         assets_pb2.GetFleetSummaryResponse(), NOW)
+        assert overview.exposed == 1
+
+    def test_buckets_the_last_days_alerts_by_hour_and_severity(self) -> None:
+        """Alerts of the last 24 h land in their hour, newest last; older ones are left out."""
+        alerts = [_alert(common_pb2.SEVERITY_CRITICAL, 0.5), _alert(common_pb2.SEVERITY_WARNING, 5.5),
+                  _alert(common_pb2.SEVERITY_CRITICAL, 30)]
+        overview = tally([], alerts, assets_pb2.GetFleetSummaryResponse(), NOW)
+        assert (overview.critical_24h, overview.warning_24h) == (1, 1)
+        hours = overview.alerts_by_hour
+        assert hours[23] == 1 and hours[18] == 1 and sum(hours) == 2
+
+
+@pytest.mark.parametrize(("seconds", "shown"), [(5, "5 s ago"), (125, "2 min ago"), (7300, "2 h ago"),
+                                                (200_000, "2 d ago"), (-3, "just now")])
+def test_relative_times_read_as_a_person_would(seconds: int, shown: str) -> None:
+    """A moment is shown in its largest whole unit."""
+    assert presenters.relative(NOW - timedelta(seconds=seconds), NOW) == shown
+
+
+def test_bars_scale_to_the_largest_value() -> None:
+    """The largest value gets the full drawable height and a zero gets none."""
+    drawn = presenters.bars([("a", 10), ("b", 5), ("c", 0)], width=300, height=116)
+    assert [bar.height for bar in drawn] == [100, 50, 0]
+
+
+def test_the_timeline_lists_newest_first_with_the_facts_an_analyst_reads() -> None:
+    """Events come newest first, with the justification and the self test, and empty facts left out."""
+    payload = Struct()
+    payload.update({"justification": "exposed", "self_test_passed": True, "error": "", "rule_count": 10})
+    events = [common_pb2.LedgerEvent(seq=1, action="asset.enrolled"),
+              common_pb2.LedgerEvent(seq=2, action="asset.isolate.enforced", payload=payload)]
+    shown = presenters.timeline(events, NOW)
+    assert [e.seq for e in shown] == [2, 1]
+    assert shown[0].facts == (("justification", "exposed"), ("rule_count", "10"), ("self_test_passed", "yes"))
