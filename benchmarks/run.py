@@ -45,6 +45,7 @@ BENCHES = (
     Bench("isolation", "benchmarks/bench_isolation.py", budget_seconds=420),
     Bench("capacity", "benchmarks/bench_capacity.py", budget_seconds=300),
     Bench("agents", "benchmarks/bench_agents.py", budget_seconds=400),
+    Bench("console", "benchmarks/bench_console.py", budget_seconds=420),
 )
 
 
