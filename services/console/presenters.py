@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from google.protobuf import json_format
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -38,6 +38,8 @@ SEVERITY_LABELS = {
     common_pb2.SEVERITY_WARNING: "warning",
     common_pb2.SEVERITY_CRITICAL: "critical",
 }
+# The Alerts page's ?since= values.
+ALERT_WINDOWS = {"1h": timedelta(hours=1), "24h": timedelta(hours=24), "7d": timedelta(days=7)}
 # Custody payload fields an analyst reads on the timeline, in this order.
 TIMELINE_FACTS = ("justification", "reason", "rule_count", "self_test_passed", "self_test_detail",
                   "ruleset_sha256", "error", "command_id")

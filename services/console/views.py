@@ -222,13 +222,19 @@ async def alerts_page(request: Request) -> Response:
     if session is None:
         return console.to_signin(request)
     critical = request.query_params.get("severity") == "critical"
-    reply = await console.client.list_alerts(session.token, assets_pb2.ListAlertsRequest(
-        page_size=PAGE_SIZE, page_token=request.query_params.get("page", ""),
-        min_severity=common_pb2.SEVERITY_CRITICAL if critical else common_pb2.SEVERITY_WARNING))
+    since = request.query_params.get("since", "")
+    if since and since not in presenters.ALERT_WINDOWS:
+        raise InvalidArgument.field("since", f"must be one of {', '.join(presenters.ALERT_WINDOWS)}")
     now = datetime.now(UTC)
+    listing = assets_pb2.ListAlertsRequest(
+        page_size=PAGE_SIZE, page_token=request.query_params.get("page", ""),
+        min_severity=common_pb2.SEVERITY_CRITICAL if critical else common_pb2.SEVERITY_WARNING)
+    if since:
+        listing.start_time.FromDatetime(now - presenters.ALERT_WINDOWS[since])
+    reply = await console.client.list_alerts(session.token, listing)
     rows = [(alert, presenters.when(alert.observe_time, now)) for alert in reply.alerts]
-    return console.render(request, "alerts.html", rows=rows, critical=critical, next_page=reply.next_page_token,
-                          p=presenters)
+    return console.render(request, "alerts.html", rows=rows, critical=critical, since=since,
+                          windows=presenters.ALERT_WINDOWS, next_page=reply.next_page_token, p=presenters)
 
 
 # --- downloads -------------------------------------------------------------------------------------

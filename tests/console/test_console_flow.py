@@ -48,6 +48,17 @@ def test_the_overview_counts_the_fleet(page: Page, console: str, fleet: ConsoleT
     expect(page.locator("#freshness")).to_contain_text("recomputed at most every 30 s")
 
 
+def test_the_alerts_page_links_the_last_days_critical_alerts_to_their_assets(page: Page, console: str,
+                                                                            fleet: ConsoleTenant) -> None:
+    """Critical alerts of the last 24 h are listed, each linked to one of the tenant's assets."""
+    sign_in(page, console, fleet.tokens[assets_pb2.ROLE_VIEWER])
+    page.goto(f"{console}/alerts?severity=critical&since=24h")
+    links = page.locator("main tbody a")
+    expect(links.first).to_be_visible()
+    hrefs = {links.nth(i).get_attribute("href") for i in range(links.count())}
+    assert hrefs <= {f"/assets/{asset.asset_id}" for asset in fleet.listed()}
+
+
 def test_isolating_a_host_shows_pending_then_isolated_without_a_reload(page: Page, console: str,
                                                                        fleet: ConsoleTenant) -> None:
     """Isolating with a reason shows the order pending, then isolated with the agent's evidence, in the same page."""
