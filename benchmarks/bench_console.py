@@ -6,7 +6,8 @@ Runs the local stack (the console included), registers N assets in one tenant (1
 --quick), signs in over HTTP as a browser does (sign-in nonce cookie, form post, session cookie) and
 times complete responses on loopback: the Overview once cold (its counts computed: every asset and the
 last day's alerts paged) and then warm (counts from its per-tenant cache), the first 50-row assets
-page, and one asset page. RSS is the console process's VmRSS before and after 100 more sign-ins.
+page, and one asset page; and, as the baseline from the same run, the assets page's ListAssets call
+made straight over gRPC. RSS is the console process's VmRSS before and after 100 more sign-ins.
 Targets (issue #24): p95 under 100 ms for the Overview and the assets page, under 30 MiB per 100
 sessions. Figures are reported, never asserted.
 """
@@ -80,6 +81,20 @@ def timed(browser: Browser, path: str, runs: int) -> dict[str, float]:
             "max_ms": round(samples[-1], 2), "runs": runs}
 
 
+def rpc_baseline(stack: Stack, token: str, runs: int) -> dict[str, float]:
+    """The same 50-asset ListAssets straight over gRPC: what the assets page costs before the console adds to it."""
+    stub = assets_pb2_grpc.AssetServiceStub(grpc.insecure_channel(stack.addresses["assets"]))
+    samples = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        stub.ListAssets(assets_pb2.ListAssetsRequest(page_size=50), metadata=[("authorization", f"Bearer {token}")],
+                        timeout=60)
+        samples.append((time.perf_counter() - started) * 1000)
+    samples.sort()
+    return {"p50_ms": round(statistics.median(samples), 2),
+            "p95_ms": round(samples[max(0, int(len(samples) * 0.95) - 1)], 2), "runs": runs}
+
+
 def rss_mib(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -127,6 +142,7 @@ def main() -> int:
             result["overview_warm"] = timed(browser, "/", runs)
             result["assets_page_50"] = timed(browser, "/assets", runs)
             result["asset_page"] = timed(browser, "/assets/ws-000000", runs)
+            result["list_assets_rpc_50"] = rpc_baseline(stack, created.admin_token, runs)
             pid = stack.procs["console"].pid
             before = rss_mib(pid)
             for _ in range(100):
