@@ -104,10 +104,13 @@ async def signin(request: Request) -> Response:
                               error="That is not an operator token (lz1:...).")
     try:
         who = await console.client.who_am_i(token)
-    except (Unauthenticated, PermissionDenied):
+        role = _ROLES[who.role]
+    except (Unauthenticated, PermissionDenied, KeyError):
         return console.render(request, "signin.html", status_code=401, nonce=nonce, next=target,
                               error="That token is unknown, revoked, or may not use the console.")
-    session = console.sessions.create(token, who.tenant_id, _ROLES[who.role], who.token_id)
+    # A new sign-in never reuses a session id the browser already had (no fixation).
+    console.sessions.end(request.cookies.get(security.session_cookie_name(console.secure_cookies), ""))
+    session = console.sessions.create(token, who.tenant_id, role, who.token_id)
     response = RedirectResponse(target, status_code=303)
     _set_cookie(response, security.session_cookie_name(console.secure_cookies), session.session_id,
                 console.secure_cookies, int(console.absolute_seconds))
