@@ -63,6 +63,7 @@ def make_app(settings: ConsoleSettings) -> Starlette:
         Route("/signin", views.signin, methods=["POST"]),
         Route("/signout", views.signout, methods=["POST"]),
         Route("/", views.overview),
+        Route("/overview/counts", views.overview_counts),
         Route("/assets", views.assets_page),
         Route("/assets/{asset_id}", views.asset_page),
         Route("/assets/{asset_id}/containment", views.containment_fragment),

@@ -1,13 +1,15 @@
 """The Overview's counts, computed at most once per tenant per `fresh_seconds` and shared by every session.
 
-Counting means paging through every asset and the last day's alerts, so no page view does it: the first
-view after the counts went stale recomputes them (one refresh per tenant at a time; the others wait for
-it), and every view says how old its counts are. Freshness is a setting (LZ_CONSOLE_OVERVIEW_SECONDS).
+Counting means paging through every asset and the last day's alerts, so no page view does it or waits
+for it: a view shows the tenant's last counts and says how old they are, and a view that finds them
+missing or older than the freshness (LZ_CONSOLE_OVERVIEW_SECONDS) starts the tenant's one background
+refresh. Before a tenant's first counts exist the page polls for them.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -18,6 +20,9 @@ from lifecyclezero.v1 import assets_pb2, common_pb2
 
 from services.console import presenters
 from services.console.operator_client import OperatorClient
+from services.kit.errors import DomainError
+
+log = logging.getLogger("lz.console.overview")
 
 LIST_PAGE_SIZE = 500
 ALERT_WINDOW = timedelta(hours=24)
@@ -59,7 +64,11 @@ def tally(assets: list[common_pb2.Asset], alerts: list[common_pb2.Alert], fleet:
 
 
 class OverviewCache:
-    """Per-tenant Overviews no older than `fresh_seconds`."""
+    """Per-tenant Overviews, recomputed in the background once older than `fresh_seconds`.
+
+    A page view never waits for a count: it gets the tenant's last Overview (None before the first is
+    ready) and, when that is missing or stale, starts the tenant's one refresh if none is running.
+    """
 
     def __init__(self, client: OperatorClient, fresh_seconds: float,
                  clock: Callable[[], float] = time.monotonic) -> None:
@@ -67,21 +76,29 @@ class OverviewCache:
         self._fresh = fresh_seconds
         self._clock = clock
         self._entries: dict[str, tuple[float, Overview]] = {}
-        self._locks: dict[str, asyncio.Lock] = {}
+        self._refreshing: dict[str, asyncio.Task[None]] = {}
 
     @property
     def fresh_seconds(self) -> float:
         return self._fresh
 
-    async def get(self, tenant: str, token: str) -> Overview:
-        lock = self._locks.setdefault(tenant, asyncio.Lock())
-        async with lock:
-            entry = self._entries.get(tenant)
-            if entry is not None and self._clock() - entry[0] < self._fresh:
-                return entry[1]
+    def peek(self, tenant: str, token: str) -> Overview | None:
+        """The tenant's latest Overview, if any; a missing or stale one starts a refresh with `token`."""
+        entry = self._entries.get(tenant)
+        stale = entry is None or self._clock() - entry[0] >= self._fresh
+        if stale and tenant not in self._refreshing:
+            self._refreshing[tenant] = asyncio.create_task(self._refresh(tenant, token))
+        return entry[1] if entry is not None else None
+
+    async def _refresh(self, tenant: str, token: str) -> None:
+        try:
             overview = await self._compute(token)
             self._entries[tenant] = (self._clock(), overview)
-            return overview
+        except DomainError as exc:
+            # The next view retries with its own session's token (this one may have been revoked).
+            log.warning("overview refresh failed", extra={"tenant": tenant, "error": str(exc)})
+        finally:
+            del self._refreshing[tenant]
 
     async def _compute(self, token: str) -> Overview:
         now = datetime.now(UTC)

@@ -142,11 +142,23 @@ async def overview(request: Request) -> Response:
     session = console.session_of(request)
     if session is None:
         return console.to_signin(request)
-    counts = await console.overview.get(session.tenant, session.token)
     seal = await console.client.seal_status(session.token)
-    age = presenters.relative(counts.computed_at, datetime.now(UTC))
-    return console.render(request, "overview.html", o=counts, seal=seal, age=age,
-                          fresh_seconds=console.overview.fresh_seconds, charts=presenters)
+    return console.render(request, "overview.html", seal=seal, **_counts(console, session))
+
+
+async def overview_counts(request: Request) -> Response:
+    """The Overview's counts alone: what the Overview polls until a new tenant's first counts exist."""
+    console = console_of(request)
+    session = console.session_of(request)
+    if session is None:
+        return console.to_signin(request)
+    return console.render(request, "_overview_counts.html", **_counts(console, session))
+
+
+def _counts(console: Console, session: Session) -> dict[str, Any]:
+    counts = console.overview.peek(session.tenant, session.token)
+    age = presenters.relative(counts.computed_at, datetime.now(UTC)) if counts is not None else ""
+    return {"o": counts, "age": age, "fresh_seconds": console.overview.fresh_seconds, "charts": presenters}
 
 
 async def assets_page(request: Request) -> Response:

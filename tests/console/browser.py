@@ -23,6 +23,7 @@ from tests.ingest.agents import IngestTenant, create_tenant
 REPO = Path(__file__).resolve().parents[2]
 SCREENSHOTS = REPO / "docs" / "screenshots"
 # Debian's /usr/bin/chromium is a shell wrapper; Playwright drives the binary it starts.
+FLEET_SIZE = 6
 CHROMIUM_CANDIDATES = ("/usr/lib/chromium/chromium", "/usr/bin/chromium", "/usr/bin/chromium-browser")
 
 
@@ -55,6 +56,10 @@ class ConsoleTenant:
         reply = self.assets().ListAssets(assets_pb2.ListAssetsRequest(page_size=100), metadata=self.admin(),
                                          timeout=10)
         return list(reply.assets)
+
+    def host(self, index: int) -> common_pb2.Asset:
+        """The index-th simulated host by id: a test that changes a host takes one no other test takes."""
+        return sorted(self.listed(), key=lambda a: a.asset_id)[index]
 
     def reported(self) -> int:
         """How many of the tenant's assets have an engine inventory (the list carries none: one GetAsset each)."""

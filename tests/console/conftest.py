@@ -1,5 +1,5 @@
 """Fixtures of the console's browser tests: ONE Chromium for the whole run, the session's stack, and a
-tenant with a small simulated fleet per module."""
+tenant with a small simulated fleet for the whole run."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, sync_playwright
 
 from services.kit.devstack import Stack
-from tests.console.browser import ConsoleTenant, chromium_path, console_tenant, simulated_fleet
+from tests.console.browser import FLEET_SIZE, ConsoleTenant, chromium_path, console_tenant, simulated_fleet
 
 
 @pytest.fixture(scope="session")
@@ -47,10 +47,11 @@ def console(stack: Stack) -> str:
     return stack.addresses["console"]
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def fleet(stack: Stack) -> Iterator[ConsoleTenant]:
-    """A tenant whose four simulated hosts each report an engine listening on every interface."""
+    """A tenant whose simulated hosts each report an engine listening on every interface; each test that
+    changes a host takes its own (`ConsoleTenant.host`), so the modules share one fleet."""
     tenant = console_tenant(stack)
-    for _ in simulated_fleet(tenant, 4):
+    for _ in simulated_fleet(tenant, FLEET_SIZE):
         yield tenant
 
