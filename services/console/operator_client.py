@@ -29,6 +29,7 @@ from services.kit.settings import ServerSettings
 
 T = TypeVar("T")
 READY_TIMEOUT_SECONDS = 2.0
+CUSTODY_PAGE_SIZE = 500
 
 
 def as_domain_error(exc: grpc.aio.AioRpcError) -> DomainError:
@@ -69,9 +70,16 @@ class OperatorClient:
         asset: common_pb2.Asset = reply.asset
         return asset
 
-    async def custody_log(self, token: str, asset_id: str, page_token: str = "") -> assets_pb2.GetCustodyLogResponse:
-        request = assets_pb2.GetCustodyLogRequest(asset_id=asset_id, page_size=100, page_token=page_token)
-        return await self._call(self._assets.GetCustodyLog, request, token)
+    async def custody_log(self, token: str, asset_id: str) -> list[common_pb2.LedgerEvent]:
+        """The asset's custody events in seq order, every page (the newest are on the last one)."""
+        events: list[common_pb2.LedgerEvent] = []
+        request = assets_pb2.GetCustodyLogRequest(asset_id=asset_id, page_size=CUSTODY_PAGE_SIZE)
+        while True:
+            reply = await self._call(self._assets.GetCustodyLog, request, token)
+            events.extend(reply.events)
+            if not reply.next_page_token:
+                return events
+            request.page_token = reply.next_page_token
 
     async def isolate(self, token: str, asset_id: str, reason: str, request_id: str) -> None:
         request = assets_pb2.IsolateAssetRequest(asset_id=asset_id, justification=reason, request_id=request_id)

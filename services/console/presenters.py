@@ -40,6 +40,8 @@ SEVERITY_LABELS = {
 }
 # The Alerts page's ?since= values.
 ALERT_WINDOWS = {"1h": timedelta(hours=1), "24h": timedelta(hours=24), "7d": timedelta(days=7)}
+# The asset page shows this many custody events, newest first (`lz custody` lists them all).
+TIMELINE_SHOWN = 200
 # Custody payload fields an analyst reads on the timeline, in this order.
 TIMELINE_FACTS = ("justification", "reason", "rule_count", "self_test_passed", "self_test_detail",
                   "ruleset_sha256", "error", "command_id")
@@ -87,6 +89,12 @@ def timeline(events: list[common_pb2.LedgerEvent], now: datetime) -> list[Timeli
         facts = tuple((name, _fact(payload[name])) for name in TIMELINE_FACTS if payload.get(name) not in (None, ""))
         shown.append(TimelineEvent(event.seq, when(event.event_time, now), event.actor, event.action, facts))
     return shown
+
+
+def recent_timeline(events: list[common_pb2.LedgerEvent], now: datetime) -> tuple[list[TimelineEvent], int]:
+    """The newest TIMELINE_SHOWN events, newest first, and how many older ones are left out."""
+    shown = timeline(events, now)
+    return shown[:TIMELINE_SHOWN], max(0, len(shown) - TIMELINE_SHOWN)
 
 
 def _fact(value: object) -> str:

@@ -196,11 +196,12 @@ async def _asset_view(request: Request, template: str) -> Response:
     asset = await console.client.get_asset(session.token, asset_id)
     custody = await console.client.custody_log(session.token, asset_id)
     return console.render(request, template, asset=asset, p=presenters, request_id=secrets.token_hex(12),
-                          **_containment(asset, list(custody.events)))
+                          **_containment(asset, custody))
 
 
 def _containment(asset: common_pb2.Asset, events: list[common_pb2.LedgerEvent]) -> dict[str, Any]:
-    return {"timeline": presenters.timeline(events, datetime.now(UTC)),
+    shown, older = presenters.recent_timeline(events, datetime.now(UTC))
+    return {"timeline": shown, "older": older,
             "pending": asset.status in presenters.PENDING,
             "status_label": presenters.STATUS_LABELS.get(asset.status, "unknown")}
 

@@ -70,3 +70,11 @@ def test_the_timeline_lists_newest_first_with_the_facts_an_analyst_reads() -> No
     shown = presenters.timeline(events, NOW)
     assert [e.seq for e in shown] == [2, 1]
     assert shown[0].facts == (("justification", "exposed"), ("rule_count", "10"), ("self_test_passed", "yes"))
+
+
+def test_a_long_custody_log_shows_its_newest_events_and_counts_the_rest() -> None:
+    """Past TIMELINE_SHOWN events the newest are shown, newest first, and the older ones are counted."""
+    events = [common_pb2.LedgerEvent(seq=seq, action="asset.agent.lost") for seq in range(1, 251)]
+    shown, older = presenters.recent_timeline(events, NOW)
+    assert (len(shown), older) == (presenters.TIMELINE_SHOWN, 250 - presenters.TIMELINE_SHOWN)
+    assert (shown[0].seq, shown[-1].seq) == (250, 250 - presenters.TIMELINE_SHOWN + 1)
