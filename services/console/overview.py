@@ -26,12 +26,25 @@ log = logging.getLogger("lz.console.overview")
 
 LIST_PAGE_SIZE = 500
 ALERT_WINDOW = timedelta(hours=24)
-EXPOSED_RULE = "exposed-listener"
+
+
+@dataclass(frozen=True)
+class AssetRow:
+    """What the assets search shows and filters on, kept small: a tenant's rows stay in memory."""
+
+    asset_id: str
+    hostname: str
+    status: int
+    connection_state: int
+    max_severity: int
+    exposed: bool
+    last_seen_seconds: int
 
 
 @dataclass(frozen=True)
 class Overview:
     computed_at: datetime
+    rows: tuple[AssetRow, ...]
     by_status: tuple[tuple[str, int], ...]
     by_connection: tuple[tuple[str, int], ...]
     assets: int
@@ -48,7 +61,9 @@ def tally(assets: list[common_pb2.Asset], alerts: list[common_pb2.Alert], fleet:
           now: datetime) -> Overview:
     """The Overview of the listed assets, the last day's alerts and the fleet summary (pure)."""
     statuses = Counter(presenters.STATUS_LABELS.get(a.status, "unknown") for a in assets)
-    exposed = sum(1 for a in assets if any(f.rule_id == EXPOSED_RULE for f in a.risk.findings))
+    rows = tuple(AssetRow(a.asset_id, a.hostname, a.status, a.connection_state, a.risk.max_severity,
+                          presenters.exposed(a), a.last_seen_time.seconds) for a in assets)
+    exposed = sum(1 for row in rows if row.exposed)
     hours = [0] * 24
     severities: Counter[int] = Counter()
     for alert in alerts:
@@ -58,7 +73,7 @@ def tally(assets: list[common_pb2.Asset], alerts: list[common_pb2.Alert], fleet:
             severities[alert.severity] += 1
     connections = (("online", fleet.online), ("offline", fleet.offline), ("missing", fleet.missing),
                    ("never connected", fleet.never_connected))
-    return Overview(now, tuple((label, statuses[label]) for label in presenters.STATUS_LABELS.values()),
+    return Overview(now, rows, tuple((label, statuses[label]) for label in presenters.STATUS_LABELS.values()),
                     connections, len(assets), exposed, severities[common_pb2.SEVERITY_CRITICAL],
                     severities[common_pb2.SEVERITY_WARNING], tuple(hours), tuple(fleet.versions), fleet.outdated)
 
@@ -121,3 +136,11 @@ class OverviewCache:
             request.page_token = listed.next_page_token
         fleet = await self._client.fleet_summary(token)
         return tally(assets, alerts, fleet, now)
+
+
+def search(rows: tuple[AssetRow, ...], text: str, exposed_only: bool, status: int) -> list[AssetRow]:
+    """Rows whose host name or id contains `text` (any case), exposed ones only if asked, of `status` if set."""
+    needle = text.casefold()
+    return [row for row in rows
+            if (needle in row.hostname.casefold() or needle in row.asset_id.casefold())
+            and (row.exposed or not exposed_only) and (row.status == status or not status)]

@@ -38,6 +38,7 @@ SEVERITY_LABELS = {
     common_pb2.SEVERITY_WARNING: "warning",
     common_pb2.SEVERITY_CRITICAL: "critical",
 }
+EXPOSED_RULE = "exposed-listener"
 # The Alerts page's ?since= values.
 ALERT_WINDOWS = {"1h": timedelta(hours=1), "24h": timedelta(hours=24), "7d": timedelta(days=7)}
 # The asset page shows this many custody events, newest first (`lz custody` lists them all).
@@ -106,8 +107,10 @@ def _fact(value: object) -> str:
 
 
 def exposed(asset: common_pb2.Asset) -> bool:
-    """Whether any engine of the asset listens where other hosts reach it."""
-    return any(endpoint.exposed for engine in asset.engine_inventory.engines for endpoint in engine.listen)
+    """Whether an engine of the asset listens where other hosts reach it: its exposed-listener finding
+    (ListAssets carries findings, not inventories) or, on GetAsset's answer, the inventory itself."""
+    return any(f.rule_id == EXPOSED_RULE for f in asset.risk.findings) or any(
+        endpoint.exposed for engine in asset.engine_inventory.engines for endpoint in engine.listen)
 
 
 def finding_evidence(finding: common_pb2.Finding) -> str:

@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
 
+from google.protobuf.timestamp_pb2 import Timestamp
 from jinja2 import Environment
 from lifecyclezero.v1 import assets_pb2, common_pb2
 from starlette.datastructures import FormData
@@ -20,13 +21,15 @@ from starlette.responses import HTMLResponse, PlainTextResponse, RedirectRespons
 
 from services.console import presenters, security
 from services.console.operator_client import OperatorClient
-from services.console.overview import OverviewCache
+from services.console.overview import OverviewCache, search
 from services.console.sessions import Session, SessionStore
 from services.kit.auth import Role, parse_operator_token
 from services.kit.errors import InvalidArgument, NotFound, PermissionDenied, Unauthenticated
 from services.kit.ids import validate_id
 
 PAGE_SIZE = 50
+MAX_QUERY_CHARS = 100
+MAX_SEARCH_OFFSET = 10_000_000
 _ROLES = {assets_pb2.ROLE_VIEWER: Role.VIEWER, assets_pb2.ROLE_OPERATOR: Role.OPERATOR,
           assets_pb2.ROLE_ADMIN: Role.ADMIN}
 
@@ -170,12 +173,41 @@ async def assets_page(request: Request) -> Response:
     if status and status not in presenters.STATUS_FILTERS:
         raise InvalidArgument.field("status", f"must be one of {', '.join(presenters.STATUS_FILTERS)}")
     wanted = presenters.STATUS_FILTERS.get(status, common_pb2.ASSET_STATUS_UNSPECIFIED)
+    query = request.query_params.get("q", "").strip()[:MAX_QUERY_CHARS]
+    exposed = request.query_params.get("exposed") == "1"
+    context: dict[str, Any] = {"status": status, "filters": presenters.STATUS_FILTERS, "q": query, "exposed": exposed,
+               "p": presenters}
+    if query or exposed:
+        return console.render(request, "assets.html", **context, **_search(request, console, session, wanted))
     reply = await console.client.list_assets(session.token, assets_pb2.ListAssetsRequest(
         page_size=PAGE_SIZE, page_token=request.query_params.get("page", ""), status=wanted))
     now = datetime.now(UTC)
     rows = [(asset, presenters.when(asset.last_seen_time, now)) for asset in reply.assets]
-    return console.render(request, "assets.html", rows=rows, status=status, filters=presenters.STATUS_FILTERS,
-                          next_page=reply.next_page_token, p=presenters)
+    return console.render(request, "assets.html", rows=rows, next_page=reply.next_page_token, searching=False,
+                          **context)
+
+
+def _search(request: Request, console: Console, session: Session, status: int) -> dict[str, Any]:
+    """A host-name search or the exposed filter, answered from the tenant's cached asset rows (the
+    Overview's, as old as its counts): ListAssets filters on neither."""
+    counts = console.overview.peek(session.tenant, session.token)
+    offset = _offset(request.query_params.get("page", ""))
+    found = search(counts.rows, request.query_params.get("q", "").strip(), request.query_params.get("exposed") == "1",
+                   status) if counts is not None else []
+    now = datetime.now(UTC)
+    rows = [(row, presenters.when(Timestamp(seconds=row.last_seen_seconds), now))
+            for row in found[offset:offset + PAGE_SIZE]]
+    return {"rows": rows, "searching": True, "ready": counts is not None, "matches": len(found),
+            "age": presenters.relative(counts.computed_at, now) if counts is not None else "",
+            "next_page": str(offset + PAGE_SIZE) if offset + PAGE_SIZE < len(found) else ""}
+
+
+def _offset(raw: str) -> int:
+    if not raw:
+        return 0
+    if not raw.isdigit() or int(raw) > MAX_SEARCH_OFFSET:
+        raise InvalidArgument.field("page", "must be a row offset of the search")
+    return int(raw)
 
 
 async def asset_page(request: Request) -> Response:

@@ -55,6 +55,20 @@ def test_the_alerts_page_links_the_last_days_critical_alerts_to_their_assets(pag
     assert hrefs <= {f"/assets/{asset.asset_id}" for asset in fleet.listed()}
 
 
+def test_a_host_name_search_finds_that_host_only(page: Page, console: str, fleet: ConsoleTenant) -> None:
+    """Searching a host's name lists that host and none of the others."""
+    host = fleet.host(5)
+    sign_in(page, console, fleet.tokens[assets_pb2.ROLE_VIEWER])
+
+    def searched() -> bool:
+        page.goto(f"{console}/assets?q={host.hostname.upper()}")
+        return "1 matching" in page.locator("#search-note").inner_text()
+
+    until(searched, 30, "the search answered from the tenant's asset list")
+    links = page.locator("table.assets tbody a")
+    assert [links.nth(i).inner_text() for i in range(links.count())] == [host.hostname]
+
+
 def test_isolating_a_host_shows_pending_then_isolated_without_a_reload(page: Page, console: str,
                                                                        fleet: ConsoleTenant) -> None:
     """Isolating with a reason shows the order pending, then isolated with the agent's evidence, in the same page."""

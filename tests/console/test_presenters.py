@@ -9,7 +9,7 @@ from google.protobuf.struct_pb2 import Struct
 from lifecyclezero.v1 import assets_pb2, common_pb2
 
 from services.console import presenters
-from services.console.overview import tally
+from services.console.overview import AssetRow, search, tally
 
 NOW = datetime(2026, 12, 6, 12, 0, tzinfo=UTC)
 
@@ -78,3 +78,20 @@ def test_a_long_custody_log_shows_its_newest_events_and_counts_the_rest() -> Non
     shown, older = presenters.recent_timeline(events, NOW)
     assert (len(shown), older) == (presenters.TIMELINE_SHOWN, 250 - presenters.TIMELINE_SHOWN)
     assert (shown[0].seq, shown[-1].seq) == (250, 250 - presenters.TIMELINE_SHOWN + 1)
+
+
+class TestSearch:
+    ROWS = (AssetRow("a-1", "WKS-Legal-00001", 1, 1, 3, True, 0), AssetRow("a-2", "lt-eng-00002", 3, 1, 0, False, 0),
+            AssetRow("a-3", "dev-legal-00003", 1, 2, 2, False, 0))
+
+    def test_finds_host_names_containing_the_text_in_any_case(self) -> None:
+        """The text matches anywhere in the host name, ignoring case."""
+        assert [r.asset_id for r in search(self.ROWS, "legal", False, 0)] == ["a-1", "a-3"]
+
+    def test_keeps_only_exposed_hosts_when_asked(self) -> None:
+        """The exposed filter keeps only hosts with an exposed listener."""
+        assert [r.asset_id for r in search(self.ROWS, "", True, 0)] == ["a-1"]
+
+    def test_keeps_only_the_asked_state(self) -> None:
+        """A state filter keeps only hosts in that state."""
+        assert [r.asset_id for r in search(self.ROWS, "", False, 3)] == ["a-2"]
