@@ -16,6 +16,7 @@ import base64
 import os
 import re
 import socket
+import ssl
 import subprocess
 import sys
 import urllib.error
@@ -72,9 +73,13 @@ class Pod:
             return grpc_health(f"127.0.0.1:{self.local_port(probe['grpc']['port'])}",
                                probe["grpc"].get("service", ""), timeout) == health_pb2.HealthCheckResponse.SERVING
         if "httpGet" in probe:
-            url = f"http://127.0.0.1:{self.local_port(probe['httpGet']['port'])}{probe['httpGet'].get('path', '/')}"
+            get = probe["httpGet"]
+            scheme = get.get("scheme", "HTTP").lower()
+            url = f"{scheme}://127.0.0.1:{self.local_port(get['port'])}{get.get('path', '/')}"
+            # The kubelet does not verify a probe's certificate, and neither does this.
+            context = ssl._create_unverified_context() if scheme == "https" else None
             try:
-                with urllib.request.urlopen(url, timeout=timeout) as reply:
+                with urllib.request.urlopen(url, timeout=timeout, context=context) as reply:
                     return 200 <= reply.status < 400
             except (urllib.error.URLError, OSError):
                 return False

@@ -1,7 +1,7 @@
 """Every Deployment of the local overlay passes its probes when started as its manifest says.
 
 The render of `deploy/k8s/overlays/local` runs here as processes (tests/deploy/pods.py): the embedded
-AWS endpoint, its provisioning Job, then the five control-plane Deployments, with the TLS Secrets of
+AWS endpoint, its provisioning Job, then the five control-plane Deployments and the console, with the TLS Secrets of
 `python -m services.kit.certs` and the token and key Secrets the README creates.
 """
 
@@ -22,7 +22,8 @@ from tests.deploy.pods import Cluster, container, container_ports, objects, prob
 from tests.faults.helpers import until
 
 CONTROL_PLANE = ("ledger", "sealer", "assets", "ingest", "risk-worker")
-WORKLOADS = ("embedded-aws", *CONTROL_PLANE)
+# The console probes over HTTPS (httpGet), not gRPC health.
+WORKLOADS = ("embedded-aws", *CONTROL_PLANE, "console")
 PROBE_KINDS = ("startupProbe", "readinessProbe", "livenessProbe")
 
 
@@ -82,7 +83,7 @@ def _start(local: Cluster) -> None:
         return
     job = local.start("Job", "embedded-aws-provision")
     assert job.proc.wait(120) == 0, job.log.read_text()
-    pods = [local.start("Deployment", name) for name in CONTROL_PLANE]
+    pods = [local.start("Deployment", name) for name in (*CONTROL_PLANE, "console")]
     until(lambda: all(pod.proc.poll() is not None or pod.passes(probes(pod.workload)["startupProbe"])
                       for pod in pods), 120, "every process started or exited")
 
