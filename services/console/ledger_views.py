@@ -11,7 +11,8 @@ from typing import IO
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
-from services.console.views import Console, checked_form, console_of
+from services.console.sessions import Session
+from services.console.views import Console, checked_form, signed_in
 from services.kit.errors import InvalidArgument
 
 # A bundle is spooled in memory up to this size, then on disk, before it is sent.
@@ -19,20 +20,14 @@ BUNDLE_SPOOL_BYTES = 16 * 1024 * 1024
 BUNDLE_READ_BYTES = 256 * 1024
 
 
-async def ledger_page(request: Request) -> Response:
-    console = console_of(request)
-    session = console.session_of(request)
-    if session is None:
-        return console.to_signin(request)
+@signed_in
+async def ledger_page(request: Request, console: Console, session: Session) -> Response:
     return await _render(console, request, session.token, verification=None)
 
 
-async def verify(request: Request) -> Response:
+@signed_in
+async def verify(request: Request, console: Console, session: Session) -> Response:
     """Run the since-checkpoint check (or, asked for, the full walk) and show its answer on the page."""
-    console = console_of(request)
-    session = console.session_of(request)
-    if session is None:
-        return console.to_signin(request)
     form = await checked_form(request, session)
     full = str(form.get("mode", "")) == "full"
     verification = await console.client.verify_ledger(session.token, full)
@@ -44,12 +39,9 @@ async def _render(console: Console, request: Request, token: str, verification: 
     return console.render(request, "ledger.html", seal=seal, verification=verification)
 
 
-async def bundle_download(request: Request) -> Response:
+@signed_in
+async def bundle_download(request: Request, console: Console, session: Session) -> Response:
     """The whole ledger's verification bundle as one zip (`lz-verify bundle` checks the unpacked folder)."""
-    console = console_of(request)
-    session = console.session_of(request)
-    if session is None:
-        return console.to_signin(request)
     spool = tempfile.SpooledTemporaryFile(max_size=BUNDLE_SPOOL_BYTES)  # noqa: SIM115 - closed by the stream
     with zipfile.ZipFile(spool, "w", compression=zipfile.ZIP_DEFLATED) as archive:
         writer: IO[bytes] | None = None

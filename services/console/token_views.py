@@ -10,7 +10,7 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
 from services.console.sessions import Session
-from services.console.views import Console, checked_form, console_of
+from services.console.views import Console, checked_form, signed_in
 from services.kit.auth import Role
 from services.kit.errors import InvalidArgument, PermissionDenied
 from services.kit.ids import validate_id
@@ -25,20 +25,14 @@ def _admin(session: Session) -> None:
         raise PermissionDenied("only admins manage tokens and the enrollment secret", reason="ROLE")
 
 
-async def tokens_page(request: Request) -> Response:
-    console = console_of(request)
-    session = console.session_of(request)
-    if session is None:
-        return console.to_signin(request)
+@signed_in
+async def tokens_page(request: Request, console: Console, session: Session) -> Response:
     _admin(session)
     return await _render(console, request, session, created="", secret="")
 
 
-async def create(request: Request) -> Response:
-    console = console_of(request)
-    session = console.session_of(request)
-    if session is None:
-        return console.to_signin(request)
+@signed_in
+async def create(request: Request, console: Console, session: Session) -> Response:
     form = await checked_form(request, session)
     _admin(session)
     role = ROLES.get(str(form.get("role", "")))
@@ -49,11 +43,8 @@ async def create(request: Request) -> Response:
     return await _render(console, request, session, created=reply.token, secret="")
 
 
-async def revoke(request: Request) -> Response:
-    console = console_of(request)
-    session = console.session_of(request)
-    if session is None:
-        return console.to_signin(request)
+@signed_in
+async def revoke(request: Request, console: Console, session: Session) -> Response:
     await checked_form(request, session)
     _admin(session)
     token_id = validate_id("token_id", request.path_params["token_id"])
@@ -61,11 +52,8 @@ async def revoke(request: Request) -> Response:
     return RedirectResponse("/tokens", status_code=303)
 
 
-async def rotate_enrollment_secret(request: Request) -> Response:
-    console = console_of(request)
-    session = console.session_of(request)
-    if session is None:
-        return console.to_signin(request)
+@signed_in
+async def rotate_enrollment_secret(request: Request, console: Console, session: Session) -> Response:
     await checked_form(request, session)
     _admin(session)
     reply = await console.client.rotate_enrollment_secret(session.token, secrets.token_hex(12))

@@ -6,7 +6,9 @@ the peers with that session's token; errors from the peers surface through `app.
 
 from __future__ import annotations
 
+import functools
 import secrets
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -67,6 +69,24 @@ class Console:
 def console_of(request: Request) -> Console:
     console: Console = request.app.state.console
     return console
+
+
+Handler = Callable[[Request, Console, Session], Awaitable[Response]]
+
+
+def signed_in(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
+    """The route of `handler`: it runs with the request's live session; without one the browser goes
+    to sign-in."""
+
+    @functools.wraps(handler)
+    async def endpoint(request: Request) -> Response:
+        console = console_of(request)
+        session = console.session_of(request)
+        if session is None:
+            return console.to_signin(request)
+        return await handler(request, console, session)
+
+    return endpoint
 
 
 async def checked_form(request: Request, session: Session) -> FormData:
@@ -140,21 +160,15 @@ def _set_cookie(response: Response, name: str, value: str, secure: bool, max_age
 # --- pages -----------------------------------------------------------------------------------------
 
 
-async def overview(request: Request) -> Response:
-    console = console_of(request)
-    session = console.session_of(request)
-    if session is None:
-        return console.to_signin(request)
+@signed_in
+async def overview(request: Request, console: Console, session: Session) -> Response:
     seal = await console.client.seal_status(session.token)
     return console.render(request, "overview.html", seal=seal, **_counts(console, session))
 
 
-async def overview_counts(request: Request) -> Response:
+@signed_in
+async def overview_counts(request: Request, console: Console, session: Session) -> Response:
     """The Overview's counts alone: what the Overview polls until a new tenant's first counts exist."""
-    console = console_of(request)
-    session = console.session_of(request)
-    if session is None:
-        return console.to_signin(request)
     return console.render(request, "_overview_counts.html", **_counts(console, session))
 
 
@@ -164,21 +178,19 @@ def _counts(console: Console, session: Session) -> dict[str, Any]:
     return {"o": counts, "age": age, "fresh_seconds": console.overview.fresh_seconds, "charts": presenters}
 
 
-async def assets_page(request: Request) -> Response:
-    console = console_of(request)
-    session = console.session_of(request)
-    if session is None:
-        return console.to_signin(request)
+@signed_in
+async def assets_page(request: Request, console: Console, session: Session) -> Response:
     status = request.query_params.get("status", "")
     if status and status not in presenters.STATUS_FILTERS:
         raise InvalidArgument.field("status", f"must be one of {', '.join(presenters.STATUS_FILTERS)}")
     wanted = presenters.STATUS_FILTERS.get(status, common_pb2.ASSET_STATUS_UNSPECIFIED)
     query = request.query_params.get("q", "").strip()[:MAX_QUERY_CHARS]
     exposed = request.query_params.get("exposed") == "1"
-    context: dict[str, Any] = {"status": status, "filters": presenters.STATUS_FILTERS, "q": query, "exposed": exposed,
-               "p": presenters}
+    context: dict[str, Any] = {"status": status, "filters": presenters.STATUS_FILTERS, "q": query,
+                               "exposed": exposed, "p": presenters}
     if query or exposed:
-        return console.render(request, "assets.html", **context, **_search(request, console, session, wanted))
+        found = _search(request, console, session, (query, exposed, wanted))
+        return console.render(request, "assets.html", **context, **found)
     reply = await console.client.list_assets(session.token, assets_pb2.ListAssetsRequest(
         page_size=PAGE_SIZE, page_token=request.query_params.get("page", ""), status=wanted))
     now = datetime.now(UTC)
@@ -187,13 +199,13 @@ async def assets_page(request: Request) -> Response:
                           **context)
 
 
-def _search(request: Request, console: Console, session: Session, status: int) -> dict[str, Any]:
-    """A host-name search or the exposed filter, answered from the tenant's cached asset rows (the
-    Overview's, as old as its counts): ListAssets filters on neither."""
+def _search(request: Request, console: Console, session: Session,
+            wanted: tuple[str, bool, common_pb2.AssetStatus.ValueType]) -> dict[str, Any]:
+    """A host-name search or the exposed filter (text, exposed only, state), answered from the tenant's
+    cached asset rows (the Overview's, as old as its counts): ListAssets filters on neither."""
     counts = console.overview.peek(session.tenant, session.token)
     offset = _offset(request.query_params.get("page", ""))
-    found = search(counts.rows, request.query_params.get("q", "").strip(), request.query_params.get("exposed") == "1",
-                   status) if counts is not None else []
+    found = search(counts.rows, *wanted) if counts is not None else []
     now = datetime.now(UTC)
     rows = [(row, presenters.when(Timestamp(seconds=row.last_seen_seconds), now))
             for row in found[offset:offset + PAGE_SIZE]]
@@ -210,20 +222,18 @@ def _offset(raw: str) -> int:
     return int(raw)
 
 
-async def asset_page(request: Request) -> Response:
-    return await _asset_view(request, "asset.html")
+@signed_in
+async def asset_page(request: Request, console: Console, session: Session) -> Response:
+    return await _asset_view(request, console, session, "asset.html")
 
 
-async def containment_fragment(request: Request) -> Response:
+@signed_in
+async def containment_fragment(request: Request, console: Console, session: Session) -> Response:
     """The asset's containment box alone: what the asset page polls while an order is pending."""
-    return await _asset_view(request, "_containment.html")
+    return await _asset_view(request, console, session, "_containment.html")
 
 
-async def _asset_view(request: Request, template: str) -> Response:
-    console = console_of(request)
-    session = console.session_of(request)
-    if session is None:
-        return console.to_signin(request)
+async def _asset_view(request: Request, console: Console, session: Session, template: str) -> Response:
     asset_id = validate_id("asset_id", request.path_params["asset_id"])
     asset = await console.client.get_asset(session.token, asset_id)
     custody = await console.client.custody_log(session.token, asset_id)
@@ -238,19 +248,17 @@ def _containment(asset: common_pb2.Asset, events: list[common_pb2.LedgerEvent]) 
             "status_label": presenters.STATUS_LABELS.get(asset.status, "unknown")}
 
 
-async def isolate(request: Request) -> Response:
-    return await _order(request, "isolate")
+@signed_in
+async def isolate(request: Request, console: Console, session: Session) -> Response:
+    return await _order(request, console, session, "isolate")
 
 
-async def release(request: Request) -> Response:
-    return await _order(request, "release")
+@signed_in
+async def release(request: Request, console: Console, session: Session) -> Response:
+    return await _order(request, console, session, "release")
 
 
-async def _order(request: Request, kind: str) -> Response:
-    console = console_of(request)
-    session = console.session_of(request)
-    if session is None:
-        return console.to_signin(request)
+async def _order(request: Request, console: Console, session: Session, kind: str) -> Response:
     form = await checked_form(request, session)
     if not session.can(Role.OPERATOR):
         raise PermissionDenied("viewers may not isolate or release hosts", reason="ROLE")
@@ -264,11 +272,8 @@ async def _order(request: Request, kind: str) -> Response:
     return RedirectResponse(f"/assets/{quote(asset_id)}", status_code=303)
 
 
-async def alerts_page(request: Request) -> Response:
-    console = console_of(request)
-    session = console.session_of(request)
-    if session is None:
-        return console.to_signin(request)
+@signed_in
+async def alerts_page(request: Request, console: Console, session: Session) -> Response:
     critical = request.query_params.get("severity") == "critical"
     since = request.query_params.get("since", "")
     if since and since not in presenters.ALERT_WINDOWS:
@@ -288,12 +293,9 @@ async def alerts_page(request: Request) -> Response:
 # --- downloads -------------------------------------------------------------------------------------
 
 
-async def proof_download(request: Request) -> Response:
+@signed_in
+async def proof_download(request: Request, console: Console, session: Session) -> Response:
     """The custody event's c2sp tlog-proof (`.proof`) or its logged entry (`.entry`), for lz-verify."""
-    console = console_of(request)
-    session = console.session_of(request)
-    if session is None:
-        return console.to_signin(request)
     seq = _seq(request.path_params["seq"])
     part = request.path_params["part"]
     if part not in ("proof", "entry"):
@@ -304,11 +306,8 @@ async def proof_download(request: Request) -> Response:
         "content-disposition": f'attachment; filename="{seq}.{part}"', "cache-control": "no-store"})
 
 
-async def verifier_keys(request: Request) -> Response:
-    console = console_of(request)
-    session = console.session_of(request)
-    if session is None:
-        return console.to_signin(request)
+@signed_in
+async def verifier_keys(request: Request, console: Console, session: Session) -> Response:
     keys = await console.client.verifier_keys(session.token)
     return PlainTextResponse("\n".join(keys) + "\n", headers={
         "content-disposition": 'attachment; filename="verifier.keys"', "cache-control": "no-store"})
