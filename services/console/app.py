@@ -21,6 +21,7 @@ from services.console.operator_client import OperatorClient
 from services.console.overview import OverviewCache
 from services.console.sessions import SessionStore
 from services.console.settings import ConsoleSettings, load_settings
+from services.console.walks import FullWalks
 from services.kit import logs, telemetry
 from services.kit.errors import (
     ConfigError,
@@ -50,6 +51,7 @@ def make_app(settings: ConsoleSettings) -> Starlette:
                                   settings.sessions.max_sessions),
             client=client,
             overview=OverviewCache(client, settings.pages.overview_seconds),
+            walks=FullWalks(client),
             templates=Environment(loader=FileSystemLoader(HERE / "templates"), autoescape=True),
             secure_cookies=secure,
             absolute_seconds=settings.sessions.absolute_seconds,
@@ -72,6 +74,7 @@ def make_app(settings: ConsoleSettings) -> Starlette:
         Route("/alerts", views.alerts_page),
         Route("/ledger", ledger_views.ledger_page),
         Route("/ledger/verify", ledger_views.verify, methods=["POST"]),
+        Route("/ledger/walk", ledger_views.walk_fragment),
         Route("/ledger/bundle.zip", ledger_views.bundle_download),
         Route("/ledger/events/{seq}.{part:str}", views.proof_download),
         Route("/ledger/verifier.keys", views.verifier_keys),

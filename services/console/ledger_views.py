@@ -6,10 +6,10 @@ import tempfile
 import zipfile
 from collections.abc import AsyncIterator
 from pathlib import PurePosixPath
-from typing import IO
+from typing import IO, Any
 
 from starlette.requests import Request
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import RedirectResponse, Response, StreamingResponse
 
 from services.console.sessions import Session
 from services.console.views import Console, checked_form, signed_in
@@ -22,21 +22,34 @@ BUNDLE_READ_BYTES = 256 * 1024
 
 @signed_in
 async def ledger_page(request: Request, console: Console, session: Session) -> Response:
-    return await _render(console, request, session.token, verification=None)
+    return await _render(console, request, session, verification=None)
 
 
 @signed_in
 async def verify(request: Request, console: Console, session: Session) -> Response:
-    """Run the since-checkpoint check (or, asked for, the full walk) and show its answer on the page."""
+    """Run the since-checkpoint check and show its answer, or start the full walk in the background."""
     form = await checked_form(request, session)
-    full = str(form.get("mode", "")) == "full"
-    verification = await console.client.verify_ledger(session.token, full)
-    return await _render(console, request, session.token, verification=verification)
+    if str(form.get("mode", "")) == "full":
+        console.walks.start(session.tenant, session.token)
+        return RedirectResponse("/ledger", status_code=303)
+    verification = await console.client.verify_ledger(session.token, full=False)
+    return await _render(console, request, session, verification=verification)
 
 
-async def _render(console: Console, request: Request, token: str, verification: object) -> Response:
-    seal = await console.client.seal_status(token)
-    return console.render(request, "ledger.html", seal=seal, verification=verification)
+@signed_in
+async def walk_fragment(request: Request, console: Console, session: Session) -> Response:
+    """The tenant's full walk alone: what the Ledger page polls while it runs."""
+    return console.render(request, "_walk.html", **_walk(console, session))
+
+
+def _walk(console: Console, session: Session) -> dict[str, Any]:
+    walk = console.walks.of(session.tenant)
+    return {"walk": walk, "walk_seconds": console.walks.seconds(walk) if walk is not None else 0}
+
+
+async def _render(console: Console, request: Request, session: Session, verification: object) -> Response:
+    seal = await console.client.seal_status(session.token)
+    return console.render(request, "ledger.html", seal=seal, verification=verification, **_walk(console, session))
 
 
 @signed_in

@@ -25,6 +25,7 @@ from services.console import presenters, security
 from services.console.operator_client import OperatorClient
 from services.console.overview import OverviewCache, search
 from services.console.sessions import Session, SessionStore
+from services.console.walks import FullWalks
 from services.kit.auth import Role, parse_operator_token
 from services.kit.errors import InvalidArgument, NotFound, PermissionDenied, Unauthenticated
 from services.kit.ids import validate_id
@@ -43,6 +44,7 @@ class Console:
     sessions: SessionStore
     client: OperatorClient
     overview: OverviewCache
+    walks: FullWalks
     templates: Environment
     secure_cookies: bool
     absolute_seconds: float
