@@ -1,5 +1,5 @@
-"""Fixtures of the console's browser tests: ONE Chromium for the whole run, the session's stack, and a
-tenant with a small simulated fleet for the whole run."""
+"""Fixtures of the console's browser tests: one Chromium per module, the session's stack, and a tenant
+with a small simulated fleet for the whole run."""
 
 from __future__ import annotations
 
@@ -12,9 +12,10 @@ from services.kit.devstack import Stack
 from tests.console.browser import FLEET_SIZE, ConsoleTenant, chromium_path, console_tenant, simulated_fleet
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    """Debian's Chromium, headless, driven by Playwright (no browser is downloaded)."""
+    """Debian's Chromium, headless, driven by Playwright (no browser is downloaded); one per module, so
+    Playwright's event loop is gone before other modules' asyncio tests run."""
     executable = chromium_path()
     if executable is None:
         pytest.skip("Debian's chromium is not installed (apt-get install chromium; .ci/run installs it)")
