@@ -25,6 +25,8 @@ STATUS_FILTERS = {
     "release-pending": common_pb2.ASSET_STATUS_RELEASE_PENDING,
     "isolation-failed": common_pb2.ASSET_STATUS_ISOLATION_FAILED,
 }
+# How long after a state change the asset page keeps polling for the change's custody event.
+SETTLE = timedelta(seconds=15)
 PENDING = frozenset({common_pb2.ASSET_STATUS_ISOLATION_PENDING, common_pb2.ASSET_STATUS_RELEASE_PENDING})
 CONNECTION_LABELS = {
     common_pb2.CONNECTION_STATE_UNSPECIFIED: "never connected",
@@ -104,6 +106,15 @@ def _fact(value: object) -> str:
     if isinstance(value, float) and value.is_integer():
         return str(int(value))
     return str(value)
+
+
+def still_settling(asset: common_pb2.Asset, now: datetime) -> bool:
+    """Whether the asset page keeps polling: an order is pending, or the state changed so recently that
+    its custody event may not be chained yet (the sequencer chains it moments after the change)."""
+    if asset.status in PENDING:
+        return True
+    changed = asset.update_time.ToDatetime(tzinfo=UTC) if asset.update_time.seconds else None
+    return changed is not None and now - changed < SETTLE
 
 
 def exposed(asset: common_pb2.Asset) -> bool:

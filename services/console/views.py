@@ -244,9 +244,9 @@ async def _asset_view(request: Request, console: Console, session: Session, temp
 
 
 def _containment(asset: common_pb2.Asset, events: list[common_pb2.LedgerEvent]) -> dict[str, Any]:
-    shown, older = presenters.recent_timeline(events, datetime.now(UTC))
-    return {"timeline": shown, "older": older,
-            "pending": asset.status in presenters.PENDING,
+    now = datetime.now(UTC)
+    shown, older = presenters.recent_timeline(events, now)
+    return {"timeline": shown, "older": older, "pending": presenters.still_settling(asset, now),
             "status_label": presenters.STATUS_LABELS.get(asset.status, "unknown")}
 
 

@@ -95,3 +95,17 @@ class TestSearch:
     def test_keeps_only_the_asked_state(self) -> None:
         """A state filter keeps only hosts in that state."""
         assert [r.asset_id for r in search(self.ROWS, "", False, 3)] == ["a-2"]
+
+
+@pytest.mark.parametrize(("status", "changed_ago", "polls"), [
+    (common_pb2.ASSET_STATUS_ISOLATION_PENDING, 3600, True),
+    (common_pb2.ASSET_STATUS_ISOLATED, 2, True),
+    (common_pb2.ASSET_STATUS_ISOLATED, 3600, False),
+    (common_pb2.ASSET_STATUS_ACTIVE, 3600, False),
+])
+def test_the_asset_page_polls_while_an_order_is_pending_or_just_settled(status: int, changed_ago: int,
+                                                                        polls: bool) -> None:
+    """Polling goes on while an order is pending and shortly after a change, for its custody event."""
+    asset = common_pb2.Asset(status=status)
+    asset.update_time.FromDatetime(NOW - timedelta(seconds=changed_ago))
+    assert presenters.still_settling(asset, NOW) is polls
