@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
-import zlib
 from collections.abc import Sequence
 from typing import Any
 
@@ -46,7 +45,6 @@ from services.tlog.events import parse_event
 log = logging.getLogger(__name__)
 
 MAX_RISK_UPDATES = 500
-ENROLLMENT_LOCK_STRIPES = 64
 # Per inventory part (agents, engines: one item each), under DynamoDB's 400 KB item limit with room for the
 # keys; ingest trims to stay below it.
 MAX_AGENT_INVENTORY_BYTES = 350_000
@@ -119,9 +117,6 @@ class AssetServicer(assets_pb2_grpc.AssetServiceServicer):
         self._sequencer = sequencer
         self._endpoints = tuple(control_plane_endpoints)
         self._max_assets = max_assets_per_tenant
-        # Enrollments of one tenant append to one ledger tail: in turn, they commit at the first attempt
-        # instead of retrying against each other while holding the store's threads (striped, so bounded).
-        self._enrollment_locks = [asyncio.Lock() for _ in range(ENROLLMENT_LOCK_STRIPES)]
 
     # --- tenants and tokens -----------------------------------------------------------------------
 
@@ -325,10 +320,12 @@ class AssetServicer(assets_pb2_grpc.AssetServiceServicer):
                                   context: Any) -> assets_pb2.ApproveReEnrollmentResponse:
         asset_id = validate_id("asset_id", request.asset_id)
         reason = domain.validate_reason(request.reason)
-        code, expire, seq = await aws.call(
+        approval = await aws.call(
             self._store.approve_reenrollment, auth.current_tenant(), asset_id, actor=auth.current_principal().actor,
             reason=reason, request_id=domain.validate_request_id(request.request_id))
-        return assets_pb2.ApproveReEnrollmentResponse(reenroll_code=code, expire_time=_ts(expire), custody_seq=seq)
+        self._sequencer.submit(approval.custody)
+        return assets_pb2.ApproveReEnrollmentResponse(reenroll_code=approval.code,
+                                                      expire_time=_ts(approval.expire_time))
 
     async def RecordEnrollment(self, request: assets_pb2.RecordEnrollmentRequest,
                                context: Any) -> assets_pb2.RecordEnrollmentResponse:
@@ -338,13 +335,13 @@ class AssetServicer(assets_pb2_grpc.AssetServiceServicer):
         given = request.asset
         facts = domain.new_asset(given.asset_id, given.hostname, given.employee_id, os=given.os,
                                  agent_version=given.agent_version, when=domain.format_ts(domain.now()))
-        tenant = auth.current_tenant()
-        async with self._enrollment_locks[zlib.crc32(tenant.encode()) % ENROLLMENT_LOCK_STRIPES]:
-            asset, seq = await aws.call(
-                self._store.record_enrollment, tenant, kind, facts,
-                request_id=domain.validate_request_id(request.request_id), reenroll_code=request.reenroll_code[:256],
-                max_assets=self._max_assets)
-        return assets_pb2.RecordEnrollmentResponse(asset=_asset(asset), custody_seq=seq)
+        enrolled = await aws.call(
+            self._store.record_enrollment, auth.current_tenant(), kind, facts,
+            request_id=domain.validate_request_id(request.request_id), reenroll_code=request.reenroll_code[:256],
+            max_assets=self._max_assets)
+        if enrolled.custody is not None:
+            self._sequencer.submit(enrolled.custody)
+        return assets_pb2.RecordEnrollmentResponse(asset=_asset(enrolled.asset), custody_seq=enrolled.custody_seq)
 
     # --- reads of other services' records ----------------------------------------------------------
 
