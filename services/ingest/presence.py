@@ -58,29 +58,35 @@ def _conditional(ddb: Any, **kwargs: Any) -> bool:
 
 
 def open_connection(ddb: Any, table: str, tenant: str, asset_id: str, secret_sha256: str, stream_id: str, now: str,
-                    online_until: str, missing_at: str, version: str, platform: str, outdated: bool,
+                    online_until: str, missing_at: str, version: str, platform: str, outdated_since: str,
                     resolved_rules: Sequence[str]) -> bool:
     """Record a stream that opened (online until `online_until` unless refreshed); False if the credential changed.
 
     `resolved_rules` are the open alerts this return resolves: they leave the item's `open_alerts`.
+    `outdated_since` is when the agent-outdated alert of its version was raised ("": the version is accepted).
     """
     names = {f"#r{i}": rule for i, rule in enumerate(resolved_rules)}
     kwargs: dict[str, Any] = {"ExpressionAttributeNames": names} if names else {}
-    removes = (" REMOVE " + ", ".join(f"open_alerts.{name}" for name in names)) if names else ""
+    removes = [f"open_alerts.{name}" for name in names]
+    values: dict[str, Any] = {
+        ":on": ONLINE, ":id": stream_id, ":now": now, ":empty": "", ":until": online_until,
+        ":missing": missing_at, ":v": version, ":p": platform, ":old": bool(outdated_since),
+        ":stage": Stage.LEASE.value, ":wpk": keys.agent_watch_gsi2pk(tenant),
+        ":wsk": keys.agent_watch_gsi2sk(online_until, asset_id), ":h": secret_sha256,
+    }
+    sets = ("conn_state = :on, conn_stream = :id, conn_since = :now, conn_reason = :empty, last_seen = :now, "
+            "online_until = :until, missing_at = :missing, agent_version = :v, agent_platform = :p, "
+            "outdated = :old, watch_stage = :stage, GSI2PK = :wpk, GSI2SK = :wsk")
+    if outdated_since:
+        sets += ", outdated_since = :os"
+        values[":os"] = outdated_since
+    else:
+        removes.append("outdated_since")
     return _conditional(
         ddb, TableName=table, Key=_key(tenant, asset_id),
-        UpdateExpression=(
-            "SET conn_state = :on, conn_stream = :id, conn_since = :now, conn_reason = :empty, last_seen = :now, "
-            "online_until = :until, missing_at = :missing, agent_version = :v, agent_platform = :p, "
-            "outdated = :old, watch_stage = :stage, GSI2PK = :wpk, GSI2SK = :wsk" + removes
-        ),
+        UpdateExpression=f"SET {sets}" + (f" REMOVE {', '.join(removes)}" if removes else ""),
         ConditionExpression="attribute_exists(SK) AND secret_sha256 = :h",
-        ExpressionAttributeValues=aws.to_item({
-            ":on": ONLINE, ":id": stream_id, ":now": now, ":empty": "", ":until": online_until,
-            ":missing": missing_at, ":v": version, ":p": platform, ":old": outdated, ":stage": Stage.LEASE.value,
-            ":wpk": keys.agent_watch_gsi2pk(tenant), ":wsk": keys.agent_watch_gsi2sk(online_until, asset_id),
-            ":h": secret_sha256,
-        }),
+        ExpressionAttributeValues=aws.to_item(values),
         **kwargs,
     )
 

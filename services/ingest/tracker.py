@@ -118,21 +118,33 @@ class Tracker:
             await self._write_open(state)
 
     async def _write_open(self, state: StreamPresence) -> None:
-        tenant, asset_id, secret_sha256, open_alerts = (state.tenant, state.asset_id, state.secret_sha256,
-                                                        state.open_alerts)
+        tenant, asset_id, secret_sha256 = state.tenant, state.asset_id, state.secret_sha256
         settings, policy = self._health(tenant)
         now = domain.format_ts(domain.now())
         outdated = (policy.rules[rules.Rule.AGENT_OUTDATED].enabled
                     and health.is_outdated(state.version, settings.minimum_version))
-        if open_alerts:
+        change = health.outdated_change(state.open_alerts, outdated, now)
+        if change.resolve:
             # Resolved before the item forgets them: a crash in between resolves them again at the next open.
-            await aws.call(presence.resolve_health_alerts, self._ddb, self._table, tenant,
-                           [sk for _, sk in open_alerts], now)
+            await aws.call(presence.resolve_health_alerts, self._ddb, self._table, tenant, change.resolve, now)
         await aws.call(presence.open_connection, self._ddb, self._table, tenant, asset_id, secret_sha256,
                        state.stream_id, now, _later(now, self.lease_seconds),
-                       _later(now, settings.missing_after_seconds), state.version, state.platform, outdated,
-                       [rule for rule, _ in open_alerts])
-        self.writes += 1 + len(open_alerts)
+                       _later(now, settings.missing_after_seconds), state.version, state.platform,
+                       change.outdated_since, change.returned_rules)
+        self.writes += 1 + len(change.resolve)
+        if change.outdated_since:
+            # Raised after the item names it, and again at every open while outdated (the first write stands),
+            # so a crash in between is finished by the next open.
+            await self._raise_outdated(state, change.outdated_since, now)
+
+    async def _raise_outdated(self, state: StreamPresence, since: str, now: str) -> None:
+        settings, policy = self._health(state.tenant)
+        version, minimum = state.version, settings.minimum_version
+        summary = f"agent version {version or 'unknown'} is older than the tenant's minimum {minimum}"
+        await aws.call(presence.put_health_alert, self._ddb, self._table, state.tenant, state.asset_id, since,
+                       health.AGENT_OUTDATED, policy.rules[rules.Rule.AGENT_OUTDATED].severity.name, summary,
+                       {"agent_version": version, "minimum_version": minimum}, now)
+        self.writes += 1
 
     def closed(self, state: StreamPresence) -> None:
         """Record the stream's end with its goodbye's reason: not when it was never recorded online, nor

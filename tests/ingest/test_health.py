@@ -106,7 +106,7 @@ class TestPolicy:
                         rules.Rule.AGENT_OUTDATED)
         severities = {r.value: policy.rules[r].severity.name for r in health_rules}
         assert severities == {"agent-silent": "WARNING", "agent-missing": "WARNING",
-                              "agent-stopped-while-isolated": "CRITICAL", "agent-outdated": "INFO"}
+                              "agent-stopped-while-isolated": "CRITICAL", "agent-outdated": "WARNING"}
 
     def test_a_tenant_sets_its_grace_period_and_minimum_version(self) -> None:
         """`agent_health` in a tenant's policy sets the grace period, the lost delay and the minimum version."""
