@@ -189,15 +189,13 @@ class AssetServicer(assets_pb2_grpc.AssetServiceServicer):
     async def GetAsset(self, request: assets_pb2.GetAssetRequest, context: Any) -> Any:
         asset_id = validate_id("asset_id", request.asset_id)
         tenant = auth.current_tenant()
-        asset = await aws.call(self._store.get_asset_with_custody, tenant, asset_id)
+        view = await aws.call(self._store.get_asset_view, tenant, asset_id)
         connections = await aws.call(self._store.connections, tenant, [asset_id])
-        agents = await aws.call(self._store.get_agent_inventory, tenant, asset_id)
-        engines = await aws.call(self._store.get_engine_inventory, tenant, asset_id)
-        message = _asset(asset, connections.get(asset_id), _now())
-        if agents is not None:
-            message.agent_inventory.ParseFromString(agents.data)
-        if engines is not None:
-            message.engine_inventory.ParseFromString(engines.data)
+        message = _asset(view.asset, connections.get(asset_id), _now())
+        if view.agents is not None:
+            message.agent_inventory.ParseFromString(view.agents.data)
+        if view.engines is not None:
+            message.engine_inventory.ParseFromString(view.engines.data)
         return assets_pb2.GetAssetResponse(asset=message)
 
     async def ListAssets(self, request: assets_pb2.ListAssetsRequest, context: Any) -> Any:
