@@ -79,6 +79,7 @@ class Connection:
     agent_version: str = ""
     platform: str = ""
     outdated: bool = False
+    outdated_since: str = ""
     stage: str = ""
     due: str = ""
     open_alerts: tuple[tuple[str, str], ...] = ()

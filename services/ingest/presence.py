@@ -20,7 +20,8 @@ from services.kit import aws
 from services.kit.table import GSI2
 
 _FIELDS = ("conn_state", "conn_stream", "conn_since", "conn_reason", "last_seen", "online_until", "missing_at",
-           "agent_version", "agent_platform", "outdated", "watch_stage", "GSI2SK", "open_alerts", "asset_id")
+           "agent_version", "agent_platform", "outdated", "outdated_since", "watch_stage", "GSI2SK", "open_alerts",
+           "asset_id")
 
 
 def connection_from(asset_id: str, item: dict[str, Any]) -> Connection:
@@ -39,6 +40,7 @@ def connection_from(asset_id: str, item: dict[str, Any]) -> Connection:
         agent_version=str(item.get("agent_version", "")),
         platform=str(item.get("agent_platform", "")),
         outdated=bool(item.get("outdated", False)),
+        outdated_since=str(item.get("outdated_since", "")),
         stage=str(item.get("watch_stage", "")),
         due=due,
         open_alerts=tuple(sorted((str(k), str(v)) for k, v in alerts.items())),
@@ -108,6 +110,17 @@ def refresh_connection(ddb: Any, table: str, tenant: str, asset_id: str, secret_
         values[":s"] = durable_seq
     return _conditional(ddb, TableName=table, Key=_key(tenant, asset_id), UpdateExpression=f"SET {sets}",
                         ConditionExpression=condition, ExpressionAttributeValues=aws.to_item(values))
+
+
+def set_outdated(ddb: Any, table: str, tenant: str, connection: Connection, outdated_since: str) -> bool:
+    """Mark a live stream's agent outdated since `outdated_since` ("": no longer); False when the stream changed."""
+    update = "SET outdated = :old" + (", outdated_since = :os" if outdated_since else " REMOVE outdated_since")
+    values: dict[str, Any] = {":old": bool(outdated_since), ":id": connection.stream_id, ":on": ONLINE}
+    if outdated_since:
+        values[":os"] = outdated_since
+    return _conditional(ddb, TableName=table, Key=_key(tenant, connection.asset_id), UpdateExpression=update,
+                        ConditionExpression="conn_stream = :id AND conn_state = :on",
+                        ExpressionAttributeValues=aws.to_item(values))
 
 
 def close_connection(ddb: Any, table: str, tenant: str, asset_id: str, secret_sha256: str, stream_id: str,

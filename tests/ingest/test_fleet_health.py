@@ -302,6 +302,39 @@ async def test_an_updated_agent_resolves_its_agent_outdated_alert(
     assert not get_asset(health_stack, strict_tenant, enrolled.asset_id).agent_outdated
 
 
+async def test_a_raised_minimum_raises_agent_outdated_for_an_agent_already_connected(
+        health_stack: Stack, tenant: IngestTenant) -> None:
+    """An agent connected before its tenant raises the minimum version gets agent-outdated from the health sweep,
+    without reconnecting."""
+    enrolled = enroll(health_stack.addresses["ingest"], tenant)
+    agent = await _connect_as(health_stack, tenant, enrolled, "1.0.0")
+    try:
+        _tenant_policy(health_stack, tenant, "agent_health:\n  minimum_version: '99.0'\n")
+        alert = await wait_for(lambda: agent_alerts(health_stack, tenant, enrolled.asset_id).get("agent-outdated"),
+                               60, "agent-outdated raised by the sweep")
+        assert not agent.ended.is_set()
+    finally:
+        await agent.close()
+    assert (alert.severity, alert.evidence["minimum_version"]) == (common_pb2.SEVERITY_WARNING, "99.0")
+
+
+async def test_a_lowered_minimum_resolves_the_agent_outdated_alert_of_a_connected_agent(
+        health_stack: Stack, strict_tenant: IngestTenant) -> None:
+    """When the tenant lowers its minimum below a connected agent's version, the sweep resolves its agent-outdated
+    alert without the agent reconnecting."""
+    enrolled = enroll(health_stack.addresses["ingest"], strict_tenant)
+    agent = await _connect_as(health_stack, strict_tenant, enrolled, "1.0.0")
+    try:
+        await wait_for(lambda: agent_alerts(health_stack, strict_tenant, enrolled.asset_id).get("agent-outdated"),
+                       30, "agent-outdated raised")
+        _tenant_policy(health_stack, strict_tenant, "agent_health:\n  minimum_version: '0.9'\n")
+        resolved = await wait_for(lambda: all(a.HasField("resolve_time") for a in _outdated_alerts(
+            health_stack, strict_tenant, enrolled.asset_id)), 60, "agent-outdated resolved by the sweep")
+    finally:
+        await agent.close()
+    assert resolved
+
+
 def _outdated_alerts(stack: Stack, tenant: IngestTenant, asset_id: str) -> list[common_pb2.Alert]:
     reply = _assets(stack).ListAlerts(assets_pb2.ListAlertsRequest(asset_id=asset_id, page_size=100),
                                       metadata=tenant.admin(), timeout=10)
