@@ -341,7 +341,8 @@ class AssetStore:
             if "redeem_seq" in approval:
                 # Redeemed before the outbox: the seq its synchronous append got.
                 return EnrollmentOutcome(asset, int(approval["redeem_seq"]), replayed=True)
-            return self._replayed_enrollment(tenant_id, asset)
+            seq = self._record_seq(tenant_id, asset.asset_id, int(approval.get("redeem_custody_version", 0)))
+            return EnrollmentOutcome(asset, seq, replayed=True)
         if not matches or redeemed_by or str(approval.get("expire_time", "")) < domain.format_ts(domain.now()):
             raise PermissionDenied(f"asset {facts.asset_id} has no valid re-enrollment code like that; "
                                    "an operator issues one with `lz assets re-enroll`", reason="BAD_REENROLL_CODE")

@@ -84,3 +84,21 @@ def test_a_re_enrollment_names_the_seq_of_its_approval(stack: Stack, ingest_tena
     events = {e.action: e for e in assert_chain_sound(Store(stack), ingest_tenant.tenant)}
     payload = json.loads(events["asset.reenrolled"].canonical)["payload"]
     assert payload["approval_seq"] == events["asset.reenroll.approved"].seq
+
+
+def test_a_repeated_redemption_answers_the_seq_of_its_one_event(stack: Stack, ingest_tenant: IngestTenant) -> None:
+    """A re-enrollment code redeemed twice with one request id writes one asset.reenrolled event; the repeat
+    answers its seq."""
+    first = enroll(stack.addresses["ingest"], ingest_tenant)
+    code = _assets(stack).ApproveReEnrollment(assets_pb2.ApproveReEnrollmentRequest(
+        asset_id=first.asset_id, reason="disk replaced, ticket IT-9", request_id=secrets.token_hex(8)),
+        metadata=ingest_tenant.admin(), timeout=10).reenroll_code
+    request = assets_pb2.RecordEnrollmentRequest(
+        kind=assets_pb2.ENROLLMENT_KIND_REENROLL, request_id="redeem-once", reenroll_code=code,
+        asset=common_pb2.Asset(asset_id=first.asset_id, hostname="ws-1", os="linux", agent_version="test"))
+    service = [("authorization", f"Bearer {stack.service_tokens['ingest']}"), ("x-lz-tenant", ingest_tenant.tenant)]
+    _assets(stack).RecordEnrollment(request, metadata=service, timeout=10)
+    _chained_actions(stack, ingest_tenant, first.asset_id)
+    again = _assets(stack).RecordEnrollment(request, metadata=service, timeout=10)
+    redeemed = [e.seq for e in assert_chain_sound(Store(stack), ingest_tenant.tenant) if e.action == "asset.reenrolled"]
+    assert redeemed == [again.custody_seq]
