@@ -70,6 +70,12 @@ class IngestSettings:
     sqs_endpoint_url: str = s.env(
         "LZ_SQS_ENDPOINT_URL", s.url, default="", doc="SQS endpoint when it differs from LZ_AWS_ENDPOINT_URL."
     )
+    advertise_address: str = s.env(
+        "LZ_ADVERTISE_ADDRESS", s.address, default="",
+        doc="host:port of this replica's internal port as the other replicas reach it (in Kubernetes the pod "
+            "IP from the downward API); recorded on the agent item when a stream opens, so a nudge taken by "
+            "any replica is forwarded to the one holding the stream. Empty: one replica, nothing forwarded.",
+    )
     policy_file: str = s.env("LZ_POLICY_FILE", default="", doc="Default risk policy (YAML); empty: the built-in.")
     policy_dir: str = s.env(
         "LZ_POLICY_DIR", default="", doc="Directory of per-tenant policy overrides, <tenant>.yaml."

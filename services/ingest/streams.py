@@ -543,6 +543,21 @@ class Hub:
         self.end_stream(tenant, asset_id, Unauthenticated("the agent credential was revoked; enroll again",
                                                           reason="REVOKED"))
 
+    def holds(self, tenant: str, asset_id: str) -> bool:
+        """Whether a live stream of the asset is on this process."""
+        stream = self.streams.get((tenant, asset_id))
+        return stream is not None and not stream.ended
+
+    async def recheck_stream(self, tenant: str, asset_id: str) -> bool:
+        """Read the asset's credential now and end its live stream here if it was revoked or replaced."""
+        stream = self.streams.get((tenant, asset_id))
+        if stream is None or stream.ended:
+            return False
+        if _still_valid(stream, await self.credentials.get(tenant, asset_id)):
+            return False
+        self.end_stream(tenant, asset_id, _credential_gone())
+        return True
+
     async def recheck_credentials(self) -> int:
         """End every live stream of this process whose credential was revoked or replaced since its hello
         (by any replica); consistent batch reads, 100 streams a call. The number of streams ended."""
