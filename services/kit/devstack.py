@@ -69,6 +69,8 @@ class Stack:
     least_privilege: bool = False
     # Ingest processes: the first is `ingest`, the others `ingest-2`, `ingest-3`, ... on their own ports.
     ingest_replicas: int = 1
+    # The last this many ingest replicas get their addresses but start only at `start_ingest_replica` (a scale-out).
+    ingest_deferred: int = 0
 
     def start(self, timeout: float = 60.0) -> None:
         """Start the endpoint and every process; on failure nothing started is left running."""
@@ -146,10 +148,16 @@ class Stack:
         }
         for name, module, _ in PROCESSES:
             self.start_process(name, module, port=int(self.addresses[name].rsplit(":", 1)[1]))
-        for name in self.ingest_names[1:]:
-            self.start_process(name, "services.ingest", port=int(self.addresses[name].rsplit(":", 1)[1]))
+        for name in self.ingest_names[1:len(self.ingest_names) - self.ingest_deferred]:
+            self.start_ingest_replica(name, wait=False)
         for name, module in WORKERS:
             self.start_process(name, module)
+
+    def start_ingest_replica(self, name: str, wait: bool = True, timeout: float = 60.0) -> None:
+        """Start the ingest replica `name` (one of `ingest_names`) on its address; with `wait`, until SERVING."""
+        self.start_process(name, "services.ingest", port=int(self.addresses[name].rsplit(":", 1)[1]))
+        if wait:
+            self.wait_serving(timeout, [name])
 
     @property
     def ingest_names(self) -> list[str]:
@@ -181,7 +189,7 @@ class Stack:
     def wait_serving(self, timeout: float, names: list[str] | None = None) -> None:
         deadline = time.monotonic() + timeout
         for name, service in self._served():
-            if names is not None and name not in names:
+            if (names is not None and name not in names) or name not in self.procs:
                 continue
             while not _serving(self.addresses[name], service):
                 proc = self.procs[name]
