@@ -421,6 +421,11 @@ class AgentStream:
     def stop(self) -> None:
         self._stop.set()
 
+    @property
+    def live(self) -> bool:
+        """Whether a session is up and caught up (welcomed, spool replayed): heartbeats go straight up."""
+        return self._session is not None
+
     def vanish(self) -> None:
         """End the stream at once, without a goodbye and without closing it properly, and never come back."""
         self.vanished = True

@@ -7,6 +7,7 @@ session's), so the rest of the suite keeps a healthy stack.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import functools
 import hashlib
@@ -357,6 +358,7 @@ class Fleet:
         self._channels: list[grpc.aio.Channel] = []
         self._pool: dict[str, list[grpc.aio.Channel]] = {}
         self.attempts: list[tuple[float, int]] = []  # (monotonic time, agent index) of every Connect started
+        self.dialled: dict[int, str] = {}  # agent index -> the endpoint its latest session dialled
 
     async def start(self) -> None:
         options = [("grpc.keepalive_time_ms", 30_000), ("grpc.use_local_subchannel_pool", 1)]
@@ -383,8 +385,14 @@ class Fleet:
 
     def _attempt(self, picker: EndpointPicker, index: int) -> grpc.aio.Channel:
         self.attempts.append((time.monotonic(), index))
-        shared = self._pool[picker.endpoints[picker.pick()]]
+        endpoint = picker.endpoints[picker.pick()]
+        self.dialled[index] = endpoint
+        shared = self._pool[endpoint]
         return shared[index % len(shared)]
+
+    def placement(self) -> collections.Counter[str]:
+        """How many agents have a live session on each endpoint now."""
+        return collections.Counter(self.dialled[i] for i, stream in enumerate(self.streams) if stream.live)
 
     async def stop(self) -> None:
         for stream in self.streams:

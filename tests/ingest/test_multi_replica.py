@@ -15,10 +15,10 @@ import grpc
 import pytest
 from lifecyclezero.v1 import assets_pb2, assets_pb2_grpc, common_pb2
 
-from services.ingest import presence
 from services.kit.devstack import Stack
 from tests.conftest import running
 from tests.faults.helpers import Fleet, Store, Tenant, kill9, make_tenant, missing_telemetry, wait_for
+from tests.ingest.replicas import REPLICAS, all_held, internal, public
 
 pytestmark = pytest.mark.slow
 
@@ -26,7 +26,6 @@ pytestmark = pytest.mark.slow
 AGENTS = 150
 ORDERS_PER_REPLICA = 20
 INTERVAL = 5.0
-REPLICAS = ("ingest", "ingest-2", "ingest-3")
 NUDGED = {"DELIVERY_PATH_LOCAL", "DELIVERY_PATH_FORWARDED"}
 
 
@@ -35,33 +34,6 @@ def replicated(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     """The whole stack with three ingest processes."""
     yield from running(Stack(state_dir=tmp_path_factory.mktemp("replicas"), ingest_replicas=len(REPLICAS),
                              extra_env={"LZ_HEARTBEAT_INTERVAL_SECONDS": str(int(INTERVAL))}))
-
-
-def public(stack: Stack) -> list[str]:
-    return [stack.addresses[name] for name in REPLICAS]
-
-
-def internal(stack: Stack) -> dict[str, str]:
-    """Internal address -> replica name."""
-    return {stack.addresses[f"{name}-internal"]: name for name in REPLICAS}
-
-
-def holders(stack: Stack, tenant: str, asset_ids: list[str]) -> dict[str, str]:
-    """asset id -> name of the replica its agent item names as the holder of a live stream."""
-    store, names = Store(stack), internal(stack)
-    out = {}
-    for asset_id in asset_ids:
-        holder = presence.stream_holder(store.ddb, store.table, tenant, asset_id)
-        if holder is not None and holder.online and holder.replica in names:
-            out[asset_id] = names[holder.replica]
-    return out
-
-
-def all_held(stack: Stack, tenant: str, asset_ids: list[str],
-             among: tuple[str, ...] = REPLICAS) -> dict[str, str] | None:
-    """`holders` once every one of the assets has a live stream recorded on one of `among`, else None."""
-    found = holders(stack, tenant, asset_ids)
-    return found if len(found) == len(asset_ids) and set(found.values()) <= set(among) else None
 
 
 def answered(stack: Stack, command_ids: set[str]) -> dict[str, dict[str, str]] | None:
