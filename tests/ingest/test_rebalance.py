@@ -13,9 +13,10 @@ from tests.ingest.replicas import REPLICAS, public
 
 pytestmark = pytest.mark.slow
 
-# The issue asks for 300 agents; the machine is shared by several engineers' suites, so 150 here.
-AGENTS = 150
-INTERVAL = 2.0
+# Agents pick a replica at random on each reconnect, so the spread is binomial: 300 agents keep each
+# replica's share within +-20 % of even (2.4 standard deviations) in all but about 3 % of the moments.
+AGENTS = 300
+INTERVAL = 5.0
 MAX_AGE_SECONDS = 12.0
 GRACE_SECONDS = 2.0
 SPREAD = 0.2
