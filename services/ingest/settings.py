@@ -36,7 +36,14 @@ class StreamSettings:
     )
     command_poll_seconds: float = s.env(
         "LZ_COMMAND_POLL_SECONDS", s.positive_float, default=3.0,
-        doc="Per-tenant poll of pending commands, for tenants with live streams.",
+        doc="Per-tenant poll of pending commands, for tenants with live streams and pending commands (at their "
+            "last poll, or nudged since).",
+    )
+    command_idle_poll_seconds: float = s.env(
+        "LZ_COMMAND_IDLE_POLL_SECONDS", s.positive_float, default=60.0,
+        doc="The same poll for tenants with live streams but no pending command: nudges reach the replica "
+            "holding the stream, so this only catches a lost nudge. R replicas and T such tenants cost "
+            "R x T / this ListPendingCommands a second.",
     )
     command_resend_seconds: float = s.env(
         "LZ_COMMAND_RESEND_SECONDS", s.positive_float, default=15.0,
