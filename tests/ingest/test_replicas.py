@@ -29,8 +29,9 @@ def _replica(stack: Stack, log_path: Path, recheck_seconds: float) -> Iterator[s
     address = f"127.0.0.1:{embedded.free_port()}"
     env = {**os.environ, **embedded.EMBEDDED_CREDENTIALS, **stack.env, "LZ_PORT": address.rsplit(":", 1)[1],
            "LZ_CREDENTIAL_RECHECK_SECONDS": str(recheck_seconds), "LZ_COMMAND_POLL_SECONDS": "1",
-           # Without an internal port it serves DeliverCommand on LZ_PORT: nudges are forwarded there.
-           "LZ_ADVERTISE_ADDRESS": address,
+           # Without an internal port it serves DeliverCommand on LZ_PORT: nudges are forwarded there. A stream
+           # that sent no heartbeat yet is not recorded anywhere, so its commands come with the poll.
+           "LZ_ADVERTISE_ADDRESS": address, "LZ_COMMAND_IDLE_POLL_SECONDS": "1",
            # Its own calls to assets (pending commands, results) carry ingest's service token, as the stack's do.
            "LZ_SERVICE_TOKEN": stack.service_tokens["ingest"]}
     with log_path.open("ab") as log:
