@@ -92,13 +92,18 @@ class Router:
             return
         held_here = self._hub.holds(tenant, asset_id)
         await self._hub.revoke(tenant, asset_id)
-        target = "" if held_here or not self._own else await self._holder(tenant, asset_id)
-        if target:
-            try:
-                await self._peers.recheck_agent(target, tenant, asset_id)
-            except DomainError as error:
-                log.warning("revocation not forwarded; the holder's credential re-check ends the stream",
-                            extra={"asset_id": asset_id, "replica": target, "error": error.message})
+        if not held_here:
+            await self._recheck_on_holder(tenant, asset_id)
+
+    async def _recheck_on_holder(self, tenant: str, asset_id: str) -> None:
+        target = await self._holder(tenant, asset_id) if self._own else ""
+        if not target:
+            return
+        try:
+            await self._peers.recheck_agent(target, tenant, asset_id)
+        except DomainError as error:
+            log.warning("credential change not forwarded; the holder's periodic re-check ends the stream",
+                        extra={"asset_id": asset_id, "replica": target, "error": error.message})
 
     async def _holder(self, tenant: str, asset_id: str) -> str:
         holder = await aws.call(presence.stream_holder, self._ddb, self._table, tenant, asset_id)

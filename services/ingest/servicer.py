@@ -27,6 +27,8 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
     async def Enroll(self, request: ingest_pb2.EnrollRequest, context: Any) -> ingest_pb2.EnrollResponse:
         enrolled = await self._enrollment.enroll(request)
         if enrolled.kind != assets_pb2.ENROLLMENT_KIND_NEW:
+            # The credential write replaced the agent item, holder included: another replica's stream of the
+            # old credential ends at that replica's next re-check (LZ_CREDENTIAL_RECHECK_SECONDS).
             self._hub.end_stream(request.tenant_id, enrolled.asset_id, Unauthenticated(
                 "the agent credential was replaced by a new enrollment", reason="CREDENTIAL_REPLACED"))
         return ingest_pb2.EnrollResponse(

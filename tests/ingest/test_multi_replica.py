@@ -18,7 +18,7 @@ from lifecyclezero.v1 import assets_pb2, assets_pb2_grpc, common_pb2, ingest_pb2
 from services.kit.devstack import Stack
 from tests.conftest import running
 from tests.faults.helpers import Fleet, Store, Tenant, kill9, make_tenant, missing_telemetry, wait_for
-from tests.ingest.agents import TestAgent, enroll, heartbeat
+from tests.ingest.agents import IngestTenant, TestAgent, enroll, heartbeat
 from tests.ingest.replicas import REPLICAS, all_held, internal, public
 
 pytestmark = pytest.mark.slow
@@ -110,17 +110,23 @@ async def test_every_order_reaches_the_replica_holding_its_host_without_the_poll
     assert {c: names[answers[c]["replica"]] for c in commands} == {c: held[a] for c, a in commands.items()}
 
 
+async def on_last_replica(stack: Stack, tenant: IngestTenant) -> tuple[TestAgent, ingest_pb2.EnrollResponse]:
+    """A host enrolled through the first replica whose stream is on the last one, recorded there."""
+    reply = enroll(stack.addresses["ingest"], tenant)
+    agent = TestAgent(stack.addresses[REPLICAS[-1]], tenant.tenant, reply.asset_id, reply.agent_credential)
+    await agent.connect()
+    await agent.send(heartbeat(1))
+    await agent.ack_for(1)
+    await wait_for(lambda: all_held(stack, tenant.tenant, [reply.asset_id], among=REPLICAS[-1:]), 30,
+                   "the stream recorded on the last replica")
+    return agent, reply
+
+
 async def test_a_revocation_taken_by_one_replica_ends_the_stream_on_the_holder_at_once(replicated: Stack) -> None:
     """RevokeAgent through the first replica ends the agent's stream on the third well before its re-check."""
     tenant = make_tenant(replicated).ingest_tenant
-    reply = enroll(replicated.addresses["ingest"], tenant)
-    agent = TestAgent(replicated.addresses[REPLICAS[-1]], tenant.tenant, reply.asset_id, reply.agent_credential)
-    await agent.connect()
+    agent, reply = await on_last_replica(replicated, tenant)
     try:
-        await agent.send(heartbeat(1))
-        await agent.ack_for(1)
-        await wait_for(lambda: all_held(replicated, tenant.tenant, [reply.asset_id], among=REPLICAS[-1:]), 30,
-                       "the stream recorded on the third replica")
         async with grpc.aio.insecure_channel(replicated.addresses["ingest-internal"]) as channel:
             await ingest_pb2_grpc.IngestServiceStub(channel).RevokeAgent(
                 ingest_pb2.RevokeAgentRequest(asset_id=reply.asset_id), metadata=tenant.admin(), timeout=10)
