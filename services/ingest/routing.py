@@ -96,11 +96,12 @@ class Router:
             await self._recheck_on_holder(tenant, asset_id)
 
     async def _recheck_on_holder(self, tenant: str, asset_id: str) -> None:
-        target = await self._holder(tenant, asset_id) if self._own else ""
-        if not target:
-            return
+        """Best effort once the revocation is written: a failure here must not fail the revocation."""
+        target = ""
         try:
-            await self._peers.recheck_agent(target, tenant, asset_id)
+            target = await self._holder(tenant, asset_id) if self._own else ""
+            if target:
+                await self._peers.recheck_agent(target, tenant, asset_id)
         except DomainError as error:
             log.warning("credential change not forwarded; the holder's periodic re-check ends the stream",
                         extra={"asset_id": asset_id, "replica": target, "error": error.message})
