@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import collections
 import random
+import subprocess
+import sys
+from pathlib import Path
 
 import grpc
 import pytest
@@ -76,3 +79,14 @@ def test_other_unavailable_errors_are_not_max_age() -> None:
     error = grpc.aio.AioRpcError(grpc.StatusCode.UNAVAILABLE, grpc.aio.Metadata(), grpc.aio.Metadata(),
                                  details="the server is shutting down; reconnect")
     assert not ended_at_max_age(error)
+
+
+def test_run_refuses_a_malformed_control_plane_in_one_line(tmp_path: Path) -> None:
+    """`lz-agent run --control-plane a:1,b` exits 2 with one line naming the option and the bad entry."""
+    done = subprocess.run(
+        [sys.executable, "-m", "agent.cli", "run", "--control-plane", "a:1,b", "--duration", "1"],
+        capture_output=True, text=True, timeout=60, check=False,
+        env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(Path.cwd()), "LZ_AGENT_STATE_DIR": str(tmp_path)})
+    assert done.returncode == 2
+    assert done.stderr.strip().count("\n") == 0
+    assert "--control-plane" in done.stderr and "'b'" in done.stderr
