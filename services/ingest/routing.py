@@ -20,10 +20,11 @@ from lifecyclezero.v1 import common_pb2
 from services.ingest import presence
 from services.ingest.peers import Peers
 from services.ingest.streams import Hub
-from services.kit import aws
+from services.kit import aws, telemetry
 from services.kit.errors import DomainError
 
 log = logging.getLogger(__name__)
+nudges = telemetry.meter.create_counter("lz.ingest.nudges", description="Nudged commands by delivery path")
 
 
 class Path(enum.Enum):
@@ -67,6 +68,7 @@ class Router:
             delivery = Delivery(Path.NOT_HELD)
         else:
             delivery = await self._forward(tenant, command)
+        nudges.add(1, {"path": delivery.path.value, "from_peer": from_peer})
         log.info("command nudged", extra={"tenant": tenant, "asset_id": command.asset_id,
                                           "command_id": command.command_id, "path": delivery.path.value,
                                           "replica": delivery.replica, "from_peer": from_peer})
