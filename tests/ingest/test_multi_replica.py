@@ -13,12 +13,12 @@ from collections.abc import Iterator
 
 import grpc
 import pytest
-from lifecyclezero.v1 import assets_pb2, assets_pb2_grpc, common_pb2, ingest_pb2, ingest_pb2_grpc
+from lifecyclezero.v1 import assets_pb2, assets_pb2_grpc, common_pb2, ingest_pb2
 
 from services.kit.devstack import Stack
 from tests.conftest import running
 from tests.faults.helpers import Fleet, Store, Tenant, kill9, make_tenant, missing_telemetry, wait_for
-from tests.ingest.agents import IngestTenant, TestAgent, enroll, heartbeat
+from tests.ingest.agents import IngestTenant, TestAgent, enroll, heartbeat, revoke_agent
 from tests.ingest.replicas import REPLICAS, all_held, internal, public
 
 pytestmark = pytest.mark.slow
@@ -127,9 +127,7 @@ async def test_a_revocation_taken_by_one_replica_ends_the_stream_on_the_holder_a
     tenant = make_tenant(replicated).ingest_tenant
     agent, reply = await on_last_replica(replicated, tenant)
     try:
-        async with grpc.aio.insecure_channel(replicated.addresses["ingest-internal"]) as channel:
-            await ingest_pb2_grpc.IngestServiceStub(channel).RevokeAgent(
-                ingest_pb2.RevokeAgentRequest(asset_id=reply.asset_id), metadata=tenant.admin(), timeout=10)
+        revoke_agent(replicated, tenant, reply.asset_id)
         # The replicas re-check live credentials every 60 s; only the forwarded revocation ends it this soon.
         assert await agent.status(within=10) == grpc.StatusCode.UNAUTHENTICATED
         assert agent.error_info().reason == "CREDENTIAL_REVOKED"
