@@ -72,9 +72,11 @@ _OUTCOME_FROM_PROTO = {common_pb2.COMMAND_OUTCOME_APPLIED: Outcome.APPLIED,
 
 
 class Nudger:
-    """Tells every ingest process about a new command, so a live stream sends it at once.
+    """Tells ingest about a new command, so the live stream sends it at once.
 
-    Best effort: a failure is logged and forgotten, because the agent's next heartbeat picks the
+    One address is enough (in Kubernetes the ingest Service, so any replica): the replica that takes the
+    nudge forwards it to the one holding the stream (services/ingest/routing.py). Each address listed
+    is nudged. Best effort: a failure is logged and forgotten, because the agent's next heartbeat picks the
     command up from the pending list anyway.
     """
 
@@ -93,7 +95,7 @@ class Nudger:
                        command: common_pb2.Command) -> None:
         stub = ingest_pb2_grpc.IngestServiceStub(channel)
         try:
-            await stub.DeliverCommand(
+            reply = await stub.DeliverCommand(
                 ingest_pb2.DeliverCommandRequest(command=command),
                 metadata=clients.service_metadata(self._settings, tenant),
                 timeout=NUDGE_TIMEOUT_SECONDS,
@@ -101,6 +103,11 @@ class Nudger:
         except grpc.aio.AioRpcError as exc:
             log.warning("nudge failed; the next heartbeat will pick the command up",
                         extra={"address": address, "command_id": command.command_id, "code": exc.code().name})
+            return
+        # The delivery path of each command, on record: a command that waited for the poll shows here.
+        log.info("nudge answered", extra={"address": address, "command_id": command.command_id,
+                                          "path": ingest_pb2.DeliveryPath.Name(reply.path),
+                                          "replica": reply.replica})
 
     async def close(self) -> None:
         for task in list(self._tasks):

@@ -73,8 +73,10 @@ class Tracker:
     """Connection state of the hub's streams, and the health sweep of the tenants they belong to."""
 
     def __init__(self, settings: StreamSettings, ddb: Any, table: str, assets: AssetsClient,
-                 policies: rules.PolicyBook) -> None:
+                 policies: rules.PolicyBook, *, replica: str = "") -> None:
         self.settings = settings
+        # This replica's internal address, written on the agent item at open: where nudges are forwarded.
+        self.replica = replica
         self._ddb = ddb
         self._table = table
         self._assets = assets
@@ -134,7 +136,7 @@ class Tracker:
         await aws.call(presence.open_connection, self._ddb, self._table, tenant, asset_id, secret_sha256,
                        state.stream_id, now, _later(now, self.lease_seconds),
                        _later(now, settings.missing_after_seconds), state.version, state.platform,
-                       change.outdated_since, change.returned_rules)
+                       change.outdated_since, change.returned_rules, self.replica)
         self.writes += 1 + len(change.resolve)
         if change.outdated_since:
             # Raised after the item names it, and again at every open while outdated (the first write stands),

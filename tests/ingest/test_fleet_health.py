@@ -40,7 +40,7 @@ def health_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     """A stack of its own whose ingest asks for a heartbeat every 2 s and sweeps health twice a second."""
     yield from running(Stack(state_dir=tmp_path_factory.mktemp("health-stack"), extra_env={
         "LZ_HEARTBEAT_INTERVAL_SECONDS": str(INTERVAL), "LZ_HEALTH_SWEEP_SECONDS": "0.5",
-        "LZ_COMMAND_POLL_SECONDS": "1", "LZ_SEQ_PERSIST_SECONDS": str(PERSIST)}))
+        "LZ_COMMAND_POLL_SECONDS": "1", "LZ_COMMAND_IDLE_POLL_SECONDS": "1", "LZ_SEQ_PERSIST_SECONDS": str(PERSIST)}))
 
 
 @pytest.fixture
