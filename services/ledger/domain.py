@@ -71,7 +71,7 @@ class FullWalk:
         if sealed_leaf is not None and sealed_leaf != leaf:
             return self._fail(seq, f"event {seq} differs from the sealed leaf")
         try:
-            self._chain.add(canonical)
+            self._chain.check(canonical)
         except ChainError as exc:
             return self._fail(exc.seq, exc.reason)
         self._tree.append(leaf)
