@@ -50,7 +50,7 @@ def export_files(r: SealReader, tenant: str, start_seq: int, end_seq: int) -> It
             root,
             tenant=tenant,
             origin=r.keys.origin_of(tenant),
-            events=(e.canonical for e in store.events_between(r.ddb, r.table, tenant, 1, last, canonical_only=True)),
+            events=store.canonical_events(r.ddb, r.table, tenant, 1, last),
             checkpoints=notes,
             consistency_proofs=proofs,
             verifier_keys=r.keys.verifier_strings(tenant),

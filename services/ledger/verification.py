@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from services.kit.errors import DomainError
-from services.ledger import keys, store
+from services.ledger import store
 from services.ledger.domain import FullWalk, VerifyOutcome, earliest
 from services.ledger.proofs import SealReader, consistency, inclusion
 from services.sealer import store as seals
@@ -70,8 +70,8 @@ def verify_full(r: SealReader, tenant: str) -> VerifyOutcome:
             roots[record.size] = record.root
     walk = FullWalk(tenant, roots)
     leaves = _sealed_leaves(r, tenant, max(roots, default=0))
-    for event in store.events_between(r.ddb, r.table, tenant, 1, keys.MAX_SEQ, 2000, canonical_only=True):
-        if not walk.add(event.canonical, next(leaves)):
+    for canonical in store.canonical_events(r.ddb, r.table, tenant, 1):
+        if not walk.add(canonical, next(leaves)):
             break
     outcome = walk.finish()
     first = earliest([outcome, *problems])
@@ -111,11 +111,7 @@ def verify_since_checkpoint(r: SealReader, tenant: str) -> VerifyOutcome:
             frontier=latest.compact,
             last_sealed_event=anchor.canonical if anchor is not None else b"",
             last_sealed_proof=anchor_proof,
-            events_after=(
-                e.canonical for e in store.events_between(
-                    r.ddb, r.table, tenant, latest.size + 1, keys.MAX_SEQ, 2000, canonical_only=True
-                )
-            ),
+            events_after=store.canonical_events(r.ddb, r.table, tenant, latest.size + 1),
             previous=previous_arg,
         )
     except (TlogError, DomainError) as exc:
