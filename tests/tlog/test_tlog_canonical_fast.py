@@ -201,3 +201,15 @@ def test_a_timestamp_with_non_ascii_digits_is_refused() -> None:
     """Digits of other scripts do not pass for the fixed ASCII format."""
     fullwidth_year = "".join(chr(0xFF10 + int(d)) for d in "2026")
     assert not _builds(f"{fullwidth_year}-11-22T02:45:07.000007Z")
+
+
+@pytest.mark.parametrize("payload", [b'{"b":1,"a":2}', b'{"a":1,"a":1}', b'{"a":01}', b'{"a":-0}', b'{"a":1,}',
+                                     b'{"a":"\\u0041"}', b'{"a": 1}', b'{"a":1.50}'])
+def test_a_payload_out_of_canonical_form_is_refused_by_check_as_by_add(payload: bytes) -> None:
+    """An event whose payload is out of canonical form is not decided fast, and check refuses it as add does."""
+    event = build_event(tenant=TENANT, seq=1, ts="2026-11-22T02:45:07.000007Z", actor="a", action="x", subject="s",
+                        payload={"a": 1}, prev_hash=GENESIS_PREV_HASH)
+    damaged = event.canonical_bytes.replace(b'"payload":{"a":1}', b'"payload":' + payload)
+    assert chain_fields(damaged) is None
+    assert _outcome(ChainVerifier.check, [damaged]) == _outcome(ChainVerifier.add, [damaged])
+    assert _outcome(ChainVerifier.check, [damaged])[0] == "refused"
