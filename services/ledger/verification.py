@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+from services.kit import aws
 from services.kit.errors import DomainError
 from services.ledger import store
 from services.ledger.domain import FullWalk, VerifyOutcome, earliest
@@ -41,15 +42,26 @@ def check_record(r: SealReader, tenant: str, record: seals.CheckpointRecord) -> 
     return ""
 
 
+TILES_AHEAD = 8
+
+
+def _level0_tile(reads: seals.TileReads, index: int, width: int) -> bytes:
+    """A sealed level-0 tile's body, or b"" when it cannot be read (its leaves then pin nothing)."""
+    try:
+        return reads(TileId(0, index, width))
+    except DomainError:
+        return b""
+
+
 def _sealed_leaves(r: SealReader, tenant: str, sealed: int) -> Iterator[bytes | None]:
-    """Leaf hashes held by the sealed level-0 tiles, in leaf order, then None forever."""
+    """Leaf hashes held by the sealed level-0 tiles, in leaf order, then None forever.
+
+    The tiles are read up to TILES_AHEAD ahead of the walk, on a thread of their own.
+    """
     reads = seals.TileReads(r.s3, r.bucket, tenant, sealed)
-    for index in range((sealed + TILE_WIDTH - 1) // TILE_WIDTH):
-        width = min(TILE_WIDTH, sealed - index * TILE_WIDTH)
-        try:
-            data = reads(TileId(0, index, width))
-        except DomainError:
-            data = b""
+    widths = [min(TILE_WIDTH, sealed - index * TILE_WIDTH) for index in range((sealed + TILE_WIDTH - 1) // TILE_WIDTH)]
+    tiles = aws.prefetched((_level0_tile(reads, index, width) for index, width in enumerate(widths)), TILES_AHEAD)
+    for width, data in zip(widths, tiles, strict=True):
         for i in range(width):
             leaf = data[i * 32 : (i + 1) * 32]
             yield leaf if len(leaf) == 32 else None
