@@ -10,7 +10,7 @@ PROTOS := $(wildcard $(PROTO_DIR)/lifecyclezero/v1/*.proto)
 PYTEST_ARGS ?=
 BUF := .tools/node_modules/.bin/buf
 
-.PHONY: help install proto test lint up demo bench bench-quick certs deploy-render deploy-check clean
+.PHONY: help install proto test lint up demo bench bench-quick certs lock deploy-render deploy-check clean
 
 help:
 	@echo "make demo        see the whole system work (embedded AWS, services, a simulated fleet)"
@@ -20,7 +20,9 @@ help:
 	@echo "make proto       regenerate the gRPC code from protos/"
 	@echo "make bench       benchmarks and the report in bench-results/"
 	@echo "make certs       a local CA and per-service TLS certificates in .lz/certs"
-	@echo "make deploy-check  render both kustomize overlays and cfn-lint the template"
+	@echo "                 (INGEST_SAN=\"agents.example.com ...\" adds the names agents dial to ingest's)"
+	@echo "make lock        regenerate the image's hashed lock files (deploy/requirements*.lock) with uv"
+	@echo "make deploy-check  render the kind overlay and the example EKS site, and cfn-lint the template"
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -59,14 +61,22 @@ bench-quick: $(STAMP)
 	$(BIN)/python -m benchmarks.run --out bench-results --quick
 
 certs: $(STAMP)
-	$(BIN)/python -m services.kit.certs .lz/certs
+	$(BIN)/python -m services.kit.certs .lz/certs $(foreach san,$(INGEST_SAN),--ingest-san $(san))
+
+# The image installs only what these pin, by hash (deploy/Dockerfile); run after changing dependencies.
+UV_COMPILE = $(BIN)/uv pip compile --quiet --generate-hashes --universal --python-version 3.11 --no-header
+lock: $(STAMP)
+	$(BIN)/pip install --quiet 'uv>=0.4,<1'
+	$(UV_COMPILE) pyproject.toml -o deploy/requirements.lock
+	$(UV_COMPILE) pyproject.toml --extra embedded -o deploy/requirements-embedded.lock
+	echo 'setuptools>=68' | $(UV_COMPILE) - -o deploy/requirements-build.lock
 
 deploy-render: $(STAMP)
 	$(BIN)/python -m deploy.aws.render --write
 
 deploy-check: $(STAMP)
 	kubectl kustomize deploy/k8s/overlays/local >/dev/null
-	kubectl kustomize deploy/k8s/overlays/aws >/dev/null
+	kubectl kustomize deploy/site-example >/dev/null
 	$(BIN)/cfn-lint deploy/aws/lifecyclezero.yaml
 
 clean:

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import grpc
 
+from agent import statefile
 from agent.config import Config, ConfigError, load_config
 from agent.containment import (
     Containment,
@@ -25,6 +26,7 @@ from agent.containment import (
     PolicyError,
     build_policy,
 )
+from agent.containment.policy import host_resolvers
 from agent.enroll import NotEnrolledError
 from agent.inventory import Inventory
 from agent.platform import UnsupportedPlatformError
@@ -98,7 +100,12 @@ def _parser() -> argparse.ArgumentParser:
         metavar="HOST:PORT",
         help="control-plane endpoint (repeatable; default from config)",
     )
-    apply.add_argument("--resolver", action="append", metavar="IP", help="allowed DNS resolver (repeatable)")
+    apply.add_argument(
+        "--resolver",
+        action="append",
+        metavar="IP",
+        help="allowed DNS resolver (repeatable; default from config, else the host's resolvers now)",
+    )
     apply.add_argument("--allow", action="append", metavar="CIDR", help="allowlisted network (repeatable)")
     apply.add_argument(
         "--stop-engines",
@@ -259,7 +266,7 @@ def _contain_apply(args: argparse.Namespace, config: Config) -> int:
     stop = config.stop_engines if args.stop_engines is None else args.stop_engines
     policy = build_policy(
         control_plane=args.control_plane or config.control_plane,
-        resolvers=args.resolver or config.resolvers,
+        resolvers=args.resolver or config.resolvers or host_resolvers(),
         allowlist=args.allow or config.allowlist,
         stop_engines=stop,
     )
@@ -276,6 +283,7 @@ def _contain_release(args: argparse.Namespace, config: Config) -> int:
 
 
 def _contain_reconcile(args: argparse.Namespace, config: Config) -> int:
+    statefile.repair(config.state_dir)
     return _report(_containment(config).reconcile(), args.json)
 
 
@@ -346,6 +354,8 @@ def _print_inventory(inventory: Inventory) -> None:
             f"  {model.name} [{model.source}, {model.format}, {model.quantization or '-'}, "
             f"{model.size_bytes} bytes] {model.path}"
         )
+        for error in model.errors:
+            print(f"    error: {error}")
     for error in inventory.errors:
         print(f"error: {error}")
 

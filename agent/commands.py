@@ -28,7 +28,7 @@ from lifecyclezero.v1 import common_pb2
 
 from agent import statefile
 from agent.containment import Containment, ContainmentResult, PolicyError, build_policy
-from agent.containment.policy import ContainmentPolicy, ControlPlane, split_host_port
+from agent.containment.policy import ContainmentPolicy, ControlPlane, host_resolvers, split_host_port
 from agent.containment.ruleset import render, rule_count
 
 log = logging.getLogger("lz.agent.commands")
@@ -183,7 +183,8 @@ class ContainmentExecutor:
         try:
             policy = build_policy(
                 control_plane=endpoints,
-                resolvers=list(spec.dns_servers) or self.resolvers,
+                # None named: pin the host's own resolvers now, never port 53 to any address.
+                resolvers=list(spec.dns_servers) or self.resolvers or host_resolvers(),
                 allowlist=[*spec.allowlist_cidrs, *self.allowlist],
                 stop_engines=spec.stop_engines,
             )

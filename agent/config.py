@@ -32,13 +32,16 @@ class Config:
     """Every setting the agent reads, with its default."""
 
     state_dir: Path = Path("/var/lib/lz-agent")
-    probe_timeout: float = 0.5
+    probe_timeout: float = 2.0
+    engine_deadline: float = 5.0
+    scan_deadline: float = 20.0
     sensitive_patterns: tuple[str, ...] = DEFAULT_PATTERNS
     extra_sensitive_patterns: tuple[str, ...] = ()
     model_homes: tuple[str, ...] = ()
     model_roots: tuple[str, ...] = ("~/models", "~/Downloads", "~/.local/share/nomic.ai", "~/jan")
     model_max_depth: int = 6
     model_max_files: int = 50_000
+    model_rescan_interval: float = 300.0
     compute_digests: bool = False
     nft: str = "/usr/sbin/nft"
     table: str = "lz_containment"
@@ -46,6 +49,7 @@ class Config:
     resolvers: tuple[str, ...] = ()
     allowlist: tuple[str, ...] = ()
     self_test_timeout: float = 2.0
+    drift_check_interval: float = 5.0
     stop_engines: bool = False
     stream_address: str = ""
     heartbeat_interval: float = 0.0
@@ -136,6 +140,15 @@ def _jitter(value: Any) -> float:
     return number
 
 
+def _rescan(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise ValueError("expected a number")
+    number = float(value)
+    if not 1 <= number <= 86400:
+        raise ValueError("expected seconds between 1 and 86400")
+    return number
+
+
 def _spool_bytes(value: Any) -> int:
     number = _int(value)
     if number < 64 * 1024:
@@ -154,12 +167,15 @@ def _table(value: Any) -> str:
 _FIELDS: Mapping[tuple[str, str], tuple[str, Callable[[Any], Any]]] = {
     ("", "state_dir"): ("state_dir", _path),
     ("discovery", "probe_timeout"): ("probe_timeout", _float),
+    ("discovery", "engine_deadline"): ("engine_deadline", _float),
+    ("discovery", "scan_deadline"): ("scan_deadline", _float),
     ("discovery", "sensitive_patterns"): ("sensitive_patterns", _strings),
     ("discovery", "extra_sensitive_patterns"): ("extra_sensitive_patterns", _strings),
     ("models", "homes"): ("model_homes", _strings),
     ("models", "roots"): ("model_roots", _strings),
     ("models", "max_depth"): ("model_max_depth", _int),
     ("models", "max_files"): ("model_max_files", _int),
+    ("models", "rescan_interval"): ("model_rescan_interval", _rescan),
     ("models", "compute_digests"): ("compute_digests", _bool),
     ("containment", "nft"): ("nft", _text),
     ("containment", "table"): ("table", _table),
@@ -167,6 +183,7 @@ _FIELDS: Mapping[tuple[str, str], tuple[str, Callable[[Any], Any]]] = {
     ("containment", "resolvers"): ("resolvers", _strings),
     ("containment", "allowlist"): ("allowlist", _strings),
     ("containment", "self_test_timeout"): ("self_test_timeout", _float),
+    ("containment", "drift_check_interval"): ("drift_check_interval", _float),
     ("containment", "stop_engines"): ("stop_engines", _bool),
     ("stream", "address"): ("stream_address", _endpoint),
     ("stream", "heartbeat_interval"): ("heartbeat_interval", _interval),

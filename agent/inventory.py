@@ -75,6 +75,7 @@ class Model:
     parameter_count: int | None
     context_length: int | None
     source: str
+    errors: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -94,8 +95,15 @@ class Inventory:
 
     def digest(self) -> str:
         """``sha256:<hex>`` of the canonical form: equal for snapshots differing only in volatile fields."""
-        canonical = json.dumps(_canonical(self), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-        return "sha256:" + hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+        try:
+            canonical = json.dumps(
+                _canonical(self), sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=repr
+            )
+        except (TypeError, ValueError):
+            # Values no discovery produces (the types are checked on the wire path); still a digest, never a raise.
+            canonical = repr(self)
+        # surrogatepass: a file name that is not UTF-8 must not make the digest (and so the heartbeat) fail.
+        return "sha256:" + hashlib.sha256(canonical.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def _canonical(inventory: Inventory) -> dict[str, Any]:

@@ -18,10 +18,12 @@ from agent.commands import CommandBook, ContainmentExecutor
 from agent.config import Config
 from agent.containment import Containment
 from agent.enroll import Identity, NotEnrolledError, identity_path, load_identity
+from agent.events import EventOutbox
 from agent.inventory import Inventory, Model
 from agent.snapshot import collect
 from agent.spool import FileSpool
 from agent.stream import KEEPALIVE_OPTIONS, AgentStream, CollectSource, StreamSettings, StreamState
+from agent.threads import in_daemon_thread
 
 log = logging.getLogger("lz.agent.run")
 
@@ -51,7 +53,9 @@ def build_stream(config: Config, identity: Identity, containment: Containment,
         log.warning("the asset id changed (re-enrolled); the old spool is discarded")
         shutil.rmtree(spool_dir, ignore_errors=True)
     target = config.stream_address or identity.control_plane
-    source = CollectSource(ModelCachingCollector(config))
+    source = CollectSource(
+        ModelCachingCollector(config, model_every=config.model_rescan_interval), deadline=config.scan_deadline
+    )
     executor = ContainmentExecutor(
         containment,
         control_plane=[target, *config.control_plane],
@@ -69,6 +73,7 @@ def build_stream(config: Config, identity: Identity, containment: Containment,
         executor=executor,
         backoff=Backoff(BackoffPolicy(first_jitter=config.first_reconnect_jitter)),
         settings=StreamSettings(interval=config.heartbeat_interval or None),
+        events=EventOutbox(config.state_dir),
     )
 
 
@@ -82,6 +87,7 @@ def run_agent(
     identity = load_identity(config.state_dir)
     if identity is None:
         raise NotEnrolledError(f"not enrolled ({identity_path(config.state_dir)} missing); run `lz-agent enroll`")
+    statefile.repair(config.state_dir)
     reconciled = containment.reconcile()
     level = logging.INFO if reconciled.ok else logging.ERROR
     log.log(level, "containment reconcile: %s", reconciled.message)
@@ -95,7 +101,13 @@ def run_agent(
                 loop.add_signal_handler(sig, stop.set)
         if duration is not None:
             loop.call_later(duration, stop.set)
-        await stream.run(stop)
+        guard = asyncio.create_task(guard_containment(containment, config.drift_check_interval, stop))
+        try:
+            await stream.run(stop)
+        finally:
+            guard.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await guard
 
     try:
         asyncio.run(main())
@@ -103,6 +115,22 @@ def run_agent(
         if isinstance(stream.spool, FileSpool):
             stream.spool.close()
     return 0
+
+
+async def guard_containment(containment: Containment, every: float, stop: asyncio.Event) -> None:
+    """Every ``every`` seconds, put isolation back if its live rules changed (the drift is recorded as an event).
+
+    Runs in a daemon thread because nft is a subprocess that could hang; only one check runs at a time.
+    """
+    while not stop.is_set():
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), every)
+        if stop.is_set():
+            return
+        try:
+            await in_daemon_thread(containment.check_drift)
+        except Exception:
+            log.exception("containment drift check failed")
 
 
 class ModelCachingCollector:

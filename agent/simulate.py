@@ -50,8 +50,8 @@ from agent.stream import (
     StreamState,
     StreamStats,
     hex_digest,
-    inventory_proto,
 )
+from agent.wire import inventory_proto
 
 log = logging.getLogger("lz.agent.simulate")
 

@@ -18,6 +18,7 @@ from agent.platform import Platform, current_platform
 def discovery_settings(config: Config) -> DiscoverySettings:
     return DiscoverySettings(
         probe_timeout=config.probe_timeout,
+        engine_deadline=config.engine_deadline,
         sensitive_patterns=config.sensitive_patterns + config.extra_sensitive_patterns,
     )
 
@@ -43,14 +44,14 @@ def collect(config: Config, platform: Platform | None = None, models: tuple[Mode
     found: list[Model] = []
     try:
         engines = discover_engines(host, discovery_settings(config))
-    except OSError as exc:
-        errors.append(f"engine discovery failed: {exc}")
+    except Exception as exc:  # the model half still goes out
+        errors.append(f"engine discovery failed: {type(exc).__name__}: {exc}")
     if models is None:
         try:
             digests = DigestCache(config.state_dir) if config.compute_digests else None
             found = inventory_models(model_settings(config), digests)
-        except OSError as exc:
-            errors.append(f"model inventory failed: {exc}")
+        except Exception as exc:  # the engine half still goes out
+            errors.append(f"model inventory failed: {type(exc).__name__}: {exc}")
     return Inventory(
         engines=tuple(engines),
         models=tuple(found) if models is None else models,

@@ -11,7 +11,10 @@ torn record at the end of the newest segment; on open it fails its length or
 checksum and is cut off, so it is ignored rather than replayed as garbage.
 The spool is bounded: when it outgrows its budget the oldest segment goes,
 and the number of heartbeats lost that way is counted (and reported upstream
-in ``Heartbeat.spool_dropped``). :class:`MemorySpool` is the same contract in
+in ``Heartbeat.spool_dropped``). A record the control plane refuses as invalid
+is rejected: it is never replayed again, and the number rejected is counted
+(``Heartbeat.spool_rejected``); the rejected seqs are kept in ``spool.json``
+until an ack passes them, so a restart does not bring them back. :class:`MemorySpool` is the same contract in
 memory, for the simulator's thousands of hosts.
 """
 
@@ -44,8 +47,17 @@ class Spool(Protocol):
         """Heartbeats lost to the size bound since the spool was created (cumulative)."""
         ...
 
+    @property
+    def rejected(self) -> int:
+        """Records the control plane refused as invalid and that were dropped (cumulative)."""
+        ...
+
     def append(self, seq: int, payload: bytes) -> None:
         """Keep ``payload`` under ``seq``, which must be above every seq already held."""
+        ...
+
+    def reject(self, seq: int) -> bool:
+        """Never hand out ``seq`` again (the control plane refused it); True when it was held."""
         ...
 
     def trim(self, acked_seq: int) -> None:
@@ -72,11 +84,24 @@ class MemorySpool:
         self.max_records = max_records
         self._records: deque[tuple[int, bytes]] = deque()
         self._dropped = 0
+        self._rejected = 0
         self._last = 0
 
     @property
     def dropped(self) -> int:
         return self._dropped
+
+    @property
+    def rejected(self) -> int:
+        return self._rejected
+
+    def reject(self, seq: int) -> bool:
+        kept = deque(r for r in self._records if r[0] != seq)
+        if len(kept) == len(self._records):
+            return False
+        self._records = kept
+        self._rejected += 1
+        return True
 
     def append(self, seq: int, payload: bytes) -> None:
         if seq <= self._last:
@@ -123,10 +148,14 @@ class FileSpool:
         self.segment_bytes = segment_bytes or max(512, min(1024 * 1024, max_bytes // 8))
         self.fsync = fsync
         self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        statefile.adopt(self.dir)
         self._meta = self.dir / "spool.json"
         meta = statefile.read_json(self._meta)
-        self._dropped = int(meta.get("dropped", 0)) if isinstance(meta, dict) else 0
-        self._last = int(meta.get("last_seq", 0)) if isinstance(meta, dict) else 0
+        meta = meta if isinstance(meta, dict) else {}
+        self._dropped = int(meta.get("dropped", 0))
+        self._last = int(meta.get("last_seq", 0))
+        self._rejected = int(meta.get("rejected", 0))
+        self._rejected_seqs: set[int] = {int(seq) for seq in meta.get("rejected_seqs", ())}
         self._acked = 0
         self._segments: list[_Segment] = []
         self._active: BinaryIO | None = None
@@ -142,6 +171,20 @@ class FileSpool:
     @property
     def dropped(self) -> int:
         return self._dropped
+
+    @property
+    def rejected(self) -> int:
+        return self._rejected
+
+    def reject(self, seq: int) -> bool:
+        if seq in self._rejected_seqs or seq <= self._acked:
+            return False
+        if not any(s.first_seq <= seq <= s.last_seq for s in self._segments):
+            return False
+        self._rejected_seqs.add(seq)
+        self._rejected += 1
+        self._save_meta()
+        return True
 
     def append(self, seq: int, payload: bytes) -> None:
         if seq <= self._last:
@@ -167,6 +210,10 @@ class FileSpool:
         self._acked = max(self._acked, acked_seq)
         while self._segments and self._segments[0].last_seq <= acked_seq:
             self._drop_oldest(count_as_lost=False)
+        passed = {seq for seq in self._rejected_seqs if seq <= acked_seq}
+        if passed:
+            self._rejected_seqs -= passed
+            self._save_meta()
 
     def pending(self, after_seq: int) -> Iterator[tuple[int, bytes]]:
         after_seq = max(after_seq, self._acked)
@@ -174,7 +221,7 @@ class FileSpool:
             if segment.last_seq <= after_seq:
                 continue
             for seq, payload in _records(segment.path):
-                if seq > after_seq:
+                if seq > after_seq and seq not in self._rejected_seqs:
                     yield seq, payload
 
     def last_seq(self) -> int:
@@ -196,6 +243,7 @@ class FileSpool:
         self.close()
         path = self.dir / f"{first_seq:020d}{_SUFFIX}"
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        statefile.adopt(path)
         self._active = os.fdopen(fd, "ab")
         if not self._segments or self._segments[-1].path != path:
             self._segments.append(_Segment(path, first_seq, first_seq, 0, 0))
@@ -220,8 +268,20 @@ class FileSpool:
                 lost = sum(1 for seq, _ in _records(segment.path) if seq > self._acked)
             self._dropped += lost
         segment.path.unlink(missing_ok=True)
-        statefile.write_json(self._meta, {"dropped": self._dropped, "last_seq": self._last})
+        self._rejected_seqs = {seq for seq in self._rejected_seqs if seq > segment.last_seq}
+        self._save_meta()
         return lost
+
+    def _save_meta(self) -> None:
+        statefile.write_json(
+            self._meta,
+            {
+                "dropped": self._dropped,
+                "last_seq": self._last,
+                "rejected": self._rejected,
+                "rejected_seqs": sorted(self._rejected_seqs),
+            },
+        )
 
 
 def _crc(seq: int, payload: bytes) -> int:

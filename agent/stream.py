@@ -12,6 +12,13 @@ sequence number and the acked state are persisted, so a restart continues the
 sequence. A heartbeat carries the full inventory only while its digest differs
 from the last one the control plane acknowledged, and the digest alone when not.
 
+A heartbeat the control plane refuses as invalid (its error names the seq) is
+rejected from the spool rather than replayed on every reconnect; local events
+(break-glass, containment drift) go up as ``agent_event`` until acked by id;
+and the reconnect backoff only starts over after a session that carried
+traffic (an ack came back), so a stream refused right after its Welcome backs
+off like one that never connected.
+
 Per-heartbeat work is kept small because the simulator runs thousands of these
 in one process: heartbeats are spooled as bytes and framed into ConnectRequest
 bytes by hand (a protobuf message is the concatenation of its fields), so a
@@ -22,13 +29,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import itertools
 import logging
+import socket
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -39,8 +48,11 @@ from agent import statefile
 from agent.backoff import Backoff
 from agent.commands import CommandBook, CommandExecutor, failed
 from agent.enroll import AGENT_VERSION, Identity
+from agent.events import EventOutbox
 from agent.inventory import Inventory
 from agent.spool import Spool
+from agent.threads import in_daemon_thread
+from agent.wire import inventory_proto
 
 log = logging.getLogger("lz.agent.stream")
 
@@ -112,20 +124,39 @@ class RateLimiter:
         self.tokens -= 1.0
 
 
-def retry_after(error: grpc.aio.AioRpcError) -> float:
-    """The server's ``retry_after_ms`` (google.rpc.ErrorInfo metadata) in seconds, or 0."""
+def error_info(error: grpc.aio.AioRpcError) -> dict[str, str]:
+    """The metadata of the server's ``google.rpc.ErrorInfo`` detail (empty when there is none)."""
     from google.rpc import error_details_pb2, status_pb2
 
     for key, value in error.trailing_metadata() or ():
         if key != "grpc-status-details-bin" or not isinstance(value, bytes):
             continue
-        status = status_pb2.Status.FromString(value)
+        try:
+            status = status_pb2.Status.FromString(value)
+        except ValueError:
+            return {}
         for detail in status.details:
             info = error_details_pb2.ErrorInfo()
-            if detail.Unpack(info) and "retry_after_ms" in info.metadata:
-                with contextlib.suppress(ValueError):
-                    return max(0.0, int(info.metadata["retry_after_ms"]) / 1000)
+            if detail.Unpack(info):
+                return dict(info.metadata)
+    return {}
+
+
+def retry_after(error: grpc.aio.AioRpcError) -> float:
+    """The server's ``retry_after_ms`` (google.rpc.ErrorInfo metadata) in seconds, or 0."""
+    with contextlib.suppress(KeyError, ValueError):
+        return max(0.0, int(error_info(error)["retry_after_ms"]) / 1000)
     return 0.0
+
+
+def refused_seq(error: grpc.aio.AioRpcError) -> int | None:
+    """The heartbeat seq the control plane refused as invalid (INVALID_ARGUMENT naming a seq), else None."""
+    if error.code() != grpc.StatusCode.INVALID_ARGUMENT:
+        return None
+    try:
+        return int(error_info(error)["seq"])
+    except (KeyError, ValueError):
+        return None
 
 
 def next_beat(due: float, now: float, interval: float) -> float:
@@ -159,54 +190,30 @@ class InventorySource(Protocol):
     async def snapshot(self) -> Snapshot: ...
 
 
-def inventory_proto(inventory: Inventory) -> common_pb2.Inventory:
-    """The agent's :class:`Inventory` as the wire message."""
-    message = common_pb2.Inventory(hostname=inventory.hostname, os=inventory.os)
-    for engine in inventory.engines:
-        message.engines.add(
-            kind=engine.kind,
-            pid=engine.pid,
-            executable=engine.exe,
-            user=engine.user,
-            version=engine.version or "",
-            listen=[common_pb2.Endpoint(address=e.address, port=e.port, exposed=e.exposed) for e in engine.listen],
-            confirmed=engine.confirmed,
-            loaded_models=list(engine.models_loaded),
-            open_sensitive_files=list(engine.open_sensitive_files),
-            outbound=[
-                common_pb2.OutboundConnection(remote_address=c.remote_address, remote_port=c.remote_port)
-                for c in engine.outbound
-            ],
-        )
-    for model in inventory.models:
-        message.models.add(
-            name=model.name,
-            format=model.format,
-            path=model.path,
-            digest=model.digest or "",
-            size_bytes=model.size_bytes,
-            architecture=model.architecture or "",
-            quantization=model.quantization or "",
-            parameter_count=model.parameter_count or 0,
-            context_length=model.context_length or 0,
-            source=model.source,
-        )
-    with contextlib.suppress(ValueError):
-        message.collect_time.FromDatetime(datetime.fromisoformat(inventory.collected_at))
-    return message
-
-
 class CollectSource:
-    """Discovery on this host every heartbeat (in a worker thread); re-encodes only when the digest changes."""
+    """Discovery on this host every heartbeat (in a daemon thread); re-encodes only when the digest changes.
 
-    def __init__(self, collect: Callable[[], Inventory]) -> None:
+    Whatever discovery does, a heartbeat goes out: a pass that raises gives an inventory naming the error,
+    and one still running after ``deadline`` seconds gives the last inventory with a note that the scan is
+    late (the pass keeps running and the next heartbeat picks it up; only one runs at a time).
+    """
+
+    def __init__(self, collect: Callable[[], Inventory], deadline: float = 20.0) -> None:
         self._collect = collect
+        self.deadline = deadline
         self._last: Snapshot | None = None
+        self._pending: asyncio.Future[Inventory] | None = None
         self.latest: Inventory | None = None
 
     async def snapshot(self) -> Snapshot:
-        inventory = await asyncio.to_thread(self._collect)
-        self.latest = inventory
+        if self._pending is None:
+            self._pending = in_daemon_thread(self._collect_total)
+        try:
+            inventory = await asyncio.wait_for(asyncio.shield(self._pending), self.deadline)
+            self._pending = None
+            self.latest = inventory
+        except TimeoutError:
+            inventory = _late(self.latest, self.deadline)
         digest = hex_digest(inventory.digest())
         if self._last is None or self._last.digest != digest:
             self._last = Snapshot(digest, inventory_proto(inventory).SerializeToString())
@@ -214,6 +221,30 @@ class CollectSource:
 
     def engine_pids(self) -> Sequence[int]:
         return [e.pid for e in self.latest.engines] if self.latest else []
+
+    def _collect_total(self) -> Inventory:
+        try:
+            return self._collect()
+        except Exception as exc:
+            log.exception("discovery failed")
+            return _empty_inventory(f"discovery failed: {type(exc).__name__}: {exc}")
+
+
+def _empty_inventory(error: str) -> Inventory:
+    return Inventory(
+        engines=(), models=(), hostname=socket.gethostname(), os="", collected_at=_utc_now(), errors=(error,)
+    )
+
+
+def _late(previous: Inventory | None, deadline: float) -> Inventory:
+    error = f"discovery did not finish within {deadline:g}s; the previous snapshot is reported"
+    if previous is None:
+        return _empty_inventory(error)
+    return dataclasses.replace(previous, errors=(*previous.errors, error))
+
+
+def _utc_now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 class StreamState:
@@ -256,12 +287,15 @@ class StreamStats:
     heartbeats_sent: int = 0
     heartbeats_replayed: int = 0
     heartbeats_acked: int = 0
+    heartbeats_rejected: int = 0
     full_inventories_sent: int = 0
     commands_received: int = 0
     commands_applied: int = 0
     commands_failed: int = 0
     results_sent: int = 0
     results_acked: int = 0
+    events_sent: int = 0
+    events_acked: int = 0
     ack_latencies: list[float] = field(default_factory=list)
 
 
@@ -281,6 +315,7 @@ class _Session:
     def __init__(self, call: Any) -> None:
         self.call = call
         self.ready = False
+        self.carried = False  # an ack came back: the session did real work, so backoff may start over
         self.replayed_through = 0
         self.sent_at: deque[tuple[int, float]] = deque()
 
@@ -302,6 +337,7 @@ class AgentStream:
         settings: StreamSettings | None = None,
         stats: StreamStats | None = None,
         owns_channel: bool = True,
+        events: EventOutbox | None = None,
     ) -> None:
         self.identity = identity
         self._channel_factory = channel
@@ -314,6 +350,8 @@ class AgentStream:
         self.settings = settings or StreamSettings()
         self.stats = stats or StreamStats()
         self.owns_channel = owns_channel
+        self.events = events
+        self._events_sent_at: dict[str, float] = {}
         self.interval = self.settings.interval or float(identity.heartbeat_interval_seconds or DEFAULT_INTERVAL)
         self._lock = asyncio.Lock()
         self._command_lock = asyncio.Lock()
@@ -335,10 +373,10 @@ class AgentStream:
         producer = asyncio.create_task(self._produce(stop))
         try:
             while not stop.is_set():
-                healthy = await self._run_session(stop)
+                carried = await self._run_session(stop)
                 if stop.is_set():
                     break
-                if healthy:
+                if carried:
                     self.backoff.reset()
                 delay = max(self.backoff.next_delay(), self._not_before)
                 self._not_before = 0.0
@@ -362,7 +400,11 @@ class AgentStream:
     # -- session -----------------------------------------------------------------------------------
 
     async def _run_session(self, stop: asyncio.Event) -> bool:
-        """One Connect call, from Hello to its end; True when it got as far as a Welcome."""
+        """One Connect call, from Hello to its end; True when it carried traffic (an ack came back).
+
+        A session that is welcomed and then refused at once (a bad record, a rate limit) is not healthy:
+        resetting the backoff after it would reconnect about once a second for as long as that lasts.
+        """
         channel = self._channel_factory()
         call = channel.stream_stream(
             CONNECT_METHOD,
@@ -401,21 +443,25 @@ class AgentStream:
                 reader.cancel()
                 with contextlib.suppress(BaseException):
                     await call.done_writing()
-            return True
+            return session.carried
         except grpc.aio.AioRpcError as exc:
             self.last_error = f"{exc.code().name}: {exc.details()}"
+            seq = refused_seq(exc)
+            if seq is not None and self.spool.reject(seq):
+                self.stats.heartbeats_rejected += 1
+                log.error("the control plane refused heartbeat %d (%s); dropped from the spool", seq, exc.details())
             if exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED:
                 self._not_before = retry_after(exc)
             if exc.code() in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED):
                 log.error("control plane refused this agent (%s); re-enroll with `lz-agent enroll`", exc.details())
             if not welcomed:
                 self._connect_failed(exc.code().name)
-            return welcomed
+            return session.carried
         except (TimeoutError, asyncio.InvalidStateError, grpc.aio.UsageError) as exc:
             self.last_error = f"{type(exc).__name__}: {exc}"
             if not welcomed:
                 self._connect_failed(type(exc).__name__)
-            return welcomed
+            return session.carried
         finally:
             stopper.cancel()
             async with self._lock:
@@ -449,6 +495,7 @@ class AgentStream:
                         session.ready = True
                         for result in self.commands.unacked():
                             await self._write_result(session, result)
+                        await self._send_events(session, force=True)
                         break
                     seq, payload = batch[0]
                     await self._limiter.acquire()
@@ -477,6 +524,11 @@ class AgentStream:
                 self._spawn(self._on_command(message.command))
 
     async def _on_ack(self, session: _Session, ack: ingest_pb2.Ack) -> None:
+        session.carried = True
+        if ack.event_id and self.events is not None:
+            self._events_sent_at.pop(ack.event_id, None)
+            if await asyncio.to_thread(self.events.mark_acked, ack.event_id):
+                self.stats.events_acked += 1
         if ack.command_id and self.commands.mark_acked(ack.command_id):
             self.stats.results_acked += 1
             self._results_sent_at.pop(ack.command_id, None)
@@ -528,7 +580,10 @@ class AgentStream:
         async with self._lock:
             seq = max(self.state.last_seq, self.spool.last_seq()) + 1
             heartbeat = ingest_pb2.Heartbeat(
-                seq=seq, inventory_digest=snapshot.digest, spool_dropped=self.spool.dropped
+                seq=seq,
+                inventory_digest=snapshot.digest,
+                spool_dropped=self.spool.dropped,
+                spool_rejected=self.spool.rejected,
             )
             heartbeat.observe_time.FromNanoseconds(time.time_ns())
             data = heartbeat.SerializeToString()
@@ -593,7 +648,30 @@ class AgentStream:
         self._results_sent_at[result.command_id] = time.monotonic()
         self.stats.results_sent += 1
 
+    async def _send_events(self, session: _Session, force: bool = False) -> None:
+        """Send local events (break-glass, drift) not yet acked (caller holds the write lock)."""
+        if self.events is None:
+            return
+        now = time.monotonic()
+        for event in await asyncio.to_thread(self.events.pending):
+            sent = self._events_sent_at.get(event.event_id)
+            if not force and sent is not None and now - sent < self.settings.resend_results_after:
+                continue
+            await self._limiter.acquire()
+            try:
+                await session.call.write(frame(ingest_pb2.ConnectRequest(agent_event=event)))
+            except (grpc.aio.AioRpcError, asyncio.InvalidStateError, grpc.aio.UsageError) as exc:
+                self.last_error = f"write failed: {exc}"
+                session.call.cancel()
+                return
+            self._events_sent_at[event.event_id] = now
+            self.stats.events_sent += 1
+
     async def _resend_results(self) -> None:
+        if self.events is not None:
+            async with self._lock:
+                if self._session is not None and self._session.ready:
+                    await self._send_events(self._session)
         pending = self.commands.unacked()
         if not pending:
             return

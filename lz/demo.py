@@ -659,7 +659,8 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
     parser.add_argument("--json-report", type=Path, metavar="FILE", help="also write the step results as JSON")
     args = parser.parse_args(argv)
     if args.hosts < 10:
-        parser.error("--hosts must be at least 10")
+        print(f"{parser.prog}: --hosts must be at least 10", file=sys.stderr)
+        return 2
     # The demo's stack and CLI calls get their settings from the demo alone: a leftover LZ_POLICY_FILE,
     # LZ_TOKEN or LZ_ASSETS_ADDRESS of the caller's shell must not leak into them.
     for name in [n for n in os.environ if n.startswith("LZ_") and n != "LZ_DEBUG"]:

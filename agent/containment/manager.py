@@ -6,6 +6,13 @@ what was there before (the previous isolation or none), because an isolated
 host that cannot reach the control plane can never be released remotely. At
 start-up, :meth:`Containment.reconcile` re-installs persisted isolation and
 never rolls back: after a reboot the network may simply not be up yet.
+
+What is installed is checked by content, not by the table's existence: the
+canonical hash of the live listing right after applying is kept with the
+state, and :meth:`Containment.check_drift` (run every few seconds by
+``lz-agent run`` while isolated) compares the live listing with it, puts the
+rules back when anything changed (an inserted accept rule, a flushed chain, a
+deleted table) and records the drift as an event for the control plane.
 """
 
 from __future__ import annotations
@@ -15,6 +22,7 @@ import hashlib
 import logging
 import os
 import signal
+import uuid
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -23,7 +31,7 @@ from typing import Any
 
 from agent.containment.firewall import Firewall, FirewallError
 from agent.containment.policy import ContainmentPolicy, PolicyError
-from agent.containment.ruleset import rule_count
+from agent.containment.ruleset import canonical_sha256, rule_count
 from agent.containment.selftest import Attempt, SelfTest, check_control_plane
 from agent.containment.state import ContainmentState
 
@@ -86,6 +94,9 @@ class ContainmentStatus:
     applied_at: str | None
     ruleset_sha256: str | None
     policy: dict[str, Any] | None
+    # Canonical hashes of the live rules: as applied (kept in the state) and as installed now.
+    applied_listing_sha256: str | None = None
+    live_listing_sha256: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -98,6 +109,8 @@ class Containment:
         self.firewall = firewall
         self.state = ContainmentState(state_dir)
         self.self_test_timeout = self_test_timeout
+        # The last drift that could not be repaired: reported once, not again every check while it lasts.
+        self._unrepaired: tuple[str | None, str | None] | None = None
 
     def apply(
         self, policy: ContainmentPolicy, command_id: str | None = None, stop_pids: Sequence[int] = ()
@@ -142,6 +155,7 @@ class Containment:
                 {
                     "policy": policy.to_dict(),
                     "ruleset_sha256": digest,
+                    "listing_sha256": listing,
                     "command_id": command_id,
                     "applied_at": at,
                 }
@@ -177,6 +191,7 @@ class Containment:
             self.state.record_event(
                 {
                     "event": "break-glass",
+                    "event_id": uuid.uuid4().hex,
                     "at": result.at,
                     "operator": operator,
                     "reason": reason,
@@ -222,6 +237,8 @@ class Containment:
                     evidence=Evidence(digest, rule_count(rules), rules),
                 )
             test = check_control_plane(policy.control_plane, self.self_test_timeout)
+            listing = self._listing_digest()
+            self.state.set_active({**record, "ruleset_sha256": digest, "listing_sha256": listing})
             self.state.record_event(
                 {
                     "event": "reconcile",
@@ -236,22 +253,74 @@ class Containment:
                 True,
                 "containment re-applied" + ("" if test.ok else "; control plane not reachable yet"),
                 record.get("command_id"),
-                evidence=Evidence(digest, rule_count(rules), rules, self._listing_digest(), test),
+                evidence=Evidence(digest, rule_count(rules), rules, listing, test),
             )
 
     def status(self) -> ContainmentStatus:
-        """Persisted intent versus installed rules."""
+        """Persisted intent versus installed rules, compared by the content of the live ruleset."""
         record = self.state.active()
-        installed = self._listing() is not None
+        listing = self._listing()
+        installed = listing is not None
+        live = canonical_sha256(listing) if listing is not None else None
+        applied = record.get("listing_sha256") if record else None
+        same_content = record is None or applied is None or live == applied
         return ContainmentStatus(
             persisted=record is not None,
             installed=installed,
-            in_sync=installed == (record is not None),
+            in_sync=installed == (record is not None) and same_content,
             command_id=record.get("command_id") if record else None,
             applied_at=record.get("applied_at") if record else None,
             ruleset_sha256=record.get("ruleset_sha256") if record else None,
             policy=record.get("policy") if record else None,
+            applied_listing_sha256=applied,
+            live_listing_sha256=live,
         )
+
+    def check_drift(self) -> dict[str, Any] | None:
+        """Put persisted isolation back when the live rules differ from the applied ones; the drift event, or None.
+
+        The event is also recorded in the state directory, from where the stream reports it.
+        """
+        with self.state.locked():
+            record = self.state.active()
+            if record is None:
+                return None
+            expected = record.get("listing_sha256")
+            found = self._listing_digest()
+            if expected is not None and found == expected:
+                self._unrepaired = None
+                return None
+            repaired, detail, now_found = False, "", found
+            try:
+                policy = ContainmentPolicy.from_dict(record["policy"])
+                self.firewall.apply(self.firewall.render(policy))
+                now_found = self._listing_digest()
+                repaired = now_found is not None
+            except (FirewallError, PolicyError, KeyError) as exc:
+                detail = f"re-applying failed: {exc}"
+            if expected is None and repaired:
+                # State from before listings were kept: learn the baseline, nothing is known to have drifted.
+                self.state.set_active({**record, "listing_sha256": now_found})
+                return None
+            if repaired and now_found != expected:
+                self.state.set_active({**record, "listing_sha256": now_found})
+            if not repaired:
+                if self._unrepaired == (expected, found):
+                    return None
+                self._unrepaired = (expected, found)
+            event = {
+                "event": "containment-drift",
+                "event_id": uuid.uuid4().hex,
+                "at": _now(),
+                "command_id": record.get("command_id"),
+                "expected_sha256": expected,
+                "found_sha256": found,
+                "repaired": repaired,
+                "detail": detail or ("the isolation table was missing" if found is None else "rules changed"),
+            }
+            self.state.record_event(event)
+        log.critical("containment drift: live rules %s, applied %s; re-applied: %s", found, expected, repaired)
+        return event
 
     def _release(self, action: str, command_id: str | None) -> ContainmentResult:
         try:
@@ -297,7 +366,7 @@ class Containment:
 
     def _listing_digest(self) -> str | None:
         listing = self._listing()
-        return _sha256(listing) if listing is not None else None
+        return canonical_sha256(listing) if listing is not None else None
 
 
 def _stop(pids: Sequence[int]) -> tuple[int, ...]:

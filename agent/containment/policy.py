@@ -31,8 +31,9 @@ class ControlPlane:
 class ContainmentPolicy:
     """Everything isolation admits besides loopback, DHCP and IPv6 neighbour discovery.
 
-    ``resolvers`` empty means DNS to any server; ``allowlist`` holds the
-    tenant's CIDRs (IPv4 and IPv6), already normalised and collapsed.
+    ``resolvers`` are the only DNS servers reachable (empty: no DNS at all,
+    never "any host on port 53"); ``allowlist`` holds the tenant's CIDRs (IPv4
+    and IPv6), already normalised and collapsed.
     """
 
     control_plane: tuple[ControlPlane, ...]
@@ -83,6 +84,35 @@ def build_policy(
         allowlist=_cidrs(allowlist),
         stop_engines=stop_engines,
     )
+
+
+# Where the host's resolvers are configured; systemd-resolved's stub (127.0.0.53) forwards to the second.
+RESOLV_CONF_PATHS = ("/etc/resolv.conf", "/run/systemd/resolve/resolv.conf")
+
+
+def host_resolvers(paths: Sequence[str] = RESOLV_CONF_PATHS) -> tuple[str, ...]:
+    """The non-loopback name servers the host is configured with now (loopback always passes anyway).
+
+    Isolation pins these when the control plane names no resolvers, so DNS keeps working for the
+    host's own lookups without opening port 53 to every address on the internet.
+    """
+    found: dict[str, None] = {}
+    for path in paths:
+        try:
+            with open(path, encoding="utf-8", errors="replace") as handle:
+                lines = handle.read(64 * 1024).splitlines()
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            if len(fields) >= 2 and fields[0] == "nameserver":
+                try:
+                    address = ipaddress.ip_address(fields[1].split("%", 1)[0])
+                except ValueError:
+                    continue
+                if not address.is_loopback and not address.is_unspecified:
+                    found[str(address)] = None
+    return tuple(found)
 
 
 def split_host_port(entry: str) -> tuple[str, int]:

@@ -13,6 +13,7 @@ half the output chain lets through.
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 
 from agent.containment.policy import ContainmentPolicy
@@ -51,6 +52,17 @@ def render(policy: ContainmentPolicy, table: str) -> str:
         "}",
     ]
     return "\n".join(lines) + "\n"
+
+
+def canonical_sha256(listing: str) -> str:
+    """``sha256:<hex>`` of a ruleset listing's content, independent of indentation and blank lines.
+
+    ``nft list table`` prints the installed rules the same way for the same content, so this hash
+    changes exactly when a rule, set element or chain policy in the table changes.
+    """
+    lines = [" ".join(line.split()) for line in listing.splitlines()]
+    content = "\n".join(line for line in lines if line)
+    return "sha256:" + hashlib.sha256(content.encode("utf-8")).hexdigest()
 
 
 def rule_count(ruleset: str) -> int:
@@ -95,8 +107,7 @@ def _control_plane(policy: ContainmentPolicy) -> list[str]:
 
 
 def _dns(policy: ContainmentPolicy) -> list[str]:
-    if not policy.resolvers:
-        return ["udp dport 53 accept", "tcp dport 53 accept"]
+    """Port 53 to the named resolvers only; with none named, no DNS leaves the host (loopback stubs still work)."""
     rules: list[str] = []
     for resolver in policy.resolvers:
         family = _family(resolver)

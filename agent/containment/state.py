@@ -35,7 +35,10 @@ class ContainmentState:
     def locked(self) -> Iterator[None]:
         """Serialise containment changes between the agent and a local helper invocation."""
         self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        with open(self.dir / "containment.lock", "a") as handle:
+        lock = self.dir / "containment.lock"
+        fd = os.open(lock, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        statefile.adopt(lock)
+        with os.fdopen(fd, "a") as handle:
             fcntl.flock(handle, fcntl.LOCK_EX)
             try:
                 yield
@@ -70,17 +73,29 @@ class ContainmentState:
     def record_event(self, event: dict[str, Any]) -> None:
         """Append one event line and fsync it; the stream client drains this file later."""
         self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        with open(self._events, "a", encoding="utf-8") as handle:
+        fd = os.open(self._events, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        statefile.adopt(self._events)
+        with os.fdopen(fd, "a", encoding="utf-8") as handle:
             handle.write(json.dumps(event, sort_keys=True) + "\n")
             handle.flush()
             os.fsync(handle.fileno())
 
     def events(self) -> list[dict[str, Any]]:
+        """Every recorded event; a torn last line (a crash mid-write) or a corrupt one is skipped."""
         try:
-            with open(self._events, encoding="utf-8") as handle:
-                return [json.loads(line) for line in handle if line.strip()]
+            with open(self._events, encoding="utf-8", errors="replace") as handle:
+                lines = [line for line in handle if line.strip()]
         except FileNotFoundError:
             return []
+        events: list[dict[str, Any]] = []
+        for line in lines:
+            try:
+                event = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(event, dict):
+                events.append(event)
+        return events
 
     def _load_commands(self) -> dict[str, Any]:
         data = statefile.read_json(self._commands)

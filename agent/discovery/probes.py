@@ -1,20 +1,29 @@
 """HTTP probes that confirm what a signature suspects.
 
-Probes only speak to the engine's own listening port on this host, with short
-timeouts and a response size cap, so a hung or hostile local server cannot
-stall or bloat a scan. An answer of 401/403 on an engine's API path still
-identifies the engine: it wants a key, which is itself worth reporting.
+Probes only speak to the engine's own listening port on this host, under one
+total deadline per engine (connect, send and every read count against it, so a
+server that drips a byte at a time is cut off like a silent one) and a response
+size cap, so a hung or hostile local server cannot stall or bloat a scan. Each
+probe's socket is bound to the address it targets before connecting: the
+kernel then only connects when that address is this host's own, so a listener
+bound to a foreign address (``IP_FREEBIND``) cannot steer a probe off the host.
+An answer of 401/403 on an engine's API path still identifies the engine: it
+wants a key, which is itself worth reporting.
 """
 
 from __future__ import annotations
 
 import http.client
+import io
 import json
+import socket
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 _MAX_BODY = 512 * 1024
+_MAX_HEAD = 64 * 1024
 _AUTH_STATUSES = (401, 403)
 
 
@@ -43,31 +52,73 @@ class _Reply:
 
 
 class _Client:
-    """Tiny GET-only HTTP client bound to one host:port."""
+    """Tiny GET-only HTTP/1.0 client bound to one host:port, with a deadline shared by all its requests."""
 
-    def __init__(self, host: str, port: int, timeout: float) -> None:
+    def __init__(self, host: str, port: int, deadline: float) -> None:
         self.host = host
         self.port = port
-        self.timeout = timeout
+        self.deadline = deadline
+        self.errors: list[str] = []
 
     def get(self, path: str) -> _Reply | None:
-        connection = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
         try:
-            connection.request("GET", path, headers={"Accept": "application/json", "User-Agent": "lz-agent"})
-            response = connection.getresponse()
+            raw = self._exchange(path)
+            response = http.client.HTTPResponse(_Replayed(raw))  # type: ignore[arg-type]
+            response.begin()
             return _Reply(response.status, response.read(_MAX_BODY))
-        except (OSError, http.client.HTTPException):
+        except (OSError, http.client.HTTPException, ValueError) as exc:
+            self.errors.append(f"GET {path}: {type(exc).__name__}: {exc}"[:200])
             return None
-        finally:
-            connection.close()
+
+    def _remaining(self) -> float:
+        left = self.deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError("probe deadline passed")
+        return left
+
+    def _exchange(self, path: str) -> bytes:
+        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
+        with socket.socket(family, socket.SOCK_STREAM) as sock:
+            sock.bind((self.host, 0))
+            sock.settimeout(self._remaining())
+            sock.connect((self.host, self.port))
+            request = (
+                f"GET {path} HTTP/1.0\r\nHost: {self.host}:{self.port}\r\n"
+                "Accept: application/json\r\nUser-Agent: lz-agent\r\nConnection: close\r\n\r\n"
+            )
+            sock.sendall(request.encode("ascii"))
+            chunks: list[bytes] = []
+            size = 0
+            while size < _MAX_HEAD + _MAX_BODY:
+                sock.settimeout(self._remaining())
+                chunk = sock.recv(65536)
+                if not chunk:
+                    break
+                chunks.append(chunk)
+                size += len(chunk)
+            return b"".join(chunks)
 
 
-def probe(family: str, host: str, port: int, timeout: float) -> ProbeResult:
-    """Run the probe ``family`` against ``host:port``."""
+class _Replayed:
+    """The bytes of a finished exchange, shaped like the socket ``http.client.HTTPResponse`` reads from."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+    def makefile(self, mode: str, *args: Any, **kwargs: Any) -> io.BytesIO:
+        return io.BytesIO(self.data)
+
+
+def probe(family: str, host: str, port: int, deadline: float) -> ProbeResult:
+    """Run the probe ``family`` against ``host:port``, giving up at ``deadline`` (``time.monotonic()``)."""
     handler = _PROBES.get(family)
     if handler is None:
         return ProbeResult(False, f"unknown probe {family}")
-    return handler(_Client(host, port, timeout))
+    client = _Client(host, port, deadline)
+    result = handler(client)
+    if result.confirmed or not client.errors:
+        return result
+    return ProbeResult(False, f"{result.evidence} ({'; '.join(client.errors[:3])})")
 
 
 def _names(items: Any, *keys: str) -> tuple[str, ...]:
@@ -133,6 +184,20 @@ def _openai(client: _Client) -> ProbeResult:
     if models is None:
         return ProbeResult(False, "/v1/models did not answer like an OpenAI-compatible server")
     return ProbeResult(True, "/v1/models answered OpenAI-compatible", models_loaded=models)
+
+
+def _vllm(client: _Client) -> ProbeResult:
+    """The OpenAI-compatible answer plus vLLM's own ``/version``."""
+    result = _openai(client)
+    if not result.confirmed or result.auth_required:
+        return result
+    reply = client.get("/version")
+    body = reply.json() if reply is not None and reply.status == 200 else None
+    version = body.get("version") if isinstance(body, dict) else None
+    if not isinstance(version, str):
+        return result
+    return ProbeResult(True, "/v1/models and /version answered like vLLM", version=version,
+                       models_loaded=result.models_loaded)
 
 
 def _llamacpp(client: _Client) -> ProbeResult:
@@ -231,6 +296,7 @@ def _http(client: _Client) -> ProbeResult:
 _PROBES: dict[str, Callable[[_Client], ProbeResult]] = {
     "ollama": _ollama,
     "openai": _openai,
+    "vllm": _vllm,
     "llamacpp": _llamacpp,
     "lmstudio": _lmstudio,
     "kobold": _kobold,

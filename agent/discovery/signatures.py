@@ -39,7 +39,8 @@ class Signature:
 
 
 SIGNATURES: tuple[Signature, ...] = (
-    Signature("ollama", probes=("ollama",), names=("ollama", "ollama.exe"), exclude=(r"\brunner\b",)),
+    # Ollama's model runners (`ollama runner ...`) are children of the server and folded into it.
+    Signature("ollama", probes=("ollama",), names=("ollama", "ollama.exe")),
     Signature(
         "llama.cpp",
         probes=("llamacpp", "openai"),
@@ -54,7 +55,7 @@ SIGNATURES: tuple[Signature, ...] = (
     ),
     Signature(
         "vllm",
-        probes=("openai",),
+        probes=("vllm",),
         names=("vllm",),
         cmdline=(r"\bvllm(\.entrypoints\.\S+|\s+serve)\b",),
     ),
@@ -66,6 +67,8 @@ SIGNATURES: tuple[Signature, ...] = (
         "text-generation-webui",
         probes=("openai", "gradio"),
         cmdline=(r"text-generation-webui", r"oobabooga", r"\bserver\.py\b.*--(api|listen|model)\b"),
+        # As its one-click installer starts it: `installer_files/env/bin/python server.py`, no flags.
+        script=(r"^\s*from modules import [^\n]*\bshared\b", r"^\s*import modules\.extensions\b"),
     ),
     Signature(
         "tgi",

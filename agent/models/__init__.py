@@ -13,7 +13,7 @@ from agent.models.files import WalkLimits, gguf_model, walk_files
 from agent.models.huggingface import huggingface_models
 from agent.models.ollama import ollama_models
 
-__all__ = ["DigestCache", "ModelSettings", "WalkLimits", "inventory_models", "user_homes"]
+__all__ = ["DigestCache", "ModelSettings", "WalkLimits", "expand_roots", "inventory_models", "user_homes"]
 
 _FIRST_HUMAN_UID = 1000
 _NOBODY_UID = 65534
@@ -49,8 +49,8 @@ def inventory_models(settings: ModelSettings, digests: DigestCache | None = None
                 for path in walk_files(store, ".gguf", settings.limits)
             )
     seen = {os.path.realpath(m.path) for m in found}
-    for root in settings.roots:
-        for path in walk_files(Path(os.path.expanduser(root)), ".gguf", settings.limits):
+    for root in expand_roots(settings.roots, homes):
+        for path in walk_files(root, ".gguf", settings.limits):
             real = os.path.realpath(path)
             if real not in seen:
                 seen.add(real)
@@ -59,6 +59,24 @@ def inventory_models(settings: ModelSettings, digests: DigestCache | None = None
         found = [_with_digest(m, digests) for m in found]
         digests.save()
     return sorted(found, key=lambda m: (m.path, m.name))
+
+
+def expand_roots(roots: tuple[str, ...], homes: list[Path]) -> list[Path]:
+    """Model roots with ``~/`` expanded in every user's home (not only the agent's), each directory once.
+
+    The agent runs as its own user, so ``os.path.expanduser`` would only ever find the agent's home:
+    a user's ``~/Downloads`` is exactly where a model they would rather not report lands.
+    """
+    expanded: list[Path] = []
+    for root in roots:
+        if root == "~" or root.startswith("~/"):
+            expanded.extend(home / root[2:] for home in homes)
+        else:
+            expanded.append(Path(os.path.expanduser(root)))
+    unique: dict[str, Path] = {}
+    for path in expanded:
+        unique.setdefault(os.path.realpath(path), path)
+    return list(unique.values())
 
 
 def user_homes() -> list[str]:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from agent import bounds
 from agent.inventory import Model
 from agent.models.gguf import GGUFError, read_gguf
 
@@ -59,32 +60,54 @@ def walk_files(root: Path, suffix: str, limits: WalkLimits) -> Iterator[Path]:
 def gguf_model(
     path: Path, name: str, source: str, digest: str | None = None, size: int | None = None
 ) -> Model:
-    """A :class:`Model` for a GGUF file; what its header cannot tell (or an unreadable header) stays empty."""
+    """A :class:`Model` for a GGUF file; what its header cannot tell (or an unreadable header) stays empty.
+
+    A header the reader refuses, and any number out of its plausible range, is named in ``errors``:
+    the file is still reported, only the fact is left out.
+    """
+    errors: list[str] = []
     try:
         info = read_gguf(path)
-    except GGUFError:
+    except GGUFError as exc:
         info = None
+        errors.append(f"gguf header: {exc}")
+    except Exception as exc:  # a reader bug must cost one record, not the model inventory
+        info = None
+        errors.append(f"gguf header: unexpected {type(exc).__name__}: {exc}")
     if size is None:
         try:
             size = path.stat().st_size
         except OSError:
             size = 0
+    parameters, context = (info.parameter_count or None, info.context_length) if info else (None, None)
     return Model(
         name=name,
         format="gguf",
         path=str(path),
         digest=digest,
-        size_bytes=size,
+        size_bytes=checked(bounds.SIZE_BYTES, size, errors) or 0,
         architecture=info.architecture if info else None,
         quantization=info.quantization if info else None,
-        parameter_count=(info.parameter_count or None) if info else None,
-        context_length=info.context_length if info else None,
+        parameter_count=checked(bounds.PARAMETER_COUNT, parameters, errors),
+        context_length=checked(bounds.CONTEXT_LENGTH, context, errors),
         source=source,
+        errors=tuple(errors),
     )
 
 
+def checked(allowed: bounds.Range, value: object, errors: list[str]) -> int | None:
+    """``value`` when ``allowed`` admits it, else None with the reason appended to ``errors``."""
+    kept, error = allowed.check(value)
+    if error is not None:
+        errors.append(error)
+    return kept
+
+
 def safetensors_parameters(path: Path) -> int | None:
-    """Parameter count from a safetensors header (8-byte length, then JSON), without reading weights."""
+    """Parameter count from a safetensors header (8-byte length, then JSON), without reading weights.
+
+    The sum is unbounded here (Python ints); the caller range-checks it like any other number.
+    """
     try:
         with open(path, "rb") as handle:
             raw = handle.read(8)

@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import BinaryIO
 
 MAGIC = b"GGUF"
-SUPPORTED_VERSIONS = (2, 3)
+# Version 1 is version 2 with 32-bit counts, lengths and dimensions.
+SUPPORTED_VERSIONS = (1, 2, 3)
 DEFAULT_ALIGNMENT = 32
 _MAX_DIMS = 4
 
@@ -73,6 +74,10 @@ class Limits:
     max_string_length: int = 4 * 1024 * 1024
     max_header_bytes: int = 256 * 1024 * 1024
     keep_array_length: int = 256
+    # What stays in memory across the whole header: characters of kept strings (keys, values, tensor
+    # names) and elements of kept arrays. A header needing more is refused, not half-read.
+    max_kept_bytes: int = 8 * 1024 * 1024
+    max_kept_elements: int = 65_536
 
 
 @dataclass(frozen=True)
@@ -175,9 +180,14 @@ def parse_gguf(stream: BinaryIO, limits: Limits | None = None) -> GGUFInfo:
     version = reader.scalar(_UINT32)
     assert isinstance(version, int)
     if version not in SUPPORTED_VERSIONS:
+        swapped = int.from_bytes(version.to_bytes(4, "little"), "big")
+        if swapped in SUPPORTED_VERSIONS:
+            raise GGUFError(f"big-endian GGUF (version {swapped}) is not read")
         raise GGUFError(f"unsupported GGUF version {version}")
-    tensor_count = reader.count(reader.limits.max_tensors, "tensor count", minimum_bytes_each=24)
-    kv_count = reader.count(reader.limits.max_kv, "metadata count", minimum_bytes_each=13)
+    reader.wide = version >= 2
+    size = 8 if reader.wide else 4
+    tensor_count = reader.count(reader.limits.max_tensors, "tensor count", minimum_bytes_each=size + 16)
+    kv_count = reader.count(reader.limits.max_kv, "metadata count", minimum_bytes_each=size + 5)
     metadata: dict[str, MetadataValue] = {}
     for _ in range(kv_count):
         key = reader.string()
@@ -193,6 +203,9 @@ class _Reader:
         self.stream = stream
         self.limits = limits
         self.consumed = 0
+        self.kept_bytes = 0
+        self.kept_elements = 0
+        self.wide = True
         try:
             start = stream.tell()
             self.size = stream.seek(0, io.SEEK_END) - start
@@ -225,8 +238,14 @@ class _Reader:
             return bool(value)
         return value  # type: ignore[no-any-return]
 
+    def size_field(self) -> int:
+        """A count, length or dimension: 64-bit since GGUF v2, 32-bit in v1."""
+        value = self.scalar(_UINT64 if self.wide else _UINT32)
+        assert isinstance(value, int)
+        return value
+
     def count(self, limit: int, what: str, minimum_bytes_each: int) -> int:
-        value = self.scalar(_UINT64)
+        value = self.size_field()
         assert isinstance(value, int)
         if value > limit:
             raise GGUFError(f"{what} {value} exceeds limit {limit}")
@@ -235,7 +254,7 @@ class _Reader:
         return value
 
     def length(self, limit: int, what: str, element_size: int) -> int:
-        value = self.scalar(_UINT64)
+        value = self.size_field()
         assert isinstance(value, int)
         if value > limit:
             raise GGUFError(f"{what} {value} exceeds limit {limit}")
@@ -243,8 +262,19 @@ class _Reader:
             raise GGUFError(f"{what} {value} runs past the end of the file")
         return value
 
+    def _keep(self, n_bytes: int, n_elements: int = 0) -> None:
+        self.kept_bytes += n_bytes
+        self.kept_elements += n_elements
+        if self.kept_bytes > self.limits.max_kept_bytes:
+            raise GGUFError(f"metadata past the reader's memory budget ({self.limits.max_kept_bytes} bytes)")
+        if self.kept_elements > self.limits.max_kept_elements:
+            raise GGUFError(
+                f"arrays past the reader's memory budget ({self.limits.max_kept_elements} elements)"
+            )
+
     def string(self) -> str:
         n = self.length(self.limits.max_string_length, "string length", 1)
+        self._keep(n)
         try:
             return self.read(n).decode("utf-8")
         except UnicodeDecodeError as exc:
@@ -271,9 +301,11 @@ class _Reader:
         if depth > 2:
             raise GGUFError("arrays nested too deeply")
         element_type = self.type_id()
-        minimum = _SCALARS[element_type][1] if element_type in _SCALARS else 8 + 4 * (element_type == _ARRAY)
+        size = 8 if self.wide else 4
+        minimum = _SCALARS[element_type][1] if element_type in _SCALARS else size + 4 * (element_type == _ARRAY)
         n = self.length(self.limits.max_array_length, "array length", minimum)
         if n <= self.limits.keep_array_length:
+            self._keep(0, n)
             return [self.value(element_type, depth + 1) for _ in range(n)]
         if element_type in _SCALARS:
             self.skip(n * _SCALARS[element_type][1])
@@ -293,8 +325,7 @@ class _Reader:
             raise GGUFError(f"tensor {name!r} has {dims} dimensions (max {_MAX_DIMS})")
         shape: list[int] = []
         for _ in range(dims):
-            dim = self.scalar(_UINT64)
-            assert isinstance(dim, int)
+            dim = self.size_field()
             if dim >= 1 << 48:
                 raise GGUFError(f"tensor {name!r} has an impossible dimension {dim}")
             shape.append(dim)

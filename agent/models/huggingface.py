@@ -13,8 +13,9 @@ import re
 from pathlib import Path
 from typing import Any
 
+from agent import bounds
 from agent.inventory import Model
-from agent.models.files import WalkLimits, gguf_model, read_small_json, safetensors_parameters
+from agent.models.files import WalkLimits, checked, gguf_model, read_small_json, safetensors_parameters
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _WEIGHT_FORMATS = (
@@ -77,18 +78,20 @@ def _repo_models(repo_id: str, snapshot: Path, limits: WalkLimits) -> list[Model
     config = read_small_json(snapshot / "config.json")
     config = config if isinstance(config, dict) else {}
     parameters = sum(safetensors_parameters(f) or 0 for f in files if f.name.endswith(".safetensors"))
+    errors: list[str] = []
     return [
         Model(
             name=repo_id,
             format=weight_format,
             path=str(snapshot),
             digest=None,
-            size_bytes=sum(_size(f) for f in files),
+            size_bytes=checked(bounds.SIZE_BYTES, sum(_size(f) for f in files), errors) or 0,
             architecture=_architecture(config),
             quantization=_quantization(config),
-            parameter_count=parameters or None,
-            context_length=_int(config.get("max_position_embeddings")),
+            parameter_count=checked(bounds.PARAMETER_COUNT, parameters or None, errors),
+            context_length=checked(bounds.CONTEXT_LENGTH, config.get("max_position_embeddings"), errors),
             source="huggingface",
+            errors=tuple(errors),
         )
     ]
 
@@ -125,6 +128,3 @@ def _quantization(config: dict[str, Any]) -> str | None:
     dtype = config.get("torch_dtype") or config.get("dtype")
     return dtype if isinstance(dtype, str) else None
 
-
-def _int(value: Any) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) else None

@@ -7,10 +7,12 @@ blob's SHA-256, so no hashing is needed here.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
+from agent import bounds
 from agent.inventory import Model
-from agent.models.files import WalkLimits, gguf_model, read_small_json
+from agent.models.files import WalkLimits, checked, gguf_model, read_small_json
 
 _MODEL_LAYER = "application/vnd.ollama.image.model"
 _DEFAULT_REGISTRY = "registry.ollama.ai"
@@ -53,9 +55,11 @@ def _model(root: Path, manifests: Path, manifest: Path) -> Model | None:
     digest: str = layer["digest"]
     if not digest.startswith("sha256:") or len(digest) != 71:
         return None
-    size = layer.get("size") if isinstance(layer.get("size"), int) else 0
+    errors: list[str] = []
+    size = checked(bounds.SIZE_BYTES, layer.get("size"), errors) or 0
     blob = root / "blobs" / digest.replace(":", "-")
-    return gguf_model(blob, _name(manifest.relative_to(manifests)), "ollama", digest=digest, size=size)
+    model = gguf_model(blob, _name(manifest.relative_to(manifests)), "ollama", digest=digest, size=size)
+    return replace(model, errors=(*errors, *model.errors)) if errors else model
 
 
 def _name(relative: Path) -> str:

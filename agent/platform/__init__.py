@@ -23,6 +23,7 @@ class ProcessInfo:
     uid: int
     user: str
     cwd: str
+    ppid: int = 0
 
 
 @dataclass(frozen=True)

@@ -107,6 +107,7 @@ class LinuxPlatform:
             uid=uid,
             user=_user_name(uid),
             cwd=_readlink(base / "cwd"),
+            ppid=_status_field(status, "PPid:"),
         )
 
 
@@ -115,6 +116,15 @@ def _readlink(path: Path) -> str:
         return os.readlink(path).removesuffix(" (deleted)")
     except OSError:
         return ""
+
+
+def _status_field(status: str, name: str) -> int:
+    for line in status.splitlines():
+        if line.startswith(name):
+            fields = line.split()
+            if len(fields) > 1 and fields[1].isdigit():
+                return int(fields[1])
+    return 0
 
 
 def _status_uid(status: str) -> int:

@@ -31,6 +31,14 @@ def register(sub: Subparsers, parents: list[argparse.ArgumentParser]) -> None:
     create.add_argument("--save", action="store_true",
                         help="store the admin token as the default token in the config file (0600)")
     create.set_defaults(func=tenant_create)
+    resolvers = tenant_sub.add_parser(
+        "resolvers", parents=parents, help="set the DNS resolvers isolated hosts may still reach (admin)",
+        description="Set the DNS resolvers every later isolation admits. With --clear, each host pins the "
+        "resolvers it has configured when it is isolated. DNS to any other address is dropped.",
+    )
+    resolvers.add_argument("addresses", nargs="*", metavar="IP")
+    resolvers.add_argument("--clear", action="store_true", help="remove the tenant's resolvers")
+    resolvers.set_defaults(func=tenant_resolvers)
 
     token = sub.add_parser("token", help="operator tokens of your tenant", parents=parents)
     token_sub = token.add_subparsers(dest="action", required=True, metavar="ACTION")
@@ -90,6 +98,20 @@ def tenant_create(ctx: Context, args: argparse.Namespace) -> int:
     ctx.out.note("[yellow]These are shown once and cannot be shown again: store them now.[/]")
     if saved:
         ctx.out.note(f"saved the admin token as the default token in {escape(saved)}")
+    return EXIT_OK
+
+
+def tenant_resolvers(ctx: Context, args: argparse.Namespace) -> int:
+    if bool(args.addresses) == bool(args.clear):
+        raise UsageError("give resolver addresses, or --clear to remove them")
+    response: assets_pb2.SetTenantResolversResponse = ctx.client.call(
+        "assets", "SetTenantResolvers", assets_pb2.SetTenantResolversRequest(dns_servers=args.addresses))
+    if ctx.out.json_mode:
+        ctx.out.emit_json(to_dict(response))
+    elif response.dns_servers:
+        ctx.out.line("isolated hosts may reach DNS at " + ", ".join(escape(a) for a in response.dns_servers))
+    else:
+        ctx.out.line("no tenant resolvers: each host pins the resolvers it has when it is isolated")
     return EXIT_OK
 
 

@@ -28,6 +28,7 @@ POLICY: dict[str, frozenset[auth.Role]] = {
     _PREFIX + "GetEnrollmentSecret": _ADMIN,
     _PREFIX + "RotateEnrollmentSecret": _ADMIN,
     _PREFIX + "CheckEnrollmentSecret": _SERVICE,
+    _PREFIX + "SetTenantResolvers": _ADMIN,
     # Operators register hosts by hand; ingest registers them when an agent enrolls.
     _PREFIX + "CreateAsset": _OPERATOR | _SERVICE,
     _PREFIX + "GetAsset": _VIEWER | _SERVICE,
@@ -36,6 +37,7 @@ POLICY: dict[str, frozenset[auth.Role]] = {
     _PREFIX + "IsolateAsset": _OPERATOR | _SERVICE,
     _PREFIX + "ReleaseAsset": _OPERATOR,
     _PREFIX + "RecordCommandResult": _SERVICE,
+    _PREFIX + "RecordAgentEvent": _SERVICE,
     _PREFIX + "ListPendingCommands": _SERVICE,
     _PREFIX + "UpdateAssetRisk": _SERVICE,
     _PREFIX + "ListAlerts": _VIEWER,

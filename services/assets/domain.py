@@ -22,9 +22,10 @@ import binascii
 import datetime as dt
 import enum
 import hashlib
+import ipaddress
 import json
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -242,6 +243,26 @@ class Tenant:
     enrollment_create_time: str
     allowlist_cidrs: tuple[str, ...] = ()
     stop_engines: bool = False
+    dns_servers: tuple[str, ...] = ()
+
+
+MAX_RESOLVERS = 8
+
+
+def validate_resolvers(values: Sequence[str]) -> tuple[str, ...]:
+    """Normalised unicast resolver addresses, without duplicates, or InvalidArgument naming the bad one."""
+    if len(values) > MAX_RESOLVERS:
+        raise InvalidArgument.field("dns_servers", f"must hold at most {MAX_RESOLVERS} addresses")
+    found: dict[str, None] = {}
+    for value in values:
+        try:
+            address = ipaddress.ip_address(value)
+        except ValueError:
+            raise InvalidArgument.field("dns_servers", f"{value[:64]!r} is not an IP address") from None
+        if address.is_loopback or address.is_unspecified or address.is_multicast:
+            raise InvalidArgument.field("dns_servers", f"{address} is not a resolver a host can reach")
+        found[str(address)] = None
+    return tuple(found)
 
 
 @dataclass(frozen=True)
@@ -315,6 +336,44 @@ def result_event(actor: str, command: Command, result: CommandResult, applies: b
         payload["superseded"] = True
     return EventDraft(actor=actor, action=RESULT_ACTION[(command.kind, result.outcome)],
                       subject=subject(command.asset_id), payload=payload)
+
+
+AGENT_EVENT_ACTION = {"break_glass": "asset.isolation.break_glass", "containment_drift": "asset.isolation.drift"}
+
+
+@dataclass(frozen=True)
+class AgentEvent:
+    """What an agent reported happening to its containment without a command (all hostile text, clipped)."""
+
+    event_id: str
+    kind: str
+    occur_time: str
+    operator: str = ""
+    reason: str = ""
+    command_id: str = ""
+    expected_ruleset_sha256: str = ""
+    found_ruleset_sha256: str = ""
+    repaired: bool = False
+    detail: str = ""
+
+
+def agent_event_draft(asset_id: str, event: AgentEvent) -> EventDraft:
+    """The custody event of an agent event; the actor is the agent, what it says about people is payload."""
+    action = AGENT_EVENT_ACTION.get(event.kind)
+    if action is None:
+        raise InvalidArgument.field("event.kind", "must be BREAK_GLASS or CONTAINMENT_DRIFT")
+    payload: dict[str, Any] = {
+        "event_id": event.event_id,
+        "occur_time": event.occur_time,
+        "operator": _clip(event.operator, 256),
+        "reason": _clip(event.reason, 1024),
+        "command_id": _clip(event.command_id, 64),
+        "expected_ruleset_sha256": _clip(event.expected_ruleset_sha256, 80),
+        "found_ruleset_sha256": _clip(event.found_ruleset_sha256, 80),
+        "repaired": event.repaired,
+        "detail": _clip(event.detail, 1024),
+    }
+    return EventDraft(actor=f"agent:{asset_id}", action=action, subject=subject(asset_id), payload=payload)
 
 
 def validate_result(result: CommandResult) -> CommandResult:

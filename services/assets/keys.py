@@ -11,7 +11,7 @@ import re
 from services.kit.errors import InvalidArgument
 from services.kit.ids import validate_id
 
-ENTITY_PREFIXES = ("METADATA", "ASSET", "CMD", "EMP", "STATE", "ACTION_REQ", "CMD_PENDING")
+ENTITY_PREFIXES = ("METADATA", "ASSET", "CMD", "EMP", "STATE", "ACTION_REQ", "CMD_PENDING", "AGENT_EVENT")
 
 METADATA_SK = "METADATA"
 ASSET_SK_PREFIX = "ASSET#"
@@ -61,6 +61,11 @@ def action_required_gsi2pk(tenant: str) -> str:
 def ts_asset_gsi2sk(ts: str, asset_id: str) -> str:
     """`ts#a`: the sort key of both sparse GSI2 lists (action required, pending commands)."""
     return f"{validate_ts('ts', ts)}#{validate_id('asset_id', asset_id)}"
+
+
+def agent_event_sk(asset_id: str, event_id: str) -> str:
+    """Marks an agent event as recorded (its custody seq), so a re-sent event is appended once."""
+    return f"AGENT_EVENT#{validate_id('asset_id', asset_id)}#{validate_id('event_id', event_id)}"
 
 
 def command_sk(asset_id: str, command_id: str) -> str:

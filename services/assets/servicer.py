@@ -18,7 +18,16 @@ from google.protobuf import json_format, struct_pb2, timestamp_pb2
 from lifecyclezero.v1 import assets_pb2, assets_pb2_grpc, common_pb2, ingest_pb2, ingest_pb2_grpc
 
 from services.assets import domain
-from services.assets.domain import Asset, Command, CommandKind, CommandResult, Outcome, Risk, RiskUpdate
+from services.assets.domain import (
+    AgentEvent,
+    Asset,
+    Command,
+    CommandKind,
+    CommandResult,
+    Outcome,
+    Risk,
+    RiskUpdate,
+)
 from services.assets.store import AssetStore
 from services.kit import auth, aws, clients
 from services.kit.auth import Role
@@ -133,6 +142,12 @@ class AssetServicer(assets_pb2_grpc.AssetServiceServicer):
         secret, fingerprint = await aws.call(self._store.rotate_enrollment_secret, auth.current_tenant())
         return assets_pb2.RotateEnrollmentSecretResponse(enrollment_secret=secret, fingerprint=fingerprint)
 
+    async def SetTenantResolvers(self, request: assets_pb2.SetTenantResolversRequest,
+                                 context: Any) -> assets_pb2.SetTenantResolversResponse:
+        resolvers = domain.validate_resolvers(list(request.dns_servers))
+        stored = await aws.call(self._store.set_resolvers, auth.current_tenant(), resolvers)
+        return assets_pb2.SetTenantResolversResponse(dns_servers=list(stored))
+
     async def CheckEnrollmentSecret(self, request: assets_pb2.CheckEnrollmentSecretRequest, context: Any) -> Any:
         if len(request.enrollment_secret) > 256:
             return assets_pb2.CheckEnrollmentSecretResponse(valid=False)
@@ -221,6 +236,14 @@ class AssetServicer(assets_pb2_grpc.AssetServiceServicer):
                                   f"agent:{asset_id}")
         return assets_pb2.RecordCommandResultResponse(asset=_asset(recorded.asset), custody_seq=recorded.custody_seq)
 
+    async def RecordAgentEvent(self, request: assets_pb2.RecordAgentEventRequest,
+                               context: Any) -> assets_pb2.RecordAgentEventResponse:
+        tenant = auth.current_tenant()
+        asset_id = validate_id("asset_id", request.asset_id)
+        event = _agent_event(request.event)
+        recorded = await aws.call(self._store.record_agent_event, tenant, asset_id, event)
+        return assets_pb2.RecordAgentEventResponse(custody_seq=recorded.custody_seq, replayed=recorded.replayed)
+
     async def ListPendingCommands(self, request: assets_pb2.ListPendingCommandsRequest, context: Any) -> Any:
         asset_id = validate_id("asset_id", request.asset_id) if request.asset_id else ""
         page = await aws.call(self._store.list_pending_commands, auth.current_tenant(), asset_id,
@@ -265,6 +288,24 @@ def _ts(text: str) -> timestamp_pb2.Timestamp | None:
     stamp = timestamp_pb2.Timestamp()
     stamp.FromDatetime(domain.parse_ts(text))
     return stamp
+
+
+_AGENT_EVENT_KINDS = {common_pb2.AGENT_EVENT_KIND_BREAK_GLASS: "break_glass",
+                      common_pb2.AGENT_EVENT_KIND_CONTAINMENT_DRIFT: "containment_drift"}
+
+
+def _agent_event(given: common_pb2.AgentEvent) -> AgentEvent:
+    kind = _AGENT_EVENT_KINDS.get(given.kind)
+    if kind is None:
+        raise InvalidArgument.field("event.kind", "must be BREAK_GLASS or CONTAINMENT_DRIFT")
+    if not given.HasField("occur_time"):
+        raise InvalidArgument.field("event.occur_time", "is required")
+    return AgentEvent(
+        event_id=validate_id("event.event_id", given.event_id), kind=kind,
+        occur_time=_from_ts(given.occur_time, "event.occur_time"), operator=given.operator, reason=given.reason,
+        command_id=given.command_id, expected_ruleset_sha256=given.expected_ruleset_sha256,
+        found_ruleset_sha256=given.found_ruleset_sha256, repaired=given.repaired, detail=given.detail,
+    )
 
 
 def _from_ts(stamp: timestamp_pb2.Timestamp, field: str) -> str:

@@ -69,6 +69,12 @@ class ResultOutcome:
 
 
 @dataclass(frozen=True)
+class AgentEventOutcome:
+    custody_seq: int
+    replayed: bool
+
+
+@dataclass(frozen=True)
 class Page:
     items: list[Any]
     next_token: str
@@ -145,6 +151,20 @@ class AssetStore:
         except self.ddb.exceptions.ConditionalCheckFailedException:
             raise NotFound(f"tenant {tenant_id} does not exist") from None
         return secret, domain.fingerprint(digest)
+
+    def set_resolvers(self, tenant_id: str, resolvers: tuple[str, ...]) -> tuple[str, ...]:
+        """Store the resolvers later isolations admit; they go into each new command's policy."""
+        try:
+            self.ddb.update_item(
+                TableName=self.table,
+                Key=aws.to_item({"PK": keys.tenant_pk(tenant_id), "SK": keys.METADATA_SK}),
+                UpdateExpression="SET dns_servers = :d",
+                ConditionExpression="attribute_exists(SK)",
+                ExpressionAttributeValues=aws.to_item({":d": json.dumps(list(resolvers))}),
+            )
+        except self.ddb.exceptions.ConditionalCheckFailedException:
+            raise NotFound(f"tenant {tenant_id} does not exist") from None
+        return resolvers
 
     def check_enrollment_secret(self, tenant_id: str, secret: str) -> bool:
         item = self._get(keys.tenant_pk(tenant_id), keys.METADATA_SK)
@@ -317,6 +337,7 @@ class AssetStore:
             control_plane_endpoints=tuple(control_plane_endpoints),
             allowlist_cidrs=tenant.allowlist_cidrs if tenant else (),
             stop_engines=tenant.stop_engines if tenant else False,
+            dns_servers=tenant.dns_servers if tenant else (),
         )
         command = Command(
             command_id=command_id, asset_id=asset_id, kind=kind, issue_time=when, policy=policy,
@@ -373,6 +394,26 @@ class AssetStore:
             *appended.transact_items,
         ]
         return Prepared(items, ResultOutcome(after, seq, replayed=False))
+
+    def record_agent_event(self, tenant_id: str, asset_id: str, event: domain.AgentEvent) -> AgentEventOutcome:
+        """Append the custody event of an agent event once per event id (a marker item names its seq)."""
+        draft = domain.agent_event_draft(asset_id, event)
+
+        def attempt() -> AgentEventOutcome:
+            key = {"PK": keys.tenant_pk(tenant_id), "SK": keys.agent_event_sk(asset_id, event.event_id)}
+            seen = self.ddb.get_item(TableName=self.table, Key=aws.to_item(key), ConsistentRead=True)
+            if "Item" in seen:
+                return AgentEventOutcome(int(aws.from_item(seen["Item"])["custody_seq"]), replayed=True)
+            self.get_asset(tenant_id, asset_id)  # NotFound for an asset that does not exist
+            appended = ledger_store.prepare_append(self.ddb, self.table, tenant_id, [_draft(draft)])
+            seq = appended.seqs[0][0]
+            marker = {"Put": {"TableName": self.table, "Item": aws.to_item({**key, "custody_seq": seq}),
+                              "ConditionExpression": "attribute_not_exists(SK)"}}
+            prepared = Prepared([marker, *appended.transact_items], AgentEventOutcome(seq, replayed=False))
+            self.commit(prepared)
+            return prepared.outcome
+
+        return self._with_retries(attempt)
 
     def commit(self, prepared: Prepared[Any]) -> None:
         """Write a prepared transaction; a lost race (any condition) raises `Conflict` for a fresh attempt."""
@@ -557,6 +598,7 @@ def _tenant_attrs(tenant: Tenant) -> dict[str, Any]:
         "enrollment_create_time": tenant.enrollment_create_time,
         "allowlist_cidrs": json.dumps(list(tenant.allowlist_cidrs)),
         "stop_engines": tenant.stop_engines,
+        "dns_servers": json.dumps(list(tenant.dns_servers)),
     }
 
 
@@ -569,6 +611,7 @@ def _tenant_from(item: dict[str, Any]) -> Tenant:
         enrollment_create_time=str(item.get("enrollment_create_time", "")),
         allowlist_cidrs=tuple(json.loads(str(item.get("allowlist_cidrs", "[]")))),
         stop_engines=bool(item.get("stop_engines", False)),
+        dns_servers=tuple(json.loads(str(item.get("dns_servers", "[]")))),
     )
 
 

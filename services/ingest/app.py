@@ -23,6 +23,9 @@ POLICY: dict[str, frozenset[auth.Role]] = {
     f"{_P}DeliverCommand": frozenset({auth.Role.SERVICE}),
     f"{_P}RevokeAgent": frozenset({auth.Role.SERVICE, auth.Role.ADMIN}),
 }
+# Agents reach ingest through an internet-facing load balancer: these stay on LZ_INTERNAL_PORT, for
+# the assets service (its certificate) only.
+INTERNAL = {f"{_P}DeliverCommand": frozenset({"assets"}), f"{_P}RevokeAgent": frozenset({"assets"})}
 
 
 async def make_service(settings: IngestSettings) -> Service:
@@ -62,4 +65,5 @@ async def make_service(settings: IngestSettings) -> Service:
         background=[hub.poll_commands_forever, hub.persist_seqs_forever],
         on_stop=on_stop,
         ready_interval_seconds=1.0,
+        internal=INTERNAL,
     )

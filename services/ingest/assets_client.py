@@ -71,6 +71,11 @@ class AssetsClient:
                          assets_pb2.RecordCommandResultRequest(asset_id=asset_id, result=result), tenant,
                          f"agent:{asset_id}")
 
+    async def record_agent_event(self, tenant: str, asset_id: str, event: common_pb2.AgentEvent) -> None:
+        await self._call(self._stub.RecordAgentEvent,
+                         assets_pb2.RecordAgentEventRequest(asset_id=asset_id, event=event), tenant,
+                         f"agent:{asset_id}")
+
     async def update_asset_risk(self, tenant: str, updates: list[assets_pb2.AssetRiskUpdate]) -> int:
         reply = await self._call(self._stub.UpdateAssetRisk, assets_pb2.UpdateAssetRiskRequest(updates=updates),
                                  tenant, "risk-worker")

@@ -41,6 +41,7 @@ from services.kit.errors import (
     Unauthenticated,
     Unavailable,
 )
+from services.kit.ids import validate_id
 
 log = logging.getLogger(__name__)
 
@@ -332,6 +333,8 @@ class Hub:
                     self._heartbeat(stream, request.heartbeat)
                 elif kind == "command_result":
                     await self._result(stream, request.command_result)
+                elif kind == "agent_event":
+                    await self._agent_event(stream, request.agent_event)
                 elif kind == "hello":
                     raise InvalidArgument("a stream has exactly one hello, first", reason="HELLO_REPEATED")
                 else:
@@ -350,7 +353,12 @@ class Hub:
         """Check one heartbeat and hand it to the batcher; `_stored` acks it once SQS holds it."""
         body_bytes = heartbeat.SerializeToString()
         now = time.time()
-        stream.sequencer.check_at(heartbeat, len(body_bytes), now)
+        try:
+            stream.sequencer.check_at(heartbeat, len(body_bytes), now)
+        except InvalidArgument as error:
+            # The agent drops exactly this record from its spool instead of replaying it forever.
+            error.metadata.setdefault("seq", str(heartbeat.seq))
+            raise
         if stream.gapped:
             if self.batcher.healthy:
                 raise Unavailable("the heartbeat queue is back; reconnect and replay what was not acked",
@@ -391,6 +399,19 @@ class Hub:
         self._forget_command(stream.tenant, stream.asset_id, command_id)
         stream.push(ingest_pb2.ConnectResponse(ack=ingest_pb2.Ack(acked_seq=stream.acked_seq,
                                                                   command_id=command_id)))
+
+    async def _agent_event(self, stream: LiveStream, event: common_pb2.AgentEvent) -> None:
+        """Record a break-glass or drift the agent saw in the custody ledger; ack it once recorded or refused."""
+        event_id = validate_id("agent_event.event_id", event.event_id)
+        try:
+            await self.assets.record_agent_event(stream.tenant, stream.asset_id, event)
+        except _DEFINITIVE as error:
+            log.warning("agent event %s of %s/%s refused: %s", event_id, stream.tenant, stream.asset_id,
+                        error.message)
+        except DomainError as error:
+            log.warning("agent event %s not recorded yet (%s); the agent sends it again", event_id, error.message)
+            return
+        stream.push(ingest_pb2.ConnectResponse(ack=ingest_pb2.Ack(acked_seq=stream.acked_seq, event_id=event_id)))
 
     # -------------------------------------------------------------------------------------- commands
 

@@ -39,6 +39,7 @@ from services.kit.errors import (
     PermissionDenied,
     Unavailable,
 )
+from services.kit.server import Service, start_health_only, stop_server
 
 log = logging.getLogger("services.ingest.worker")
 
@@ -136,6 +137,11 @@ class Worker:
         self._kept_at = _Lru()  # key -> monotonic time of the last unchanged heartbeat recorded
         self._seen_backoff = _Lru()  # key -> monotonic time before which a failed last-seen is not sent again
         self.stats = Stats()
+
+    async def check_queue(self) -> None:
+        """Raises unless the heartbeat queue answers: the worker's readiness."""
+        await aws.call(self._sqs.get_queue_attributes, QueueUrl=self.settings.queue_url,
+                       AttributeNames=["ApproximateNumberOfMessages"])
 
     # ------------------------------------------------------------------------------------- polling
 
@@ -454,9 +460,16 @@ async def _serve(settings: WorkerSettings) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    # The Deployment probes the health port: ready while the queue answers, alive while the process runs.
+    health = None
+    if settings.server.health_port:
+        health = await start_health_only(Service("risk-worker", (), {}, None, check_ready=worker.check_queue),
+                                         settings.server)
     print(f"risk-worker polling {settings.queue_url}", flush=True)
     log.info("polling", extra={"queue": settings.queue_url, "concurrency": settings.concurrency})
     await worker.run(stop)
+    if health is not None:
+        await stop_server(health, 0)
     log.info("stopped", extra={"messages": worker.stats.messages})
 
 

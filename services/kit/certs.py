@@ -3,9 +3,11 @@
 `python -m services.kit.certs OUTDIR` writes `ca.crt`/`ca.key` (reused when present) and
 `<service>.crt`/`<service>.key` for every process, each valid for the Kubernetes Service names
 (`<svc>`, `<svc>.<ns>`, `<svc>.<ns>.svc`, `<svc>.<ns>.svc.cluster.local`) and for localhost,
-127.0.0.1 and ::1, usable as server and as client (mTLS). It also writes `secrets.yaml`: one
-`kubernetes.io/tls` Secret `lz-tls-<service>` per process (tls.crt, tls.key, ca.crt), which is the
-shape deploy/k8s mounts and cert-manager produces. Production uses cert-manager or your own PKI.
+127.0.0.1 and ::1, usable as server and as client (mTLS). `--ingest-san NAME` (repeatable) adds the
+names agents dial, such as the ingest load balancer's DNS name, to the ingest certificate. It also
+writes `secrets.yaml`: one `kubernetes.io/tls` Secret `lz-tls-<service>` per process (tls.crt,
+tls.key, ca.crt), which is the shape deploy/k8s mounts and cert-manager produces. Production uses
+cert-manager or your own PKI.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ import base64
 import datetime as dt
 import ipaddress
 import os
+import re
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +33,8 @@ SERVICES = ("ingest", "risk-worker", "assets", "ledger", "sealer")
 DEFAULT_NAMESPACE = "lifecyclezero"
 CA_DAYS = 730
 LEAF_DAYS = 365
+# RFC 1123 host names, optionally with one leading wildcard label (`*.agents.example.com`).
+_DNS_NAME = re.compile(r"^(\*\.)?([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)*[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 
 
 @dataclass(frozen=True)
@@ -41,14 +47,29 @@ def secret_name(service: str) -> str:
     return f"lz-tls-{service}"
 
 
+# Kubernetes Services of a process beside the one named after it (deploy/k8s/base).
+EXTRA_SERVICES = {"ingest": ("ingest-internal",)}
+
+
 def dns_names(service: str, namespace: str) -> list[str]:
-    return [
-        service,
-        f"{service}.{namespace}",
-        f"{service}.{namespace}.svc",
-        f"{service}.{namespace}.svc.cluster.local",
-        "localhost",
+    names = [
+        f"{name}{suffix}"
+        for name in (service, *EXTRA_SERVICES.get(service, ()))
+        for suffix in ("", f".{namespace}", f".{namespace}.svc", f".{namespace}.svc.cluster.local")
     ]
+    return [*names, "localhost"]
+
+
+def subject_alt_name(text: str) -> x509.GeneralName:
+    """An extra SAN: an IP address or a DNS name; ValueError for anything else."""
+    try:
+        return x509.IPAddress(ipaddress.ip_address(text))
+    except ValueError:
+        pass
+    name = text.lower()
+    if len(name) > 253 or not _DNS_NAME.match(name):
+        raise ValueError(f"{text!r} is not a DNS name or an IP address")
+    return x509.DNSName(name)
 
 
 def _write_private(path: Path, data: bytes) -> None:
@@ -101,13 +122,15 @@ def load_or_create_ca(outdir: Path) -> tuple[x509.Certificate, ec.EllipticCurveP
     return cert, key
 
 
-def issue(outdir: Path, service: str, namespace: str = DEFAULT_NAMESPACE) -> Issued:
+def issue(outdir: Path, service: str, namespace: str = DEFAULT_NAMESPACE,
+          extra_sans: Sequence[x509.GeneralName] = ()) -> Issued:
     """A server-and-client certificate for `service`, signed by the CA in `outdir`."""
     ca_cert, ca_key = load_or_create_ca(outdir)
     key = ec.generate_private_key(ec.SECP256R1())
     start = _now()
     sans: list[x509.GeneralName] = [x509.DNSName(name) for name in dns_names(service, namespace)]
     sans += [x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.IPAddress(ipaddress.ip_address("::1"))]
+    sans += [san for san in extra_sans if san not in sans]
     cert = (
         x509.CertificateBuilder()
         .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"{service}.{namespace}.svc")]))
@@ -162,10 +185,11 @@ def secrets_manifest(outdir: Path, services: Sequence[str], namespace: str) -> s
     return yaml.safe_dump_all(docs, sort_keys=False)
 
 
-def generate(outdir: Path, services: Sequence[str] = SERVICES, namespace: str = DEFAULT_NAMESPACE) -> Path:
-    """Certificates for every service plus `secrets.yaml`; returns the manifest's path."""
+def generate(outdir: Path, services: Sequence[str] = SERVICES, namespace: str = DEFAULT_NAMESPACE,
+             ingest_sans: Sequence[x509.GeneralName] = ()) -> Path:
+    """Certificates for every service (ingest's also for `ingest_sans`) plus `secrets.yaml`; returns its path."""
     for service in services:
-        issue(outdir, service, namespace)
+        issue(outdir, service, namespace, ingest_sans if service == "ingest" else ())
     manifest = outdir / "secrets.yaml"
     _write_private(manifest, secrets_manifest(outdir, services, namespace).encode())
     return manifest
@@ -177,8 +201,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("outdir", type=Path)
     parser.add_argument("--namespace", default=DEFAULT_NAMESPACE)
     parser.add_argument("--service", action="append", choices=SERVICES, help="only these (repeatable)")
+    parser.add_argument("--ingest-san", action="append", default=[], metavar="NAME",
+                        help="another DNS name or IP address for the ingest certificate, such as the name "
+                             "agents dial (repeatable)")
     args = parser.parse_args(argv)
-    manifest = generate(args.outdir, tuple(args.service or SERVICES), args.namespace)
+    try:
+        ingest_sans = [subject_alt_name(text) for text in args.ingest_san]
+        manifest = generate(args.outdir, tuple(args.service or SERVICES), args.namespace, ingest_sans)
+    except (ValueError, OSError) as exc:
+        print(f"{parser.prog}: {exc}", file=sys.stderr)
+        return 2
     print(f"CA and certificates in {args.outdir}; Secrets in {manifest} (kubectl apply -f {manifest})")
     return 0
 

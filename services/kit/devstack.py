@@ -194,7 +194,8 @@ class Stack:
             except subprocess.TimeoutExpired:
                 self.aws_proc.kill()
                 self.aws_proc.wait()
-        with contextlib.suppress(FileNotFoundError):
+        # A start that failed on its state directory (missing, not a directory) left no state file.
+        with contextlib.suppress(OSError):
             (self.state_dir / "stack.json").unlink()
 
     def _stop_processes(self, grace: float) -> None:

@@ -60,8 +60,16 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
-import waitress
-from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
+try:
+    import waitress
+    from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
+except ModuleNotFoundError as missing:
+    if __name__ != "__main__":
+        raise
+    # The production image has no embedded endpoint: say which extra holds it, in one line.
+    print(f"python -m services.kit.moto_endpoint: {missing.name} is not installed "
+          "(the embedded extra: pip install 'lifecyclezero[embedded]')", file=sys.stderr)
+    raise SystemExit(2) from None
 
 _dynamodb_lock = threading.Lock()
 
@@ -495,6 +503,9 @@ def _patch_name_conversion() -> None:
 
 
 def main(argv: list[str]) -> None:
+    if len(argv) != 2 or not argv[1].isdigit():
+        print("usage: python -m services.kit.moto_endpoint HOST PORT", file=sys.stderr)
+        raise SystemExit(2)
     host, port = argv[0], int(argv[1])
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     _patch_dynamodb()

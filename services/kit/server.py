@@ -26,7 +26,7 @@ from grpc_reflection.v1alpha import reflection
 
 from services.kit import auth, heap, logs, telemetry
 from services.kit.authenticator import Authenticator
-from services.kit.errors import ConfigError
+from services.kit.errors import ConfigError, PermissionDenied
 from services.kit.interceptors import ServiceInterceptor
 from services.kit.settings import ServerSettings
 
@@ -53,6 +53,10 @@ class Service:
     background: Sequence[Callable[[], Coroutine[Any, Any, None]]] = field(default_factory=list)
     on_stop: Callable[[], Awaitable[None]] | None = None
     ready_interval_seconds: float = 2.0
+    # Methods (full names) for other services only, each with the services that may call it: with an
+    # internal port configured they are served there and refused on the public port, which a load
+    # balancer may expose to the internet; with TLS, the caller's certificate must name such a service.
+    internal: Mapping[str, frozenset[str]] = field(default_factory=dict)
 
 
 @dataclass
@@ -63,6 +67,8 @@ class RunningServer:
     service: Service
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     health_server: grpc.aio.Server | None = None
+    internal_server: grpc.aio.Server | None = None
+    internal_port: int = 0
 
     async def set_serving(self, serving: bool) -> None:
         status = SERVING if serving else NOT_SERVING
@@ -71,23 +77,74 @@ class RunningServer:
             await self.health.set(name, status)
 
 
-def _credentials(settings: ServerSettings) -> grpc.ServerCredentials | None:
+class TlsFiles:
+    """The server's certificate, key and CA, read again when they change on disk, without a restart.
+
+    cert-manager renews a certificate by swapping the files of its mounted Secret; gRPC asks `fetch`
+    before each new TLS handshake, and it answers a new configuration only when a file's identity
+    (inode, size, mtime) changed and the new key matches the new certificate. A half-written or
+    mismatched set is skipped (the old one keeps serving) and tried again at the next handshake.
+    """
+
+    def __init__(self, settings: ServerSettings) -> None:
+        self._paths = [Path(settings.tls_cert_file), Path(settings.tls_key_file)]
+        if settings.tls_ca_file:
+            self._paths.append(Path(settings.tls_ca_file))
+        self._stamp = self._identity()
+        try:
+            self.initial = self._configuration()
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"cannot use the TLS files: {exc}") from None
+
+    def _identity(self) -> tuple[tuple[int, int, int], ...]:
+        stats = [path.stat() for path in self._paths]
+        return tuple((s.st_ino, s.st_size, s.st_mtime_ns) for s in stats)
+
+    def _configuration(self) -> grpc.ServerCertificateConfiguration:
+        cert, key, *ca = (path.read_bytes() for path in self._paths)
+        _check_pair(cert, key)
+        return grpc.ssl_server_certificate_configuration([(key, cert)], root_certificates=ca[0] if ca else None)
+
+    def fetch(self) -> grpc.ServerCertificateConfiguration | None:
+        try:
+            stamp = self._identity()
+            if stamp == self._stamp:
+                return None
+            configuration = self._configuration()
+        except (OSError, ValueError) as exc:
+            log.warning("TLS files changed but cannot be used yet, keeping the current ones: %s", exc)
+            return None
+        self._stamp = stamp
+        log.info("TLS files reloaded")
+        return configuration
+
+
+def _check_pair(cert_pem: bytes, key_pem: bytes) -> None:
+    """ValueError unless `key_pem` is the private key of the certificate `cert_pem`."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+
+    public = x509.load_pem_x509_certificate(cert_pem).public_key()
+    key = serialization.load_pem_private_key(key_pem, password=None)
+    raw = serialization.PublicFormat.SubjectPublicKeyInfo
+    if key.public_key().public_bytes(serialization.Encoding.DER, raw) != public.public_bytes(
+            serialization.Encoding.DER, raw):
+        raise ValueError("the TLS key does not belong to the TLS certificate")
+
+
+def _credentials(settings: ServerSettings, require_client_cert: bool) -> grpc.ServerCredentials | None:
     if not settings.tls_cert_file:
         return None
     try:
-        cert = Path(settings.tls_cert_file).read_bytes()
-        key = Path(settings.tls_key_file).read_bytes()
-        ca = Path(settings.tls_ca_file).read_bytes() if settings.tls_ca_file else None
+        files = TlsFiles(settings)
     except OSError as exc:
         raise ConfigError(f"cannot read TLS files: {exc}") from None
-    return grpc.ssl_server_credentials(
-        [(key, cert)], root_certificates=ca, require_client_auth=settings.tls_require_client_cert
-    )
+    return grpc.dynamic_ssl_server_credentials(files.initial, files.fetch,
+                                               require_client_authentication=require_client_cert)
 
 
-async def build_server(service: Service, settings: ServerSettings) -> RunningServer:
-    """A started server with health (NOT_SERVING until ready), reflection and the interceptor."""
-    options = [
+def _server_options(settings: ServerSettings) -> list[tuple[str, Any]]:
+    return [
         ("grpc.max_receive_message_length", settings.max_message_bytes),
         ("grpc.max_send_message_length", settings.max_message_bytes),
         ("grpc.keepalive_time_ms", 30_000),
@@ -96,8 +153,77 @@ async def build_server(service: Service, settings: ServerSettings) -> RunningSer
         ("grpc.keepalive_permit_without_calls", 1),
         ("grpc.so_reuseport", 0),
     ]
+
+
+def _bind(server: grpc.aio.Server, settings: ServerSettings, port: int, require_client_cert: bool) -> int:
+    target = f"{settings.listen_host}:{port}"
+    _check_port_free(settings.listen_host, port)
+    credentials = _credentials(settings, require_client_cert)
+    try:
+        bound = server.add_secure_port(target, credentials) if credentials else server.add_insecure_port(target)
+    except RuntimeError:
+        bound = 0
+    if not bound:
+        raise ConfigError(f"cannot listen on {target}: the port is in use or the address is not local")
+    return int(bound)
+
+
+class CallerCertificate(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+    """On the internal port: a method runs only for a client certificate naming a service allowed to call it.
+
+    Each service's certificate names the bare service (`assets`) among its DNS names (services.kit.certs,
+    README step 6), which no other service's certificate does. The service token is still required: this
+    runs inside ServiceInterceptor, which maps the refusal to PERMISSION_DENIED.
+    """
+
+    def __init__(self, callers: Mapping[str, frozenset[str]]) -> None:
+        self._callers = callers
+
+    async def intercept_service(self, continuation: Callable[[Any], Awaitable[Any]], details: Any) -> Any:
+        handler = await continuation(details)
+        allowed = self._callers.get(details.method)
+        if handler is None or allowed is None or not handler.unary_unary:
+            return handler
+        behaviour = handler.unary_unary
+
+        async def checked(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+            names = {name.decode() for name in context.auth_context().get("x509_subject_alternative_name", [])}
+            if not names & allowed:
+                raise PermissionDenied(f"{details.method} is for {', '.join(sorted(allowed))} only")
+            return await behaviour(request, context)
+
+        return grpc.unary_unary_rpc_method_handler(checked, handler.request_deserializer,
+                                                   handler.response_serializer)
+
+
+async def _start_internal_server(service: Service, settings: ServerSettings) -> tuple[grpc.aio.Server, int]:
+    """The same servicers on the internal port, open only for the internal methods.
+
+    With TLS on, callers there must present a certificate of the control plane's CA (mTLS) that names
+    a service allowed to call the method, so the service token alone calls nothing internal.
+    """
+    if settings.tls_cert_file and not settings.tls_ca_file:
+        raise ConfigError("LZ_INTERNAL_PORT with TLS needs LZ_TLS_CA_FILE to check the callers' certificates")
+    if any(service.policy.get(method) == auth.PUBLIC for method in service.internal):
+        raise ConfigError("an internal method cannot be public: it authenticates in-band, not by certificate")
+    policy = {method: roles for method, roles in service.policy.items() if method in service.internal}
+    interceptors: list[Any] = [ServiceInterceptor(policy, service.authenticator)]
+    if settings.tls_cert_file:
+        interceptors.append(CallerCertificate(service.internal))
+    server = grpc.aio.server(interceptors=interceptors, options=_server_options(settings))
+    for add, servicer, _ in service.servicers:
+        add(servicer, server)
+    port = _bind(server, settings, settings.internal_port, require_client_cert=True)
+    await server.start()
+    return server, port
+
+
+async def build_server(service: Service, settings: ServerSettings) -> RunningServer:
+    """A started server with health (NOT_SERVING until ready), reflection and the interceptor."""
+    split = bool(settings.internal_port and service.internal)
+    policy = {method: roles for method, roles in service.policy.items() if not (split and method in service.internal)}
     server = grpc.aio.server(
-        interceptors=[ServiceInterceptor(service.policy, service.authenticator)], options=options
+        interceptors=[ServiceInterceptor(policy, service.authenticator)], options=_server_options(settings)
     )
     for add, servicer, _ in service.servicers:
         add(servicer, server)
@@ -106,24 +232,31 @@ async def build_server(service: Service, settings: ServerSettings) -> RunningSer
     names = [name for _, _, name in service.servicers]
     reflection.enable_server_reflection([*names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
                                          reflection.SERVICE_NAME], server)
-    target = f"{settings.listen_host}:{settings.port}"
-    _check_port_free(settings.listen_host, settings.port)
-    credentials = _credentials(settings)
-    try:
-        bound = server.add_secure_port(target, credentials) if credentials else server.add_insecure_port(target)
-    except RuntimeError:
-        bound = 0
-    if not bound:
-        raise ConfigError(f"cannot listen on {target}: the port is in use or the address is not local")
-    running = RunningServer(server, bound, health, service)
+    running = RunningServer(server, _bind(server, settings, settings.port, settings.tls_require_client_cert),
+                            health, service)
     await running.set_serving(False)
     # "liveness" answers SERVING while the process runs: an AWS outage makes a pod unready, not restarted.
     await health.set("liveness", SERVING)
     await server.start()
     if settings.health_port:
         running.health_server = await _start_health_server(health, settings)
+    if split:
+        running.internal_server, running.internal_port = await _start_internal_server(service, settings)
     running.tasks.append(asyncio.create_task(_watch_readiness(running)))
     running.tasks.extend(asyncio.create_task(job()) for job in service.background)
+    return running
+
+
+async def start_health_only(service: Service, settings: ServerSettings) -> RunningServer:
+    """For a process without a gRPC API (the risk worker): only the plaintext health server on the health
+    port, kept as honest as a server's (SERVING while `check_ready` passes, `liveness` always); stop it
+    with `stop_server`."""
+    health = HealthServicer()
+    server = await _start_health_server(health, settings)
+    running = RunningServer(server, settings.health_port, health, service)
+    await running.set_serving(False)
+    await health.set("liveness", SERVING)
+    running.tasks.append(asyncio.create_task(_watch_readiness(running)))
     return running
 
 
@@ -187,7 +320,7 @@ async def _watch_readiness(running: RunningServer) -> None:
 async def stop_server(running: RunningServer, grace: float) -> None:
     """Drain: report NOT_SERVING, let in-flight calls finish within `grace`, then stop the tasks."""
     await running.health.enter_graceful_shutdown()
-    await running.server.stop(grace)
+    await asyncio.gather(*(server.stop(grace) for server in (running.server, running.internal_server) if server))
     if running.health_server is not None:
         await running.health_server.stop(0)
     for task in running.tasks:

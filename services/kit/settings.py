@@ -174,6 +174,12 @@ class ServerSettings:
         "LZ_HEALTH_PORT", tcp_port, default=0,
         doc="Plaintext port serving only gRPC health (kubelet probes cannot speak TLS); 0 turns it off.",
     )
+    internal_port: int = env(
+        "LZ_INTERNAL_PORT", tcp_port, default=0,
+        doc="Port of the service-to-service RPCs (ingest's DeliverCommand, RevokeAgent), kept off the public "
+            "port and, with TLS, requiring a client certificate of LZ_TLS_CA_FILE naming an allowed service; "
+            "0 serves them on LZ_PORT.",
+    )
     grace_seconds: float = env(
         "LZ_GRACE_SECONDS", positive_float, default=10.0, doc="How long SIGTERM lets in-flight calls finish."
     )

@@ -29,11 +29,13 @@ def launch_engine(tmp_path: Path) -> Iterator[EngineLauncher]:
     """Start fake engines named as asked (the script is copied under that name and run by its shebang)."""
     started: list[subprocess.Popen[str]] = []
 
-    def launch(name: str, port: int, *args: str, prefix: tuple[str, ...] = ()) -> subprocess.Popen[str]:
+    def launch(
+        name: str, port: int, *args: str, prefix: tuple[str, ...] = (), header: str = ""
+    ) -> subprocess.Popen[str]:
         bin_dir = tmp_path / f"bin-{len(started)}"
         bin_dir.mkdir()
         script = bin_dir / name
-        script.write_text(f"#!{sys.executable}\n" + FAKE_ENGINE.read_text())
+        script.write_text(f"#!{sys.executable}\n{header}" + FAKE_ENGINE.read_text())
         script.chmod(0o755)
         process = subprocess.Popen(
             [*prefix, str(script), "--port", str(port), *args],

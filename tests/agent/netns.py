@@ -8,6 +8,7 @@ traffic stays inside the namespaces; both are always deleted.
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 import time
@@ -15,6 +16,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 CP4, OUT4, AGENT4 = "10.213.7.2", "10.213.7.3", "10.213.7.1"
 CP6, OUT6, AGENT6 = "fd13:213:7::2", "fd13:213:7::3", "fd13:213:7::1"
@@ -50,6 +52,46 @@ print(json.dumps(out))
 """
 
 
+DNS_PORT = 53
+
+_SERVE_DNS = """
+import socket, sys, threading
+def tcp(host):
+    s = socket.socket(socket.AF_INET6 if ':' in host else socket.AF_INET)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind((host, 53)); s.listen(16)
+    while True:
+        c, _ = s.accept(); c.close()
+def udp(host):
+    s = socket.socket(socket.AF_INET6 if ':' in host else socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind((host, 53))
+    while True:
+        data, peer = s.recvfrom(512); s.sendto(data, peer)
+for host in sys.argv[1:]:
+    threading.Thread(target=tcp, args=(host,), daemon=True).start()
+    threading.Thread(target=udp, args=(host,), daemon=True).start()
+print('ready', flush=True)
+sys.stdin.read()
+"""
+
+_CHECK_DNS = """
+import json, socket, sys
+out = {}
+for host in sys.argv[1:]:
+    family = socket.AF_INET6 if ':' in host else socket.AF_INET
+    try:
+        socket.create_connection((host, 53), timeout=1).close(); out[f'tcp {host}'] = True
+    except OSError:
+        out[f'tcp {host}'] = False
+    u = socket.socket(family, socket.SOCK_DGRAM); u.settimeout(1)
+    try:
+        u.sendto(b'ping', (host, 53)); out[f'udp {host}'] = u.recvfrom(512)[0] == b'ping'
+    except OSError:
+        out[f'udp {host}'] = False
+print(json.dumps(out))
+"""
+
+
 def sh(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     return subprocess.run(list(args), capture_output=True, text=True, check=check, timeout=30)
 
@@ -74,6 +116,36 @@ class Namespaces:
             f"{OUT6}/{OUT_PORT}": "out6",
         }
         return {names.get(k, k): v for k, v in raw.items()}
+
+    def dns_reachable(self) -> dict[str, bool]:
+        """Whether TCP and UDP port 53 of each peer address answer from the agent namespace."""
+        done = self.in_agent(sys.executable, "-c", _CHECK_DNS, CP4, OUT4, CP6, OUT6, check=True)
+        return dict(json.loads(done.stdout))
+
+    @contextmanager
+    def dns_servers(self) -> Iterator[None]:
+        """TCP listeners and UDP echo servers on port 53 of every peer address."""
+        server = subprocess.Popen(
+            ["ip", "netns", "exec", self.peer, sys.executable, "-c", _SERVE_DNS, CP4, OUT4, CP6, OUT6],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        )
+        try:
+            assert server.stdout is not None and server.stdout.readline().strip() == "ready"
+            yield
+        finally:
+            server.kill()
+            server.wait(timeout=5)
+
+    @contextmanager
+    def resolv_conf(self, *nameservers: str) -> Iterator[None]:
+        """The agent namespace's /etc/resolv.conf (``ip netns exec`` mounts /etc/netns/<ns>/resolv.conf)."""
+        directory = Path("/etc/netns") / self.agent
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / "resolv.conf").write_text("".join(f"nameserver {n}\n" for n in nameservers))
+        try:
+            yield
+        finally:
+            shutil.rmtree(directory, ignore_errors=True)
 
     def table_present(self, table: str = "lz_containment") -> bool:
         return self.in_agent("nft", "list", "table", "inet", table).returncode == 0

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.agent.conftest import require_root_and_nft
-from tests.agent.netns import CP4, CP6, CP_PORT, Namespaces, namespaces
+from tests.agent.netns import CP4, CP6, CP_PORT, OUT4, OUT6, Namespaces, namespaces
 
 pytestmark = pytest.mark.root
 
@@ -129,3 +129,23 @@ def test_status_reports_isolation_in_sync(ns: Namespaces, config: Path) -> None:
     agent(ns, config, "contain", "apply", "--command-id", "c1")
     code, status = agent_json(ns, config, "contain", "status")
     assert (code, status["persisted"], status["installed"], status["in_sync"]) == (0, True, True, True)
+
+
+def test_dns_passes_only_to_the_resolver_the_host_had_when_isolated(ns: Namespaces, config: Path) -> None:
+    """With no resolver named, the host's resolver is pinned: TCP/UDP 53 to any other address is dropped (v4, v6)."""
+    with ns.resolv_conf(CP4), ns.dns_servers():
+        assert agent(ns, config, "contain", "apply", "--command-id", "c1").returncode == 0
+        reachable = ns.dns_reachable()
+    assert reachable == {
+        f"tcp {CP4}": True, f"udp {CP4}": True, f"tcp {OUT4}": False, f"udp {OUT4}": False,
+        f"tcp {CP6}": False, f"udp {CP6}": False, f"tcp {OUT6}": False, f"udp {OUT6}": False,
+    }
+
+
+def test_status_sees_an_accept_rule_inserted_into_the_table(ns: Namespaces, config: Path) -> None:
+    """``contain status`` compares the live rules' content: an inserted accept-all rule is out of sync (exit 1)."""
+    agent(ns, config, "contain", "apply", "--command-id", "c1")
+    ns.in_agent("nft", "insert", "rule", "inet", "lz_containment", "output", "accept", check=True)
+    code, status = agent_json(ns, config, "contain", "status")
+    assert (code, status["installed"], status["in_sync"]) == (1, True, False)
+    assert status["live_listing_sha256"] != status["applied_listing_sha256"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -50,10 +51,78 @@ def test_wildcard_listener_is_exposed_and_probed_over_loopback(launch_engine: En
     assert [(e.address, e.exposed) for e in engine.listen] == [("0.0.0.0", True)]
 
 
-def test_unnamed_process_serving_ollama_api_is_not_detected(launch_engine: EngineLauncher) -> None:
-    """A port that answers like Ollama is no detection when the process is not an engine."""
+def test_a_renamed_ollama_is_found_by_its_behaviour(launch_engine: EngineLauncher) -> None:
+    """A process no signature names whose own port answers the Ollama API is a confirmed Ollama."""
     process = launch_engine("inventory-svc", free_port())
+    engine = engine_for(process.pid)
+    assert engine is not None
+    assert (engine.kind, engine.confirmed, engine.version) == ("ollama", True, "0.9.9-test")
+    assert engine.evidence[-1].startswith("identified by behaviour")
+
+
+def test_a_freebind_listener_on_a_foreign_address_is_not_probed_off_the_host(launch_engine: EngineLauncher) -> None:
+    """An engine listening on an address this host does not have (IP_FREEBIND) is never probed there."""
+    process = launch_engine("ollama", free_port(), "--bind", "192.0.2.10", "--freebind")
+    engine = engine_for(process.pid)
+    assert engine is not None and not engine.confirmed
+    assert any("Cannot assign requested address" in item for item in engine.evidence), engine.evidence
+
+
+def test_a_renamed_ollama_binary_is_known_by_its_executable(tmp_path: Path) -> None:
+    """A process whose executable holds Ollama's module path is an Ollama engine, whatever the file is called."""
+    binary = tmp_path / "worker-7"
+    binary.write_bytes(Path(shutil.which("sleep") or "/bin/sleep").read_bytes() + b"github.com/ollama/ollama/server")
+    binary.chmod(0o755)
+    process = subprocess.Popen([str(binary), "60"])
+    try:
+        engine = engine_for(process.pid)
+    finally:
+        process.kill()
+        process.wait()
+    assert engine is not None and (engine.kind, engine.confirmed) == ("ollama", False)
+    assert engine.evidence[0] == "executable of ollama matched process 'worker-7'"
+
+
+def test_vllm_reports_its_version(launch_engine: EngineLauncher) -> None:
+    """A `vllm` process is confirmed by its OpenAI API and its version comes from /version."""
+    process = launch_engine("vllm", free_port(), "--mode", "vllm")
+    engine = engine_for(process.pid)
+    assert engine is not None
+    assert (engine.kind, engine.confirmed, engine.version, engine.models_loaded) == (
+        "vllm", True, "0.6.6-test", ("Qwen/Qwen2.5-0.5B",)
+    )
+
+
+def test_an_unnamed_process_answering_no_engine_api_is_no_engine(launch_engine: EngineLauncher) -> None:
+    """A listening process that answers none of the engine APIs is not reported."""
+    process = launch_engine("inventory-svc", free_port(), "--mode", "other")
     assert engine_for(process.pid) is None
+
+
+def test_an_ollama_run_from_a_ci_runner_directory_is_found(launch_engine: EngineLauncher) -> None:
+    """`runner` in an Ollama's command line (a CI runner's work directory) does not hide it."""
+    process = launch_engine("ollama", free_port(), "--label", "/home/ci/actions-runner/_work/models")
+    engine = engine_for(process.pid)
+    assert engine is not None and (engine.kind, engine.confirmed) == ("ollama", True)
+
+
+def test_a_helper_process_is_folded_into_its_engine(launch_engine: EngineLauncher, tmp_path: Path) -> None:
+    """A child of the same engine (a runner, a launcher's child) is not an engine; what it holds is the parent's."""
+    secret = tmp_path / "project" / ".env"
+    secret.parent.mkdir()
+    secret.write_text("KEY=1")
+    process = launch_engine("ollama", free_port(), "--helper-holding", str(secret))
+    (helper,) = map(int, Path(f"/proc/{process.pid}/task/{process.pid}/children").read_text().split())
+    engines = [e for e in discover_engines(LinuxPlatform(), SETTINGS) if e.pid in (process.pid, helper)]
+    assert [(e.pid, e.open_sensitive_files) for e in engines] == [(process.pid, (str(secret),))]
+
+
+def test_text_generation_webui_as_its_installer_starts_it_is_found(launch_engine: EngineLauncher) -> None:
+    """`python server.py` without flags, as the one-click installer runs it, is text-generation-webui."""
+    header = "try:\n    from modules import shared, ui\nexcept ImportError:\n    pass\n"
+    process = launch_engine("server.py", free_port(), "--mode", "other", prefix=(sys.executable,), header=header)
+    engine = engine_for(process.pid)
+    assert engine is not None and engine.kind == "text-generation-webui"
 
 
 def test_ollama_named_process_answering_otherwise_is_unconfirmed(launch_engine: EngineLauncher) -> None:

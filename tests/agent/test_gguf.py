@@ -78,9 +78,9 @@ def test_wrong_magic_is_rejected(model_bytes: bytes) -> None:
 
 
 def test_unsupported_version_is_rejected(model_bytes: bytes) -> None:
-    """Version 1 (and anything but 2 and 3) is a GGUFError."""
+    """A version this reader does not know (anything but 1 to 3) is a GGUFError."""
     with pytest.raises(GGUFError, match="version"):
-        parse_gguf(io.BytesIO(b"GGUF" + struct.pack("<I", 1) + model_bytes[8:]))
+        parse_gguf(io.BytesIO(b"GGUF" + struct.pack("<I", 4) + model_bytes[8:]))
 
 
 def _rejected_fast(data: bytes, match: str) -> None:
@@ -156,3 +156,14 @@ def test_mutated_model_only_raises_gguf_error(model_bytes: bytes, mutations: lis
         data[position % header_size] = value
     with contextlib.suppress(GGUFError):
         parse_gguf(io.BytesIO(bytes(data)))
+
+
+def test_reads_a_version_1_header_with_32_bit_sizes() -> None:
+    """GGUF v1 (32-bit counts, lengths and dimensions) is read, not refused."""
+    def text(value: str) -> bytes:
+        return struct.pack("<I", len(value)) + value.encode()
+
+    body = b"GGUF" + struct.pack("<III", 1, 1, 1) + text("general.architecture") + struct.pack("<I", 8)
+    body += text("llama") + text("w") + struct.pack("<III", 2, 4, 8) + struct.pack("<IQ", 0, 0)
+    info = parse_gguf(io.BytesIO(body + PAD))
+    assert (info.version, info.architecture, info.parameter_count) == (1, "llama", 32)

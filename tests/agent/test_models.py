@@ -124,3 +124,12 @@ def test_digest_is_cached_by_size_and_mtime(tmp_path: Path) -> None:
     assert DigestCache(state).digest(str(path)) == first
     path.write_bytes(b"two!")
     assert DigestCache(state).digest(str(path)) == "sha256:" + hashlib.sha256(b"two!").hexdigest()
+
+
+def test_home_relative_roots_are_walked_in_every_users_home(tmp_path: Path) -> None:
+    """A `~/Downloads` root finds models in each user's Downloads, not only in the agent's own home."""
+    for user in ("alice", "bob"):
+        (tmp_path / user / "Downloads").mkdir(parents=True)
+        write_model(tmp_path / user / "Downloads" / f"{user}.gguf")
+    settings = ModelSettings(homes=(str(tmp_path / "alice"), str(tmp_path / "bob")), roots=("~/Downloads",))
+    assert [m.name for m in inventory_models(settings)] == ["alice.gguf", "bob.gguf"]

@@ -36,6 +36,7 @@ class Recorder(ingest_pb2_grpc.IngestServiceServicer):
     def __init__(self) -> None:
         self.up = True
         self.ack_results = True
+        self.refuse_after_welcome = False
         self.hellos: list[ingest_pb2.Hello] = []
         self.heartbeats: list[ingest_pb2.Heartbeat] = []
         self.results: list[common_pb2.CommandResult] = []
@@ -55,6 +56,8 @@ class Recorder(ingest_pb2_grpc.IngestServiceServicer):
         outbox.put_nowait(ingest_pb2.ConnectResponse(welcome=ingest_pb2.Welcome(acked_seq=self.durable)))
         for command in self.on_connect:
             outbox.put_nowait(ingest_pb2.ConnectResponse(command=command))
+        if self.refuse_after_welcome:
+            outbox.put_nowait("refuse")
 
         async def read() -> None:
             async for request in request_iterator:
@@ -78,6 +81,8 @@ class Recorder(ingest_pb2_grpc.IngestServiceServicer):
                     return
                 if item == "down":
                     await context.abort(grpc.StatusCode.UNAVAILABLE, "going down")
+                if item == "refuse":
+                    await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "refused before any ack")
                 yield item
         finally:
             reader.cancel()
@@ -309,6 +314,18 @@ async def test_failed_connects_are_counted_by_their_reason(recorder: tuple[Recor
         servicer.up = True
         await _until(lambda: stream.stats.connected == 1)
     assert stream.stats.connect_errors == {"UNAVAILABLE": stream.stats.failed_connects}
+
+
+async def test_backoff_keeps_growing_while_sessions_carry_no_traffic(
+    recorder: tuple[Recorder, str], tmp_path: Path
+) -> None:
+    """Sessions that are welcomed and then refused before any ack do not reset the reconnect backoff."""
+    servicer, target = recorder
+    servicer.refuse_after_welcome = True
+    stream = _stream(tmp_path, target)
+    async with _running(stream):
+        await _until(lambda: len(servicer.hellos) >= 4)
+    assert stream.backoff.attempt >= 3
 
 
 def test_the_next_beat_is_one_interval_on() -> None:

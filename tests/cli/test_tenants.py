@@ -149,3 +149,16 @@ def test_login_stores_token_used_by_later_commands(lz: Lz, new_tenant: Any) -> N
     assert result.code == 0, result.err
     assert stat.S_IMODE(lz.config_path.stat().st_mode) == 0o600
     assert lz("assets", "list").code == 0
+
+
+def test_tenant_resolvers_are_set_and_normalised(lz: Lz) -> None:
+    """`tenant resolvers` stores the addresses (normalised) that later isolations admit."""
+    created = lz("tenant", "create", _tenant_id(), "--json").json()
+    data = lz("tenant", "resolvers", "10.0.0.53", "fd00:0:0:0::53", "--json", token=created["admin_token"]).json()
+    assert data["dns_servers"] == ["10.0.0.53", "fd00::53"]
+
+
+def test_tenant_resolvers_refuse_a_loopback_address(lz: Lz) -> None:
+    """A loopback resolver is refused with one error line and exit 2."""
+    created = lz("tenant", "create", _tenant_id(), "--json").json()
+    lz("tenant", "resolvers", "127.0.0.53", token=created["admin_token"]).assert_one_line_error(2)

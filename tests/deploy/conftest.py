@@ -19,6 +19,9 @@ from services.kit import embedded, iam
 
 REPO = Path(__file__).resolve().parents[2]
 OVERLAYS = ("local", "aws")
+# What each overlay's render is: kind's overlay, and for aws the example site (the aws Component with
+# example stack outputs), which README step 4 copies.
+OVERLAY_PATHS = {"local": REPO / "deploy" / "k8s" / "overlays" / "local", "aws": REPO / "deploy" / "site-example"}
 ACCOUNT = "123456789012"  # moto's default account
 # Calls moto answers without authentication: enough for provisioning and the IAM setup; the rest
 # are spent by `_spend_free_calls` so that every call the tests make is checked.
@@ -29,7 +32,7 @@ def render_overlay(overlay: str) -> list[dict[str, Any]]:
     kubectl = shutil.which("kubectl")
     if kubectl is None:
         pytest.fail("kubectl is required to render deploy/k8s (apt-get install kubectl); see docs/DEPLOY.md")
-    out = subprocess.run([kubectl, "kustomize", str(REPO / "deploy" / "k8s" / "overlays" / overlay)],
+    out = subprocess.run([kubectl, "kustomize", str(OVERLAY_PATHS[overlay])],
                          check=True, capture_output=True, text=True, timeout=60).stdout
     return [doc for doc in yaml.safe_load_all(out) if doc]
 

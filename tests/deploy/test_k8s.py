@@ -6,13 +6,15 @@ from typing import Any
 
 import kubernetes_validate
 import pytest
+import yaml
 
-from tests.deploy.conftest import OVERLAYS
+from tests.deploy.conftest import OVERLAYS, REPO
 
 K8S_VERSIONS = ("1.30.0", "1.33.0")
 SERVERS = {"ingest", "assets", "ledger", "sealer"}
 DEPLOYMENTS = SERVERS | {"risk-worker"}
 GRPC_PORT = 50051
+INTERNAL_PORT = 50052  # ingest's service-to-service RPCs
 
 
 def _objects(rendered: dict[str, list[dict[str, Any]]], overlay: str, kind: str) -> dict[str, dict[str, Any]]:
@@ -183,7 +185,8 @@ def test_network_policy_denies_by_default(rendered: dict[str, list[dict[str, Any
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_network_policies_allow_only_the_designed_calls(rendered: dict[str, list[dict[str, Any]]],
                                                         overlay: str) -> None:
-    """Between the processes, exactly the designed gRPC calls are allowed, in both directions."""
+    """Between the processes, exactly the designed gRPC calls are allowed, in both directions (assets reaches
+    ingest on its internal port only)."""
     policies = _objects(rendered, overlay, "NetworkPolicy").values()
     egress: set[tuple[str, str]] = set()
     ingress: set[tuple[str, str]] = set()
@@ -191,12 +194,58 @@ def test_network_policies_allow_only_the_designed_calls(rendered: dict[str, list
         spec = policy["spec"]
         me = spec["podSelector"].get("matchLabels", {}).get("app.kubernetes.io/name")
         for rule in spec.get("egress", []):
-            if any(p["port"] == GRPC_PORT for p in rule.get("ports", [])):
-                egress |= {(me, _labels(peer)) for peer in rule.get("to", []) if _labels(peer)}
+            for port in {p["port"] for p in rule.get("ports", [])} & {GRPC_PORT, INTERNAL_PORT}:
+                egress |= {(me, _labels(peer), port) for peer in rule.get("to", []) if _labels(peer)}
         for rule in spec.get("ingress", []):
-            if any(p["port"] == GRPC_PORT for p in rule.get("ports", [])):
-                ingress |= {(_labels(peer), me) for peer in rule.get("from", []) if _labels(peer)}
-    designed = {("ingest", "assets"), ("risk-worker", "assets"), ("assets", "ledger"), ("assets", "ingest"),
-                ("ledger", "sealer")}
+            for port in {p["port"] for p in rule.get("ports", [])} & {GRPC_PORT, INTERNAL_PORT}:
+                ingress |= {(_labels(peer), me, port) for peer in rule.get("from", []) if _labels(peer)}
+    designed = {("ingest", "assets", GRPC_PORT), ("risk-worker", "assets", GRPC_PORT),
+                ("assets", "ledger", GRPC_PORT), ("assets", "ingest", INTERNAL_PORT), ("ledger", "sealer", GRPC_PORT)}
     assert egress == designed
     assert {edge for edge in ingress if edge[0] in DEPLOYMENTS} == designed
+
+
+@pytest.mark.parametrize("version", K8S_VERSIONS)
+def test_the_example_operator_ingress_validates(version: str) -> None:
+    """deploy/k8s/examples/operator-ingress.yaml is valid for the API and routes gRPC over TLS to each service."""
+    path = REPO / "deploy" / "k8s" / "examples" / "operator-ingress.yaml"
+    ingresses = [doc for doc in yaml.safe_load_all(path.read_text()) if doc]
+    for ingress in ingresses:
+        kubernetes_validate.validate(ingress, version, strict=True)
+        assert ingress["metadata"]["annotations"]["nginx.ingress.kubernetes.io/backend-protocol"] == "GRPCS"
+    backends = {i["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"]["name"] for i in ingresses}
+    assert backends == {"assets", "ledger", "sealer"}
+
+
+def test_aws_ingest_drains_before_it_stops(rendered: dict[str, list[dict[str, Any]]]) -> None:
+    """In the aws site ingest waits in preStop, and its grace period covers that wait plus the server's drain."""
+    ingest = _objects(rendered, "aws", "Deployment")["ingest"]["spec"]["template"]["spec"]
+    wait = int(ingest["containers"][0]["lifecycle"]["preStop"]["exec"]["command"][-1])
+    common = next(o for name, o in _objects(rendered, "aws", "ConfigMap").items() if name.startswith("lz-common"))
+    assert ingest["terminationGracePeriodSeconds"] > wait + int(common["data"]["LZ_GRACE_SECONDS"])
+
+
+def test_aws_ingest_load_balancer_keeps_streams_across_rollouts(rendered: dict[str, list[dict[str, Any]]]) -> None:
+    """The NLB has a readiness gate, a deregistration delay, cross-zone balancing and an idle timeout over keepalive."""
+    from agent.stream import KEEPALIVE_OPTIONS
+
+    service = _objects(rendered, "aws", "Service")["ingest"]["metadata"]["annotations"]
+    prefix = "service.beta.kubernetes.io/aws-load-balancer-"
+    target_group = dict(item.split("=") for item in service[prefix + "target-group-attributes"].split(","))
+    assert int(target_group["deregistration_delay.timeout_seconds"]) > 0
+    assert target_group["deregistration_delay.connection_termination.enabled"] == "true"
+    assert service[prefix + "attributes"] == "load_balancing.cross_zone.enabled=true"
+    idle = int(service[prefix + "listener-attributes.TCP-50051"].split("=")[1])
+    assert idle * 1000 > dict(KEEPALIVE_OPTIONS)["grpc.keepalive_time_ms"]
+    (namespace,) = _objects(rendered, "aws", "Namespace").values()
+    assert namespace["metadata"]["labels"]["elbv2.k8s.aws/pod-readiness-gate-inject"] == "enabled"
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_ingest_internal_port_is_only_in_its_cluster_service(rendered: dict[str, list[dict[str, Any]]],
+                                                               overlay: str) -> None:
+    """The agents' ingest Service carries only the public port; the internal port is in a ClusterIP Service."""
+    services = _objects(rendered, overlay, "Service")
+    assert [p["targetPort"] for p in services["ingest"]["spec"]["ports"]] == ["grpc"]
+    assert services["ingest-internal"]["spec"]["type"] == "ClusterIP"
+    assert [p["targetPort"] for p in services["ingest-internal"]["spec"]["ports"]] == ["internal"]

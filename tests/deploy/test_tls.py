@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import grpc
@@ -18,6 +19,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from services.kit import certs, embedded
 from tests.deploy.conftest import REPO
+from tests.faults.helpers import until
 
 SERVICE = "lifecyclezero.v1.LedgerService"
 ORIGIN = "lifecyclezero.test/ledger"
@@ -40,44 +42,73 @@ def ca_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return outdir
 
 
-@pytest.fixture(scope="module")
-def tls_ledger(ca_dir: Path, embedded_aws: embedded.Resources,
-               tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """`python -m services.ledger` with LZ_TLS_* set, on the session's embedded AWS; yields host:port."""
+def _serving_over_tls(address: str, ca_file: Path) -> bool:
+    creds = grpc.ssl_channel_credentials(root_certificates=ca_file.read_bytes())
+    try:
+        with grpc.secure_channel(address, creds) as channel:
+            return _check(channel) == health_pb2.HealthCheckResponse.SERVING
+    except grpc.RpcError:
+        return False
+
+
+@contextmanager
+def _ledger(tls_dir: Path, embedded_aws: embedded.Resources, state: Path, cert: str, key: str,
+            ca: str) -> Iterator[str]:
+    """`python -m services.ledger` with LZ_TLS_* files of `tls_dir`, serving over TLS; yields host:port."""
     from services.tlog.note import generate_key
 
     port = embedded.free_port()
-    state = tmp_path_factory.mktemp("tls")
     _signer, verifier = generate_key(ORIGIN)
     (state / "verifier.keys").write_text(verifier + "\n")
     env = {**os.environ, **embedded.resources_env(embedded_aws), "LZ_PORT": str(port), "LZ_ORIGIN": ORIGIN,
-           "LZ_VERIFIER_KEY_FILE": str(state / "verifier.keys"),
-           "LZ_TLS_CERT_FILE": str(ca_dir / "ledger.crt"), "LZ_TLS_KEY_FILE": str(ca_dir / "ledger.key"),
-           "LZ_TLS_CA_FILE": str(ca_dir / "ca.crt")}
+           "LZ_VERIFIER_KEY_FILE": str(state / "verifier.keys"), "LZ_TLS_CERT_FILE": str(tls_dir / cert),
+           "LZ_TLS_KEY_FILE": str(tls_dir / key), "LZ_TLS_CA_FILE": str(tls_dir / ca)}
     log = state / "ledger.log"
     with open(log, "wb") as out:
         proc = subprocess.Popen([sys.executable, "-m", "services.ledger"], env=env, cwd=REPO, stdout=out,
                                 stderr=subprocess.STDOUT)
     address = f"localhost:{port}"
-    creds = grpc.ssl_channel_credentials(root_certificates=(ca_dir / "ca.crt").read_bytes())
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"ledger exited {proc.returncode}: {log.read_text()[-2000:]}")
-            try:
-                with grpc.secure_channel(address, creds) as channel:
-                    if _check(channel) == health_pb2.HealthCheckResponse.SERVING:
-                        break
-            except grpc.RpcError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"ledger never served over TLS: {log.read_text()[-2000:]}")
-            time.sleep(0.2)
+        until(lambda: proc.poll() is not None or _serving_over_tls(address, tls_dir / ca), 30, "ledger over TLS")
+        assert proc.poll() is None, log.read_text()[-2000:]
         yield address
     finally:
         proc.terminate()
         proc.wait(15)
+
+
+@pytest.fixture(scope="module")
+def tls_ledger(ca_dir: Path, embedded_aws: embedded.Resources,
+               tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """`python -m services.ledger` with LZ_TLS_* set, on the session's embedded AWS; yields host:port."""
+    with _ledger(ca_dir, embedded_aws, tmp_path_factory.mktemp("tls"), "ledger.crt", "ledger.key", "ca.crt") as address:
+        yield address
+
+
+def _mount_secret(mount: Path, source: Path, version: str) -> None:
+    """Publish `source`'s ledger certificate as the kubelet publishes a Secret volume: files that link into
+    `..data`, itself a link to a versioned directory, swapped atomically on every update."""
+    versioned = mount / f"..{version}"
+    versioned.mkdir()
+    for name, file in (("tls.crt", "ledger.crt"), ("tls.key", "ledger.key"), ("ca.crt", "ca.crt")):
+        shutil.copy(source / file, versioned / name)
+        if not (mount / name).is_symlink():
+            (mount / name).symlink_to(f"..data/{name}")
+    (mount / "..data_tmp").symlink_to(versioned.name)
+    os.replace(mount / "..data_tmp", mount / "..data")
+
+
+def test_a_renewed_certificate_is_served_without_a_restart(embedded_aws: embedded.Resources, tmp_path: Path) -> None:
+    """After the mounted Secret swaps to a certificate from a new CA, new connections get it from the same process."""
+    first, second, mount = tmp_path / "first", tmp_path / "second", tmp_path / "mount"
+    certs.generate(first, services=("ledger",))
+    certs.generate(second, services=("ledger",))
+    mount.mkdir()
+    _mount_secret(mount, first, "1")
+    with _ledger(mount, embedded_aws, tmp_path, "tls.crt", "tls.key", "ca.crt") as address:
+        _mount_secret(mount, second, "2")
+        until(lambda: _serving_over_tls(address, second / "ca.crt"), 30, "the renewed certificate served")
+        assert not _serving_over_tls(address, first / "ca.crt")
 
 
 def test_certificate_names_the_service_and_loopback(ca_dir: Path) -> None:
@@ -134,3 +165,32 @@ def test_a_client_trusting_another_ca_is_refused(tls_ledger: str, tmp_path: Path
     with grpc.secure_channel(tls_ledger, creds) as channel, pytest.raises(grpc.RpcError) as info:
         _check(channel)
     assert info.value.code() == grpc.StatusCode.UNAVAILABLE
+
+
+def test_a_key_that_does_not_match_the_certificate_is_not_loaded(tmp_path: Path) -> None:
+    """While the files on disk are a mismatched pair the reloader keeps the current ones, then loads the good set."""
+    from services.kit.server import TlsFiles
+    from services.kit.settings import ServerSettings
+
+    certs.generate(tmp_path, services=("ledger", "sealer"))
+    files = TlsFiles(ServerSettings(tls_cert_file=str(tmp_path / "ledger.crt"),
+                                    tls_key_file=str(tmp_path / "ledger.key")))
+    shutil.copy(tmp_path / "sealer.crt", tmp_path / "ledger.crt")
+    assert files.fetch() is None
+    shutil.copy(tmp_path / "sealer.key", tmp_path / "ledger.key")
+    assert files.fetch() is not None
+    assert files.fetch() is None
+
+
+def test_ingest_certificate_names_its_internal_service(ca_dir: Path) -> None:
+    """The ingest certificate is also valid for ingest-internal, the Service other services call it through."""
+    names = set(_san(ca_dir / "ingest.crt").get_values_for_type(x509.DNSName))
+    assert {"ingest-internal", "ingest-internal.lifecyclezero.svc"} <= names
+
+
+def test_make_certs_passes_each_ingest_san() -> None:
+    """`make certs INGEST_SAN="a b"` hands every name to `services.kit.certs` as its own --ingest-san."""
+    result = subprocess.run(["make", "--no-print-directory", "-n", "certs",
+                             "INGEST_SAN=agents.example.com 203.0.113.7"],
+                            cwd=REPO, capture_output=True, text=True, timeout=60, check=True)
+    assert "services.kit.certs .lz/certs --ingest-san agents.example.com --ingest-san 203.0.113.7" in result.stdout

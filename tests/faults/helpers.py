@@ -16,6 +16,7 @@ import random
 import signal
 import sys
 import time
+import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -218,6 +219,28 @@ class Store:
 
     def ledger_events(self, tenant: str) -> list[ledger_store.StoredEvent]:
         return list(ledger_store.events_between(self.ddb, self.table, tenant, 1, ledger_keys.MAX_SEQ))
+
+    def latest_inventory(self, tenant: str, asset_id: str) -> common_pb2.Inventory | None:
+        """The inventory of the asset's newest telemetry record that carries one (highest seq), or None."""
+        kwargs: dict[str, Any] = {
+            "TableName": self.table, "IndexName": "GSI1",
+            "KeyConditionExpression": "GSI1PK = :pk AND begins_with(GSI1SK, :d)",
+            "FilterExpression": "attribute_exists(inventory)",
+            "ExpressionAttributeValues": aws.to_item({":pk": ingest_keys.asset_gsi1pk(tenant, asset_id),
+                                                      ":d": ingest_keys.DATE_PREFIX}),
+            "ProjectionExpression": "seq, inventory",
+        }
+        newest: tuple[int, bytes] | None = None
+        while True:
+            got = self.ddb.query(**kwargs)
+            for item in got.get("Items", []):
+                seq = int(item["seq"]["N"])
+                if newest is None or seq > newest[0]:
+                    newest = (seq, item["inventory"]["B"])
+            if "LastEvaluatedKey" not in got:
+                break
+            kwargs["ExclusiveStartKey"] = got["LastEvaluatedKey"]
+        return common_pb2.Inventory.FromString(zlib.decompress(newest[1])) if newest else None
 
     def telemetry_seqs(self, tenant: str, asset_id: str) -> set[int]:
         """The heartbeat seqs the asset has telemetry items for."""

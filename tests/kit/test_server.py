@@ -50,7 +50,7 @@ class _Harness:
         self.ready = False
         self.running: RunningServer | None = None
 
-    async def start(self) -> RunningServer:
+    async def start(self, internal: dict[str, frozenset[str]] | None = None) -> RunningServer:
         async def check_ready() -> None:
             if not self.ready:
                 raise ConnectionError("dependency down")
@@ -66,8 +66,10 @@ class _Harness:
             authenticator=Authenticator(None, "unused", service_token_sha256=auth.sha256_hex(SERVICE_TOKEN)),
             check_ready=check_ready,
             ready_interval_seconds=0.05,
+            internal=internal or {},
         )
-        self.running = await build_server(service, ServerSettings(port=0))
+        internal_port = embedded.free_port() if internal else 0
+        self.running = await build_server(service, ServerSettings(port=0, internal_port=internal_port))
         return self.running
 
 
@@ -272,3 +274,44 @@ async def test_bytes_that_are_not_the_request_message_are_invalid_argument(harne
         with pytest.raises(grpc.aio.AioRpcError) as caught:
             await raw(b"\xff\xff\xff\xff", metadata=_service_md())
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+@pytest.fixture
+async def split_harness() -> AsyncIterator[_Harness]:
+    """A server whose GetEvent is internal: served on the internal port only."""
+    h = _Harness()
+    await h.start(internal={f"/{SERVICE}/GetEvent": frozenset({"assets"})})
+    yield h
+    assert h.running is not None
+    await stop_server(h.running, 0.5)
+
+
+async def _get_event(port: int, seq: int = 5) -> Any:
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as ch:
+        return await ledger_pb2_grpc.LedgerServiceStub(ch).GetEvent(ledger_pb2.GetEventRequest(seq=seq),
+                                                                    metadata=_service_md())
+
+
+async def test_an_internal_method_is_served_on_the_internal_port(split_harness: _Harness) -> None:
+    """A service caller reaches an internal method on the internal port."""
+    assert split_harness.running is not None
+    reply = await _get_event(split_harness.running.internal_port)
+    assert reply.event.seq == 5
+
+
+async def test_an_internal_method_is_refused_on_the_public_port(split_harness: _Harness) -> None:
+    """Even a service caller is refused an internal method on the public port."""
+    assert split_harness.running is not None
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await _get_event(split_harness.running.port)
+    assert info.value.code() == grpc.StatusCode.PERMISSION_DENIED
+
+
+async def test_a_public_method_is_refused_on_the_internal_port(split_harness: _Harness) -> None:
+    """The internal port serves nothing but the internal methods."""
+    assert split_harness.running is not None
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{split_harness.running.internal_port}") as ch:
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await ledger_pb2_grpc.LedgerServiceStub(ch).AppendEvents(ledger_pb2.AppendEventsRequest(),
+                                                                     metadata=_service_md())
+    assert info.value.code() == grpc.StatusCode.PERMISSION_DENIED

@@ -26,15 +26,15 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from lifecyclezero.v1 import common_pb2 as lifecyclezero_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dlifecyclezero/v1/assets.proto\x12\x10lifecyclezero.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1dlifecyclezero/v1/common.proto\"b\n\x06Tenant\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x02 \x01(\t\x12/\n\x0b\x63reate_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x9a\x01\n\tTokenInfo\x12\x10\n\x08token_id\x18\x01 \x01(\t\x12$\n\x04role\x18\x02 \x01(\x0e\x32\x16.lifecyclezero.v1.Role\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\x12/\n\x0b\x63reate_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07revoked\x18\x05 \x01(\x08\"R\n\x13\x43reateTenantRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x02 \x01(\t\x12\x12\n\nrequest_id\x18\x03 \x01(\t\"p\n\x14\x43reateTenantResponse\x12(\n\x06tenant\x18\x01 \x01(\x0b\x32\x18.lifecyclezero.v1.Tenant\x12\x13\n\x0b\x61\x64min_token\x18\x02 \x01(\t\x12\x19\n\x11\x65nrollment_secret\x18\x03 \x01(\t\"c\n\x12\x43reateTokenRequest\x12$\n\x04role\x18\x01 \x01(\x0e\x32\x16.lifecyclezero.v1.Role\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12\x12\n\nrequest_id\x18\x03 \x01(\t\"U\n\x13\x43reateTokenResponse\x12/\n\ntoken_info\x18\x01 \x01(\x0b\x32\x1b.lifecyclezero.v1.TokenInfo\x12\r\n\x05token\x18\x02 \x01(\t\":\n\x12RevokeTokenRequest\x12\x10\n\x08token_id\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"F\n\x13RevokeTokenResponse\x12/\n\ntoken_info\x18\x01 \x01(\x0b\x32\x1b.lifecyclezero.v1.TokenInfo\":\n\x11ListTokensRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"Z\n\x12ListTokensResponse\x12+\n\x06tokens\x18\x01 \x03(\x0b\x32\x1b.lifecyclezero.v1.TokenInfo\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x1c\n\x1aGetEnrollmentSecretRequest\"c\n\x1bGetEnrollmentSecretResponse\x12\x13\n\x0b\x66ingerprint\x18\x01 \x01(\t\x12/\n\x0b\x63reate_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"3\n\x1dRotateEnrollmentSecretRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\"P\n\x1eRotateEnrollmentSecretResponse\x12\x19\n\x11\x65nrollment_secret\x18\x01 \x01(\t\x12\x13\n\x0b\x66ingerprint\x18\x02 \x01(\t\"9\n\x1c\x43heckEnrollmentSecretRequest\x12\x19\n\x11\x65nrollment_secret\x18\x01 \x01(\t\".\n\x1d\x43heckEnrollmentSecretResponse\x12\r\n\x05valid\x18\x01 \x01(\x08\"P\n\x12\x43reateAssetRequest\x12&\n\x05\x61sset\x18\x01 \x01(\x0b\x32\x17.lifecyclezero.v1.Asset\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"=\n\x13\x43reateAssetResponse\x12&\n\x05\x61sset\x18\x01 \x01(\x0b\x32\x17.lifecyclezero.v1.Asset\"#\n\x0fGetAssetRequest\x12\x10\n\x08\x61sset_id\x18\x01 \x01(\t\":\n\x10GetAssetResponse\x12&\n\x05\x61sset\x18\x01 \x01(\x0b\x32\x17.lifecyclezero.v1.Asset\"\x97\x01\n\x11ListAssetsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x13\n\x0b\x65mployee_id\x18\x03 \x01(\t\x12-\n\x06status\x18\x04 \x01(\x0e\x32\x1d.lifecyclezero.v1.AssetStatus\x12\x17\n\x0f\x61\x63tion_required\x18\x05 \x01(\x08\"V\n\x12ListAssetsResponse\x12\'\n\x06\x61ssets\x18\x01 \x03(\x0b\x32\x17.lifecyclezero.v1.Asset\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"R\n\x13IsolateAssetRequest\x12\x10\n\x08\x61sset_id\x18\x01 \x01(\t\x12\x15\n\rjustification\x18\x02 \x01(\t\x12\x12\n\nrequest_id\x18\x03 \x01(\t\"\x7f\n\x14IsolateAssetResponse\x12&\n\x05\x61sset\x18\x01 \x01(\x0b\x32\x17.lifecyclezero.v1.Asset\x12*\n\x07\x63ommand\x18\x02 \x01(\x0b\x32\x19.lifecyclezero.v1.Command\x12\x13\n\x0b\x63ustody_seq\x18\x03 \x01(\x03\"R\n\x13ReleaseAssetRequest\x12\x10\n\x08\x61sset_id\x18\x01 \x01(\t\x12\x15\n\rjustification\x18\x02 \x01(\t\x12\x12\n\nrequest_id\x18\x03 \x01(\t\"\x7f\n\x14ReleaseAssetResponse\x12&\n\x05\x61sset\x18\x01 \x01(\x0b\x32\x17.lifecyclezero.v1.Asset\x12*\n\x07\x63ommand\x18\x02 \x01(\x0b\x32\x19.lifecyclezero.v1.Command\x12\x13\n\x0b\x63ustody_seq\x18\x03 \x01(\x03\"_\n\x1aRecordCommandResultRequest\x12\x10\n\x08\x61sset_id\x18\x01 \x01(\t\x12/\n\x06result\x18\x02 \x01(\x0b\x32\x1f.lifecyclezero.v1.CommandResult\"Z\n\x1bRecordCommandResultResponse\x12&\n\x05\x61sset\x18\x01 \x01(\x0b\x32\x17.lifecyclezero.v1.Asset\x12\x13\n\x0b\x63ustody_seq\x18\x02 \x01(\x03\"U\n\x1aListPendingCommandsRequest\x12\x10\n\x08\x61sset_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"c\n\x1bListPendingCommandsResponse\x12+\n\x08\x63ommands\x18\x01 \x03(\x0b\x32\x19.lifecyclezero.v1.Command\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\xb9\x01\n\x0f\x41ssetRiskUpdate\x12\x10\n\x08\x61sset_id\x18\x01 \x01(\t\x12\x32\n\x0elast_seen_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12+\n\x04risk\x18\x03 \x01(\x0b\x32\x1d.lifecyclezero.v1.RiskSummary\x12\x10\n\x08hostname\x18\x04 \x01(\t\x12\n\n\x02os\x18\x05 \x01(\t\x12\x15\n\ragent_version\x18\x06 \x01(\t\"L\n\x16UpdateAssetRiskRequest\x12\x32\n\x07updates\x18\x01 \x03(\x0b\x32!.lifecyclezero.v1.AssetRiskUpdate\"*\n\x17UpdateAssetRiskResponse\x12\x0f\n\x07updated\x18\x01 \x01(\x05\"\xdc\x01\n\x11ListAlertsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x30\n\x0cmin_severity\x18\x03 \x01(\x0e\x32\x1a.lifecyclezero.v1.Severity\x12\x10\n\x08\x61sset_id\x18\x04 \x01(\t\x12.\n\nstart_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"V\n\x12ListAlertsResponse\x12\'\n\x06\x61lerts\x18\x01 \x03(\x0b\x32\x17.lifecyclezero.v1.Alert\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"O\n\x14GetCustodyLogRequest\x12\x10\n\x08\x61sset_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"_\n\x15GetCustodyLogResponse\x12-\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x1d.lifecyclezero.v1.LedgerEvent\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t*P\n\x04Role\x12\x14\n\x10ROLE_UNSPECIFIED\x10\x00\x12\x0f\n\x0bROLE_VIEWER\x10\x01\x12\x11\n\rROLE_OPERATOR\x10\x02\x12\x0e\n\nROLE_ADMIN\x10\x03\x32\xba\r\n\x0c\x41ssetService\x12]\n\x0c\x43reateTenant\x12%.lifecyclezero.v1.CreateTenantRequest\x1a&.lifecyclezero.v1.CreateTenantResponse\x12Z\n\x0b\x43reateToken\x12$.lifecyclezero.v1.CreateTokenRequest\x1a%.lifecyclezero.v1.CreateTokenResponse\x12Z\n\x0bRevokeToken\x12$.lifecyclezero.v1.RevokeTokenRequest\x1a%.lifecyclezero.v1.RevokeTokenResponse\x12W\n\nListTokens\x12#.lifecyclezero.v1.ListTokensRequest\x1a$.lifecyclezero.v1.ListTokensResponse\x12r\n\x13GetEnrollmentSecret\x12,.lifecyclezero.v1.GetEnrollmentSecretRequest\x1a-.lifecyclezero.v1.GetEnrollmentSecretResponse\x12{\n\x16RotateEnrollmentSecret\x12/.lifecyclezero.v1.RotateEnrollmentSecretRequest\x1a\x30.lifecyclezero.v1.RotateEnrollmentSecretResponse\x12x\n\x15\x43heckEnrollmentSecret\x12..lifecyclezero.v1.CheckEnrollmentSecretRequest\x1a/.lifecyclezero.v1.CheckEnrollmentSecretResponse\x12Z\n\x0b\x43reateAsset\x12$.lifecyclezero.v1.CreateAssetRequest\x1a%.lifecyclezero.v1.CreateAssetResponse\x12Q\n\x08GetAsset\x12!.lifecyclezero.v1.GetAssetRequest\x1a\".lifecyclezero.v1.GetAssetResponse\x12W\n\nListAssets\x12#.lifecyclezero.v1.ListAssetsRequest\x1a$.lifecyclezero.v1.ListAssetsResponse\x12]\n\x0cIsolateAsset\x12%.lifecyclezero.v1.IsolateAssetRequest\x1a&.lifecyclezero.v1.IsolateAssetResponse\x12]\n\x0cReleaseAsset\x12%.lifecyclezero.v1.ReleaseAssetRequest\x1a&.lifecyclezero.v1.ReleaseAssetResponse\x12r\n\x13RecordCommandResult\x12,.lifecyclezero.v1.RecordCommandResultRequest\x1a-.lifecyclezero.v1.RecordCommandResultResponse\x12r\n\x13ListPendingCommands\x12,.lifecyclezero.v1.ListPendingCommandsRequest\x1a-.lifecyclezero.v1.ListPendingCommandsResponse\x12\x66\n\x0fUpdateAssetRisk\x12(.lifecyclezero.v1.UpdateAssetRiskRequest\x1a).lifecyclezero.v1.UpdateAssetRiskResponse\x12W\n\nListAlerts\x12#.lifecyclezero.v1.ListAlertsRequest\x1a$.lifecyclezero.v1.ListAlertsResponse\x12`\n\rGetCustodyLog\x12&.lifecyclezero.v1.GetCustodyLogRequest\x1a\'.lifecyclezero.v1.GetCustodyLogResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dlifecyclezero/v1/assets.proto\x12\x10lifecyclezero.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1dlifecyclezero/v1/common.proto\"b\n\x06Tenant\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x02 \x01(\t\x12/\n\x0b\x63reate_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x9a\x01\n\tTokenInfo\x12\x10\n\x08token_id\x18\x01 \x01(\t\x12$\n\x04role\x18\x02 \x01(\x0e\x32\x16.lifecyclezero.v1.Role\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\x12/\n\x0b\x63reate_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07revoked\x18\x05 \x01(\x08\"R\n\x13\x43reateTenantRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x02 \x01(\t\x12\x12\n\nrequest_id\x18\x03 \x01(\t\"p\n\x14\x43reateTenantResponse\x12(\n\x06tenant\x18\x01 \x01(\x0b\x32\x18.lifecyclezero.v1.Tenant\x12\x13\n\x0b\x61\x64min_token\x18\x02 \x01(\t\x12\x19\n\x11\x65nrollment_secret\x18\x03 \x01(\t\"c\n\x12\x43reateTokenRequest\x12$\n\x04role\x18\x01 \x01(\x0e\x32\x16.lifecyclezero.v1.Role\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12\x12\n\nrequest_id\x18\x03 \x01(\t\"U\n\x13\x43reateTokenResponse\x12/\n\ntoken_info\x18\x01 \x01(\x0b\x32\x1b.lifecyclezero.v1.TokenInfo\x12\r\n\x05token\x18\x02 \x01(\t\":\n\x12RevokeTokenRequest\x12\x10\n\x08token_id\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"F\n\x13RevokeTokenResponse\x12/\n\ntoken_info\x18\x01 \x01(\x0b\x32\x1b.lifecyclezero.v1.TokenInfo\":\n\x11ListTokensRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"Z\n\x12ListTokensResponse\x12+\n\x06tokens\x18\x01 \x03(\x0b\x32\x1b.lifecyclezero.v1.TokenInfo\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x1c\n\x1aGetEnrollmentSecretRequest\"c\n\x1bGetEnrollmentSecretResponse\x12\x13\n\x0b\x66ingerprint\x18\x01 \x01(\t\x12/\n\x0b\x63reate_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"3\n\x1dRotateEnrollmentSecretRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\"P\n\x1eRotateEnrollmentSecretResponse\x12\x19\n\x11\x65nrollment_secret\x18\x01 \x01(\t\x12\x13\n\x0b\x66ingerprint\x18\x02 \x01(\t\"0\n\x19SetTenantResolversRequest\x12\x13\n\x0b\x64ns_servers\x18\x01 \x03(\t\"1\n\x1aSetTenantResolversResponse\x12\x13\n\x0b\x64ns_servers\x18\x01 \x03(\t\"9\n\x1c\x43heckEnrollmentSecretRequest\x12\x19\n\x11\x65nrollment_secret\x18\x01 \x01(\t\".\n\x1d\x43heckEnrollmentSecretResponse\x12\r\n\x05valid\x18\x01 \x01(\x08\"P\n\x12\x43reateAssetRequest\x12&\n\x05\x61sset\x18\x01 \x01(\x0b\x32\x17.lifecyclezero.v1.Asset\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"=\n\x13\x43reateAssetResponse\x12&\n\x05\x61sset\x18\x01 \x01(\x0b\x32\x17.lifecyclezero.v1.Asset\"#\n\x0fGetAssetRequest\x12\x10\n\x08\x61sset_id\x18\x01 \x01(\t\":\n\x10GetAssetResponse\x12&\n\x05\x61sset\x18\x01 \x01(\x0b\x32\x17.lifecyclezero.v1.Asset\"\x97\x01\n\x11ListAssetsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x13\n\x0b\x65mployee_id\x18\x03 \x01(\t\x12-\n\x06status\x18\x04 \x01(\x0e\x32\x1d.lifecyclezero.v1.AssetStatus\x12\x17\n\x0f\x61\x63tion_required\x18\x05 \x01(\x08\"V\n\x12ListAssetsResponse\x12\'\n\x06\x61ssets\x18\x01 \x03(\x0b\x32\x17.lifecyclezero.v1.Asset\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"R\n\x13IsolateAssetRequest\x12\x10\n\x08\x61sset_id\x18\x01 \x01(\t\x12\x15\n\rjustification\x18\x02 \x01(\t\x12\x12\n\nrequest_id\x18\x03 \x01(\t\"\x7f\n\x14IsolateAssetResponse\x12&\n\x05\x61sset\x18\x01 \x01(\x0b\x32\x17.lifecyclezero.v1.Asset\x12*\n\x07\x63ommand\x18\x02 \x01(\x0b\x32\x19.lifecyclezero.v1.Command\x12\x13\n\x0b\x63ustody_seq\x18\x03 \x01(\x03\"R\n\x13ReleaseAssetRequest\x12\x10\n\x08\x61sset_id\x18\x01 \x01(\t\x12\x15\n\rjustification\x18\x02 \x01(\t\x12\x12\n\nrequest_id\x18\x03 \x01(\t\"\x7f\n\x14ReleaseAssetResponse\x12&\n\x05\x61sset\x18\x01 \x01(\x0b\x32\x17.lifecyclezero.v1.Asset\x12*\n\x07\x63ommand\x18\x02 \x01(\x0b\x32\x19.lifecyclezero.v1.Command\x12\x13\n\x0b\x63ustody_seq\x18\x03 \x01(\x03\"_\n\x1aRecordCommandResultRequest\x12\x10\n\x08\x61sset_id\x18\x01 \x01(\t\x12/\n\x06result\x18\x02 \x01(\x0b\x32\x1f.lifecyclezero.v1.CommandResult\"Z\n\x1bRecordCommandResultResponse\x12&\n\x05\x61sset\x18\x01 \x01(\x0b\x32\x17.lifecyclezero.v1.Asset\x12\x13\n\x0b\x63ustody_seq\x18\x02 \x01(\x03\"X\n\x17RecordAgentEventRequest\x12\x10\n\x08\x61sset_id\x18\x01 \x01(\t\x12+\n\x05\x65vent\x18\x02 \x01(\x0b\x32\x1c.lifecyclezero.v1.AgentEvent\"A\n\x18RecordAgentEventResponse\x12\x13\n\x0b\x63ustody_seq\x18\x01 \x01(\x03\x12\x10\n\x08replayed\x18\x02 \x01(\x08\"U\n\x1aListPendingCommandsRequest\x12\x10\n\x08\x61sset_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"c\n\x1bListPendingCommandsResponse\x12+\n\x08\x63ommands\x18\x01 \x03(\x0b\x32\x19.lifecyclezero.v1.Command\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\xb9\x01\n\x0f\x41ssetRiskUpdate\x12\x10\n\x08\x61sset_id\x18\x01 \x01(\t\x12\x32\n\x0elast_seen_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12+\n\x04risk\x18\x03 \x01(\x0b\x32\x1d.lifecyclezero.v1.RiskSummary\x12\x10\n\x08hostname\x18\x04 \x01(\t\x12\n\n\x02os\x18\x05 \x01(\t\x12\x15\n\ragent_version\x18\x06 \x01(\t\"L\n\x16UpdateAssetRiskRequest\x12\x32\n\x07updates\x18\x01 \x03(\x0b\x32!.lifecyclezero.v1.AssetRiskUpdate\"*\n\x17UpdateAssetRiskResponse\x12\x0f\n\x07updated\x18\x01 \x01(\x05\"\xdc\x01\n\x11ListAlertsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x30\n\x0cmin_severity\x18\x03 \x01(\x0e\x32\x1a.lifecyclezero.v1.Severity\x12\x10\n\x08\x61sset_id\x18\x04 \x01(\t\x12.\n\nstart_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"V\n\x12ListAlertsResponse\x12\'\n\x06\x61lerts\x18\x01 \x03(\x0b\x32\x17.lifecyclezero.v1.Alert\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"O\n\x14GetCustodyLogRequest\x12\x10\n\x08\x61sset_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"_\n\x15GetCustodyLogResponse\x12-\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x1d.lifecyclezero.v1.LedgerEvent\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t*P\n\x04Role\x12\x14\n\x10ROLE_UNSPECIFIED\x10\x00\x12\x0f\n\x0bROLE_VIEWER\x10\x01\x12\x11\n\rROLE_OPERATOR\x10\x02\x12\x0e\n\nROLE_ADMIN\x10\x03\x32\x96\x0f\n\x0c\x41ssetService\x12]\n\x0c\x43reateTenant\x12%.lifecyclezero.v1.CreateTenantRequest\x1a&.lifecyclezero.v1.CreateTenantResponse\x12Z\n\x0b\x43reateToken\x12$.lifecyclezero.v1.CreateTokenRequest\x1a%.lifecyclezero.v1.CreateTokenResponse\x12Z\n\x0bRevokeToken\x12$.lifecyclezero.v1.RevokeTokenRequest\x1a%.lifecyclezero.v1.RevokeTokenResponse\x12W\n\nListTokens\x12#.lifecyclezero.v1.ListTokensRequest\x1a$.lifecyclezero.v1.ListTokensResponse\x12r\n\x13GetEnrollmentSecret\x12,.lifecyclezero.v1.GetEnrollmentSecretRequest\x1a-.lifecyclezero.v1.GetEnrollmentSecretResponse\x12{\n\x16RotateEnrollmentSecret\x12/.lifecyclezero.v1.RotateEnrollmentSecretRequest\x1a\x30.lifecyclezero.v1.RotateEnrollmentSecretResponse\x12x\n\x15\x43heckEnrollmentSecret\x12..lifecyclezero.v1.CheckEnrollmentSecretRequest\x1a/.lifecyclezero.v1.CheckEnrollmentSecretResponse\x12o\n\x12SetTenantResolvers\x12+.lifecyclezero.v1.SetTenantResolversRequest\x1a,.lifecyclezero.v1.SetTenantResolversResponse\x12Z\n\x0b\x43reateAsset\x12$.lifecyclezero.v1.CreateAssetRequest\x1a%.lifecyclezero.v1.CreateAssetResponse\x12Q\n\x08GetAsset\x12!.lifecyclezero.v1.GetAssetRequest\x1a\".lifecyclezero.v1.GetAssetResponse\x12W\n\nListAssets\x12#.lifecyclezero.v1.ListAssetsRequest\x1a$.lifecyclezero.v1.ListAssetsResponse\x12]\n\x0cIsolateAsset\x12%.lifecyclezero.v1.IsolateAssetRequest\x1a&.lifecyclezero.v1.IsolateAssetResponse\x12]\n\x0cReleaseAsset\x12%.lifecyclezero.v1.ReleaseAssetRequest\x1a&.lifecyclezero.v1.ReleaseAssetResponse\x12r\n\x13RecordCommandResult\x12,.lifecyclezero.v1.RecordCommandResultRequest\x1a-.lifecyclezero.v1.RecordCommandResultResponse\x12i\n\x10RecordAgentEvent\x12).lifecyclezero.v1.RecordAgentEventRequest\x1a*.lifecyclezero.v1.RecordAgentEventResponse\x12r\n\x13ListPendingCommands\x12,.lifecyclezero.v1.ListPendingCommandsRequest\x1a-.lifecyclezero.v1.ListPendingCommandsResponse\x12\x66\n\x0fUpdateAssetRisk\x12(.lifecyclezero.v1.UpdateAssetRiskRequest\x1a).lifecyclezero.v1.UpdateAssetRiskResponse\x12W\n\nListAlerts\x12#.lifecyclezero.v1.ListAlertsRequest\x1a$.lifecyclezero.v1.ListAlertsResponse\x12`\n\rGetCustodyLog\x12&.lifecyclezero.v1.GetCustodyLogRequest\x1a\'.lifecyclezero.v1.GetCustodyLogResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'lifecyclezero.v1.assets_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_ROLE']._serialized_start=3501
-  _globals['_ROLE']._serialized_end=3581
+  _globals['_ROLE']._serialized_start=3759
+  _globals['_ROLE']._serialized_end=3839
   _globals['_TENANT']._serialized_start=115
   _globals['_TENANT']._serialized_end=213
   _globals['_TOKENINFO']._serialized_start=216
@@ -63,52 +63,60 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ROTATEENROLLMENTSECRETREQUEST']._serialized_end=1224
   _globals['_ROTATEENROLLMENTSECRETRESPONSE']._serialized_start=1226
   _globals['_ROTATEENROLLMENTSECRETRESPONSE']._serialized_end=1306
-  _globals['_CHECKENROLLMENTSECRETREQUEST']._serialized_start=1308
-  _globals['_CHECKENROLLMENTSECRETREQUEST']._serialized_end=1365
-  _globals['_CHECKENROLLMENTSECRETRESPONSE']._serialized_start=1367
-  _globals['_CHECKENROLLMENTSECRETRESPONSE']._serialized_end=1413
-  _globals['_CREATEASSETREQUEST']._serialized_start=1415
-  _globals['_CREATEASSETREQUEST']._serialized_end=1495
-  _globals['_CREATEASSETRESPONSE']._serialized_start=1497
-  _globals['_CREATEASSETRESPONSE']._serialized_end=1558
-  _globals['_GETASSETREQUEST']._serialized_start=1560
-  _globals['_GETASSETREQUEST']._serialized_end=1595
-  _globals['_GETASSETRESPONSE']._serialized_start=1597
-  _globals['_GETASSETRESPONSE']._serialized_end=1655
-  _globals['_LISTASSETSREQUEST']._serialized_start=1658
-  _globals['_LISTASSETSREQUEST']._serialized_end=1809
-  _globals['_LISTASSETSRESPONSE']._serialized_start=1811
-  _globals['_LISTASSETSRESPONSE']._serialized_end=1897
-  _globals['_ISOLATEASSETREQUEST']._serialized_start=1899
-  _globals['_ISOLATEASSETREQUEST']._serialized_end=1981
-  _globals['_ISOLATEASSETRESPONSE']._serialized_start=1983
-  _globals['_ISOLATEASSETRESPONSE']._serialized_end=2110
-  _globals['_RELEASEASSETREQUEST']._serialized_start=2112
-  _globals['_RELEASEASSETREQUEST']._serialized_end=2194
-  _globals['_RELEASEASSETRESPONSE']._serialized_start=2196
-  _globals['_RELEASEASSETRESPONSE']._serialized_end=2323
-  _globals['_RECORDCOMMANDRESULTREQUEST']._serialized_start=2325
-  _globals['_RECORDCOMMANDRESULTREQUEST']._serialized_end=2420
-  _globals['_RECORDCOMMANDRESULTRESPONSE']._serialized_start=2422
-  _globals['_RECORDCOMMANDRESULTRESPONSE']._serialized_end=2512
-  _globals['_LISTPENDINGCOMMANDSREQUEST']._serialized_start=2514
-  _globals['_LISTPENDINGCOMMANDSREQUEST']._serialized_end=2599
-  _globals['_LISTPENDINGCOMMANDSRESPONSE']._serialized_start=2601
-  _globals['_LISTPENDINGCOMMANDSRESPONSE']._serialized_end=2700
-  _globals['_ASSETRISKUPDATE']._serialized_start=2703
-  _globals['_ASSETRISKUPDATE']._serialized_end=2888
-  _globals['_UPDATEASSETRISKREQUEST']._serialized_start=2890
-  _globals['_UPDATEASSETRISKREQUEST']._serialized_end=2966
-  _globals['_UPDATEASSETRISKRESPONSE']._serialized_start=2968
-  _globals['_UPDATEASSETRISKRESPONSE']._serialized_end=3010
-  _globals['_LISTALERTSREQUEST']._serialized_start=3013
-  _globals['_LISTALERTSREQUEST']._serialized_end=3233
-  _globals['_LISTALERTSRESPONSE']._serialized_start=3235
-  _globals['_LISTALERTSRESPONSE']._serialized_end=3321
-  _globals['_GETCUSTODYLOGREQUEST']._serialized_start=3323
-  _globals['_GETCUSTODYLOGREQUEST']._serialized_end=3402
-  _globals['_GETCUSTODYLOGRESPONSE']._serialized_start=3404
-  _globals['_GETCUSTODYLOGRESPONSE']._serialized_end=3499
-  _globals['_ASSETSERVICE']._serialized_start=3584
-  _globals['_ASSETSERVICE']._serialized_end=5306
+  _globals['_SETTENANTRESOLVERSREQUEST']._serialized_start=1308
+  _globals['_SETTENANTRESOLVERSREQUEST']._serialized_end=1356
+  _globals['_SETTENANTRESOLVERSRESPONSE']._serialized_start=1358
+  _globals['_SETTENANTRESOLVERSRESPONSE']._serialized_end=1407
+  _globals['_CHECKENROLLMENTSECRETREQUEST']._serialized_start=1409
+  _globals['_CHECKENROLLMENTSECRETREQUEST']._serialized_end=1466
+  _globals['_CHECKENROLLMENTSECRETRESPONSE']._serialized_start=1468
+  _globals['_CHECKENROLLMENTSECRETRESPONSE']._serialized_end=1514
+  _globals['_CREATEASSETREQUEST']._serialized_start=1516
+  _globals['_CREATEASSETREQUEST']._serialized_end=1596
+  _globals['_CREATEASSETRESPONSE']._serialized_start=1598
+  _globals['_CREATEASSETRESPONSE']._serialized_end=1659
+  _globals['_GETASSETREQUEST']._serialized_start=1661
+  _globals['_GETASSETREQUEST']._serialized_end=1696
+  _globals['_GETASSETRESPONSE']._serialized_start=1698
+  _globals['_GETASSETRESPONSE']._serialized_end=1756
+  _globals['_LISTASSETSREQUEST']._serialized_start=1759
+  _globals['_LISTASSETSREQUEST']._serialized_end=1910
+  _globals['_LISTASSETSRESPONSE']._serialized_start=1912
+  _globals['_LISTASSETSRESPONSE']._serialized_end=1998
+  _globals['_ISOLATEASSETREQUEST']._serialized_start=2000
+  _globals['_ISOLATEASSETREQUEST']._serialized_end=2082
+  _globals['_ISOLATEASSETRESPONSE']._serialized_start=2084
+  _globals['_ISOLATEASSETRESPONSE']._serialized_end=2211
+  _globals['_RELEASEASSETREQUEST']._serialized_start=2213
+  _globals['_RELEASEASSETREQUEST']._serialized_end=2295
+  _globals['_RELEASEASSETRESPONSE']._serialized_start=2297
+  _globals['_RELEASEASSETRESPONSE']._serialized_end=2424
+  _globals['_RECORDCOMMANDRESULTREQUEST']._serialized_start=2426
+  _globals['_RECORDCOMMANDRESULTREQUEST']._serialized_end=2521
+  _globals['_RECORDCOMMANDRESULTRESPONSE']._serialized_start=2523
+  _globals['_RECORDCOMMANDRESULTRESPONSE']._serialized_end=2613
+  _globals['_RECORDAGENTEVENTREQUEST']._serialized_start=2615
+  _globals['_RECORDAGENTEVENTREQUEST']._serialized_end=2703
+  _globals['_RECORDAGENTEVENTRESPONSE']._serialized_start=2705
+  _globals['_RECORDAGENTEVENTRESPONSE']._serialized_end=2770
+  _globals['_LISTPENDINGCOMMANDSREQUEST']._serialized_start=2772
+  _globals['_LISTPENDINGCOMMANDSREQUEST']._serialized_end=2857
+  _globals['_LISTPENDINGCOMMANDSRESPONSE']._serialized_start=2859
+  _globals['_LISTPENDINGCOMMANDSRESPONSE']._serialized_end=2958
+  _globals['_ASSETRISKUPDATE']._serialized_start=2961
+  _globals['_ASSETRISKUPDATE']._serialized_end=3146
+  _globals['_UPDATEASSETRISKREQUEST']._serialized_start=3148
+  _globals['_UPDATEASSETRISKREQUEST']._serialized_end=3224
+  _globals['_UPDATEASSETRISKRESPONSE']._serialized_start=3226
+  _globals['_UPDATEASSETRISKRESPONSE']._serialized_end=3268
+  _globals['_LISTALERTSREQUEST']._serialized_start=3271
+  _globals['_LISTALERTSREQUEST']._serialized_end=3491
+  _globals['_LISTALERTSRESPONSE']._serialized_start=3493
+  _globals['_LISTALERTSRESPONSE']._serialized_end=3579
+  _globals['_GETCUSTODYLOGREQUEST']._serialized_start=3581
+  _globals['_GETCUSTODYLOGREQUEST']._serialized_end=3660
+  _globals['_GETCUSTODYLOGRESPONSE']._serialized_start=3662
+  _globals['_GETCUSTODYLOGRESPONSE']._serialized_end=3757
+  _globals['_ASSETSERVICE']._serialized_start=3842
+  _globals['_ASSETSERVICE']._serialized_end=5784
 # @@protoc_insertion_point(module_scope)

@@ -369,6 +369,50 @@ class RotateEnrollmentSecretResponse(_message.Message):
 Global___RotateEnrollmentSecretResponse: _TypeAlias = RotateEnrollmentSecretResponse  # noqa: Y015
 
 @_typing.final
+class SetTenantResolversRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DNS_SERVERS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def dns_servers(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """IPv4 or IPv6 addresses, at most 8; empty clears them."""
+
+    def __init__(
+        self,
+        *,
+        dns_servers: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["dns_servers", b"dns_servers"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetTenantResolversRequest: _TypeAlias = SetTenantResolversRequest  # noqa: Y015
+
+@_typing.final
+class SetTenantResolversResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DNS_SERVERS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def dns_servers(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The resolvers as stored (normalised, without duplicates)."""
+
+    def __init__(
+        self,
+        *,
+        dns_servers: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["dns_servers", b"dns_servers"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetTenantResolversResponse: _TypeAlias = SetTenantResolversResponse  # noqa: Y015
+
+@_typing.final
 class CheckEnrollmentSecretRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -692,6 +736,52 @@ class RecordCommandResultResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___RecordCommandResultResponse: _TypeAlias = RecordCommandResultResponse  # noqa: Y015
+
+@_typing.final
+class RecordAgentEventRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ASSET_ID_FIELD_NUMBER: _builtins.int
+    EVENT_FIELD_NUMBER: _builtins.int
+    asset_id: _builtins.str
+    @_builtins.property
+    def event(self) -> _common_pb2.AgentEvent: ...
+    def __init__(
+        self,
+        *,
+        asset_id: _builtins.str = ...,
+        event: _common_pb2.AgentEvent | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["event", b"event"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["asset_id", b"asset_id", "event", b"event"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RecordAgentEventRequest: _TypeAlias = RecordAgentEventRequest  # noqa: Y015
+
+@_typing.final
+class RecordAgentEventResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CUSTODY_SEQ_FIELD_NUMBER: _builtins.int
+    REPLAYED_FIELD_NUMBER: _builtins.int
+    custody_seq: _builtins.int
+    replayed: _builtins.bool
+    """True when the event id was recorded before; custody_seq is then the first recording's."""
+    def __init__(
+        self,
+        *,
+        custody_seq: _builtins.int = ...,
+        replayed: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["custody_seq", b"custody_seq", "replayed", b"replayed"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RecordAgentEventResponse: _TypeAlias = RecordAgentEventResponse  # noqa: Y015
 
 @_typing.final
 class ListPendingCommandsRequest(_message.Message):

@@ -71,6 +71,11 @@ class AssetServiceStub:
                 request_serializer=lifecyclezero_dot_v1_dot_assets__pb2.CheckEnrollmentSecretRequest.SerializeToString,
                 response_deserializer=lifecyclezero_dot_v1_dot_assets__pb2.CheckEnrollmentSecretResponse.FromString,
                 _registered_method=True)
+        self.SetTenantResolvers = channel.unary_unary(
+                '/lifecyclezero.v1.AssetService/SetTenantResolvers',
+                request_serializer=lifecyclezero_dot_v1_dot_assets__pb2.SetTenantResolversRequest.SerializeToString,
+                response_deserializer=lifecyclezero_dot_v1_dot_assets__pb2.SetTenantResolversResponse.FromString,
+                _registered_method=True)
         self.CreateAsset = channel.unary_unary(
                 '/lifecyclezero.v1.AssetService/CreateAsset',
                 request_serializer=lifecyclezero_dot_v1_dot_assets__pb2.CreateAssetRequest.SerializeToString,
@@ -100,6 +105,11 @@ class AssetServiceStub:
                 '/lifecyclezero.v1.AssetService/RecordCommandResult',
                 request_serializer=lifecyclezero_dot_v1_dot_assets__pb2.RecordCommandResultRequest.SerializeToString,
                 response_deserializer=lifecyclezero_dot_v1_dot_assets__pb2.RecordCommandResultResponse.FromString,
+                _registered_method=True)
+        self.RecordAgentEvent = channel.unary_unary(
+                '/lifecyclezero.v1.AssetService/RecordAgentEvent',
+                request_serializer=lifecyclezero_dot_v1_dot_assets__pb2.RecordAgentEventRequest.SerializeToString,
+                response_deserializer=lifecyclezero_dot_v1_dot_assets__pb2.RecordAgentEventResponse.FromString,
                 _registered_method=True)
         self.ListPendingCommands = channel.unary_unary(
                 '/lifecyclezero.v1.AssetService/ListPendingCommands',
@@ -174,6 +184,14 @@ class AssetServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SetTenantResolvers(self, request, context):
+        """Sets the DNS resolvers every later isolation of the tenant's hosts admits (empty: each host pins the
+        resolvers it has configured when it is isolated).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def CreateAsset(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -207,6 +225,14 @@ class AssetServiceServicer:
 
     def RecordCommandResult(self, request, context):
         """Internal (ingest): the agent's enforcement result; moves the asset on and appends a second custody event.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RecordAgentEvent(self, request, context):
+        """Internal (ingest): an event the agent saw without a command (break-glass, containment drift), as a custody
+        event of the asset; idempotent by event id.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -277,6 +303,11 @@ def add_AssetServiceServicer_to_server(servicer, server):
                     request_deserializer=lifecyclezero_dot_v1_dot_assets__pb2.CheckEnrollmentSecretRequest.FromString,
                     response_serializer=lifecyclezero_dot_v1_dot_assets__pb2.CheckEnrollmentSecretResponse.SerializeToString,
             ),
+            'SetTenantResolvers': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetTenantResolvers,
+                    request_deserializer=lifecyclezero_dot_v1_dot_assets__pb2.SetTenantResolversRequest.FromString,
+                    response_serializer=lifecyclezero_dot_v1_dot_assets__pb2.SetTenantResolversResponse.SerializeToString,
+            ),
             'CreateAsset': grpc.unary_unary_rpc_method_handler(
                     servicer.CreateAsset,
                     request_deserializer=lifecyclezero_dot_v1_dot_assets__pb2.CreateAssetRequest.FromString,
@@ -306,6 +337,11 @@ def add_AssetServiceServicer_to_server(servicer, server):
                     servicer.RecordCommandResult,
                     request_deserializer=lifecyclezero_dot_v1_dot_assets__pb2.RecordCommandResultRequest.FromString,
                     response_serializer=lifecyclezero_dot_v1_dot_assets__pb2.RecordCommandResultResponse.SerializeToString,
+            ),
+            'RecordAgentEvent': grpc.unary_unary_rpc_method_handler(
+                    servicer.RecordAgentEvent,
+                    request_deserializer=lifecyclezero_dot_v1_dot_assets__pb2.RecordAgentEventRequest.FromString,
+                    response_serializer=lifecyclezero_dot_v1_dot_assets__pb2.RecordAgentEventResponse.SerializeToString,
             ),
             'ListPendingCommands': grpc.unary_unary_rpc_method_handler(
                     servicer.ListPendingCommands,
@@ -530,6 +566,33 @@ class AssetService:
             _registered_method=True)
 
     @staticmethod
+    def SetTenantResolvers(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lifecyclezero.v1.AssetService/SetTenantResolvers',
+            lifecyclezero_dot_v1_dot_assets__pb2.SetTenantResolversRequest.SerializeToString,
+            lifecyclezero_dot_v1_dot_assets__pb2.SetTenantResolversResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
     def CreateAsset(request,
             target,
             options=(),
@@ -681,6 +744,33 @@ class AssetService:
             '/lifecyclezero.v1.AssetService/RecordCommandResult',
             lifecyclezero_dot_v1_dot_assets__pb2.RecordCommandResultRequest.SerializeToString,
             lifecyclezero_dot_v1_dot_assets__pb2.RecordCommandResultResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RecordAgentEvent(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lifecyclezero.v1.AssetService/RecordAgentEvent',
+            lifecyclezero_dot_v1_dot_assets__pb2.RecordAgentEventRequest.SerializeToString,
+            lifecyclezero_dot_v1_dot_assets__pb2.RecordAgentEventResponse.FromString,
             options,
             channel_credentials,
             insecure,

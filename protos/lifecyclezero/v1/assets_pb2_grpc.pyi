@@ -46,6 +46,10 @@ class AssetServiceStub:
     """Issues a new enrollment secret, shown once; the old one stops working."""
     CheckEnrollmentSecret: _grpc.UnaryUnaryMultiCallable[_assets_pb2.CheckEnrollmentSecretRequest, _assets_pb2.CheckEnrollmentSecretResponse]
     """Internal (ingest): checks an enrollment secret in constant time."""
+    SetTenantResolvers: _grpc.UnaryUnaryMultiCallable[_assets_pb2.SetTenantResolversRequest, _assets_pb2.SetTenantResolversResponse]
+    """Sets the DNS resolvers every later isolation of the tenant's hosts admits (empty: each host pins the
+    resolvers it has configured when it is isolated).
+    """
     CreateAsset: _grpc.UnaryUnaryMultiCallable[_assets_pb2.CreateAssetRequest, _assets_pb2.CreateAssetResponse]
     GetAsset: _grpc.UnaryUnaryMultiCallable[_assets_pb2.GetAssetRequest, _assets_pb2.GetAssetResponse]
     ListAssets: _grpc.UnaryUnaryMultiCallable[_assets_pb2.ListAssetsRequest, _assets_pb2.ListAssetsResponse]
@@ -54,6 +58,10 @@ class AssetServiceStub:
     ReleaseAsset: _grpc.UnaryUnaryMultiCallable[_assets_pb2.ReleaseAssetRequest, _assets_pb2.ReleaseAssetResponse]
     RecordCommandResult: _grpc.UnaryUnaryMultiCallable[_assets_pb2.RecordCommandResultRequest, _assets_pb2.RecordCommandResultResponse]
     """Internal (ingest): the agent's enforcement result; moves the asset on and appends a second custody event."""
+    RecordAgentEvent: _grpc.UnaryUnaryMultiCallable[_assets_pb2.RecordAgentEventRequest, _assets_pb2.RecordAgentEventResponse]
+    """Internal (ingest): an event the agent saw without a command (break-glass, containment drift), as a custody
+    event of the asset; idempotent by event id.
+    """
     ListPendingCommands: _grpc.UnaryUnaryMultiCallable[_assets_pb2.ListPendingCommandsRequest, _assets_pb2.ListPendingCommandsResponse]
     """Internal (ingest): commands not yet acknowledged by their agents."""
     UpdateAssetRisk: _grpc.UnaryUnaryMultiCallable[_assets_pb2.UpdateAssetRiskRequest, _assets_pb2.UpdateAssetRiskResponse]
@@ -80,6 +88,10 @@ class AssetServiceAsyncStub(AssetServiceStub):
     """Issues a new enrollment secret, shown once; the old one stops working."""
     CheckEnrollmentSecret: _aio.UnaryUnaryMultiCallable[_assets_pb2.CheckEnrollmentSecretRequest, _assets_pb2.CheckEnrollmentSecretResponse]  # type: ignore[assignment]
     """Internal (ingest): checks an enrollment secret in constant time."""
+    SetTenantResolvers: _aio.UnaryUnaryMultiCallable[_assets_pb2.SetTenantResolversRequest, _assets_pb2.SetTenantResolversResponse]  # type: ignore[assignment]
+    """Sets the DNS resolvers every later isolation of the tenant's hosts admits (empty: each host pins the
+    resolvers it has configured when it is isolated).
+    """
     CreateAsset: _aio.UnaryUnaryMultiCallable[_assets_pb2.CreateAssetRequest, _assets_pb2.CreateAssetResponse]  # type: ignore[assignment]
     GetAsset: _aio.UnaryUnaryMultiCallable[_assets_pb2.GetAssetRequest, _assets_pb2.GetAssetResponse]  # type: ignore[assignment]
     ListAssets: _aio.UnaryUnaryMultiCallable[_assets_pb2.ListAssetsRequest, _assets_pb2.ListAssetsResponse]  # type: ignore[assignment]
@@ -88,6 +100,10 @@ class AssetServiceAsyncStub(AssetServiceStub):
     ReleaseAsset: _aio.UnaryUnaryMultiCallable[_assets_pb2.ReleaseAssetRequest, _assets_pb2.ReleaseAssetResponse]  # type: ignore[assignment]
     RecordCommandResult: _aio.UnaryUnaryMultiCallable[_assets_pb2.RecordCommandResultRequest, _assets_pb2.RecordCommandResultResponse]  # type: ignore[assignment]
     """Internal (ingest): the agent's enforcement result; moves the asset on and appends a second custody event."""
+    RecordAgentEvent: _aio.UnaryUnaryMultiCallable[_assets_pb2.RecordAgentEventRequest, _assets_pb2.RecordAgentEventResponse]  # type: ignore[assignment]
+    """Internal (ingest): an event the agent saw without a command (break-glass, containment drift), as a custody
+    event of the asset; idempotent by event id.
+    """
     ListPendingCommands: _aio.UnaryUnaryMultiCallable[_assets_pb2.ListPendingCommandsRequest, _assets_pb2.ListPendingCommandsResponse]  # type: ignore[assignment]
     """Internal (ingest): commands not yet acknowledged by their agents."""
     UpdateAssetRisk: _aio.UnaryUnaryMultiCallable[_assets_pb2.UpdateAssetRiskRequest, _assets_pb2.UpdateAssetRiskResponse]  # type: ignore[assignment]
@@ -155,6 +171,16 @@ class AssetServiceServicer(metaclass=_abc_1.ABCMeta):
         """Internal (ingest): checks an enrollment secret in constant time."""
 
     @_abc_1.abstractmethod
+    def SetTenantResolvers(
+        self,
+        request: _assets_pb2.SetTenantResolversRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_assets_pb2.SetTenantResolversResponse, _abc.Awaitable[_assets_pb2.SetTenantResolversResponse]]:
+        """Sets the DNS resolvers every later isolation of the tenant's hosts admits (empty: each host pins the
+        resolvers it has configured when it is isolated).
+        """
+
+    @_abc_1.abstractmethod
     def CreateAsset(
         self,
         request: _assets_pb2.CreateAssetRequest,
@@ -197,6 +223,16 @@ class AssetServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_assets_pb2.RecordCommandResultResponse, _abc.Awaitable[_assets_pb2.RecordCommandResultResponse]]:
         """Internal (ingest): the agent's enforcement result; moves the asset on and appends a second custody event."""
+
+    @_abc_1.abstractmethod
+    def RecordAgentEvent(
+        self,
+        request: _assets_pb2.RecordAgentEventRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_assets_pb2.RecordAgentEventResponse, _abc.Awaitable[_assets_pb2.RecordAgentEventResponse]]:
+        """Internal (ingest): an event the agent saw without a command (break-glass, containment drift), as a custody
+        event of the asset; idempotent by event id.
+        """
 
     @_abc_1.abstractmethod
     def ListPendingCommands(

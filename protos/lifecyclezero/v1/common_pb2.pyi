@@ -104,6 +104,26 @@ COMMAND_OUTCOME_APPLIED: CommandOutcome.ValueType  # 1
 COMMAND_OUTCOME_FAILED: CommandOutcome.ValueType  # 2
 Global___CommandOutcome: _TypeAlias = CommandOutcome  # noqa: Y015
 
+class _AgentEventKind:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _AgentEventKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_AgentEventKind.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    AGENT_EVENT_KIND_UNSPECIFIED: _AgentEventKind.ValueType  # 0
+    AGENT_EVENT_KIND_BREAK_GLASS: _AgentEventKind.ValueType  # 1
+    AGENT_EVENT_KIND_CONTAINMENT_DRIFT: _AgentEventKind.ValueType  # 2
+
+class AgentEventKind(_AgentEventKind, metaclass=_AgentEventKindEnumTypeWrapper):
+    """What an agent saw happen to its host's containment without a command: a local break-glass, or
+    isolation rules that changed under it (drift) and that it put back.
+    """
+
+AGENT_EVENT_KIND_UNSPECIFIED: AgentEventKind.ValueType  # 0
+AGENT_EVENT_KIND_BREAK_GLASS: AgentEventKind.ValueType  # 1
+AGENT_EVENT_KIND_CONTAINMENT_DRIFT: AgentEventKind.ValueType  # 2
+Global___AgentEventKind: _TypeAlias = AgentEventKind  # noqa: Y015
+
 @_typing.final
 class Endpoint(_message.Message):
     """A socket an engine listens on."""
@@ -172,12 +192,17 @@ class Engine(_message.Message):
     LOADED_MODELS_FIELD_NUMBER: _builtins.int
     OPEN_SENSITIVE_FILES_FIELD_NUMBER: _builtins.int
     OUTBOUND_FIELD_NUMBER: _builtins.int
+    AUTH_REQUIRED_FIELD_NUMBER: _builtins.int
+    INSTALLED_MODELS_FIELD_NUMBER: _builtins.int
+    PROBE_ERRORS_FIELD_NUMBER: _builtins.int
     kind: _builtins.str
     pid: _builtins.int
     executable: _builtins.str
     user: _builtins.str
     version: _builtins.str
     confirmed: _builtins.bool
+    auth_required: _builtins.bool
+    """The engine's API answered 401/403: it wants a key."""
     @_builtins.property
     def listen(self) -> _containers.RepeatedCompositeFieldContainer[Global___Endpoint]: ...
     @_builtins.property
@@ -186,6 +211,14 @@ class Engine(_message.Message):
     def open_sensitive_files(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     @_builtins.property
     def outbound(self) -> _containers.RepeatedCompositeFieldContainer[Global___OutboundConnection]: ...
+    @_builtins.property
+    def installed_models(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Models the engine's API lists as installed (loaded_models are the ones in memory)."""
+
+    @_builtins.property
+    def probe_errors(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """What the probes saw when they could not confirm the engine (timeouts, refusals, wrong answers)."""
+
     def __init__(
         self,
         *,
@@ -199,10 +232,13 @@ class Engine(_message.Message):
         loaded_models: _abc.Iterable[_builtins.str] | None = ...,
         open_sensitive_files: _abc.Iterable[_builtins.str] | None = ...,
         outbound: _abc.Iterable[Global___OutboundConnection] | None = ...,
+        auth_required: _builtins.bool = ...,
+        installed_models: _abc.Iterable[_builtins.str] | None = ...,
+        probe_errors: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["confirmed", b"confirmed", "executable", b"executable", "kind", b"kind", "listen", b"listen", "loaded_models", b"loaded_models", "open_sensitive_files", b"open_sensitive_files", "outbound", b"outbound", "pid", b"pid", "user", b"user", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["auth_required", b"auth_required", "confirmed", b"confirmed", "executable", b"executable", "installed_models", b"installed_models", "kind", b"kind", "listen", b"listen", "loaded_models", b"loaded_models", "open_sensitive_files", b"open_sensitive_files", "outbound", b"outbound", "pid", b"pid", "probe_errors", b"probe_errors", "user", b"user", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -225,6 +261,7 @@ class Model(_message.Message):
     CONTEXT_LENGTH_FIELD_NUMBER: _builtins.int
     SOURCE_FIELD_NUMBER: _builtins.int
     LICENSE_FIELD_NUMBER: _builtins.int
+    ERRORS_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     format: _builtins.str
     path: _builtins.str
@@ -236,6 +273,10 @@ class Model(_message.Message):
     context_length: _builtins.int
     source: _builtins.str
     license: _builtins.str
+    @_builtins.property
+    def errors(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Why a fact of this record was dropped or clamped (out of range, unreadable, over the reader's budget)."""
+
     def __init__(
         self,
         *,
@@ -250,10 +291,11 @@ class Model(_message.Message):
         context_length: _builtins.int = ...,
         source: _builtins.str = ...,
         license: _builtins.str = ...,
+        errors: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["architecture", b"architecture", "context_length", b"context_length", "digest", b"digest", "format", b"format", "license", b"license", "name", b"name", "parameter_count", b"parameter_count", "path", b"path", "quantization", b"quantization", "size_bytes", b"size_bytes", "source", b"source"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["architecture", b"architecture", "context_length", b"context_length", "digest", b"digest", "errors", b"errors", "format", b"format", "license", b"license", "name", b"name", "parameter_count", b"parameter_count", "path", b"path", "quantization", b"quantization", "size_bytes", b"size_bytes", "source", b"source"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -270,14 +312,26 @@ class Inventory(_message.Message):
     ENGINES_FIELD_NUMBER: _builtins.int
     MODELS_FIELD_NUMBER: _builtins.int
     COLLECT_TIME_FIELD_NUMBER: _builtins.int
+    ENGINES_OMITTED_FIELD_NUMBER: _builtins.int
+    MODELS_OMITTED_FIELD_NUMBER: _builtins.int
+    OMITTED_REASON_FIELD_NUMBER: _builtins.int
+    ERRORS_FIELD_NUMBER: _builtins.int
     hostname: _builtins.str
     os: _builtins.str
+    engines_omitted: _builtins.int
+    """Records left out to keep the heartbeat under the control plane's size limit, and why."""
+    models_omitted: _builtins.int
+    omitted_reason: _builtins.str
     @_builtins.property
     def engines(self) -> _containers.RepeatedCompositeFieldContainer[Global___Engine]: ...
     @_builtins.property
     def models(self) -> _containers.RepeatedCompositeFieldContainer[Global___Model]: ...
     @_builtins.property
     def collect_time(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def errors(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Discovery steps that failed or ran out of time on this snapshot."""
+
     def __init__(
         self,
         *,
@@ -286,10 +340,14 @@ class Inventory(_message.Message):
         engines: _abc.Iterable[Global___Engine] | None = ...,
         models: _abc.Iterable[Global___Model] | None = ...,
         collect_time: _timestamp_pb2.Timestamp | None = ...,
+        engines_omitted: _builtins.int = ...,
+        models_omitted: _builtins.int = ...,
+        omitted_reason: _builtins.str = ...,
+        errors: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["collect_time", b"collect_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["collect_time", b"collect_time", "engines", b"engines", "hostname", b"hostname", "models", b"models", "os", b"os"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["collect_time", b"collect_time", "engines", b"engines", "engines_omitted", b"engines_omitted", "errors", b"errors", "hostname", b"hostname", "models", b"models", "models_omitted", b"models_omitted", "omitted_reason", b"omitted_reason", "os", b"os"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -478,7 +536,7 @@ class ContainmentPolicy(_message.Message):
 
     @_builtins.property
     def dns_servers(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
-        """DNS resolvers that stay reachable; empty means any resolver on port 53."""
+        """DNS resolvers that stay reachable; empty means the resolvers the host had configured when it was isolated."""
 
     def __init__(
         self,
@@ -676,3 +734,57 @@ class Checkpoint(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Checkpoint: _TypeAlias = Checkpoint  # noqa: Y015
+
+@_typing.final
+class AgentEvent(_message.Message):
+    """A custody-relevant event the agent reports once (re-sent until acked by event_id)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EVENT_ID_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    OCCUR_TIME_FIELD_NUMBER: _builtins.int
+    OPERATOR_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    COMMAND_ID_FIELD_NUMBER: _builtins.int
+    EXPECTED_RULESET_SHA256_FIELD_NUMBER: _builtins.int
+    FOUND_RULESET_SHA256_FIELD_NUMBER: _builtins.int
+    REPAIRED_FIELD_NUMBER: _builtins.int
+    DETAIL_FIELD_NUMBER: _builtins.int
+    event_id: _builtins.str
+    """Unique per agent; the control plane records each id once."""
+    kind: Global___AgentEventKind.ValueType
+    operator: _builtins.str
+    """Who acted on the host (break-glass), as the host knows them."""
+    reason: _builtins.str
+    command_id: _builtins.str
+    """The command whose isolation was removed or drifted."""
+    expected_ruleset_sha256: _builtins.str
+    """Canonical SHA-256 of the rules that should be installed and of the rules that were found."""
+    found_ruleset_sha256: _builtins.str
+    repaired: _builtins.bool
+    """True when the agent put the isolation back (drift) / the host is still isolated afterwards."""
+    detail: _builtins.str
+    @_builtins.property
+    def occur_time(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        event_id: _builtins.str = ...,
+        kind: Global___AgentEventKind.ValueType = ...,
+        occur_time: _timestamp_pb2.Timestamp | None = ...,
+        operator: _builtins.str = ...,
+        reason: _builtins.str = ...,
+        command_id: _builtins.str = ...,
+        expected_ruleset_sha256: _builtins.str = ...,
+        found_ruleset_sha256: _builtins.str = ...,
+        repaired: _builtins.bool = ...,
+        detail: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["occur_time", b"occur_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["command_id", b"command_id", "detail", b"detail", "event_id", b"event_id", "expected_ruleset_sha256", b"expected_ruleset_sha256", "found_ruleset_sha256", b"found_ruleset_sha256", "kind", b"kind", "occur_time", b"occur_time", "operator", b"operator", "reason", b"reason", "repaired", b"repaired"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AgentEvent: _TypeAlias = AgentEvent  # noqa: Y015

@@ -132,6 +132,7 @@ class Heartbeat(_message.Message):
     INVENTORY_FIELD_NUMBER: _builtins.int
     SPOOL_DROPPED_FIELD_NUMBER: _builtins.int
     REPLAYED_FIELD_NUMBER: _builtins.int
+    SPOOL_REJECTED_FIELD_NUMBER: _builtins.int
     seq: _builtins.int
     inventory_digest: _builtins.str
     """SHA-256 (hex) of the canonical inventory."""
@@ -139,6 +140,8 @@ class Heartbeat(_message.Message):
     """Heartbeats the spool dropped while disconnected (oldest first), so the loss is visible."""
     replayed: _builtins.bool
     """Set when this heartbeat was replayed from the spool."""
+    spool_rejected: _builtins.int
+    """Spooled heartbeats the control plane refused as invalid and the agent then dropped (cumulative)."""
     @_builtins.property
     def observe_time(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
@@ -152,10 +155,11 @@ class Heartbeat(_message.Message):
         inventory: _common_pb2.Inventory | None = ...,
         spool_dropped: _builtins.int = ...,
         replayed: _builtins.bool = ...,
+        spool_rejected: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["inventory", b"inventory", "observe_time", b"observe_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["inventory", b"inventory", "inventory_digest", b"inventory_digest", "observe_time", b"observe_time", "replayed", b"replayed", "seq", b"seq", "spool_dropped", b"spool_dropped"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["inventory", b"inventory", "inventory_digest", b"inventory_digest", "observe_time", b"observe_time", "replayed", b"replayed", "seq", b"seq", "spool_dropped", b"spool_dropped", "spool_rejected", b"spool_rejected"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -168,24 +172,28 @@ class ConnectRequest(_message.Message):
     HELLO_FIELD_NUMBER: _builtins.int
     HEARTBEAT_FIELD_NUMBER: _builtins.int
     COMMAND_RESULT_FIELD_NUMBER: _builtins.int
+    AGENT_EVENT_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def hello(self) -> Global___Hello: ...
     @_builtins.property
     def heartbeat(self) -> Global___Heartbeat: ...
     @_builtins.property
     def command_result(self) -> _common_pb2.CommandResult: ...
+    @_builtins.property
+    def agent_event(self) -> _common_pb2.AgentEvent: ...
     def __init__(
         self,
         *,
         hello: Global___Hello | None = ...,
         heartbeat: Global___Heartbeat | None = ...,
         command_result: _common_pb2.CommandResult | None = ...,
+        agent_event: _common_pb2.AgentEvent | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["command_result", b"command_result", "heartbeat", b"heartbeat", "hello", b"hello", "message", b"message"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["agent_event", b"agent_event", "command_result", b"command_result", "heartbeat", b"heartbeat", "hello", b"hello", "message", b"message"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["command_result", b"command_result", "heartbeat", b"heartbeat", "hello", b"hello", "message", b"message"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_event", b"agent_event", "command_result", b"command_result", "heartbeat", b"heartbeat", "hello", b"hello", "message", b"message"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_message: _TypeAlias = _typing.Literal["hello", "heartbeat", "command_result"]  # noqa: Y015
+    _WhichOneofReturnType_message: _TypeAlias = _typing.Literal["hello", "heartbeat", "command_result", "agent_event"]  # noqa: Y015
     _WhichOneofArgType_message: _TypeAlias = _typing.Literal["message", b"message"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_message) -> _WhichOneofReturnType_message | None: ...
 
@@ -220,19 +228,23 @@ class Ack(_message.Message):
 
     ACKED_SEQ_FIELD_NUMBER: _builtins.int
     COMMAND_ID_FIELD_NUMBER: _builtins.int
+    EVENT_ID_FIELD_NUMBER: _builtins.int
     acked_seq: _builtins.int
     """Highest heartbeat seq that is durable (handed to the queue)."""
     command_id: _builtins.str
     """Set when the ack covers a command result."""
+    event_id: _builtins.str
+    """Set when the ack covers an agent event."""
     def __init__(
         self,
         *,
         acked_seq: _builtins.int = ...,
         command_id: _builtins.str = ...,
+        event_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["acked_seq", b"acked_seq", "command_id", b"command_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["acked_seq", b"acked_seq", "command_id", b"command_id", "event_id", b"event_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
