@@ -167,6 +167,10 @@ def _parser() -> argparse.ArgumentParser:
                           help="start as if the control plane already held each host's inventory (steady state)")
     simulate.add_argument("--report-file", type=Path, metavar="FILE",
                           help="append one JSON line per report (wall-clock aligned) with the window's ack latencies")
+    simulate.add_argument("--vanish-after", type=_positive_float, metavar="SECONDS",
+                          help="after this long, hosts drop their stream without a goodbye and never come back")
+    simulate.add_argument("--vanish-count", type=_positive_int, metavar="N",
+                          help="how many hosts vanish (the first N; default: all)")
     simulate.set_defaults(handler=_simulate)
     return parser
 
@@ -234,6 +238,8 @@ def _simulate(args: argparse.Namespace, config: Config) -> int:
         identities=args.identities,
         warm=args.warm,
         report_file=args.report_file,
+        vanish_after=args.vanish_after,
+        vanish_count=args.vanish_count,
     )
     if not options.secret and not (options.identities is not None and options.identities.exists()):
         print("error: --secret is needed to enroll (or give --identities with an existing file)", file=sys.stderr)
@@ -356,8 +362,22 @@ def _print_inventory(inventory: Inventory) -> None:
         )
         for error in model.errors:
             print(f"    error: {error}")
+    _print_agents(inventory)
     for error in inventory.errors:
         print(f"error: {error}")
+
+
+def _print_agents(inventory: Inventory) -> None:
+    print(f"agents: {len(inventory.agents)}")
+    for agent in inventory.agents:
+        endpoints = ", ".join(f"{e.host} ({e.location})" for e in agent.endpoints) or "-"
+        print(f"  {agent.kind} user {agent.user} {'running' if agent.running else 'installed'} endpoints {endpoints}")
+    print(f"mcp servers: {len(inventory.mcp_servers)}")
+    for server in inventory.mcp_servers:
+        secrets = ", ".join(f"{s.variable} ({s.detector})" for s in server.secrets) or "-"
+        print(f"  {server.agent}/{server.name} {server.transport} {server.url or server.package or server.command} "
+              f"[{', '.join(server.capabilities)}] roots {', '.join(server.roots) or '-'} "
+              f"{'running' if server.running else 'not running'} secrets {secrets}")
 
 
 if __name__ == "__main__":

@@ -57,6 +57,12 @@ class Config:
     first_reconnect_jitter: float = 10.0
     stream_tls: bool = False
     stream_ca_file: Path | None = None
+    agents_enabled: bool = True
+    agent_homes: tuple[str, ...] = ()
+    agent_password_db: bool = True
+    agent_fingerprint_salt: str = ""
+    agent_max_config_bytes: int = 1024 * 1024
+    agent_project_depth: int = 5
 
 
 def _float(value: Any) -> float:
@@ -191,6 +197,12 @@ _FIELDS: Mapping[tuple[str, str], tuple[str, Callable[[Any], Any]]] = {
     ("stream", "first_reconnect_jitter"): ("first_reconnect_jitter", _jitter),
     ("stream", "tls"): ("stream_tls", _bool),
     ("stream", "ca_file"): ("stream_ca_file", _path),
+    ("agents", "enabled"): ("agents_enabled", _bool),
+    ("agents", "homes"): ("agent_homes", _strings),
+    ("agents", "password_db"): ("agent_password_db", _bool),
+    ("agents", "fingerprint_salt"): ("agent_fingerprint_salt", _text),
+    ("agents", "max_config_bytes"): ("agent_max_config_bytes", _int),
+    ("agents", "project_depth"): ("agent_project_depth", _int),
 }
 
 

@@ -79,6 +79,76 @@ class Model:
 
 
 @dataclass(frozen=True)
+class SecretRef:
+    """A credential present in an agent's configuration: where and how recognised, never its value."""
+
+    variable: str
+    detector: str
+    fingerprint: str
+
+
+@dataclass(frozen=True)
+class ModelEndpoint:
+    """Where an agent sends prompts.
+
+    ``location`` is "local" (this host; ``engine`` names the engine found listening there, if any),
+    "self-hosted" (another host that is not a known cloud API) or "cloud"; ``source`` is "config"
+    when a file names it and "default" when it is the agent's built-in provider.
+    """
+
+    url: str
+    host: str
+    location: str
+    engine: str = ""
+    source: str = "config"
+
+
+@dataclass(frozen=True)
+class AiAgent:
+    """An AI agent installed (configuration or state files found) or running for one user."""
+
+    kind: str
+    user: str
+    home: str
+    config_paths: tuple[str, ...]
+    running: bool
+    pids: tuple[int, ...] = ()
+    endpoints: tuple[ModelEndpoint, ...] = ()
+    secrets: tuple[SecretRef, ...] = ()
+
+
+@dataclass(frozen=True)
+class McpServer:
+    """One MCP server an agent's configuration declares.
+
+    ``args`` and ``url`` are as configured with credentials replaced by ``[redacted]``; ``roots`` are the
+    file-system roots it was given, resolved (``~``, environment variables, relative paths);
+    ``running`` means a process whose command line matches runs now (``parent_agent`` is the agent
+    process above it, if any).
+    """
+
+    name: str
+    agent: str
+    config_path: str
+    user: str
+    home: str
+    scope: str
+    transport: str
+    command: str
+    args: tuple[str, ...]
+    url: str
+    package: str
+    capabilities: tuple[str, ...]
+    roots: tuple[str, ...]
+    running: bool
+    enabled: bool = True
+    pids: tuple[int, ...] = ()
+    parent_agent: str = ""
+    env_names: tuple[str, ...] = ()
+    secrets: tuple[SecretRef, ...] = ()
+
+
+@dataclass(frozen=True)
 class Inventory:
     """One discovery snapshot of a host."""
 
@@ -88,6 +158,8 @@ class Inventory:
     os: str
     collected_at: str
     errors: tuple[str, ...] = field(default=())
+    agents: tuple[AiAgent, ...] = ()
+    mcp_servers: tuple[McpServer, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict with every field."""
@@ -118,10 +190,25 @@ def _canonical(inventory: Inventory) -> dict[str, Any]:
         engines.append(item)
     engines.sort(key=lambda e: json.dumps(e, sort_keys=True))
     models = sorted((asdict(m) for m in inventory.models), key=lambda m: (m["path"], m["name"]))
-    return {
+    canonical = {
         "engines": engines,
         "models": models,
         "hostname": inventory.hostname,
         "os": inventory.os,
         "errors": sorted(inventory.errors),
     }
+    # Absent when empty, so the digest of an inventory without agents is what it was before agents existed.
+    if inventory.agents:
+        canonical["agents"] = _sorted_without_pids(inventory.agents)
+    if inventory.mcp_servers:
+        canonical["mcp_servers"] = _sorted_without_pids(inventory.mcp_servers)
+    return canonical
+
+
+def _sorted_without_pids(items: tuple[AiAgent, ...] | tuple[McpServer, ...]) -> list[dict[str, Any]]:
+    out = []
+    for item in items:
+        record = asdict(item)
+        del record["pids"]
+        out.append(record)
+    return sorted(out, key=lambda r: json.dumps(r, sort_keys=True))

@@ -7,20 +7,24 @@ import contextlib
 import logging
 import shutil
 import signal
+import subprocess
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import grpc
+from lifecyclezero.v1 import ingest_pb2
 
 from agent import statefile
 from agent.backoff import Backoff, BackoffPolicy
 from agent.commands import CommandBook, ContainmentExecutor
 from agent.config import Config
 from agent.containment import Containment
+from agent.discovery.agents import ConfigScan, scan_configs
 from agent.enroll import Identity, NotEnrolledError, identity_path, load_identity
 from agent.events import EventOutbox
 from agent.inventory import Inventory, Model
-from agent.snapshot import collect
+from agent.snapshot import agent_settings, collect
 from agent.spool import FileSpool
 from agent.stream import KEEPALIVE_OPTIONS, AgentStream, CollectSource, StreamSettings, StreamState
 from agent.threads import in_daemon_thread
@@ -96,11 +100,16 @@ def run_agent(
     async def main() -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
+
+        def stopping() -> None:
+            stream.goodbye = stop_reason(config.state_dir)
+            stop.set()
+
         for sig in (signal.SIGINT, signal.SIGTERM):
             with contextlib.suppress(NotImplementedError, RuntimeError):
-                loop.add_signal_handler(sig, stop.set)
+                loop.add_signal_handler(sig, stopping)
         if duration is not None:
-            loop.call_later(duration, stop.set)
+            loop.call_later(duration, stopping)
         guard = asyncio.create_task(guard_containment(containment, config.drift_check_interval, stop))
         try:
             await stream.run(stop)
@@ -115,6 +124,45 @@ def run_agent(
         if isinstance(stream.spool, FileSpool):
             stream.spool.close()
     return 0
+
+
+STOP_REASON_FILE = "stop-reason"
+_STOP_REASONS = {
+    "service-stop": ingest_pb2.GOODBYE_REASON_SERVICE_STOP,
+    "system-shutdown": ingest_pb2.GOODBYE_REASON_SYSTEM_SHUTDOWN,
+    "upgrade": ingest_pb2.GOODBYE_REASON_UPGRADE,
+    "uninstall": ingest_pb2.GOODBYE_REASON_UNINSTALL,
+}
+
+
+def stop_reason(state_dir: Path) -> ingest_pb2.GoodbyeReason.ValueType:
+    """Why the agent is stopping, for its goodbye.
+
+    A package's removal script names an upgrade or an uninstall by writing the word into
+    `<state dir>/stop-reason` before it stops the service (the file is consumed); otherwise a
+    system that is shutting down is a shutdown, and anything else a service stop.
+    """
+    path = state_dir / STOP_REASON_FILE
+    with contextlib.suppress(OSError):
+        word = path.read_text(encoding="utf-8", errors="replace").strip()
+        path.unlink()
+        if word in _STOP_REASONS:
+            return _STOP_REASONS[word]
+    if _system_stopping():
+        return ingest_pb2.GOODBYE_REASON_SYSTEM_SHUTDOWN
+    return ingest_pb2.GOODBYE_REASON_SERVICE_STOP
+
+
+def _system_stopping() -> bool:
+    systemctl = shutil.which("systemctl")
+    if systemctl is None:
+        return False
+    try:
+        state = subprocess.run([systemctl, "is-system-running"], capture_output=True, text=True, timeout=1,
+                               check=False).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return False
+    return state == "stopping"
 
 
 async def guard_containment(containment: Containment, every: float, stop: asyncio.Event) -> None:
@@ -134,19 +182,39 @@ async def guard_containment(containment: Containment, every: float, stop: asynci
 
 
 class ModelCachingCollector:
-    """Engines every heartbeat; the model walk (disk, maybe hashing) at most every ``model_every`` seconds."""
+    """Engines and agent processes every heartbeat; the model walk (disk, maybe hashing) at most every
+    ``model_every`` seconds; agents' known configuration files re-checked every ``agent_files_every``
+    seconds (parsed again only when changed) and the homes walked for new projects every ``walk_every``."""
 
-    def __init__(self, config: Config, model_every: float = 300.0) -> None:
+    def __init__(self, config: Config, model_every: float = 300.0, agent_files_every: float = 60.0,
+                 walk_every: float = 600.0) -> None:
         self.config = config
         self.model_every = model_every
+        self.agent_files_every = agent_files_every
+        self.walk_every = walk_every
         self._models: tuple[Model, ...] | None = None
         self._at = 0.0
+        self._agent_files: ConfigScan | None = None
+        self._agent_files_at = 0.0
+        self._walked_at = 0.0
 
     def __call__(self) -> Inventory:
         now = time.monotonic()
+        agent_files = self._agent_configs(now)
         if self._models is None or now - self._at >= self.model_every:
-            inventory = collect(self.config)
+            inventory = collect(self.config, agent_configs=agent_files)
             if not any(e.startswith("model inventory failed") for e in inventory.errors):
                 self._models, self._at = inventory.models, now
             return inventory
-        return collect(self.config, models=self._models)
+        return collect(self.config, models=self._models, agent_configs=agent_files)
+
+    def _agent_configs(self, now: float) -> ConfigScan | None:
+        if not self.config.agents_enabled:
+            return None
+        if self._agent_files is None or now - self._agent_files_at >= self.agent_files_every:
+            walk = self._agent_files is None or now - self._walked_at >= self.walk_every
+            self._agent_files = scan_configs(agent_settings(self.config), self._agent_files, walk=walk)
+            self._agent_files_at = now
+            if walk:
+                self._walked_at = now
+        return self._agent_files

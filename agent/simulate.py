@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 import grpc
+from lifecyclezero.v1 import ingest_pb2
 
 from agent.backoff import Backoff, BackoffPolicy
 from agent.commands import CommandBook, DryRunExecutor
@@ -80,6 +81,10 @@ class SimulateOptions:
     identities: Path | None = None
     warm: bool = False
     report_file: Path | None = None
+    # Hosts that vanish (drop their stream without a goodbye and stay away) after this many seconds:
+    # the first `vanish_count` of them (None: all).
+    vanish_after: float | None = None
+    vanish_count: int | None = None
 
 
 # (kind, executable, default port, versions)
@@ -216,6 +221,7 @@ class FleetReport:
     loaded: int = 0
     enroll_seconds: float = 0.0
     asset_ids: list[str] = field(default_factory=list)
+    vanished: list[str] = field(default_factory=list)
     started: float = field(default_factory=time.monotonic)
 
     def summary(self, stats: StreamStats, max_connected: int) -> dict[str, Any]:
@@ -244,6 +250,8 @@ class FleetReport:
             "commands_applied": stats.commands_applied,
             "commands_failed": stats.commands_failed,
             "results_acked": stats.results_acked,
+            "vanished": len(self.vanished),
+            "vanished_asset_ids": list(self.vanished),
             "elapsed_s": round(time.monotonic() - self.started, 1),
         }
 
@@ -428,6 +436,9 @@ async def simulate(
             streams.append(stream)
             tasks.append(asyncio.create_task(_start_later(stream, rng.uniform(0, options.interval), stop)))
         _settle_heap()
+        if options.vanish_after is not None:
+            doomed = streams[:options.vanish_count] if options.vanish_count is not None else list(streams)
+            asyncio.get_running_loop().call_later(options.vanish_after, _vanish, doomed, report)
         deadline = None if options.duration is None else time.monotonic() + options.duration
         seen = 0
         while not stop.is_set():
@@ -450,12 +461,22 @@ async def simulate(
     finally:
         stop.set()
         for stream in streams:
+            if not stream.vanished:
+                stream.goodbye = ingest_pb2.GOODBYE_REASON_SERVICE_STOP
             stream.stop()
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
         for channel in channels:
             await channel.close()
     return summary
+
+
+def _vanish(streams: list[AgentStream], report: FleetReport) -> None:
+    """Hosts that drop off the network or are killed: the stream ends without a goodbye, nothing reconnects."""
+    for stream in streams:
+        stream.vanish()
+        report.vanished.append(stream.identity.asset_id)
+    log.info("%d hosts vanished", len(streams))
 
 
 def _settle_heap() -> None:

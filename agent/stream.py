@@ -32,7 +32,9 @@ import contextlib
 import dataclasses
 import itertools
 import logging
+import platform
 import socket
+import sys
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Sequence
@@ -66,6 +68,9 @@ KEEPALIVE_OPTIONS: list[tuple[str, Any]] = [
 ]
 DEFAULT_INTERVAL = 30.0
 WELCOME_TIMEOUT = 30.0
+# How long a stopping agent waits for the control plane to close the stream after its goodbye.
+GOODBYE_WAIT = 2.0
+PLATFORM = f"{sys.platform}-{platform.machine()}"
 
 # Field tags of ConnectRequest and Heartbeat (wire type 2 = length-delimited, 0 = varint).
 _REQ_HELLO, _REQ_HEARTBEAT, _REQ_RESULT = 1, 2, 3
@@ -364,6 +369,9 @@ class AgentStream:
         self._limiter = RateLimiter(self.settings.send_rate, self.settings.send_burst)
         self._not_before = 0.0
         self.last_error: str = ""
+        # Why the agent stops, said on the stream before it closes (None: it closes without a goodbye).
+        self.goodbye: ingest_pb2.GoodbyeReason.ValueType | None = None
+        self.vanished = False
 
     # -- lifecycle ---------------------------------------------------------------------------------
 
@@ -391,6 +399,12 @@ class AgentStream:
                 task.cancel()
 
     def stop(self) -> None:
+        self._stop.set()
+
+    def vanish(self) -> None:
+        """End the stream at once, without a goodbye and without closing it properly, and never come back."""
+        self.vanished = True
+        self.goodbye = None
         self._stop.set()
 
     async def beat_now(self) -> None:
@@ -421,6 +435,7 @@ class AgentStream:
                 agent_credential=self.identity.agent_credential,
                 last_acked_seq=self.state.acked_seq,
                 agent_version=AGENT_VERSION,
+                platform=PLATFORM,
             )
             await call.write(frame(ingest_pb2.ConnectRequest(hello=hello)))
             first = await asyncio.wait_for(call.read(), self.settings.welcome_timeout)
@@ -439,10 +454,10 @@ class AgentStream:
                 catch_up.cancel()
             if reader in done:
                 reader.result()
-            else:
+            elif self.vanished:
                 reader.cancel()
-                with contextlib.suppress(BaseException):
-                    await call.done_writing()
+            else:
+                await self._close(session, reader)
             return session.carried
         except grpc.aio.AioRpcError as exc:
             self.last_error = f"{exc.code().name}: {exc.details()}"
@@ -471,6 +486,17 @@ class AgentStream:
             call.cancel()
             if self.owns_channel:
                 await channel.close()
+
+    async def _close(self, session: _Session, reader: asyncio.Task[None]) -> None:
+        """Say goodbye (when there is a reason), half-close, and let the control plane end the stream."""
+        with contextlib.suppress(BaseException):
+            async with self._lock:
+                if self.goodbye is not None and session.ready:
+                    goodbye = ingest_pb2.Goodbye(reason=self.goodbye)
+                    await session.call.write(frame(ingest_pb2.ConnectRequest(goodbye=goodbye)))
+            await session.call.done_writing()
+            await asyncio.wait_for(reader, GOODBYE_WAIT)
+        reader.cancel()
 
     def _connect_failed(self, reason: str) -> None:
         self.stats.failed_connects += 1

@@ -20,6 +20,7 @@ from typing import TypeVar
 from lifecyclezero.v1 import common_pb2
 
 from agent import bounds
+from agent.agent_wire import add_agents
 from agent.inventory import Engine, Inventory, Model
 
 # Ingest refuses a heartbeat over 128 KiB (LZ_MAX_HEARTBEAT_BYTES); the rest of a heartbeat is < 200 bytes.
@@ -39,6 +40,8 @@ def inventory_proto(inventory: Inventory, budget: int = MAX_INVENTORY_BYTES) -> 
     )
     with contextlib.suppress(ValueError, TypeError, OverflowError):
         message.collect_time.FromDatetime(datetime.fromisoformat(inventory.collected_at))
+    # Agents and MCP servers come first: discovery already keeps them within their own share of the budget.
+    add_agents(message, inventory)
     engines = [_encoded(engine_proto, e, _engine_stub) for e in _items(inventory.engines)]
     models = [_encoded(model_proto, m, _model_stub) for m in _items(inventory.models)]
     room = budget - message.ByteSize() - 64  # the omission counters and reason

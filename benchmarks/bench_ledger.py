@@ -11,7 +11,10 @@ serialised), the same code the ledger and sealer processes run, without gRPC. Pr
   endpoint; `group_commit_speedup`.
 - `inclusion_proof`: per tree size (10^3, 10^4, 10^5; --quick stops at 10^4), median time and the
   tile reads (S3 GetObject) of a proof, and its size against 32·⌈log2 n⌉ bytes.
-- `since_checkpoint_verify`: time against the unsealed tail length (10, 100, 1000).
+- `since_checkpoint_verify`: time against the unsealed tail length (10, 100, 1000), and the store
+  requests one verification makes by operation (`requests`): one ListObjectVersions of the checkpoint
+  prefix, the index Query, two note GetObjects and O(log n) tiles, plus the tail's Query pages;
+  nothing proportional to the sealed events.
 - `full_verify`: VerifyLedger FULL throughput (events/s, store reads included) on 10^4 events; the
   in-memory walk (chain + tree) against raw hashlib over the same bytes.
 - `sealer_catch_up`: a burst appended by one writer while a sealer seals in a loop
@@ -44,9 +47,9 @@ from services.kit.settings import AwsSettings
 from services.ledger import domain, store
 from services.ledger.domain import FullWalk
 from services.ledger.proofs import SealReader, inclusion
+from services.ledger.signing import TenantKeys
 from services.ledger.verification import verify_full, verify_since_checkpoint
 from services.sealer import sealing
-from services.sealer.signing import TenantKeys
 from services.tlog.merkle import leaf_hash
 from services.tlog.note import generate_key
 
@@ -55,6 +58,19 @@ ORIGIN = "bench.local/ledger"
 
 def drafts(n: int) -> list[store.EventDraft]:
     return [store.EventDraft("bench", "bench.event", "", {"i": i}) for i in range(n)]
+
+
+class Operations:
+    """Counts requests by operation name (e.g. `s3.ListObjectVersions`) made through some clients."""
+
+    def __init__(self, *clients: Any) -> None:
+        self.counts: dict[str, int] = {}
+        for client in clients:
+            client.meta.events.register("before-call", self._seen)
+
+    def _seen(self, model: Any, **_: Any) -> None:
+        name = f"{model.service_model.endpoint_prefix}.{model.name}"
+        self.counts[name] = self.counts.get(name, 0) + 1
 
 
 class Calls:
@@ -233,7 +249,10 @@ def bench_since(ctx: sealing.SealContext, reader: SealReader, runs: int) -> list
             outcome = verify_since_checkpoint(reader, tenant)
             times.append(time.perf_counter() - t)
             assert outcome.ok, outcome
-        rows.append({"tail": tail_len, "median_ms": 1000 * statistics.median(times)})
+        operations = Operations(reader.ddb, reader.s3)
+        assert verify_since_checkpoint(reader, tenant).ok
+        rows.append({"tail": tail_len, "median_ms": 1000 * statistics.median(times),
+                     "requests": dict(sorted(operations.counts.items()))})
         print(json.dumps({"since_checkpoint_verify": rows[-1]}), file=sys.stderr, flush=True)
         seal_all(ctx, tenant, 8192, tail.seq)
     return rows

@@ -2,7 +2,9 @@
 
 `python -m lz.demo` starts the embedded AWS endpoint and every service (`services.kit.devstack.Stack`)
 in a temporary directory on free ports, so it never collides with `make up`; creates a tenant; lets
-`lz-agent simulate` enroll a fleet of simulated hosts; watches alerts arrive; lets a policy isolate one
+`lz-agent simulate` enroll a fleet of simulated hosts; watches alerts arrive; runs one real `lz-agent` over a
+home whose Cursor config gives a file-system MCP server the whole home and a GitHub token, and shows the
+alerts (the token itself in no output); lets a policy isolate one
 host and an operator another; waits until both agents confirm containment (dry-run executor); seals;
 exports a proof and a bundle and verifies both offline with `lz-verify`; then rewrites a stored ledger
 item behind the services' back and shows verification catching it. Operator actions go through the
@@ -37,6 +39,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from agent.simulate import SimHost, SimulateOptions, make_host
+from lz.demo_agent import FILESYSTEM_PACKAGE, TOKEN_VARIABLE, DemoWorkstation
 from services.ingest.rules import is_loopback
 from services.kit import embedded
 from services.kit.devstack import Stack
@@ -63,6 +66,7 @@ STEPS: tuple[str, ...] = (
     "Create a tenant",
     "Enroll a simulated fleet",
     "Alerts arrive",
+    "A real agent reports an MCP server with a token",
     "A policy isolates a host",
     "An operator isolates a host",
     "Both hosts confirm containment",
@@ -169,6 +173,7 @@ class Demo:
         self.reason = ""
         self.operator_seq = 0
         self.key_file = workdir / "verifier.vkey"
+        self.workstation = DemoWorkstation(workdir)
 
     # --- running things -------------------------------------------------------------------------
 
@@ -207,6 +212,8 @@ class Demo:
         if self.sim is not None and self.sim.poll() is not None:
             raise StepFailed("lz-agent simulate to keep running",
                              f"it exited with code {self.sim.returncode}; see {self.sim_log}")
+        if self.workstation.process is not None and not self.workstation.running():
+            raise StepFailed("lz-agent run to keep running", f"it exited; see {self.workstation.log}")
 
     def wait(self, expected: str, check: Callable[[], tuple[bool, str]], timeout: float = WAIT_TIMEOUT) -> str:
         """Poll `check` (done, what it saw) until done; StepFailed with the last sighting on timeout."""
@@ -342,6 +349,50 @@ class Demo:
                          f"{alert.get('summary', '')}")
         return lines
 
+    def mcp_alert(self) -> list[str]:
+        """A real lz-agent over a home whose Cursor config hands the whole home and a token to an MCP server."""
+        assert self.stack is not None
+        station = self.workstation
+        cursor = station.plant()
+        try:
+            asset = station.enroll(TENANT, self.secret, self.stack.addresses["ingest"])
+        except RuntimeError as error:
+            raise StepFailed("lz-agent enroll to succeed", str(error)) from None
+        station.start()
+        wanted = {"mcp-secret-in-config", "mcp-broad-filesystem"}
+        found: dict[str, dict[str, Any]] = {}
+
+        def alerted() -> tuple[bool, str]:
+            alerts = self.lz("alerts", "list", "--asset", asset, "--all")["alerts"]
+            found.update({str(a["rule_id"]): a for a in alerts if a.get("rule_id") in wanted})
+            return set(found) == wanted, f"alerts on {asset}: {sorted(found) or 'none yet'}"
+
+        self.wait(f"{sorted(wanted)} alerts on the workstation", alerted)
+        shown = self.lz("assets", "show", asset)
+        servers = shown.get("agent_inventory", {}).get("mcp_servers", [])
+        server = next((s for s in servers if s.get("agent") == "cursor"), None)
+        if server is None or str(station.home) not in server.get("roots", []):
+            raise StepFailed(f"lz assets show: Cursor's MCP server rooted at {station.home}", json.dumps(servers)[:300])
+        secret = (server.get("secrets") or [{}])[0]
+        leaks = station.leaked_into({"lz alerts list": json.dumps(found), "lz assets show": json.dumps(shown),
+                                     "service logs": self._stack_logs()})
+        if leaks:
+            raise StepFailed("the planted token in no output", f"found in {leaks}")
+        lines = [f"workstation {asset}: real lz-agent over {station.home}; ~/.cursor/{cursor.name} runs "
+                 f"{FILESYSTEM_PACKAGE} over the home with {TOKEN_VARIABLE} in its env"]
+        for rule in sorted(wanted):
+            alert = found[rule]
+            lines.append(f"  {str(alert.get('severity', '')).removeprefix('SEVERITY_')} {rule}: {alert.get('summary')}")
+        lines.append(f"  lz assets show: MCP server {server.get('name')} ({server.get('agent')}), "
+                     f"{', '.join(server.get('capabilities', []))}, running {server.get('running')}, "
+                     f"secret {secret.get('variable')} ({secret.get('detector')}) {secret.get('fingerprint')}")
+        lines.append("  the token itself: in no alert, asset, service log or agent log")
+        return lines
+
+    def _stack_logs(self) -> str:
+        assert self.stack is not None
+        return "".join(p.read_text(errors="replace") for p in (self.stack.state_dir / "logs").glob("*.log"))
+
     def policy_isolates(self) -> list[str]:
         assert self.plan is not None
         self.policy_host = self.plan.sensitive
@@ -377,11 +428,19 @@ class Demo:
         self.reason = f"{finding}; isolating until the owner closes it (ticket SEC-4711)"
         answer = self.lz("isolate", asset, "--reason", self.reason)
         status = answer.get("asset", {}).get("status")
-        self.operator_seq = int(answer.get("custody_seq", 0))
         command = str(answer.get("command", {}).get("command_id", ""))
-        if status not in (_STATUS_PENDING, _STATUS_ISOLATED) or not self.operator_seq or not command:
-            raise StepFailed("status ISOLATION_PENDING, a custody seq and a command id",
-                             f"status {status}, custody #{self.operator_seq}, command {command or '-'}")
+        if status not in (_STATUS_PENDING, _STATUS_ISOLATED) or not command:
+            raise StepFailed("status ISOLATION_PENDING and a command id", f"status {status}, command {command or '-'}")
+
+        def chained() -> tuple[bool, str]:
+            # The custody event is chained by the custody sequencer moments after the order's answer.
+            found = [e for e in self.custody(self.operator_host)
+                     if e.get("action") == "asset.isolate.requested"
+                     and e.get("payload", {}).get("command_id") == command]
+            self.operator_seq = int(found[0].get("seq", 0)) if found else 0
+            return bool(found), f"custody #{self.operator_seq}" if found else "no requested event yet"
+
+        self.wait("the isolation's custody event in the ledger", chained)
         return [f"lz isolate {asset} ({self.operator_host}) --reason \"{self.reason}\"",
                 f"  → {status.removeprefix('ASSET_STATUS_')}, custody #{self.operator_seq}, "
                 f"command {_short(command)} sent down the agent's stream"]
@@ -395,6 +454,14 @@ class Demo:
             return all(s == _STATUS_ISOLATED for s in statuses.values()), seen
 
         self.wait("both hosts ISOLATED", isolated)
+
+        def enforcement_chained() -> tuple[bool, str]:
+            # The custody sequencer chains the agents' results moments after they are recorded.
+            missing = [h for h in hosts
+                       if not any(e.get("action") == "asset.isolate.enforced" for e in self.custody(h))]
+            return not missing, f"no asset.isolate.enforced event yet for {', '.join(missing)}"
+
+        self.wait("both enforcement events in the custody ledger", enforcement_chained)
         lines = []
         for host in hosts:
             events = self.custody(host)
@@ -524,6 +591,10 @@ class Demo:
                 lines.append(f"lz-agent simulate: {summary.get('enrolled')} hosts, {summary.get('sessions')} "
                              f"streams, {summary.get('heartbeats_acked')} heartbeats acked, "
                              f"{summary.get('commands_applied')} commands applied (dry run)")
+        if not self.workstation.stop():
+            problems.append("lz-agent run ignored SIGTERM and was killed")
+        elif self.workstation.process is not None:
+            lines.append("lz-agent run (the real workstation agent) stopped")
         if self.stack is not None:
             started = [*self.stack.procs.values(), *([self.stack.aws_proc] if self.stack.aws_proc else [])]
             self.stack.stop()
@@ -614,7 +685,8 @@ def run_demo(console: Console, workdir: Path, fleet_size: int = FLEET_SIZE,
     demo = Demo(workdir, fleet_size)
     report = Report(console)
     bodies: list[Callable[[], list[str]]] = [
-        demo.start_stack, demo.create_tenant, demo.enroll_fleet, demo.alerts_arrive, demo.policy_isolates,
+        demo.start_stack, demo.create_tenant, demo.enroll_fleet, demo.alerts_arrive, demo.mcp_alert,
+        demo.policy_isolates,
         demo.operator_isolates, demo.both_contained, demo.seal, demo.verify_proof, demo.verify_bundle,
         demo.tamper, demo.detect,
     ]

@@ -12,9 +12,9 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from lifecyclezero.v1 import assets_pb2, common_pb2
 from rich.markup import escape
 
-from lz.commands import Context, Subparsers, positive_int, request_id
+from lz.commands import Context, Subparsers, containment, positive_int, request_id
 from lz.connection import paged
-from lz.errors import EXIT_OK, UsageError
+from lz.errors import EXIT_OK
 from lz.output import enum_choices, enum_short, enum_value, styled_severity, styled_status, to_dict, when
 
 _DURATION = re.compile(r"(\d+)([smhdw])")
@@ -51,6 +51,14 @@ def _status(text: str) -> int:
             f"unknown status {text!r} (choose from {', '.join(enum_choices(common_pb2.AssetStatus))})") from None
 
 
+def _connection_state(text: str) -> int:
+    try:
+        return enum_value(common_pb2.ConnectionState, text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"unknown state {text!r} (choose from {', '.join(enum_choices(common_pb2.ConnectionState))})") from None
+
+
 def _severity(text: str) -> int:
     try:
         value = enum_value(common_pb2.Severity, text)
@@ -70,8 +78,15 @@ def register(sub: Subparsers, parents: list[argparse.ArgumentParser]) -> None:
     only.add_argument("--status", type=_status, default=0,
                       help=f"one of {', '.join(enum_choices(common_pb2.AssetStatus))}")
     only.add_argument("--action-required", action="store_true", help="only assets that need an operator")
+    only.add_argument("--state", type=_connection_state, default=0, metavar="online|offline|missing",
+                      help="only assets whose agent is in this connection state")
+    alist.add_argument("--outdated", action="store_true",
+                       help="only assets whose agent is older than the tenant's minimum version")
     _paging(alist)
     alist.set_defaults(func=assets_list)
+    summary = assets_sub.add_parser("summary", parents=parents,
+                                    help="the fleet: agents by connection state and by version")
+    summary.set_defaults(func=fleet_summary)
     create = assets_sub.add_parser("create", parents=parents,
                                    help="register a host by hand (agents register themselves on enrollment)")
     create.add_argument("asset_id", metavar="ASSET")
@@ -94,13 +109,11 @@ def register(sub: Subparsers, parents: list[argparse.ArgumentParser]) -> None:
     _paging(llist)
     llist.set_defaults(func=alerts_list)
 
-    for name, verb in (("isolate", "cut the host off the network (except the control plane)"),
-                       ("release", "lift the isolation")):
+    for name, verb in (("isolate", "cut hosts off the network (except the control plane)"),
+                       ("release", "lift the isolation of hosts")):
         cmd = sub.add_parser(name, parents=parents, help=verb)
-        cmd.add_argument("asset_id", metavar="ASSET")
-        cmd.add_argument("--reason", required=True, metavar="TEXT",
-                         help="the justification, recorded in the custody ledger")
-        cmd.set_defaults(func=isolate if name == "isolate" else release)
+        containment.add_arguments(cmd, name)
+        cmd.set_defaults(func=containment.isolate if name == "isolate" else containment.release)
 
     custody = sub.add_parser("custody", parents=parents, help="an asset's custody events, in order")
     custody.add_argument("asset_id", metavar="ASSET")
@@ -122,23 +135,48 @@ def _asset_row(asset: common_pb2.Asset) -> list[str]:
     risk = enum_short(common_pb2.Severity, asset.risk.max_severity) if asset.risk.max_severity else "-"
     return [escape(asset.asset_id), escape(asset.hostname or "-"), escape(asset.employee_id or "-"),
             styled_status(asset.status), styled_severity(asset.risk.max_severity) if asset.risk.max_severity else risk,
+            _agent_state(asset), escape(asset.agent_version or "-") + (" (outdated)" if asset.agent_outdated else ""),
             when(asset.last_seen_time)]
+
+
+def _agent_state(asset: common_pb2.Asset) -> str:
+    if not asset.connection_state:
+        return "never"
+    state = enum_short(common_pb2.ConnectionState, asset.connection_state)
+    return f"{state} ({escape(asset.disconnect_reason)})" if asset.disconnect_reason else state
 
 
 def assets_list(ctx: Context, args: argparse.Namespace) -> int:
     def fetch(page_token: str) -> Any:
         request = assets_pb2.ListAssetsRequest(page_size=args.page_size, page_token=page_token,
                                                employee_id=args.employee, status=args.status,
-                                               action_required=args.action_required)
+                                               action_required=args.action_required,
+                                               connection_state=args.state, outdated=args.outdated)
         return ctx.client.call("assets", "ListAssets", request)
 
     assets, next_token = paged(fetch, "assets", all_pages=args.all_pages, page_token=args.page_token)
     if ctx.out.json_mode:
         ctx.out.emit_json({"assets": [to_dict(a) for a in assets], "next_page_token": next_token})
         return EXIT_OK
-    ctx.out.table(["ASSET", "HOSTNAME", "EMPLOYEE", "STATUS", "RISK", "LAST SEEN"],
+    ctx.out.table(["ASSET", "HOSTNAME", "EMPLOYEE", "STATUS", "RISK", "AGENT", "VERSION", "LAST SEEN"],
                   [_asset_row(a) for a in assets], empty="no assets", no_wrap=["ASSET", "STATUS"])
     _more(ctx, next_token)
+    return EXIT_OK
+
+
+def fleet_summary(ctx: Context, args: argparse.Namespace) -> int:
+    response: assets_pb2.GetFleetSummaryResponse = ctx.client.call(
+        "assets", "GetFleetSummary", assets_pb2.GetFleetSummaryRequest())
+    if ctx.out.json_mode:
+        ctx.out.emit_json(to_dict(response))
+        return EXIT_OK
+    ctx.out.fields([("online", str(response.online)), ("offline", str(response.offline)),
+                    ("missing", str(response.missing)), ("never connected", str(response.never_connected)),
+                    ("outdated", str(response.outdated))])
+    ctx.out.line()
+    ctx.out.table(["VERSION", "AGENTS", "OUTDATED"],
+                  [[escape(v.agent_version or "-"), str(v.count), "yes" if v.outdated else "-"]
+                   for v in response.versions], empty="no agents", title="versions")
     return EXIT_OK
 
 
@@ -170,6 +208,8 @@ def assets_show(ctx: Context, args: argparse.Namespace) -> int:
         ("status", styled_status(asset.status)),
         ("reason", escape(asset.status_reason or "-")),
         ("risk", styled_severity(asset.risk.max_severity) if asset.risk.max_severity else "-"),
+        ("agent state", _agent_state(asset)),
+        ("platform", escape(asset.agent_platform or "-")),
         ("last seen", when(asset.last_seen_time)),
         ("created", when(asset.create_time)),
         ("updated", when(asset.update_time)),
@@ -180,7 +220,26 @@ def assets_show(ctx: Context, args: argparse.Namespace) -> int:
         ctx.out.table(["SEVERITY", "RULE", "SUMMARY"],
                       [[styled_severity(f.severity), escape(f.rule_id), escape(f.summary)]
                        for f in asset.risk.findings], title="findings")
+    _show_agents(ctx, asset.agent_inventory)
     return EXIT_OK
+
+
+def _show_agents(ctx: Context, inventory: common_pb2.AgentInventory) -> None:
+    """The asset's AI agents and MCP servers; credentials only by variable and detector."""
+    if inventory.agents:
+        ctx.out.line()
+        ctx.out.table(["AGENT", "USER", "RUNNING", "ENDPOINTS"], [
+            [escape(a.kind), escape(a.user), "yes" if a.running else "no",
+             escape(", ".join(f"{e.host} ({e.location}{', ' + e.engine if e.engine else ''})" for e in a.endpoints)
+                    or "-")]
+            for a in inventory.agents], title="AI agents")
+    if inventory.mcp_servers:
+        ctx.out.line()
+        ctx.out.table(["AGENT", "SERVER", "TRANSPORT", "CAPABILITIES", "ROOTS", "RUNNING", "SECRETS"], [
+            [escape(s.agent), escape(s.name), escape(s.url or s.package or s.command or s.transport),
+             escape(", ".join(s.capabilities)), escape(", ".join(s.roots) or "-"), "yes" if s.running else "no",
+             escape(", ".join(f"{x.variable} ({x.detector})" for x in s.secrets) or "-")]
+            for s in inventory.mcp_servers], title="MCP servers")
 
 
 def alerts_list(ctx: Context, args: argparse.Namespace) -> int:
@@ -197,41 +256,12 @@ def alerts_list(ctx: Context, args: argparse.Namespace) -> int:
     if ctx.out.json_mode:
         ctx.out.emit_json({"alerts": [to_dict(a) for a in alerts], "next_page_token": next_token})
         return EXIT_OK
-    ctx.out.table(["TIME", "ASSET", "SEVERITY", "RULE", "SUMMARY"],
+    ctx.out.table(["TIME", "ASSET", "SEVERITY", "RULE", "SUMMARY", "RESOLVED"],
                   [[when(a.observe_time), escape(a.asset_id), styled_severity(a.severity), escape(a.rule_id),
-                    escape(a.summary)] for a in alerts],
+                    escape(a.summary), when(a.resolve_time)] for a in alerts],
                   empty="no alerts", no_wrap=["TIME", "ASSET"])
     _more(ctx, next_token)
     return EXIT_OK
-
-
-def _containment(ctx: Context, args: argparse.Namespace, verb: str) -> int:
-    if not args.reason.strip():
-        raise UsageError("--reason must say why")
-    if verb == "isolate":
-        response: Any = ctx.client.call("assets", "IsolateAsset", assets_pb2.IsolateAssetRequest(
-            asset_id=args.asset_id, justification=args.reason, request_id=request_id()))
-    else:
-        response = ctx.client.call("assets", "ReleaseAsset", assets_pb2.ReleaseAssetRequest(
-            asset_id=args.asset_id, justification=args.reason, request_id=request_id()))
-    if ctx.out.json_mode:
-        ctx.out.emit_json(to_dict(response))
-        return EXIT_OK
-    asset = response.asset
-    noun = "isolation" if verb == "isolate" else "release"
-    ctx.out.line(f"{noun} of [bold]{escape(asset.asset_id or args.asset_id)}[/] requested: "
-                 f"status {styled_status(asset.status)}, custody event #{response.custody_seq}")
-    if response.command.command_id:
-        ctx.out.note(f"[dim]command {escape(response.command.command_id)} waits for the agent[/]")
-    return EXIT_OK
-
-
-def isolate(ctx: Context, args: argparse.Namespace) -> int:
-    return _containment(ctx, args, "isolate")
-
-
-def release(ctx: Context, args: argparse.Namespace) -> int:
-    return _containment(ctx, args, "release")
 
 
 def _payload(event: common_pb2.LedgerEvent) -> str:

@@ -15,6 +15,8 @@ from lz.connection import LONG_TIMEOUT
 from lz.errors import EXIT_NEGATIVE, EXIT_OK, CliError, UsageError
 from lz.output import to_dict
 
+MAX_PINNED_BYTES = 1 << 20
+
 
 def register(sub: Subparsers, parents: list[argparse.ArgumentParser]) -> None:
     ledger = sub.add_parser("ledger", help="the tenant's custody ledger", parents=parents)
@@ -25,6 +27,10 @@ def register(sub: Subparsers, parents: list[argparse.ArgumentParser]) -> None:
         "before, then the events after it; --full walks every event, the whole tree and every checkpoint.",
     )
     verify.add_argument("--full", action="store_true", help="verify from genesis")
+    verify.add_argument(
+        "--checkpoint", action="append", default=[], metavar="FILE",
+        help="a checkpoint you verified before (pinned); repeat. The ledger must still agree with it",
+    )
     verify.set_defaults(func=ledger_verify)
 
     proof = ledger_sub.add_parser(
@@ -49,17 +55,46 @@ def register(sub: Subparsers, parents: list[argparse.ArgumentParser]) -> None:
     key.set_defaults(func=ledger_key)
 
 
+def _pinned(paths: list[str]) -> list[bytes]:
+    notes: list[bytes] = []
+    for path in paths:
+        try:
+            with Path(path).open("rb") as fh:
+                note = fh.read(MAX_PINNED_BYTES + 1)
+        except OSError as exc:
+            raise UsageError(f"cannot read checkpoint {path}: {exc.strerror or exc}") from None
+        if len(note) > MAX_PINNED_BYTES:
+            raise UsageError(f"{path} is larger than {MAX_PINNED_BYTES} bytes; it is not a checkpoint")
+        notes.append(note)
+    return notes
+
+
+def _scope(response: ledger_pb2.VerifyLedgerResponse) -> str:
+    """What the verification covered, in words (the since-checkpoint mode does not re-walk history)."""
+    if response.mode == ledger_pb2.VERIFY_MODE_FULL:
+        return "full: every event from genesis, every checkpoint"
+    if not response.newest_checkpoint:
+        return "no checkpoint yet: every event walked from genesis"
+    return (f"newest checkpoint {response.newest_checkpoint} verified against the data after it; sealed history "
+            "not re-walked — run `--full` for the audit")
+
+
 def ledger_verify(ctx: Context, args: argparse.Namespace) -> int:
     mode = ledger_pb2.VERIFY_MODE_FULL if args.full else ledger_pb2.VERIFY_MODE_SINCE_CHECKPOINT
+    request = ledger_pb2.VerifyLedgerRequest(mode=mode, pinned_checkpoints=_pinned(args.checkpoint))
     with ctx.out.spinner("verifying the ledger" + (" from genesis" if args.full else " since the last checkpoint")):
         response: ledger_pb2.VerifyLedgerResponse = ctx.client.call(
-            "ledger", "VerifyLedger", ledger_pb2.VerifyLedgerRequest(mode=mode), timeout=LONG_TIMEOUT)
+            "ledger", "VerifyLedger", request, timeout=LONG_TIMEOUT)
     if ctx.out.json_mode:
-        ctx.out.emit_json(to_dict(response))
+        data = to_dict(response)
+        data.update(mode="full" if args.full else "since-checkpoint", scope=_scope(response),
+                    checkpoints_checked=response.checkpoints_checked, pinned=len(args.checkpoint))
+        ctx.out.emit_json(data)
     elif response.ok:
         ctx.out.line(f"[green]ledger verified[/] ({'full' if args.full else 'since checkpoint'}): "
                      f"{response.events_checked} events, {response.checkpoints_checked} checkpoints, "
                      f"tree size {response.tree_size}")
+        ctx.out.line(f"scope: {escape(_scope(response))}")
     else:
         ctx.out.line(f"[bold red]ledger verification FAILED[/] at #{response.first_bad_seq}: "
                      f"{escape(response.reason or 'no reason given')}")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from lifecyclezero.v1 import assets_pb2_grpc
 
 from services.assets.servicer import AssetServicer, Nudger
@@ -11,6 +13,8 @@ from services.kit import auth, aws
 from services.kit.auth import Role, at_least
 from services.kit.authenticator import Authenticator
 from services.kit.server import Service
+from services.ledger.committer import GroupCommitter
+from services.ledger.outbox import CustodySequencer
 
 SERVICE_NAME = "lifecyclezero.v1.AssetService"
 _PREFIX = f"/{SERVICE_NAME}/"
@@ -42,6 +46,22 @@ POLICY: dict[str, frozenset[auth.Role]] = {
     _PREFIX + "UpdateAssetRisk": _SERVICE,
     _PREFIX + "ListAlerts": _VIEWER,
     _PREFIX + "GetCustodyLog": _VIEWER,
+    _PREFIX + "GetFleetSummary": _VIEWER,
+    # Ingest's health sweep: an isolated host's agent is gone (a custody event).
+    _PREFIX + "RecordAgentLoss": _SERVICE,
+}
+# Which service's own token may call each service method (LZ_SERVICE_CALLERS): ingest enrolls agents
+# and relays commands, the risk worker scores and isolates; nothing else is open to a service.
+_INGEST = frozenset({"ingest"})
+_RISK_WORKER = frozenset({"risk-worker"})
+CALLERS: dict[str, frozenset[str]] = {
+    _PREFIX + "CheckEnrollmentSecret": _INGEST,
+    _PREFIX + "CreateAsset": _INGEST,
+    _PREFIX + "ListPendingCommands": _INGEST,
+    _PREFIX + "RecordCommandResult": _INGEST,
+    _PREFIX + "RecordAgentEvent": _INGEST,
+    _PREFIX + "UpdateAssetRisk": _RISK_WORKER,
+    _PREFIX + "IsolateAsset": _RISK_WORKER,
 }
 
 
@@ -50,23 +70,36 @@ async def make_service(settings: AssetsSettings) -> Service:
     authenticator = Authenticator(
         ddb,
         settings.aws.table_name,
-        service_token_sha256=settings.server.service_token_sha256,
+        service_callers=dict(settings.server.service_callers),
         bootstrap_token_sha256=settings.server.bootstrap_token_sha256,
         cache_seconds=settings.server.auth_cache_seconds,
     )
     # The embedded endpoint (moto) does not isolate concurrent transactions; see AssetStore.
     store = AssetStore(ddb, settings.aws.table_name)
     nudger = Nudger(settings.ingest_addresses, settings.server)
+    # Custody records of this process's transactions are chained here, through the same group
+    # committer the ledger's AppendEvents uses; the sweep finishes what a stopped process left.
+    sequencer = CustodySequencer(ddb, settings.aws.table_name, GroupCommitter(ddb, settings.aws.table_name),
+                                 overdue_after=timedelta(seconds=settings.custody_overdue_seconds))
 
     async def check_ready() -> None:
         await aws.call(ddb.describe_table, TableName=settings.aws.table_name)
 
-    servicer = AssetServicer(store, nudger, settings.control_plane_endpoints)
+    async def sweep_custody() -> None:
+        await sequencer.run(settings.custody_sweep_seconds)
+
+    async def stop() -> None:
+        await nudger.close()
+        await sequencer.close()
+
+    servicer = AssetServicer(store, nudger, sequencer, settings.control_plane_endpoints)
     return Service(
         name="assets",
         servicers=[(assets_pb2_grpc.add_AssetServiceServicer_to_server, servicer, SERVICE_NAME)],
         policy=POLICY,
         authenticator=authenticator,
         check_ready=check_ready,
-        on_stop=nudger.close,
+        background=[sweep_custody],
+        on_stop=stop,
+        callers=CALLERS,
     )

@@ -171,6 +171,9 @@ class Asset:
     create_time: str = ""
     update_time: str = ""
     last_custody_seq: int = 0
+    # The asset version whose state change wrote the asset's newest custody record (0: none yet); the
+    # next record names it, so the sequencer chains an asset's records in order.
+    custody_version: int = 0
     # Optimistic concurrency: every write conditions on the version it read and increments it.
     version: int = 0
     current_command_id: str = ""
@@ -178,6 +181,9 @@ class Asset:
     action_since: str = ""
     # The request that created the asset, so a retried CreateAsset answers the same asset.
     create_request_id: str = ""
+    # The last agent loss recorded in custody (its request id and event), so a retried report answers the same.
+    agent_loss_request_id: str = ""
+    agent_loss_custody_seq: int = 0
 
     @property
     def needs_action(self) -> bool:
@@ -310,6 +316,24 @@ def order_event(actor: str, kind: CommandKind, asset_id: str, *, justification: 
         action=REQUEST_ACTION[kind],
         subject=subject(asset_id),
         payload={"justification": justification, "command_id": command_id, "request_id": request_id},
+    )
+
+
+AGENT_LOSS_ACTION = "asset.agent.lost"
+# Statuses in which a host is (or is being) contained: its agent's loss leaves containment unverifiable.
+CONTAINED = frozenset({Status.ISOLATION_PENDING, Status.ISOLATED, Status.RELEASE_PENDING})
+MAX_LOSS_REASON_CHARS = 64
+
+
+def agent_loss_event(actor: str, asset: Asset, reason: str, last_seen: str, request_id: str) -> EventDraft:
+    """The custody event of a contained host whose agent stopped or was lost."""
+    return EventDraft(
+        actor=actor,
+        action=AGENT_LOSS_ACTION,
+        subject=subject(asset.asset_id),
+        payload={"status": asset.status.value, "reason": _clip(reason, MAX_LOSS_REASON_CHARS),
+                 "last_seen": last_seen, "request_id": request_id,
+                 "note": "the agent is gone: containment can no longer be verified"},
     )
 
 
@@ -448,6 +472,15 @@ class RiskUpdate:
     hostname: str = ""
     os: str = ""
     agent_version: str = ""
+    agent_inventory: AgentInventory | None = None
+
+
+@dataclass(frozen=True)
+class AgentInventory:
+    """An asset's AI agents and MCP servers: the serialized ``AgentInventory`` message, opaque to the store."""
+
+    data: bytes
+    evaluate_time: str
 
 
 def apply_risk_update(asset: Asset, update: RiskUpdate, when: str) -> Asset | None:

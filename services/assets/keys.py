@@ -11,7 +11,7 @@ import re
 from services.kit.errors import InvalidArgument
 from services.kit.ids import validate_id
 
-ENTITY_PREFIXES = ("METADATA", "ASSET", "CMD", "EMP", "STATE", "ACTION_REQ", "CMD_PENDING", "AGENT_EVENT")
+ENTITY_PREFIXES = ("METADATA", "ASSET", "CMD", "EMP", "STATE", "ACTION_REQ", "CMD_PENDING", "AGENT_EVENT", "AGENTS")
 
 METADATA_SK = "METADATA"
 ASSET_SK_PREFIX = "ASSET#"
@@ -40,6 +40,11 @@ def tenant_pk(tenant: str) -> str:
 
 def asset_sk(asset_id: str) -> str:
     return f"{ASSET_SK_PREFIX}{validate_id('asset_id', asset_id)}"
+
+
+def agent_inventory_sk(asset_id: str) -> str:
+    """`AGENTS#a`: an asset's AI agents and MCP servers, beside (not under) `ASSET#` so asset lists skip it."""
+    return f"AGENTS#{validate_id('asset_id', asset_id)}"
 
 
 def employee_gsi1pk(tenant: str, employee_id: str) -> str:

@@ -20,6 +20,7 @@ from lifecyclezero.v1 import assets_pb2, assets_pb2_grpc, common_pb2, ingest_pb2
 from services.assets import domain
 from services.assets.domain import (
     AgentEvent,
+    AgentInventory,
     Asset,
     Command,
     CommandKind,
@@ -28,7 +29,9 @@ from services.assets.domain import (
     Risk,
     RiskUpdate,
 )
-from services.assets.store import AssetStore
+from services.assets.store import AssetStore, FleetCounts
+from services.ingest import health
+from services.ingest.health import Connection
 from services.kit import auth, aws, clients
 from services.kit.auth import Role
 from services.kit.errors import InvalidArgument
@@ -36,11 +39,14 @@ from services.kit.ids import validate_id
 from services.kit.settings import ServerSettings
 from services.kit.tokens import store as token_store
 from services.ledger import store as ledger_store
+from services.ledger.outbox import CustodySequencer
 from services.tlog.events import parse_event
 
 log = logging.getLogger(__name__)
 
 MAX_RISK_UPDATES = 500
+# Under DynamoDB's 400 KB item limit with room for the keys; ingest trims to stay below it.
+MAX_AGENT_INVENTORY_BYTES = 350_000
 NUDGE_TIMEOUT_SECONDS = 2.0
 
 _ROLE_TO_PROTO = {Role.VIEWER: assets_pb2.ROLE_VIEWER, Role.OPERATOR: assets_pb2.ROLE_OPERATOR,
@@ -50,6 +56,13 @@ _STATUS_TO_PROTO = {s: common_pb2.AssetStatus.Value(f"ASSET_STATUS_{s.value}") f
 _STATUS_FROM_PROTO = {v: k for k, v in _STATUS_TO_PROTO.items()}
 _KIND_TO_PROTO = {CommandKind.ISOLATE: common_pb2.COMMAND_KIND_ISOLATE,
                   CommandKind.RELEASE: common_pb2.COMMAND_KIND_RELEASE}
+_STATE_TO_PROTO = {
+    health.State.NEVER: common_pb2.CONNECTION_STATE_UNSPECIFIED,
+    health.State.ONLINE: common_pb2.CONNECTION_STATE_ONLINE,
+    health.State.OFFLINE: common_pb2.CONNECTION_STATE_OFFLINE,
+    health.State.MISSING: common_pb2.CONNECTION_STATE_MISSING,
+}
+_STATE_FROM_PROTO = {v: k for k, v in _STATE_TO_PROTO.items() if k is not health.State.NEVER}
 _OUTCOME_FROM_PROTO = {common_pb2.COMMAND_OUTCOME_APPLIED: Outcome.APPLIED,
                        common_pb2.COMMAND_OUTCOME_FAILED: Outcome.FAILED}
 
@@ -93,9 +106,11 @@ class Nudger:
 
 
 class AssetServicer(assets_pb2_grpc.AssetServiceServicer):
-    def __init__(self, store: AssetStore, nudger: Nudger, control_plane_endpoints: Sequence[str]) -> None:
+    def __init__(self, store: AssetStore, nudger: Nudger, sequencer: CustodySequencer,
+                 control_plane_endpoints: Sequence[str]) -> None:
         self._store = store
         self._nudger = nudger
+        self._sequencer = sequencer
         self._endpoints = tuple(control_plane_endpoints)
 
     # --- tenants and tokens -----------------------------------------------------------------------
@@ -168,15 +183,25 @@ class AssetServicer(assets_pb2_grpc.AssetServiceServicer):
 
     async def GetAsset(self, request: assets_pb2.GetAssetRequest, context: Any) -> Any:
         asset_id = validate_id("asset_id", request.asset_id)
-        asset = await aws.call(self._store.get_asset, auth.current_tenant(), asset_id)
-        return assets_pb2.GetAssetResponse(asset=_asset(asset))
+        tenant = auth.current_tenant()
+        asset = await aws.call(self._store.get_asset_with_custody, tenant, asset_id)
+        connections = await aws.call(self._store.connections, tenant, [asset_id])
+        agents = await aws.call(self._store.get_agent_inventory, tenant, asset_id)
+        message = _asset(asset, connections.get(asset_id), _now())
+        if agents is not None:
+            message.agent_inventory.ParseFromString(agents.data)
+        return assets_pb2.GetAssetResponse(asset=message)
 
     async def ListAssets(self, request: assets_pb2.ListAssetsRequest, context: Any) -> Any:
         tenant = auth.current_tenant()
         size = domain.page_size(request.page_size)
-        filters = [bool(request.employee_id), request.status != 0, request.action_required]
+        by_connection = request.connection_state != 0 or request.outdated
+        filters = [bool(request.employee_id), request.status != 0, request.action_required, by_connection]
         if sum(filters) > 1:
-            raise InvalidArgument("set at most one of employee_id, status and action_required")
+            raise InvalidArgument("set at most one of employee_id, status, action_required and "
+                                  "connection_state/outdated")
+        if by_connection:
+            return await self._list_by_connection(tenant, request, size)
         if request.employee_id:
             employee_id = validate_id("employee_id", request.employee_id)
             page = await aws.call(self._store.list_assets_by_employee, tenant, employee_id, size, request.page_token)
@@ -189,7 +214,23 @@ class AssetServicer(assets_pb2_grpc.AssetServiceServicer):
             page = await aws.call(self._store.list_assets_needing_action, tenant, size, request.page_token)
         else:
             page = await aws.call(self._store.list_assets, tenant, size, request.page_token)
-        return assets_pb2.ListAssetsResponse(assets=[_asset(a) for a in page.items],
+        connections = await aws.call(self._store.connections, tenant, [a.asset_id for a in page.items])
+        now = _now()
+        return assets_pb2.ListAssetsResponse(assets=[_asset(a, connections.get(a.asset_id), now) for a in page.items],
+                                             next_page_token=page.next_token)
+
+    async def _list_by_connection(self, tenant: str, request: assets_pb2.ListAssetsRequest,
+                                  size: int) -> assets_pb2.ListAssetsResponse:
+        state = None
+        if request.connection_state:
+            state = _STATE_FROM_PROTO.get(request.connection_state)
+            if state is None:
+                raise InvalidArgument.field("connection_state", "must be ONLINE, OFFLINE or MISSING")
+        now = _now()
+        page, connections = await aws.call(self._store.list_assets_by_connection, tenant, state,
+                                           outdated=request.outdated, size=size, page_token=request.page_token,
+                                           now=now)
+        return assets_pb2.ListAssetsResponse(assets=[_asset(a, connections.get(a.asset_id), now) for a in page.items],
                                              next_page_token=page.next_token)
 
     # --- orders -----------------------------------------------------------------------------------
@@ -214,6 +255,8 @@ class AssetServicer(assets_pb2_grpc.AssetServiceServicer):
                                  justification=justification, request_id=request_id,
                                  control_plane_endpoints=self._endpoints)
         command = _command(outcome.command)
+        if outcome.custody is not None:
+            self._sequencer.submit(outcome.custody)
         if not outcome.replayed:
             self._nudger.nudge(tenant, command)
         return _asset(outcome.asset), command
@@ -234,6 +277,8 @@ class AssetServicer(assets_pb2_grpc.AssetServiceServicer):
         )
         recorded = await aws.call(self._store.record_result, tenant, asset_id, command_id, result,
                                   f"agent:{asset_id}")
+        if recorded.custody is not None:
+            self._sequencer.submit(recorded.custody)
         return assets_pb2.RecordCommandResultResponse(asset=_asset(recorded.asset), custody_seq=recorded.custody_seq)
 
     async def RecordAgentEvent(self, request: assets_pb2.RecordAgentEventRequest,
@@ -270,6 +315,21 @@ class AssetServicer(assets_pb2_grpc.AssetServiceServicer):
                               size=domain.page_size(request.page_size), page_token=request.page_token)
         return assets_pb2.ListAlertsResponse(alerts=[a.to_proto() for a in page.items],
                                              next_page_token=page.next_token)
+
+    async def GetFleetSummary(self, request: assets_pb2.GetFleetSummaryRequest,
+                              context: Any) -> assets_pb2.GetFleetSummaryResponse:
+        counts = await aws.call(self._store.fleet_counts, auth.current_tenant(), _now())
+        return _fleet_summary(counts)
+
+    async def RecordAgentLoss(self, request: assets_pb2.RecordAgentLossRequest,
+                              context: Any) -> assets_pb2.RecordAgentLossResponse:
+        asset_id = validate_id("asset_id", request.asset_id)
+        request_id = domain.validate_request_id(request.request_id)
+        loss = await aws.call(self._store.record_agent_loss, auth.current_tenant(), asset_id, reason=request.reason,
+                              last_seen=_optional_ts(request, "last_seen_time", "last_seen_time"),
+                              request_id=request_id, actor=auth.current_principal().actor)
+        return assets_pb2.RecordAgentLossResponse(isolated=loss.contained, custody_seq=loss.custody_seq,
+                                                  status=_STATUS_TO_PROTO[loss.status])
 
     async def GetCustodyLog(self, request: assets_pb2.GetCustodyLogRequest, context: Any) -> Any:
         asset_id = validate_id("asset_id", request.asset_id)
@@ -342,14 +402,47 @@ def _risk(risk: Risk) -> common_pb2.RiskSummary:
     return common_pb2.RiskSummary(max_severity=severity, findings=findings, evaluate_time=_ts(risk.evaluate_time))
 
 
-def _asset(asset: Asset) -> common_pb2.Asset:
-    return common_pb2.Asset(
+def _asset(asset: Asset, connection: Connection | None = None, now: str = "") -> common_pb2.Asset:
+    message = common_pb2.Asset(
         asset_id=asset.asset_id, hostname=asset.hostname, employee_id=asset.employee_id, os=asset.os,
         agent_version=asset.agent_version, status=_STATUS_TO_PROTO[asset.status],
         status_reason=asset.status_reason, last_seen_time=_ts(asset.last_seen_time), risk=_risk(asset.risk),
         create_time=_ts(asset.create_time), update_time=_ts(asset.update_time),
         last_custody_seq=asset.last_custody_seq,
     )
+    if connection is not None:
+        _add_connection(message, connection, now)
+    return message
+
+
+def _add_connection(message: common_pb2.Asset, connection: Connection, now: str) -> None:
+    """The agent's connection as of `now`; its last-seen when newer than the coalesced one on the asset."""
+    state, reason = health.state_at(connection, now)
+    message.connection_state = _STATE_TO_PROTO[state]
+    message.disconnect_reason = reason
+    if connection.since:
+        message.connection_change_time.FromDatetime(domain.parse_ts(connection.since))
+    message.agent_platform = connection.platform
+    message.agent_outdated = connection.outdated
+    if connection.agent_version:
+        message.agent_version = connection.agent_version
+    seen = now if state is health.State.ONLINE else connection.last_seen
+    if seen and (not message.HasField("last_seen_time") or seen > _from_ts(message.last_seen_time, "last_seen")):
+        message.last_seen_time.FromDatetime(domain.parse_ts(seen))
+
+
+def _fleet_summary(counts: FleetCounts) -> assets_pb2.GetFleetSummaryResponse:
+    return assets_pb2.GetFleetSummaryResponse(
+        online=counts.states[health.State.ONLINE.value], offline=counts.states[health.State.OFFLINE.value],
+        missing=counts.states[health.State.MISSING.value], never_connected=counts.states[health.State.NEVER.value],
+        outdated=counts.outdated,
+        versions=[assets_pb2.VersionCount(agent_version=version, count=count, outdated=old)
+                  for version, (count, old) in sorted(counts.versions.items(), key=lambda kv: (-kv[1][0], kv[0]))],
+    )
+
+
+def _now() -> str:
+    return domain.format_ts(domain.now())
 
 
 def _command(command: Command) -> common_pb2.Command:
@@ -379,7 +472,16 @@ def _risk_update(update: assets_pb2.AssetRiskUpdate) -> RiskUpdate:
         asset_id=asset_id,
         last_seen_time=_optional_ts(update, "last_seen_time", "updates.last_seen_time"),
         risk=risk, hostname=update.hostname, os=update.os, agent_version=update.agent_version,
+        agent_inventory=_agent_inventory(update) if update.HasField("agent_inventory") else None,
     )
+
+
+def _agent_inventory(update: assets_pb2.AssetRiskUpdate) -> AgentInventory:
+    data = update.agent_inventory.SerializeToString(deterministic=True)
+    if len(data) > MAX_AGENT_INVENTORY_BYTES:
+        raise InvalidArgument.field("updates.agent_inventory", f"must be at most {MAX_AGENT_INVENTORY_BYTES} bytes")
+    when = _optional_ts(update.agent_inventory, "evaluate_time", "updates.agent_inventory.evaluate_time")
+    return AgentInventory(data=data, evaluate_time=when)
 
 
 def _ledger_event(stored: ledger_store.StoredEvent) -> common_pb2.LedgerEvent:

@@ -19,6 +19,14 @@ class AssetsSettings:
         "LZ_CONTROL_PLANE_ENDPOINTS", s.address_list, default=(),
         doc="host:port pairs an isolated host must still reach (sent in every containment policy).",
     )
+    custody_sweep_seconds: float = s.env(
+        "LZ_CUSTODY_SWEEP_SECONDS", s.positive_float, default=5.0,
+        doc="how often the custody sequencer reads the pending custody records (it also does at start).",
+    )
+    custody_overdue_seconds: float = s.env(
+        "LZ_CUSTODY_OVERDUE_SECONDS", s.positive_float, default=60.0,
+        doc="a custody record still unchained this long after its state change is reported (logged as an error).",
+    )
 
 
 def load_settings() -> AssetsSettings:

@@ -2,8 +2,10 @@
 
 Synchronous boto3 (the servicer offloads with `aws.call`). Orders (isolate, release) and agent
 results commit in one TransactWriteItems: the asset (conditioned on the version it was read at),
-the command item and the custody event(s) prepared by the ledger package, so state, command and
-custody record commit together or not at all. See ACCESS_PATTERNS.md.
+the command item and the custody record (`services.ledger.outbox`, an item under the asset), so
+state, command and custody record commit together or not at all. The record gets its ledger seq
+from the custody sequencer moments later; no item of the transaction is shared with another asset's,
+so concurrent orders in a tenant never cancel each other. See ACCESS_PATTERNS.md.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import botocore.exceptions
 
 from services.assets import domain, keys
 from services.assets.domain import (
+    AgentInventory,
     Asset,
     Command,
     CommandKind,
@@ -33,18 +36,24 @@ from services.assets.domain import (
     Status,
     Tenant,
 )
+from services.ingest import health, presence
 from services.ingest import keys as ingest_keys
 from services.ingest import store as ingest_store
+from services.ingest.health import Connection
 from services.kit import aws
 from services.kit.auth import Role, new_secret, same_secret, sha256_hex
-from services.kit.errors import Aborted, AlreadyExists, InvalidArgument, NotFound
+from services.kit.errors import Aborted, AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from services.kit.tokens import keys as token_keys
 from services.kit.tokens import store as token_store
 from services.ledger import store as ledger_store
+from services.ledger.outbox import CustodyRecord, new_record, record_put
+from services.ledger.outbox import store as outbox_store
 
 log = logging.getLogger(__name__)
 
 MAX_ATTEMPTS = 8
+# A filtered connection listing reads at most this many pages of agents (1,000 each) for one page of assets.
+MAX_CONNECTION_PAGES = 20
 T = TypeVar("T")
 AnswerT = TypeVar("AnswerT")
 
@@ -57,15 +66,33 @@ _ABSENT_SHA256 = sha256_hex("absent-tenant-placeholder")
 class OrderOutcome:
     asset: Asset
     command: Command
-    # True when this answer is a retry's: the command and custody event were written before.
+    # True when this answer is a retry's: the command and custody record were written before.
     replayed: bool
+    # The custody record this order wrote (None for a replayed answer): for the sequencer.
+    custody: CustodyRecord | None = None
 
 
 @dataclass(frozen=True)
 class ResultOutcome:
     asset: Asset
+    # The custody event's ledger seq when already chained (a replayed answer), else 0.
     custody_seq: int
     replayed: bool
+    custody: CustodyRecord | None = None
+
+
+@dataclass(frozen=True)
+class LossOutcome:
+    contained: bool
+    custody_seq: int
+    status: Status
+
+
+@dataclass(frozen=True)
+class FleetCounts:
+    states: dict[str, int]
+    versions: dict[str, tuple[int, bool]]
+    outdated: int
 
 
 @dataclass(frozen=True)
@@ -205,6 +232,14 @@ class AssetStore:
             raise NotFound(f"asset {asset_id} does not exist")
         return _asset_from(item)
 
+    def get_asset_with_custody(self, tenant_id: str, asset_id: str) -> Asset:
+        """The asset with `last_custody_seq` set to the seq of its newest custody record once chained."""
+        asset = self.get_asset(tenant_id, asset_id)
+        if not asset.custody_version:
+            return asset
+        record = outbox_store.get_record(self.ddb, self.table, tenant_id, asset_id, asset.custody_version)
+        return replace(asset, last_custody_seq=record.ledger_seq) if record and record.chained else asset
+
     def list_assets(self, tenant_id: str, size: int, page_token: str) -> Page:
         """Every asset of the tenant, by asset id."""
         position = domain.decode_page_token("assets", page_token, ("a",))
@@ -293,7 +328,7 @@ class AssetStore:
 
     def order(self, tenant_id: str, asset_id: str, kind: CommandKind, *, actor: str, justification: str,
               request_id: str, control_plane_endpoints: Sequence[str]) -> OrderOutcome:
-        """Move the asset to the pending status, write the command and append the custody event, atomically.
+        """Move the asset to the pending status, write the command and the custody record, atomically.
 
         A retry with the same request id (or a racing twin of it) answers what the first attempt wrote.
         """
@@ -302,35 +337,43 @@ class AssetStore:
                                           request_id=request_id, control_plane_endpoints=control_plane_endpoints)
             if isinstance(prepared, OrderOutcome):
                 return prepared
-            self.commit(prepared)
+            try:
+                self.commit(prepared)
+            except Conflict:
+                # A twin of this request may have committed the command first: then its answer is ours.
+                replayed = self._replayed_order(tenant_id, asset_id, prepared.outcome.command.command_id)
+                if replayed is None:
+                    raise
+                return replayed
             return prepared.outcome
 
         return self._with_retries(attempt)
 
     def prepare_order(self, tenant_id: str, asset_id: str, kind: CommandKind, *, actor: str, justification: str,
                       request_id: str, control_plane_endpoints: Sequence[str]) -> Prepared[OrderOutcome] | OrderOutcome:
-        """The transaction of an order as read now, or the stored answer when the request was committed before."""
+        """The transaction of an order as read now, or the stored answer when the request was committed before.
+
+        The command (an earlier attempt of this request) is looked up only when the asset's state refuses
+        the order; when the state allows it, a stored command makes the commit fail on the command's
+        condition, and `order` then answers from it. A fresh order so costs three reads, not four.
+        """
         command_id = domain.command_id_for(tenant_id, asset_id, kind, request_id)
-        # The asset is read before the command: a twin of this request that commits in between is then
-        # seen as the command (an answer to replay), never only as a changed state.
         asset = self.get_asset(tenant_id, asset_id)
-        existing = self.get_command(tenant_id, asset_id, command_id)
-        if existing is not None:
-            if existing.asset_after is None:
-                raise NotFound(f"command {command_id} has no recorded answer")
-            return OrderOutcome(existing.asset_after, existing, replayed=True)
+        try:
+            status = domain.next_status(asset.status, domain.ORDER_TRIGGER[kind])
+        except FailedPrecondition:
+            replayed = self._replayed_order(tenant_id, asset_id, command_id)
+            if replayed is None:
+                raise
+            return replayed
         tenant = self.find_tenant(tenant_id)
-        status = domain.next_status(asset.status, domain.ORDER_TRIGGER[kind])
-        appended = ledger_store.prepare_append(
-            self.ddb, self.table, tenant_id,
-            [_draft(domain.order_event(actor, kind, asset_id, justification=justification,
-                                       command_id=command_id, request_id=request_id))],
-        )
-        seq = appended.seqs[0][0]
+        version = asset.version + 1
+        record = new_record(tenant_id, asset_id, version, asset.custody_version, _draft(domain.order_event(
+            actor, kind, asset_id, justification=justification, command_id=command_id, request_id=request_id)))
         when = domain.format_ts(domain.now())
         after = domain.with_action_since(
             replace(asset, status=status, status_reason=justification, update_time=when,
-                    version=asset.version + 1, last_custody_seq=seq, current_command_id=command_id),
+                    version=version, custody_version=version, current_command_id=command_id),
             when,
         )
         policy = ContainmentPolicy(
@@ -341,16 +384,25 @@ class AssetStore:
         )
         command = Command(
             command_id=command_id, asset_id=asset_id, kind=kind, issue_time=when, policy=policy,
-            custody_seq=seq, actor=actor, justification=justification, request_id=request_id,
+            custody_seq=0, actor=actor, justification=justification, request_id=request_id,
             asset_after=after,
         )
         items = [
             self._put_asset_if_unchanged(tenant_id, after, asset),
             {"Put": {"TableName": self.table, "Item": aws.to_item(_command_item(tenant_id, command)),
                      "ConditionExpression": "attribute_not_exists(SK)"}},
-            *appended.transact_items,
+            record_put(self.table, record),
         ]
-        return Prepared(items, OrderOutcome(after, command, replayed=False))
+        return Prepared(items, OrderOutcome(after, command, replayed=False, custody=record))
+
+    def _replayed_order(self, tenant_id: str, asset_id: str, command_id: str) -> OrderOutcome | None:
+        """The answer an earlier attempt of this request committed, or None when there was none."""
+        existing = self.get_command(tenant_id, asset_id, command_id)
+        if existing is None:
+            return None
+        if existing.asset_after is None:
+            raise NotFound(f"command {command_id} has no recorded answer")
+        return OrderOutcome(existing.asset_after, existing, replayed=True)
 
     def record_result(self, tenant_id: str, asset_id: str, command_id: str, result: CommandResult,
                       actor: str) -> ResultOutcome:
@@ -381,19 +433,18 @@ class AssetStore:
         asset = self.get_asset(tenant_id, asset_id)
         when = domain.format_ts(domain.now())
         moved, applies = domain.after_result(asset, command, result, when)
-        appended = ledger_store.prepare_append(
-            self.ddb, self.table, tenant_id, [_draft(domain.result_event(actor, command, result, applies))]
-        )
-        seq = appended.seqs[0][0]
-        after = replace(moved, version=asset.version + 1, last_custody_seq=seq)
-        closed = replace(command, result=result, result_custody_seq=seq, asset_after_result=after)
+        version = asset.version + 1
+        record = new_record(tenant_id, asset_id, version, asset.custody_version,
+                            _draft(domain.result_event(actor, command, result, applies)))
+        after = replace(moved, version=version, custody_version=version)
+        closed = replace(command, result=result, asset_after_result=after)
         items = [
             self._put_asset_if_unchanged(tenant_id, after, asset),
             {"Put": {"TableName": self.table, "Item": aws.to_item(_command_item(tenant_id, closed)),
                      "ConditionExpression": "attribute_exists(SK) AND attribute_not_exists(result_json)"}},
-            *appended.transact_items,
+            record_put(self.table, record),
         ]
-        return Prepared(items, ResultOutcome(after, seq, replayed=False))
+        return Prepared(items, ResultOutcome(after, 0, replayed=False, custody=record))
 
     def record_agent_event(self, tenant_id: str, asset_id: str, event: domain.AgentEvent) -> AgentEventOutcome:
         """Append the custody event of an agent event once per event id (a marker item names its seq)."""
@@ -421,7 +472,7 @@ class AssetStore:
             self.ddb.transact_write_items(TransactItems=prepared.transact_items)
         except botocore.exceptions.ClientError as exc:
             code = aws.error_code(exc)
-            if code == "TransactionCanceledException" or ledger_store.is_append_conflict(exc):
+            if code == "TransactionCanceledException":
                 reasons = [r.get("Code", "None") for r in exc.response.get("CancellationReasons", [])]
                 log.info("transaction cancelled", extra={"reasons": reasons})
                 raise Conflict(reasons) from exc
@@ -472,6 +523,75 @@ class AssetStore:
             token = domain.encode_page_token("pending", {"t": last.issue_time, "a": last.asset_id,
                                                          "c": last.command_id})
         return Page(commands, token)
+
+    def record_agent_loss(self, tenant_id: str, asset_id: str, *, reason: str, last_seen: str, request_id: str,
+                          actor: str) -> LossOutcome:
+        """Append `asset.agent.lost` when the asset is contained (with the asset update, atomically); idempotent."""
+        def attempt() -> LossOutcome:
+            asset = self.get_asset(tenant_id, asset_id)
+            if asset.agent_loss_request_id == request_id:
+                return LossOutcome(True, asset.agent_loss_custody_seq, asset.status)
+            if asset.status not in domain.CONTAINED:
+                return LossOutcome(False, 0, asset.status)
+            appended = ledger_store.prepare_append(
+                self.ddb, self.table, tenant_id,
+                [_draft(domain.agent_loss_event(actor, asset, reason, last_seen, request_id))])
+            seq = appended.seqs[0][0]
+            after = replace(asset, version=asset.version + 1, last_custody_seq=seq, agent_loss_request_id=request_id,
+                            agent_loss_custody_seq=seq, update_time=domain.format_ts(domain.now()))
+            outcome = LossOutcome(True, seq, asset.status)
+            self.commit(Prepared([self._put_asset_if_unchanged(tenant_id, after, asset), *appended.transact_items],
+                                 outcome))
+            return outcome
+
+        return self._with_retries(attempt)
+
+    # --- connection state (agent items owned by ingest, read through its presence store) -----------
+
+    def connections(self, tenant_id: str, asset_ids: Sequence[str]) -> dict[str, Connection]:
+        """The agents' connection records of these assets (up to 100)."""
+        return presence.get_connections(self.ddb, self.table, tenant_id, asset_ids)
+
+    def list_assets_by_connection(self, tenant_id: str, state: health.State | None, *, outdated: bool, size: int,
+                                  page_token: str, now: str) -> tuple[Page, dict[str, Connection]]:
+        """Assets whose agent is in `state` at `now` (and outdated, when asked), by asset id, with their records."""
+        position = domain.decode_page_token("connection", page_token, ("a",))
+        after = position["a"] if position is not None else ""
+        chosen: list[Connection] = []
+        for _ in range(MAX_CONNECTION_PAGES):
+            found, after = presence.list_connections(self.ddb, self.table, tenant_id, after)
+            for connection in found:
+                if (state is None or health.state_at(connection, now)[0] is state) and (
+                        connection.outdated or not outdated):
+                    chosen.append(connection)
+                if len(chosen) == size:
+                    after = connection.asset_id
+                    break
+            if not after or len(chosen) == size:
+                break
+        assets = [a for a in (self._find_asset(tenant_id, c.asset_id) for c in chosen) if a is not None]
+        token = domain.encode_page_token("connection", {"a": after}) if after else ""
+        return Page(assets, token), {c.asset_id: c for c in chosen}
+
+    def fleet_counts(self, tenant_id: str, now: str) -> FleetCounts:
+        """How many of the tenant's agents are in each connection state, and run each version."""
+        states = {state.value: 0 for state in health.State}
+        versions: dict[str, tuple[int, bool]] = {}
+        outdated = 0
+        after = ""
+        while True:
+            found, after = presence.list_connections(self.ddb, self.table, tenant_id, after)
+            for connection in found:
+                states[health.state_at(connection, now)[0].value] += 1
+                count, old = versions.get(connection.agent_version, (0, False))
+                versions[connection.agent_version] = (count + 1, old or connection.outdated)
+                outdated += connection.outdated
+            if not after:
+                return FleetCounts(states, versions, outdated)
+
+    def _find_asset(self, tenant_id: str, asset_id: str) -> Asset | None:
+        item = self._get(keys.tenant_pk(tenant_id), keys.asset_sk(asset_id))
+        return _asset_from(item) if item is not None else None
 
     # --- custody -------------------------------------------------------------------------------------
 
@@ -525,7 +645,7 @@ class AssetStore:
                 raise bad
             if cursor["GSI2PK"] != ingest_keys.alert_gsi2pk(tenant_id, severity):
                 raise bad
-            if not cursor["PK"].startswith(telemetry_prefix):
+            if not (cursor["PK"].startswith(telemetry_prefix) or cursor["PK"] == ingest_keys.health_pk(tenant_id)):
                 raise bad
         return cursors
 
@@ -540,6 +660,8 @@ class AssetStore:
                     asset = self.get_asset(tenant_id, update.asset_id)
                 except NotFound:
                     break
+                if attempt == 0 and update.agent_inventory is not None:
+                    self._put_agent_inventory(tenant_id, update.asset_id, update.agent_inventory)
                 changed = domain.apply_risk_update(asset, update, domain.format_ts(domain.now()))
                 if changed is None:
                     break
@@ -552,6 +674,28 @@ class AssetStore:
                 updated += 1
                 break
         return updated
+
+    def get_agent_inventory(self, tenant_id: str, asset_id: str) -> AgentInventory | None:
+        """The asset's newest AI agents and MCP servers, or None before its first inventory with them."""
+        item = self._get(keys.tenant_pk(tenant_id), keys.agent_inventory_sk(asset_id))
+        if item is None:
+            return None
+        return AgentInventory(data=bytes(item["data"]), evaluate_time=str(item.get("evaluate_time", "")))
+
+    def _put_agent_inventory(self, tenant_id: str, asset_id: str, inventory: AgentInventory) -> None:
+        """Written only with a changed inventory (ingest sends it with risk); an older one never replaces a newer."""
+        try:
+            self.ddb.put_item(
+                TableName=self.table,
+                Item=aws.to_item({"PK": keys.tenant_pk(tenant_id), "SK": keys.agent_inventory_sk(asset_id),
+                                  "asset_id": asset_id, "data": inventory.data,
+                                  "evaluate_time": inventory.evaluate_time}),
+                ConditionExpression="attribute_not_exists(SK) OR evaluate_time <= :t",
+                ExpressionAttributeValues=aws.to_item({":t": inventory.evaluate_time}),
+            )
+        except self.ddb.exceptions.ConditionalCheckFailedException:
+            log.info("agent inventory of %s/%s is older than the stored one; kept the stored one",
+                     tenant_id, asset_id)
 
     # --- internals --------------------------------------------------------------------------------
 

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from lifecyclezero.v1 import ingest_pb2_grpc
 
+from services.ingest import rules
 from services.ingest.assets_client import AssetsClient
 from services.ingest.queue import QueueBatcher
 from services.ingest.servicer import IngestServicer
 from services.ingest.settings import IngestSettings
 from services.ingest.streams import Hub
+from services.ingest.tracker import Tracker
 from services.kit import auth, aws
 from services.kit.authenticator import Authenticator
 from services.kit.server import Service
@@ -24,7 +26,7 @@ POLICY: dict[str, frozenset[auth.Role]] = {
     f"{_P}RevokeAgent": frozenset({auth.Role.SERVICE, auth.Role.ADMIN}),
 }
 # Agents reach ingest through an internet-facing load balancer: these stay on LZ_INTERNAL_PORT, for
-# the assets service (its certificate) only.
+# the assets service (its certificate, and its own service token) only.
 INTERNAL = {f"{_P}DeliverCommand": frozenset({"assets"}), f"{_P}RevokeAgent": frozenset({"assets"})}
 
 
@@ -38,13 +40,15 @@ async def make_service(settings: IngestSettings) -> Service:
     authenticator = Authenticator(
         ddb,
         settings.aws.table_name,
-        service_token_sha256=settings.server.service_token_sha256,
+        service_callers=dict(settings.server.service_callers),
         bootstrap_token_sha256=settings.server.bootstrap_token_sha256,
         cache_seconds=settings.server.auth_cache_seconds,
     )
     batcher = QueueBatcher(sqs, settings.queue_url, linger_seconds=settings.stream.linger_seconds)
     assets = AssetsClient(settings.assets_address, settings.server)
-    hub = Hub(settings.stream, ddb, settings.aws.table_name, batcher, assets)
+    tracker = Tracker(settings.stream, ddb, settings.aws.table_name, assets,
+                      rules.load_book(settings.policy_file, settings.policy_dir))
+    hub = Hub(settings.stream, ddb, settings.aws.table_name, batcher, assets, tracker=tracker)
 
     async def check_ready() -> None:
         # NOT_SERVING while the table or the queue does not answer: an ack must mean "in SQS".
@@ -62,8 +66,9 @@ async def make_service(settings: IngestSettings) -> Service:
         policy=POLICY,
         authenticator=authenticator,
         check_ready=check_ready,
-        background=[hub.poll_commands_forever, hub.persist_seqs_forever],
+        background=[hub.poll_commands_forever, hub.persist_seqs_forever, tracker.sweep_forever],
         on_stop=on_stop,
         ready_interval_seconds=1.0,
         internal=INTERNAL,
+        callers=INTERNAL,
     )

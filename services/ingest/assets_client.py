@@ -6,6 +6,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import grpc
+from google.protobuf.timestamp_pb2 import Timestamp
 from lifecyclezero.v1 import assets_pb2, assets_pb2_grpc, common_pb2
 
 from services.kit import clients
@@ -87,6 +88,15 @@ class AssetsClient:
             self._stub.IsolateAsset,
             assets_pb2.IsolateAssetRequest(asset_id=asset_id, justification=justification, request_id=request_id),
             tenant, actor,
+        )
+
+    async def record_agent_loss(self, tenant: str, asset_id: str, reason: str, last_seen: Timestamp | None,
+                                request_id: str) -> assets_pb2.RecordAgentLossResponse:
+        return await self._call(
+            self._stub.RecordAgentLoss,
+            assets_pb2.RecordAgentLossRequest(asset_id=asset_id, reason=reason, last_seen_time=last_seen,
+                                              request_id=request_id),
+            tenant, "ingest:health",
         )
 
     async def close(self) -> None:

@@ -12,9 +12,10 @@ import re
 from services.kit.errors import InvalidArgument
 from services.kit.ids import validate_id
 
-ENTITY_PREFIXES = ("AGENT", "TELEMETRY", "SHARD", "ALERT", "DATE")
+ENTITY_PREFIXES = ("AGENT", "TELEMETRY", "SHARD", "ALERT", "DATE", "HEALTH", "AGENT_WATCH")
 
 AGENT_SK_PREFIX = "AGENT#"
+HEALTH_SK_PREFIX = "HEALTH#"
 DATE_PREFIX = "DATE#"
 SEVERITIES = ("WARNING", "CRITICAL")
 
@@ -96,3 +97,29 @@ def alert_gsi2sk(ts: str, asset_id: str) -> str:
 def alert_gsi2sk_bound(ts: str) -> str:
     """A GSI2 sort-key bound for a time range (`ts` alone sorts before every `ts#a`)."""
     return validate_ts("ts", ts)
+
+
+def agent_watch_gsi2pk(tenant: str) -> str:
+    """`TENANT#t#AGENT_WATCH`: the sparse list of agents with a connection check due (the health sweep)."""
+    return f"{_tenant(tenant)}#AGENT_WATCH"
+
+
+def agent_watch_gsi2sk(due: str, asset_id: str) -> str:
+    """`due#a`: when the check of the agent is due, so the sweep reads only what is due."""
+    return f"{validate_ts('due', due)}#{validate_id('asset_id', asset_id)}"
+
+
+def agent_watch_gsi2sk_bound(now: str) -> str:
+    """The highest `due#a` sort key due at `now` (`~` sorts after every character of an id)."""
+    return f"{validate_ts('now', now)}#~"
+
+
+def health_pk(tenant: str) -> str:
+    """`TENANT#t#HEALTH`: the tenant's agent-health alerts (agent silent, missing, stopped while isolated)."""
+    return f"{_tenant(tenant)}#HEALTH"
+
+
+def health_sk(asset_id: str, since: str, rule_id: str) -> str:
+    """`HEALTH#a#since#rule`: one alert per rule and disconnection, so a retried raise lands on the same item."""
+    rule = validate_id("rule_id", rule_id)
+    return f"{HEALTH_SK_PREFIX}{validate_id('asset_id', asset_id)}#{validate_ts('since', since)}#{rule}"

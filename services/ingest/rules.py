@@ -20,6 +20,9 @@ from typing import Any
 import yaml
 from lifecyclezero.v1 import common_pb2
 
+from services.ingest import agent_rules
+from services.ingest.health import HealthSettings, version_key
+from services.kit.errors import ConfigError
 from services.kit.ids import is_valid_id
 
 log = logging.getLogger(__name__)
@@ -41,6 +44,17 @@ class Rule(enum.StrEnum):
     MODEL_NOT_ALLOWED = "model-not-allowed"
     NEW_MODEL = "new-model"
     OUTBOUND_CONNECTION = "outbound-connection"
+    MCP_SECRET_IN_CONFIG = "mcp-secret-in-config"  # noqa: S105 - a rule id, not a password
+    MCP_BROAD_FILESYSTEM = "mcp-broad-filesystem"
+    MCP_SHELL = "mcp-shell"
+    MCP_REMOTE_SERVER_NOT_ALLOWED = "mcp-remote-server-not-allowed"
+    AGENT_NOT_ALLOWED = "agent-not-allowed"
+    AGENT_CLOUD_ENDPOINT_NOT_ALLOWED = "agent-cloud-endpoint-not-allowed"
+    # Agent health: raised by ingest's health sweep, not by `evaluate` (see services/ingest/health.py).
+    AGENT_SILENT = "agent-silent"
+    AGENT_MISSING = "agent-missing"
+    AGENT_STOPPED_WHILE_ISOLATED = "agent-stopped-while-isolated"
+    AGENT_OUTDATED = "agent-outdated"
 
 
 class PolicyError(ValueError):
@@ -63,6 +77,10 @@ class Policy:
     licenses: frozenset[str] | None
     outbound_allow: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
     rules: dict[Rule, RulePolicy]
+    agent_kinds: frozenset[str] | None = None
+    mcp_remote_hosts: tuple[str, ...] | None = None
+    agent_cloud_hosts: tuple[str, ...] | None = None
+    agent_health: HealthSettings = field(default_factory=HealthSettings)
 
 
 @dataclass(frozen=True)
@@ -100,8 +118,11 @@ def merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-_TOP_KEYS = {"version", "sensitive_file_patterns", "allowlists", "outbound_allow_cidrs", "rules"}
-_ALLOWLIST_KEYS = {"engine_kinds", "model_names", "model_digests", "licenses"}
+_TOP_KEYS = {"version", "sensitive_file_patterns", "allowlists", "outbound_allow_cidrs", "rules", "agent_health"}
+_HEALTH_KEYS = {"missing_after_seconds", "lost_after_heartbeats", "minimum_version"}
+_ALLOWLIST_KEYS = {
+    "engine_kinds", "model_names", "model_digests", "licenses", "agent_kinds", "mcp_remote_hosts", "agent_cloud_hosts",
+}
 _RULE_KEYS = {"enabled", "severity", "isolate"}
 
 
@@ -128,6 +149,9 @@ def build_policy(doc: dict[str, Any], source: str = "policy") -> Policy:
     names = _strings(allow.get("model_names"), f"{source}: allowlists.model_names")
     digests = _strings(allow.get("model_digests"), f"{source}: allowlists.model_digests")
     licenses = _strings(allow.get("licenses"), f"{source}: allowlists.licenses")
+    agent_kinds = _strings(allow.get("agent_kinds"), f"{source}: allowlists.agent_kinds")
+    mcp_hosts = _strings(allow.get("mcp_remote_hosts"), f"{source}: allowlists.mcp_remote_hosts")
+    cloud_hosts = _strings(allow.get("agent_cloud_hosts"), f"{source}: allowlists.agent_cloud_hosts")
     cidrs = []
     for text in _strings(doc.get("outbound_allow_cidrs", []), f"{source}: outbound_allow_cidrs") or []:
         try:
@@ -157,6 +181,7 @@ def build_policy(doc: dict[str, Any], source: str = "policy") -> Policy:
     if unknown_rules:
         raise PolicyError(f"{source}: unknown rules {sorted(unknown_rules)}")
     return Policy(
+        agent_health=_health(doc.get("agent_health") or {}, source),
         sensitive_file_patterns=tuple(patterns),
         engine_kinds=frozenset(k.lower() for k in kinds) if kinds is not None else None,
         model_names=tuple(names) if names is not None else None,
@@ -164,7 +189,34 @@ def build_policy(doc: dict[str, Any], source: str = "policy") -> Policy:
         licenses=frozenset(lic.lower() for lic in licenses) if licenses is not None else None,
         outbound_allow=tuple(cidrs),
         rules=rules,
+        agent_kinds=frozenset(k.lower() for k in agent_kinds) if agent_kinds is not None else None,
+        mcp_remote_hosts=tuple(h.lower() for h in mcp_hosts) if mcp_hosts is not None else None,
+        agent_cloud_hosts=tuple(h.lower() for h in cloud_hosts) if cloud_hosts is not None else None,
     )
+
+
+def _health(spec: Any, source: str) -> HealthSettings:
+    if not isinstance(spec, dict) or set(spec) - _HEALTH_KEYS:
+        raise PolicyError(f"{source}: agent_health may hold only {sorted(_HEALTH_KEYS)}")
+    defaults = HealthSettings()
+    missing = spec.get("missing_after_seconds", defaults.missing_after_seconds)
+    lost = spec.get("lost_after_heartbeats", defaults.lost_after_heartbeats)
+    minimum = spec.get("minimum_version") or ""
+    for name, value in (("missing_after_seconds", missing), ("lost_after_heartbeats", lost)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+            raise PolicyError(f"{source}: agent_health.{name} must be a positive number")
+    if not isinstance(minimum, str) or (minimum and version_key(minimum) is None):
+        raise PolicyError(f"{source}: agent_health.minimum_version must be a version like 1.4.0, or null")
+    return HealthSettings(float(missing), float(lost), minimum)
+
+
+def load_book(policy_file: str, policy_dir: str) -> PolicyBook:
+    """The policy book of `LZ_POLICY_FILE` (empty: the built-in) and `LZ_POLICY_DIR`; ConfigError when unusable."""
+    path = Path(policy_file) if policy_file else DEFAULT_POLICY_FILE
+    try:
+        return PolicyBook(path, Path(policy_dir) if policy_dir else None)
+    except (OSError, PolicyError) as exc:
+        raise ConfigError(f"LZ_POLICY_FILE: {exc}") from None
 
 
 class PolicyBook:
@@ -263,6 +315,8 @@ def evaluate(inventory: common_pb2.Inventory, previous_models: list[str] | None,
         _new_models(inventory, previous_models, out)
     if Rule.OUTBOUND_CONNECTION in on:
         _outbound(inventory, policy, out)
+    for rule_id, summary, evidence in agent_rules.agent_hits(inventory, policy, {rule.value for rule in on}):
+        out.add(Rule(rule_id), summary, evidence)
     return out.findings
 
 

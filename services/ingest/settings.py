@@ -42,6 +42,10 @@ class StreamSettings:
         "LZ_COMMAND_RESEND_SECONDS", s.positive_float, default=15.0,
         doc="A command without a result is sent again after this long.",
     )
+    health_sweep_seconds: float = s.env(
+        "LZ_HEALTH_SWEEP_SECONDS", s.positive_float, default=1.0,
+        doc="How often the agent-health sweep reads the due connection checks of each tenant it has seen.",
+    )
 
 
 @dataclass(frozen=True)
@@ -53,6 +57,10 @@ class IngestSettings:
     assets_address: str = s.env("LZ_ASSETS_ADDRESS", s.address, doc="host:port of the assets service.")
     sqs_endpoint_url: str = s.env(
         "LZ_SQS_ENDPOINT_URL", s.url, default="", doc="SQS endpoint when it differs from LZ_AWS_ENDPOINT_URL."
+    )
+    policy_file: str = s.env("LZ_POLICY_FILE", default="", doc="Default risk policy (YAML); empty: the built-in.")
+    policy_dir: str = s.env(
+        "LZ_POLICY_DIR", default="", doc="Directory of per-tenant policy overrides, <tenant>.yaml."
     )
 
 

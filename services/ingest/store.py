@@ -37,6 +37,8 @@ class AgentRecord:
     epoch: int
     durable_seq: int
     revoked: bool
+    # Agent-health alerts its absence raised (rule id, alert sort key): resolved when it connects again.
+    open_alerts: tuple[tuple[str, str], ...] = ()
 
 
 def put_agent(ddb: Any, table: str, tenant: str, asset_id: str, secret_sha256: str, epoch: int,
@@ -86,6 +88,7 @@ def _agent_record(tenant: str, asset_id: str, item: dict[str, Any]) -> AgentReco
         epoch=int(item.get("epoch", 0)),
         durable_seq=int(item.get("durable_seq", 0)),
         revoked=bool(item.get("revoked", False)),
+        open_alerts=tuple(sorted((str(k), str(v)) for k, v in (item.get("open_alerts") or {}).items())),
     )
 
 
@@ -322,6 +325,7 @@ class AlertRecord:
     evidence: dict[str, Any]
     observe_time: str
     heartbeat_seq: int
+    resolve_time: str = ""
 
     def to_proto(self) -> common_pb2.Alert:
         evidence = struct_pb2.Struct()
@@ -335,6 +339,8 @@ class AlertRecord:
             heartbeat_seq=self.heartbeat_seq,
         )
         alert.observe_time.FromJsonString(self.observe_time)
+        if self.resolve_time:
+            alert.resolve_time.FromJsonString(self.resolve_time)
         return alert
 
 
@@ -433,6 +439,7 @@ def list_alerts(
                     evidence=dict(finding.get("evidence", {})),
                     observe_time=str(item["observe_time"]),
                     heartbeat_seq=int(item["seq"]),
+                    resolve_time=str(item.get("resolve_time", "")),
                 ))
     for severity in severities:
         if exhausted[severity] and taken[severity] == len(pages[severity]):

@@ -25,10 +25,11 @@ from typing import Any
 
 from lifecyclezero.v1 import common_pb2, ingest_pb2
 
-from services.ingest import domain, store
+from services.ingest import domain, health, store
 from services.ingest.assets_client import AssetsClient
 from services.ingest.queue import QueueBatcher
 from services.ingest.settings import StreamSettings
+from services.ingest.tracker import StreamPresence, Tracker
 from services.kit import auth, aws
 from services.kit.errors import (
     Aborted,
@@ -95,7 +96,7 @@ _PENDING, _STORED, _FAILED = 0, 1, 2
 
 
 class LiveStream:
-    __slots__ = ("acked_seq", "asset_id", "ended", "epoch", "gapped", "in_flight", "outbox", "resolved",
+    __slots__ = ("acked_seq", "asset_id", "ended", "epoch", "gapped", "in_flight", "outbox", "presence", "resolved",
                  "secret_sha256", "sent", "sequencer", "tenant")
 
     def __init__(self, tenant: str, asset_id: str, secret_sha256: str, epoch: int,
@@ -112,6 +113,7 @@ class LiveStream:
         self.sent: dict[str, float] = {}
         self.resolved: set[str] = set()
         self.ended = False
+        self.presence = StreamPresence("", "", "")  # the tracker's, once the stream is registered
 
     @property
     def key(self) -> Key:
@@ -223,13 +225,14 @@ class Hub:
     """Every live stream of this process and what they share: the queue, assets, durable seqs, buckets."""
 
     def __init__(self, settings: StreamSettings, ddb: Any, table: str, batcher: QueueBatcher,
-                 assets: AssetsClient) -> None:
+                 assets: AssetsClient, *, tracker: Tracker) -> None:
         self.settings = settings
         self._ddb = ddb
         self._table = table
         self.batcher = batcher
         self.assets = assets
         self.credentials = CredentialLoader(ddb, table)
+        self.tracker = tracker
         self.streams: dict[Key, LiveStream] = {}
         self._durable: collections.OrderedDict[Key, DurableSeq] = collections.OrderedDict()
         self._buckets: collections.OrderedDict[Key, domain.TokenBucket] = collections.OrderedDict()
@@ -263,6 +266,8 @@ class Hub:
         if old is not None:
             old.end(Aborted("a newer stream for this asset replaced this one", reason="STREAM_REPLACED"))
         self.streams[stream.key] = stream
+        stream.presence = self.tracker.opened(stream.tenant, stream.asset_id, stream.secret_sha256, first.hello,
+                                              record.open_alerts)
         reader: asyncio.Task[None] | None = None
         try:
             yield ingest_pb2.ConnectResponse(welcome=ingest_pb2.Welcome(
@@ -286,6 +291,7 @@ class Hub:
             state = self._durable.get(stream.key)
             if state is not None and state.acked > state.stored:
                 state.due = True
+            self.tracker.closed(stream.presence)
 
     def _welcome_seq(self, key: Key, record: store.AgentRecord) -> int:
         state = self._durable.get(key)
@@ -335,6 +341,8 @@ class Hub:
                     await self._result(stream, request.command_result)
                 elif kind == "agent_event":
                     await self._agent_event(stream, request.agent_event)
+                elif kind == "goodbye":
+                    stream.presence.goodbye = health.goodbye_reason(request.goodbye)
                 elif kind == "hello":
                     raise InvalidArgument("a stream has exactly one hello, first", reason="HELLO_REPEATED")
                 else:
@@ -359,6 +367,8 @@ class Hub:
             # The agent drops exactly this record from its spool instead of replaying it forever.
             error.metadata.setdefault("seq", str(heartbeat.seq))
             raise
+        stream.presence.seen = now
+        self.tracker.heard(stream.presence)
         if stream.gapped:
             if self.batcher.healthy:
                 raise Unavailable("the heartbeat queue is back; reconnect and replay what was not acked",
@@ -535,9 +545,13 @@ class Hub:
         written = 0
         for (tenant, asset_id), state in due:
             seq = state.acked
+            live = self.streams.get((tenant, asset_id))
             try:
-                await aws.call(store.save_durable_seq, self._ddb, self._table, tenant, asset_id,
-                               state.secret_sha256, seq)
+                # A live stream's lease rides on its durable-seq write: no write of its own.
+                refreshed = live is not None and await self.tracker.refresh(live.presence, seq)
+                if not refreshed:
+                    await aws.call(store.save_durable_seq, self._ddb, self._table, tenant, asset_id,
+                                   state.secret_sha256, seq)
             except Exception as exc:
                 log.warning("durable seq of %s/%s not saved: %s", tenant, asset_id, exc)
                 continue
@@ -550,8 +564,10 @@ class Hub:
             await asyncio.sleep(min(5.0, self.settings.seq_persist_seconds))
             with contextlib.suppress(Exception):
                 await self.persist_seqs()
+            await self.tracker.refresh_idle(s.presence for s in self.streams.values() if not s.ended)
 
     async def close(self) -> None:
+        self.tracker.draining = True
         for stream in list(self.streams.values()):
             stream.end(Unavailable("the server is shutting down; reconnect", reason="DRAINING"))
         await self.batcher.close()

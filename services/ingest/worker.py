@@ -19,13 +19,12 @@ import signal
 import sys
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from google.protobuf import struct_pb2
 from lifecyclezero.v1 import assets_pb2, common_pb2
 
-from services.ingest import domain, rules, store
+from services.ingest import agent_rules, domain, rules, store
 from services.ingest.assets_client import AssetsClient
 from services.ingest.settings import WorkerSettings, load_worker_settings
 from services.kit import aws, heap, logs
@@ -288,29 +287,30 @@ class Worker:
         self.stats.write_units += sum(store.write_units(p) for p in payload)
 
     async def _isolate(self, items: list[_Item]) -> None:
-        for item in items:
-            for finding in item.findings:
-                if not (finding.isolate and finding.severity is rules.Severity.CRITICAL):
-                    continue
-                env = item.envelope
-                request_id = isolation_request_id(env.tenant, env.asset_id, finding.rule_id, env.epoch,
-                                                  env.heartbeat.seq)
-                justification = (f"policy rule {finding.rule_id} ({finding.severity.name}) on heartbeat "
-                                 f"{env.heartbeat.seq}: {finding.summary}")[:1000]
-                try:
-                    await self._assets.isolate_asset(env.tenant, env.asset_id, justification, request_id,
-                                                     actor=f"policy:{finding.rule_id}")
-                    self.stats.isolations += 1
-                    log.info("isolation of %s/%s requested by policy %s", env.tenant, env.asset_id,
-                             finding.rule_id)
-                except _DEFINITIVE as error:
-                    # Already isolated (or pending), or the asset is gone: nothing to do again.
-                    log.info("isolation of %s/%s by %s not needed: %s", env.tenant, env.asset_id,
-                             finding.rule_id, error.message)
-                except DomainError as error:
-                    log.warning("isolation of %s/%s not requested yet: %s", env.tenant, env.asset_id,
-                                error.message)
-                    item.ok = False
+        """Order every isolation the batch's findings ask for at once: the assets service commits each
+        with its custody record and none waits for another's ledger append (a policy firing on many
+        hosts is exactly when orders come together)."""
+        orders = [(item, finding) for item in items for finding in item.findings
+                  if finding.isolate and finding.severity is rules.Severity.CRITICAL]
+        await asyncio.gather(*(self._isolate_one(item, finding) for item, finding in orders))
+
+    async def _isolate_one(self, item: _Item, finding: rules.Finding) -> None:
+        env = item.envelope
+        request_id = isolation_request_id(env.tenant, env.asset_id, finding.rule_id, env.epoch, env.heartbeat.seq)
+        justification = (f"policy rule {finding.rule_id} ({finding.severity.name}) on heartbeat "
+                         f"{env.heartbeat.seq}: {finding.summary}")[:1000]
+        try:
+            await self._assets.isolate_asset(env.tenant, env.asset_id, justification, request_id,
+                                             actor=f"policy:{finding.rule_id}")
+            self.stats.isolations += 1
+            log.info("isolation of %s/%s requested by policy %s", env.tenant, env.asset_id, finding.rule_id)
+        except _DEFINITIVE as error:
+            # Already isolated (or pending), or the asset is gone: nothing to do again.
+            log.info("isolation of %s/%s by %s not needed: %s", env.tenant, env.asset_id,
+                     finding.rule_id, error.message)
+        except DomainError as error:
+            log.warning("isolation of %s/%s not requested yet: %s", env.tenant, env.asset_id, error.message)
+            item.ok = False
 
     async def _update_assets(self, items: list[_Item], now: float) -> None:
         """Coalesced: one update per asset per batch; risk when it was evaluated, last-seen when due."""
@@ -330,6 +330,8 @@ class Worker:
                 update.risk.evaluate_time.GetCurrentTime()
                 update.hostname = hb.inventory.hostname
                 update.os = hb.inventory.os
+                update.agent_inventory.CopyFrom(agent_rules.agent_inventory(hb.inventory))
+                update.agent_inventory.evaluate_time.CopyFrom(update.risk.evaluate_time)
             seen = self._seen_sent.get(item.key)
             observed = domain.format_ts(hb.observe_time.ToDatetime(tzinfo=dt.UTC))
             newer = seen is None or observed > seen[1]
@@ -442,11 +444,7 @@ def _entry(envelope: domain.Envelope) -> domain.BatchEntry:
 
 
 def build_worker(settings: WorkerSettings) -> Worker:
-    policy_file = Path(settings.policy_file) if settings.policy_file else rules.DEFAULT_POLICY_FILE
-    try:
-        policies = rules.PolicyBook(policy_file, Path(settings.policy_dir) if settings.policy_dir else None)
-    except (OSError, rules.PolicyError) as exc:
-        raise ConfigError(f"LZ_POLICY_FILE: {exc}") from None
+    policies = rules.load_book(settings.policy_file, settings.policy_dir)
     ddb = aws.client(settings.aws, "dynamodb")
     sqs = aws.client(settings.aws, "sqs")
     assets = AssetsClient(settings.assets_address, settings.server)

@@ -46,11 +46,13 @@ PUBLIC: frozenset[Role] = frozenset()
 
 @dataclass(frozen=True)
 class Principal:
-    """The authenticated caller. `tenant` is empty only for the bootstrap principal."""
+    """The authenticated caller. `tenant` is empty only for the bootstrap principal; `service` names
+    the calling service of a SERVICE principal."""
 
     tenant: str
     role: Role
     subject: str
+    service: str = ""
 
     @property
     def actor(self) -> str:

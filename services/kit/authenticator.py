@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from typing import Any
 
 from services.kit import aws
@@ -27,8 +28,10 @@ Metadata = tuple[tuple[str, str | bytes], ...]
 class Authenticator:
     """Resolves bearer tokens: operator tokens from the table, service and bootstrap tokens by hash.
 
-    A service token carries no tenant of its own: internal callers (ingest, the risk worker) act for
-    the tenant named in `x-lz-tenant`, which only a holder of the service token may set.
+    Each calling service has its own token (`service_callers`: name -> SHA-256), and its principal
+    names that service, which the interceptor checks against the method's callers. A service token
+    carries no tenant of its own: the caller acts for the tenant named in `x-lz-tenant`, which only a
+    holder of a service token may set.
     """
 
     def __init__(
@@ -36,13 +39,13 @@ class Authenticator:
         ddb: Any,
         table: str,
         *,
-        service_token_sha256: str = "",
+        service_callers: Mapping[str, str] | None = None,
         bootstrap_token_sha256: str = "",
         cache_seconds: float = 5.0,
     ) -> None:
         self._ddb = ddb
         self._table = table
-        self._service_sha = service_token_sha256
+        self._service_callers = dict(service_callers or {})
         self._bootstrap_sha = bootstrap_token_sha256
         self._cache_seconds = cache_seconds
         self._cache: dict[str, tuple[float, Role | None]] = {}
@@ -51,8 +54,9 @@ class Authenticator:
         token = bearer_token(metadata)
         if token is None:
             raise Unauthenticated("missing bearer token (authorization: Bearer <token>)")
-        if self._service_sha and same_secret(token, self._service_sha):
-            return self._service_principal(metadata)
+        for service, digest in self._service_callers.items():
+            if same_secret(token, digest):
+                return self._service_principal(metadata, service)
         if self._bootstrap_sha and same_secret(token, self._bootstrap_sha):
             return Principal(tenant="", role=Role.BOOTSTRAP, subject="bootstrap")
         parsed = parse_operator_token(token)
@@ -63,14 +67,14 @@ class Authenticator:
             raise Unauthenticated("the bearer token is unknown or revoked")
         return Principal(tenant=parsed.tenant, role=role, subject=f"token:{parsed.token_id}")
 
-    def _service_principal(self, metadata: Metadata | None) -> Principal:
+    def _service_principal(self, metadata: Metadata | None, service: str) -> Principal:
         tenant = metadata_value(metadata, TENANT_METADATA_KEY) or ""
         if tenant and not is_valid_id(tenant):
             raise Unauthenticated(f"{TENANT_METADATA_KEY} is not a valid tenant id")
         actor = metadata_value(metadata, ACTOR_METADATA_KEY) or "service"
         if len(actor) > 128:
             raise Unauthenticated(f"{ACTOR_METADATA_KEY} is too long")
-        return Principal(tenant=tenant, role=Role.SERVICE, subject=actor)
+        return Principal(tenant=tenant, role=Role.SERVICE, subject=actor, service=service)
 
     async def _resolve_cached(self, token: str, parsed: Any) -> Role | None:
         key = sha256_hex(token)

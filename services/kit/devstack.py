@@ -35,6 +35,8 @@ PROCESSES: tuple[tuple[str, str, str], ...] = (
     ("ingest", "services.ingest", "lifecyclezero.v1.IngestService"),
 )
 WORKERS: tuple[tuple[str, str], ...] = (("risk-worker", "services.ingest.worker"),)
+# The processes that call other services, each with its own service token (LZ_SERVICE_CALLERS).
+CALLERS = ("ingest", "assets", "risk-worker")
 DEFAULT_STATE_DIR = Path(".lz")
 # Unauthenticated calls the endpoint allows before enforcing IAM: provisioning plus the IAM users.
 LEAST_PRIVILEGE_FREE_CALLS = 200
@@ -53,7 +55,7 @@ class Stack:
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     addresses: dict[str, str] = field(default_factory=dict)
     resources: embedded.Resources | None = None
-    service_token: str = ""
+    service_tokens: dict[str, str] = field(default_factory=dict)
     bootstrap_token: str = ""
     env: dict[str, str] = field(default_factory=dict)
     # Per-process environment (e.g. each service's own AWS keys under IAM enforcement), made once the
@@ -87,7 +89,7 @@ class Stack:
         if self.least_privilege:
             self.process_env = embedded.least_privilege_credentials(self.resources)
             embedded.start_enforcing(self.resources, LEAST_PRIVILEGE_FREE_CALLS)
-        self.service_token = secrets.token_urlsafe(32)
+        self.service_tokens = {name: secrets.token_urlsafe(32) for name in CALLERS}
         self.bootstrap_token = secrets.token_urlsafe(32)
         # A free port is only free until someone binds it: a service that lost it to another process
         # exits at once, and every service starts again on new ports (they know each other's addresses).
@@ -110,15 +112,17 @@ class Stack:
         assert self.resources is not None
         for offset, (name, _, _) in enumerate(PROCESSES):
             self.addresses[name] = f"127.0.0.1:{_pick(50051 + offset, self.fixed_ports)}"
+        # Ingest serves DeliverCommand and RevokeAgent on an internal port, as in production.
+        self.addresses["ingest-internal"] = f"127.0.0.1:{_pick(50051 + len(PROCESSES), self.fixed_ports)}"
         self.env = {
             **embedded.resources_env(self.resources),
-            "LZ_SERVICE_TOKEN": self.service_token,
-            "LZ_SERVICE_TOKEN_SHA256": sha256_hex(self.service_token),
+            "LZ_SERVICE_CALLERS": ",".join(f"{name}={sha256_hex(token)}"
+                                           for name, token in self.service_tokens.items()),
             "LZ_BOOTSTRAP_TOKEN_SHA256": sha256_hex(self.bootstrap_token),
             "LZ_LEDGER_ADDRESS": self.addresses["ledger"],
             "LZ_SEALER_ADDRESS": self.addresses["sealer"],
             "LZ_ASSETS_ADDRESS": self.addresses["assets"],
-            "LZ_INGEST_ADDRESSES": self.addresses["ingest"],
+            "LZ_INGEST_ADDRESSES": self.addresses["ingest-internal"],
             "LZ_ORIGIN": ORIGIN,
             "LZ_SIGNING_KEY_FILE": str(self._signing_key()),
             "LZ_CONTROL_PLANE_ENDPOINTS": self.addresses["ingest"],
@@ -134,8 +138,11 @@ class Stack:
 
     def start_process(self, name: str, module: str, port: int | None = None) -> subprocess.Popen[bytes]:
         env = {**os.environ, **self.env, **self.process_env.get(name, {})}
+        env["LZ_SERVICE_TOKEN"] = self.service_tokens.get(name, "")
         if port is not None:
             env["LZ_PORT"] = str(port)
+        if name == "ingest":
+            env["LZ_INTERNAL_PORT"] = self.addresses["ingest-internal"].rsplit(":", 1)[1]
         log = open(self.state_dir / "logs" / f"{name}.log", "ab")  # noqa: SIM115 - handed to the child
         proc = subprocess.Popen([sys.executable, "-m", module], env=env, stdout=log, stderr=subprocess.STDOUT)
         self.procs[name] = proc
@@ -156,6 +163,11 @@ class Stack:
                     )
                 time.sleep(0.1)
 
+    @property
+    def service_token(self) -> str:
+        """Ingest's own service token: what tests present to call assets as ingest does."""
+        return self.service_tokens["ingest"]
+
     def log_path(self, name: str) -> Path:
         return self.state_dir / "logs" / f"{name}.log"
 
@@ -175,7 +187,7 @@ class Stack:
             "endpoints": dict(self.addresses),
             "aws": embedded.as_dict(self.resources),
             "bootstrap_token": self.bootstrap_token,
-            "service_token": self.service_token,
+            "service_tokens": dict(self.service_tokens),
             "origin": ORIGIN,
             "pids": {name: proc.pid for name, proc in self.procs.items()},
         }
@@ -245,7 +257,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="lz-stack", description="Run the local LifecycleZero stack.")
     parser.add_argument("command", choices=["up"])
     parser.add_argument("--state-dir", type=Path, default=DEFAULT_STATE_DIR)
-    parser.add_argument("--any-ports", action="store_true", help="free ports instead of 4566 and 50051-50054")
+    parser.add_argument("--any-ports", action="store_true", help="free ports instead of 4566 and 50051-50055")
     parser.add_argument("--least-privilege", action="store_true",
                         help="run each service with its own IAM policy, enforced by the embedded endpoint")
     args = parser.parse_args(argv)

@@ -206,9 +206,10 @@ GRANTS: dict[str, tuple[Grant, ...]] = {
         _resolve_tokens(),
         # Tenant metadata, assets, commands and tokens live in `TENANT#t`; the isolation transaction
         # also puts the custody event into `TENANT#t#LEDGER` (update and delete there are denied below).
+        # BatchGetItem: the connection state of a page of assets, from ingest's agent items.
         Grant("AssetsEntities", "Allow",
-              ("dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem",
-               "dynamodb:ConditionCheckItem", "dynamodb:Query"),
+              ("dynamodb:GetItem", "dynamodb:BatchGetItem", "dynamodb:PutItem", "dynamodb:UpdateItem",
+               "dynamodb:DeleteItem", "dynamodb:ConditionCheckItem", "dynamodb:Query"),
               (TABLE,), leading_keys=(ANY_PARTITION,), transactional=True),
         # Assets by employee and state, commands by asset, action-required, pending commands, alerts.
         Grant("AssetsIndexes", "Allow", ("dynamodb:Query",), (INDEXES,)),

@@ -95,7 +95,8 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
 
     `policy` maps full method names to the roles allowed to call them; `auth.PUBLIC` means the
     method authenticates in-band. A method missing from the policy is refused: a new RPC is closed
-    until someone decides who may call it.
+    until someone decides who may call it. `callers` names, per method, the services whose own
+    service token may call it; a service principal calling any other method is refused.
     """
 
     def __init__(
@@ -103,10 +104,12 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         policy: Mapping[str, frozenset[auth.Role]],
         authenticator: Authenticator | None,
         max_call_seconds: float = 60.0,
+        callers: Mapping[str, frozenset[str]] | None = None,
     ) -> None:
         self._policy = policy
         self._authenticator = authenticator
         self._max_call_seconds = max_call_seconds
+        self._callers = callers or {}
 
     async def intercept_service(
         self,
@@ -119,7 +122,8 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             return handler
         metadata = tuple(details.invocation_metadata or ())
         allowed = self._policy.get(method)
-        call = _Call(method, metadata, allowed, self._authenticator, self._max_call_seconds)
+        call = _Call(method, metadata, allowed, self._authenticator, self._max_call_seconds,
+                     services=self._callers.get(method, frozenset()))
         decode = _tolerant(handler.request_deserializer)
         if handler.unary_unary:
             return grpc.unary_unary_rpc_method_handler(
@@ -179,8 +183,11 @@ class _Call:
         allowed: frozenset[auth.Role] | None,
         authenticator: Authenticator | None,
         max_call_seconds: float,
+        *,
+        services: frozenset[str],
     ) -> None:
         self.method = method
+        self.services = services
         self.metadata = metadata
         self.allowed = allowed
         self.authenticator = authenticator
@@ -196,6 +203,8 @@ class _Call:
         principal = await self.authenticator.authenticate(self.metadata)
         if principal.role not in self.allowed:
             raise PermissionDenied(f"role {principal.role.value} may not call {self.method.rsplit('/', 1)[-1]}")
+        if principal.role is auth.Role.SERVICE and principal.service not in self.services:
+            raise PermissionDenied(f"service {principal.service} may not call {self.method.rsplit('/', 1)[-1]}")
         return principal
 
     def unary(self, behavior: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:

@@ -57,6 +57,9 @@ class Service:
     # internal port configured they are served there and refused on the public port, which a load
     # balancer may expose to the internet; with TLS, the caller's certificate must name such a service.
     internal: Mapping[str, frozenset[str]] = field(default_factory=dict)
+    # Methods (full names) open to the service role, each with the services whose own service token may
+    # call it (LZ_SERVICE_CALLERS); a method not listed refuses every service.
+    callers: Mapping[str, frozenset[str]] = field(default_factory=dict)
 
 
 @dataclass
@@ -207,7 +210,7 @@ async def _start_internal_server(service: Service, settings: ServerSettings) -> 
     if any(service.policy.get(method) == auth.PUBLIC for method in service.internal):
         raise ConfigError("an internal method cannot be public: it authenticates in-band, not by certificate")
     policy = {method: roles for method, roles in service.policy.items() if method in service.internal}
-    interceptors: list[Any] = [ServiceInterceptor(policy, service.authenticator)]
+    interceptors: list[Any] = [ServiceInterceptor(policy, service.authenticator, callers=service.callers)]
     if settings.tls_cert_file:
         interceptors.append(CallerCertificate(service.internal))
     server = grpc.aio.server(interceptors=interceptors, options=_server_options(settings))
@@ -223,7 +226,8 @@ async def build_server(service: Service, settings: ServerSettings) -> RunningSer
     split = bool(settings.internal_port and service.internal)
     policy = {method: roles for method, roles in service.policy.items() if not (split and method in service.internal)}
     server = grpc.aio.server(
-        interceptors=[ServiceInterceptor(policy, service.authenticator)], options=_server_options(settings)
+        interceptors=[ServiceInterceptor(policy, service.authenticator, callers=service.callers)],
+        options=_server_options(settings),
     )
     for add, servicer, _ in service.servicers:
         add(servicer, server)

@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 from urllib.parse import urlparse
 
 from services.kit.errors import ConfigError
+from services.kit.ids import is_valid_id
 
 T = TypeVar("T")
 _MISSING: Any = dataclasses.MISSING
@@ -164,6 +165,20 @@ def sha256_hex(raw: str) -> str:
     return lowered
 
 
+def service_callers(raw: str) -> tuple[tuple[str, str], ...]:
+    """`ingest=<sha256>,risk-worker=<sha256>` as (name, sha256) pairs; names and hashes unique."""
+    pairs = []
+    for item in filter(None, (part.strip() for part in raw.split(","))):
+        name, separator, digest = item.partition("=")
+        if not separator or not is_valid_id(name.strip()):
+            raise ValueError("must list name=<sha256> pairs with valid service names")
+        pairs.append((name.strip(), sha256_hex(digest)))
+    names, digests = {name for name, _ in pairs}, {digest for _, digest in pairs}
+    if len(names) != len(pairs) or len(digests) != len(pairs):
+        raise ValueError("each service and each token may be listed once")
+    return tuple(pairs)
+
+
 @dataclasses.dataclass(frozen=True)
 class ServerSettings:
     """What every gRPC server process shares."""
@@ -198,8 +213,10 @@ class ServerSettings:
     service_token: str = env(
         "LZ_SERVICE_TOKEN", default="", doc="Token this service presents to the others (a Kubernetes Secret)."
     )
-    service_token_sha256: str = env(
-        "LZ_SERVICE_TOKEN_SHA256", sha256_hex, default="", doc="SHA-256 of the service token it accepts."
+    service_callers: tuple[tuple[str, str], ...] = env(
+        "LZ_SERVICE_CALLERS", service_callers, default=(),
+        doc="The services that may call this one, each as name=SHA-256 of its own service token "
+            "(comma-separated); each method names which of them may call it.",
     )
     bootstrap_token_sha256: str = env(
         "LZ_BOOTSTRAP_TOKEN_SHA256", sha256_hex, default="",

@@ -15,11 +15,12 @@ from services.ledger.committer import GroupCommitter
 from services.ledger.proofs import SealReader
 from services.ledger.servicer import LedgerServicer
 from services.ledger.settings import LedgerSettings, SealAccess
-from services.sealer.signing import TenantKeys, load_signer_keys, parse_key_list
+from services.ledger.signing import TenantKeys, load_signer_keys, parse_key_list
 
 SERVICE_NAME = "lifecyclezero.v1.LedgerService"
 _PREFIX = f"/{SERVICE_NAME}/"
 _READ = at_least(Role.VIEWER) | {Role.SERVICE}
+# No service calls this one: the Service names no callers, so every service token is refused here.
 POLICY: dict[str, frozenset[auth.Role]] = {
     f"{_PREFIX}AppendEvents": at_least(Role.OPERATOR) | {Role.SERVICE},
     f"{_PREFIX}GetEvent": _READ,
@@ -55,12 +56,13 @@ async def make_service(settings: LedgerSettings) -> Service:
     authenticator = Authenticator(
         ddb,
         settings.aws.table_name,
-        service_token_sha256=settings.server.service_token_sha256,
+        service_callers=dict(settings.server.service_callers),
         bootstrap_token_sha256=settings.server.bootstrap_token_sha256,
         cache_seconds=settings.server.auth_cache_seconds,
     )
     reader = SealReader(ddb, s3, settings.aws.table_name, settings.seals.bucket_name, tenant_keys(settings.seals))
-    servicer = LedgerServicer(GroupCommitter(ddb, settings.aws.table_name), reader)
+    servicer = LedgerServicer(GroupCommitter(ddb, settings.aws.table_name), reader,
+                              expensive_per_tenant=settings.expensive_per_tenant)
 
     async def check_ready() -> None:
         await aws.call(ddb.describe_table, TableName=settings.aws.table_name)

@@ -10,6 +10,7 @@ from services.tlog.compact import CompactRange
 from services.tlog.errors import ChainError
 from services.tlog.events import ChainVerifier
 from services.tlog.merkle import leaf_hash
+from services.tlog.tiles import TILE_WIDTH, TileId
 
 
 def take_batch(
@@ -47,20 +48,34 @@ class VerifyOutcome:
     events_checked: int
     checkpoints_checked: int
     tree_size: int
+    # The newest checkpoint the verification anchored on (its size; 0 when there is none).
+    newest_checkpoint: int = 0
+
+
+def level0_tile(seq: int, sealed_size: int) -> TileId:
+    """The level-0 tile of the sealed tree of `sealed_size` that holds the leaf of event `seq`."""
+    index = (seq - 1) // TILE_WIDTH
+    return TileId(0, index, min(TILE_WIDTH, sealed_size - index * TILE_WIDTH))
 
 
 class FullWalk:
     """Walks the chain from genesis, rebuilding the tree and checking each signed root on the way.
 
-    `checkpoints` maps each signed size to its (already signature-checked) root; `sealed_leaf(i)`
-    gives the leaf hash a sealed tile holds for leaf i (None beyond the sealed tree), which pins an
-    altered event to its own seq instead of the one after it.
+    `checkpoints` maps each signed size to its (already signature-checked) root; `sealed_leaf` is the
+    leaf hash a sealed tile holds for the next event (None beyond the sealed tree). A tile that
+    disagrees with an event is not believed on its own: the disagreement is settled by the chain (an
+    altered event breaks the link to the next one) or by the next signed root, which the events or the
+    tiles then fail to reach. So an altered event is named by its own seq, and a rewritten tile by its
+    path, never the intact event it covers.
     """
 
-    def __init__(self, tenant: str, checkpoints: Mapping[int, bytes]) -> None:
+    def __init__(self, tenant: str, checkpoints: Mapping[int, bytes], sealed_size: int | None = None) -> None:
         self._chain = ChainVerifier(tenant)
         self._tree = CompactRange()
+        self._tiles = CompactRange()
         self._checkpoints = dict(checkpoints)
+        self._sealed = max(self._checkpoints, default=0) if sealed_size is None else sealed_size
+        self._suspect = 0  # the first seq whose sealed leaf differs from its event's leaf
         self.checked = 0
         self.failure: VerifyOutcome | None = None
 
@@ -68,17 +83,31 @@ class FullWalk:
         """Check the next event; False (and `failure` set) at the first one that does not verify."""
         seq = self._chain.next_seq
         leaf = leaf_hash(canonical)
-        if sealed_leaf is not None and sealed_leaf != leaf:
-            return self._fail(seq, f"event {seq} differs from the sealed leaf")
+        if sealed_leaf is not None:
+            self._tiles.append(sealed_leaf)
+            if sealed_leaf != leaf and not self._suspect:
+                self._suspect = seq
         try:
             self._chain.check(canonical)
         except ChainError as exc:
+            if self._suspect:
+                return self._fail(self._suspect, f"event {self._suspect} differs from the sealed leaf")
             return self._fail(exc.seq, exc.reason)
         self._tree.append(leaf)
         self.checked += 1
         root = self._checkpoints.get(self._tree.size)
-        if root is not None and root != self._tree.root():
-            return self._fail(self._tree.size, f"checkpoint {self._tree.size}: root does not match events")
+        if root is None:
+            return True
+        size = self._tree.size
+        if self._suspect:
+            tiles_fit = self._tiles.size == size and self._tiles.root() == root
+            if root == self._tree.root() and not tiles_fit:
+                tile = level0_tile(self._suspect, self._sealed)
+                return self._fail(size, f"tile {tile.path}: its leaf for event {self._suspect} does not match "
+                                        f"checkpoint {size} (the tile was rewritten; the events fit the checkpoint)")
+            return self._fail(self._suspect, f"event {self._suspect} differs from the sealed leaf")
+        if root != self._tree.root():
+            return self._fail(size, f"checkpoint {size}: root does not match events")
         return True
 
     def finish(self) -> VerifyOutcome:
@@ -95,7 +124,7 @@ class FullWalk:
         return False
 
     def _outcome(self, ok: bool, seq: int, reason: str) -> VerifyOutcome:
-        return VerifyOutcome(ok, seq, reason, self.checked, len(self._checkpoints), self._tree.size)
+        return VerifyOutcome(ok, seq, reason, self.checked, len(self._checkpoints), self._tree.size, self._sealed)
 
 
 def earliest(failures: Sequence[VerifyOutcome]) -> VerifyOutcome | None:

@@ -1,16 +1,23 @@
-"""Keys of ledger items: the only code that writes the `EVENT#` and `REQ#` prefixes and the LEDGER partition.
+"""Keys of custody data: the only code that writes the `EVENT#`, `REQ#` and `CHECKPOINT#` prefixes, the LEDGER
+and SEAL partitions and the seal objects' names.
 
 A tenant's ledger is one partition, `TENANT#<t>#LEDGER`, so that IAM can allow PutItem and deny
 UpdateItem and DeleteItem on it (the partition is put-only). Sequence numbers are zero-padded to 20
 digits so that the sort order of SK is the numeric order of seq.
+
+The seal store (the sealer writes it, through `seals.py`; the ledger reads it): the checkpoint index
+of a tenant lives in `TENANT#<t>#SEAL`, one item per signed size under `CHECKPOINT#<size, 20 digits>`
+(sort order = size order). S3: `<tenant>/checkpoint/<size, 20 digits>`, `<tenant>/tile/...` (C2SP
+tlog-tiles paths) and `<tenant>/verifier.key`.
 """
 
 from __future__ import annotations
 
 from services.kit.errors import InvalidArgument
 from services.kit.ids import is_valid_id, validate_id
+from services.tlog.tiles import TileId
 
-ENTITY_PREFIXES = ("EVENT", "REQ", "LEDGER")
+ENTITY_PREFIXES = ("EVENT", "REQ", "LEDGER", "CHECKPOINT", "SEAL")
 
 EVENT_SK_PREFIX = "EVENT#"
 REQUEST_SK_PREFIX = "REQ#"
@@ -71,3 +78,55 @@ def _seq(seq: int) -> str:
     if isinstance(seq, bool) or not isinstance(seq, int) or not 1 <= seq <= MAX_SEQ:
         raise InvalidArgument.field("seq", f"must be 1..{MAX_SEQ}")
     return f"{seq:0{SEQ_DIGITS}d}"
+
+
+# --- the seal store ---------------------------------------------------------------------------------
+
+CHECKPOINT_SK_PREFIX = "CHECKPOINT#"
+SIZE_DIGITS = 20
+MAX_SIZE = 10**SIZE_DIGITS - 1
+
+
+def seal_pk(tenant: str) -> str:
+    return f"TENANT#{validate_id('tenant_id', tenant)}#SEAL"
+
+
+def checkpoint_sk(size: int) -> str:
+    return f"{CHECKPOINT_SK_PREFIX}{_size(size)}"
+
+
+def size_of_checkpoint_sk(sk: str) -> int | None:
+    digits = sk.removeprefix(CHECKPOINT_SK_PREFIX)
+    if sk == digits or len(digits) != SIZE_DIGITS or not digits.isdigit():
+        return None
+    return int(digits)
+
+
+def checkpoint_object_prefix(tenant: str) -> str:
+    return f"{validate_id('tenant_id', tenant)}/checkpoint/"
+
+
+def checkpoint_object_key(tenant: str, size: int) -> str:
+    return f"{checkpoint_object_prefix(tenant)}{_size(size)}"
+
+
+def size_of_checkpoint_object_key(tenant: str, key: str) -> int | None:
+    """The size of a checkpoint object key of `tenant`, or None for any other key."""
+    digits = key.removeprefix(checkpoint_object_prefix(tenant))
+    if key == digits or len(digits) != SIZE_DIGITS or not digits.isdigit():
+        return None
+    return int(digits)
+
+
+def tile_object_key(tenant: str, tile: TileId) -> str:
+    return f"{validate_id('tenant_id', tenant)}/{tile.path}"
+
+
+def verifier_object_key(tenant: str) -> str:
+    return f"{validate_id('tenant_id', tenant)}/verifier.key"
+
+
+def _size(size: int) -> str:
+    if isinstance(size, bool) or not isinstance(size, int) or not 0 <= size <= MAX_SIZE:
+        raise InvalidArgument.field("tree_size", f"must be 0..{MAX_SIZE}")
+    return f"{size:0{SIZE_DIGITS}d}"

@@ -5,7 +5,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
 from typing import Any, TypeAlias
 
@@ -15,11 +15,11 @@ from lifecyclezero.v1 import common_pb2, ledger_pb2, ledger_pb2_grpc
 
 from services.kit import aws
 from services.kit.auth import Role, current_principal, current_tenant
-from services.kit.errors import InvalidArgument, NotFound
+from services.kit.errors import InvalidArgument, NotFound, ResourceExhausted
 from services.kit.ids import validate_id
 from services.ledger import export, proofs, store, verification
 from services.ledger.committer import GroupCommitter
-from services.sealer.messages import checkpoint_message
+from services.ledger.messages import checkpoint_message
 from services.tlog.errors import TlogError
 from services.tlog.events import parse_event
 
@@ -66,12 +66,34 @@ def _payload(struct: struct_pb2.Struct) -> dict[str, Any]:
     return dict(json_format.MessageToDict(struct))
 
 
+class TenantLimit:
+    """At most `limit` expensive calls per tenant at once, so one tenant cannot take every worker thread."""
+
+    def __init__(self, limit: int) -> None:
+        self._limit = limit
+        self._running: dict[str, int] = {}
+
+    @contextlib.contextmanager
+    def slot(self, tenant: str, what: str) -> Iterator[None]:
+        if self._running.get(tenant, 0) >= self._limit:
+            raise ResourceExhausted(f"{self._limit} {what} calls of this tenant are already running; retry later",
+                                    reason="TENANT_BUSY")
+        self._running[tenant] = self._running.get(tenant, 0) + 1
+        try:
+            yield
+        finally:
+            self._running[tenant] -= 1
+            if not self._running[tenant]:
+                del self._running[tenant]
+
+
 class LedgerServicer(ledger_pb2_grpc.LedgerServiceServicer):
-    def __init__(self, committer: GroupCommitter, seals: proofs.SealReader) -> None:
+    def __init__(self, committer: GroupCommitter, seals: proofs.SealReader, expensive_per_tenant: int = 2) -> None:
         self._committer = committer
         self._seals = seals
         self._ddb = seals.ddb
         self._table = seals.table
+        self._expensive = TenantLimit(expensive_per_tenant)
 
     async def AppendEvents(
         self, request: ledger_pb2.AppendEventsRequest, context: Context
@@ -154,17 +176,29 @@ class LedgerServicer(ledger_pb2_grpc.LedgerServiceServicer):
         self, request: ledger_pb2.ExportBundleRequest, context: Context
     ) -> AsyncIterator[ledger_pb2.ExportBundleResponse]:
         tenant = current_tenant()
-        chunks = await aws.call(export.collect_bundle, self._seals, tenant, request.start_seq, request.end_seq)
-        for path, chunk, last in chunks:
-            yield ledger_pb2.ExportBundleResponse(path=path, chunk=chunk, last_chunk=last)
+        with self._expensive.slot(tenant, "ExportBundle and full VerifyLedger"):
+            chunks = export.export_files(self._seals, tenant, request.start_seq, request.end_seq)
+            try:
+                while (part := await aws.call(next, chunks, None)) is not None:
+                    path, chunk, last = part
+                    yield ledger_pb2.ExportBundleResponse(path=path, chunk=chunk, last_chunk=last)
+            finally:
+                await aws.call(chunks.close)
 
     async def VerifyLedger(
         self, request: ledger_pb2.VerifyLedgerRequest, context: Context
     ) -> ledger_pb2.VerifyLedgerResponse:
         tenant = current_tenant()
         since = request.mode == ledger_pb2.VERIFY_MODE_SINCE_CHECKPOINT
-        outcome = await aws.call(verification.verify, self._seals, tenant, since)
+        pinned = list(request.pinned_checkpoints)
+        if since:
+            outcome = await aws.call(verification.verify, self._seals, tenant, since, pinned)
+        else:
+            with self._expensive.slot(tenant, "ExportBundle and full VerifyLedger"):
+                outcome = await aws.call(verification.verify, self._seals, tenant, since, pinned)
         return ledger_pb2.VerifyLedgerResponse(
+            mode=ledger_pb2.VERIFY_MODE_SINCE_CHECKPOINT if since else ledger_pb2.VERIFY_MODE_FULL,
+            newest_checkpoint=outcome.newest_checkpoint,
             ok=outcome.ok,
             first_bad_seq=outcome.first_bad_seq,
             reason=outcome.reason,

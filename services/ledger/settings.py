@@ -28,6 +28,10 @@ class LedgerSettings:
     server: s.ServerSettings = s.nested(s.ServerSettings)  # noqa: RUF009 - read by settings.load
     aws: s.AwsSettings = s.nested(s.AwsSettings)  # noqa: RUF009 - read by settings.load
     seals: SealAccess = s.nested(SealAccess)  # noqa: RUF009 - read by settings.load
+    expensive_per_tenant: int = s.env(
+        "LZ_LEDGER_EXPENSIVE_PER_TENANT", s.positive_int, default=2,
+        doc="Concurrent VerifyLedger FULL and ExportBundle calls per tenant; more get RESOURCE_EXHAUSTED.",
+    )
 
 
 def load_settings() -> LedgerSettings:

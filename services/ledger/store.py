@@ -26,7 +26,7 @@ from services.kit import aws
 from services.kit.errors import Aborted, InvalidArgument
 from services.ledger import keys
 from services.tlog.errors import PayloadError
-from services.tlog.events import GENESIS_PREV_HASH, Event, build_event, check_payload
+from services.tlog.events import GENESIS_PREV_HASH, Event, build_event, check_payload, event_hash
 
 MAX_EVENTS_PER_TRANSACTION = 99
 MAX_TRANSACTION_ITEMS = 100
@@ -140,16 +140,23 @@ def read_tail(ddb: Any, table: str, tenant: str) -> Tail:
         ScanIndexForward=False,
         Limit=1,
         ConsistentRead=True,
-        ProjectionExpression="SK, #h",
-        ExpressionAttributeNames={"#h": "hash"},
+        ProjectionExpression="SK, canonical",
     )
     items = got.get("Items", [])
     if not items:
         return Tail(0)
-    item = aws.from_item(items[0])
-    seq = keys.seq_of_event_sk(str(item["SK"]))
-    assert seq is not None
-    return Tail(seq, str(item["hash"]))
+    stored = _stored(items[0])
+    return Tail(stored.seq, derived_hash(stored.canonical))
+
+
+def derived_hash(canonical: bytes) -> str:
+    """The chain hash of stored event bytes: what the next event's prev_hash must be.
+
+    Always computed from the canonical bytes, never taken from the item's `hash` attribute: that
+    attribute is a convenience for readers, and an edited one must not decide where the next honest
+    append chains from (verification reports an attribute that disagrees with its bytes).
+    """
+    return event_hash(canonical).hex()
 
 
 def read_tail_near(ddb: Any, table: str, tenant: str, hint: int, max_probes: int = 4) -> Tail:
@@ -188,10 +195,10 @@ def event_exists(ddb: Any, table: str, tenant: str, seq: int) -> bool:
 def _event_hash(ddb: Any, table: str, tenant: str, seq: int) -> str | None:
     got = ddb.get_item(
         TableName=table, Key=aws.to_item({"PK": keys.ledger_pk(tenant), "SK": keys.event_sk(seq)}),
-        ConsistentRead=True, ProjectionExpression="SK, #h", ExpressionAttributeNames={"#h": "hash"},
+        ConsistentRead=True, ProjectionExpression="SK, canonical",
     )
     item = got.get("Item")
-    return str(aws.from_item(item).get("hash", "")) if item is not None else None
+    return derived_hash(_stored(item).canonical) if item is not None else None
 
 
 def build_append(
@@ -272,7 +279,7 @@ def committed_already(ddb: Any, table: str, tenant: str, prepared: PreparedAppen
         return False
     first = prepared.events[0]
     stored = get_event(ddb, table, tenant, first.seq)
-    return stored is not None and stored.hash_hex == first.hash_hex
+    return stored is not None and stored.canonical == first.canonical_bytes
 
 
 def is_append_conflict(exc: BaseException) -> bool:
@@ -480,8 +487,8 @@ def events_between(  # noqa: PLR0917 - called positionally through aws.call
 ) -> Iterator[StoredEvent]:
     """Events with first <= seq <= last in seq order, read page by page (stored order, not checked).
 
-    `canonical_only` reads just the key and the canonical bytes (the sealer and the verifiers need
-    nothing else; the other attributes of the StoredEvent are then empty).
+    `canonical_only` reads just the key, the canonical bytes and the stored hash attribute (the sealer
+    and the verifiers need nothing else; the other attributes of the StoredEvent are then empty).
     """
     if last < first:
         return
@@ -495,7 +502,8 @@ def events_between(  # noqa: PLR0917 - called positionally through aws.call
         "ConsistentRead": True,
     }
     if canonical_only:
-        kwargs["ProjectionExpression"] = "SK, canonical"
+        kwargs["ProjectionExpression"] = "SK, canonical, #h"
+        kwargs["ExpressionAttributeNames"] = {"#h": "hash"}
     for item in aws.query_items(ddb, **kwargs):
         yield _stored(item)
 
@@ -505,15 +513,17 @@ WALK_PAGE = 10_000
 round trips where nothing else limits the page (the embedded endpoint scans the table per Query)."""
 
 
-def canonical_events(  # noqa: PLR0917 - called positionally through aws.call
+def walk_events(  # noqa: PLR0917 - called positionally through aws.call
     ddb: Any, table: str, tenant: str, first: int, last: int = keys.MAX_SEQ, page: int = WALK_PAGE,
     prefetch: int = 2,
-) -> Iterator[bytes]:
-    """The canonical bytes of events first..last in stored order, for walks over the whole log.
+) -> Iterator[StoredEvent]:
+    """Events first..last in stored order, for walks over the whole log (stored order, not checked).
 
-    Reads only `SK, canonical`, in large pages, up to `prefetch` pages ahead on a thread of their
-    own, so the reads overlap the checks. An item without binary `canonical` gives b"", which no
-    check accepts.
+    Reads only `SK, canonical` and the stored `hash` attribute (the verifiers compare it with the
+    bytes), in large pages, up to `prefetch` pages ahead on a thread of their own, so the reads
+    overlap the checks. The other attributes of the StoredEvent are empty. An item whose attributes
+    have their usual types is decoded directly; any other goes through `_stored`, so a damaged
+    attribute is read exactly as `events_between` reads it (still evidence).
     """
     if last < first:
         return
@@ -523,14 +533,26 @@ def canonical_events(  # noqa: PLR0917 - called positionally through aws.call
         "ExpressionAttributeValues": aws.to_item(
             {":pk": keys.ledger_pk(tenant), ":a": keys.event_sk(first), ":b": keys.event_sk(last)}
         ),
-        "ProjectionExpression": "SK, canonical",
+        "ProjectionExpression": "SK, canonical, #h",
+        "ExpressionAttributeNames": {"#h": "hash"},
         "Limit": page,
         "ConsistentRead": True,
     }
     for items in aws.prefetched(aws.query_pages(ddb, **query), prefetch):
         for item in items:
-            data = item.get("canonical", {}).get("B")
-            yield data if isinstance(data, bytes) else b""
+            yield _walked(item)
+
+
+def _walked(raw: dict[str, Any]) -> StoredEvent:
+    """`_stored` for the projection of `walk_events`, without the generic decoder when the types are usual."""
+    data = raw.get("canonical", {}).get("B")
+    sk = raw.get("SK", {}).get("S")
+    stated = raw.get("hash", {"S": ""}).get("S")
+    if not (isinstance(data, bytes) and isinstance(sk, str) and isinstance(stated, str)):
+        return _stored(raw)
+    seq = keys.seq_of_event_sk(sk)
+    return StoredEvent(seq=seq if seq is not None else 0, canonical=data, hash_hex=stated,
+                       prev_hash="", ts="", actor="", action="", subject="")
 
 
 def list_asset_events(  # noqa: PLR0917 - called positionally through aws.call
@@ -558,10 +580,9 @@ def list_asset_events(  # noqa: PLR0917 - called positionally through aws.call
 def _stored(raw: dict[str, Any]) -> StoredEvent:
     item = aws.from_item(raw)
     seq = keys.seq_of_event_sk(str(item["SK"]))
-    canonical = item.get("canonical", b"")
     return StoredEvent(
         seq=seq if seq is not None else 0,
-        canonical=bytes(canonical.value if hasattr(canonical, "value") else canonical),
+        canonical=_as_bytes(item.get("canonical", b"")),
         hash_hex=str(item.get("hash", "")),
         prev_hash=str(item.get("prev_hash", "")),
         ts=str(item.get("ts", "")),
@@ -569,3 +590,12 @@ def _stored(raw: dict[str, Any]) -> StoredEvent:
         action=str(item.get("action", "")),
         subject=str(item.get("subject", "")),
     )
+
+
+def _as_bytes(value: Any) -> bytes:
+    """Stored event bytes as they are; a damaged attribute (a string, a number) is still evidence."""
+    if isinstance(value, str):
+        return value.encode()
+    if hasattr(value, "value"):
+        value = value.value
+    return bytes(value) if isinstance(value, (bytes, bytearray)) else str(value).encode()

@@ -9,15 +9,16 @@ from services.kit.auth import Role, at_least
 from services.kit.authenticator import Authenticator
 from services.kit.errors import FailedPrecondition
 from services.kit.server import Service
+from services.ledger.signing import TenantKeys, load_signer_keys
 from services.sealer.loop import LoopSettings, SealerLoops
 from services.sealer.sealing import SealContext
 from services.sealer.servicer import SealerServicer
 from services.sealer.settings import SealerSettings
-from services.sealer.signing import TenantKeys, load_signer_keys
 
 SERVICE_NAME = "lifecyclezero.v1.SealerService"
 _PREFIX = f"/{SERVICE_NAME}/"
 _READ = at_least(Role.VIEWER) | {Role.SERVICE}
+# No service calls this one: the Service names no callers, so every service token is refused here.
 POLICY: dict[str, frozenset[auth.Role]] = {
     f"{_PREFIX}SealNow": at_least(Role.OPERATOR) | {Role.SERVICE},
     f"{_PREFIX}GetSealStatus": _READ,
@@ -34,7 +35,7 @@ async def make_service(settings: SealerSettings) -> Service:
     authenticator = Authenticator(
         ddb,
         settings.aws.table_name,
-        service_token_sha256=settings.server.service_token_sha256,
+        service_callers=dict(settings.server.service_callers),
         bootstrap_token_sha256=settings.server.bootstrap_token_sha256,
         cache_seconds=settings.server.auth_cache_seconds,
     )

@@ -19,7 +19,8 @@ from typing import Any
 
 from services.kit import aws
 from services.ledger import keys as ledger_keys
-from services.sealer import sealing, store
+from services.ledger import seals
+from services.sealer import sealing
 from services.sealer.domain import SealRefused
 
 log = logging.getLogger(__name__)
@@ -70,10 +71,10 @@ class SealerLoops:
                 state.pending_since = time.monotonic()
             state.wakeup.set()
 
-    async def seal_now(self, tenant: str) -> store.CheckpointRecord | None:
+    async def seal_now(self, tenant: str) -> seals.CheckpointRecord | None:
         """Seal everything appended so far (in batches); returns the newest checkpoint record."""
         async with self.lock(tenant):
-            newest: store.CheckpointRecord | None = None
+            newest: seals.CheckpointRecord | None = None
             while True:
                 outcome = await self._seal(tenant, 0)
                 self._learned(tenant, outcome)
@@ -83,7 +84,7 @@ class SealerLoops:
                 if outcome.record.size >= outcome.ledger_size:
                     break
             if newest is None:
-                newest = await aws.call(store.latest_checkpoint_record, self._ctx.ddb, self._ctx.table, tenant)
+                newest = await aws.call(seals.latest_checkpoint_record, self._ctx.ddb, self._ctx.table, tenant)
             return newest
 
     def seen(self, tenant: str) -> int:
@@ -95,7 +96,7 @@ class SealerLoops:
         """One seal; a seal object without COMPLIANCE retention is logged and kept as the readiness problem."""
         try:
             outcome = await aws.call(sealing.seal_once, self._ctx, tenant, self._settings.max_batch, seen)
-        except store.RetentionMissing as exc:
+        except seals.RetentionMissing as exc:
             self.problem = str(exc)
             log.error("seal objects have no COMPLIANCE retention; nothing is recorded",
                       extra={"tenant": tenant, "reason": exc.reason, "detail": str(exc)})
@@ -134,7 +135,7 @@ class SealerLoops:
                     outcome = await self._seal(tenant, state.seen)
             except asyncio.CancelledError:
                 raise
-            except store.RetentionMissing:
+            except seals.RetentionMissing:
                 await asyncio.sleep(max(5.0, s.every_seconds))
                 continue
             except SealRefused as exc:
@@ -183,8 +184,7 @@ class SealerLoops:
                 await asyncio.sleep(1.0)
 
     async def _refresh_shards(self, arn: str, iterators: dict[str, str | None]) -> None:
-        desc = await aws.call(self._streams.describe_stream, StreamArn=arn)
-        for shard in desc["StreamDescription"].get("Shards", []):
+        for shard in await aws.call(stream_shards, self._streams, arn):
             shard_id = str(shard["ShardId"])
             if shard_id in iterators:
                 continue
@@ -214,3 +214,17 @@ class SealerLoops:
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+
+
+def stream_shards(streams: Any, arn: str) -> list[dict[str, Any]]:
+    """Every shard of the table's stream: DescribeStream answers at most 100 a page (`LastEvaluatedShardId`),
+    and a busy table's stream has more, so a sealer reading only the first page would miss tenants."""
+    shards: list[dict[str, Any]] = []
+    kwargs: dict[str, Any] = {"StreamArn": arn}
+    while True:
+        desc = streams.describe_stream(**kwargs)["StreamDescription"]
+        shards.extend(desc.get("Shards", []))
+        last = desc.get("LastEvaluatedShardId")
+        if not last:
+            return shards
+        kwargs["ExclusiveStartShardId"] = last

@@ -11,7 +11,7 @@ Crash safety, at every step:
 - The index item is written last (`attribute_not_exists`), so a checkpoint is announced only once
   its tiles and note are stored; a second checkpoint of one size is never written or recorded.
 - A seal that stopped after writing the note but before recording it leaves a checkpoint object
-  above the newest record. The next seal finds it (`store.unrecorded_checkpoint_size`) and seals
+  above the newest record. The next seal finds it (`seals.unrecorded_checkpoint_size`) and seals
   exactly that size again, so it records the note already there (the same bytes; or, after a key
   rotation, the stored note once it verifies with a configured key over the same tree) instead of
   signing another size around it.
@@ -33,9 +33,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from services.ledger import seals
 from services.ledger import store as ledger_store
-from services.sealer import domain, store
-from services.sealer.signing import TenantKeys
+from services.ledger.signing import TenantKeys
+from services.sealer import domain
 from services.tlog.checkpoint import Checkpoint
 from services.tlog.errors import TlogError
 from services.tlog.note import open_note
@@ -56,21 +57,23 @@ class SealContext:
     published: set[str]
     crash_after: str = ""
     # The newest checkpoint record per tenant that this process wrote or read (the resume point).
-    latest: dict[str, store.CheckpointRecord] = field(default_factory=dict)
+    latest: dict[str, seals.CheckpointRecord] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
 class SealOutcome:
-    record: store.CheckpointRecord | None
+    record: seals.CheckpointRecord | None
     ledger_size: int
 
 
 _tile_pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="tiles")
 
 
-def resume_state(record: store.CheckpointRecord | None) -> domain.SealState:
+def resume_state(record: seals.CheckpointRecord | None) -> domain.SealState:
     if record is None:
         return domain.SealState.genesis()
+    if record.defect:
+        raise domain.SealRefused(record.size, f"checkpoint {record.size}: the index item is damaged: {record.defect}")
     return domain.SealState(record.size, record.root, record.last_hash, dict(record.partial_tiles))
 
 
@@ -92,7 +95,7 @@ def ledger_size(ctx: SealContext, tenant: str, seen: int) -> int:
     return ledger_store.read_tail(ctx.ddb, ctx.table, tenant).seq
 
 
-def newest_record(ctx: SealContext, tenant: str) -> store.CheckpointRecord | None:
+def newest_record(ctx: SealContext, tenant: str) -> seals.CheckpointRecord | None:
     """The newest checkpoint record: the one this process last wrote or read, else a read of the index.
 
     A record another replica wrote meanwhile is not missed for safety: a seal planned from an older
@@ -102,7 +105,7 @@ def newest_record(ctx: SealContext, tenant: str) -> store.CheckpointRecord | Non
     cached = ctx.latest.get(tenant)
     if cached is not None:
         return cached
-    record = store.latest_checkpoint_record(ctx.ddb, ctx.table, tenant)
+    record = seals.latest_checkpoint_record(ctx.ddb, ctx.table, tenant)
     if record is not None:
         ctx.latest[tenant] = record
     return record
@@ -115,7 +118,7 @@ def plan(ctx: SealContext, tenant: str, max_events: int, seen: int = 0) -> tuple
     size = ledger_size(ctx, tenant, seen if seen > state.size else 0)
     if size <= state.size:
         return None, size
-    unrecorded = store.unrecorded_checkpoint_size(ctx.s3, ctx.bucket, tenant, state.size)
+    unrecorded = seals.unrecorded_checkpoint_size(ctx.s3, ctx.bucket, tenant, state.size)
     target = target_size(state.size, size, max_events, unrecorded)
     if target == unrecorded:
         log.warning("resuming an interrupted seal", extra={"tenant": tenant, "size": target})
@@ -132,7 +135,7 @@ def plan(ctx: SealContext, tenant: str, max_events: int, seen: int = 0) -> tuple
 
 def write_tiles(ctx: SealContext, tenant: str, sealed: domain.SealPlan) -> None:
     futures = [
-        _tile_pool.submit(store.put_tile, ctx.s3, ctx.bucket, tenant, t.tile_id, t.data, ctx.retention_days)
+        _tile_pool.submit(seals.put_tile, ctx.s3, ctx.bucket, tenant, t.tile_id, t.data, ctx.retention_days)
         for t in sealed.tiles
     ]
     for future in futures:
@@ -153,14 +156,14 @@ def _same_checkpoint(ctx: SealContext, tenant: str, sealed: domain.SealPlan) -> 
     return accept
 
 
-def write_checkpoint(ctx: SealContext, tenant: str, sealed: domain.SealPlan) -> store.CheckpointRecord:
+def write_checkpoint(ctx: SealContext, tenant: str, sealed: domain.SealPlan) -> seals.CheckpointRecord:
     """Write the signed note and record it in the index; returns the record."""
     size = sealed.state.size
-    key, stored = store.put_checkpoint_object(
+    key, stored = seals.put_checkpoint_object(
         ctx.s3, ctx.bucket, tenant, size, sealed.note, ctx.retention_days, accept=_same_checkpoint(ctx, tenant, sealed)
     )
     crash_point(ctx, "checkpoint")
-    record = store.CheckpointRecord(
+    record = seals.CheckpointRecord(
         size=size,
         root=sealed.state.root,
         note=stored.body,
@@ -172,9 +175,9 @@ def write_checkpoint(ctx: SealContext, tenant: str, sealed: domain.SealPlan) -> 
         create_time=datetime.now(UTC).isoformat(),
         key_name=sealed.key_name,
     )
-    if not store.put_checkpoint_record(ctx.ddb, ctx.table, tenant, record):
+    if not seals.put_checkpoint_record(ctx.ddb, ctx.table, tenant, record):
         # Another replica recorded this size first; its record (same root) is the one that counts.
-        existing = store.get_checkpoint_record(ctx.ddb, ctx.table, tenant, size)
+        existing = seals.get_checkpoint_record(ctx.ddb, ctx.table, tenant, size)
         if existing is not None:
             record = existing
     crash_point(ctx, "record")
@@ -192,7 +195,7 @@ def publish_keys(ctx: SealContext, tenant: str) -> None:
     """Put the tenant's verifier keys in the bucket (once per process and tenant)."""
     if tenant in ctx.published:
         return
-    store.put_verifier_keys(ctx.s3, ctx.bucket, tenant, "\n".join(ctx.keys.verifier_strings(tenant)) + "\n")
+    seals.put_verifier_keys(ctx.s3, ctx.bucket, tenant, "\n".join(ctx.keys.verifier_strings(tenant)) + "\n")
     ctx.published.add(tenant)
 
 

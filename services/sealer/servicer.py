@@ -13,10 +13,12 @@ from lifecyclezero.v1 import sealer_pb2, sealer_pb2_grpc
 from services.kit import aws
 from services.kit.auth import current_tenant
 from services.kit.errors import FailedPrecondition, InvalidArgument, NotFound
+from services.ledger import seals
 from services.ledger import store as ledger_store
-from services.sealer import sealing, store
+from services.ledger.messages import checkpoint_message
+from services.sealer import sealing
+from services.sealer.domain import SealRefused
 from services.sealer.loop import SealerLoops
-from services.sealer.messages import checkpoint_message
 from services.sealer.sealing import SealContext
 
 Context: TypeAlias = "grpc.aio.ServicerContext[Any, Any]"
@@ -29,7 +31,13 @@ class SealerServicer(sealer_pb2_grpc.SealerServiceServicer):
         self._loops = loops
 
     async def SealNow(self, request: sealer_pb2.SealNowRequest, context: Context) -> sealer_pb2.SealNowResponse:
-        record = await self._loops.seal_now(current_tenant())
+        try:
+            record = await self._loops.seal_now(current_tenant())
+        except SealRefused as exc:
+            raise FailedPrecondition(
+                f"the ledger does not extend its last checkpoint at seq {exc.seq}: {exc.reason}; nothing was signed "
+                "(`lz ledger verify --full` names the damage)", reason="SEAL_REFUSED", metadata={"seq": str(exc.seq)},
+            ) from None
         if record is None:
             raise FailedPrecondition("the ledger is empty; there is nothing to seal", reason="LEDGER_EMPTY")
         return sealer_pb2.SealNowResponse(checkpoint=checkpoint_message(record))
@@ -63,10 +71,10 @@ class SealerServicer(sealer_pb2_grpc.SealerServiceServicer):
         if request.tree_size < 0:
             raise InvalidArgument.field("tree_size", "must not be negative")
         if request.tree_size == 0:
-            record = await aws.call(store.latest_checkpoint_record, self._ctx.ddb, self._ctx.table, tenant)
+            record = await aws.call(seals.latest_checkpoint_record, self._ctx.ddb, self._ctx.table, tenant)
         else:
             record = await aws.call(
-                store.get_checkpoint_record, self._ctx.ddb, self._ctx.table, tenant, request.tree_size
+                seals.get_checkpoint_record, self._ctx.ddb, self._ctx.table, tenant, request.tree_size
             )
         if record is None:
             raise NotFound(f"no checkpoint of size {request.tree_size or 'any'}")
@@ -85,7 +93,7 @@ class SealerServicer(sealer_pb2_grpc.SealerServiceServicer):
                 raise InvalidArgument.field("page_token", "is not a token this service issued")
             before = int(request.page_token)
         records, following = await aws.call(
-            store.list_checkpoint_records, self._ctx.ddb, self._ctx.table, tenant, before, size
+            seals.list_checkpoint_records, self._ctx.ddb, self._ctx.table, tenant, before, size
         )
         return sealer_pb2.ListCheckpointsResponse(
             checkpoints=[checkpoint_message(r) for r in records],

@@ -93,12 +93,19 @@ def write_bundle(
     checkpoints: Iterable[bytes | tuple[int, bytes]],
     consistency_proofs: Mapping[tuple[int, int], Sequence[bytes]],
     verifier_keys: Iterable[str],
+    findings: Sequence[Mapping[str, Any]] = (),
 ) -> dict[str, Any]:
     """Write a bundle directory (which must not exist yet); returns the manifest.
 
-    ``events`` are streamed to disk one at a time and must be canonical event
-    bytes (or :class:`Event`) in seq order starting at 1; the chain itself is
-    not judged here, so a damaged ledger can still be exported as evidence.
+    ``events`` are streamed to disk one at a time, as given: canonical event
+    bytes (or :class:`Event`) in seq order starting at 1.  Nothing is parsed
+    or re-encoded on the way, so a damaged ledger (unparsable, non-canonical
+    or empty bytes) is exported as the evidence it is; the verifier names the
+    seq.  ``findings`` are problems the exporter saw in storage that the
+    bundle cannot show by itself (``{"checkpoint": size, "reason": ...}`` or
+    ``{"seq": n, "reason": ...}``); they are read after the events, so the
+    event iterator may still add to them, and they can only make
+    verification fail.
     ``consistency_proofs`` maps ``(size1, size2)`` to proof hashes.
     A checkpoint may come as ``(size, note)``: the size it is stored under, which
     names the file when the note itself is too damaged to name one, so tampered
@@ -112,10 +119,10 @@ def write_bundle(
     last_seq = 0
     with (root / "events.jsonl").open("wb") as out:
         for item in events:
-            event = item if isinstance(item, Event) else parse_event(item)
-            out.write(event.canonical_bytes + b"\n")
+            raw = item.canonical_bytes if isinstance(item, Event) else bytes(item)
+            out.write(raw + b"\n")
             count += 1
-            last_seq = event.seq
+            last_seq = _seq_of(item, count)
     cp_files: list[str] = []
     seen: dict[int, list[bytes]] = {}
     for given in checkpoints:
@@ -159,8 +166,20 @@ def write_bundle(
         "consistency": proof_files,
         "keys": sorted(key_files),
     }
+    if findings:
+        manifest["findings"] = [dict(f) for f in findings]
     (root / "manifest.json").write_bytes(canonicalize(manifest) + b"\n")
     return manifest
+
+
+def _seq_of(item: bytes | Event, position: int) -> int:
+    """The seq an exported event states, or its position when its bytes are too damaged to say."""
+    if isinstance(item, Event):
+        return item.seq
+    try:
+        return parse_event(item).seq
+    except TlogError:
+        return position
 
 
 def _checkpoint_sort_key(name: str) -> tuple[int, int]:
@@ -227,8 +246,10 @@ def _read_limited(path: Path, limit: int) -> bytes:
 
 def _load_checkpoints(
     root: Path, names: list[str], origin: str, verifiers: list[Verifier], known: Iterable[bytes]
-) -> dict[int, Checkpoint]:
+) -> tuple[dict[int, Checkpoint], set[int]]:
+    """Every checkpoint by size (the bundle's and the pinned ones), and the sizes the caller pinned."""
     by_size: dict[int, Checkpoint] = {}
+    pinned: set[int] = set()
     notes: list[tuple[str, int | None, bytes]] = []
     for name in names:
         m = _CHECKPOINT_RE.fullmatch(name)
@@ -236,7 +257,7 @@ def _load_checkpoints(
             raise _FailureError(f"checkpoints/{name} is not named <size>.checkpoint")
         note = _read_limited(root / "checkpoints" / name, MAX_NOTE_SIZE)
         notes.append((f"checkpoints/{name}", int(m.group(1)), note))
-    notes.extend(("a known checkpoint", None, note) for note in known)
+    notes.extend(("pinned checkpoint", None, note) for note in known)
     for label, size, note in notes:
         try:
             cp = verify_checkpoint(note, verifiers)
@@ -249,8 +270,12 @@ def _load_checkpoints(
         other = by_size.setdefault(cp.size, cp)
         if other.root_hash != cp.root_hash:
             reason = f"fork: two signed checkpoints of size {cp.size} with different roots"
+            if size is None:
+                reason = f"pinned checkpoint {cp.size}: the bundle's checkpoint {cp.size} has another root (a fork)"
             raise _FailureError(reason, checkpoint=cp.size)
-    return by_size
+        if size is None:
+            pinned.add(cp.size)
+    return by_size, pinned
 
 
 def _event_lines(path: Path) -> Iterator[bytes]:
@@ -296,6 +321,31 @@ def _walk_events(
     return chain.count, tree
 
 
+def _bundled_sizes(manifest: Mapping[str, Any]) -> set[int]:
+    return {size for size, _ in map(_checkpoint_sort_key, manifest["checkpoints"]) if size >= 0}
+
+
+def _check_findings(manifest: Mapping[str, Any]) -> None:
+    """Problems the exporter saw in storage (a lying index, a damaged attribute) fail the bundle.
+
+    The manifest is not trusted to make a bundle pass, but a finding can only make it fail, so
+    honouring it is safe; removing it hides nothing the events and checkpoints show by themselves.
+    """
+    findings = manifest.get("findings", [])
+    if not isinstance(findings, list):
+        raise _FailureError("manifest.json findings must be a list")
+    for finding in findings:
+        if not isinstance(finding, dict):
+            raise _FailureError("manifest.json findings must be objects")
+        checkpoint, seq = finding.get("checkpoint"), finding.get("seq")
+        reason = str(finding.get("reason", "no reason given"))
+        raise _FailureError(
+            f"the exporter found in storage: {reason}",
+            checkpoint=checkpoint if type(checkpoint) is int else None,
+            seq=seq if type(seq) is int else None,
+        )
+
+
 def _check_consistency(root: Path, names: list[str], by_size: dict[int, Checkpoint]) -> None:
     proofs: dict[tuple[int, int], str] = {}
     for name in names:
@@ -328,12 +378,15 @@ def verify_bundle(
     """Verify a bundle against the caller's trusted ``verifiers`` (never the bundle's keys).
 
     Checks, in order: every checkpoint's signature and origin, no two
-    checkpoints of one size with different roots (``known_checkpoints`` the
-    caller saw elsewhere take part in this fork check), the event chain
+    checkpoints of one size with different roots, the event chain
     while rebuilding the tree so each checkpoint's root is compared at its
     size, that no checkpoint is beyond the last event, and the consistency
-    proof between each pair of consecutive checkpoints.  The first failure
-    ends verification; there is no fallback to an older checkpoint.
+    proof between each pair of consecutive checkpoints, and the findings the
+    exporter recorded.  ``known_checkpoints`` are checkpoints the caller saw
+    before (pinned): each must verify, and the bundle's events must reach its
+    size and rebuild its root, so a bundle rolled back behind it, or forked
+    from it, fails naming it.  The first failure ends verification; there is
+    no fallback to an older checkpoint.
 
     Events are read one line at a time, so memory does not grow with the
     bundle; ``progress`` (if given) hears how far the walk has come.
@@ -351,10 +404,20 @@ def verify_bundle(
             _listed_files(root, sub, manifest[sub])
         if manifest["first_seq"] not in (0, 1):
             raise _FailureError(f"bundle starts at seq {manifest['first_seq']}; v1 bundles start at seq 1")
-        checkpoints = _load_checkpoints(root, manifest["checkpoints"], manifest["origin"], keys, known_checkpoints)
+        checkpoints, pinned = _load_checkpoints(
+            root, manifest["checkpoints"], manifest["origin"], keys, known_checkpoints
+        )
         if not checkpoints:
             raise _FailureError("bundle has no checkpoint, so nothing is sealed")
         count, tree = _walk_events(root, manifest["tenant"], checkpoints, progress, manifest["event_count"])
+        beyond = [size for size in pinned if size > count]
+        if beyond:
+            raise _FailureError(
+                f"pinned checkpoint {max(beyond)} covers more than the {count} events in the bundle "
+                "(the ledger was rolled back, or the bundle is cut short)",
+                seq=count + 1,
+                checkpoint=max(beyond),
+            )
         last = max(checkpoints)
         if last > count:
             raise _FailureError(
@@ -364,7 +427,9 @@ def verify_bundle(
             )
         if count != manifest["event_count"] or (count and manifest["last_seq"] != count):
             raise _FailureError(f"manifest lists {manifest['event_count']} events, events.jsonl has {count}")
-        _check_consistency(root, manifest["consistency"], checkpoints)
+        _check_findings(manifest)
+        _check_consistency(root, manifest["consistency"], {s: cp for s, cp in checkpoints.items() if s not in pinned
+                                                           or s in _bundled_sizes(manifest)})
     except OSError as exc:
         raise BundleError(f"cannot read bundle file: {exc.strerror or exc}") from exc
     except _FailureError as failure:

@@ -21,6 +21,7 @@ from typing import Any, NoReturn, TextIO
 
 from services.tlog._text import b64encode
 from services.tlog.bundle import verify_bundle
+from services.tlog.checkpoint import Checkpoint
 from services.tlog.errors import MalformedError, NoteError, PayloadError, VerificationError
 from services.tlog.events import parse_event
 from services.tlog.note import MAX_NOTE_SIZE, Verifier
@@ -88,10 +89,57 @@ def _cmd_checkpoint(args: argparse.Namespace, keys: list[Verifier]) -> dict[str,
     }
 
 
+def _pins(args: argparse.Namespace, keys: list[Verifier]) -> list[bytes]:
+    """The checkpoints the auditor saw before (``--checkpoint``), each verified with the trusted keys."""
+    notes = [_read(path, MAX_NOTE_SIZE, "pinned checkpoint") for path in args.checkpoint or []]
+    for path, note in zip(args.checkpoint or [], notes, strict=True):
+        try:
+            verify_checkpoint(note, keys)
+        except VerificationError as exc:
+            raise VerificationError(f"pinned checkpoint {path}: {exc}") from exc
+    return notes
+
+
+def _check_pins(
+    cp: Checkpoint, args: argparse.Namespace, keys: list[Verifier], extra: Sequence[Checkpoint] = ()
+) -> None:
+    """Every pinned checkpoint must be ``cp`` or provably on the same log as it.
+
+    Same size: the same root. Another size: one of ``--consistency-proof`` (or the command's own
+    proof, given as ``extra`` checkpoints it already links to ``cp``) must prove the smaller one is a
+    prefix of the larger one. Otherwise the artefact may come from a rolled-back or forked log.
+    """
+    proofs = [parse_consistency_proof(_read(p, _MAX_PROOF_FILE, "consistency proof"))
+              for p in args.consistency_proof or []]
+    for note in _pins(args, keys):
+        pin = verify_checkpoint(note, keys)
+        if pin.origin != cp.origin:
+            raise VerificationError(f"pinned checkpoint {pin.size} is for log {pin.origin!r}, not {cp.origin!r}")
+        if any(pin.size == other.size and pin.root_hash == other.root_hash for other in (cp, *extra)):
+            continue
+        if pin.size == cp.size:
+            raise VerificationError(f"pinned checkpoint {pin.size} has another root than the checkpoint given (a fork)")
+        small, large = (pin, cp) if pin.size < cp.size else (cp, pin)
+        if not any(_consistent(small, large, proof) for proof in proofs):
+            raise VerificationError(
+                f"pinned checkpoint {pin.size}: no consistency proof links it to the checkpoint of size {cp.size} "
+                "(pass --consistency-proof FILE; without one this may be a rolled-back or forked log)"
+            )
+
+
+def _consistent(small: Checkpoint, large: Checkpoint, proof: Sequence[bytes]) -> bool:
+    try:
+        verify_checkpoint_consistency(small, large, proof)
+    except VerificationError:
+        return False
+    return True
+
+
 def _cmd_proof(args: argparse.Namespace, keys: list[Verifier]) -> dict[str, Any]:
     entry = _read(args.entry, _MAX_ENTRY_FILE, "entry")
     proof = _read(args.proof_file, _MAX_PROOF_FILE, "proof")
     cp, index = verify_entry_proof(entry, proof, keys)
+    _check_pins(cp, args, keys)
     try:
         seq: int | None = parse_event(entry).seq
     except PayloadError:
@@ -113,6 +161,7 @@ def _cmd_consistency(args: argparse.Namespace, keys: list[Verifier]) -> dict[str
     new = verify_checkpoint(_read(args.new, MAX_NOTE_SIZE, "new checkpoint"), keys)
     proof = parse_consistency_proof(_read(args.proof_file, _MAX_PROOF_FILE, "consistency proof"))
     verify_checkpoint_consistency(old, new, proof)
+    _check_pins(new, args, keys, extra=[old])
     return {
         "message": f"{new.origin} size {new.size} is consistent with size {old.size}",
         "origin": new.origin,
@@ -154,10 +203,11 @@ def _peak_rss_mib() -> float | None:
 
 
 def _cmd_bundle(args: argparse.Namespace, keys: list[Verifier]) -> dict[str, Any]:
+    pins = _pins(args, keys)
     progress = _TerminalProgress(sys.stderr) if sys.stderr.isatty() and not args.json else None
     started = time.perf_counter()
     try:
-        report = verify_bundle(args.dir, keys, progress=progress)
+        report = verify_bundle(args.dir, keys, pins, progress=progress)
     finally:
         if progress is not None:
             progress.erase()
@@ -203,16 +253,26 @@ def _parser() -> _Parser:
     p = sub.add_parser("checkpoint", parents=[common], help="verify a signed checkpoint")
     p.add_argument("file")
     p.set_defaults(run=_cmd_checkpoint)
-    p = sub.add_parser("proof", parents=[common], help="verify a c2sp.org/tlog-proof for one entry")
+    pinning = _Parser(add_help=False)
+    pinning.add_argument(
+        "--checkpoint", action="append", metavar="FILE",
+        help="a checkpoint you verified before (pinned); repeat. The artefact must agree with it, or fail",
+    )
+    linking = _Parser(add_help=False)
+    linking.add_argument(
+        "--consistency-proof", action="append", metavar="FILE",
+        help="a consistency proof linking a pinned checkpoint of another size to the one given; repeat",
+    )
+    p = sub.add_parser("proof", parents=[common, pinning, linking], help="verify a c2sp.org/tlog-proof for one entry")
     p.add_argument("--entry", required=True, help="file with the exact leaf data (canonical event bytes)")
     p.add_argument("proof_file")
     p.set_defaults(run=_cmd_proof)
-    p = sub.add_parser("consistency", parents=[common], help="verify that NEW extends OLD")
+    p = sub.add_parser("consistency", parents=[common, pinning, linking], help="verify that NEW extends OLD")
     p.add_argument("old")
     p.add_argument("new")
     p.add_argument("proof_file")
     p.set_defaults(run=_cmd_consistency)
-    p = sub.add_parser("bundle", parents=[common], help="verify an export bundle directory")
+    p = sub.add_parser("bundle", parents=[common, pinning], help="verify an export bundle directory")
     p.add_argument("dir")
     p.set_defaults(run=_cmd_bundle)
     return parser

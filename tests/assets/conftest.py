@@ -14,6 +14,9 @@ from services.kit import aws
 from services.kit.auth import Role
 from services.kit.devstack import Stack
 from services.kit.settings import AwsSettings
+from services.ledger.outbox import CustodyRecord
+from services.ledger.outbox import store as outbox_store
+from tests.faults.helpers import chained_custody
 
 
 class Assets:
@@ -33,8 +36,9 @@ class Assets:
     def md(self, role: Role = Role.OPERATOR) -> list[tuple[str, str]]:
         return self.handle.metadata(role)
 
-    def service_md(self, actor: str = "") -> list[tuple[str, str]]:
-        md = [("authorization", f"Bearer {self.stack.service_token}"), ("x-lz-tenant", self.tenant)]
+    def service_md(self, actor: str = "", service: str = "ingest") -> list[tuple[str, str]]:
+        """Metadata of `service`'s own service token acting for this tenant."""
+        md = [("authorization", f"Bearer {self.stack.service_tokens[service]}"), ("x-lz-tenant", self.tenant)]
         if actor:
             md.append(("x-lz-actor", actor))
         return md
@@ -86,6 +90,14 @@ class Assets:
             if "LastEvaluatedKey" not in got:
                 return out
             kwargs["ExclusiveStartKey"] = got["LastEvaluatedKey"]
+
+    def custody_records(self, asset_id: str = "") -> list[CustodyRecord]:
+        """The custody records of one asset (of the tenant when '') as stored, chained or not."""
+        return outbox_store.asset_records(self.ddb, self.table, self.tenant, asset_id)
+
+    def chained_records(self, asset_id: str = "", within: float = 60.0) -> list[CustodyRecord]:
+        """The custody records once the sequencer has given every one its ledger seq."""
+        return chained_custody(self.ddb, self.table, self.tenant, asset_id, within)
 
     def snapshot(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         """The tenant's registry partition and ledger partition, exactly as stored."""

@@ -25,6 +25,7 @@ from lifecyclezero.v1 import (
 )
 
 from services.kit.devstack import Stack
+from tests.faults.helpers import until
 
 
 def _requests(outbox: queue.Queue[ingest_pb2.ConnectRequest | None]) -> Iterator[ingest_pb2.ConnectRequest]:
@@ -77,10 +78,21 @@ def test_an_isolation_reaches_the_agent_stream_and_its_result_isolates_the_asset
             break
         time.sleep(0.2)
     assert asset.status == common_pb2.ASSET_STATUS_ISOLATED
-    log = assets.GetCustodyLog(assets_pb2.GetCustodyLogRequest(asset_id=enrolled.asset_id), metadata=admin)
-    assert [e.action for e in log.events] == ["asset.isolate.requested", "asset.isolate.enforced"]
-    for event in log.events:
+    events = _custody_once_enforced(assets, enrolled.asset_id, admin)
+    assert [e.action for e in events] == ["asset.isolate.requested", "asset.isolate.enforced"]
+    for event in events:
         _verify_offline(stack, admin, event.seq, tmp_path)
+
+
+def _custody_once_enforced(assets: assets_pb2_grpc.AssetServiceStub, asset_id: str,
+                           metadata: list[tuple[str, str]]) -> list[common_pb2.LedgerEvent]:
+    """The asset's custody log once the sequencer has chained the enforcement event (moments after the result)."""
+    def log() -> list[common_pb2.LedgerEvent]:
+        events = list(assets.GetCustodyLog(assets_pb2.GetCustodyLogRequest(asset_id=asset_id),
+                                           metadata=metadata).events)
+        return events if any(e.action == "asset.isolate.enforced" for e in events) else []
+
+    return until(log, 30, "the enforced custody event chained")
 
 
 def _verify_offline(stack: Stack, metadata: list[tuple[str, str]], seq: int, where: Path) -> None:

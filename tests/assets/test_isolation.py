@@ -26,21 +26,39 @@ def _commands(assets: Assets, asset_id: str) -> list[dict[str, object]]:
     return [i for i in assets.items(f"TENANT#{assets.tenant}") if i["SK"]["S"].startswith(f"CMD#{asset_id}#")]
 
 
-def test_isolate_commits_pending_status_command_and_custody_event(assets: Assets) -> None:
-    """IsolateAsset moves the asset to ISOLATION_PENDING and writes its command and a custody event together."""
+def test_isolate_commits_pending_status_command_and_custody_record(assets: Assets) -> None:
+    """IsolateAsset moves the asset to ISOLATION_PENDING and writes its command and its custody record together."""
     asset = assets.create_asset()
     reply = assets.isolate(asset.asset_id)
     assert reply.asset.status == common_pb2.ASSET_STATUS_ISOLATION_PENDING
     assert reply.command.kind == common_pb2.COMMAND_KIND_ISOLATE
-    assert reply.custody_seq == reply.command.custody_seq == reply.asset.last_custody_seq
+    [record] = assets.custody_records(asset.asset_id)
+    assert (record.prev_version, record.draft.action) == (0, "asset.isolate.requested")
+    assert record.draft.payload["command_id"] == reply.command.command_id
+    [command] = _commands(assets, asset.asset_id)
+    assert command["GSI2PK"]["S"] == f"TENANT#{assets.tenant}#CMD_PENDING"
+
+
+def test_the_custody_record_is_chained_as_the_assets_requested_event(assets: Assets) -> None:
+    """The sequencer appends the isolation's custody record to the ledger and stamps the record with its seq."""
+    asset = assets.create_asset()
+    reply = assets.isolate(asset.asset_id)
+    [record] = assets.chained_records(asset.asset_id)
     [event] = _custody(assets, asset.asset_id)
-    assert (event.seq, event.action, event.subject) == (reply.custody_seq, "asset.isolate.requested",
+    assert (event.seq, event.action, event.subject) == (record.ledger_seq, "asset.isolate.requested",
                                                         f"asset:{asset.asset_id}")
     assert event.actor.startswith("token:")
     assert event.payload["command_id"] == reply.command.command_id
     assert event.payload["justification"] == "shadow LLM reading HR files"
-    [command] = _commands(assets, asset.asset_id)
-    assert command["GSI2PK"]["S"] == f"TENANT#{assets.tenant}#CMD_PENDING"
+
+
+def test_get_asset_reports_the_seq_of_the_chained_custody_event(assets: Assets) -> None:
+    """Once the order's custody record is chained, GetAsset's last_custody_seq is its ledger seq."""
+    asset = assets.create_asset()
+    assets.isolate(asset.asset_id)
+    [record] = assets.chained_records(asset.asset_id)
+    shown = assets.stub.GetAsset(assets_pb2.GetAssetRequest(asset_id=asset.asset_id), metadata=assets.md(Role.VIEWER))
+    assert shown.asset.last_custody_seq == record.ledger_seq
 
 
 def test_command_carries_the_containment_policy(assets: Assets) -> None:
@@ -55,10 +73,21 @@ def test_retry_with_the_same_request_id_answers_the_same_without_a_second_comman
     """A retried IsolateAsset with the same request id returns the first answer and writes nothing new."""
     asset = assets.create_asset()
     first = assets.isolate(asset.asset_id, request_id="req-1")
+    assets.chained_records(asset.asset_id)
     before = assets.snapshot()
     again = assets.isolate(asset.asset_id, request_id="req-1")
     assert again == first
     assert assets.snapshot() == before
+
+
+def test_a_retry_after_the_isolation_failed_answers_the_first_command(assets: Assets) -> None:
+    """A late retry of an isolation whose host failed it (the state allows isolating again) replays the first answer."""
+    asset = assets.create_asset()
+    first = assets.isolate(asset.asset_id, request_id="req-late")
+    assets.result(asset.asset_id, first.command.command_id, applied=False, error="nft busy")
+    again = assets.isolate(asset.asset_id, request_id="req-late")
+    assert again == first
+    assert len(_commands(assets, asset.asset_id)) == 1
 
 
 def test_twenty_concurrent_isolations_let_exactly_one_through(assets: Assets) -> None:
@@ -77,6 +106,7 @@ def test_twenty_concurrent_isolations_let_exactly_one_through(assets: Assets) ->
     assert codes.count(grpc.StatusCode.OK) == 1
     assert set(codes) == {grpc.StatusCode.OK, grpc.StatusCode.FAILED_PRECONDITION}
     assert len(_commands(assets, asset.asset_id)) == 1
+    assert len(assets.chained_records(asset.asset_id)) == 1
     assert len(_custody(assets, asset.asset_id)) == 1
 
 
@@ -88,6 +118,7 @@ def test_twenty_concurrent_retries_of_one_request_get_the_same_answer(assets: As
         replies = list(pool.map(lambda _: assets.isolate(asset.asset_id, request_id=request_id), range(20)))
     assert {r.command.command_id for r in replies} == {replies[0].command.command_id}
     assert len(_commands(assets, asset.asset_id)) == 1
+    assert len(assets.chained_records(asset.asset_id)) == 1
     assert len(_custody(assets, asset.asset_id)) == 1
 
 
@@ -128,9 +159,11 @@ def test_an_applied_result_isolates_the_asset_with_two_custody_events(assets: As
     order = assets.isolate(asset.asset_id)
     done = assets.result(asset.asset_id, order.command.command_id)
     assert done.asset.status == ISOLATED
+    records = assets.chained_records(asset.asset_id)
     events = _custody(assets, asset.asset_id)
     assert [e.action for e in events] == ["asset.isolate.requested", "asset.isolate.enforced"]
-    assert [e.seq for e in events] == [order.custody_seq, done.custody_seq]
+    assert [e.seq for e in events] == [r.ledger_seq for r in records]
+    assert records[1].prev_version == records[0].version
     assert events[1].payload["ruleset_sha256"] == "a" * 64
     assert events[1].actor == f"agent:{asset.asset_id}"
     for event in events:
@@ -143,6 +176,7 @@ def test_a_repeated_result_answers_the_same_without_a_second_event(assets: Asset
     asset = assets.create_asset()
     order = assets.isolate(asset.asset_id)
     first = assets.result(asset.asset_id, order.command.command_id)
+    assets.chained_records(asset.asset_id)
     before = assets.snapshot()
     again = assets.result(asset.asset_id, order.command.command_id)
     assert again == first
@@ -171,6 +205,7 @@ def test_a_failed_isolation_records_the_reason_and_allows_a_retry(assets: Assets
     failed = assets.result(asset.asset_id, order.command.command_id, applied=False, error="nft: permission denied")
     assert failed.asset.status == common_pb2.ASSET_STATUS_ISOLATION_FAILED
     assert failed.asset.status_reason == "nft: permission denied"
+    assets.chained_records(asset.asset_id)
     assert _custody(assets, asset.asset_id)[-1].action == "asset.isolate.failed"
     retry = assets.isolate(asset.asset_id)
     assert retry.asset.status == common_pb2.ASSET_STATUS_ISOLATION_PENDING
@@ -185,6 +220,7 @@ def test_release_returns_an_isolated_asset_to_active(assets: Assets) -> None:
     assert release.command.kind == common_pb2.COMMAND_KIND_RELEASE
     done = assets.result(asset.asset_id, release.command.command_id)
     assert done.asset.status == common_pb2.ASSET_STATUS_ACTIVE
+    assets.chained_records(asset.asset_id)
     assert [e.action for e in _custody(assets, asset.asset_id)][-2:] == ["asset.release.requested",
                                                                          "asset.release.enforced"]
 
@@ -204,7 +240,8 @@ def test_a_policy_isolation_names_the_rule_as_actor(assets: Assets) -> None:
     reply = assets.stub.IsolateAsset(
         assets_pb2.IsolateAssetRequest(asset_id=asset.asset_id, justification="critical finding",
                                        request_id="policy-1"),
-        metadata=assets.service_md(actor="policy:exposed-engine"),
+        metadata=assets.service_md(actor="policy:exposed-engine", service="risk-worker"),
     )
     assert reply.asset.status == common_pb2.ASSET_STATUS_ISOLATION_PENDING
+    assets.chained_records(asset.asset_id)
     assert _custody(assets, asset.asset_id)[0].actor == "policy:exposed-engine"

@@ -36,7 +36,7 @@ def _risk(assets: Assets, asset_id: str, severity: int, when: dt.datetime) -> in
             common_pb2.Finding(rule_id="exposed-engine", severity=severity, summary="ollama on 0.0.0.0")]),
     )
     reply = assets.stub.UpdateAssetRisk(assets_pb2.UpdateAssetRiskRequest(updates=[update]),
-                                        metadata=assets.service_md("risk-worker"))
+                                        metadata=assets.service_md(service="risk-worker"))
     return reply.updated
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import grpc
 import pytest
 from lifecyclezero.v1 import assets_pb2
@@ -66,3 +68,28 @@ def test_the_service_token_without_a_tenant_is_refused(assets: Assets) -> None:
         assets.stub.ListPendingCommands(assets_pb2.ListPendingCommandsRequest(),
                                         metadata=[("authorization", f"Bearer {assets.stack.service_token}")])
     assert caught.value.code() == grpc.StatusCode.PERMISSION_DENIED
+
+
+@pytest.mark.parametrize(("service", "method", "request_message"), [
+    ("ingest", "IsolateAsset", assets_pb2.IsolateAssetRequest(asset_id="host-1", justification="j", request_id="r")),
+    ("ingest", "UpdateAssetRisk", assets_pb2.UpdateAssetRiskRequest()),
+    ("risk-worker", "CreateAsset", assets_pb2.CreateAssetRequest()),
+    ("risk-worker", "CheckEnrollmentSecret", assets_pb2.CheckEnrollmentSecretRequest()),
+    ("assets", "ListPendingCommands", assets_pb2.ListPendingCommandsRequest()),
+])
+def test_a_service_token_is_refused_what_its_service_does_not_call(assets: Assets, service: str, method: str,
+                                                                     request_message: Any) -> None:
+    """A service's own token calling an assets method meant for another service gets PERMISSION_DENIED."""
+    with pytest.raises(grpc.RpcError) as caught:
+        getattr(assets.stub, method)(request_message, metadata=assets.service_md(service=service))
+    assert caught.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert f"service {service} may not call {method}" in (caught.value.details() or "")
+
+
+def test_each_service_token_calls_what_its_service_needs(assets: Assets) -> None:
+    """Ingest's token lists pending commands and the risk worker's token updates risk."""
+    pending = assets.stub.ListPendingCommands(assets_pb2.ListPendingCommandsRequest(),
+                                              metadata=assets.service_md(service="ingest"))
+    updated = assets.stub.UpdateAssetRisk(assets_pb2.UpdateAssetRiskRequest(),
+                                          metadata=assets.service_md(service="risk-worker"))
+    assert list(pending.commands) == [] and updated.updated == 0

@@ -65,15 +65,24 @@ def test_a_state_change_underneath_cancels_the_whole_isolation(world: Fixture) -
     _fails_without_effect(world, prepared, touch_asset)
 
 
-def test_a_moved_ledger_tail_cancels_the_whole_isolation(world: Fixture) -> None:
-    """When another writer appends to the ledger first, neither asset, command nor ledger is written."""
+def test_a_moved_ledger_tail_does_not_cancel_an_isolation(world: Fixture) -> None:
+    """An isolation commits although another writer appended to the tenant's ledger after it was prepared."""
     prepared = world.prepare_isolate()
+    draft = ledger_store.EventDraft(actor="someone", action="other.thing", subject="other:1", payload={})
+    ledger_store.append_events(world.ddb, world.table, world.tenant, [draft])
+    world.store.commit(prepared)
+    assert world.store.get_asset(world.tenant, world.asset_id).status is domain.Status.ISOLATION_PENDING
 
-    def append_elsewhere() -> None:
-        draft = ledger_store.EventDraft(actor="someone", action="other.thing", subject="other:1", payload={})
-        ledger_store.append_events(world.ddb, world.table, world.tenant, [draft])
 
-    _fails_without_effect(world, prepared, append_elsewhere)
+def test_an_existing_custody_record_cancels_the_whole_isolation(world: Fixture) -> None:
+    """When the custody record's item already exists, neither asset, command nor record is written."""
+    prepared = world.prepare_isolate()
+    record_put = prepared.transact_items[2]["Put"]
+
+    def put_record() -> None:
+        world.ddb.put_item(TableName=world.table, Item=record_put["Item"])
+
+    _fails_without_effect(world, prepared, put_record)
 
 
 def test_an_existing_command_cancels_the_whole_isolation(world: Fixture) -> None:

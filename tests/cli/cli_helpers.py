@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tests.faults.helpers import until
+
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -77,6 +79,19 @@ def closed_port() -> str:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     return f"127.0.0.1:{port}"
+
+
+def isolate_chained(cli: Lz, asset_id: str, reason: str = "cli test") -> None:
+    """`lz isolate` one asset, then wait until `lz custody` lists its request (the sequencer chains it
+    moments after the answer)."""
+    result = cli("isolate", asset_id, "--reason", reason)
+    assert result.code == 0, result.err
+
+    def requested() -> bool:
+        events = cli("custody", asset_id, "--json").json()["events"]
+        return any(e["action"] == "asset.isolate.requested" for e in events)
+
+    until(requested, 30, f"the custody event of isolating {asset_id}")
 
 
 def new_asset(cli: Lz, **fields: str) -> str:

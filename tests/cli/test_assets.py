@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from cli_helpers import Lz, new_asset
+from cli_helpers import Lz, isolate_chained, new_asset
 
 from services.kit.auth import Role
+from tests.faults.helpers import until
 
 
 def test_assets_create_and_show(admin: Lz) -> None:
@@ -89,22 +90,34 @@ def test_assets_list_all_follows_pages(admin: Lz) -> None:
 
 
 def test_isolate_table(admin: Lz) -> None:
-    """`isolate` reports the new status and the custody event."""
+    """`isolate` reports the new status and that the custody event is recorded."""
     asset = new_asset(admin)
     result = admin("isolate", asset, "--reason", "runs an unapproved engine")
     assert result.code == 0, result.err
     assert "isolation_pending" in result.out
-    assert "custody event #" in result.out
+    assert "custody event recorded" in result.out
 
 
 def test_isolate_json(admin: Lz) -> None:
-    """`isolate --json` has the asset, the command and the custody sequence number."""
+    """`isolate --json` has the asset and the command."""
     asset = new_asset(admin)
     data = admin("isolate", asset, "--reason", "why", "--json").json()
     assert data["asset"]["asset_id"] == asset
     assert data["asset"]["status"] == "ASSET_STATUS_ISOLATION_PENDING"
     assert data["command"]["kind"] == "COMMAND_KIND_ISOLATE"
-    assert int(data["custody_seq"]) >= 1
+
+
+def test_an_isolations_custody_event_shows_in_lz_custody(admin: Lz) -> None:
+    """The custody event of an `lz isolate` appears in `lz custody` with the command it ordered."""
+    asset = new_asset(admin)
+    command = admin("isolate", asset, "--reason", "why", "--json").json()["command"]["command_id"]
+
+    def requested() -> list[dict[str, Any]]:
+        events = admin("custody", asset, "--json").json()["events"]
+        return [e for e in events if e["action"] == "asset.isolate.requested"]
+
+    [event] = until(requested, 30, "the isolation's custody event")
+    assert event["payload"]["command_id"] == command
 
 
 def test_isolate_needs_a_reason(admin: Lz) -> None:
@@ -141,7 +154,7 @@ def test_release_active_asset_is_refused_json(admin: Lz) -> None:
 def test_custody_lists_events(admin: Lz) -> None:
     """`custody` lists the asset's custody events with the isolation request."""
     asset = new_asset(admin)
-    assert admin("isolate", asset, "--reason", "custody test").code == 0
+    isolate_chained(admin, asset, "custody test")
     result = admin("custody", asset)
     assert result.code == 0, result.err
     assert "#" in result.out and "isolate" in result.out
@@ -150,7 +163,7 @@ def test_custody_lists_events(admin: Lz) -> None:
 def test_custody_json(admin: Lz) -> None:
     """`custody --json` has the events with seq, actor and action."""
     asset = new_asset(admin)
-    assert admin("isolate", asset, "--reason", "custody test").code == 0
+    isolate_chained(admin, asset, "custody test")
     data = admin("custody", asset, "--json").json()
     assert data["asset_id"] == asset
     assert {"seq", "actor", "action"} <= set(data["events"][0])
@@ -183,3 +196,20 @@ def test_alerts_list_bad_since_is_usage_error(viewer: Lz) -> None:
 def test_alerts_list_bad_severity_is_usage_error(viewer: Lz) -> None:
     """Only warning and critical are severities of alerts."""
     assert viewer("alerts", "list", "--severity", "info").code == 2
+
+
+def test_assets_list_unknown_connection_state_is_exit_2(lz_offline: Lz) -> None:
+    """An unknown --state is a one-line usage error (exit 2) before anything is called."""
+    result = lz_offline("assets", "list", "--state", "asleep")
+    assert result.code == 2
+    assert "unknown state 'asleep'" in result.err
+
+
+def test_assets_list_by_state_shows_a_never_connected_host_nowhere(admin: Lz) -> None:
+    """A host registered by hand, whose agent never connected, is neither online nor offline nor missing."""
+    asset_id = new_asset(admin)
+    listed = [admin("assets", "list", "--state", state, "--json").json()["assets"]
+              for state in ("online", "offline", "missing")]
+    shown = admin("assets", "show", asset_id, "--json").json()
+    assert listed == [[], [], []]
+    assert shown["connection_state"] == "CONNECTION_STATE_UNSPECIFIED"

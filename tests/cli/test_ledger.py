@@ -2,19 +2,28 @@
 
 from __future__ import annotations
 
+import base64
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
-from cli_helpers import Lz, new_asset
+from cli_helpers import Lz, isolate_chained, new_asset
+
+from services.kit import aws
+from services.ledger import keys as ledger_keys
+from services.ledger import keys as seal_keys
+from services.tlog.checkpoint import Checkpoint
+from services.tlog.note import Signer
+from tests.faults.helpers import Store, chained_custody
 
 
 @pytest.fixture
 def sealed(admin: Lz) -> Lz:
     """A tenant with custody events (two isolations), sealed into a checkpoint."""
     for _ in range(2):
-        assert admin("isolate", new_asset(admin), "--reason", "ledger test").code == 0
+        isolate_chained(admin, new_asset(admin), "ledger test")
     result = admin("seal", "now")
     assert result.code == 0, result.err
     return admin
@@ -31,6 +40,15 @@ def _key_file(cli: Lz, tmp_path: Path) -> Path:
 def _lz_verify(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "services.tlog.cli", *args], capture_output=True, text=True,
                           timeout=60)
+
+
+def _origin(tenant: Any) -> str:
+    return f"{tenant.stack.env['LZ_ORIGIN']}/{tenant.tenant}"
+
+
+def _signer(tenant: Any) -> Signer:
+    """The stack's signing key, named for the tenant's log (to forge a validly signed fork)."""
+    return Signer((tenant.stack.state_dir / "signing.key").read_text().strip()).renamed(_origin(tenant))
 
 
 def test_seal_status_table(sealed: Lz) -> None:
@@ -50,7 +68,7 @@ def test_seal_status_json(sealed: Lz) -> None:
 
 def test_seal_now_table(admin: Lz) -> None:
     """`seal now` seals the pending events and names the new tree size."""
-    assert admin("isolate", new_asset(admin), "--reason", "x").code == 0
+    isolate_chained(admin, new_asset(admin))
     result = admin("seal", "now")
     assert result.code == 0, result.err
     assert "sealed through #1" in result.out
@@ -58,7 +76,7 @@ def test_seal_now_table(admin: Lz) -> None:
 
 def test_seal_now_json(admin: Lz) -> None:
     """`seal now --json` has the checkpoint with its tree size and signed note."""
-    assert admin("isolate", new_asset(admin), "--reason", "x").code == 0
+    isolate_chained(admin, new_asset(admin))
     data = admin("seal", "now", "--json").json()
     assert int(data["checkpoint"]["tree_size"]) == 1
     assert data["checkpoint"]["signed_note"]
@@ -144,3 +162,73 @@ def test_ledger_key_json(sealed: Lz) -> None:
     data = sealed("ledger", "key", "--json").json()
     assert data["verifier_keys"]
     assert "origin" in data
+
+
+def test_ledger_verify_states_its_scope(sealed: Lz) -> None:
+    """The default `ledger verify` says it checked the newest checkpoint and did not re-walk sealed history."""
+    result = sealed("ledger", "verify")
+    assert result.code == 0, result.err
+    assert "newest checkpoint 2 verified against the data after it" in result.out
+    assert "--full" in result.out
+
+
+def test_ledger_verify_json_names_mode_and_checkpoints(sealed: Lz) -> None:
+    """`ledger verify --json` has the mode that ran and how many checkpoints it checked."""
+    data = sealed("ledger", "verify", "--json").json()
+    assert (data["mode"], int(data["newest_checkpoint"])) == ("since-checkpoint", 2)
+    assert data["checkpoints_checked"] >= 1
+
+
+def test_ledger_verify_with_the_current_checkpoint_pinned(sealed: Lz, tmp_path: Path) -> None:
+    """`ledger verify --checkpoint FILE` with a checkpoint the ledger still holds exits 0 in both modes."""
+    pinned = tmp_path / "seen.checkpoint"
+    pinned.write_bytes(base64.b64decode(sealed("seal", "now", "--json").json()["checkpoint"]["signed_note"]))
+    for mode in ([], ["--full"]):
+        result = sealed("ledger", "verify", *mode, "--checkpoint", str(pinned))
+        assert result.code == 0, result.out + result.err
+
+
+def test_ledger_verify_with_a_forked_pin_fails_naming_it(sealed: Lz, new_tenant: Any, tmp_path: Path) -> None:
+    """A pinned checkpoint validly signed for the tenant but with another root fails verification, naming its size."""
+    pinned = tmp_path / "fork.checkpoint"
+    pinned.write_bytes(Checkpoint(_origin(new_tenant), 2, b"\x07" * 32).sign([_signer(new_tenant)]))
+    result = sealed("ledger", "verify", "--checkpoint", str(pinned))
+    assert result.code == 1, result.out + result.err
+    assert "pinned checkpoint 2" in result.out and "fork" in result.out
+
+
+def test_ledger_verify_with_a_pin_that_does_not_verify_is_exit_2(sealed: Lz, tmp_path: Path) -> None:
+    """A pinned file that is not a checkpoint of this tenant is bad input (exit 2, one line)."""
+    pinned = tmp_path / "junk.checkpoint"
+    pinned.write_text("not a checkpoint\n")
+    sealed("ledger", "verify", "--checkpoint", str(pinned)).assert_one_line_error(2)
+
+
+def test_ledger_verify_of_a_damaged_index_item_names_the_checkpoint(sealed: Lz, new_tenant: Any) -> None:
+    """A checkpoint index item without its compact range makes `ledger verify` exit 1 naming the checkpoint."""
+    store = Store(new_tenant.stack)
+    key = aws.to_item({"PK": seal_keys.seal_pk(new_tenant.tenant), "SK": seal_keys.checkpoint_sk(2)})
+    store.ddb.update_item(TableName=store.table, Key=key, UpdateExpression="REMOVE #c",
+                          ExpressionAttributeNames={"#c": "compact"})
+    for mode in ([], ["--full"]):
+        result = sealed("ledger", "verify", *mode)
+        assert result.code == 1, result.out + result.err
+        assert "checkpoint 2" in result.out and "compact" in result.out and "internal" not in result.out
+
+
+def test_seal_now_on_a_broken_chain_is_refused_naming_the_seq(sealed: Lz, new_tenant: Any) -> None:
+    """`seal now` when the next event does not chain from the last sealed one is refused (exit 1), naming its seq.
+
+    The newest sealed event's bytes are replaced by garbage, so the next honest append chains from the
+    garbage: the sealer can never sign that event, and says which one.
+    """
+    store = Store(new_tenant.stack)
+    key = aws.to_item({"PK": ledger_keys.ledger_pk(new_tenant.tenant), "SK": ledger_keys.event_sk(2)})
+    store.ddb.update_item(TableName=store.table, Key=key, UpdateExpression="SET canonical = :g",
+                          ExpressionAttributeValues={":g": {"B": b"garbage"}})
+    asset_id = new_asset(sealed)
+    assert sealed("isolate", asset_id, "--reason", "x").code == 0
+    chained_custody(store.ddb, store.table, new_tenant.tenant, asset_id)
+    result = sealed("seal", "now")
+    assert result.code == 1, result.out + result.err
+    assert "refused" in result.err and "seq 3" in result.err

@@ -24,6 +24,7 @@ from lifecyclezero.v1 import (
 
 from services.kit.devstack import Stack
 from tests.conftest import running
+from tests.faults.helpers import until
 
 
 @pytest.fixture(scope="module")
@@ -74,6 +75,9 @@ def test_isolation_sealing_and_verification_work_under_least_privilege(enforced_
                           timeout=30).asset.status != common_pb2.ASSET_STATUS_ISOLATED:
         assert time.monotonic() < deadline, "the asset never became ISOLATED"
         time.sleep(0.2)
+    # The custody sequencer (assets, under its own policy) chains both custody events moments after.
+    until(lambda: len(assets.GetCustodyLog(assets_pb2.GetCustodyLogRequest(asset_id=enrolled.asset_id),
+                                           metadata=admin, timeout=30).events) == 2, 30, "both custody events chained")
     sealer = sealer_pb2_grpc.SealerServiceStub(grpc.insecure_channel(stack.addresses["sealer"]))
     sealed = sealer.SealNow(sealer_pb2.SealNowRequest(request_id="seal-1"), metadata=admin, timeout=60)
     assert sealed.checkpoint.tree_size == 2

@@ -35,10 +35,12 @@ def _secrets(docs: list[dict[str, Any]], pki: Any) -> dict[str, dict[str, str]]:
     """The Secrets and ConfigMaps the README's production steps 5 and 6 create, for the local overlay."""
     (namespace,) = objects(docs, "Namespace")
     made = tls_secrets(certs.generate(pki, namespace=namespace).read_text())
-    service_token, bootstrap_token = random_secrets.token_urlsafe(32), random_secrets.token_urlsafe(32)
+    tokens = {name: random_secrets.token_urlsafe(32) for name in ("ingest", "assets", "risk-worker")}
+    bootstrap_token = random_secrets.token_urlsafe(32)
     (common,) = (name for name in objects(docs, "ConfigMap") if name.startswith("lz-common"))
     signer, verifier = generate_key(_common(docs, common)["LZ_ORIGIN"])
-    made["lz-service-token"] = {"token": service_token, "sha256": sha256_hex(service_token)}
+    made["lz-service-tokens"] = {**tokens, "callers": ",".join(f"{name}={sha256_hex(token)}"
+                                                                 for name, token in tokens.items())}
     made["lz-bootstrap-token"] = {"sha256": sha256_hex(bootstrap_token)}
     made["lz-signing-key"] = {"signing.key": signer + "\n"}
     made["lz-verifier-keys"] = {"verifier.keys": verifier + "\n"}
@@ -117,11 +119,12 @@ def test_deployment_passes_its_probe(cluster: Cluster, name: str, kind: str) -> 
     assert pod.proc.poll() is None, pod.log.read_text()[-3000:]
 
 
-def _deliver_command(cluster: Cluster, address: str, client_cert_of: str = "assets") -> grpc.StatusCode:
-    """The status of DeliverCommand (an empty command) with the service token to ingest at `address`, presenting
-    the TLS certificate of `client_cert_of` (none if empty)."""
+def _deliver_command(cluster: Cluster, address: str, client_cert_of: str = "assets",
+                     token_of: str = "assets") -> grpc.StatusCode:
+    """The status of DeliverCommand (an empty command) to ingest at `address` with the service token of
+    `token_of`, presenting the TLS certificate of `client_cert_of` (none if empty)."""
     ca = cluster.secrets["lz-tls-ingest"]["ca.crt"].encode()
-    token = cluster.secrets["lz-service-token"]["token"]
+    token = cluster.secrets["lz-service-tokens"][token_of]
     client = cluster.secrets.get(f"lz-tls-{client_cert_of}", {})
     creds = grpc.ssl_channel_credentials(root_certificates=ca, private_key=client.get("tls.key", "").encode() or None,
                                          certificate_chain=client.get("tls.crt", "").encode() or None)
@@ -136,17 +139,19 @@ def _deliver_command(cluster: Cluster, address: str, client_cert_of: str = "asse
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("address", "certificate", "expected"), [
-    ("ingest:50051", "assets", grpc.StatusCode.PERMISSION_DENIED),  # the agents' port
-    ("ingest-internal:50052", "", grpc.StatusCode.UNAVAILABLE),  # the service token without a certificate
-    ("ingest-internal:50052", "ledger", grpc.StatusCode.PERMISSION_DENIED),  # a service not allowed to
-    ("ingest-internal:50052", "assets", grpc.StatusCode.INVALID_ARGUMENT),  # reaches the servicer
+@pytest.mark.parametrize(("address", "certificate", "token", "expected"), [
+    ("ingest:50051", "assets", "assets", grpc.StatusCode.PERMISSION_DENIED),  # the agents' port
+    ("ingest-internal:50052", "", "assets", grpc.StatusCode.UNAVAILABLE),  # the token without a certificate
+    ("ingest-internal:50052", "ledger", "assets", grpc.StatusCode.PERMISSION_DENIED),  # a service not allowed to
+    ("ingest-internal:50052", "assets", "risk-worker", grpc.StatusCode.PERMISSION_DENIED),  # another's token
+    ("ingest-internal:50052", "assets", "assets", grpc.StatusCode.INVALID_ARGUMENT),  # reaches the servicer
 ])
 def test_deliver_command_reaches_ingest_only_internally_from_assets(cluster: Cluster, address: str,
-                                                                     certificate: str,
+                                                                     certificate: str, token: str,
                                                                      expected: grpc.StatusCode) -> None:
     """DeliverCommand reaches ingest's servicer (which rejects the empty command) only through ingest-internal
-    with the assets service's certificate."""
+    with the assets service's certificate and its own service token."""
     ingest = cluster.pods["ingest"]
     until(lambda: ingest.passes(probes(ingest.workload)["readinessProbe"]), 120, "ingest ready")
-    assert _deliver_command(cluster, cluster.addresses[address], client_cert_of=certificate) == expected
+    assert _deliver_command(cluster, cluster.addresses[address], client_cert_of=certificate,
+                            token_of=token) == expected

@@ -22,6 +22,7 @@ import pytest
 import yaml
 from cryptography import x509
 
+from services.kit.settings import service_callers
 from services.tlog.note import Signer, Verifier, open_note, sign
 from tests.deploy.conftest import REPO
 from tests.packaging.installed import copy_tree, tracked_files
@@ -121,11 +122,14 @@ def test_step_4_keeps_the_stack_outputs_out_of_git() -> None:
 
 
 def test_step_5_stores_each_token_with_its_sha256(clone: Path) -> None:
-    """The service token Secret holds the token and its SHA-256; the bootstrap Secret only a SHA-256."""
+    """The service tokens Secret holds each caller's own token and the callers' SHA-256s; the bootstrap Secret
+    only a SHA-256."""
     created = _created(clone)
-    service = created[("Secret", "lz-service-token")]
+    service = created[("Secret", "lz-service-tokens")]
     assert service["metadata"]["namespace"] == NAMESPACE
-    assert _data(service, "sha256") == hashlib.sha256(_data(service, "token").encode()).hexdigest()
+    callers = service_callers(_data(service, "callers"))
+    assert [name for name, _ in callers] == ["ingest", "assets", "risk-worker"]
+    assert all(digest == hashlib.sha256(_data(service, name).encode()).hexdigest() for name, digest in callers)
     assert set(created[("Secret", "lz-bootstrap-token")]["data"]) == {"sha256"}
     assert re.fullmatch(r"[0-9a-f]{64}", _data(created[("Secret", "lz-bootstrap-token")], "sha256"))
 

@@ -38,8 +38,10 @@ from services.kit.devstack import Stack
 from services.kit.settings import AwsSettings
 from services.kit.tokens import store as token_store
 from services.ledger import keys as ledger_keys
+from services.ledger import keys as seal_keys
 from services.ledger import store as ledger_store
-from services.sealer import keys as sealer_keys
+from services.ledger.outbox import CustodyRecord
+from services.ledger.outbox import store as outbox_store
 from services.tlog.events import ChainVerifier
 from tests.ingest.agents import IngestTenant, create_tenant, enroll
 
@@ -182,7 +184,7 @@ class Store:
 
     def partitions(self, tenant: str) -> list[str]:
         """Every partition key a tenant's items can have."""
-        return [asset_keys.tenant_pk(tenant), ledger_keys.ledger_pk(tenant), sealer_keys.seal_pk(tenant),
+        return [asset_keys.tenant_pk(tenant), ledger_keys.ledger_pk(tenant), seal_keys.seal_pk(tenant),
                 *(ingest_keys.telemetry_pk(tenant, k) for k in range(TELEMETRY_SHARDS))]
 
     def tenant_items(self, tenant: str) -> dict[tuple[str, str], str]:
@@ -258,6 +260,22 @@ class Store:
             if "LastEvaluatedKey" not in got:
                 return seqs
             kwargs["ExclusiveStartKey"] = got["LastEvaluatedKey"]
+
+
+def chained_custody(ddb: Any, table: str, tenant: str, asset_id: str = "",
+                    within: float = 60.0) -> list[CustodyRecord]:
+    """The tenant's (or one asset's) custody records once the sequencer has given every one its ledger seq."""
+    def all_chained() -> list[CustodyRecord]:
+        records = outbox_store.asset_records(ddb, table, tenant, asset_id)
+        return records if records and all(r.chained for r in records) else []
+
+    return until(all_chained, within, "every custody record chained")
+
+
+def no_custody_pending(store: Store, tenant: str, within: float = 60.0) -> None:
+    """Wait until none of the tenant's custody records waits for its ledger seq (true at once when it has none)."""
+    until(lambda: all(r.chained for r in outbox_store.asset_records(store.ddb, store.table, tenant)), within,
+          "no custody record pending")
 
 
 def assert_chain_sound(store: Store, tenant: str) -> list[ledger_store.StoredEvent]:

@@ -20,12 +20,14 @@ from lifecyclezero.v1 import assets_pb2, assets_pb2_grpc, common_pb2, ledger_pb2
 
 from services.kit.auth import Role
 from services.kit.devstack import Stack
+from services.ledger.outbox import store as outbox_store
 from services.tlog.events import parse_event
 from tests.faults.helpers import (
     Fleet,
     Store,
     Tenant,
     assert_chain_sound,
+    chained_custody,
     health,
     kill9,
     ledger_stub,
@@ -203,7 +205,7 @@ def _seal_outcome(tenant: Tenant) -> str:
 
 
 async def test_assets_killed_mid_transaction_keeps_every_isolation_whole(crash_stack, tenant):
-    """Kill -9 of assets during concurrent isolations: state, command and custody event committed together
+    """Kill -9 of assets during concurrent isolations: state, command and custody record committed together
     or not at all, and every isolation (retried by request id) ends ISOLATED on its host."""
     fleet = Fleet(crash_stack, tenant, count=8, interval=0.5)
     await fleet.start()
@@ -251,7 +253,9 @@ async def test_assets_killed_mid_transaction_keeps_every_isolation_whole(crash_s
     finally:
         await fleet.stop()
         await channel.close()
-    events = assert_chain_sound(Store(crash_stack), tenant.tenant)
+    store = Store(crash_stack)
+    chained_custody(store.ddb, store.table, tenant.tenant)
+    events = assert_chain_sound(store, tenant.tenant)
     actions = Counter((e.subject, e.action) for e in events)
     for asset_id in requests:
         assert actions[(f"asset:{asset_id}", "asset.isolate.requested")] == 1, actions
@@ -261,14 +265,15 @@ async def test_assets_killed_mid_transaction_keeps_every_isolation_whole(crash_s
 
 
 def _assert_orders_atomic(store: Store, tenant: str, asset_ids: list[str]) -> None:
-    """Right after the crash: an asset is ISOLATION_PENDING exactly when its command and custody event exist."""
+    """Right after the crash: an asset was ordered (ISOLATION_PENDING, or already ISOLATED by its agent) exactly
+    when its command and custody record exist."""
     items = store.tenant_items(tenant)
-    events = store.ledger_events(tenant)
     for asset_id in asset_ids:
         snapshot = items[("TENANT#" + tenant, f"ASSET#{asset_id}")]
-        pending = "ISOLATION_PENDING" in snapshot
+        pending = "ISOLATION_PENDING" in snapshot or "ISOLATED" in snapshot
         commands = [k for k in items if k[1].startswith(f"CMD#{asset_id}#")]
-        custody = [e for e in events if e.subject == f"asset:{asset_id}" and e.action == "asset.isolate.requested"]
+        custody = [r for r in outbox_store.asset_records(store.ddb, store.table, tenant, asset_id)
+                   if r.draft.action == "asset.isolate.requested"]
         assert (len(commands), len(custody)) == ((1, 1) if pending else (0, 0)), (asset_id, snapshot, commands)
 
 

@@ -17,9 +17,11 @@ from lifecyclezero.v1 import (
     sealer_pb2,
 )
 
+from services.assets.app import CALLERS as ASSETS_CALLERS
+from services.ingest.app import INTERNAL as INGEST_INTERNAL
 from services.kit.auth import Role
 from services.kit.devstack import Stack
-from tests.faults.helpers import Store, Tenant, ledger_stub, make_tenant, seal_now
+from tests.faults.helpers import Store, Tenant, chained_custody, ledger_stub, make_tenant, seal_now
 from tests.ingest.agents import TestAgent, enroll
 
 pytestmark = pytest.mark.slow
@@ -44,6 +46,8 @@ class Victim:
             asset_id=self.asset_id, justification="victim-marker", request_id="victim-req"),
             metadata=self.tenant.metadata(Role.OPERATOR), timeout=10)
         self.command_id = reply.command.command_id
+        store = Store(stack)
+        chained_custody(store.ddb, store.table, self.tenant.tenant)  # B's data is still before it is watched
         ledger_stub(self.tenant).AppendEvents(ledger_pb2.AppendEventsRequest(
             events=[ledger_pb2.EventInput(action="victim.marker", subject=f"asset:{self.asset_id}")] * 5),
             metadata=self.tenant.metadata(Role.OPERATOR), timeout=10)
@@ -110,9 +114,10 @@ def _calls(b: Victim) -> list[tuple[str, str, Message, str]]:
     ]
 
 
-def _metadata(stack: Stack, attacker: Tenant, caller: str) -> list[tuple[str, str]]:
-    if caller == "service":  # an internal call made for tenant A
-        return [("authorization", f"Bearer {stack.service_token}"), ("x-lz-tenant", attacker.tenant)]
+def _metadata(stack: Stack, attacker: Tenant, caller: str, path: str) -> list[tuple[str, str]]:
+    if caller == "service":  # an internal call made for tenant A, with the token of the service that makes it
+        calling = min({**ASSETS_CALLERS, **INGEST_INTERNAL}.get(path, {"ingest"}))
+        return [("authorization", f"Bearer {stack.service_tokens[calling]}"), ("x-lz-tenant", attacker.tenant)]
     if caller == "none":
         return []
     return attacker.metadata({"admin": Role.ADMIN, "operator": Role.OPERATOR, "viewer": Role.VIEWER}[caller])
@@ -140,16 +145,16 @@ def test_a_call_with_another_tenants_identifiers_reveals_and_changes_nothing_of_
     service, method, request, caller = calls[index]
     store = Store(stack)
     before = store.tenant_items(victim.tenant.tenant), store.tenant_objects(victim.tenant.tenant)
-    channel = grpc.insecure_channel(stack.addresses[service])
     path = PATH[service] + method
+    channel = grpc.insecure_channel(stack.addresses["ingest-internal" if path in INGEST_INTERNAL else service])
     replies: list[bytes] = []
     try:
         if method == "ExportBundle":
             replies = list(channel.unary_stream(path, request_serializer=bytes, response_deserializer=bytes)(
-                request.SerializeToString(), metadata=_metadata(stack, attacker, caller), timeout=30))
+                request.SerializeToString(), metadata=_metadata(stack, attacker, caller, path), timeout=30))
         else:
             replies = [channel.unary_unary(path, request_serializer=bytes, response_deserializer=bytes)(
-                request.SerializeToString(), metadata=_metadata(stack, attacker, caller), timeout=30)]
+                request.SerializeToString(), metadata=_metadata(stack, attacker, caller, path), timeout=30)]
         code = grpc.StatusCode.OK
     except grpc.RpcError as exc:
         code = exc.code()

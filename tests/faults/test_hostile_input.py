@@ -27,7 +27,7 @@ from lifecyclezero.v1 import (
 from services.kit.auth import Role
 from services.kit.devstack import Stack
 from tests.faults import fuzzing
-from tests.faults.helpers import Store, ledger_stub, make_tenant, seal_now
+from tests.faults.helpers import Store, ledger_stub, make_tenant, no_custody_pending, seal_now
 from tests.ingest.agents import create_tenant, enroll
 
 ACCEPTABLE = {
@@ -114,7 +114,9 @@ class Attack:
         self.state = self._settled()
 
     def _settled(self) -> tuple[dict[tuple[str, str], str], dict[str, list[str]]]:
-        """The store once every accepted event is sealed, so the sealer writes nothing behind a later call."""
+        """The store once every accepted custody action is chained and sealed, so neither the custody
+        sequencer nor the sealer writes anything behind a later call."""
+        no_custody_pending(self.target.store, self.target.tenant.tenant)
         seal_now(self.target.tenant)
         return self.target.snapshot()
 

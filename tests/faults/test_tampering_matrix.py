@@ -14,15 +14,24 @@ from pathlib import Path
 import pytest
 
 from services.kit import aws
+from services.kit.devstack import Stack
 from services.ledger import keys as ledger_keys
-from services.sealer import keys as sealer_keys
+from services.ledger import keys as seal_keys
 from services.tlog.checkpoint import Checkpoint
 from services.tlog.events import parse_event
 from services.tlog.merkle import leaf_hash
 from services.tlog.note import Signer, generate_key
 from services.tlog.tiles import TileBuilder
 from tests.faults.helpers import Store, make_tenant
-from tests.ledger.helpers import append, export_bundle, lz_verify, seal_now, verifier_keys, verify_ledger
+from tests.ledger.helpers import (
+    append,
+    export_bundle,
+    lz_verify,
+    seal_now,
+    verifier_keys,
+    verify_ledger,
+    wait_sealed,
+)
 from tests.ledger.test_tampering import Ledger, edited
 
 SIZE, FIRST_CP, SECOND_CP = 40, 16, 32
@@ -33,7 +42,7 @@ def _origin(ledger: Ledger) -> str:
 
 
 def _record_key(ledger: Ledger, size: int) -> dict:
-    return aws.to_item({"PK": sealer_keys.seal_pk(ledger.tenant.tenant), "SK": sealer_keys.checkpoint_sk(size)})
+    return aws.to_item({"PK": seal_keys.seal_pk(ledger.tenant.tenant), "SK": seal_keys.checkpoint_sk(size)})
 
 
 def edit(ledger: Ledger) -> None:
@@ -76,13 +85,13 @@ def rewrite(ledger: Ledger) -> None:
     builder = TileBuilder()
     for start, end in ((0, FIRST_CP), (FIRST_CP, SECOND_CP)):
         for tile in builder.add(leaves[start:end]):
-            key = sealer_keys.tile_object_key(ledger.tenant.tenant, tile.tile_id)
+            key = seal_keys.tile_object_key(ledger.tenant.tenant, tile.tile_id)
             ledger.s3.put_object(Bucket=ledger.bucket, Key=key, Body=tile.data)
 
 
 def replaced_version(ledger: Ledger) -> None:
     """A second object version over checkpoint 16: its genuine note with the root swapped (signature now bad)."""
-    key = sealer_keys.checkpoint_object_key(ledger.tenant.tenant, FIRST_CP)
+    key = seal_keys.checkpoint_object_key(ledger.tenant.tenant, FIRST_CP)
     note = ledger.s3.get_object(Bucket=ledger.bucket, Key=key)["Body"].read()
     lines = note.split(b"\n")
     lines[2] = b"B" * 43 + b"="
@@ -95,10 +104,10 @@ def other_key(ledger: Ledger) -> None:
     builder = TileBuilder()
     builder.add([leaf_hash(ledger.canonical(seq)) for seq in range(1, SIZE + 1)])
     note = Checkpoint(_origin(ledger), SIZE, builder.root()).sign([stranger])
-    key = sealer_keys.checkpoint_object_key(ledger.tenant.tenant, SIZE)
+    key = seal_keys.checkpoint_object_key(ledger.tenant.tenant, SIZE)
     version = ledger.s3.put_object(Bucket=ledger.bucket, Key=key, Body=note)["VersionId"]
     item = ledger.ddb.get_item(TableName=ledger.table, Key=_record_key(ledger, SECOND_CP))["Item"]
-    item.update({"SK": {"S": sealer_keys.checkpoint_sk(SIZE)}, "note": {"B": note}, "root": {"B": builder.root()},
+    item.update({"SK": {"S": seal_keys.checkpoint_sk(SIZE)}, "note": {"B": note}, "root": {"B": builder.root()},
                  "object_key": {"S": key}, "version_id": {"S": version},
                  "compact": {"B": builder.compact_range().to_bytes()}})
     ledger.ddb.put_item(TableName=ledger.table, Item=item)
@@ -107,7 +116,7 @@ def other_key(ledger: Ledger) -> None:
 def forked_view(ledger: Ledger) -> None:
     """Two checkpoints of size 32 signed by the tenant's own key with different roots; the index shows the fork."""
     forged = Checkpoint(_origin(ledger), SECOND_CP, b"\x07" * 32).sign([ledger.signer()])
-    key = sealer_keys.checkpoint_object_key(ledger.tenant.tenant, SECOND_CP)
+    key = seal_keys.checkpoint_object_key(ledger.tenant.tenant, SECOND_CP)
     version = ledger.s3.put_object(Bucket=ledger.bucket, Key=key, Body=forged)["VersionId"]
     item = ledger.ddb.get_item(TableName=ledger.table, Key=_record_key(ledger, SECOND_CP))["Item"]
     item.update({"note": {"B": forged}, "root": {"B": b"\x07" * 32}, "version_id": {"S": version}})
@@ -143,10 +152,15 @@ MATRIX = [
 ]
 
 
-@pytest.fixture
-def ledger(stack) -> Ledger:
+def sealed_ledger(stack: Stack) -> Ledger:
+    """A new tenant's ledger of 40 events sealed at 16 and 32, verified.
+
+    The sealer seals a tenant once when its stream first shows it, so that seal is waited for before
+    sealing on demand (a sealer configured to seal only on demand then leaves the last 8 unsealed).
+    """
     tenant = make_tenant(stack)
     append(tenant, FIRST_CP)
+    wait_sealed(tenant, 1)
     seal_now(tenant)
     append(tenant, SECOND_CP - FIRST_CP)
     seal_now(tenant)
@@ -155,6 +169,11 @@ def ledger(stack) -> Ledger:
     made = Ledger(tenant, store.ddb, store.s3, store.table, store.bucket, stack)
     assert verify_ledger(tenant).ok
     return made
+
+
+@pytest.fixture
+def ledger(stack) -> Ledger:
+    return sealed_ledger(stack)
 
 
 @pytest.mark.parametrize("case", MATRIX, ids=[c.name for c in MATRIX])

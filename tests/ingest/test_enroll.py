@@ -60,7 +60,7 @@ async def test_revocation_ends_the_live_stream_and_refuses_the_next(stack: Stack
                                                                    agent: TestAgent) -> None:
     """RevokeAgent (admin) ends the agent's live stream with UNAUTHENTICATED, and it cannot connect again."""
     await agent.connect()
-    async with grpc.aio.insecure_channel(stack.addresses["ingest"]) as channel:
+    async with grpc.aio.insecure_channel(stack.addresses["ingest-internal"]) as channel:
         await ingest_pb2_grpc.IngestServiceStub(channel).RevokeAgent(
             ingest_pb2.RevokeAgentRequest(asset_id=agent.asset_id), metadata=ingest_tenant.admin())
     assert await agent.status() == grpc.StatusCode.UNAUTHENTICATED
@@ -79,7 +79,7 @@ def test_a_viewer_may_not_revoke(stack: Stack, ingest_tenant: IngestTenant) -> N
             assets_pb2.CreateTokenRequest(role=assets_pb2.ROLE_VIEWER, description="v"),
             metadata=ingest_tenant.admin()).token
     reply = enroll(stack.addresses["ingest"], ingest_tenant)
-    with grpc.insecure_channel(stack.addresses["ingest"]) as channel, pytest.raises(grpc.RpcError) as caught:
+    with grpc.insecure_channel(stack.addresses["ingest-internal"]) as channel, pytest.raises(grpc.RpcError) as caught:
         ingest_pb2_grpc.IngestServiceStub(channel).RevokeAgent(
             ingest_pb2.RevokeAgentRequest(asset_id=reply.asset_id), metadata=[("authorization", f"Bearer {viewer}")])
     assert caught.value.code() == grpc.StatusCode.PERMISSION_DENIED
@@ -87,7 +87,19 @@ def test_a_viewer_may_not_revoke(stack: Stack, ingest_tenant: IngestTenant) -> N
 
 def test_deliver_command_is_closed_to_operators(stack: Stack, ingest_tenant: IngestTenant) -> None:
     """DeliverCommand with an operator's token fails with PERMISSION_DENIED (service token only)."""
-    with grpc.insecure_channel(stack.addresses["ingest"]) as channel, pytest.raises(grpc.RpcError) as caught:
+    with grpc.insecure_channel(stack.addresses["ingest-internal"]) as channel, pytest.raises(grpc.RpcError) as caught:
         ingest_pb2_grpc.IngestServiceStub(channel).DeliverCommand(ingest_pb2.DeliverCommandRequest(),
                                                                   metadata=ingest_tenant.admin())
+    assert caught.value.code() == grpc.StatusCode.PERMISSION_DENIED
+
+
+@pytest.mark.parametrize(("address", "token_of"), [("ingest", "assets"), ("ingest-internal", "risk-worker"),
+                                                   ("ingest-internal", "ingest")])
+def test_deliver_command_is_refused_off_the_internal_port_or_to_another_service(
+        stack: Stack, ingest_tenant: IngestTenant, address: str, token_of: str) -> None:
+    """DeliverCommand is refused on ingest's public port even with assets' token, and on the internal port with
+    any service token but assets'."""
+    with grpc.insecure_channel(stack.addresses[address]) as channel, pytest.raises(grpc.RpcError) as caught:
+        ingest_pb2_grpc.IngestServiceStub(channel).DeliverCommand(ingest_pb2.DeliverCommandRequest(), metadata=[
+            ("authorization", f"Bearer {stack.service_tokens[token_of]}"), ("x-lz-tenant", ingest_tenant.tenant)])
     assert caught.value.code() == grpc.StatusCode.PERMISSION_DENIED

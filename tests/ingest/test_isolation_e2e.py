@@ -10,7 +10,8 @@ import pytest
 from lifecyclezero.v1 import assets_pb2, assets_pb2_grpc, common_pb2
 
 from services.kit.devstack import Stack
-from tests.ingest.agents import IngestTenant, TestAgent, heartbeat
+from tests.faults.helpers import until
+from tests.ingest.agents import IngestTenant, TestAgent, enroll, heartbeat
 
 pytestmark = pytest.mark.slow
 
@@ -39,9 +40,37 @@ async def test_a_critical_finding_with_isolate_isolates_the_host(stack: Stack, i
                                     metadata=ingest_tenant.admin())
         assert got.asset.status == common_pb2.ASSET_STATUS_ISOLATION_PENDING
         assert got.asset.risk.max_severity == common_pb2.SEVERITY_CRITICAL
-        log = await assets.GetCustodyLog(assets_pb2.GetCustodyLogRequest(asset_id=agent.asset_id),
-                                         metadata=ingest_tenant.admin())
-    assert [e.actor for e in log.events] == ["policy:exposed-listener"]
+    events = await asyncio.to_thread(_custody_events, stack, ingest_tenant, agent.asset_id)
+    assert [e.actor for e in events] == ["policy:exposed-listener"]
+
+
+def _custody_events(stack: Stack, tenant: IngestTenant, asset_id: str) -> list[common_pb2.LedgerEvent]:
+    """The asset's custody events once its first one is chained (moments after the order)."""
+    with grpc.insecure_channel(stack.addresses["assets"]) as channel:
+        assets = assets_pb2_grpc.AssetServiceStub(channel)
+        return until(lambda: list(assets.GetCustodyLog(assets_pb2.GetCustodyLogRequest(asset_id=asset_id),
+                                                        metadata=tenant.admin()).events),
+                     30, f"a custody event of {asset_id}")
+
+
+async def test_a_policy_firing_on_many_hosts_isolates_every_one(stack: Stack, ingest_tenant: IngestTenant) -> None:
+    """Twelve hosts reporting an exposed engine at once each get an ISOLATE command and one policy custody event."""
+    _write_policy(stack, ingest_tenant.tenant, "rules:\n  exposed-listener: {isolate: true}\n")
+    agents = []
+    for _ in range(12):
+        reply = enroll(stack.addresses["ingest"], ingest_tenant)
+        agents.append(TestAgent(stack.addresses["ingest"], ingest_tenant.tenant, reply.asset_id,
+                                reply.agent_credential))
+    try:
+        await asyncio.gather(*(a.connect() for a in agents))
+        await asyncio.gather(*(a.send(heartbeat(1, EXPOSED)) for a in agents))
+        commands = await asyncio.gather(*(a.next_of("command", within=60) for a in agents))
+        assert {c.command.kind for c in commands} == {common_pb2.COMMAND_KIND_ISOLATE}
+        logs = [await asyncio.to_thread(_custody_events, stack, ingest_tenant, a.asset_id) for a in agents]
+    finally:
+        await asyncio.gather(*(a.close() for a in agents))
+    assert [[(e.actor, e.action) for e in log] for log in logs] == [
+        [("policy:exposed-listener", "asset.isolate.requested")]] * len(agents)
 
 
 async def test_the_same_finding_without_isolate_only_raises_the_risk(stack: Stack, ingest_tenant: IngestTenant,

@@ -118,11 +118,12 @@ async def test_welcome_on_reconnect_carries_the_durable_seq(stack: Stack, agent:
 
 
 async def test_nudge_delivers_a_command_at_once(stack: Stack, agent: TestAgent) -> None:
-    """DeliverCommand (the service token) pushes the command down the live stream and reports delivered."""
+    """DeliverCommand (the assets service's token, on the internal port) pushes the command down the live
+    stream and reports delivered."""
     await agent.connect()
     command = common_pb2.Command(command_id="c-nudge", asset_id=agent.asset_id, kind=common_pb2.COMMAND_KIND_ISOLATE)
-    settings = ServerSettings(service_token=stack.service_token)
-    async with grpc.aio.insecure_channel(stack.addresses["ingest"]) as channel:
+    settings = ServerSettings(service_token=stack.service_tokens["assets"])
+    async with grpc.aio.insecure_channel(stack.addresses["ingest-internal"]) as channel:
         reply = await ingest_pb2_grpc.IngestServiceStub(channel).DeliverCommand(
             ingest_pb2.DeliverCommandRequest(command=command), metadata=service_metadata(settings, agent.tenant))
     assert reply.delivered

@@ -27,7 +27,8 @@ from services.kit.settings import ServerSettings
 from services.tlog.note import generate_key
 
 SERVICE = "lifecyclezero.v1.LedgerService"
-SERVICE_TOKEN = "service-token-for-tests-0123456789"
+SERVICE_TOKEN = "service-token-for-tests-0123456789"  # the assets service's own token
+OTHER_SERVICE_TOKEN = "sealer-token-for-tests-0123456789"
 
 
 class _ErrorServicer(ledger_pb2_grpc.LedgerServiceServicer):
@@ -63,10 +64,12 @@ class _Harness:
             name="test",
             servicers=[(ledger_pb2_grpc.add_LedgerServiceServicer_to_server, _ErrorServicer(), SERVICE)],
             policy=policy,
-            authenticator=Authenticator(None, "unused", service_token_sha256=auth.sha256_hex(SERVICE_TOKEN)),
+            authenticator=Authenticator(None, "unused", service_callers={
+                "assets": auth.sha256_hex(SERVICE_TOKEN), "sealer": auth.sha256_hex(OTHER_SERVICE_TOKEN)}),
             check_ready=check_ready,
             ready_interval_seconds=0.05,
             internal=internal or {},
+            callers={f"/{SERVICE}/GetEvent": frozenset({"assets"})},
         )
         internal_port = embedded.free_port() if internal else 0
         self.running = await build_server(service, ServerSettings(port=0, internal_port=internal_port))
@@ -210,6 +213,17 @@ async def test_principal_comes_from_the_credential(harness: _Harness) -> None:
         reply = await ledger_pb2_grpc.LedgerServiceStub(ch).GetEvent(ledger_pb2.GetEventRequest(seq=8),
                                                                       metadata=md)
     assert reply.event.actor == "policy:rule-7"
+
+
+async def test_another_services_token_is_refused_a_method_it_is_not_listed_for(harness: _Harness) -> None:
+    """A service token of a service the method does not name as a caller gets PERMISSION_DENIED."""
+    async with _channel(harness) as ch:
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await ledger_pb2_grpc.LedgerServiceStub(ch).GetEvent(
+                ledger_pb2.GetEventRequest(seq=8),
+                metadata=[("authorization", f"Bearer {OTHER_SERVICE_TOKEN}"), (auth.TENANT_METADATA_KEY, "acme")])
+    assert caught.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert "sealer" in (caught.value.details() or "")
 
 
 async def test_draining_reports_not_serving() -> None:

@@ -67,6 +67,21 @@ def test_every_problem_is_reported_at_once() -> None:
     assert "LZ_GRACE_SECONDS" in message
 
 
+@pytest.mark.parametrize("callers", ["ingest", "ingest=abc", "in#gest=" + "a" * 64,
+                                     f"ingest={'a' * 64},assets={'a' * 64}"])
+def test_malformed_service_callers_are_refused(callers: str) -> None:
+    """LZ_SERVICE_CALLERS that is not unique name=<sha256> pairs is a configuration error naming it."""
+    with pytest.raises(ConfigError, match="LZ_SERVICE_CALLERS"):
+        s.load(LedgerSettings, {**BASE, "LZ_SERVICE_CALLERS": callers})
+
+
+def test_service_callers_are_read_as_name_and_hash_pairs() -> None:
+    """LZ_SERVICE_CALLERS becomes (service, sha256) pairs in the order given."""
+    callers = f"ingest={'A' * 64}, risk-worker={'b' * 64}"
+    loaded = s.load(LedgerSettings, {**BASE, "LZ_TABLE_NAME": "t", "LZ_SERVICE_CALLERS": callers})
+    assert loaded.server.service_callers == (("ingest", "a" * 64), ("risk-worker", "b" * 64))
+
+
 def test_settings_are_frozen() -> None:
     """A loaded settings object cannot be changed after start."""
     loaded = s.load(LedgerSettings, {**BASE, "LZ_TABLE_NAME": "t"})

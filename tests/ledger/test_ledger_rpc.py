@@ -10,7 +10,12 @@ import pytest
 from lifecyclezero.v1 import ledger_pb2
 
 from services.kit.auth import Role
+from services.kit.errors import ResourceExhausted
+from services.ledger import keys as seal_keys
+from services.ledger.servicer import TenantLimit
 from services.tlog.events import parse_event
+from services.tlog.tiles import TileId
+from tests.faults.helpers import Store
 from tests.ledger.helpers import append, event, export_bundle, lz_verify, seal_now, stubs, verifier_keys
 
 
@@ -67,6 +72,16 @@ def test_deep_payload_is_invalid_argument(new_tenant):
             ledger_pb2.AppendEventsRequest(events=[event(deep=nested)]), metadata=new_tenant.metadata(Role.OPERATOR)
         )
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+@pytest.mark.parametrize("service", ["ingest", "assets", "risk-worker"])
+def test_no_service_token_may_append(stack, new_tenant, service):
+    """Every service's own token is refused AppendEvents: no service calls the ledger."""
+    ledger, _ = stubs(new_tenant)
+    with pytest.raises(grpc.RpcError) as err:
+        ledger.AppendEvents(ledger_pb2.AppendEventsRequest(events=[event()]), metadata=[
+            ("authorization", f"Bearer {stack.service_tokens[service]}"), ("x-lz-tenant", new_tenant.tenant)])
+    assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
 
 
 def test_viewer_cannot_append(new_tenant):
@@ -176,3 +191,57 @@ def test_verify_ledger_full_and_since_checkpoint_pass_on_honest_data(new_tenant)
     since = verify_ledger(new_tenant, ledger_pb2.VERIFY_MODE_SINCE_CHECKPOINT)
     assert (full.ok, full.events_checked, full.tree_size) == (True, 333, 333), full
     assert (since.ok, since.events_checked) == (True, 3), since
+
+
+def test_inclusion_proof_from_a_rewritten_tile_fails_naming_the_tile(new_tenant):
+    """A tile replaced by a new version makes GetInclusionProof fail with FAILED_PRECONDITION naming the tile."""
+    append(new_tenant, 20)
+    seal_now(new_tenant)
+    store = Store(new_tenant.stack)
+    key = seal_keys.tile_object_key(new_tenant.tenant, TileId(0, 0, 20))
+    data = bytearray(store.s3.get_object(Bucket=store.bucket, Key=key)["Body"].read())
+    data[:32] = b"\x01" * 32
+    store.s3.put_object(Bucket=store.bucket, Key=key, Body=bytes(data))
+    ledger, _ = stubs(new_tenant)
+    with pytest.raises(grpc.RpcError) as caught:
+        ledger.GetInclusionProof(ledger_pb2.GetInclusionProofRequest(seq=9), metadata=new_tenant.metadata())
+    assert caught.value.code() is grpc.StatusCode.FAILED_PRECONDITION
+    assert "tile/0/000.p/20" in caught.value.details()
+
+
+class TestTenantLimit:
+    """The per-tenant limit on expensive calls (VerifyLedger FULL, ExportBundle)."""
+
+    def test_a_call_beyond_the_limit_is_resource_exhausted(self):
+        """A third concurrent slot of one tenant is refused with ResourceExhausted."""
+        limit = TenantLimit(2)
+        with limit.slot("t1", "x"), limit.slot("t1", "x"), pytest.raises(ResourceExhausted):
+            limit.slot("t1", "x").__enter__()
+
+    def test_other_tenants_are_not_limited_by_a_busy_one(self):
+        """Another tenant gets a slot while one tenant uses all of its own."""
+        limit = TenantLimit(1)
+        with limit.slot("t1", "x"), limit.slot("t2", "x"):
+            pass
+
+    def test_a_finished_call_frees_its_slot(self):
+        """A slot is free again once the call holding it ends, even by an error."""
+        limit = TenantLimit(1)
+        with pytest.raises(RuntimeError), limit.slot("t1", "x"):
+            raise RuntimeError("boom")
+        with limit.slot("t1", "x"):
+            pass
+
+
+def test_an_older_pinned_checkpoint_is_proven_consistent_in_both_modes(new_tenant):
+    """VerifyLedger with an older checkpoint pinned passes in both modes when the ledger still extends it."""
+    append(new_tenant, 20)
+    older = seal_now(new_tenant)
+    append(new_tenant, 30)
+    seal_now(new_tenant)
+    for mode in (ledger_pb2.VERIFY_MODE_SINCE_CHECKPOINT, ledger_pb2.VERIFY_MODE_FULL):
+        ledger, _ = stubs(new_tenant)
+        verdict = ledger.VerifyLedger(ledger_pb2.VerifyLedgerRequest(mode=mode, pinned_checkpoints=[older.signed_note]),
+                                      metadata=new_tenant.metadata(), timeout=120)
+        assert verdict.ok, verdict
+        assert verdict.mode == mode

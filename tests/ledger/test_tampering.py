@@ -11,7 +11,7 @@ import pytest
 from services.kit import aws
 from services.kit.settings import AwsSettings
 from services.ledger import keys as ledger_keys
-from services.sealer import keys as sealer_keys
+from services.ledger import keys as seal_keys
 from services.tlog.checkpoint import Checkpoint
 from services.tlog.events import build_event, parse_event
 from services.tlog.merkle import leaf_hash
@@ -148,7 +148,7 @@ def test_rewritten_chain_with_recomputed_tiles_is_detected(ledger, tmp_path):
     builder = TileBuilder()
     for start, end in ((0, 150), (150, 300)):
         for tile in builder.add(leaves[start:end]):
-            key = sealer_keys.tile_object_key(ledger.tenant.tenant, tile.tile_id)
+            key = seal_keys.tile_object_key(ledger.tenant.tenant, tile.tile_id)
             ledger.s3.put_object(Bucket=ledger.bucket, Key=key, Body=tile.data)
     assert_detected(ledger, tmp_path, range(50, 151))
 
@@ -157,7 +157,7 @@ def test_checkpoint_overwritten_by_newer_version_is_detected(ledger, tmp_path):
     """A newer object version over a checkpoint (validly signed, other root) is named by its size."""
     origin = f"{ledger.stack.env['LZ_ORIGIN']}/{ledger.tenant.tenant}"
     forged = Checkpoint(origin, 150, b"\x07" * 32).sign([ledger.signer()])
-    key = sealer_keys.checkpoint_object_key(ledger.tenant.tenant, 150)
+    key = seal_keys.checkpoint_object_key(ledger.tenant.tenant, 150)
     ledger.s3.put_object(Bucket=ledger.bucket, Key=key, Body=forged)
     assert_detected(ledger, tmp_path, 150)
 
@@ -172,13 +172,13 @@ def test_checkpoint_signed_by_another_key_is_detected(ledger, tmp_path):
     builder = TileBuilder()
     builder.add(leaves)
     note = Checkpoint(origin, 310, builder.root()).sign([stranger])
-    key = sealer_keys.checkpoint_object_key(ledger.tenant.tenant, 310)
+    key = seal_keys.checkpoint_object_key(ledger.tenant.tenant, 310)
     version = ledger.s3.put_object(Bucket=ledger.bucket, Key=key, Body=note)["VersionId"]
     newest = ledger.ddb.get_item(
         TableName=ledger.table,
-        Key=aws.to_item({"PK": sealer_keys.seal_pk(ledger.tenant.tenant), "SK": sealer_keys.checkpoint_sk(300)}),
+        Key=aws.to_item({"PK": seal_keys.seal_pk(ledger.tenant.tenant), "SK": seal_keys.checkpoint_sk(300)}),
     )["Item"]
-    newest.update({"SK": {"S": sealer_keys.checkpoint_sk(310)}, "note": {"B": note}, "root": {"B": builder.root()},
+    newest.update({"SK": {"S": seal_keys.checkpoint_sk(310)}, "note": {"B": note}, "root": {"B": builder.root()},
                    "object_key": {"S": key}, "version_id": {"S": version}})
     newest["compact"] = {"B": builder.compact_range().to_bytes()}
     ledger.ddb.put_item(TableName=ledger.table, Item=newest)

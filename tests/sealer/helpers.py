@@ -19,8 +19,8 @@ from services.kit.auth import Role
 from services.kit.devstack import Stack
 from services.kit.settings import AwsSettings
 from services.kit.tokens import store as token_store
-from services.sealer import keys as sealer_keys
-from services.sealer import store as seals
+from services.ledger import keys as seal_keys
+from services.ledger import seals
 from services.tlog.note import Verifier
 from services.tlog.verify import verify_checkpoint, verify_checkpoint_consistency
 from tests.conftest import TenantHandle
@@ -112,7 +112,7 @@ def object_versions(stack: Stack, tenant: str) -> dict[str, int]:
     s3 = clients(stack)[1]
     counts: dict[str, int] = {}
     pages = s3.get_paginator("list_object_versions").paginate(
-        Bucket=stack.resources.bucket_name, Prefix=sealer_keys.checkpoint_object_prefix(tenant)
+        Bucket=stack.resources.bucket_name, Prefix=seal_keys.checkpoint_object_prefix(tenant)
     )
     for page in pages:
         for version in page.get("Versions", []):

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from services.sealer import keys as sealer_keys
+from services.ledger import keys as seal_keys
 from tests.ledger.helpers import append
 from tests.sealer.helpers import (
     assert_consistent,
@@ -85,8 +85,8 @@ def test_exit_after_checkpoint_object_is_finished_by_the_restart(sealer_stack, o
     found = records(sealer_stack, own_tenant.tenant)
     versions = object_versions(sealer_stack, own_tenant.tenant)
     assert [r.size for r in found] == [40, 65]
-    assert versions == {sealer_keys.checkpoint_object_key(own_tenant.tenant, 40): 1,
-                        sealer_keys.checkpoint_object_key(own_tenant.tenant, 65): 1}
+    assert versions == {seal_keys.checkpoint_object_key(own_tenant.tenant, 40): 1,
+                        seal_keys.checkpoint_object_key(own_tenant.tenant, 65): 1}
     assert_consistent(own_tenant, found)
 
 

@@ -7,7 +7,7 @@ import pytest
 from lifecyclezero.v1 import sealer_pb2
 
 from services.kit.auth import Role
-from services.sealer import keys as sealer_keys
+from services.ledger import keys as seal_keys
 from services.tlog.note import Verifier
 from services.tlog.verify import verify_checkpoint
 from tests.ledger.helpers import append, lz_verify, seal_now, stubs, verifier_keys
@@ -56,7 +56,7 @@ def test_get_checkpoint_returns_the_recorded_object_version(new_tenant):
     _, s3 = clients(new_tenant.stack)
     stored = s3.get_object(Bucket=new_tenant.stack.resources.bucket_name, Key=got.checkpoint.object_key,
                            VersionId=got.checkpoint.object_version_id)
-    assert got.checkpoint.object_key == sealer_keys.checkpoint_object_key(new_tenant.tenant, 10)
+    assert got.checkpoint.object_key == seal_keys.checkpoint_object_key(new_tenant.tenant, 10)
     assert stored["Body"].read() == got.checkpoint.signed_note
 
 

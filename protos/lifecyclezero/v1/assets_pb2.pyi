@@ -541,12 +541,18 @@ class ListAssetsRequest(_message.Message):
     EMPLOYEE_ID_FIELD_NUMBER: _builtins.int
     STATUS_FIELD_NUMBER: _builtins.int
     ACTION_REQUIRED_FIELD_NUMBER: _builtins.int
+    CONNECTION_STATE_FIELD_NUMBER: _builtins.int
+    OUTDATED_FIELD_NUMBER: _builtins.int
     page_size: _builtins.int
     page_token: _builtins.str
     employee_id: _builtins.str
     """At most one filter: by employee, by status, or only the assets that need action."""
     status: _common_pb2.AssetStatus.ValueType
     action_required: _builtins.bool
+    connection_state: _common_pb2.ConnectionState.ValueType
+    """Only assets whose agent is in this connection state (OFFLINE or MISSING or ONLINE)."""
+    outdated: _builtins.bool
+    """Only assets whose agent is older than the tenant's minimum version."""
     def __init__(
         self,
         *,
@@ -555,10 +561,12 @@ class ListAssetsRequest(_message.Message):
         employee_id: _builtins.str = ...,
         status: _common_pb2.AssetStatus.ValueType = ...,
         action_required: _builtins.bool = ...,
+        connection_state: _common_pb2.ConnectionState.ValueType = ...,
+        outdated: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["action_required", b"action_required", "employee_id", b"employee_id", "page_size", b"page_size", "page_token", b"page_token", "status", b"status"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action_required", b"action_required", "connection_state", b"connection_state", "employee_id", b"employee_id", "outdated", b"outdated", "page_size", b"page_size", "page_token", b"page_token", "status", b"status"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -620,6 +628,7 @@ class IsolateAssetResponse(_message.Message):
     COMMAND_FIELD_NUMBER: _builtins.int
     CUSTODY_SEQ_FIELD_NUMBER: _builtins.int
     custody_seq: _builtins.int
+    """0: the custody event is chained after the answer (see GetCustodyLog; GetAsset's last_custody_seq)."""
     @_builtins.property
     def asset(self) -> _common_pb2.Asset: ...
     @_builtins.property
@@ -672,6 +681,7 @@ class ReleaseAssetResponse(_message.Message):
     COMMAND_FIELD_NUMBER: _builtins.int
     CUSTODY_SEQ_FIELD_NUMBER: _builtins.int
     custody_seq: _builtins.int
+    """0: the custody event is chained after the answer (see GetCustodyLog)."""
     @_builtins.property
     def asset(self) -> _common_pb2.Asset: ...
     @_builtins.property
@@ -721,6 +731,7 @@ class RecordCommandResultResponse(_message.Message):
     ASSET_FIELD_NUMBER: _builtins.int
     CUSTODY_SEQ_FIELD_NUMBER: _builtins.int
     custody_seq: _builtins.int
+    """0: the custody event is chained after the answer (see GetCustodyLog)."""
     @_builtins.property
     def asset(self) -> _common_pb2.Asset: ...
     def __init__(
@@ -842,6 +853,7 @@ class AssetRiskUpdate(_message.Message):
     HOSTNAME_FIELD_NUMBER: _builtins.int
     OS_FIELD_NUMBER: _builtins.int
     AGENT_VERSION_FIELD_NUMBER: _builtins.int
+    AGENT_INVENTORY_FIELD_NUMBER: _builtins.int
     asset_id: _builtins.str
     hostname: _builtins.str
     os: _builtins.str
@@ -850,6 +862,10 @@ class AssetRiskUpdate(_message.Message):
     def last_seen_time(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
     def risk(self) -> _common_pb2.RiskSummary: ...
+    @_builtins.property
+    def agent_inventory(self) -> _common_pb2.AgentInventory:
+        """Set with risk when the inventory changed: its agents and MCP servers."""
+
     def __init__(
         self,
         *,
@@ -859,10 +875,11 @@ class AssetRiskUpdate(_message.Message):
         hostname: _builtins.str = ...,
         os: _builtins.str = ...,
         agent_version: _builtins.str = ...,
+        agent_inventory: _common_pb2.AgentInventory | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["last_seen_time", b"last_seen_time", "risk", b"risk"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["agent_inventory", b"agent_inventory", "last_seen_time", b"last_seen_time", "risk", b"risk"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_version", b"agent_version", "asset_id", b"asset_id", "hostname", b"hostname", "last_seen_time", b"last_seen_time", "os", b"os", "risk", b"risk"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_inventory", b"agent_inventory", "agent_version", b"agent_version", "asset_id", b"asset_id", "hostname", b"hostname", "last_seen_time", b"last_seen_time", "os", b"os", "risk", b"risk"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1014,3 +1031,137 @@ class GetCustodyLogResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GetCustodyLogResponse: _TypeAlias = GetCustodyLogResponse  # noqa: Y015
+
+@_typing.final
+class GetFleetSummaryRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetFleetSummaryRequest: _TypeAlias = GetFleetSummaryRequest  # noqa: Y015
+
+@_typing.final
+class VersionCount(_message.Message):
+    """How many agents run one version."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    AGENT_VERSION_FIELD_NUMBER: _builtins.int
+    COUNT_FIELD_NUMBER: _builtins.int
+    OUTDATED_FIELD_NUMBER: _builtins.int
+    agent_version: _builtins.str
+    count: _builtins.int
+    outdated: _builtins.bool
+    def __init__(
+        self,
+        *,
+        agent_version: _builtins.str = ...,
+        count: _builtins.int = ...,
+        outdated: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_version", b"agent_version", "count", b"count", "outdated", b"outdated"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___VersionCount: _TypeAlias = VersionCount  # noqa: Y015
+
+@_typing.final
+class GetFleetSummaryResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ONLINE_FIELD_NUMBER: _builtins.int
+    OFFLINE_FIELD_NUMBER: _builtins.int
+    MISSING_FIELD_NUMBER: _builtins.int
+    NEVER_CONNECTED_FIELD_NUMBER: _builtins.int
+    VERSIONS_FIELD_NUMBER: _builtins.int
+    OUTDATED_FIELD_NUMBER: _builtins.int
+    online: _builtins.int
+    offline: _builtins.int
+    missing: _builtins.int
+    never_connected: _builtins.int
+    """Enrolled agents that never opened a stream."""
+    outdated: _builtins.int
+    @_builtins.property
+    def versions(self) -> _containers.RepeatedCompositeFieldContainer[Global___VersionCount]: ...
+    def __init__(
+        self,
+        *,
+        online: _builtins.int = ...,
+        offline: _builtins.int = ...,
+        missing: _builtins.int = ...,
+        never_connected: _builtins.int = ...,
+        versions: _abc.Iterable[Global___VersionCount] | None = ...,
+        outdated: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["missing", b"missing", "never_connected", b"never_connected", "offline", b"offline", "online", b"online", "outdated", b"outdated", "versions", b"versions"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetFleetSummaryResponse: _TypeAlias = GetFleetSummaryResponse  # noqa: Y015
+
+@_typing.final
+class RecordAgentLossRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ASSET_ID_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    LAST_SEEN_TIME_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    asset_id: _builtins.str
+    reason: _builtins.str
+    """Why: the agent's goodbye reason, or "lost"."""
+    request_id: _builtins.str
+    @_builtins.property
+    def last_seen_time(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        asset_id: _builtins.str = ...,
+        reason: _builtins.str = ...,
+        last_seen_time: _timestamp_pb2.Timestamp | None = ...,
+        request_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["last_seen_time", b"last_seen_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["asset_id", b"asset_id", "last_seen_time", b"last_seen_time", "reason", b"reason", "request_id", b"request_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RecordAgentLossRequest: _TypeAlias = RecordAgentLossRequest  # noqa: Y015
+
+@_typing.final
+class RecordAgentLossResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ISOLATED_FIELD_NUMBER: _builtins.int
+    CUSTODY_SEQ_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    isolated: _builtins.bool
+    """True when the asset was isolated (or an isolation or release was pending) and the event was recorded."""
+    custody_seq: _builtins.int
+    status: _common_pb2.AssetStatus.ValueType
+    def __init__(
+        self,
+        *,
+        isolated: _builtins.bool = ...,
+        custody_seq: _builtins.int = ...,
+        status: _common_pb2.AssetStatus.ValueType = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["custody_seq", b"custody_seq", "isolated", b"isolated", "status", b"status"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RecordAgentLossResponse: _TypeAlias = RecordAgentLossResponse  # noqa: Y015

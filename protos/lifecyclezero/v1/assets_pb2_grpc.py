@@ -131,6 +131,16 @@ class AssetServiceStub:
                 request_serializer=lifecyclezero_dot_v1_dot_assets__pb2.GetCustodyLogRequest.SerializeToString,
                 response_deserializer=lifecyclezero_dot_v1_dot_assets__pb2.GetCustodyLogResponse.FromString,
                 _registered_method=True)
+        self.GetFleetSummary = channel.unary_unary(
+                '/lifecyclezero.v1.AssetService/GetFleetSummary',
+                request_serializer=lifecyclezero_dot_v1_dot_assets__pb2.GetFleetSummaryRequest.SerializeToString,
+                response_deserializer=lifecyclezero_dot_v1_dot_assets__pb2.GetFleetSummaryResponse.FromString,
+                _registered_method=True)
+        self.RecordAgentLoss = channel.unary_unary(
+                '/lifecyclezero.v1.AssetService/RecordAgentLoss',
+                request_serializer=lifecyclezero_dot_v1_dot_assets__pb2.RecordAgentLossRequest.SerializeToString,
+                response_deserializer=lifecyclezero_dot_v1_dot_assets__pb2.RecordAgentLossResponse.FromString,
+                _registered_method=True)
 
 
 class AssetServiceServicer:
@@ -211,7 +221,8 @@ class AssetServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def IsolateAsset(self, request, context):
-        """Commits, in one transaction: the state condition, the asset update, the agent command and the custody event.
+        """Commits, in one transaction: the state condition, the asset update, the agent command and the custody
+        record; the custody sequencer chains the record into the ledger moments later (GetCustodyLog lists it).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -260,6 +271,21 @@ class AssetServiceServicer:
 
     def GetCustodyLog(self, request, context):
         """The asset's custody events in order, each with the sequence number that ExportProof proves.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetFleetSummary(self, request, context):
+        """Counts of the tenant's agents by connection state and by version.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RecordAgentLoss(self, request, context):
+        """Internal (ingest): an agent stopped or was lost; when its asset is (being) isolated, a custody event
+        records that containment can no longer be verified. Idempotent by request id.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -362,6 +388,16 @@ def add_AssetServiceServicer_to_server(servicer, server):
                     servicer.GetCustodyLog,
                     request_deserializer=lifecyclezero_dot_v1_dot_assets__pb2.GetCustodyLogRequest.FromString,
                     response_serializer=lifecyclezero_dot_v1_dot_assets__pb2.GetCustodyLogResponse.SerializeToString,
+            ),
+            'GetFleetSummary': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetFleetSummary,
+                    request_deserializer=lifecyclezero_dot_v1_dot_assets__pb2.GetFleetSummaryRequest.FromString,
+                    response_serializer=lifecyclezero_dot_v1_dot_assets__pb2.GetFleetSummaryResponse.SerializeToString,
+            ),
+            'RecordAgentLoss': grpc.unary_unary_rpc_method_handler(
+                    servicer.RecordAgentLoss,
+                    request_deserializer=lifecyclezero_dot_v1_dot_assets__pb2.RecordAgentLossRequest.FromString,
+                    response_serializer=lifecyclezero_dot_v1_dot_assets__pb2.RecordAgentLossResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -879,6 +915,60 @@ class AssetService:
             '/lifecyclezero.v1.AssetService/GetCustodyLog',
             lifecyclezero_dot_v1_dot_assets__pb2.GetCustodyLogRequest.SerializeToString,
             lifecyclezero_dot_v1_dot_assets__pb2.GetCustodyLogResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetFleetSummary(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lifecyclezero.v1.AssetService/GetFleetSummary',
+            lifecyclezero_dot_v1_dot_assets__pb2.GetFleetSummaryRequest.SerializeToString,
+            lifecyclezero_dot_v1_dot_assets__pb2.GetFleetSummaryResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RecordAgentLoss(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lifecyclezero.v1.AssetService/RecordAgentLoss',
+            lifecyclezero_dot_v1_dot_assets__pb2.RecordAgentLossRequest.SerializeToString,
+            lifecyclezero_dot_v1_dot_assets__pb2.RecordAgentLossResponse.FromString,
             options,
             channel_credentials,
             insecure,

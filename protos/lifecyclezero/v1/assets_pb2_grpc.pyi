@@ -54,7 +54,9 @@ class AssetServiceStub:
     GetAsset: _grpc.UnaryUnaryMultiCallable[_assets_pb2.GetAssetRequest, _assets_pb2.GetAssetResponse]
     ListAssets: _grpc.UnaryUnaryMultiCallable[_assets_pb2.ListAssetsRequest, _assets_pb2.ListAssetsResponse]
     IsolateAsset: _grpc.UnaryUnaryMultiCallable[_assets_pb2.IsolateAssetRequest, _assets_pb2.IsolateAssetResponse]
-    """Commits, in one transaction: the state condition, the asset update, the agent command and the custody event."""
+    """Commits, in one transaction: the state condition, the asset update, the agent command and the custody
+    record; the custody sequencer chains the record into the ledger moments later (GetCustodyLog lists it).
+    """
     ReleaseAsset: _grpc.UnaryUnaryMultiCallable[_assets_pb2.ReleaseAssetRequest, _assets_pb2.ReleaseAssetResponse]
     RecordCommandResult: _grpc.UnaryUnaryMultiCallable[_assets_pb2.RecordCommandResultRequest, _assets_pb2.RecordCommandResultResponse]
     """Internal (ingest): the agent's enforcement result; moves the asset on and appends a second custody event."""
@@ -69,6 +71,12 @@ class AssetServiceStub:
     ListAlerts: _grpc.UnaryUnaryMultiCallable[_assets_pb2.ListAlertsRequest, _assets_pb2.ListAlertsResponse]
     GetCustodyLog: _grpc.UnaryUnaryMultiCallable[_assets_pb2.GetCustodyLogRequest, _assets_pb2.GetCustodyLogResponse]
     """The asset's custody events in order, each with the sequence number that ExportProof proves."""
+    GetFleetSummary: _grpc.UnaryUnaryMultiCallable[_assets_pb2.GetFleetSummaryRequest, _assets_pb2.GetFleetSummaryResponse]
+    """Counts of the tenant's agents by connection state and by version."""
+    RecordAgentLoss: _grpc.UnaryUnaryMultiCallable[_assets_pb2.RecordAgentLossRequest, _assets_pb2.RecordAgentLossResponse]
+    """Internal (ingest): an agent stopped or was lost; when its asset is (being) isolated, a custody event
+    records that containment can no longer be verified. Idempotent by request id.
+    """
 
 @_typing.type_check_only
 class AssetServiceAsyncStub(AssetServiceStub):
@@ -96,7 +104,9 @@ class AssetServiceAsyncStub(AssetServiceStub):
     GetAsset: _aio.UnaryUnaryMultiCallable[_assets_pb2.GetAssetRequest, _assets_pb2.GetAssetResponse]  # type: ignore[assignment]
     ListAssets: _aio.UnaryUnaryMultiCallable[_assets_pb2.ListAssetsRequest, _assets_pb2.ListAssetsResponse]  # type: ignore[assignment]
     IsolateAsset: _aio.UnaryUnaryMultiCallable[_assets_pb2.IsolateAssetRequest, _assets_pb2.IsolateAssetResponse]  # type: ignore[assignment]
-    """Commits, in one transaction: the state condition, the asset update, the agent command and the custody event."""
+    """Commits, in one transaction: the state condition, the asset update, the agent command and the custody
+    record; the custody sequencer chains the record into the ledger moments later (GetCustodyLog lists it).
+    """
     ReleaseAsset: _aio.UnaryUnaryMultiCallable[_assets_pb2.ReleaseAssetRequest, _assets_pb2.ReleaseAssetResponse]  # type: ignore[assignment]
     RecordCommandResult: _aio.UnaryUnaryMultiCallable[_assets_pb2.RecordCommandResultRequest, _assets_pb2.RecordCommandResultResponse]  # type: ignore[assignment]
     """Internal (ingest): the agent's enforcement result; moves the asset on and appends a second custody event."""
@@ -111,6 +121,12 @@ class AssetServiceAsyncStub(AssetServiceStub):
     ListAlerts: _aio.UnaryUnaryMultiCallable[_assets_pb2.ListAlertsRequest, _assets_pb2.ListAlertsResponse]  # type: ignore[assignment]
     GetCustodyLog: _aio.UnaryUnaryMultiCallable[_assets_pb2.GetCustodyLogRequest, _assets_pb2.GetCustodyLogResponse]  # type: ignore[assignment]
     """The asset's custody events in order, each with the sequence number that ExportProof proves."""
+    GetFleetSummary: _aio.UnaryUnaryMultiCallable[_assets_pb2.GetFleetSummaryRequest, _assets_pb2.GetFleetSummaryResponse]  # type: ignore[assignment]
+    """Counts of the tenant's agents by connection state and by version."""
+    RecordAgentLoss: _aio.UnaryUnaryMultiCallable[_assets_pb2.RecordAgentLossRequest, _assets_pb2.RecordAgentLossResponse]  # type: ignore[assignment]
+    """Internal (ingest): an agent stopped or was lost; when its asset is (being) isolated, a custody event
+    records that containment can no longer be verified. Idempotent by request id.
+    """
 
 class AssetServiceServicer(metaclass=_abc_1.ABCMeta):
     """Asset registry, containment state machine, tenants and operator tokens.
@@ -207,7 +223,9 @@ class AssetServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _assets_pb2.IsolateAssetRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_assets_pb2.IsolateAssetResponse, _abc.Awaitable[_assets_pb2.IsolateAssetResponse]]:
-        """Commits, in one transaction: the state condition, the asset update, the agent command and the custody event."""
+        """Commits, in one transaction: the state condition, the asset update, the agent command and the custody
+        record; the custody sequencer chains the record into the ledger moments later (GetCustodyLog lists it).
+        """
 
     @_abc_1.abstractmethod
     def ReleaseAsset(
@@ -264,5 +282,23 @@ class AssetServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_assets_pb2.GetCustodyLogResponse, _abc.Awaitable[_assets_pb2.GetCustodyLogResponse]]:
         """The asset's custody events in order, each with the sequence number that ExportProof proves."""
+
+    @_abc_1.abstractmethod
+    def GetFleetSummary(
+        self,
+        request: _assets_pb2.GetFleetSummaryRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_assets_pb2.GetFleetSummaryResponse, _abc.Awaitable[_assets_pb2.GetFleetSummaryResponse]]:
+        """Counts of the tenant's agents by connection state and by version."""
+
+    @_abc_1.abstractmethod
+    def RecordAgentLoss(
+        self,
+        request: _assets_pb2.RecordAgentLossRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_assets_pb2.RecordAgentLossResponse, _abc.Awaitable[_assets_pb2.RecordAgentLossResponse]]:
+        """Internal (ingest): an agent stopped or was lost; when its asset is (being) isolated, a custody event
+        records that containment can no longer be verified. Idempotent by request id.
+        """
 
 def add_AssetServiceServicer_to_server(servicer: AssetServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -68,6 +68,29 @@ ASSET_STATUS_RELEASE_PENDING: AssetStatus.ValueType  # 4
 ASSET_STATUS_ISOLATION_FAILED: AssetStatus.ValueType  # 5
 Global___AssetStatus: _TypeAlias = AssetStatus  # noqa: Y015
 
+class _ConnectionState:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ConnectionStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ConnectionState.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    CONNECTION_STATE_UNSPECIFIED: _ConnectionState.ValueType  # 0
+    CONNECTION_STATE_ONLINE: _ConnectionState.ValueType  # 1
+    CONNECTION_STATE_OFFLINE: _ConnectionState.ValueType  # 2
+    CONNECTION_STATE_MISSING: _ConnectionState.ValueType  # 3
+
+class ConnectionState(_ConnectionState, metaclass=_ConnectionStateEnumTypeWrapper):
+    """Whether the control plane hears an asset's agent: ONLINE (a stream is open on some ingest replica),
+    OFFLINE (no stream, last seen within the tenant's grace period), MISSING (beyond it).
+    UNSPECIFIED: the agent never connected.
+    """
+
+CONNECTION_STATE_UNSPECIFIED: ConnectionState.ValueType  # 0
+CONNECTION_STATE_ONLINE: ConnectionState.ValueType  # 1
+CONNECTION_STATE_OFFLINE: ConnectionState.ValueType  # 2
+CONNECTION_STATE_MISSING: ConnectionState.ValueType  # 3
+Global___ConnectionState: _TypeAlias = ConnectionState  # noqa: Y015
+
 class _CommandKind:
     ValueType = _typing.NewType("ValueType", _builtins.int)
     V: _TypeAlias = ValueType  # noqa: Y015
@@ -302,6 +325,253 @@ class Model(_message.Message):
 Global___Model: _TypeAlias = Model  # noqa: Y015
 
 @_typing.final
+class ConfigSecret(_message.Message):
+    """A credential present in an agent's or MCP server's configuration. Never its value: the name that holds it,
+    the detector that recognised it, and an HMAC-SHA256 under the tenant's salt, so that two hosts sharing one
+    token show one fingerprint.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    VARIABLE_FIELD_NUMBER: _builtins.int
+    DETECTOR_FIELD_NUMBER: _builtins.int
+    FINGERPRINT_FIELD_NUMBER: _builtins.int
+    variable: _builtins.str
+    """"env:NAME", "header:NAME", "args[3]", "url", or a setting's path such as "models.gpt.apiKey"."""
+    detector: _builtins.str
+    fingerprint: _builtins.str
+    """"hmac-sha256:" and 32 hex digits."""
+    def __init__(
+        self,
+        *,
+        variable: _builtins.str = ...,
+        detector: _builtins.str = ...,
+        fingerprint: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["detector", b"detector", "fingerprint", b"fingerprint", "variable", b"variable"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ConfigSecret: _TypeAlias = ConfigSecret  # noqa: Y015
+
+@_typing.final
+class ModelEndpoint(_message.Message):
+    """Where an AI agent sends prompts."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    URL_FIELD_NUMBER: _builtins.int
+    HOST_FIELD_NUMBER: _builtins.int
+    LOCATION_FIELD_NUMBER: _builtins.int
+    ENGINE_FIELD_NUMBER: _builtins.int
+    SOURCE_FIELD_NUMBER: _builtins.int
+    url: _builtins.str
+    """The URL without credentials, query or fragment."""
+    host: _builtins.str
+    location: _builtins.str
+    """"local" (this host), "self-hosted" (another host, not a known cloud API) or "cloud"."""
+    engine: _builtins.str
+    """The kind of the engine on this host listening on the endpoint's port, when local."""
+    source: _builtins.str
+    """"config" when a file names it, "default" when it is the agent's built-in provider."""
+    def __init__(
+        self,
+        *,
+        url: _builtins.str = ...,
+        host: _builtins.str = ...,
+        location: _builtins.str = ...,
+        engine: _builtins.str = ...,
+        source: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["engine", b"engine", "host", b"host", "location", b"location", "source", b"source", "url", b"url"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ModelEndpoint: _TypeAlias = ModelEndpoint  # noqa: Y015
+
+@_typing.final
+class AiAgent(_message.Message):
+    """An AI agent (Claude Code, Cursor, Codex CLI...) installed or running for one user of the host."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KIND_FIELD_NUMBER: _builtins.int
+    USER_FIELD_NUMBER: _builtins.int
+    HOME_FIELD_NUMBER: _builtins.int
+    CONFIG_PATHS_FIELD_NUMBER: _builtins.int
+    RUNNING_FIELD_NUMBER: _builtins.int
+    PIDS_FIELD_NUMBER: _builtins.int
+    ENDPOINTS_FIELD_NUMBER: _builtins.int
+    SECRETS_FIELD_NUMBER: _builtins.int
+    kind: _builtins.str
+    user: _builtins.str
+    home: _builtins.str
+    running: _builtins.bool
+    @_builtins.property
+    def config_paths(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def pids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]: ...
+    @_builtins.property
+    def endpoints(self) -> _containers.RepeatedCompositeFieldContainer[Global___ModelEndpoint]: ...
+    @_builtins.property
+    def secrets(self) -> _containers.RepeatedCompositeFieldContainer[Global___ConfigSecret]:
+        """Credentials in the agent's own settings (model API keys), not in its MCP servers'."""
+
+    def __init__(
+        self,
+        *,
+        kind: _builtins.str = ...,
+        user: _builtins.str = ...,
+        home: _builtins.str = ...,
+        config_paths: _abc.Iterable[_builtins.str] | None = ...,
+        running: _builtins.bool = ...,
+        pids: _abc.Iterable[_builtins.int] | None = ...,
+        endpoints: _abc.Iterable[Global___ModelEndpoint] | None = ...,
+        secrets: _abc.Iterable[Global___ConfigSecret] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["config_paths", b"config_paths", "endpoints", b"endpoints", "home", b"home", "kind", b"kind", "pids", b"pids", "running", b"running", "secrets", b"secrets", "user", b"user"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AiAgent: _TypeAlias = AiAgent  # noqa: Y015
+
+@_typing.final
+class McpServer(_message.Message):
+    """An MCP server an agent's configuration declares."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    AGENT_FIELD_NUMBER: _builtins.int
+    CONFIG_PATH_FIELD_NUMBER: _builtins.int
+    USER_FIELD_NUMBER: _builtins.int
+    HOME_FIELD_NUMBER: _builtins.int
+    SCOPE_FIELD_NUMBER: _builtins.int
+    TRANSPORT_FIELD_NUMBER: _builtins.int
+    COMMAND_FIELD_NUMBER: _builtins.int
+    ARGS_FIELD_NUMBER: _builtins.int
+    URL_FIELD_NUMBER: _builtins.int
+    PACKAGE_FIELD_NUMBER: _builtins.int
+    CAPABILITIES_FIELD_NUMBER: _builtins.int
+    ROOTS_FIELD_NUMBER: _builtins.int
+    RUNNING_FIELD_NUMBER: _builtins.int
+    ENABLED_FIELD_NUMBER: _builtins.int
+    PIDS_FIELD_NUMBER: _builtins.int
+    PARENT_AGENT_FIELD_NUMBER: _builtins.int
+    ENV_NAMES_FIELD_NUMBER: _builtins.int
+    SECRETS_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    agent: _builtins.str
+    """The kind of the agent whose file declares it."""
+    config_path: _builtins.str
+    user: _builtins.str
+    home: _builtins.str
+    scope: _builtins.str
+    """"user" or "project"."""
+    transport: _builtins.str
+    """"stdio", "http", "sse" or "builtin"."""
+    command: _builtins.str
+    url: _builtins.str
+    """Without credentials; credential-like query values and path segments replaced by "[redacted]"."""
+    package: _builtins.str
+    """The npm or PyPI package, binary or container image the server runs."""
+    running: _builtins.bool
+    """A process whose command line matches the server runs now."""
+    enabled: _builtins.bool
+    parent_agent: _builtins.str
+    """The kind of the agent process the running server descends from, if any."""
+    @_builtins.property
+    def args(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """As configured, with credentials replaced by "[redacted]"."""
+
+    @_builtins.property
+    def capabilities(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """From the agent's table of well-known servers: filesystem, shell, browser, git, database, cloud, fetch,
+        or unknown.
+        """
+
+    @_builtins.property
+    def roots(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """File-system roots the server was given, resolved (~, environment variables, relative paths)."""
+
+    @_builtins.property
+    def pids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]: ...
+    @_builtins.property
+    def env_names(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Names of the environment entries the configuration gives the server (never their values)."""
+
+    @_builtins.property
+    def secrets(self) -> _containers.RepeatedCompositeFieldContainer[Global___ConfigSecret]: ...
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        agent: _builtins.str = ...,
+        config_path: _builtins.str = ...,
+        user: _builtins.str = ...,
+        home: _builtins.str = ...,
+        scope: _builtins.str = ...,
+        transport: _builtins.str = ...,
+        command: _builtins.str = ...,
+        args: _abc.Iterable[_builtins.str] | None = ...,
+        url: _builtins.str = ...,
+        package: _builtins.str = ...,
+        capabilities: _abc.Iterable[_builtins.str] | None = ...,
+        roots: _abc.Iterable[_builtins.str] | None = ...,
+        running: _builtins.bool = ...,
+        enabled: _builtins.bool = ...,
+        pids: _abc.Iterable[_builtins.int] | None = ...,
+        parent_agent: _builtins.str = ...,
+        env_names: _abc.Iterable[_builtins.str] | None = ...,
+        secrets: _abc.Iterable[Global___ConfigSecret] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent", b"agent", "args", b"args", "capabilities", b"capabilities", "command", b"command", "config_path", b"config_path", "enabled", b"enabled", "env_names", b"env_names", "home", b"home", "name", b"name", "package", b"package", "parent_agent", b"parent_agent", "pids", b"pids", "roots", b"roots", "running", b"running", "scope", b"scope", "secrets", b"secrets", "transport", b"transport", "url", b"url", "user", b"user"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___McpServer: _TypeAlias = McpServer  # noqa: Y015
+
+@_typing.final
+class AgentInventory(_message.Message):
+    """The AI agents and MCP servers of an asset's newest inventory, as the control plane keeps them
+    (process ids left out: they change without the configuration changing).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    AGENTS_FIELD_NUMBER: _builtins.int
+    MCP_SERVERS_FIELD_NUMBER: _builtins.int
+    EVALUATE_TIME_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def agents(self) -> _containers.RepeatedCompositeFieldContainer[Global___AiAgent]: ...
+    @_builtins.property
+    def mcp_servers(self) -> _containers.RepeatedCompositeFieldContainer[Global___McpServer]: ...
+    @_builtins.property
+    def evaluate_time(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        agents: _abc.Iterable[Global___AiAgent] | None = ...,
+        mcp_servers: _abc.Iterable[Global___McpServer] | None = ...,
+        evaluate_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["evaluate_time", b"evaluate_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agents", b"agents", "evaluate_time", b"evaluate_time", "mcp_servers", b"mcp_servers"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AgentInventory: _TypeAlias = AgentInventory  # noqa: Y015
+
+@_typing.final
 class Inventory(_message.Message):
     """Everything the agent found on one host at one moment."""
 
@@ -312,6 +582,8 @@ class Inventory(_message.Message):
     ENGINES_FIELD_NUMBER: _builtins.int
     MODELS_FIELD_NUMBER: _builtins.int
     COLLECT_TIME_FIELD_NUMBER: _builtins.int
+    AGENTS_FIELD_NUMBER: _builtins.int
+    MCP_SERVERS_FIELD_NUMBER: _builtins.int
     ENGINES_OMITTED_FIELD_NUMBER: _builtins.int
     MODELS_OMITTED_FIELD_NUMBER: _builtins.int
     OMITTED_REASON_FIELD_NUMBER: _builtins.int
@@ -329,6 +601,10 @@ class Inventory(_message.Message):
     @_builtins.property
     def collect_time(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
+    def agents(self) -> _containers.RepeatedCompositeFieldContainer[Global___AiAgent]: ...
+    @_builtins.property
+    def mcp_servers(self) -> _containers.RepeatedCompositeFieldContainer[Global___McpServer]: ...
+    @_builtins.property
     def errors(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Discovery steps that failed or ran out of time on this snapshot."""
 
@@ -340,6 +616,8 @@ class Inventory(_message.Message):
         engines: _abc.Iterable[Global___Engine] | None = ...,
         models: _abc.Iterable[Global___Model] | None = ...,
         collect_time: _timestamp_pb2.Timestamp | None = ...,
+        agents: _abc.Iterable[Global___AiAgent] | None = ...,
+        mcp_servers: _abc.Iterable[Global___McpServer] | None = ...,
         engines_omitted: _builtins.int = ...,
         models_omitted: _builtins.int = ...,
         omitted_reason: _builtins.str = ...,
@@ -347,7 +625,7 @@ class Inventory(_message.Message):
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["collect_time", b"collect_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["collect_time", b"collect_time", "engines", b"engines", "engines_omitted", b"engines_omitted", "errors", b"errors", "hostname", b"hostname", "models", b"models", "models_omitted", b"models_omitted", "omitted_reason", b"omitted_reason", "os", b"os"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agents", b"agents", "collect_time", b"collect_time", "engines", b"engines", "engines_omitted", b"engines_omitted", "errors", b"errors", "hostname", b"hostname", "mcp_servers", b"mcp_servers", "models", b"models", "models_omitted", b"models_omitted", "omitted_reason", b"omitted_reason", "os", b"os"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -431,6 +709,12 @@ class Asset(_message.Message):
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
     LAST_CUSTODY_SEQ_FIELD_NUMBER: _builtins.int
+    CONNECTION_STATE_FIELD_NUMBER: _builtins.int
+    DISCONNECT_REASON_FIELD_NUMBER: _builtins.int
+    CONNECTION_CHANGE_TIME_FIELD_NUMBER: _builtins.int
+    AGENT_PLATFORM_FIELD_NUMBER: _builtins.int
+    AGENT_OUTDATED_FIELD_NUMBER: _builtins.int
+    AGENT_INVENTORY_FIELD_NUMBER: _builtins.int
     asset_id: _builtins.str
     hostname: _builtins.str
     employee_id: _builtins.str
@@ -440,7 +724,18 @@ class Asset(_message.Message):
     status_reason: _builtins.str
     """Why the asset is in its status (the justification, or the failure reason)."""
     last_custody_seq: _builtins.int
-    """Sequence number of the newest custody event about this asset."""
+    """Sequence number of the newest custody event about this asset that is chained (GetAsset; other
+    answers may hold an older one or 0, because custody events are chained after the order's answer).
+    """
+    connection_state: Global___ConnectionState.ValueType
+    disconnect_reason: _builtins.str
+    """Why the agent went away: its goodbye ("service-stop", "system-shutdown", "upgrade", "uninstall") or
+    "lost" (the stream ended without one and did not come back); empty while online.
+    """
+    agent_platform: _builtins.str
+    """The platform the agent reported in its hello."""
+    agent_outdated: _builtins.bool
+    """The agent's version is older than the tenant's minimum."""
     @_builtins.property
     def last_seen_time(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
@@ -449,6 +744,14 @@ class Asset(_message.Message):
     def create_time(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
     def update_time(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def connection_change_time(self) -> _timestamp_pb2.Timestamp:
+        """When the connection state last changed (stream opened or closed)."""
+
+    @_builtins.property
+    def agent_inventory(self) -> Global___AgentInventory:
+        """AI agents and MCP servers of the newest inventory (GetAsset only)."""
+
     def __init__(
         self,
         *,
@@ -464,10 +767,16 @@ class Asset(_message.Message):
         create_time: _timestamp_pb2.Timestamp | None = ...,
         update_time: _timestamp_pb2.Timestamp | None = ...,
         last_custody_seq: _builtins.int = ...,
+        connection_state: Global___ConnectionState.ValueType = ...,
+        disconnect_reason: _builtins.str = ...,
+        connection_change_time: _timestamp_pb2.Timestamp | None = ...,
+        agent_platform: _builtins.str = ...,
+        agent_outdated: _builtins.bool = ...,
+        agent_inventory: Global___AgentInventory | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "last_seen_time", b"last_seen_time", "risk", b"risk", "update_time", b"update_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["agent_inventory", b"agent_inventory", "connection_change_time", b"connection_change_time", "create_time", b"create_time", "last_seen_time", b"last_seen_time", "risk", b"risk", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_version", b"agent_version", "asset_id", b"asset_id", "create_time", b"create_time", "employee_id", b"employee_id", "hostname", b"hostname", "last_custody_seq", b"last_custody_seq", "last_seen_time", b"last_seen_time", "os", b"os", "risk", b"risk", "status", b"status", "status_reason", b"status_reason", "update_time", b"update_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_inventory", b"agent_inventory", "agent_outdated", b"agent_outdated", "agent_platform", b"agent_platform", "agent_version", b"agent_version", "asset_id", b"asset_id", "connection_change_time", b"connection_change_time", "connection_state", b"connection_state", "create_time", b"create_time", "disconnect_reason", b"disconnect_reason", "employee_id", b"employee_id", "hostname", b"hostname", "last_custody_seq", b"last_custody_seq", "last_seen_time", b"last_seen_time", "os", b"os", "risk", b"risk", "status", b"status", "status_reason", b"status_reason", "update_time", b"update_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -486,6 +795,7 @@ class Alert(_message.Message):
     EVIDENCE_FIELD_NUMBER: _builtins.int
     OBSERVE_TIME_FIELD_NUMBER: _builtins.int
     HEARTBEAT_SEQ_FIELD_NUMBER: _builtins.int
+    RESOLVE_TIME_FIELD_NUMBER: _builtins.int
     asset_id: _builtins.str
     rule_id: _builtins.str
     severity: Global___Severity.ValueType
@@ -495,6 +805,12 @@ class Alert(_message.Message):
     def evidence(self) -> _struct_pb2.Struct: ...
     @_builtins.property
     def observe_time(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def resolve_time(self) -> _timestamp_pb2.Timestamp:
+        """Agent-health alerts (agent-silent, agent-missing, agent-stopped-while-isolated) resolve when the
+        agent returns; unset while the alert stands (and for findings of a heartbeat).
+        """
+
     def __init__(
         self,
         *,
@@ -505,10 +821,11 @@ class Alert(_message.Message):
         evidence: _struct_pb2.Struct | None = ...,
         observe_time: _timestamp_pb2.Timestamp | None = ...,
         heartbeat_seq: _builtins.int = ...,
+        resolve_time: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["evidence", b"evidence", "observe_time", b"observe_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["evidence", b"evidence", "observe_time", b"observe_time", "resolve_time", b"resolve_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["asset_id", b"asset_id", "evidence", b"evidence", "heartbeat_seq", b"heartbeat_seq", "observe_time", b"observe_time", "rule_id", b"rule_id", "severity", b"severity", "summary", b"summary"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["asset_id", b"asset_id", "evidence", b"evidence", "heartbeat_seq", b"heartbeat_seq", "observe_time", b"observe_time", "resolve_time", b"resolve_time", "rule_id", b"rule_id", "severity", b"severity", "summary", b"summary"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -570,7 +887,7 @@ class Command(_message.Message):
     asset_id: _builtins.str
     kind: Global___CommandKind.ValueType
     custody_seq: _builtins.int
-    """Sequence number of the custody event that recorded the request."""
+    """0: the custody event that recorded the request is chained after the order (see GetCustodyLog)."""
     @_builtins.property
     def issue_time(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property

@@ -6,6 +6,7 @@ isort:skip_file
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from lifecyclezero.v1 import common_pb2 as _common_pb2
 import builtins as _builtins
 import sys
@@ -17,6 +18,28 @@ else:
     from typing_extensions import TypeAlias as _TypeAlias, Never as _Never
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class _GoodbyeReason:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _GoodbyeReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_GoodbyeReason.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    GOODBYE_REASON_UNSPECIFIED: _GoodbyeReason.ValueType  # 0
+    GOODBYE_REASON_SERVICE_STOP: _GoodbyeReason.ValueType  # 1
+    GOODBYE_REASON_SYSTEM_SHUTDOWN: _GoodbyeReason.ValueType  # 2
+    GOODBYE_REASON_UPGRADE: _GoodbyeReason.ValueType  # 3
+    GOODBYE_REASON_UNINSTALL: _GoodbyeReason.ValueType  # 4
+
+class GoodbyeReason(_GoodbyeReason, metaclass=_GoodbyeReasonEnumTypeWrapper):
+    """Why an agent stops."""
+
+GOODBYE_REASON_UNSPECIFIED: GoodbyeReason.ValueType  # 0
+GOODBYE_REASON_SERVICE_STOP: GoodbyeReason.ValueType  # 1
+GOODBYE_REASON_SYSTEM_SHUTDOWN: GoodbyeReason.ValueType  # 2
+GOODBYE_REASON_UPGRADE: GoodbyeReason.ValueType  # 3
+GOODBYE_REASON_UNINSTALL: GoodbyeReason.ValueType  # 4
+Global___GoodbyeReason: _TypeAlias = GoodbyeReason  # noqa: Y015
 
 @_typing.final
 class EnrollRequest(_message.Message):
@@ -97,12 +120,15 @@ class Hello(_message.Message):
     AGENT_CREDENTIAL_FIELD_NUMBER: _builtins.int
     LAST_ACKED_SEQ_FIELD_NUMBER: _builtins.int
     AGENT_VERSION_FIELD_NUMBER: _builtins.int
+    PLATFORM_FIELD_NUMBER: _builtins.int
     tenant_id: _builtins.str
     asset_id: _builtins.str
     agent_credential: _builtins.str
     last_acked_seq: _builtins.int
     """The highest sequence number the agent saw acknowledged, so the server knows where replay starts."""
     agent_version: _builtins.str
+    platform: _builtins.str
+    """Where the agent runs, e.g. "linux-x86_64" (hostile text: at most 64 characters are kept)."""
     def __init__(
         self,
         *,
@@ -111,10 +137,11 @@ class Hello(_message.Message):
         agent_credential: _builtins.str = ...,
         last_acked_seq: _builtins.int = ...,
         agent_version: _builtins.str = ...,
+        platform: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_credential", b"agent_credential", "agent_version", b"agent_version", "asset_id", b"asset_id", "last_acked_seq", b"last_acked_seq", "tenant_id", b"tenant_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_credential", b"agent_credential", "agent_version", b"agent_version", "asset_id", b"asset_id", "last_acked_seq", b"last_acked_seq", "platform", b"platform", "tenant_id", b"tenant_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -173,6 +200,7 @@ class ConnectRequest(_message.Message):
     HEARTBEAT_FIELD_NUMBER: _builtins.int
     COMMAND_RESULT_FIELD_NUMBER: _builtins.int
     AGENT_EVENT_FIELD_NUMBER: _builtins.int
+    GOODBYE_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def hello(self) -> Global___Hello: ...
     @_builtins.property
@@ -181,6 +209,10 @@ class ConnectRequest(_message.Message):
     def command_result(self) -> _common_pb2.CommandResult: ...
     @_builtins.property
     def agent_event(self) -> _common_pb2.AgentEvent: ...
+    @_builtins.property
+    def goodbye(self) -> Global___Goodbye:
+        """The agent is stopping and says why; the stream ends right after it."""
+
     def __init__(
         self,
         *,
@@ -188,16 +220,42 @@ class ConnectRequest(_message.Message):
         heartbeat: Global___Heartbeat | None = ...,
         command_result: _common_pb2.CommandResult | None = ...,
         agent_event: _common_pb2.AgentEvent | None = ...,
+        goodbye: Global___Goodbye | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["agent_event", b"agent_event", "command_result", b"command_result", "heartbeat", b"heartbeat", "hello", b"hello", "message", b"message"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["agent_event", b"agent_event", "command_result", b"command_result", "goodbye", b"goodbye", "heartbeat", b"heartbeat", "hello", b"hello", "message", b"message"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_event", b"agent_event", "command_result", b"command_result", "heartbeat", b"heartbeat", "hello", b"hello", "message", b"message"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_event", b"agent_event", "command_result", b"command_result", "goodbye", b"goodbye", "heartbeat", b"heartbeat", "hello", b"hello", "message", b"message"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_message: _TypeAlias = _typing.Literal["hello", "heartbeat", "command_result", "agent_event"]  # noqa: Y015
+    _WhichOneofReturnType_message: _TypeAlias = _typing.Literal["hello", "heartbeat", "command_result", "agent_event", "goodbye"]  # noqa: Y015
     _WhichOneofArgType_message: _TypeAlias = _typing.Literal["message", b"message"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_message) -> _WhichOneofReturnType_message | None: ...
 
 Global___ConnectRequest: _TypeAlias = ConnectRequest  # noqa: Y015
+
+@_typing.final
+class Goodbye(_message.Message):
+    """The agent's last message before it closes its stream on purpose."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REASON_FIELD_NUMBER: _builtins.int
+    DETAIL_FIELD_NUMBER: _builtins.int
+    reason: Global___GoodbyeReason.ValueType
+    detail: _builtins.str
+    """Free text from the agent (hostile; at most 256 characters are kept)."""
+    def __init__(
+        self,
+        *,
+        reason: Global___GoodbyeReason.ValueType = ...,
+        detail: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["detail", b"detail", "reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Goodbye: _TypeAlias = Goodbye  # noqa: Y015
 
 @_typing.final
 class Welcome(_message.Message):

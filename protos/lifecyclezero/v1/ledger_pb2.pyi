@@ -453,15 +453,24 @@ class VerifyLedgerRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     MODE_FIELD_NUMBER: _builtins.int
+    PINNED_CHECKPOINTS_FIELD_NUMBER: _builtins.int
     mode: Global___VerifyMode.ValueType
+    @_builtins.property
+    def pinned_checkpoints(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]:
+        """Signed checkpoint notes the caller saw before (pinned). Each must verify with the tenant's keys,
+        be in the seal bucket, and agree with the data (FULL: its root is rebuilt; SINCE_CHECKPOINT: a
+        consistency proof to the newest checkpoint); otherwise verification fails naming it.
+        """
+
     def __init__(
         self,
         *,
         mode: Global___VerifyMode.ValueType = ...,
+        pinned_checkpoints: _abc.Iterable[_builtins.bytes] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["mode", b"mode"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["mode", b"mode", "pinned_checkpoints", b"pinned_checkpoints"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -477,6 +486,8 @@ class VerifyLedgerResponse(_message.Message):
     EVENTS_CHECKED_FIELD_NUMBER: _builtins.int
     CHECKPOINTS_CHECKED_FIELD_NUMBER: _builtins.int
     TREE_SIZE_FIELD_NUMBER: _builtins.int
+    MODE_FIELD_NUMBER: _builtins.int
+    NEWEST_CHECKPOINT_FIELD_NUMBER: _builtins.int
     ok: _builtins.bool
     first_bad_seq: _builtins.int
     """0 when ok; otherwise the first sequence number (or checkpoint size) that does not verify."""
@@ -484,6 +495,12 @@ class VerifyLedgerResponse(_message.Message):
     events_checked: _builtins.int
     checkpoints_checked: _builtins.int
     tree_size: _builtins.int
+    mode: Global___VerifyMode.ValueType
+    """The mode that ran: SINCE_CHECKPOINT checks the newest checkpoint against the data after it and
+    does not re-walk the sealed history; FULL walks everything.
+    """
+    newest_checkpoint: _builtins.int
+    """The size of the newest checkpoint the verification anchored on (0 when there is none)."""
     def __init__(
         self,
         *,
@@ -493,10 +510,12 @@ class VerifyLedgerResponse(_message.Message):
         events_checked: _builtins.int = ...,
         checkpoints_checked: _builtins.int = ...,
         tree_size: _builtins.int = ...,
+        mode: Global___VerifyMode.ValueType = ...,
+        newest_checkpoint: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["checkpoints_checked", b"checkpoints_checked", "events_checked", b"events_checked", "first_bad_seq", b"first_bad_seq", "ok", b"ok", "reason", b"reason", "tree_size", b"tree_size"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["checkpoints_checked", b"checkpoints_checked", "events_checked", b"events_checked", "first_bad_seq", b"first_bad_seq", "mode", b"mode", "newest_checkpoint", b"newest_checkpoint", "ok", b"ok", "reason", b"reason", "tree_size", b"tree_size"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

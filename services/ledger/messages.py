@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 from datetime import datetime
 
 from lifecyclezero.v1 import common_pb2
 
-from services.sealer.store import CheckpointRecord
+from services.ledger.seals import CheckpointRecord
 from services.tlog.checkpoint import Checkpoint
 
 
@@ -29,5 +30,7 @@ def checkpoint_message(record: CheckpointRecord) -> common_pb2.Checkpoint:
         key_name=record.key_name,
     )
     if record.create_time:
-        message.create_time.FromDatetime(datetime.fromisoformat(record.create_time))
+        # A damaged index item is still shown, without a time.
+        with contextlib.suppress(ValueError):
+            message.create_time.FromDatetime(datetime.fromisoformat(record.create_time))
     return message

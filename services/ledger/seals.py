@@ -7,21 +7,28 @@ instead of writing a second version; the same tree always yields the same tiles,
 signatures are deterministic, so an honest retry finds identical bytes. Checkpoints are read back by
 the version id recorded in the index, so a later version of the same key cannot shadow them.
 
-Synchronous boto3; async callers use `aws.call`. The ledger service uses the read functions.
+The one home of the write-once seal store: the sealer writes through this module, the ledger reads
+through it, and the checks that decide whether a stored checkpoint can be believed (`seal_findings`,
+`check_note`) live here too. Keys come from `services.ledger.keys`.
+
+Synchronous boto3; async callers use `aws.call`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from services.kit import aws
 from services.kit.errors import FailedPrecondition
-from services.sealer import keys
+from services.ledger import keys
 from services.tlog.compact import CompactRange
+from services.tlog.errors import TlogError
+from services.tlog.note import Verifier
 from services.tlog.tiles import TILE_WIDTH, TileId
+from services.tlog.verify import verify_checkpoint
 
 
 @dataclass(frozen=True)
@@ -38,6 +45,9 @@ class CheckpointRecord:
     last_hash: str
     create_time: str
     key_name: str
+    # Why the stored index item cannot be trusted as written ('' when it is whole): a damaged item is
+    # still read, so that verification names its checkpoint instead of failing as a whole.
+    defect: str = ""
 
 
 class ObjectConflict(FailedPrecondition):
@@ -150,21 +160,51 @@ def all_checkpoint_records(ddb: Any, table: str, tenant: str, page: int = 500) -
 
 
 def _record(raw: dict[str, Any]) -> CheckpointRecord:
+    """An index item as a record; a damaged item (attributes missing, unparsable or disagreeing with
+    its key) still becomes a record, with `defect` saying what is wrong."""
     item = aws.from_item(raw)
-    size = keys.size_of_checkpoint_sk(str(item["SK"]))
-    partials = {int(level): _bytes(data) for level, data in dict(item.get("partial_tiles", {})).items()}
-    return CheckpointRecord(
-        size=int(size if size is not None else item.get("size", 0)),
-        root=_bytes(item["root"]),
-        note=_bytes(item["note"]),
-        object_key=str(item.get("object_key", "")),
-        version_id=str(item.get("version_id", "")),
-        compact=CompactRange.from_bytes(_bytes(item["compact"])),
-        partial_tiles=partials,
-        last_hash=str(item.get("last_hash", "")),
+    parsed = keys.size_of_checkpoint_sk(str(item.get("SK", "")))
+    size = parsed or 0
+    defects: list[str] = [] if parsed is not None else ["the sort key is not a checkpoint size"]
+
+    def read(name: str, parse: Callable[[Any], Any], empty: Any) -> Any:
+        if name not in item:
+            defects.append(f"no {name}")
+            return empty
+        try:
+            return parse(item[name])
+        except (TypeError, ValueError, AttributeError, TlogError) as exc:
+            defects.append(f"{name} unreadable ({exc})")
+            return empty
+
+    stated_size = read("size", int, size)
+    if stated_size != size:
+        defects.append(f"size attribute says {stated_size}")
+    record = CheckpointRecord(
+        size=size,
+        root=read("root", _bytes, b""),
+        note=read("note", _bytes, b""),
+        object_key=read("object_key", _text, ""),
+        version_id=read("version_id", _text, ""),
+        compact=read("compact", lambda v: CompactRange.from_bytes(_bytes(v)), CompactRange()),
+        partial_tiles=read("partial_tiles", _partials, {}),
+        last_hash=read("last_hash", _text, ""),
         create_time=str(item.get("create_time", "")),
         key_name=str(item.get("key_name", "")),
     )
+    if not defects and (record.compact.size != size or record.compact.root() != record.root):
+        defects.append("compact range does not hash to the recorded root at its size")
+    return replace(record, defect="; ".join(defects)) if defects else record
+
+
+def _text(value: Any) -> str:
+    if not isinstance(value, str):
+        raise TypeError(f"{type(value).__name__}, not a string")
+    return value
+
+
+def _partials(value: Any) -> dict[int, bytes]:
+    return {int(level): _bytes(data) for level, data in dict(value).items()}
 
 
 def _bytes(value: Any) -> bytes:
@@ -297,18 +337,40 @@ def read_checkpoint_object(s3: Any, bucket: str, object_key: str, version_id: st
     return bytes(s3.get_object(Bucket=bucket, Key=object_key, VersionId=version_id)["Body"].read())
 
 
-def checkpoint_object_versions(s3: Any, bucket: str, object_key: str) -> list[str]:
-    """Every version id stored under a checkpoint key (more than one means someone wrote over it)."""
-    got = s3.list_object_versions(Bucket=bucket, Prefix=object_key)
-    return [str(v["VersionId"]) for v in got.get("Versions", []) if v.get("Key") == object_key]
+@dataclass(frozen=True)
+class ObjectVersion:
+    """One entry of an object's version history: a stored version or a delete marker."""
+
+    version_id: str
+    delete_marker: bool
+    modified: datetime | None
 
 
-def read_checkpoint_versions(s3: Any, bucket: str, object_key: str) -> list[bytes]:
-    """The bytes of every version of a checkpoint key, oldest first (for export bundles)."""
-    got = s3.list_object_versions(Bucket=bucket, Prefix=object_key)
-    versions = [v for v in got.get("Versions", []) if v.get("Key") == object_key]
-    versions.sort(key=lambda v: v.get("LastModified") or datetime.min.replace(tzinfo=UTC))
-    return [read_checkpoint_object(s3, bucket, object_key, str(v["VersionId"])) for v in versions]
+def checkpoint_objects(s3: Any, bucket: str, tenant: str) -> dict[int, list[ObjectVersion]]:
+    """Every version and delete marker under the tenant's checkpoint prefix, by size, oldest first.
+
+    The write-once store is where checkpoints are found: an index item can be deleted or edited by
+    anyone with database access, a COMPLIANCE-locked version cannot. One paginated
+    ListObjectVersions of the prefix (1,000 entries a page). Keys that are not `<size>` are ignored.
+    """
+    found: dict[int, list[ObjectVersion]] = {}
+    pages = s3.get_paginator("list_object_versions").paginate(
+        Bucket=bucket, Prefix=keys.checkpoint_object_prefix(tenant)
+    )
+    for page in pages:
+        for marker, entries in ((False, page.get("Versions", [])), (True, page.get("DeleteMarkers", []))):
+            for entry in entries:
+                size = keys.size_of_checkpoint_object_key(tenant, str(entry.get("Key", "")))
+                if size is None:
+                    continue
+                modified = entry.get("LastModified")
+                found.setdefault(size, []).append(ObjectVersion(
+                    str(entry.get("VersionId", "")), marker, modified if isinstance(modified, datetime) else None
+                ))
+    oldest = datetime.min.replace(tzinfo=UTC)
+    for versions in found.values():
+        versions.sort(key=lambda v: v.modified or oldest)
+    return found
 
 
 class TileReads:
@@ -320,6 +382,7 @@ class TileReads:
         self._tenant = tenant
         self._sealed = sealed_size
         self.reads = 0
+        self.paths: list[str] = []
 
     def __call__(self, tile: TileId) -> bytes:
         """A tile's body; a partial tile that was never written is cut from the wider tile that was.
@@ -327,6 +390,7 @@ class TileReads:
         Every tile of a checkpointed size exists; a tile of another size <= the sealed size is a
         prefix of the same tile at the sealed size (full or partial), which does exist.
         """
+        self.paths.append(tile.path)
         data = self._get(keys.tile_object_key(self._tenant, tile))
         if data is not None:
             return data
@@ -347,3 +411,77 @@ class TileReads:
             if aws.error_code(exc) in {"NoSuchKey", "404"}:
                 return None
             raise
+
+
+# --- checks: whether a stored checkpoint can be believed ---------------------------------------------
+
+
+@dataclass(frozen=True)
+class SealFinding:
+    """A checkpoint that the index and the write-once store do not describe alike."""
+
+    size: int
+    reason: str
+    # The bucket holds a checkpoint the index lacks: also what a seal looks like between writing its
+    # note and recording it, so a reader may look again before calling it tampering.
+    unindexed: bool = False
+
+
+def seal_findings(
+    records: Sequence[CheckpointRecord],
+    objects: Mapping[int, Sequence[ObjectVersion]],
+    object_key: Callable[[int], str],
+) -> list[SealFinding]:
+    """Compare the checkpoint index with every version and delete marker under the checkpoint prefix.
+
+    Each signed checkpoint in the bucket is binding, so the index must hold it, name the one object
+    version stored under its key, and be whole; a delete marker or a missing version is a failure.
+    `object_key(size)` is where the sealer writes the checkpoint of `size`. Smallest size first.
+    """
+    by_size = {record.size: record for record in records}
+    found: list[SealFinding] = []
+    for size in sorted(set(by_size) | set(objects)):
+        why = _disagreement(by_size.get(size), list(objects.get(size, ())), object_key(size))
+        if why:
+            found.append(SealFinding(size, f"checkpoint {size}: {why}", unindexed=size not in by_size))
+    return found
+
+
+def _disagreement(record: CheckpointRecord | None, versions: list[ObjectVersion], key: str) -> str:
+    stored = [v.version_id for v in versions if not v.delete_marker]
+    if record is None:
+        if stored:
+            return ("a signed checkpoint object is in the seal bucket but not in the index (deleted from the "
+                    "index, or a seal interrupted before recording it: `lz seal now` finishes that)")
+        return "the seal bucket holds a delete marker under its key and no version"
+    if record.defect:
+        return f"the index item is damaged: {record.defect}"
+    if record.object_key != key:
+        return f"the index names object {record.object_key!r}, not {key!r}"
+    if record.version_id not in stored:
+        return f"object version {record.version_id!r} named by the index is missing from the seal bucket"
+    if any(v.delete_marker for v in versions):
+        return "its object has a delete marker (hidden from readers of the latest version)"
+    if len(stored) > 1:
+        return "the object was overwritten by a newer version"
+    return ""
+
+
+def check_note(
+    s3: Any, bucket: str, record: CheckpointRecord, verifiers: Sequence[Verifier], origin: str
+) -> str:
+    """'' when the checkpoint's note verifies, says what the index says and is the stored object version,
+    else why not."""
+    try:
+        cp = verify_checkpoint(record.note, verifiers)
+    except TlogError as exc:
+        return f"checkpoint {record.size}: signature: {exc}"
+    if cp.origin != origin or cp.size != record.size or cp.root_hash != record.root:
+        return f"checkpoint {record.size}: the signed note disagrees with the index"
+    try:
+        stored = read_checkpoint_object(s3, bucket, record.object_key, record.version_id)
+    except Exception as exc:
+        return f"checkpoint {record.size}: object unreadable: {exc}"
+    if stored != record.note:
+        return f"checkpoint {record.size}: the stored object differs from the index"
+    return ""

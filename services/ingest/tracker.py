@@ -1,0 +1,270 @@
+"""Connection tracking for the hub: what each stream's open, goodbye and close write, and the health sweep.
+
+Per stream: one write at its first heartbeat (online; resolving the agent-health alerts its absence
+raised), one when it closes (with its goodbye's reason), and, while it stays open, a lease extended
+inside the durable-seq write-down the hub already does; nothing per heartbeat. The sweep reads the
+tenant's due checks from a sparse index once a `LZ_HEALTH_SWEEP_SECONDS` and raises agent-silent,
+agent-stopped-while-isolated (with a custody event recorded by assets) and agent-missing. Every
+replica sweeps the tenants it has seen; conditional writes let one of them win each check.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import hashlib
+import logging
+import secrets
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from google.protobuf.timestamp_pb2 import Timestamp
+from lifecyclezero.v1 import ingest_pb2
+
+from services.ingest import domain, health, presence, rules
+from services.ingest.assets_client import AssetsClient
+from services.ingest.settings import StreamSettings
+from services.kit import aws
+from services.kit.errors import DomainError, NotFound
+
+log = logging.getLogger(__name__)
+
+LEASE_MARGIN_SECONDS = 30.0
+_SUMMARIES = {
+    health.AGENT_SILENT: "agent silent since {last_seen} ({reason})",
+    health.AGENT_MISSING: "agent missing: not seen since {last_seen} ({reason})",
+    health.AGENT_STOPPED_WHILE_ISOLATED: "isolated host's agent stopped ({reason}) at {last_seen}: containment "
+                                         "can no longer be verified",
+}
+
+
+@dataclass
+class StreamPresence:
+    """What the tracker keeps of one live stream."""
+
+    stream_id: str
+    version: str
+    platform: str
+    tenant: str = ""
+    asset_id: str = ""
+    secret_sha256: str = ""
+    open_alerts: tuple[tuple[str, str], ...] = ()
+    seen: float = field(default_factory=time.time)
+    goodbye: str = ""
+    refreshed_at: float = field(default_factory=time.monotonic)
+    opened: asyncio.Task[None] | None = None
+
+
+def _ts(seconds: float) -> str:
+    return domain.format_ts(dt.datetime.fromtimestamp(seconds, dt.UTC))
+
+
+def _later(text: str, seconds: float) -> str:
+    return domain.format_ts(domain.parse_ts(text) + dt.timedelta(seconds=seconds))
+
+
+class Tracker:
+    """Connection state of the hub's streams, and the health sweep of the tenants they belong to."""
+
+    def __init__(self, settings: StreamSettings, ddb: Any, table: str, assets: AssetsClient,
+                 policies: rules.PolicyBook) -> None:
+        self.settings = settings
+        self._ddb = ddb
+        self._table = table
+        self._assets = assets
+        self._policies = policies
+        self.tenants: set[str] = set()
+        self.draining = False
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.writes = 0
+        self.alerts_raised = 0
+
+    @property
+    def lease_seconds(self) -> float:
+        return 2 * self.settings.seq_persist_seconds + LEASE_MARGIN_SECONDS
+
+    def _health(self, tenant: str) -> tuple[health.HealthSettings, rules.Policy]:
+        policy = self._policies.for_tenant(tenant)
+        return policy.agent_health, policy
+
+    # ----------------------------------------------------------------------------- stream events
+
+    def opened(self, tenant: str, asset_id: str, secret_sha256: str, hello: ingest_pb2.Hello,
+               open_alerts: tuple[tuple[str, str], ...]) -> StreamPresence:
+        """Note a new stream; it is recorded online at its first heartbeat (`heard`)."""
+        self.tenants.add(tenant)
+        return StreamPresence(secrets.token_hex(8), health.clip(hello.agent_version, health.MAX_VERSION_CHARS),
+                              health.clip(hello.platform, health.MAX_PLATFORM_CHARS), tenant, asset_id,
+                              secret_sha256, open_alerts)
+
+    def heard(self, state: StreamPresence) -> None:
+        """Record the stream online at its first heartbeat, in the background (its ack does not wait for it).
+
+        Not at the hello: during a reconnect storm many streams end before they carry anything (their
+        agents gave up waiting for the Welcome), and those cost no write at all.
+        """
+        if state.opened is None:
+            state.opened = self._spawn(self._open(state))
+
+    async def _open(self, state: StreamPresence) -> None:
+        tenant, asset_id, secret_sha256, open_alerts = (state.tenant, state.asset_id, state.secret_sha256,
+                                                        state.open_alerts)
+        settings, policy = self._health(tenant)
+        now = domain.format_ts(domain.now())
+        outdated = (policy.rules[rules.Rule.AGENT_OUTDATED].enabled
+                    and health.is_outdated(state.version, settings.minimum_version))
+        if open_alerts:
+            # Resolved before the item forgets them: a crash in between resolves them again at the next open.
+            await aws.call(presence.resolve_health_alerts, self._ddb, self._table, tenant,
+                           [sk for _, sk in open_alerts], now)
+        await aws.call(presence.open_connection, self._ddb, self._table, tenant, asset_id, secret_sha256,
+                       state.stream_id, now, _later(now, self.lease_seconds),
+                       _later(now, settings.missing_after_seconds), state.version, state.platform, outdated,
+                       [rule for rule, _ in open_alerts])
+        self.writes += 1 + len(open_alerts)
+
+    def closed(self, state: StreamPresence) -> None:
+        """Record the stream's end with its goodbye's reason: not when it was never recorded online, nor
+        when the server drains (its agents move to another replica, and their leases cover the move)."""
+        if state.opened is not None and not self.draining:
+            self._spawn(self._close(state))
+
+    async def _close(self, state: StreamPresence) -> None:
+        tenant, asset_id, secret_sha256 = state.tenant, state.asset_id, state.secret_sha256
+        if state.opened is not None:
+            await asyncio.gather(state.opened, return_exceptions=True)
+        settings, _ = self._health(tenant)
+        now = domain.format_ts(domain.now())
+        seen = _ts(state.seen)
+        due = _later(now, settings.lost_after_heartbeats * self.settings.heartbeat_interval_seconds)
+        await aws.call(presence.close_connection, self._ddb, self._table, tenant, asset_id, secret_sha256,
+                       state.stream_id, now, state.goodbye, seen, _later(seen, settings.missing_after_seconds),
+                       health.Stage.LOST, due)
+        self.writes += 1
+
+    async def refresh(self, state: StreamPresence, durable_seq: int | None) -> bool:
+        """Extend a live stream's lease (with its durable seq when given); False when the write did not apply."""
+        if state.opened is None:
+            return False
+        tenant, asset_id, secret_sha256 = state.tenant, state.asset_id, state.secret_sha256
+        settings, _ = self._health(tenant)
+        now = domain.format_ts(domain.now())
+        done = await aws.call(presence.refresh_connection, self._ddb, self._table, tenant, asset_id, secret_sha256,
+                              state.stream_id, now, _later(now, self.lease_seconds),
+                              _later(now, settings.missing_after_seconds), durable_seq)
+        self.writes += 1
+        if done:
+            state.refreshed_at = time.monotonic()
+        return done
+
+    async def refresh_idle(self, streams: Iterable[StreamPresence]) -> None:
+        """Extend the leases that no durable-seq write extended for a period (a stream with nothing acked)."""
+        now = time.monotonic()
+        for state in list(streams):
+            if state.opened is not None and now - state.refreshed_at >= self.settings.seq_persist_seconds:
+                try:
+                    await self.refresh(state, None)
+                except Exception as exc:
+                    log.warning("lease of %s/%s not extended: %s", state.tenant, state.asset_id, exc)
+
+    # ------------------------------------------------------------------------------------ sweep
+
+    async def sweep(self) -> int:
+        """One pass over the due checks of every tenant seen; how many checks were applied."""
+        applied = 0
+        now = domain.format_ts(domain.now())
+        for tenant in sorted(self.tenants):
+            due = await aws.call(presence.due_connections, self._ddb, self._table, tenant, now)
+            for connection in due:
+                check = health.next_check(connection, now)
+                if check is None:
+                    continue
+                try:
+                    applied += await self._apply(tenant, connection, check, now)
+                except DomainError as error:
+                    log.warning("health check of %s/%s not done yet: %s", tenant, connection.asset_id,
+                                error.message)
+        return applied
+
+    async def sweep_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.health_sweep_seconds)
+            try:
+                await self.sweep()
+            except Exception:
+                log.exception("health sweep failed")
+
+    async def _apply(self, tenant: str, connection: health.Connection, check: health.Check, now: str) -> bool:
+        _, policy = self._health(tenant)
+        wanted = [r for r in check.raise_rules if policy.rules[rules.Rule(r)].enabled]
+        # A lease that ran out has no close time: the stream was last heard of when it was last seen.
+        gone = connection.since if connection.state == health.OFFLINE else connection.last_seen
+        evidence: dict[str, Any] = {"reason": check.reason, "last_seen": connection.last_seen,
+                                    "disconnect_time": gone, "agent_version": connection.agent_version}
+        if check.ask_isolation and policy.rules[rules.Rule.AGENT_STOPPED_WHILE_ISOLATED].enabled:
+            try:
+                loss = await self._assets.record_agent_loss(tenant, connection.asset_id, check.reason,
+                                                            _timestamp(connection.last_seen),
+                                                            _loss_request_id(tenant, connection))
+            except NotFound:
+                log.info("agent %s/%s has no asset: nothing is contained", tenant, connection.asset_id)
+            else:
+                if loss.isolated:
+                    wanted.append(health.AGENT_STOPPED_WHILE_ISOLATED)
+                    evidence["custody_seq"] = loss.custody_seq
+        raised: dict[str, str] = {}
+        for rule_id in wanted:
+            spec = policy.rules[rules.Rule(rule_id)]
+            summary = _SUMMARIES[rule_id].format(last_seen=connection.last_seen or "never", reason=check.reason)
+            raised[rule_id] = await aws.call(presence.put_health_alert, self._ddb, self._table, tenant,
+                                             connection.asset_id, connection.since, rule_id, spec.severity.name,
+                                             summary, evidence, now)
+            self.writes += 1
+        applied = await aws.call(presence.apply_check, self._ddb, self._table, tenant, connection, check.reason,
+                                 check.next_stage, check.next_due, raised)
+        self.writes += 1
+        if applied:
+            self.alerts_raised += len(raised)
+            for rule_id in raised:
+                log.warning("%s: %s/%s (%s)", rule_id, tenant, connection.asset_id, check.reason)
+            return True
+        await self._settle_lost_race(tenant, connection.asset_id, raised, now)
+        return False
+
+    async def _settle_lost_race(self, tenant: str, asset_id: str, raised: dict[str, str], now: str) -> None:
+        """The check lost to a returning agent (or to another replica): alerts the item does not hold are resolved."""
+        current = await aws.call(presence.get_connection, self._ddb, self._table, tenant, asset_id)
+        held = set(dict(current.open_alerts).values()) if current is not None else set()
+        if current is not None and current.state == health.ONLINE:
+            stray = [sk for sk in raised.values() if sk not in held]
+            if stray:
+                await aws.call(presence.resolve_health_alerts, self._ddb, self._table, tenant, stray, now)
+
+    def _spawn(self, coro: Any) -> asyncio.Task[None]:
+        task: asyncio.Task[None] = asyncio.create_task(_logged(coro))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+
+async def _logged(coro: Any) -> None:
+    try:
+        await coro
+    except Exception as exc:
+        log.warning("connection state not recorded: %s", exc)
+
+
+def _timestamp(text: str) -> Timestamp | None:
+    if not text:
+        return None
+    stamp = Timestamp()
+    stamp.FromDatetime(domain.parse_ts(text))
+    return stamp
+
+
+def _loss_request_id(tenant: str, connection: health.Connection) -> str:
+    """One custody event per disconnection, however often the sweep retries it."""
+    digest = hashlib.sha256(f"{tenant}\n{connection.asset_id}\n{connection.since}".encode()).hexdigest()
+    return f"loss-{digest[:40]}"

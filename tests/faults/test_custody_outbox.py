@@ -1,0 +1,105 @@
+"""Kill -9 of the process that chains custody records, in the middle of a burst of isolations.
+
+The assets process writes each isolation's custody record in the isolation's transaction and chains
+records into the ledger moments later; the test kills it while both are going on and restarts it.
+Runs on a stack of its own, because it kills a process.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+from collections import Counter
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+
+import grpc
+import pytest
+from lifecyclezero.v1 import assets_pb2, assets_pb2_grpc, common_pb2
+
+from services.kit.auth import Role
+from services.kit.devstack import Stack
+from services.ledger.outbox import store as outbox_store
+from tests.faults.helpers import (
+    Store,
+    Tenant,
+    assert_chain_sound,
+    chained_custody,
+    kill9,
+    make_tenant,
+    own_stack,
+    restart,
+)
+
+pytestmark = pytest.mark.slow
+
+BURST = 120
+KILL_AFTER_ACKS = 30
+
+
+@pytest.fixture(scope="module")
+def outbox_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    with own_stack(tmp_path_factory.mktemp("outbox")) as stack:
+        yield stack
+
+
+def _create_assets(stack: Stack, tenant: Tenant, count: int) -> list[str]:
+    with tenant.channel("assets") as channel:
+        stub = assets_pb2_grpc.AssetServiceStub(channel)
+
+        def create(index: int) -> str:
+            asset_id = f"crash-{index:03d}"
+            stub.CreateAsset(assets_pb2.CreateAssetRequest(asset=common_pb2.Asset(
+                asset_id=asset_id, hostname=f"{asset_id}.corp", employee_id="emp-1", os="linux")),
+                metadata=tenant.metadata(Role.OPERATOR))
+            return asset_id
+
+        with ThreadPoolExecutor(16) as pool:
+            return list(pool.map(create, range(count)))
+
+
+def _burst_with_kill(stack: Stack, tenant: Tenant, asset_ids: list[str]) -> dict[str, str]:
+    """Isolate every asset at once, kill -9 assets after the first acks; asset -> command id of each ack."""
+    acked: dict[str, str] = {}
+    enough = threading.Event()
+    lock = threading.Lock()
+    with tenant.channel("assets") as channel:
+        stub = assets_pb2_grpc.AssetServiceStub(channel)
+
+        def isolate(asset_id: str) -> None:
+            try:
+                reply = stub.IsolateAsset(assets_pb2.IsolateAssetRequest(
+                    asset_id=asset_id, justification="outbreak", request_id=f"burst-{asset_id}"),
+                    metadata=tenant.metadata(Role.OPERATOR), timeout=20)
+            except grpc.RpcError:
+                return
+            with lock:
+                acked[asset_id] = reply.command.command_id
+                if len(acked) >= KILL_AFTER_ACKS:
+                    enough.set()
+
+        with ThreadPoolExecutor(len(asset_ids)) as pool:
+            for asset_id in asset_ids:
+                pool.submit(isolate, asset_id)
+            assert enough.wait(60), "no isolation was acknowledged"
+            kill9(stack, "assets")
+    return acked
+
+
+def test_every_acknowledged_isolation_is_chained_once_after_a_kill_of_the_sequencer(outbox_stack: Stack) -> None:
+    """After kill -9 of assets mid-burst and a restart, every acknowledged isolation has exactly one custody
+    event in a sound chain, and every custody record carries that event's seq."""
+    tenant = make_tenant(outbox_stack)
+    asset_ids = _create_assets(outbox_stack, tenant, BURST)
+    acked = _burst_with_kill(outbox_stack, tenant, asset_ids)
+    store = Store(outbox_stack)
+    waiting = [r for r in outbox_store.asset_records(store.ddb, store.table, tenant.tenant) if not r.chained]
+    sys.stdout.write(f"{len(acked)} of {BURST} acknowledged; {len(waiting)} records unchained at the kill\n")
+    restart(outbox_stack, "assets")
+    records = chained_custody(store.ddb, store.table, tenant.tenant, within=120)
+    events = assert_chain_sound(store, tenant.tenant)
+    requested = {e.subject.removeprefix("asset:"): e for e in events if e.action == "asset.isolate.requested"}
+    assert Counter(e.subject for e in events) == Counter(f"asset:{r.asset_id}" for r in records)
+    assert set(acked) <= set(requested), sorted(set(acked) - set(requested))
+    assert {a: requested[a].seq for a in acked} == {r.asset_id: r.ledger_seq for r in records if r.asset_id in acked}
+    assert all(f'"command_id":"{acked[a]}"' in requested[a].canonical.decode() for a in acked)
