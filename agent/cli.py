@@ -27,10 +27,11 @@ from agent.containment import (
     build_policy,
 )
 from agent.containment.policy import host_resolvers
-from agent.enroll import NotEnrolledError
+from agent.enroll import SECRET_ENV, NotEnrolledError, load_identity, read_secret
 from agent.inventory import Inventory
 from agent.platform import UnsupportedPlatformError
 from agent.snapshot import collect
+from services.kit.addresses import plaintext_refusal
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -83,6 +84,9 @@ def _parser() -> argparse.ArgumentParser:
         help="TOML config file (default: $LZ_AGENT_CONFIG or /etc/lz-agent/agent.toml if present)",
     )
     parser.add_argument("--debug", action="store_true", help="show tracebacks of internal errors")
+    parser.add_argument("--insecure", action="store_true",
+                        help="allow plaintext to a control plane that is not loopback (the enrollment secret and "
+                             "the agent credential cross in the clear); config: [stream] insecure = true")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     scan = commands.add_parser("scan", help="one discovery snapshot of this host (loopback probes only)")
@@ -136,7 +140,12 @@ def _parser() -> argparse.ArgumentParser:
 
     enroll = commands.add_parser("enroll", help="enroll this host with the control plane (stores the identity)")
     enroll.add_argument("--tenant", required=True)
-    enroll.add_argument("--secret", required=True, help="the tenant's enrollment secret")
+    _secret_arguments(enroll)
+    enroll.add_argument("--reenroll-code-file", metavar="PATH",
+                        help="file holding an operator's one-time re-enrollment code (`lz assets re-enroll`); "
+                             "- reads standard input")
+    enroll.add_argument("--asset", default="", metavar="ASSET",
+                        help="with --reenroll-code-file: the asset the code is for (default: the stored one)")
     enroll.add_argument("--control-plane", required=True, metavar="HOST:PORT", help="the ingest endpoint")
     enroll.add_argument("--employee", default="", help="employee id of the host's user")
     enroll.set_defaults(handler=_enroll)
@@ -149,7 +158,7 @@ def _parser() -> argparse.ArgumentParser:
     simulate.add_argument("--count", type=_positive_int, required=True, help="number of simulated hosts")
     simulate.add_argument("--control-plane", required=True, metavar="HOST:PORT")
     simulate.add_argument("--tenant", required=True)
-    simulate.add_argument("--secret", default="", help="the tenant's enrollment secret (needed to enroll)")
+    _secret_arguments(simulate)
     simulate.add_argument("--interval", type=_positive_float, default=5.0, help="heartbeat period (s)")
     simulate.add_argument("--duration", type=_positive_float, help="stop after this many seconds")
     simulate.add_argument("--exposed-fraction", type=_fraction, default=0.1)
@@ -173,6 +182,13 @@ def _parser() -> argparse.ArgumentParser:
                           help="how many hosts vanish (the first N; default: all)")
     simulate.set_defaults(handler=_simulate)
     return parser
+
+
+def _secret_arguments(parser: argparse.ArgumentParser) -> None:
+    # Never the secret itself as an argument: every local user can read a process's command line.
+    parser.add_argument("--secret-file", metavar="PATH",
+                        help=f"file holding the tenant's enrollment secret; - reads standard input "
+                             f"(default: ${SECRET_ENV})")
 
 
 def _positive_int(text: str) -> int:
@@ -199,13 +215,20 @@ def _fraction(text: str) -> float:
 def _enroll(args: argparse.Namespace, config: Config) -> int:
     from agent.enroll import enroll
 
+    secret = read_secret(args.secret_file, SECRET_ENV, "the enrollment secret")
+    if not secret:
+        raise ConfigError(f"the enrollment secret is needed: --secret-file PATH (- for standard input) "
+                          f"or ${SECRET_ENV}")
+    code = read_secret(args.reenroll_code_file, "", "the re-enrollment code") if args.reenroll_code_file else ""
     identity = enroll(
         config.state_dir,
         args.tenant,
-        args.secret,
+        secret,
         args.control_plane,
         employee_id=args.employee,
-        credentials=_credentials(config),
+        credentials=_credentials(config, args.control_plane, args.insecure),
+        reenroll_code=code,
+        asset_id=args.asset,
     )
     print(f"enrolled: asset {identity.asset_id} in tenant {identity.tenant_id} via {identity.control_plane}")
     return EXIT_OK
@@ -214,7 +237,10 @@ def _enroll(args: argparse.Namespace, config: Config) -> int:
 def _run(args: argparse.Namespace, config: Config) -> int:
     from agent.runner import run_agent
 
-    return run_agent(config, args.duration, _containment(config), _credentials(config))
+    identity = load_identity(config.state_dir)
+    target = config.stream_address or (identity.control_plane if identity is not None else "")
+    credentials = _credentials(config, target, args.insecure) if target else None
+    return run_agent(config, args.duration, _containment(config), credentials)
 
 
 def _simulate(args: argparse.Namespace, config: Config) -> int:
@@ -224,7 +250,7 @@ def _simulate(args: argparse.Namespace, config: Config) -> int:
         count=args.count,
         control_plane=args.control_plane,
         tenant=args.tenant,
-        secret=args.secret,
+        secret=read_secret(args.secret_file, SECRET_ENV, "the enrollment secret"),
         interval=args.interval,
         duration=args.duration,
         exposed_fraction=args.exposed_fraction,
@@ -242,16 +268,22 @@ def _simulate(args: argparse.Namespace, config: Config) -> int:
         vanish_count=args.vanish_count,
     )
     if not options.secret and not (options.identities is not None and options.identities.exists()):
-        print("error: --secret is needed to enroll (or give --identities with an existing file)", file=sys.stderr)
+        print(f"error: the enrollment secret is needed to enroll (--secret-file PATH or ${SECRET_ENV}), or give "
+              "--identities with an existing file", file=sys.stderr)
         return EXIT_USAGE
-    summary = run_simulation(options, credentials=_credentials(config))
+    summary = run_simulation(options, credentials=_credentials(config, options.control_plane, args.insecure))
     print(json.dumps(summary, indent=2))
     enrolled = summary["enrolled"] + summary["identities_loaded"]
     return EXIT_OK if enrolled and summary["heartbeats_acked"] else EXIT_FAILED
 
 
-def _credentials(config: Config) -> grpc.ChannelCredentials | None:
+def _credentials(config: Config, target: str, insecure: bool) -> grpc.ChannelCredentials | None:
+    """TLS credentials for `target`, or None for plaintext, which only a loopback target gets unless allowed."""
     if not config.stream_tls:
+        refusal = None if insecure or config.stream_insecure else plaintext_refusal(
+            target, "pass --insecure (or set [stream] insecure = true) if you mean it")
+        if refusal is not None:
+            raise ConfigError(refusal)
         return None
     roots = config.stream_ca_file.read_bytes() if config.stream_ca_file else None
     return grpc.ssl_channel_credentials(root_certificates=roots)

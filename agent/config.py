@@ -57,6 +57,8 @@ class Config:
     first_reconnect_jitter: float = 10.0
     stream_tls: bool = False
     stream_ca_file: Path | None = None
+    # Plaintext to a control plane that is not loopback is refused unless this (or --insecure) says so.
+    stream_insecure: bool = False
     agents_enabled: bool = True
     agent_homes: tuple[str, ...] = ()
     agent_password_db: bool = True
@@ -197,6 +199,7 @@ _FIELDS: Mapping[tuple[str, str], tuple[str, Callable[[Any], Any]]] = {
     ("stream", "first_reconnect_jitter"): ("first_reconnect_jitter", _jitter),
     ("stream", "tls"): ("stream_tls", _bool),
     ("stream", "ca_file"): ("stream_ca_file", _path),
+    ("stream", "insecure"): ("stream_insecure", _bool),
     ("agents", "enabled"): ("agents_enabled", _bool),
     ("agents", "homes"): ("agent_homes", _strings),
     ("agents", "password_db"): ("agent_password_db", _bool),

@@ -7,6 +7,8 @@ keeps its asset and only the credential changes.
 
 from __future__ import annotations
 
+import os
+import sys
 import uuid
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
@@ -18,9 +20,12 @@ import grpc
 from lifecyclezero.v1 import ingest_pb2, ingest_pb2_grpc
 
 from agent import statefile
+from agent.config import ConfigError
 from agent.platform import current_platform
 
 IDENTITY_FILE = "identity.json"
+SECRET_ENV = "LZ_ENROLLMENT_SECRET"  # noqa: S105 - the name of a variable, not a secret
+MAX_SECRET_BYTES = 4096
 
 
 def agent_version() -> str:
@@ -51,6 +56,22 @@ class Identity:
 
     def redacted(self) -> dict[str, Any]:
         return {**asdict(self), "agent_credential": "<redacted>"}
+
+
+def read_secret(path: str | None, env_name: str, what: str) -> str:
+    """A secret from `path` (`-`: standard input), else from the environment variable `env_name`; "" when absent.
+
+    Secrets never come from a command-line argument: the process list shows those to every local user.
+    """
+    if path is None:
+        return os.environ.get(env_name, "").strip() if env_name else ""
+    try:
+        raw = sys.stdin.read(MAX_SECRET_BYTES + 1) if path == "-" else Path(path).read_text()[:MAX_SECRET_BYTES + 1]
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read {what} from {path}: {exc}") from None
+    if len(raw) > MAX_SECRET_BYTES:
+        raise ConfigError(f"{path} is too long to hold {what}")
+    return raw.strip()
 
 
 def identity_path(state_dir: Path) -> Path:
@@ -86,6 +107,8 @@ def enroll_request(
     *,
     employee_id: str = "",
     asset_id: str = "",
+    agent_credential: str = "",
+    reenroll_code: str = "",
 ) -> ingest_pb2.EnrollRequest:
     return ingest_pb2.EnrollRequest(
         tenant_id=tenant_id,
@@ -96,6 +119,8 @@ def enroll_request(
         agent_version=AGENT_VERSION,
         asset_id=asset_id,
         request_id=uuid.uuid4().hex,
+        agent_credential=agent_credential,
+        reenroll_code=reenroll_code,
     )
 
 
@@ -125,18 +150,30 @@ def enroll(
     employee_id: str = "",
     credentials: grpc.ChannelCredentials | None = None,
     timeout: float = 30.0,
+    reenroll_code: str = "",
+    asset_id: str = "",
 ) -> Identity:
-    """Enroll this host (keeping the asset id of an earlier enrollment) and store the identity."""
+    """Enroll this host and store the identity.
+
+    A host enrolled before keeps its asset: it proves it with its current credential (key rotation) or,
+    once that is revoked or lost, with an operator's one-time re-enrollment code (for `asset_id`, or the
+    stored asset when it is not given: a reinstalled host has no stored identity).
+    """
     previous = load_identity(state_dir)
     hostname, os_name = host_facts()
-    keep = previous.asset_id if previous is not None and previous.tenant_id == tenant_id else ""
+    keep = previous is not None and previous.tenant_id == tenant_id
+    stored_asset = previous.asset_id if previous is not None and keep else ""
+    if reenroll_code and not (asset_id or stored_asset):
+        raise ConfigError("a re-enrollment code is for one asset: give --asset ASSET (no stored identity here)")
     request = enroll_request(
         tenant_id,
         secret,
         hostname,
         os_name,
         employee_id=employee_id or (previous.employee_id if previous else ""),
-        asset_id=keep,
+        asset_id=(asset_id or stored_asset) if reenroll_code else stored_asset,
+        agent_credential=previous.agent_credential if previous is not None and keep and not reenroll_code else "",
+        reenroll_code=reenroll_code,
     )
     if credentials is None:
         channel = grpc.insecure_channel(control_plane)

@@ -121,8 +121,8 @@ def idle_cpu(stack: Stack, home: Path, workdir: Path, agents_enabled: bool, warm
                       '[stream]\nheartbeat_interval = 5\nfirst_reconnect_jitter = 0\n')
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     agent = [sys.executable, "-m", "agent.cli", "--config", str(config)]
-    subprocess.run([*agent, "enroll", "--tenant", tenant, "--secret", reply.enrollment_secret,
-                    "--control-plane", stack.addresses["ingest"]], env=env, check=True, capture_output=True)
+    subprocess.run([*agent, "enroll", "--tenant", tenant, "--control-plane", stack.addresses["ingest"]],
+                   env={**env, "LZ_ENROLLMENT_SECRET": reply.enrollment_secret}, check=True, capture_output=True)
     with open(workdir / f"{tenant}.log", "ab") as log:
         process = subprocess.Popen([*agent, "run", "--duration", str(warmup + window + 30)], env=env,
                                    stdout=log, stderr=subprocess.STDOUT)

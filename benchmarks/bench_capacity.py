@@ -24,6 +24,7 @@ import argparse
 import base64
 import json
 import math
+import os
 import re
 import statistics
 import subprocess
@@ -40,6 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import grpc
 from lifecyclezero.v1 import assets_pb2, assets_pb2_grpc, ledger_pb2, ledger_pb2_grpc
 
+from agent.enroll import SECRET_ENV
 from services.kit import aws
 from services.kit.devstack import Stack
 from services.kit.settings import AwsSettings
@@ -181,9 +183,9 @@ def fleet_windows(stack: Stack, settings: AwsSettings, tenant: str, secret: str,
     duration = warmup + windows * window_seconds + 3
     proc = subprocess.Popen(
         [sys.executable, "-m", "agent.cli", "simulate", "--count", str(agents), "--control-plane",
-         stack.addresses["ingest"], "--tenant", tenant, "--secret", secret, "--interval", str(HEARTBEAT_SECONDS),
+         stack.addresses["ingest"], "--tenant", tenant, "--interval", str(HEARTBEAT_SECONDS),
          "--duration", str(duration), "--change-probability", "0", "--report-every", "1", "--seed", "7"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**os.environ, SECRET_ENV: secret},
     )
     acked: list[tuple[float, int, int]] = []
     assert proc.stdout is not None

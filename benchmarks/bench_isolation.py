@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import secrets
 import signal
 import statistics
@@ -40,6 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from lifecyclezero.v1 import assets_pb2, assets_pb2_grpc, common_pb2
 
+from agent.enroll import SECRET_ENV
 from agent.simulate import load_identities
 from services.kit import aws
 from services.kit.devstack import Stack
@@ -180,10 +182,10 @@ def main(argv: list[str] | None = None) -> int:
         started = time.monotonic()
         sim = subprocess.Popen(
             [sys.executable, "-m", "agent.cli", "simulate", "--count", str(args.agents),
-             "--control-plane", stack.addresses["ingest"], "--tenant", tenant, "--secret", reply.enrollment_secret,
+             "--control-plane", stack.addresses["ingest"], "--tenant", tenant,
              "--identities", str(identities_file), "--warm", "--report-every", "1", "--report-file", str(report),
              "--seed", "11"],
-            cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
+            cwd=REPO, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, SECRET_ENV: reply.enrollment_secret})
         while not identities_file.exists() and sim.poll() is None and time.monotonic() - started < 240:
             time.sleep(0.2)
         enroll_seconds = time.monotonic() - started

@@ -42,6 +42,8 @@ def _common(suppress: bool) -> argparse.ArgumentParser:
     group.add_argument("--tls-ca", metavar="FILE", default=default, help="PEM CA bundle (enables TLS)")
     group.add_argument("--tls-cert", metavar="FILE", default=default, help="PEM client certificate (mTLS)")
     group.add_argument("--tls-key", metavar="FILE", default=default, help="PEM client key (mTLS)")
+    group.add_argument("--insecure", action="store_true", default=flag_default,
+                       help="allow plaintext to an address that is not loopback (tokens cross in the clear)")
     group.add_argument("--timeout", metavar="SECONDS", type=float, default=default, help="per-call deadline")
     out = parser.add_argument_group("output")
     out.add_argument("--json", action="store_true", default=flag_default, help="JSON for scripts")
@@ -66,6 +68,7 @@ def _options(args: argparse.Namespace) -> Options:
         assets=args.assets, ledger=args.ledger, sealer=args.sealer, endpoint_file=args.endpoint_file,
         config=args.config, token=args.token, bootstrap_token=args.bootstrap_token, tls=bool(args.tls),
         tls_ca=args.tls_ca, tls_cert=args.tls_cert, tls_key=args.tls_key, timeout=args.timeout,
+        insecure=bool(args.insecure),
     )
 
 

@@ -23,6 +23,10 @@ The config file is TOML::
     ca = "ca.pem"                 # enables TLS; cert and key add a client certificate (mTLS)
     cert = "client.pem"
     key = "client-key.pem"
+    insecure = false              # true: allow plaintext to addresses that are not loopback
+
+Without TLS, `lz` talks only to loopback addresses: a bearer token must never cross a network in the
+clear unless `--insecure` (`LZ_INSECURE=1`, `[tls] insecure = true`) says so.
 """
 
 from __future__ import annotations
@@ -42,6 +46,7 @@ from google.protobuf.message import Message
 from lifecyclezero.v1 import assets_pb2_grpc, ledger_pb2_grpc, sealer_pb2_grpc
 
 from lz.errors import CliError, UsageError, from_rpc_error
+from services.kit.addresses import plaintext_refusal
 
 SERVICES = ("assets", "ledger", "sealer")
 STATE_FILE = Path(".lz") / "stack.json"
@@ -75,6 +80,7 @@ class Options:
     tls_cert: str | None = None
     tls_key: str | None = None
     timeout: float | None = None
+    insecure: bool = False
 
 
 @dataclass
@@ -89,6 +95,7 @@ class Settings:
     tls_cert: str = ""
     tls_key: str = ""
     timeout: float | None = None
+    insecure: bool = False
     config_path: Path = field(default_factory=lambda: default_config_path({}))
     state_path: Path | None = None
     origin: str = ""
@@ -246,6 +253,8 @@ def resolve(options: Options, env: Mapping[str, str] | None = None, cwd: Path | 
     enabled = config_tls.get("enabled", False)
     settings.tls = bool(options.tls or env.get("LZ_TLS", "") in ("1", "true", "yes") or enabled
                         or settings.tls_ca or settings.tls_cert)
+    settings.insecure = bool(options.insecure or env.get("LZ_INSECURE", "") in ("1", "true", "yes")
+                             or config_tls.get("insecure") is True)
     if options.timeout is not None:
         settings.timeout = _timeout(options.timeout, "--timeout")
     elif env.get("LZ_TIMEOUT"):
@@ -368,6 +377,10 @@ class Client:
             if self.settings.tls:
                 self._channels[address] = grpc.secure_channel(address, self._credentials(), options=options)
             else:
+                refusal = None if self.settings.insecure else plaintext_refusal(
+                    address, "pass --insecure (LZ_INSECURE=1, [tls] insecure = true) if you mean it")
+                if refusal is not None:
+                    raise UsageError(refusal)
                 self._channels[address] = grpc.insecure_channel(address, options=options)
         return self._channels[address]
 

@@ -38,10 +38,11 @@ import boto3
 from rich.console import Console
 from rich.markup import escape
 
+from agent.enroll import SECRET_ENV
 from agent.simulate import SimHost, SimulateOptions, make_host
 from lz.demo_agent import FILESYSTEM_PACKAGE, TOKEN_VARIABLE, DemoWorkstation
-from services.ingest.rules import is_loopback
 from services.kit import embedded
+from services.kit.addresses import is_loopback
 from services.kit.devstack import Stack
 from services.ledger import keys as ledger_keys
 from services.tlog.events import event_hash
@@ -293,7 +294,7 @@ class Demo:
         argv = [
             sys.executable, "-m", "agent.cli", "simulate",
             "--count", str(self.fleet_size), "--control-plane", self.stack.addresses["ingest"],
-            "--tenant", TENANT, "--secret", self.secret, "--seed", str(self.plan.seed),
+            "--tenant", TENANT, "--seed", str(self.plan.seed),
             "--interval", str(HEARTBEAT_SECONDS), "--exposed-fraction", str(EXPOSED_FRACTION),
             "--sensitive-fraction", str(SENSITIVE_FRACTION), "--change-probability", "0",
             "--first-reconnect-jitter", "0.5", "--report-every", "5", "--duration", str(SIMULATOR_CAP_SECONDS),
@@ -301,8 +302,8 @@ class Demo:
         started = time.monotonic()
         with self.sim_out.open("wb") as out, self.sim_log.open("wb") as log:
             # Its own session: Ctrl-C reaches the demo, which then stops the simulator cleanly (SIGINT).
-            self.sim = subprocess.Popen(argv, env=self.env, cwd=self.workdir, stdout=out, stderr=log,
-                                        start_new_session=True)
+            self.sim = subprocess.Popen(argv, env={**self.env, SECRET_ENV: self.secret}, cwd=self.workdir,
+                                        stdout=out, stderr=log, start_new_session=True)
 
         def enrolled() -> tuple[bool, str]:
             assets = self.list_assets()

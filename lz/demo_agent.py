@@ -54,8 +54,8 @@ class DemoWorkstation:
         """Enroll the agent; its asset id."""
         done = subprocess.run(
             [sys.executable, "-m", "agent.cli", "--config", str(self.config), "enroll", "--tenant", tenant,
-             "--secret", secret, "--control-plane", ingest],
-            capture_output=True, text=True, timeout=60, check=False,
+             "--secret-file", "-", "--control-plane", ingest],
+            input=secret + "\n", capture_output=True, text=True, timeout=60, check=False,
         )
         identity = load_identity(self.state)
         if done.returncode != 0 or identity is None:

@@ -14,6 +14,8 @@ import grpc
 from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
+from services.kit.text import printable
+
 EXIT_OK = 0
 EXIT_NEGATIVE = 1
 EXIT_ERROR = 2
@@ -54,8 +56,8 @@ class NegativeAnswer(CliError):
 
 
 def one_line(text: str) -> str:
-    """Collapse whitespace so an error never spans lines."""
-    return " ".join(text.split())
+    """Collapse whitespace so an error never spans lines, and show (not obey) what a terminal would act on."""
+    return printable(" ".join(text.split()))
 
 
 def exit_code_for(code: grpc.StatusCode) -> int:

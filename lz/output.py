@@ -29,6 +29,8 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from services.kit.text import json_escaped, printable
+
 _STATUS_STYLES: dict[int, str] = {
     common_pb2.ASSET_STATUS_ACTIVE: "green",
     common_pb2.ASSET_STATUS_ISOLATION_PENDING: "yellow",
@@ -129,7 +131,12 @@ def b64(data: bytes) -> str:
 
 
 class Output:
-    """The two faces of every command: `emit_json` for `--json`, tables and lines otherwise."""
+    """The two faces of every command: `emit_json` for `--json`, tables and lines otherwise.
+
+    Everything rendered for people passes through `printable`: a hostname or an error text an agent
+    sent can hold escape sequences (clear the screen, retitle the window, fake a status line), and a
+    terminal must show them, not obey them. JSON stays exact (json.dumps escapes controls anyway).
+    """
 
     def __init__(self, json_mode: bool) -> None:
         self.json_mode = json_mode
@@ -138,20 +145,20 @@ class Output:
         self.err = Console(stderr=True, highlight=False)
 
     def emit_json(self, data: Any) -> None:
-        sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n")
+        sys.stdout.write(json_escaped(json.dumps(data, indent=2, ensure_ascii=False, default=str)) + "\n")
         sys.stdout.flush()
 
     def line(self, text: str = "", *, markup: bool = True) -> None:
-        self.console.print(text if markup else escape(text), markup=True, soft_wrap=True)
+        self.console.print(printable(text if markup else escape(text)), markup=True, soft_wrap=True)
 
     def plain(self, text: str) -> None:
-        """Text exactly as given (keys, tokens): no markup, no wrapping."""
-        sys.stdout.write(text + "\n")
+        """Text as given (keys, tokens, notes): no markup, no wrapping, nothing a terminal would obey."""
+        sys.stdout.write(printable(text) + "\n")
         sys.stdout.flush()
 
     def note(self, text: str) -> None:
         """A hint for people, on stderr so it never mixes into piped output."""
-        self.err.print(text, soft_wrap=True)
+        self.err.print(printable(text), soft_wrap=True)
 
     def table(self, columns: Sequence[str], rows: Sequence[Sequence[str]], *, title: str | None = None,
               empty: str = "nothing to show", no_wrap: Sequence[str] = ()) -> None:
@@ -162,16 +169,16 @@ class Output:
         for column in columns:
             table.add_column(column, no_wrap=column in no_wrap, overflow="fold")
         for row in rows:
-            table.add_row(*row)
+            table.add_row(*(printable(cell) for cell in row))
         self.console.print(table)
 
     def fields(self, pairs: Sequence[tuple[str, str]], *, title: str | None = None) -> None:
         """Key-value pairs, keys aligned (for `show` commands); values may carry markup."""
         if title:
-            self.console.print(f"[bold]{escape(title)}[/]")
+            self.console.print(f"[bold]{escape(printable(title))}[/]")
         width = max((len(key) for key, _ in pairs), default=0)
         for key, value in pairs:
-            self.console.print(f"[bold]{escape(key.ljust(width))}[/]  {value}", soft_wrap=True)
+            self.console.print(f"[bold]{escape(key.ljust(width))}[/]  {printable(value)}", soft_wrap=True)
 
     def spinner(self, text: str) -> Any:
         """A spinner on stderr while something long runs (only on a terminal, never with --json)."""

@@ -14,7 +14,7 @@ from rich.markup import escape
 
 from lz.commands import Context, Subparsers, containment, positive_int, request_id
 from lz.connection import paged
-from lz.errors import EXIT_OK
+from lz.errors import EXIT_OK, UsageError
 from lz.output import enum_choices, enum_short, enum_value, styled_severity, styled_status, to_dict, when
 
 _DURATION = re.compile(r"(\d+)([smhdw])")
@@ -97,6 +97,12 @@ def register(sub: Subparsers, parents: list[argparse.ArgumentParser]) -> None:
     show = assets_sub.add_parser("show", parents=parents, help="one asset in detail")
     show.add_argument("asset_id", metavar="ASSET")
     show.set_defaults(func=assets_show)
+    reenroll = assets_sub.add_parser(
+        "re-enroll", parents=parents,
+        help="approve that an enrolled or revoked host enrolls again (custody event; prints a one-time code)")
+    reenroll.add_argument("asset_id", metavar="ASSET")
+    reenroll.add_argument("--reason", required=True, metavar="TEXT", help="why; recorded in the custody ledger")
+    reenroll.set_defaults(func=assets_reenroll)
 
     alerts = sub.add_parser("alerts", help="WARNING and CRITICAL findings", parents=parents)
     alerts_sub = alerts.add_subparsers(dest="action", required=True, metavar="ACTION")
@@ -220,7 +226,49 @@ def assets_show(ctx: Context, args: argparse.Namespace) -> int:
         ctx.out.table(["SEVERITY", "RULE", "SUMMARY"],
                       [[styled_severity(f.severity), escape(f.rule_id), escape(f.summary)]
                        for f in asset.risk.findings], title="findings")
+    _show_engines(ctx, asset.engine_inventory)
     _show_agents(ctx, asset.agent_inventory)
+    return EXIT_OK
+
+
+def _show_engines(ctx: Context, inventory: common_pb2.EngineInventory) -> None:
+    """The asset's AI engines and model files, with what the agent could not read or left out."""
+    if inventory.engines:
+        ctx.out.line()
+        ctx.out.table(["ENGINE", "VERSION", "USER", "LISTEN", "AUTH", "INSTALLED MODELS", "PROBE ERRORS"], [
+            [escape(e.kind), escape(e.version or "-"), escape(e.user or "-"),
+             escape(", ".join(f"{x.address}:{x.port}{' (exposed)' if x.exposed else ''}" for x in e.listen)
+                    or "-"),
+             "required" if e.auth_required else "none",
+             escape(", ".join(e.installed_models) or "-"), escape("; ".join(e.probe_errors) or "-")]
+            for e in inventory.engines], title="AI engines")
+    if inventory.models:
+        ctx.out.line()
+        ctx.out.table(["MODEL", "FORMAT", "ARCHITECTURE", "QUANTIZATION", "SIZE", "PATH", "ERRORS"], [
+            [escape(m.name or "-"), escape(m.format or "-"), escape(m.architecture or "-"),
+             escape(m.quantization or "-"), str(m.size_bytes) if m.size_bytes else "-", escape(m.path or "-"),
+             escape("; ".join(m.errors) or "-")]
+            for m in inventory.models], title="models")
+    if inventory.engines_omitted or inventory.models_omitted:
+        ctx.out.line(f"left out: {inventory.engines_omitted} engines, {inventory.models_omitted} models "
+                     f"({escape(inventory.omitted_reason or 'no reason given')})")
+    for error in inventory.errors:
+        ctx.out.line(f"discovery error: {escape(error)}")
+
+
+def assets_reenroll(ctx: Context, args: argparse.Namespace) -> int:
+    if not args.reason.strip():
+        raise UsageError("--reason must say why")
+    response: assets_pb2.ApproveReEnrollmentResponse = ctx.client.call(
+        "assets", "ApproveReEnrollment", assets_pb2.ApproveReEnrollmentRequest(
+            asset_id=args.asset_id, reason=args.reason, request_id=request_id()))
+    if ctx.out.json_mode:
+        ctx.out.emit_json(to_dict(response))
+        return EXIT_OK
+    ctx.out.plain(response.reenroll_code)
+    ctx.out.note(f"[dim]one-time re-enrollment code for {escape(args.asset_id)} (shown once; valid until "
+                 f"{when(response.expire_time)}; custody event #{response.custody_seq}). On the host: "
+                 "lz-agent enroll --reenroll-code-file PATH (or - for standard input)[/]")
     return EXIT_OK
 
 

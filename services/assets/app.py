@@ -46,6 +46,8 @@ POLICY: dict[str, frozenset[auth.Role]] = {
     _PREFIX + "UpdateAssetRisk": _SERVICE,
     _PREFIX + "ListAlerts": _VIEWER,
     _PREFIX + "GetCustodyLog": _VIEWER,
+    _PREFIX + "ApproveReEnrollment": _OPERATOR,
+    _PREFIX + "RecordEnrollment": _SERVICE,
     _PREFIX + "GetFleetSummary": _VIEWER,
     # Ingest's health sweep: an isolated host's agent is gone (a custody event).
     _PREFIX + "RecordAgentLoss": _SERVICE,
@@ -62,6 +64,9 @@ CALLERS: dict[str, frozenset[str]] = {
     _PREFIX + "RecordAgentEvent": _INGEST,
     _PREFIX + "UpdateAssetRisk": _RISK_WORKER,
     _PREFIX + "IsolateAsset": _RISK_WORKER,
+    # Only ingest records an enrollment (its custody event) and an agent's loss.
+    _PREFIX + "RecordEnrollment": _INGEST,
+    _PREFIX + "RecordAgentLoss": _INGEST,
 }
 
 
@@ -92,7 +97,8 @@ async def make_service(settings: AssetsSettings) -> Service:
         await nudger.close()
         await sequencer.close()
 
-    servicer = AssetServicer(store, nudger, sequencer, settings.control_plane_endpoints)
+    servicer = AssetServicer(store, nudger, sequencer, settings.control_plane_endpoints,
+                             settings.max_assets_per_tenant)
     return Service(
         name="assets",
         servicers=[(assets_pb2_grpc.add_AssetServiceServicer_to_server, servicer, SERVICE_NAME)],

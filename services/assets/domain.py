@@ -31,6 +31,7 @@ from typing import Any
 
 from services.kit.errors import FailedPrecondition, InvalidArgument
 from services.kit.ids import validate_id
+from services.kit.text import check_text, clean_text
 
 MAX_JUSTIFICATION_CHARS = 1000
 MAX_TEXT_CHARS = 256
@@ -181,9 +182,11 @@ class Asset:
     action_since: str = ""
     # The request that created the asset, so a retried CreateAsset answers the same asset.
     create_request_id: str = ""
-    # The last agent loss recorded in custody (its request id and event), so a retried report answers the same.
+    # The last agent loss recorded in custody (its request id and the version of its custody record), so a
+    # retried report answers the same. `agent_loss_custody_seq` is only set by the old synchronous path.
     agent_loss_request_id: str = ""
     agent_loss_custody_seq: int = 0
+    agent_loss_custody_version: int = 0
 
     @property
     def needs_action(self) -> bool:
@@ -287,9 +290,14 @@ class EventDraft:
 def validate_justification(text: str) -> str:
     if not text.strip():
         raise InvalidArgument.field("justification", "is required")
-    if len(text) > MAX_JUSTIFICATION_CHARS:
-        raise InvalidArgument.field("justification", f"must be at most {MAX_JUSTIFICATION_CHARS} characters")
-    return text
+    return check_text("justification", text, MAX_JUSTIFICATION_CHARS)
+
+
+def validate_reason(text: str) -> str:
+    """An operator's reason for an approval: required, one line of plain text."""
+    if not text.strip():
+        raise InvalidArgument.field("reason", "is required")
+    return check_text("reason", text, MAX_REASON_CHARS)
 
 
 def validate_request_id(request_id: str) -> str:
@@ -352,14 +360,51 @@ def result_event(actor: str, command: Command, result: CommandResult, applies: b
         "ruleset_sha256": result.ruleset_sha256,
         "rule_count": result.rule_count,
         "self_test_passed": result.self_test_passed,
-        "self_test_detail": _clip(result.self_test_detail, 1024),
-        "error": _clip(result.error, 1024),
+        "self_test_detail": _clip(clean_text(result.self_test_detail, 1024), 1024),
+        "error": _clip(clean_text(result.error, 1024), 1024),
         "finish_time": result.finish_time,
     }
     if not applies:
         payload["superseded"] = True
     return EventDraft(actor=actor, action=RESULT_ACTION[(command.kind, result.outcome)],
                       subject=subject(command.asset_id), payload=payload)
+
+
+class EnrollmentKind(enum.Enum):
+    NEW = "new"
+    ROTATION = "rotation"
+    REENROLL = "reenroll"
+
+
+ENROLLMENT_ACTION = {
+    EnrollmentKind.NEW: "asset.enrolled",
+    EnrollmentKind.ROTATION: "asset.credential.rotated",
+    EnrollmentKind.REENROLL: "asset.reenrolled",
+}
+REENROLL_APPROVED_ACTION = "asset.reenroll.approved"
+REENROLL_CODE_TTL = dt.timedelta(hours=24)
+
+
+def enrollment_event(kind: EnrollmentKind, asset: Asset, *, request_id: str, approval_seq: int = 0) -> EventDraft:
+    """The custody event of an enrollment: who the host said it is, and on what authority it enrolled."""
+    payload: dict[str, Any] = {"hostname": asset.hostname, "os": asset.os, "agent_version": asset.agent_version,
+                               "employee_id": asset.employee_id, "request_id": request_id}
+    if approval_seq:
+        payload["approval_seq"] = approval_seq
+    actor = "ingest:enroll" if kind is EnrollmentKind.NEW else f"agent:{asset.asset_id}"
+    return EventDraft(actor=actor, action=ENROLLMENT_ACTION[kind], subject=subject(asset.asset_id), payload=payload)
+
+
+def reenroll_approval_event(actor: str, asset_id: str, *, reason: str, expire_time: str,
+                            request_id: str) -> EventDraft:
+    return EventDraft(actor=actor, action=REENROLL_APPROVED_ACTION, subject=subject(asset_id),
+                      payload={"reason": reason, "expire_time": expire_time, "request_id": request_id})
+
+
+def with_host_facts(asset: Asset, facts: Asset) -> Asset:
+    """`asset` with the facts a re-enrolling host reports (hostname, os, agent version) where it gave them."""
+    return replace(asset, hostname=facts.hostname or asset.hostname, os=facts.os or asset.os,
+                   agent_version=facts.agent_version or asset.agent_version)
 
 
 AGENT_EVENT_ACTION = {"break_glass": "asset.isolation.break_glass", "containment_drift": "asset.isolation.drift"}
@@ -416,7 +461,7 @@ def validate_result(result: CommandResult) -> CommandResult:
 
 def failure_reason(result: CommandResult) -> str:
     reason = result.error or result.self_test_detail or "the agent reported failure without detail"
-    return _clip(reason, MAX_REASON_CHARS)
+    return clean_text(reason, MAX_REASON_CHARS)
 
 
 def after_result(asset: Asset, command: Command, result: CommandResult, when: str) -> tuple[Asset, bool]:
@@ -438,11 +483,7 @@ def after_result(asset: Asset, command: Command, result: CommandResult, when: st
 
 
 def _text(name: str, value: str, limit: int = MAX_TEXT_CHARS) -> str:
-    if len(value) > limit:
-        raise InvalidArgument.field(name, f"must be at most {limit} characters")
-    if any(ord(c) < 32 for c in value):
-        raise InvalidArgument.field(name, "must not contain control characters")
-    return value
+    return check_text(name, value, limit)
 
 
 def new_asset(asset_id: str, hostname: str, employee_id: str, *, os: str, agent_version: str, when: str,
@@ -472,12 +513,13 @@ class RiskUpdate:
     hostname: str = ""
     os: str = ""
     agent_version: str = ""
-    agent_inventory: AgentInventory | None = None
+    agent_inventory: StoredInventory | None = None
+    engine_inventory: StoredInventory | None = None
 
 
 @dataclass(frozen=True)
-class AgentInventory:
-    """An asset's AI agents and MCP servers: the serialized ``AgentInventory`` message, opaque to the store."""
+class StoredInventory:
+    """A part of an asset's inventory (``AgentInventory``, ``EngineInventory``), serialized, opaque to the store."""
 
     data: bytes
     evaluate_time: str

@@ -10,8 +10,10 @@ import re
 
 from services.kit.errors import InvalidArgument
 from services.kit.ids import validate_id
+from services.kit.tokens import keys as token_keys
 
-ENTITY_PREFIXES = ("METADATA", "ASSET", "CMD", "EMP", "STATE", "ACTION_REQ", "CMD_PENDING", "AGENT_EVENT", "AGENTS")
+ENTITY_PREFIXES = ("METADATA", "ASSET", "CMD", "EMP", "STATE", "ACTION_REQ", "CMD_PENDING", "REENROLL",
+                   "AGENT_EVENT", "AGENTS", "ENGINES")
 
 METADATA_SK = "METADATA"
 ASSET_SK_PREFIX = "ASSET#"
@@ -34,8 +36,14 @@ def validate_ts(field: str, value: str) -> str:
 
 
 def tenant_pk(tenant: str) -> str:
-    """Partition of everything the tenant's registry holds (tenant item, assets, commands)."""
+    """Partition of the tenant's registry: assets and commands."""
     return _tenant(tenant)
+
+
+def auth_pk(tenant: str) -> str:
+    """`TENANT#t#AUTH`: the tenant's metadata item and re-enrollment approvals, beside its operator tokens
+    (services.kit.tokens builds that partition); only the assets role may write it."""
+    return token_keys.auth_pk(tenant)
 
 
 def asset_sk(asset_id: str) -> str:
@@ -45,6 +53,11 @@ def asset_sk(asset_id: str) -> str:
 def agent_inventory_sk(asset_id: str) -> str:
     """`AGENTS#a`: an asset's AI agents and MCP servers, beside (not under) `ASSET#` so asset lists skip it."""
     return f"AGENTS#{validate_id('asset_id', asset_id)}"
+
+
+def engine_inventory_sk(asset_id: str) -> str:
+    """`ENGINES#a`: an asset's AI engines and model files, beside `AGENTS#a` so each stays under the item limit."""
+    return f"ENGINES#{validate_id('asset_id', asset_id)}"
 
 
 def employee_gsi1pk(tenant: str, employee_id: str) -> str:
@@ -88,3 +101,8 @@ def command_gsi1sk(ts: str) -> str:
 
 def pending_commands_gsi2pk(tenant: str) -> str:
     return f"{_tenant(tenant)}#CMD_PENDING"
+
+
+def reenroll_sk(asset_id: str) -> str:
+    """`REENROLL#a`: the asset's one open re-enrollment approval (the hash of its one-time code)."""
+    return f"REENROLL#{validate_id('asset_id', asset_id)}"

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
+import zlib
 from collections.abc import Sequence
 from typing import Any
 
@@ -20,7 +21,6 @@ from lifecyclezero.v1 import assets_pb2, assets_pb2_grpc, common_pb2, ingest_pb2
 from services.assets import domain
 from services.assets.domain import (
     AgentEvent,
-    AgentInventory,
     Asset,
     Command,
     CommandKind,
@@ -28,6 +28,7 @@ from services.assets.domain import (
     Outcome,
     Risk,
     RiskUpdate,
+    StoredInventory,
 )
 from services.assets.store import AssetStore, FleetCounts
 from services.ingest import health
@@ -45,7 +46,9 @@ from services.tlog.events import parse_event
 log = logging.getLogger(__name__)
 
 MAX_RISK_UPDATES = 500
-# Under DynamoDB's 400 KB item limit with room for the keys; ingest trims to stay below it.
+ENROLLMENT_LOCK_STRIPES = 64
+# Per inventory part (agents, engines: one item each), under DynamoDB's 400 KB item limit with room for the
+# keys; ingest trims to stay below it.
 MAX_AGENT_INVENTORY_BYTES = 350_000
 NUDGE_TIMEOUT_SECONDS = 2.0
 
@@ -56,6 +59,9 @@ _STATUS_TO_PROTO = {s: common_pb2.AssetStatus.Value(f"ASSET_STATUS_{s.value}") f
 _STATUS_FROM_PROTO = {v: k for k, v in _STATUS_TO_PROTO.items()}
 _KIND_TO_PROTO = {CommandKind.ISOLATE: common_pb2.COMMAND_KIND_ISOLATE,
                   CommandKind.RELEASE: common_pb2.COMMAND_KIND_RELEASE}
+_ENROLLMENT_FROM_PROTO = {assets_pb2.ENROLLMENT_KIND_NEW: domain.EnrollmentKind.NEW,
+                         assets_pb2.ENROLLMENT_KIND_ROTATION: domain.EnrollmentKind.ROTATION,
+                         assets_pb2.ENROLLMENT_KIND_REENROLL: domain.EnrollmentKind.REENROLL}
 _STATE_TO_PROTO = {
     health.State.NEVER: common_pb2.CONNECTION_STATE_UNSPECIFIED,
     health.State.ONLINE: common_pb2.CONNECTION_STATE_ONLINE,
@@ -107,11 +113,15 @@ class Nudger:
 
 class AssetServicer(assets_pb2_grpc.AssetServiceServicer):
     def __init__(self, store: AssetStore, nudger: Nudger, sequencer: CustodySequencer,
-                 control_plane_endpoints: Sequence[str]) -> None:
+                 control_plane_endpoints: Sequence[str], max_assets_per_tenant: int = 100_000) -> None:
         self._store = store
         self._nudger = nudger
         self._sequencer = sequencer
         self._endpoints = tuple(control_plane_endpoints)
+        self._max_assets = max_assets_per_tenant
+        # Enrollments of one tenant append to one ledger tail: in turn, they commit at the first attempt
+        # instead of retrying against each other while holding the store's threads (striped, so bounded).
+        self._enrollment_locks = [asyncio.Lock() for _ in range(ENROLLMENT_LOCK_STRIPES)]
 
     # --- tenants and tokens -----------------------------------------------------------------------
 
@@ -187,9 +197,12 @@ class AssetServicer(assets_pb2_grpc.AssetServiceServicer):
         asset = await aws.call(self._store.get_asset_with_custody, tenant, asset_id)
         connections = await aws.call(self._store.connections, tenant, [asset_id])
         agents = await aws.call(self._store.get_agent_inventory, tenant, asset_id)
+        engines = await aws.call(self._store.get_engine_inventory, tenant, asset_id)
         message = _asset(asset, connections.get(asset_id), _now())
         if agents is not None:
             message.agent_inventory.ParseFromString(agents.data)
+        if engines is not None:
+            message.engine_inventory.ParseFromString(engines.data)
         return assets_pb2.GetAssetResponse(asset=message)
 
     async def ListAssets(self, request: assets_pb2.ListAssetsRequest, context: Any) -> Any:
@@ -287,6 +300,8 @@ class AssetServicer(assets_pb2_grpc.AssetServiceServicer):
         asset_id = validate_id("asset_id", request.asset_id)
         event = _agent_event(request.event)
         recorded = await aws.call(self._store.record_agent_event, tenant, asset_id, event)
+        if recorded.custody is not None:
+            self._sequencer.submit(recorded.custody)
         return assets_pb2.RecordAgentEventResponse(custody_seq=recorded.custody_seq, replayed=recorded.replayed)
 
     async def ListPendingCommands(self, request: assets_pb2.ListPendingCommandsRequest, context: Any) -> Any:
@@ -303,6 +318,33 @@ class AssetServicer(assets_pb2_grpc.AssetServiceServicer):
         updates = [_risk_update(u) for u in request.updates]
         updated = await aws.call(self._store.update_risk, tenant, updates)
         return assets_pb2.UpdateAssetRiskResponse(updated=updated)
+
+    # --- enrollment ---------------------------------------------------------------------------------
+
+    async def ApproveReEnrollment(self, request: assets_pb2.ApproveReEnrollmentRequest,
+                                  context: Any) -> assets_pb2.ApproveReEnrollmentResponse:
+        asset_id = validate_id("asset_id", request.asset_id)
+        reason = domain.validate_reason(request.reason)
+        code, expire, seq = await aws.call(
+            self._store.approve_reenrollment, auth.current_tenant(), asset_id, actor=auth.current_principal().actor,
+            reason=reason, request_id=domain.validate_request_id(request.request_id))
+        return assets_pb2.ApproveReEnrollmentResponse(reenroll_code=code, expire_time=_ts(expire), custody_seq=seq)
+
+    async def RecordEnrollment(self, request: assets_pb2.RecordEnrollmentRequest,
+                               context: Any) -> assets_pb2.RecordEnrollmentResponse:
+        kind = _ENROLLMENT_FROM_PROTO.get(request.kind)
+        if kind is None:
+            raise InvalidArgument.field("kind", "must be NEW, ROTATION or REENROLL")
+        given = request.asset
+        facts = domain.new_asset(given.asset_id, given.hostname, given.employee_id, os=given.os,
+                                 agent_version=given.agent_version, when=domain.format_ts(domain.now()))
+        tenant = auth.current_tenant()
+        async with self._enrollment_locks[zlib.crc32(tenant.encode()) % ENROLLMENT_LOCK_STRIPES]:
+            asset, seq = await aws.call(
+                self._store.record_enrollment, tenant, kind, facts,
+                request_id=domain.validate_request_id(request.request_id), reenroll_code=request.reenroll_code[:256],
+                max_assets=self._max_assets)
+        return assets_pb2.RecordEnrollmentResponse(asset=_asset(asset), custody_seq=seq)
 
     # --- reads of other services' records ----------------------------------------------------------
 
@@ -328,6 +370,8 @@ class AssetServicer(assets_pb2_grpc.AssetServiceServicer):
         loss = await aws.call(self._store.record_agent_loss, auth.current_tenant(), asset_id, reason=request.reason,
                               last_seen=_optional_ts(request, "last_seen_time", "last_seen_time"),
                               request_id=request_id, actor=auth.current_principal().actor)
+        if loss.custody is not None:
+            self._sequencer.submit(loss.custody)
         return assets_pb2.RecordAgentLossResponse(isolated=loss.contained, custody_seq=loss.custody_seq,
                                                   status=_STATUS_TO_PROTO[loss.status])
 
@@ -472,16 +516,19 @@ def _risk_update(update: assets_pb2.AssetRiskUpdate) -> RiskUpdate:
         asset_id=asset_id,
         last_seen_time=_optional_ts(update, "last_seen_time", "updates.last_seen_time"),
         risk=risk, hostname=update.hostname, os=update.os, agent_version=update.agent_version,
-        agent_inventory=_agent_inventory(update) if update.HasField("agent_inventory") else None,
+        agent_inventory=_inventory(update, "agent_inventory") if update.HasField("agent_inventory") else None,
+        engine_inventory=_inventory(update, "engine_inventory") if update.HasField("engine_inventory") else None,
     )
 
 
-def _agent_inventory(update: assets_pb2.AssetRiskUpdate) -> AgentInventory:
-    data = update.agent_inventory.SerializeToString(deterministic=True)
+def _inventory(update: assets_pb2.AssetRiskUpdate, field: str) -> StoredInventory:
+    """One part of the inventory, serialized and bounded so its item stays under DynamoDB's 400 KB."""
+    part = getattr(update, field)
+    data = part.SerializeToString(deterministic=True)
     if len(data) > MAX_AGENT_INVENTORY_BYTES:
-        raise InvalidArgument.field("updates.agent_inventory", f"must be at most {MAX_AGENT_INVENTORY_BYTES} bytes")
-    when = _optional_ts(update.agent_inventory, "evaluate_time", "updates.agent_inventory.evaluate_time")
-    return AgentInventory(data=data, evaluate_time=when)
+        raise InvalidArgument.field(f"updates.{field}", f"must be at most {MAX_AGENT_INVENTORY_BYTES} bytes")
+    when = _optional_ts(part, "evaluate_time", f"updates.{field}.evaluate_time")
+    return StoredInventory(data=data, evaluate_time=when)
 
 
 def _ledger_event(stored: ledger_store.StoredEvent) -> common_pb2.LedgerEvent:

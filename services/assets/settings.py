@@ -19,6 +19,10 @@ class AssetsSettings:
         "LZ_CONTROL_PLANE_ENDPOINTS", s.address_list, default=(),
         doc="host:port pairs an isolated host must still reach (sent in every containment policy).",
     )
+    max_assets_per_tenant: int = s.env(
+        "LZ_MAX_ASSETS_PER_TENANT", s.positive_int, default=100_000,
+        doc="Assets a tenant may enroll in all (the quota that bounds a leaked enrollment secret).",
+    )
     custody_sweep_seconds: float = s.env(
         "LZ_CUSTODY_SWEEP_SECONDS", s.positive_float, default=5.0,
         doc="how often the custody sequencer reads the pending custody records (it also does at start).",

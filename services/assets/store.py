@@ -22,18 +22,19 @@ import botocore.exceptions
 
 from services.assets import domain, keys
 from services.assets.domain import (
-    AgentInventory,
     Asset,
     Command,
     CommandKind,
     CommandResult,
     ContainmentPolicy,
+    EnrollmentKind,
     EventDraft,
     Outcome,
     Risk,
     RiskUpdate,
     Severity,
     Status,
+    StoredInventory,
     Tenant,
 )
 from services.ingest import health, presence
@@ -42,7 +43,15 @@ from services.ingest import store as ingest_store
 from services.ingest.health import Connection
 from services.kit import aws
 from services.kit.auth import Role, new_secret, same_secret, sha256_hex
-from services.kit.errors import Aborted, AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
+from services.kit.errors import (
+    Aborted,
+    AlreadyExists,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+    ResourceExhausted,
+)
 from services.kit.tokens import keys as token_keys
 from services.kit.tokens import store as token_store
 from services.ledger import store as ledger_store
@@ -84,8 +93,12 @@ class ResultOutcome:
 @dataclass(frozen=True)
 class LossOutcome:
     contained: bool
+    # The custody event's ledger seq when already chained (a replayed answer), else 0.
     custody_seq: int
     status: Status
+    replayed: bool = False
+    # The custody record this loss wrote (None for a replayed or not-contained answer): for the sequencer.
+    custody: CustodyRecord | None = None
 
 
 @dataclass(frozen=True)
@@ -97,8 +110,11 @@ class FleetCounts:
 
 @dataclass(frozen=True)
 class AgentEventOutcome:
+    # The custody event's ledger seq when already chained (a replayed answer), else 0.
     custody_seq: int
     replayed: bool
+    # The custody record this event wrote (None for a replayed answer): for the sequencer.
+    custody: CustodyRecord | None = None
 
 
 @dataclass(frozen=True)
@@ -134,7 +150,7 @@ class AssetStore:
 
     def create_tenant(self, tenant_id: str, display_name: str, request_id: str) -> tuple[Tenant, str, str]:
         """The new tenant, its first admin token and its enrollment secret (both shown once)."""
-        pk = keys.tenant_pk(tenant_id)
+        pk = keys.auth_pk(tenant_id)
         secret = new_secret()
         when = domain.format_ts(domain.now())
         tenant = Tenant(tenant_id, domain.validate_display_name(display_name), when, sha256_hex(secret), when)
@@ -160,7 +176,7 @@ class AssetStore:
 
     def find_tenant(self, tenant_id: str) -> Tenant | None:
         """The tenant item; None for tenants whose tokens were issued without one (tests, migrations)."""
-        item = self._get(keys.tenant_pk(tenant_id), keys.METADATA_SK)
+        item = self._get(keys.auth_pk(tenant_id), keys.METADATA_SK)
         return _tenant_from(item) if item is not None else None
 
     def rotate_enrollment_secret(self, tenant_id: str) -> tuple[str, str]:
@@ -170,7 +186,7 @@ class AssetStore:
         try:
             self.ddb.update_item(
                 TableName=self.table,
-                Key=aws.to_item({"PK": keys.tenant_pk(tenant_id), "SK": keys.METADATA_SK}),
+                Key=aws.to_item({"PK": keys.auth_pk(tenant_id), "SK": keys.METADATA_SK}),
                 UpdateExpression="SET enrollment_sha256 = :h, enrollment_create_time = :t",
                 ConditionExpression="attribute_exists(SK)",
                 ExpressionAttributeValues=aws.to_item({":h": digest, ":t": domain.format_ts(domain.now())}),
@@ -184,7 +200,7 @@ class AssetStore:
         try:
             self.ddb.update_item(
                 TableName=self.table,
-                Key=aws.to_item({"PK": keys.tenant_pk(tenant_id), "SK": keys.METADATA_SK}),
+                Key=aws.to_item({"PK": keys.auth_pk(tenant_id), "SK": keys.METADATA_SK}),
                 UpdateExpression="SET dns_servers = :d",
                 ConditionExpression="attribute_exists(SK)",
                 ExpressionAttributeValues=aws.to_item({":d": json.dumps(list(resolvers))}),
@@ -194,7 +210,7 @@ class AssetStore:
         return resolvers
 
     def check_enrollment_secret(self, tenant_id: str, secret: str) -> bool:
-        item = self._get(keys.tenant_pk(tenant_id), keys.METADATA_SK)
+        item = self._get(keys.auth_pk(tenant_id), keys.METADATA_SK)
         stored = str(item.get("enrollment_sha256", "")) if item else ""
         matches = same_secret(secret, stored or _ABSENT_SHA256)
         return bool(stored) and matches and bool(secret)
@@ -205,7 +221,7 @@ class AssetStore:
         position = domain.decode_page_token("tokens", page_token, ("t",))
         start = None
         if position is not None:
-            start = aws.to_item({"PK": token_keys.tenant_pk(tenant_id), "SK": token_keys.token_sk(position["t"])})
+            start = aws.to_item({"PK": token_keys.auth_pk(tenant_id), "SK": token_keys.token_sk(position["t"])})
         records, last = token_store.list_tokens(self.ddb, self.table, tenant_id, size, start)
         token = ""
         if last is not None and records:
@@ -225,6 +241,131 @@ class AssetStore:
                 return existing
             raise AlreadyExists(f"asset {asset.asset_id} already exists") from None
         return asset
+
+    # --- enrollment (ingest checks the secret or credential; this records it with its custody event) ----
+
+    def record_enrollment(self, tenant_id: str, kind: EnrollmentKind, facts: Asset, *, request_id: str,
+                          reenroll_code: str = "", max_assets: int) -> tuple[Asset, int]:
+        """The asset and the custody seq of an enrollment, committed with its custody event.
+
+        NEW creates the asset (AlreadyExists for an existing id, unless this request created it: then the
+        stored answer) within the tenant's quota of `max_assets`; ROTATION records that the agent replaced
+        its credential; REENROLL redeems the asset's one-time code (PermissionDenied when there is no
+        valid one), re-admitting a revoked asset.
+        """
+        def attempt() -> tuple[Asset, int]:
+            if kind is EnrollmentKind.NEW:
+                prepared = self._prepare_new_enrollment(tenant_id, facts, request_id, max_assets)
+            elif kind is EnrollmentKind.REENROLL:
+                prepared = self._prepare_reenrollment(tenant_id, facts, request_id, reenroll_code)
+            else:
+                prepared = self._prepare_rotation(tenant_id, facts, request_id)
+            if isinstance(prepared, tuple):
+                return prepared
+            self.commit(prepared)
+            return prepared.outcome
+
+        return self._with_retries(attempt)
+
+    def _prepare_new_enrollment(self, tenant_id: str, facts: Asset, request_id: str,
+                                max_assets: int) -> Prepared[tuple[Asset, int]] | tuple[Asset, int]:
+        item = self._get(keys.tenant_pk(tenant_id), keys.asset_sk(facts.asset_id))
+        if item is not None:
+            existing = _asset_from(item)
+            if request_id and existing.create_request_id == request_id:
+                return existing, existing.last_custody_seq
+            raise AlreadyExists(f"asset {facts.asset_id} already exists")
+        tenant = self._get(keys.auth_pk(tenant_id), keys.METADATA_SK)
+        if tenant is None:
+            raise NotFound(f"tenant {tenant_id} does not exist")
+        if int(tenant.get("enrolled_assets", 0)) >= max_assets:
+            raise ResourceExhausted(f"the tenant has enrolled its quota of {max_assets} assets",
+                                    reason="ENROLLMENT_QUOTA")
+        appended = ledger_store.prepare_append(
+            self.ddb, self.table, tenant_id, [_draft(domain.enrollment_event(EnrollmentKind.NEW, facts,
+                                                                             request_id=request_id))])
+        seq = appended.seqs[0][0]
+        asset = replace(facts, last_custody_seq=seq, create_request_id=request_id)
+        items = [
+            {"Put": {"TableName": self.table, "Item": aws.to_item(_asset_item(tenant_id, asset)),
+                     "ConditionExpression": "attribute_not_exists(SK)"}},
+            {"Update": {
+                "TableName": self.table,
+                "Key": aws.to_item({"PK": keys.auth_pk(tenant_id), "SK": keys.METADATA_SK}),
+                "UpdateExpression": "SET enrolled_assets = if_not_exists(enrolled_assets, :zero) + :one",
+                "ConditionExpression": "attribute_exists(SK) AND "
+                                       "(attribute_not_exists(enrolled_assets) OR enrolled_assets < :max)",
+                "ExpressionAttributeValues": aws.to_item({":zero": 0, ":one": 1, ":max": max_assets}),
+            }},
+            *appended.transact_items,
+        ]
+        return Prepared(items, (asset, seq))
+
+    def _prepare_rotation(self, tenant_id: str, facts: Asset,
+                          request_id: str) -> Prepared[tuple[Asset, int]]:
+        asset = self.get_asset(tenant_id, facts.asset_id)
+        return self._prepare_enrollment_event(tenant_id, EnrollmentKind.ROTATION, asset, facts, request_id=request_id)
+
+    def _prepare_reenrollment(self, tenant_id: str, facts: Asset, request_id: str,
+                              code: str) -> Prepared[tuple[Asset, int]] | tuple[Asset, int]:
+        asset = self.get_asset(tenant_id, facts.asset_id)
+        approval = self._get(keys.auth_pk(tenant_id), keys.reenroll_sk(facts.asset_id)) or {}
+        stored = str(approval.get("code_sha256", ""))
+        matches = same_secret(code, stored or _ABSENT_SHA256) and bool(stored) and bool(code)
+        redeemed_by = str(approval.get("redeemed_request_id", ""))
+        if matches and request_id and redeemed_by == request_id:
+            return asset, int(approval.get("redeem_seq", 0))
+        if not matches or redeemed_by or str(approval.get("expire_time", "")) < domain.format_ts(domain.now()):
+            raise PermissionDenied(f"asset {facts.asset_id} has no valid re-enrollment code like that; "
+                                   "an operator issues one with `lz assets re-enroll`", reason="BAD_REENROLL_CODE")
+        approval_seq = int(approval.get("approval_seq", 0))
+        prepared = self._prepare_enrollment_event(tenant_id, EnrollmentKind.REENROLL, asset, facts,
+                                                  request_id=request_id, approval_seq=approval_seq)
+        redeem = {"Update": {
+            "TableName": self.table,
+            "Key": aws.to_item({"PK": keys.auth_pk(tenant_id), "SK": keys.reenroll_sk(facts.asset_id)}),
+            "UpdateExpression": "SET redeemed_request_id = :r, redeem_seq = :s",
+            "ConditionExpression": "code_sha256 = :h AND attribute_not_exists(redeemed_request_id)",
+            "ExpressionAttributeValues": aws.to_item({":r": request_id or "-", ":s": prepared.outcome[1],
+                                                      ":h": stored}),
+        }}
+        return Prepared([redeem, *prepared.transact_items], prepared.outcome)
+
+    def _prepare_enrollment_event(self, tenant_id: str, kind: EnrollmentKind, asset: Asset, facts: Asset, *,
+                                  request_id: str, approval_seq: int = 0) -> Prepared[tuple[Asset, int]]:
+        moved = domain.with_host_facts(asset, facts)
+        appended = ledger_store.prepare_append(
+            self.ddb, self.table, tenant_id,
+            [_draft(domain.enrollment_event(kind, moved, request_id=request_id, approval_seq=approval_seq))])
+        seq = appended.seqs[0][0]
+        after = replace(moved, version=asset.version + 1, last_custody_seq=seq,
+                        update_time=domain.format_ts(domain.now()))
+        return Prepared([self._put_asset_if_unchanged(tenant_id, after, asset), *appended.transact_items],
+                        (after, seq))
+
+    def approve_reenrollment(self, tenant_id: str, asset_id: str, *, actor: str, reason: str,
+                             request_id: str) -> tuple[str, str, int]:
+        """A one-time re-enrollment code for the asset (shown once), its expiry and the approval's custody seq.
+
+        The approval is a custody event; a newer approval replaces an older, unredeemed code.
+        """
+        def attempt() -> tuple[str, str, int]:
+            self.get_asset(tenant_id, asset_id)
+            code = new_secret()
+            expire = domain.format_ts(domain.now() + domain.REENROLL_CODE_TTL)
+            appended = ledger_store.prepare_append(
+                self.ddb, self.table, tenant_id,
+                [_draft(domain.reenroll_approval_event(actor, asset_id, reason=reason, expire_time=expire,
+                                                       request_id=request_id))])
+            seq = appended.seqs[0][0]
+            approval = {"PK": keys.auth_pk(tenant_id), "SK": keys.reenroll_sk(asset_id), "asset_id": asset_id,
+                        "code_sha256": sha256_hex(code), "expire_time": expire, "approval_seq": seq,
+                        "actor": actor}
+            self.commit(Prepared([{"Put": {"TableName": self.table, "Item": aws.to_item(approval)}},
+                                  *appended.transact_items], None))
+            return code, expire, seq
+
+        return self._with_retries(attempt)
 
     def get_asset(self, tenant_id: str, asset_id: str) -> Asset:
         item = self._get(keys.tenant_pk(tenant_id), keys.asset_sk(asset_id))
@@ -447,24 +588,51 @@ class AssetStore:
         return Prepared(items, ResultOutcome(after, 0, replayed=False, custody=record))
 
     def record_agent_event(self, tenant_id: str, asset_id: str, event: domain.AgentEvent) -> AgentEventOutcome:
-        """Append the custody event of an agent event once per event id (a marker item names its seq)."""
-        draft = domain.agent_event_draft(asset_id, event)
+        """Write the custody record of an agent event once per event id, chained after the asset's previous record.
+
+        The asset (its version and `custody_version`), a marker naming the record and the record commit in
+        one transaction, so the event id is recorded once and the record takes its place in the asset's order;
+        the sequencer chains it. A repeated event answers the first record's seq once chained, else 0.
+        """
+        draft = _draft(domain.agent_event_draft(asset_id, event))
 
         def attempt() -> AgentEventOutcome:
-            key = {"PK": keys.tenant_pk(tenant_id), "SK": keys.agent_event_sk(asset_id, event.event_id)}
-            seen = self.ddb.get_item(TableName=self.table, Key=aws.to_item(key), ConsistentRead=True)
-            if "Item" in seen:
-                return AgentEventOutcome(int(aws.from_item(seen["Item"])["custody_seq"]), replayed=True)
-            self.get_asset(tenant_id, asset_id)  # NotFound for an asset that does not exist
-            appended = ledger_store.prepare_append(self.ddb, self.table, tenant_id, [_draft(draft)])
-            seq = appended.seqs[0][0]
-            marker = {"Put": {"TableName": self.table, "Item": aws.to_item({**key, "custody_seq": seq}),
-                              "ConditionExpression": "attribute_not_exists(SK)"}}
-            prepared = Prepared([marker, *appended.transact_items], AgentEventOutcome(seq, replayed=False))
-            self.commit(prepared)
+            replayed = self._replayed_agent_event(tenant_id, asset_id, event.event_id)
+            if replayed is not None:
+                return replayed
+            prepared = self.prepare_agent_event(tenant_id, asset_id, event.event_id, draft)
+            self.commit(prepared)  # a racing twin's marker makes this a Conflict; the next attempt replays
             return prepared.outcome
 
         return self._with_retries(attempt)
+
+    def prepare_agent_event(self, tenant_id: str, asset_id: str, event_id: str,
+                            draft: ledger_store.EventDraft) -> Prepared[AgentEventOutcome]:
+        """The transaction of an agent event as read now: asset (version-conditioned), marker, custody record."""
+        asset = self.get_asset(tenant_id, asset_id)
+        version = asset.version + 1
+        record = new_record(tenant_id, asset_id, version, asset.custody_version, draft)
+        after = replace(asset, version=version, custody_version=version)
+        marker = {"PK": keys.tenant_pk(tenant_id), "SK": keys.agent_event_sk(asset_id, event_id),
+                  "custody_version": version}
+        items = [
+            self._put_asset_if_unchanged(tenant_id, after, asset),
+            {"Put": {"TableName": self.table, "Item": aws.to_item(marker),
+                     "ConditionExpression": "attribute_not_exists(SK)"}},
+            record_put(self.table, record),
+        ]
+        return Prepared(items, AgentEventOutcome(0, replayed=False, custody=record))
+
+    def _replayed_agent_event(self, tenant_id: str, asset_id: str, event_id: str) -> AgentEventOutcome | None:
+        """The answer for an event id recorded before (its record's seq once chained, else 0), or None."""
+        marker = self._get(keys.tenant_pk(tenant_id), keys.agent_event_sk(asset_id, event_id))
+        if marker is None:
+            return None
+        if "custody_version" not in marker:
+            # Markers written before the outbox name the seq their synchronous append got.
+            return AgentEventOutcome(int(marker["custody_seq"]), replayed=True)
+        record = outbox_store.get_record(self.ddb, self.table, tenant_id, asset_id, int(marker["custody_version"]))
+        return AgentEventOutcome(record.ledger_seq if record else 0, replayed=True)
 
     def commit(self, prepared: Prepared[Any]) -> None:
         """Write a prepared transaction; a lost race (any condition) raises `Conflict` for a fresh attempt."""
@@ -526,25 +694,46 @@ class AssetStore:
 
     def record_agent_loss(self, tenant_id: str, asset_id: str, *, reason: str, last_seen: str, request_id: str,
                           actor: str) -> LossOutcome:
-        """Append `asset.agent.lost` when the asset is contained (with the asset update, atomically); idempotent."""
+        """Write the custody record `asset.agent.lost` when the asset is contained, once per request id.
+
+        The asset (its new version, `custody_version` and the request id) and the record commit in one
+        transaction, so the record takes its place in the asset's order; the sequencer chains it. The
+        answer's seq is 0 until chained; a repeated request answers the first record's seq once chained.
+        """
         def attempt() -> LossOutcome:
             asset = self.get_asset(tenant_id, asset_id)
             if asset.agent_loss_request_id == request_id:
-                return LossOutcome(True, asset.agent_loss_custody_seq, asset.status)
+                return self._replayed_agent_loss(tenant_id, asset)
             if asset.status not in domain.CONTAINED:
                 return LossOutcome(False, 0, asset.status)
-            appended = ledger_store.prepare_append(
-                self.ddb, self.table, tenant_id,
-                [_draft(domain.agent_loss_event(actor, asset, reason, last_seen, request_id))])
-            seq = appended.seqs[0][0]
-            after = replace(asset, version=asset.version + 1, last_custody_seq=seq, agent_loss_request_id=request_id,
-                            agent_loss_custody_seq=seq, update_time=domain.format_ts(domain.now()))
-            outcome = LossOutcome(True, seq, asset.status)
-            self.commit(Prepared([self._put_asset_if_unchanged(tenant_id, after, asset), *appended.transact_items],
-                                 outcome))
-            return outcome
+            prepared = self.prepare_agent_loss(tenant_id, asset, reason=reason, last_seen=last_seen,
+                                               request_id=request_id, actor=actor)
+            self.commit(prepared)  # a racing twin's version makes this a Conflict; the next attempt replays
+            return prepared.outcome
 
         return self._with_retries(attempt)
+
+    def prepare_agent_loss(self, tenant_id: str, asset: Asset, *, reason: str, last_seen: str, request_id: str,
+                           actor: str) -> Prepared[LossOutcome]:
+        """The transaction of an agent loss on the asset as read: asset (version-conditioned), custody record."""
+        version = asset.version + 1
+        record = new_record(tenant_id, asset.asset_id, version, asset.custody_version,
+                            _draft(domain.agent_loss_event(actor, asset, reason, last_seen, request_id)))
+        after = replace(asset, version=version, custody_version=version, agent_loss_request_id=request_id,
+                        agent_loss_custody_seq=0, agent_loss_custody_version=version,
+                        update_time=domain.format_ts(domain.now()))
+        items = [self._put_asset_if_unchanged(tenant_id, after, asset), record_put(self.table, record)]
+        return Prepared(items, LossOutcome(True, 0, asset.status, custody=record))
+
+    def _replayed_agent_loss(self, tenant_id: str, asset: Asset) -> LossOutcome:
+        """The answer for the asset's last recorded loss: its record's seq once chained, else 0."""
+        if not asset.agent_loss_custody_version:
+            # Losses recorded before the outbox hold the seq their synchronous append got.
+            return LossOutcome(True, asset.agent_loss_custody_seq, asset.status, replayed=True)
+        record = outbox_store.get_record(self.ddb, self.table, tenant_id, asset.asset_id,
+                                         asset.agent_loss_custody_version)
+        seq = record.ledger_seq if record and record.chained else 0
+        return LossOutcome(True, seq, asset.status, replayed=True)
 
     # --- connection state (agent items owned by ingest, read through its presence store) -----------
 
@@ -661,7 +850,11 @@ class AssetStore:
                 except NotFound:
                     break
                 if attempt == 0 and update.agent_inventory is not None:
-                    self._put_agent_inventory(tenant_id, update.asset_id, update.agent_inventory)
+                    self._put_inventory(tenant_id, keys.agent_inventory_sk(update.asset_id), update.asset_id,
+                                        update.agent_inventory)
+                if attempt == 0 and update.engine_inventory is not None:
+                    self._put_inventory(tenant_id, keys.engine_inventory_sk(update.asset_id), update.asset_id,
+                                        update.engine_inventory)
                 changed = domain.apply_risk_update(asset, update, domain.format_ts(domain.now()))
                 if changed is None:
                     break
@@ -675,27 +868,32 @@ class AssetStore:
                 break
         return updated
 
-    def get_agent_inventory(self, tenant_id: str, asset_id: str) -> AgentInventory | None:
+    def get_agent_inventory(self, tenant_id: str, asset_id: str) -> StoredInventory | None:
         """The asset's newest AI agents and MCP servers, or None before its first inventory with them."""
-        item = self._get(keys.tenant_pk(tenant_id), keys.agent_inventory_sk(asset_id))
+        return self._get_inventory(tenant_id, keys.agent_inventory_sk(asset_id))
+
+    def get_engine_inventory(self, tenant_id: str, asset_id: str) -> StoredInventory | None:
+        """The asset's newest AI engines and model files, or None before its first inventory with them."""
+        return self._get_inventory(tenant_id, keys.engine_inventory_sk(asset_id))
+
+    def _get_inventory(self, tenant_id: str, sk: str) -> StoredInventory | None:
+        item = self._get(keys.tenant_pk(tenant_id), sk)
         if item is None:
             return None
-        return AgentInventory(data=bytes(item["data"]), evaluate_time=str(item.get("evaluate_time", "")))
+        return StoredInventory(data=bytes(item["data"]), evaluate_time=str(item.get("evaluate_time", "")))
 
-    def _put_agent_inventory(self, tenant_id: str, asset_id: str, inventory: AgentInventory) -> None:
+    def _put_inventory(self, tenant_id: str, sk: str, asset_id: str, inventory: StoredInventory) -> None:
         """Written only with a changed inventory (ingest sends it with risk); an older one never replaces a newer."""
         try:
             self.ddb.put_item(
                 TableName=self.table,
-                Item=aws.to_item({"PK": keys.tenant_pk(tenant_id), "SK": keys.agent_inventory_sk(asset_id),
-                                  "asset_id": asset_id, "data": inventory.data,
-                                  "evaluate_time": inventory.evaluate_time}),
+                Item=aws.to_item({"PK": keys.tenant_pk(tenant_id), "SK": sk, "asset_id": asset_id,
+                                  "data": inventory.data, "evaluate_time": inventory.evaluate_time}),
                 ConditionExpression="attribute_not_exists(SK) OR evaluate_time <= :t",
                 ExpressionAttributeValues=aws.to_item({":t": inventory.evaluate_time}),
             )
         except self.ddb.exceptions.ConditionalCheckFailedException:
-            log.info("agent inventory of %s/%s is older than the stored one; kept the stored one",
-                     tenant_id, asset_id)
+            log.info("%s of %s is older than the stored one; kept the stored one", sk, tenant_id)
 
     # --- internals --------------------------------------------------------------------------------
 

@@ -6,6 +6,7 @@ from lifecyclezero.v1 import ingest_pb2_grpc
 
 from services.ingest import rules
 from services.ingest.assets_client import AssetsClient
+from services.ingest.enrollment import Enrollment
 from services.ingest.queue import QueueBatcher
 from services.ingest.servicer import IngestServicer
 from services.ingest.settings import IngestSettings
@@ -59,14 +60,15 @@ async def make_service(settings: IngestSettings) -> Service:
         await hub.close()
         await assets.close()
 
-    servicer = IngestServicer(hub, assets, ddb, settings.aws.table_name)
+    servicer = IngestServicer(hub, Enrollment(assets, ddb, settings.aws.table_name, settings.stream))
     return Service(
         name="ingest",
         servicers=[(ingest_pb2_grpc.add_IngestServiceServicer_to_server, servicer, SERVICE_NAME)],
         policy=POLICY,
         authenticator=authenticator,
         check_ready=check_ready,
-        background=[hub.poll_commands_forever, hub.persist_seqs_forever, tracker.sweep_forever],
+        background=[hub.poll_commands_forever, hub.persist_seqs_forever, hub.recheck_credentials_forever,
+                    tracker.sweep_forever],
         on_stop=on_stop,
         ready_interval_seconds=1.0,
         internal=INTERNAL,

@@ -15,6 +15,8 @@ from services.kit.interceptors import error_class_for
 from services.kit.settings import ServerSettings
 
 T = TypeVar("T")
+# An enrollment appends a custody event: a fleet enrolling at once queues on the tenant's ledger tail.
+ENROLLMENT_TIMEOUT_SECONDS = 15.0
 
 
 
@@ -31,11 +33,11 @@ class AssetsClient:
         self._stub = assets_pb2_grpc.AssetServiceStub(self._channel)
         self._timeout = timeout
 
-    async def _call(self, method: Callable[..., Awaitable[T]], request: Any, tenant: str, actor: str = "") -> T:
+    async def _call(self, method: Callable[..., Awaitable[T]], request: Any, tenant: str, actor: str = "",
+                    deadline_seconds: float | None = None) -> T:
         try:
-            return await method(
-                request, metadata=clients.service_metadata(self._settings, tenant, actor), timeout=self._timeout
-            )
+            return await method(request, metadata=clients.service_metadata(self._settings, tenant, actor),
+                                timeout=deadline_seconds or self._timeout)
         except grpc.aio.AioRpcError as exc:
             raise as_domain_error(exc) from None
 
@@ -51,6 +53,17 @@ class AssetsClient:
                                  "ingest:enroll")
         created: common_pb2.Asset = reply.asset
         return created
+
+    async def record_enrollment(self, tenant: str, kind: assets_pb2.EnrollmentKind.ValueType,
+                                asset: common_pb2.Asset, request_id: str,
+                                reenroll_code: str = "") -> assets_pb2.RecordEnrollmentResponse:
+        actor = "ingest:enroll" if kind == assets_pb2.ENROLLMENT_KIND_NEW else f"agent:{asset.asset_id}"
+        return await self._call(
+            self._stub.RecordEnrollment,
+            assets_pb2.RecordEnrollmentRequest(kind=kind, asset=asset, request_id=request_id,
+                                               reenroll_code=reenroll_code),
+            tenant, actor, deadline_seconds=ENROLLMENT_TIMEOUT_SECONDS,
+        )
 
     async def list_pending_commands(self, tenant: str, asset_id: str = "") -> list[common_pb2.Command]:
         commands: list[common_pb2.Command] = []

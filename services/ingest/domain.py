@@ -1,4 +1,4 @@
-"""Pure logic of ingest: stream sequencing, the per-agent rate limit, message checks and the queue envelope.
+"""Pure logic of ingest: stream sequencing, message checks and the queue envelope (the rate limit is kit.ratelimit).
 
 Nothing here does I/O: no gRPC, no boto3, no clock of its own (callers pass `now`), so each rule of the
 stream protocol is testable on its own.
@@ -19,6 +19,7 @@ from lifecyclezero.v1 import ingest_pb2
 
 from services.kit.errors import InvalidArgument
 from services.kit.ids import is_valid_id, validate_id
+from services.kit.text import check_text
 
 ENVELOPE_VERSION = 1
 BATCH_VERSION = 2
@@ -39,25 +40,6 @@ def format_ts(when: dt.datetime) -> str:
 
 def parse_ts(text: str) -> dt.datetime:
     return dt.datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=dt.UTC)
-
-
-class TokenBucket:
-    """A token bucket: `rate` tokens a second, at most `burst` saved up. Starts full."""
-
-    def __init__(self, rate: float, burst: int, now: float) -> None:
-        self.rate = rate
-        self.burst = float(burst)
-        self.tokens = float(burst)
-        self.stamp = now
-
-    def take(self, now: float) -> float:
-        """Take one token: 0.0 when allowed, else the seconds until a token is due (nothing is taken)."""
-        self.tokens = min(self.burst, self.tokens + max(0.0, now - self.stamp) * self.rate)
-        self.stamp = now
-        if self.tokens >= 1.0:
-            self.tokens -= 1.0
-            return 0.0
-        return (1.0 - self.tokens) / self.rate
 
 
 @dataclass(frozen=True)
@@ -125,7 +107,23 @@ class Sequencer:
             raise InvalidArgument.field("heartbeat.inventory_digest", "must be a lowercase hex SHA-256")
         if heartbeat.spool_dropped < 0:
             raise InvalidArgument.field("heartbeat.spool_dropped", "must not be negative")
+        if heartbeat.HasField("inventory"):
+            check_inventory_text(heartbeat.inventory)
         self.last_seq = seq
+
+
+MAX_HOST_FACT_CHARS = 256
+
+
+def check_inventory_text(inventory: Any) -> None:
+    """InvalidArgument when the host facts that become the asset's record (hostname, os) are not plain text.
+
+    Checked before the heartbeat is queued, so a hostile hostname never reaches the risk worker's batch.
+    Engine and model fields (paths, names as found on disk) are evidence and stay exact: any local user
+    can name a file, and refusing them would let one blind the agent; `lz` shows them inert.
+    """
+    check_text("heartbeat.inventory.hostname", inventory.hostname, MAX_HOST_FACT_CHARS)
+    check_text("heartbeat.inventory.os", inventory.os, MAX_HOST_FACT_CHARS)
 
 
 def check_command_result(result: Any) -> str:

@@ -12,7 +12,7 @@ import re
 from services.kit.errors import InvalidArgument
 from services.kit.ids import validate_id
 
-ENTITY_PREFIXES = ("AGENT", "TELEMETRY", "SHARD", "ALERT", "DATE", "HEALTH", "AGENT_WATCH")
+ENTITY_PREFIXES = ("AGENT", "AGENT_CREDS", "TELEMETRY", "SHARD", "ALERT", "DATE", "HEALTH", "AGENT_WATCH")
 
 AGENT_SK_PREFIX = "AGENT#"
 HEALTH_SK_PREFIX = "HEALTH#"
@@ -47,9 +47,9 @@ def _tenant(tenant: str) -> str:
     return f"TENANT#{validate_id('tenant_id', tenant)}"
 
 
-def tenant_pk(tenant: str) -> str:
-    """Partition of the tenant's registry; agent credentials live in it beside the assets."""
-    return _tenant(tenant)
+def agent_pk(tenant: str) -> str:
+    """`TENANT#t#AGENT_CREDS`: the tenant's agent credentials, a partition only the ingest role may write."""
+    return f"{_tenant(tenant)}#AGENT_CREDS"
 
 
 def agent_sk(asset_id: str) -> str:
@@ -115,8 +115,12 @@ def agent_watch_gsi2sk_bound(now: str) -> str:
 
 
 def health_pk(tenant: str) -> str:
-    """`TENANT#t#HEALTH`: the tenant's agent-health alerts (agent silent, missing, stopped while isolated)."""
-    return f"{_tenant(tenant)}#HEALTH"
+    """`TENANT#t#AGENT_CREDS`: the tenant's agent-health alerts (agent silent, missing, stopped while isolated).
+
+    They share the agent credentials' partition (`HEALTH#` sort keys beside `AGENT#`), the only one the
+    ingest role may write.
+    """
+    return agent_pk(tenant)
 
 
 def health_sk(asset_id: str, since: str, rule_id: str) -> str:

@@ -46,7 +46,7 @@ def connection_from(asset_id: str, item: dict[str, Any]) -> Connection:
 
 
 def _key(tenant: str, asset_id: str) -> dict[str, Any]:
-    return aws.to_item({"PK": keys.tenant_pk(tenant), "SK": keys.agent_sk(asset_id)})
+    return aws.to_item({"PK": keys.agent_pk(tenant), "SK": keys.agent_sk(asset_id)})
 
 
 def _conditional(ddb: Any, **kwargs: Any) -> bool:
@@ -225,7 +225,7 @@ def list_connections(ddb: Any, table: str, tenant: str, after_asset: str = "",
     kwargs: dict[str, Any] = {
         "TableName": table, "Limit": limit, "ProjectionExpression": ", ".join(_FIELDS),
         "KeyConditionExpression": "PK = :pk AND begins_with(SK, :sk)",
-        "ExpressionAttributeValues": aws.to_item({":pk": keys.tenant_pk(tenant), ":sk": keys.AGENT_SK_PREFIX}),
+        "ExpressionAttributeValues": aws.to_item({":pk": keys.agent_pk(tenant), ":sk": keys.AGENT_SK_PREFIX}),
     }
     if after_asset:
         kwargs["ExclusiveStartKey"] = _key(tenant, after_asset)

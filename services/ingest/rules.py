@@ -22,6 +22,7 @@ from lifecyclezero.v1 import common_pb2
 
 from services.ingest import agent_rules
 from services.ingest.health import HealthSettings, version_key
+from services.kit.addresses import is_loopback
 from services.kit.errors import ConfigError
 from services.kit.ids import is_valid_id
 
@@ -273,16 +274,6 @@ def model_key(model: common_pb2.Model) -> str:
 
 def model_keys(inventory: common_pb2.Inventory) -> list[str]:
     return sorted({model_key(m) for m in inventory.models})
-
-
-def is_loopback(address: str) -> bool:
-    text = address.strip().strip("[]")
-    if text.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(text.split("%", 1)[0]).is_loopback
-    except ValueError:
-        return False
 
 
 def _engine_ref(engine: common_pb2.Engine) -> dict[str, Any]:

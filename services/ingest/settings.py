@@ -42,6 +42,18 @@ class StreamSettings:
         "LZ_COMMAND_RESEND_SECONDS", s.positive_float, default=15.0,
         doc="A command without a result is sent again after this long.",
     )
+    credential_recheck_seconds: float = s.env(
+        "LZ_CREDENTIAL_RECHECK_SECONDS", s.positive_float, default=60.0,
+        doc="A live stream's credential is read again at least this often (and at each command result), so a "
+            "revocation or re-enrollment on another replica ends it.",
+    )
+    enroll_rate_per_second: float = s.env(
+        "LZ_ENROLL_RATE_PER_SECOND", s.positive_float, default=20.0,
+        doc="Enrollments a second one tenant may perform on one ingest process, sustained (token bucket).",
+    )
+    enroll_burst: int = s.env(
+        "LZ_ENROLL_BURST", s.positive_int, default=1000, doc="Enrollment token bucket size per tenant.",
+    )
     health_sweep_seconds: float = s.env(
         "LZ_HEALTH_SWEEP_SECONDS", s.positive_float, default=1.0,
         doc="How often the agent-health sweep reads the due connection checks of each tenant it has seen.",

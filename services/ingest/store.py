@@ -18,7 +18,7 @@ from lifecyclezero.v1 import common_pb2
 
 from services.ingest import keys
 from services.kit import aws
-from services.kit.errors import InvalidArgument, NotFound, Unavailable
+from services.kit.errors import AlreadyExists, InvalidArgument, NotFound, PermissionDenied, Unavailable
 from services.kit.table import GSI1, GSI2, TTL_ATTRIBUTE
 
 _SEVERITY_RANK = {"INFO": 1, "WARNING": 2, "CRITICAL": 3}
@@ -43,36 +43,63 @@ class AgentRecord:
 
 def put_agent(ddb: Any, table: str, tenant: str, asset_id: str, secret_sha256: str, epoch: int,
               enroll_time: str) -> None:
-    """Store a new credential's hash; it replaces any earlier one (re-enrollment), and a new sequence starts."""
-    ddb.put_item(
-        TableName=table,
-        Item=aws.to_item({
-            "PK": keys.tenant_pk(tenant),
-            "SK": keys.agent_sk(asset_id),
-            "asset_id": asset_id,
-            "secret_sha256": secret_sha256,
-            "epoch": epoch,
-            "durable_seq": 0,
-            "revoked": False,
-            "enroll_time": enroll_time,
-        }),
-    )
+    """Store a credential's hash unconditionally (test and benchmark set-up only: Enroll uses `create_agent`
+    and `replace_agent`, which never re-key an identity without proof)."""
+    ddb.put_item(TableName=table, Item=aws.to_item(_agent_item(tenant, asset_id, secret_sha256, epoch, enroll_time)))
+
+
+def create_agent(ddb: Any, table: str, tenant: str, asset_id: str, secret_sha256: str, epoch: int,
+                 enroll_time: str) -> None:
+    """Store the first credential of an asset; AlreadyExists when it has one (an enrollment never re-keys)."""
+    try:
+        ddb.put_item(TableName=table, Item=aws.to_item(_agent_item(tenant, asset_id, secret_sha256, epoch,
+                                                                   enroll_time)),
+                     ConditionExpression="attribute_not_exists(SK)")
+    except ddb.exceptions.ConditionalCheckFailedException:
+        raise AlreadyExists(f"asset {asset_id} already has an agent credential; re-enrolling needs the current "
+                            "credential or an operator's re-enrollment code", reason="ALREADY_ENROLLED") from None
+
+
+def replace_agent(ddb: Any, table: str, tenant: str, asset_id: str, previous_sha256: str | None,
+                  secret_sha256: str, epoch: int, enroll_time: str, *, readmit: bool = False) -> None:
+    """Replace the credential whose hash is `previous_sha256` (None: the asset has none yet) by a new one.
+
+    A rotation (`readmit` False) also requires the previous credential not to be revoked; a redeemed
+    re-enrollment code (`readmit` True) re-admits a revoked asset. PermissionDenied when the credential
+    changed since it was read.
+    """
+    condition = "attribute_not_exists(SK)"
+    values: dict[str, Any] = {}
+    if previous_sha256 is not None:
+        condition = "secret_sha256 = :old" if readmit else "secret_sha256 = :old AND revoked = :no"
+        values = {":old": previous_sha256} if readmit else {":old": previous_sha256, ":no": False}
+    try:
+        ddb.put_item(TableName=table, Item=aws.to_item(_agent_item(tenant, asset_id, secret_sha256, epoch,
+                                                                   enroll_time)),
+                     ConditionExpression=condition,
+                     **({"ExpressionAttributeValues": aws.to_item(values)} if values else {}))
+    except ddb.exceptions.ConditionalCheckFailedException:
+        raise PermissionDenied(f"the agent credential of asset {asset_id} changed meanwhile",
+                               reason="CREDENTIAL_CHANGED") from None
+
+
+def _agent_item(tenant: str, asset_id: str, secret_sha256: str, epoch: int, enroll_time: str) -> dict[str, Any]:
+    return {"PK": keys.agent_pk(tenant), "SK": keys.agent_sk(asset_id), "asset_id": asset_id,
+            "secret_sha256": secret_sha256, "epoch": epoch, "durable_seq": 0, "revoked": False,
+            "enroll_time": enroll_time}
 
 
 def put_agents(ddb: Any, table: str, agents: list[tuple[str, str, str]], epoch: int, enroll_time: str) -> None:
     """`put_agent` for many (tenant, asset, secret SHA-256) at once with BatchWriteItem (benchmark set-up)."""
-    items = [{
-        "PK": keys.tenant_pk(tenant), "SK": keys.agent_sk(asset_id), "asset_id": asset_id,
-        "secret_sha256": secret_sha256, "epoch": epoch, "durable_seq": 0, "revoked": False,
-        "enroll_time": enroll_time,
-    } for tenant, asset_id, secret_sha256 in agents]
+    items = [_agent_item(tenant, asset_id, secret_sha256, epoch, enroll_time)
+             for tenant, asset_id, secret_sha256 in agents]
     _batch_put(ddb, table, items, "credential")
 
 
 def get_agent(ddb: Any, table: str, tenant: str, asset_id: str) -> AgentRecord | None:
     got = ddb.get_item(
         TableName=table,
-        Key=aws.to_item({"PK": keys.tenant_pk(tenant), "SK": keys.agent_sk(asset_id)}),
+        Key=aws.to_item({"PK": keys.agent_pk(tenant), "SK": keys.agent_sk(asset_id)}),
         ConsistentRead=True,
     )
     if "Item" not in got:
@@ -101,7 +128,7 @@ def get_agents(ddb: Any, table: str, wanted: list[tuple[str, str]]) -> dict[tupl
     found: dict[tuple[str, str], AgentRecord] = {}
     unique = list(dict.fromkeys(wanted))
     for start in range(0, len(unique), MAX_BATCH_GET):
-        by_key = {(keys.tenant_pk(t), keys.agent_sk(a)): (t, a) for t, a in unique[start:start + MAX_BATCH_GET]}
+        by_key = {(keys.agent_pk(t), keys.agent_sk(a)): (t, a) for t, a in unique[start:start + MAX_BATCH_GET]}
         pending = [aws.to_item({"PK": pk, "SK": sk}) for pk, sk in by_key]
         for attempt in range(MAX_BATCH_RETRIES):
             got = ddb.batch_get_item(RequestItems={table: {"Keys": pending, "ConsistentRead": True}})
@@ -123,7 +150,7 @@ def revoke_agent(ddb: Any, table: str, tenant: str, asset_id: str, when: str) ->
     try:
         ddb.update_item(
             TableName=table,
-            Key=aws.to_item({"PK": keys.tenant_pk(tenant), "SK": keys.agent_sk(asset_id)}),
+            Key=aws.to_item({"PK": keys.agent_pk(tenant), "SK": keys.agent_sk(asset_id)}),
             UpdateExpression="SET revoked = :t, revoke_time = :w",
             ConditionExpression="attribute_exists(SK)",
             ExpressionAttributeValues=aws.to_item({":t": True, ":w": when}),
@@ -137,7 +164,7 @@ def save_durable_seq(ddb: Any, table: str, tenant: str, asset_id: str, secret_sh
     try:
         ddb.update_item(
             TableName=table,
-            Key=aws.to_item({"PK": keys.tenant_pk(tenant), "SK": keys.agent_sk(asset_id)}),
+            Key=aws.to_item({"PK": keys.agent_pk(tenant), "SK": keys.agent_sk(asset_id)}),
             UpdateExpression="SET durable_seq = :s",
             ConditionExpression="attribute_exists(SK) AND secret_sha256 = :h AND durable_seq < :s",
             ExpressionAttributeValues=aws.to_item({":s": seq, ":h": secret_sha256}),

@@ -43,6 +43,7 @@ from services.kit.errors import (
     Unavailable,
 )
 from services.kit.ids import validate_id
+from services.kit.ratelimit import TokenBucket
 
 log = logging.getLogger(__name__)
 
@@ -160,6 +161,14 @@ class LiveStream:
         return advanced
 
 
+def _still_valid(stream: LiveStream, record: store.AgentRecord | None) -> bool:
+    return record is not None and not record.revoked and record.secret_sha256 == stream.secret_sha256
+
+
+def _credential_gone() -> Unauthenticated:
+    return Unauthenticated("the agent credential was revoked or replaced; enroll again", reason="CREDENTIAL_REVOKED")
+
+
 class CredentialLoader:
     """Reads agent credentials for hellos; hellos that arrive together share one BatchGetItem.
 
@@ -235,7 +244,7 @@ class Hub:
         self.tracker = tracker
         self.streams: dict[Key, LiveStream] = {}
         self._durable: collections.OrderedDict[Key, DurableSeq] = collections.OrderedDict()
-        self._buckets: collections.OrderedDict[Key, domain.TokenBucket] = collections.OrderedDict()
+        self._buckets: collections.OrderedDict[Key, TokenBucket] = collections.OrderedDict()
         # tenant -> (monotonic time of its last poll, asset -> pending commands)
         self._commands: dict[str, tuple[float, dict[str, list[common_pb2.Command]]]] = {}
         self._polls: dict[str, asyncio.Task[dict[str, list[common_pb2.Command]]]] = {}
@@ -305,10 +314,10 @@ class Hub:
         state.stored = max(state.stored, record.durable_seq)
         return state.acked
 
-    def _bucket(self, key: Key) -> domain.TokenBucket:
+    def _bucket(self, key: Key) -> TokenBucket:
         bucket = self._buckets.get(key)
         if bucket is None:
-            bucket = domain.TokenBucket(self.settings.rate_per_second, self.settings.burst, time.monotonic())
+            bucket = TokenBucket(self.settings.rate_per_second, self.settings.burst, time.monotonic())
             self._remember(self._buckets, key, bucket)
         return bucket
 
@@ -395,6 +404,10 @@ class Hub:
 
     async def _result(self, stream: LiveStream, result: common_pb2.CommandResult) -> None:
         command_id = domain.check_command_result(result)
+        # A result becomes custody evidence: its stream's credential must still be valid right now, not
+        # merely at the hello (another replica may have revoked or replaced it since).
+        if not _still_valid(stream, await self.credentials.get(stream.tenant, stream.asset_id)):
+            raise _credential_gone()
         try:
             await self.assets.record_command_result(stream.tenant, stream.asset_id, result)
         except _DEFINITIVE as error:
@@ -527,10 +540,42 @@ class Hub:
 
     async def revoke(self, tenant: str, asset_id: str) -> None:
         await aws.call(store.revoke_agent, self._ddb, self._table, tenant, asset_id, domain.format_ts(domain.now()))
+        self.end_stream(tenant, asset_id, Unauthenticated("the agent credential was revoked; enroll again",
+                                                          reason="REVOKED"))
+
+    async def recheck_credentials(self) -> int:
+        """End every live stream of this process whose credential was revoked or replaced since its hello
+        (by any replica); consistent batch reads, 100 streams a call. The number of streams ended."""
+        live = [stream for stream in self.streams.values() if not stream.ended]
+        if not live:
+            return 0
+        found = await aws.call(store.get_agents, self._ddb, self._table, [stream.key for stream in live])
+        ended = 0
+        for stream in live:
+            if not _still_valid(stream, found.get(stream.key)):
+                if self.streams.get(stream.key) is stream:
+                    self._durable.pop(stream.key, None)
+                stream.end(_credential_gone())
+                ended += 1
+        return ended
+
+    async def recheck_credentials_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.credential_recheck_seconds)
+            try:
+                ended = await self.recheck_credentials()
+            except Exception:
+                log.exception("credential re-check failed; the next one tries again")
+                continue
+            if ended:
+                log.info("%d streams ended: their credential was revoked or replaced", ended)
+
+    def end_stream(self, tenant: str, asset_id: str, error: DomainError) -> None:
+        """End the asset's live stream on this process (its credential is no longer valid) with `error`."""
         self._durable.pop((tenant, asset_id), None)
         stream = self.streams.get((tenant, asset_id))
         if stream is not None:
-            stream.end(Unauthenticated("the agent credential was revoked; enroll again", reason="REVOKED"))
+            stream.end(error)
 
     # ------------------------------------------------------------------------------ durable seqs
 

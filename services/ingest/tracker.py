@@ -32,6 +32,8 @@ from services.kit.errors import DomainError, NotFound
 log = logging.getLogger(__name__)
 
 LEASE_MARGIN_SECONDS = 30.0
+# Open and close writes in flight at once per process (the rest wait their turn in memory).
+BACKGROUND_WRITES = 8
 _SUMMARIES = {
     health.AGENT_SILENT: "agent silent since {last_seen} ({reason})",
     health.AGENT_MISSING: "agent missing: not seen since {last_seen} ({reason})",
@@ -78,6 +80,9 @@ class Tracker:
         self.tenants: set[str] = set()
         self.draining = False
         self._tasks: set[asyncio.Task[None]] = set()
+        # Open and close writes queue here rather than all at once: in a reconnect storm thousands of
+        # them would otherwise take every AWS call slot and starve the hellos' credential reads.
+        self._write_slots = asyncio.Semaphore(BACKGROUND_WRITES)
         self.writes = 0
         self.alerts_raised = 0
 
@@ -109,6 +114,10 @@ class Tracker:
             state.opened = self._spawn(self._open(state))
 
     async def _open(self, state: StreamPresence) -> None:
+        async with self._write_slots:
+            await self._write_open(state)
+
+    async def _write_open(self, state: StreamPresence) -> None:
         tenant, asset_id, secret_sha256, open_alerts = (state.tenant, state.asset_id, state.secret_sha256,
                                                         state.open_alerts)
         settings, policy = self._health(tenant)
@@ -132,9 +141,13 @@ class Tracker:
             self._spawn(self._close(state))
 
     async def _close(self, state: StreamPresence) -> None:
-        tenant, asset_id, secret_sha256 = state.tenant, state.asset_id, state.secret_sha256
         if state.opened is not None:
             await asyncio.gather(state.opened, return_exceptions=True)
+        async with self._write_slots:
+            await self._write_close(state)
+
+    async def _write_close(self, state: StreamPresence) -> None:
+        tenant, asset_id, secret_sha256 = state.tenant, state.asset_id, state.secret_sha256
         settings, _ = self._health(tenant)
         now = domain.format_ts(domain.now())
         seen = _ts(state.seen)

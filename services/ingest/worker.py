@@ -58,6 +58,24 @@ def isolation_request_id(tenant: str, asset_id: str, rule_id: str, epoch: int, s
     return f"policy-{digest[:40]}"
 
 
+def engine_inventory(inventory: common_pb2.Inventory) -> common_pb2.EngineInventory:
+    """What assets keeps of an inventory's engines and models: bounded, process ids left out, every drop counted."""
+    kept = common_pb2.EngineInventory(
+        engines=inventory.engines, models=inventory.models, engines_omitted=inventory.engines_omitted,
+        models_omitted=inventory.models_omitted, omitted_reason=inventory.omitted_reason, errors=inventory.errors)
+    for engine in kept.engines:
+        engine.ClearField("pid")
+    while kept.ByteSize() > agent_rules.MAX_KEPT_BYTES and (kept.models or kept.engines):
+        if kept.models:
+            del kept.models[-1]
+            kept.models_omitted += 1
+        else:
+            del kept.engines[-1]
+            kept.engines_omitted += 1
+        kept.omitted_reason = kept.omitted_reason or "over the control plane's item budget"
+    return kept
+
+
 def _severity_proto(severity: rules.Severity | None) -> common_pb2.Severity.ValueType:
     if severity is None:
         return common_pb2.SEVERITY_UNSPECIFIED
@@ -332,6 +350,8 @@ class Worker:
                 update.os = hb.inventory.os
                 update.agent_inventory.CopyFrom(agent_rules.agent_inventory(hb.inventory))
                 update.agent_inventory.evaluate_time.CopyFrom(update.risk.evaluate_time)
+                update.engine_inventory.CopyFrom(engine_inventory(hb.inventory))
+                update.engine_inventory.evaluate_time.CopyFrom(update.risk.evaluate_time)
             seen = self._seen_sent.get(item.key)
             observed = domain.format_ts(hb.observe_time.ToDatetime(tzinfo=dt.UTC))
             newer = seen is None or observed > seen[1]
@@ -343,31 +363,41 @@ class Worker:
         for tenant, per_asset in by_tenant.items():
             wanted = [(u, m) for u, m in per_asset.values() if u.HasField("risk") or u.HasField("last_seen_time")]
             for start in range(0, len(wanted), UPDATES_PER_CALL):
-                chunk = wanted[start:start + UPDATES_PER_CALL]
-                try:
-                    await self._assets.update_asset_risk(tenant, [u for u, _ in chunk])
-                except _DEFINITIVE as error:
-                    log.warning("risk updates of %s refused: %s", tenant, error.message)
-                except DomainError as error:
-                    # Risk is retried with its heartbeats; a last-seen alone is best effort: the asset's
-                    # next heartbeat brings it again (a redelivered envelope would redo all of its work).
-                    log.warning("risk updates of %s not sent yet: %s", tenant, error.message)
-                    for update, members in chunk:
-                        if update.HasField("risk"):
-                            for member in members:
-                                member.ok = False
-                        else:
-                            self._seen_backoff.remember((tenant, update.asset_id), now + self.settings.retry_seconds)
-                    continue
-                self.stats.risk_updates += len(chunk)
-                for update, members in chunk:
-                    key = (tenant, update.asset_id)
-                    if update.HasField("risk"):
-                        top_position = max(m.position for m in members if m.envelope.heartbeat.HasField("inventory"))
-                        self._risk_at.remember(key, top_position)
-                    if update.HasField("last_seen_time"):
-                        observed = domain.format_ts(update.last_seen_time.ToDatetime(tzinfo=dt.UTC))
-                        self._seen_sent.remember(key, (now, observed))
+                await self._send_updates(tenant, wanted[start:start + UPDATES_PER_CALL], now)
+
+    async def _send_updates(self, tenant: str, chunk: list[tuple[assets_pb2.AssetRiskUpdate, list[_Item]]],
+                            now: float) -> None:
+        """Send one call's updates; when assets refuses the call, each update alone, so one bad update
+        (a hostile hostname) is dropped by itself and the rest of the batch is still recorded."""
+        try:
+            await self._assets.update_asset_risk(tenant, [u for u, _ in chunk])
+        except _DEFINITIVE as error:
+            if len(chunk) > 1:
+                for one in chunk:
+                    await self._send_updates(tenant, [one], now)
+                return
+            log.warning("risk update of %s/%s refused and dropped: %s", tenant, chunk[0][0].asset_id, error.message)
+            return
+        except DomainError as error:
+            # Risk is retried with its heartbeats; a last-seen alone is best effort: the asset's
+            # next heartbeat brings it again (a redelivered envelope would redo all of its work).
+            log.warning("risk updates of %s not sent yet: %s", tenant, error.message)
+            for update, members in chunk:
+                if update.HasField("risk"):
+                    for member in members:
+                        member.ok = False
+                else:
+                    self._seen_backoff.remember((tenant, update.asset_id), now + self.settings.retry_seconds)
+            return
+        self.stats.risk_updates += len(chunk)
+        for update, members in chunk:
+            key = (tenant, update.asset_id)
+            if update.HasField("risk"):
+                top_position = max(m.position for m in members if m.envelope.heartbeat.HasField("inventory"))
+                self._risk_at.remember(key, top_position)
+            if update.HasField("last_seen_time"):
+                observed = domain.format_ts(update.last_seen_time.ToDatetime(tzinfo=dt.UTC))
+                self._seen_sent.remember(key, (now, observed))
 
     # -------------------------------------------------------------------------------------- queues
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import collections
 import time
 from collections.abc import Mapping
 from typing import Any
 
 from services.kit import aws
+from services.kit.addresses import peer_host
 from services.kit.auth import (
     ACTOR_METADATA_KEY,
     TENANT_METADATA_KEY,
@@ -18,11 +20,18 @@ from services.kit.auth import (
     same_secret,
     sha256_hex,
 )
-from services.kit.errors import Unauthenticated
+from services.kit.errors import ResourceExhausted, Unauthenticated
 from services.kit.ids import is_valid_id
+from services.kit.ratelimit import Buckets
 from services.kit.tokens import store as token_store
 
 Metadata = tuple[tuple[str, str | bytes], ...]
+
+MAX_KNOWN = 10_000
+MAX_UNKNOWN = 1_000
+# Table lookups of tokens that turn out unknown, per caller address: enough for typos, not for a flood.
+UNKNOWN_LOOKUPS_PER_SECOND = 2.0
+UNKNOWN_LOOKUP_BURST = 20
 
 
 class Authenticator:
@@ -32,6 +41,11 @@ class Authenticator:
     names that service, which the interceptor checks against the method's callers. A service token
     carries no tenant of its own: the caller acts for the tenant named in `x-lz-tenant`, which only a
     holder of a service token may set.
+
+    The cache is an LRU of resolved tokens (`MAX_KNOWN`) beside a much smaller LRU of tokens found
+    unknown (`MAX_UNKNOWN`), so a flood of made-up tokens can neither evict good entries nor grow the
+    process; and each caller address may cause only `UNKNOWN_LOOKUPS_PER_SECOND` table reads that
+    find nothing (RESOURCE_EXHAUSTED beyond, before any read).
     """
 
     def __init__(
@@ -48,9 +62,11 @@ class Authenticator:
         self._service_callers = dict(service_callers or {})
         self._bootstrap_sha = bootstrap_token_sha256
         self._cache_seconds = cache_seconds
-        self._cache: dict[str, tuple[float, Role | None]] = {}
+        self._known: collections.OrderedDict[str, tuple[float, Role]] = collections.OrderedDict()
+        self._unknown: collections.OrderedDict[str, float] = collections.OrderedDict()
+        self._misses = Buckets(UNKNOWN_LOOKUPS_PER_SECOND, UNKNOWN_LOOKUP_BURST)
 
-    async def authenticate(self, metadata: Metadata | None) -> Principal:
+    async def authenticate(self, metadata: Metadata | None, peer: str = "") -> Principal:
         token = bearer_token(metadata)
         if token is None:
             raise Unauthenticated("missing bearer token (authorization: Bearer <token>)")
@@ -62,7 +78,7 @@ class Authenticator:
         parsed = parse_operator_token(token)
         if parsed is None:
             raise Unauthenticated("the bearer token is not a valid token")
-        role = await self._resolve_cached(token, parsed)
+        role = await self._resolve_cached(token, parsed, peer_host(peer))
         if role is None:
             raise Unauthenticated("the bearer token is unknown or revoked")
         return Principal(tenant=parsed.tenant, role=role, subject=f"token:{parsed.token_id}")
@@ -76,14 +92,32 @@ class Authenticator:
             raise Unauthenticated(f"{ACTOR_METADATA_KEY} is too long")
         return Principal(tenant=tenant, role=Role.SERVICE, subject=actor, service=service)
 
-    async def _resolve_cached(self, token: str, parsed: Any) -> Role | None:
+    async def _resolve_cached(self, token: str, parsed: Any, peer: str) -> Role | None:
         key = sha256_hex(token)
         now = time.monotonic()
-        hit = self._cache.get(key)
+        hit = self._known.get(key)
         if hit is not None and hit[0] > now:
+            self._known.move_to_end(key)
             return hit[1]
+        unknown_until = self._unknown.get(key)
+        if unknown_until is not None and unknown_until > now:
+            return None
+        if self._misses.exhausted(peer, now):
+            raise ResourceExhausted("too many unknown tokens from this address; slow down",
+                                    reason="UNKNOWN_TOKEN_RATE")
         role = await aws.call(token_store.resolve, self._ddb, self._table, parsed)
-        if len(self._cache) > 10_000:
-            self._cache.clear()
-        self._cache[key] = (now + self._cache_seconds, role)
+        if role is None:
+            self._misses.take(peer, now)
+            _remember(self._unknown, key, now + self._cache_seconds, MAX_UNKNOWN)
+        else:
+            self._unknown.pop(key, None)
+            _remember(self._known, key, (now + self._cache_seconds, role), MAX_KNOWN)
         return role
+
+
+def _remember(cache: collections.OrderedDict[str, Any], key: str, value: Any, limit: int) -> None:
+    cache[key] = value
+    cache.move_to_end(key)
+    while len(cache) > limit:
+        cache.popitem(last=False)
+

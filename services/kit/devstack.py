@@ -129,6 +129,11 @@ class Stack:
             # The risk worker: per-tenant policy overrides (<tenant>.yaml) and a short long-poll, so it stops fast.
             "LZ_POLICY_DIR": str(self.state_dir / "policies"),
             "LZ_WORKER_WAIT_SECONDS": "2",
+            # Simulated fleets and benchmarks enroll thousands of hosts at once on the local stack.
+            "LZ_ENROLL_RATE_PER_SECOND": "10000",
+            "LZ_ENROLL_BURST": "100000",
+            # grpcurl and buf curl against the local stack; production leaves reflection off.
+            "LZ_REFLECTION": "1",
             **self.extra_env,
         }
         for name, module, _ in PROCESSES:

@@ -7,12 +7,23 @@ use it. `emulator_document` renders the same grants as the embedded endpoint (mo
 them; what that projection leaves out is listed beside it and checked by policy-document tests.
 
 Partitions (DESIGN.md, "The one table"): IAM sees only a request's partition keys
-(`dynamodb:LeadingKeys`), never its sort keys, so a grant names partition patterns:
+(`dynamodb:LeadingKeys`), never its sort keys, so every entity that needs its own writer has a
+partition of its own, and a grant names partition patterns:
 
-- `TENANT#*`                     every partition; reads of tokens and assets' own entities.
-- `TENANT#*#LEDGER`              the custody ledger; put and read only, by every role.
-- `TENANT#*#SEAL`                the sealer's checkpoints.
-- `TENANT#*#TELEMETRY#SHARD#*`   the risk worker's and ingest's telemetry.
+| partition                     | holds                                          | written by |
+|-------------------------------|------------------------------------------------|------------|
+| `TENANT#t`                    | the registry: assets and commands              | assets |
+| `TENANT#t#AUTH`               | operator tokens, tenant metadata, re-enrollment approvals | assets |
+| `TENANT#t#AGENT_CREDS`             | agent credentials                              | ingest |
+| `TENANT#t#LEDGER`             | the custody ledger (put only, never rewritten) | ledger, assets |
+| `TENANT#t#SEAL`               | the sealer's checkpoints                       | sealer |
+| `TENANT#t#TELEMETRY#SHARD#k`  | telemetry                                      | risk worker |
+
+Every role carries an explicit Deny of writes outside its partitions. Where a role's partitions can
+be named by patterns, the Deny is "any partition key NOT like these" (ForAnyValue:StringNotLike);
+`TENANT#*` also matches every sub-partition, so assets, which owns the bare `TENANT#t`, is denied
+the other roles' partitions by name instead. `tests/deploy/test_iam_matrix.py` evaluates the rendered
+documents for every role, partition and action.
 """
 
 from __future__ import annotations
@@ -27,9 +38,12 @@ from services.kit import table as table_def
 SERVICES = ("ingest", "risk-worker", "assets", "ledger", "sealer")
 
 ANY_PARTITION = "TENANT#*"
+AUTH_PARTITIONS = "TENANT#*#AUTH"
+AGENT_PARTITIONS = "TENANT#*#AGENT_CREDS"
 LEDGER_PARTITIONS = "TENANT#*#LEDGER"
 SEAL_PARTITIONS = "TENANT#*#SEAL"
 TELEMETRY_PARTITIONS = "TENANT#*#TELEMETRY#SHARD#*"
+AGENT_WATCH_KEYS = "TENANT#*#AGENT_WATCH"
 
 # Writes IAM must refuse on a partition a role does not own (PartiQL and batches included, because
 # each of them can change or remove items just as UpdateItem and DeleteItem can).
@@ -101,6 +115,8 @@ class Grant:
     # Partition patterns: an Allow requires every partition key of the request to match one
     # (ForAllValues, and the key must be present); a Deny fires when any partition key matches one.
     leading_keys: tuple[str, ...] = ()
+    # Deny only: fires when any partition key of the request matches none of these patterns.
+    outside_keys: tuple[str, ...] = ()
     condition: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     # The role writes these items inside TransactWriteItems; AWS authorizes each action of a
     # transaction as the underlying PutItem/UpdateItem/ConditionCheckItem, the emulator the call as a whole.
@@ -120,12 +136,15 @@ class Grant:
                 out.setdefault("Null", {})["dynamodb:LeadingKeys"] = "false"
             else:
                 out.setdefault("ForAnyValue:StringLike", {})["dynamodb:LeadingKeys"] = keys
+        if self.outside_keys:
+            out.setdefault("ForAnyValue:StringNotLike", {})["dynamodb:LeadingKeys"] = list(self.outside_keys)
         return out
 
 
 TABLE = "{table}"
 INDEXES = "{table}/index/*"
 GSI1_INDEX = "{table}/index/" + table_def.GSI1
+GSI2_INDEX = "{table}/index/" + table_def.GSI2
 BUCKET = "{bucket}"
 SEAL_OBJECTS = tuple("{bucket}/" + pattern for pattern in SEAL_OBJECT_PATTERNS)
 WRITE_ONCE_OBJECTS = tuple("{bucket}/" + pattern for pattern in WRITE_ONCE_PATTERNS)
@@ -148,8 +167,8 @@ def _readiness() -> Grant:
 
 
 def _resolve_tokens() -> Grant:
-    # Tokens are `TENANT#t`/`TOKEN#…`; IAM cannot restrict sort keys, so this is GetItem on any item.
-    return Grant("ResolveTokens", "Allow", ("dynamodb:GetItem",), (TABLE,), leading_keys=(ANY_PARTITION,))
+    # Tokens are `TENANT#t#AUTH`/`TOKEN#…`; IAM cannot restrict sort keys, so this is GetItem in that partition.
+    return Grant("ResolveTokens", "Allow", ("dynamodb:GetItem",), (TABLE,), leading_keys=(AUTH_PARTITIONS,))
 
 
 def _read_seals() -> tuple[Grant, Grant]:
@@ -165,7 +184,13 @@ def _read_seals() -> tuple[Grant, Grant]:
 
 
 def _deny_foreign_writes(*partitions: str) -> Grant:
+    """Deny writes to the other roles' partitions, named."""
     return Grant("DenyForeignPartitionWrites", "Deny", FOREIGN_WRITE_ACTIONS, (TABLE,), leading_keys=partitions)
+
+
+def _deny_writes_outside(*owned: str) -> Grant:
+    """Deny writes whenever a partition key is not one of the role's own."""
+    return Grant("DenyWritesOutsideOwnPartitions", "Deny", FOREIGN_WRITE_ACTIONS, (TABLE,), outside_keys=owned)
 
 
 GRANTS: dict[str, tuple[Grant, ...]] = {
@@ -182,6 +207,7 @@ GRANTS: dict[str, tuple[Grant, ...]] = {
               leading_keys=(SEAL_PARTITIONS,)),
         *_read_seals(),
         _deny_ledger_rewrite(),
+        _deny_writes_outside(LEDGER_PARTITIONS),
         _deny_seal_tampering(),
     ),
     "sealer": (
@@ -199,13 +225,15 @@ GRANTS: dict[str, tuple[Grant, ...]] = {
         Grant("PublishVerifierKeys", "Allow", ("s3:PutObject",), VERIFIER_OBJECTS),
         *_read_seals(),
         _deny_ledger_rewrite(),
+        _deny_writes_outside(SEAL_PARTITIONS),
         _deny_seal_tampering(),
     ),
     "assets": (
         _readiness(),
         _resolve_tokens(),
-        # Tenant metadata, assets, commands and tokens live in `TENANT#t`; the isolation transaction
-        # also puts the custody event into `TENANT#t#LEDGER` (update and delete there are denied below).
+        # Assets and commands live in `TENANT#t`, tokens and tenant metadata in `TENANT#t#AUTH`; the
+        # isolation transaction also puts the custody event into `TENANT#t#LEDGER` (update and delete
+        # there are denied below). `TENANT#*` matches every partition: the others' are denied by name.
         # BatchGetItem: the connection state of a page of assets, from ingest's agent items.
         Grant("AssetsEntities", "Allow",
               ("dynamodb:GetItem", "dynamodb:BatchGetItem", "dynamodb:PutItem", "dynamodb:UpdateItem",
@@ -214,21 +242,24 @@ GRANTS: dict[str, tuple[Grant, ...]] = {
         # Assets by employee and state, commands by asset, action-required, pending commands, alerts.
         Grant("AssetsIndexes", "Allow", ("dynamodb:Query",), (INDEXES,)),
         _deny_ledger_rewrite(),
-        _deny_foreign_writes(SEAL_PARTITIONS, TELEMETRY_PARTITIONS),
+        _deny_foreign_writes(AGENT_PARTITIONS, SEAL_PARTITIONS, TELEMETRY_PARTITIONS),
         _deny_seal_tampering(),
     ),
     "ingest": (
         _readiness(),
         _resolve_tokens(),
-        # Agent credentials (`TENANT#t`/`AGENT#a`, read in batches when hellos arrive together) and telemetry.
-        Grant("IngestEntities", "Allow",
+        # Agent credentials only (`TENANT#t#AGENT_CREDS`/`AGENT#a`, read in batches when hellos arrive
+        # together): code execution in the internet-facing ingest can neither mint operator tokens
+        # nor touch assets, commands, custody events or telemetry.
+        Grant("AgentCredentials", "Allow",
               ("dynamodb:GetItem", "dynamodb:BatchGetItem", "dynamodb:PutItem", "dynamodb:UpdateItem",
-               "dynamodb:ConditionCheckItem", "dynamodb:Query"),
-              (TABLE,), leading_keys=(ANY_PARTITION,)),
-        Grant("IngestIndexes", "Allow", ("dynamodb:Query",), (INDEXES,)),
+               "dynamodb:ConditionCheckItem"),
+              (TABLE,), leading_keys=(AGENT_PARTITIONS,)),
+        # The health sweep's due list: sparse GSI2 over ingest's own agent items (`TENANT#t#AGENT_WATCH`).
+        Grant("AgentHealthDue", "Allow", ("dynamodb:Query",), (GSI2_INDEX,), leading_keys=(AGENT_WATCH_KEYS,)),
         Grant("QueueHeartbeats", "Allow", ("sqs:SendMessage", "sqs:GetQueueAttributes"), (QUEUE,)),
         _deny_ledger_rewrite(),
-        _deny_foreign_writes(LEDGER_PARTITIONS, SEAL_PARTITIONS),
+        _deny_writes_outside(AGENT_PARTITIONS),
         _deny_seal_tampering(),
     ),
     "risk-worker": (
@@ -244,6 +275,7 @@ GRANTS: dict[str, tuple[Grant, ...]] = {
               (QUEUE,)),
         Grant("DeadLetter", "Allow", ("sqs:SendMessage",), (DLQ,)),
         _deny_ledger_rewrite(),
+        _deny_writes_outside(TELEMETRY_PARTITIONS),
         _deny_seal_tampering(),
     ),
 }
@@ -370,7 +402,7 @@ def markdown_table(services: Iterable[str] = SERVICES) -> str:
         for g in GRANTS[service]:
             actions = ", ".join(a.split(":", 1)[1] for a in sorted(g.actions))
             resources = ", ".join(r.replace("{", "").replace("}", "") for r in g.resources)
-            keys = ", ".join(f"`{k}`" for k in g.leading_keys)
+            keys = ", ".join([f"`{k}`" for k in g.leading_keys] + [f"not `{k}`" for k in g.outside_keys])
             rows.append(f"| {service} | {g.effect} | {actions} | {resources} | {keys} |")
     return "\n".join(rows)
 

@@ -193,14 +193,14 @@ class _Call:
         self.authenticator = authenticator
         self.max_call_seconds = max_call_seconds
 
-    async def _principal(self) -> auth.Principal | None:
+    async def _principal(self, peer: str) -> auth.Principal | None:
         if self.allowed is None:
             raise PermissionDenied(f"{self.method} is not open to any caller")
         if self.allowed == auth.PUBLIC:
             return None
         if self.authenticator is None:
             raise Unauthenticated("this server has no authenticator")
-        principal = await self.authenticator.authenticate(self.metadata)
+        principal = await self.authenticator.authenticate(self.metadata, peer)
         if principal.role not in self.allowed:
             raise PermissionDenied(f"role {principal.role.value} may not call {self.method.rsplit('/', 1)[-1]}")
         if principal.role is auth.Role.SERVICE and principal.service not in self.services:
@@ -217,7 +217,7 @@ class _Call:
                 try:
                     if request is _UNPARSEABLE:
                         raise _unparseable_request()
-                    token = auth.bind_principal(await self._principal())
+                    token = auth.bind_principal(await self._principal(context.peer()))
                     try:
                         return await asyncio.wait_for(behavior(request, context), self.max_call_seconds)
                     finally:
@@ -256,7 +256,7 @@ class _Call:
                     raise _unparseable_request()
                 # Each RPC runs in its own task, so the binding dies with it; a stream that the client
                 # cancels is finalised from another context, where resetting the variable would fail.
-                auth.bind_principal(await self._principal())
+                auth.bind_principal(await self._principal(context.peer()))
                 async for response in behavior(request, context):
                     yield response
             except DomainError as error:

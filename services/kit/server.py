@@ -1,7 +1,7 @@
 """Server bootstrap shared by every service: one way to build, start, watch and stop a gRPC server.
 
-`build_server` makes a grpc.aio server with the service interceptor, health and reflection, bound
-to the configured port (port 0 in tests); `run_service` is what each `__main__` calls: it loads
+`build_server` makes a grpc.aio server with the service interceptor, health and (with LZ_REFLECTION)
+reflection, bound to the configured port (port 0 in tests); `run_service` is what each `__main__` calls: it loads
 settings, reports bad configuration as one line with exit code 2, keeps the health status honest
 (NOT_SERVING until dependencies answer, and again while draining) and stops gracefully on SIGTERM.
 """
@@ -233,9 +233,11 @@ async def build_server(service: Service, settings: ServerSettings) -> RunningSer
         add(servicer, server)
     health = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
-    names = [name for _, _, name in service.servicers]
-    reflection.enable_server_reflection([*names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-                                         reflection.SERVICE_NAME], server)
+    if settings.reflection:
+        # Off unless asked for: reflection answers unauthenticated and maps the whole API for a prober.
+        names = [name for _, _, name in service.servicers]
+        reflection.enable_server_reflection([*names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+                                             reflection.SERVICE_NAME], server)
     running = RunningServer(server, _bind(server, settings, settings.port, settings.tls_require_client_cert),
                             health, service)
     await running.set_serving(False)

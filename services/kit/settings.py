@@ -225,6 +225,10 @@ class ServerSettings:
     auth_cache_seconds: float = env(
         "LZ_AUTH_CACHE_SECONDS", positive_float, default=5.0, doc="How long a resolved token is trusted."
     )
+    reflection: bool = env(
+        "LZ_REFLECTION", boolean, default=False,
+        doc="Serve gRPC reflection (it answers without authentication; on in the local stack only).",
+    )
     tls_cert_file: str = env("LZ_TLS_CERT_FILE", default="", doc="PEM server certificate; plaintext without.")
     tls_key_file: str = env("LZ_TLS_KEY_FILE", default="", doc="PEM key of the server certificate.")
     tls_ca_file: str = env(

@@ -103,6 +103,8 @@ class LedgerServicer(ledger_pb2_grpc.LedgerServiceServicer):
         drafts = []
         for index, event in enumerate(request.events):
             actor = event.actor if principal.role is Role.SERVICE and event.actor else principal.actor
+            if principal.role is not Role.SERVICE:
+                store.check_not_reserved(event.action, index)
             if len(event.payload.ListFields()) and _depth(event.payload) > 64:
                 raise InvalidArgument.field(f"events[{index}].payload", "is nested too deeply")
             drafts.append(store.EventDraft(actor, event.action, event.subject, _payload(event.payload)))

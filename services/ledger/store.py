@@ -24,6 +24,7 @@ import botocore.exceptions
 
 from services.kit import aws
 from services.kit.errors import Aborted, InvalidArgument
+from services.kit.text import unsafe_character
 from services.ledger import keys
 from services.tlog.errors import PayloadError
 from services.tlog.events import GENESIS_PREV_HASH, Event, build_event, check_payload, event_hash
@@ -98,6 +99,20 @@ class StoredEvent:
 # --- validation ----------------------------------------------------------------------------------
 
 
+# Custody actions only the services write, on an asset's own transitions (assets commits them in the
+# transaction that moves the asset): an operator's event must never read like an agent's evidence.
+RESERVED_ACTION_PREFIXES = ("asset.",)
+
+
+def check_not_reserved(action: str, index: int = 0) -> None:
+    """InvalidArgument naming `action` when it is in a namespace reserved for the services."""
+    folded = action.strip().casefold()
+    if any(folded.startswith(prefix) or folded == prefix.rstrip(".") for prefix in RESERVED_ACTION_PREFIXES):
+        reserved = ", ".join(f"{prefix}*" for prefix in RESERVED_ACTION_PREFIXES)
+        raise InvalidArgument.field(f"events[{index}].action",
+                                    f"{action!r} is reserved for the services' own custody events ({reserved})")
+
+
 def check_draft(draft: EventDraft, index: int = 0) -> None:
     """Raise InvalidArgument when a draft breaks a size or depth limit (before any write)."""
     where = f"events[{index}]"
@@ -108,7 +123,7 @@ def check_draft(draft: EventDraft, index: int = 0) -> None:
     ):
         if required and not value:
             raise InvalidArgument.field(f"{where}.{name}", "must not be empty")
-        if len(value) > limit or any(ord(c) < 0x20 for c in value):
+        if len(value) > limit or unsafe_character(value) is not None:
             raise InvalidArgument.field(f"{where}.{name}", f"must be at most {limit} printable characters")
     try:
         check_payload(dict(draft.payload))

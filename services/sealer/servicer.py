@@ -89,7 +89,7 @@ class SealerServicer(sealer_pb2_grpc.SealerServiceServicer):
             raise InvalidArgument.field("page_size", "must not be negative")
         before: int | None = None
         if request.page_token:
-            if not request.page_token.isdigit():
+            if not request.page_token.isdigit() or len(request.page_token) > 20:
                 raise InvalidArgument.field("page_token", "is not a token this service issued")
             before = int(request.page_token)
         records, following = await aws.call(

@@ -100,8 +100,8 @@ def streamed(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Streamed
     plant("claude-code", home, credentials)
     config = _config(tmp_path, home)
     tenant = create_tenant(stack)
-    output = _agent(config, "enroll", "--tenant", tenant.tenant, "--secret", tenant.enrollment_secret,
-                    "--control-plane", stack.addresses["ingest"])
+    output = _agent(config, "enroll", "--tenant", tenant.tenant, "--control-plane", stack.addresses["ingest"],
+                    env={"LZ_ENROLLMENT_SECRET": tenant.enrollment_secret})
     identity = load_identity(tmp_path / "state")
     assert identity is not None
     output += _agent(config, "run", "--duration", "12", env={"LZ_AGENT_STREAM_ADDRESS": f"127.0.0.1:{free_port()}"})

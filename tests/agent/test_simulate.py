@@ -15,7 +15,7 @@ import grpc
 import pytest
 from lifecyclezero.v1 import assets_pb2, assets_pb2_grpc, ingest_pb2, ingest_pb2_grpc
 
-from agent.enroll import Identity
+from agent.enroll import SECRET_ENV, Identity
 from agent.simulate import save_identities
 from services.kit import certs
 from services.kit.auth import Role
@@ -33,9 +33,9 @@ def test_twenty_simulated_hosts_stream_and_appear_as_assets(new_tenant: Any) -> 
         ).enrollment_secret
     done = subprocess.run(
         [sys.executable, "-m", "agent.cli", "simulate", "--count", "20", "--control-plane",
-         new_tenant.stack.addresses["ingest"], "--tenant", new_tenant.tenant, "--secret", secret,
+         new_tenant.stack.addresses["ingest"], "--tenant", new_tenant.tenant,
          "--interval", "1", "--duration", "6", "--report-every", "2", "--seed", "7"],
-        capture_output=True, text=True, timeout=120, check=False,
+        capture_output=True, text=True, timeout=120, check=False, env={**os.environ, SECRET_ENV: secret},
     )
     assert done.returncode == 0, done.stderr
     summary = json.loads(done.stdout)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+from concurrent.futures import ThreadPoolExecutor
 
 import grpc
 import pytest
@@ -29,22 +30,59 @@ def _record(assets: Assets, asset_id: str, event: common_pb2.AgentEvent) -> asse
 def test_a_break_glass_is_in_the_assets_custody_log(assets: Assets) -> None:
     """A reported break-glass is a custody event of the asset, by the agent, naming operator and reason."""
     asset = assets.create_asset()
-    recorded = _record(assets, asset.asset_id, _break_glass())
+    _record(assets, asset.asset_id, _break_glass())
+    [record] = assets.chained_records(asset.asset_id)
     log = assets.stub.GetCustodyLog(assets_pb2.GetCustodyLogRequest(asset_id=asset.asset_id),
                                     metadata=assets.md(Role.VIEWER))
-    (event,) = [e for e in log.events if e.seq == recorded.custody_seq]
+    (event,) = [e for e in log.events if e.seq == record.ledger_seq]
     assert (event.action, event.actor, event.payload["reason"], event.payload["operator"]) == (
         "asset.isolation.break_glass", f"agent:{asset.asset_id}", "control plane down", "alice (via sudo as root)"
     )
 
 
+def test_an_agent_event_is_answered_before_its_seq(assets: Assets) -> None:
+    """RecordAgentEvent answers seq 0 and leaves a custody record under the asset for the sequencer."""
+    asset = assets.create_asset()
+    recorded = _record(assets, asset.asset_id, _break_glass())
+    [record] = assets.custody_records(asset.asset_id)
+    assert (recorded.custody_seq, recorded.replayed, record.draft.action) == (0, False, "asset.isolation.break_glass")
+
+
 def test_a_resent_event_is_recorded_once(assets: Assets) -> None:
-    """The same event id sent twice answers the first custody seq and appends nothing more."""
+    """The same event id sent twice, before and after chaining, writes one custody event and answers its seq."""
     asset = assets.create_asset()
     event = _break_glass()
     first = _record(assets, asset.asset_id, event)
     again = _record(assets, asset.asset_id, event)
-    assert (again.custody_seq, again.replayed, first.replayed) == (first.custody_seq, True, False)
+    [record] = assets.chained_records(asset.asset_id)
+    late = _record(assets, asset.asset_id, event)
+    log = assets.stub.GetCustodyLog(assets_pb2.GetCustodyLogRequest(asset_id=asset.asset_id),
+                                    metadata=assets.md(Role.VIEWER))
+    assert (first.replayed, again.replayed, late.replayed, late.custody_seq) == (False, True, True, record.ledger_seq)
+    assert [e.action for e in log.events] == ["asset.isolation.break_glass"]
+
+
+def test_concurrent_resends_of_an_event_write_one_record(assets: Assets) -> None:
+    """Eight racing sends of one event id leave one custody record and one first answer."""
+    asset = assets.create_asset()
+    event = _break_glass()
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        answers = list(pool.map(lambda _: _record(assets, asset.asset_id, event), range(8)))
+    assert ([a.replayed for a in answers].count(False), len(assets.custody_records(asset.asset_id))) == (1, 1)
+
+
+def test_an_agent_event_is_chained_between_the_orders_around_it(assets: Assets) -> None:
+    """An isolation, a break-glass and the isolation's result of one asset are in the ledger in that order."""
+    asset = assets.create_asset()
+    order = assets.isolate(asset.asset_id)
+    _record(assets, asset.asset_id, _break_glass())
+    assets.result(asset.asset_id, order.command.command_id)
+    records = sorted(assets.chained_records(asset.asset_id), key=lambda r: r.ledger_seq)
+    assert [(r.draft.action, r.prev_version) for r in records] == [
+        ("asset.isolate.requested", 0),
+        ("asset.isolation.break_glass", records[0].version),
+        ("asset.isolate.enforced", records[1].version),
+    ]
 
 
 def test_an_event_without_a_kind_is_refused(assets: Assets) -> None:

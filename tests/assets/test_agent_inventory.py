@@ -1,8 +1,10 @@
-"""An asset's AI agents and MCP servers on the running assets service: stored with risk, read by GetAsset."""
+"""An asset's inventory parts on the running assets service (AI agents and MCP servers; engines and models):
+stored with risk, read by GetAsset."""
 
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 
 import grpc
 import pytest
@@ -14,24 +16,53 @@ from services.kit.auth import Role
 from tests.assets.conftest import Assets
 
 
-def _update(assets: Assets, asset_id: str, server_name: str, when: dt.datetime, padding: int = 0) -> int:
+def _stamp(when: dt.datetime) -> timestamp_pb2.Timestamp:
     stamp = timestamp_pb2.Timestamp()
     stamp.FromDatetime(when)
+    return stamp
+
+
+def _send(assets: Assets, update: assets_pb2.AssetRiskUpdate, when: dt.datetime) -> int:
+    update.risk.evaluate_time.CopyFrom(_stamp(when))
+    return assets.stub.UpdateAssetRisk(assets_pb2.UpdateAssetRiskRequest(updates=[update]),
+                                       metadata=assets.service_md(service="risk-worker")).updated
+
+
+def _update(assets: Assets, asset_id: str, server_name: str, when: dt.datetime, padding: int = 0) -> int:
     inventory = common_pb2.AgentInventory(
         agents=[common_pb2.AiAgent(kind="cursor", user="alice")],
         mcp_servers=[common_pb2.McpServer(name=server_name, agent="cursor", capabilities=["filesystem"],
                                           args=["x" * padding] if padding else [])],
-        evaluate_time=stamp,
+        evaluate_time=_stamp(when),
     )
-    update = assets_pb2.AssetRiskUpdate(asset_id=asset_id, agent_inventory=inventory,
-                                        risk=common_pb2.RiskSummary(evaluate_time=stamp))
-    return assets.stub.UpdateAssetRisk(assets_pb2.UpdateAssetRiskRequest(updates=[update]),
-                                       metadata=assets.service_md("risk-worker")).updated
+    return _send(assets, assets_pb2.AssetRiskUpdate(asset_id=asset_id, agent_inventory=inventory), when)
+
+
+def _update_engines(assets: Assets, asset_id: str, engine_kind: str, when: dt.datetime, padding: int = 0) -> int:
+    inventory = common_pb2.EngineInventory(
+        engines=[common_pb2.Engine(kind=engine_kind, version="0.6.3", auth_required=True,
+                                   installed_models=["llama3:8b"], probe_errors=["x" * padding] if padding else [])],
+        models=[common_pb2.Model(name="llama3", format="gguf", errors=["context_length out of range"])],
+        models_omitted=2, omitted_reason="heartbeat size", evaluate_time=_stamp(when),
+    )
+    return _send(assets, assets_pb2.AssetRiskUpdate(asset_id=asset_id, engine_inventory=inventory), when)
+
+
+def _shown(assets: Assets, asset_id: str) -> common_pb2.Asset:
+    got = assets.stub.GetAsset(assets_pb2.GetAssetRequest(asset_id=asset_id), metadata=assets.md(Role.VIEWER))
+    return got.asset
 
 
 def _servers(assets: Assets, asset_id: str) -> list[str]:
-    got = assets.stub.GetAsset(assets_pb2.GetAssetRequest(asset_id=asset_id), metadata=assets.md(Role.VIEWER))
-    return [s.name for s in got.asset.agent_inventory.mcp_servers]
+    return [s.name for s in _shown(assets, asset_id).agent_inventory.mcp_servers]
+
+
+def _engines(assets: Assets, asset_id: str) -> list[str]:
+    return [e.kind for e in _shown(assets, asset_id).engine_inventory.engines]
+
+
+Part = tuple[str, Callable[..., int], Callable[[Assets, str], list[str]]]
+PARTS: list[Part] = [("agent_inventory", _update, _servers), ("engine_inventory", _update_engines, _engines)]
 
 
 def test_get_asset_returns_the_agent_inventory_sent_with_risk(assets: Assets) -> None:
@@ -41,29 +72,47 @@ def test_get_asset_returns_the_agent_inventory_sent_with_risk(assets: Assets) ->
     assert _servers(assets, asset_id) == ["files"]
 
 
-def test_an_older_agent_inventory_does_not_replace_a_newer_one(assets: Assets) -> None:
-    """An agent inventory evaluated earlier than the stored one is skipped."""
+def test_get_asset_returns_the_engine_inventory_sent_with_risk(assets: Assets) -> None:
+    """The engines, models and omission counts of a risk update come back in GetAsset."""
+    asset_id = assets.create_asset().asset_id
+    _update_engines(assets, asset_id, "vllm", dt.datetime.now(dt.UTC))
+    inventory = _shown(assets, asset_id).engine_inventory
+    assert [(e.kind, e.version, e.auth_required, list(e.installed_models)) for e in inventory.engines] == [
+        ("vllm", "0.6.3", True, ["llama3:8b"])]
+    assert [list(m.errors) for m in inventory.models] == [["context_length out of range"]]
+    assert (inventory.models_omitted, inventory.omitted_reason) == (2, "heartbeat size")
+
+
+@pytest.mark.parametrize(("field", "send", "read"), PARTS, ids=[p[0] for p in PARTS])
+def test_an_older_inventory_part_does_not_replace_a_newer_one(assets: Assets, field: str,
+                                                               send: Callable[..., int],
+                                                               read: Callable[[Assets, str], list[str]]) -> None:
+    """An inventory part evaluated earlier than the stored one is skipped."""
     asset_id = assets.create_asset().asset_id
     now = dt.datetime.now(dt.UTC)
-    _update(assets, asset_id, "newer", now)
-    _update(assets, asset_id, "older", now - dt.timedelta(minutes=5))
-    assert _servers(assets, asset_id) == ["newer"]
+    send(assets, asset_id, "newer", now)
+    send(assets, asset_id, "older", now - dt.timedelta(minutes=5))
+    assert read(assets, asset_id) == ["newer"]
 
 
-def test_an_oversized_agent_inventory_is_invalid_argument(assets: Assets) -> None:
-    """An agent inventory over the item budget is refused with INVALID_ARGUMENT naming the field."""
+@pytest.mark.parametrize(("field", "send", "read"), PARTS, ids=[p[0] for p in PARTS])
+def test_an_oversized_inventory_part_is_invalid_argument(assets: Assets, field: str, send: Callable[..., int],
+                                                         read: Callable[[Assets, str], list[str]]) -> None:
+    """An inventory part over the item budget is refused with INVALID_ARGUMENT naming the field."""
     asset_id = assets.create_asset().asset_id
     with pytest.raises(grpc.RpcError) as caught:
-        _update(assets, asset_id, "huge", dt.datetime.now(dt.UTC), padding=MAX_AGENT_INVENTORY_BYTES)
+        send(assets, asset_id, "huge", dt.datetime.now(dt.UTC), padding=MAX_AGENT_INVENTORY_BYTES)
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert "agent_inventory" in (caught.value.details() or "")
+    assert field in (caught.value.details() or "")
 
 
-def test_asset_lists_are_not_confused_by_the_agent_inventory_item(assets: Assets) -> None:
-    """ListAssets shows the asset once, with no agent inventory (GetAsset only)."""
+@pytest.mark.parametrize(("field", "send", "read"), PARTS, ids=[p[0] for p in PARTS])
+def test_asset_lists_are_not_confused_by_the_inventory_items(assets: Assets, field: str, send: Callable[..., int],
+                                                             read: Callable[[Assets, str], list[str]]) -> None:
+    """ListAssets shows the asset once, without the inventory part (GetAsset only)."""
     asset_id = assets.create_asset().asset_id
-    _update(assets, asset_id, "files", dt.datetime.now(dt.UTC))
+    send(assets, asset_id, "files", dt.datetime.now(dt.UTC))
     listed = assets.stub.ListAssets(assets_pb2.ListAssetsRequest(page_size=100),
                                     metadata=assets.md(Role.VIEWER)).assets
     mine = [a for a in listed if a.asset_id == asset_id]
-    assert len(mine) == 1 and not mine[0].agent_inventory.mcp_servers
+    assert len(mine) == 1 and not mine[0].HasField(field)

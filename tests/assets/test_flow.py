@@ -79,7 +79,7 @@ def test_an_isolation_reaches_the_agent_stream_and_its_result_isolates_the_asset
         time.sleep(0.2)
     assert asset.status == common_pb2.ASSET_STATUS_ISOLATED
     events = _custody_once_enforced(assets, enrolled.asset_id, admin)
-    assert [e.action for e in events] == ["asset.isolate.requested", "asset.isolate.enforced"]
+    assert [e.action for e in events] == ["asset.enrolled", "asset.isolate.requested", "asset.isolate.enforced"]
     for event in events:
         _verify_offline(stack, admin, event.seq, tmp_path)
 

@@ -109,7 +109,7 @@ def test_enrollment_secrets_are_stored_hashed(stack: Stack) -> None:
     ddb = aws.client(AwsSettings(table_name=stack.resources.table_name, endpoint_url=stack.resources.endpoint_url),
                      "dynamodb")
     item = ddb.get_item(TableName=stack.resources.table_name,
-                        Key={"PK": {"S": f"TENANT#{tenant}"}, "SK": {"S": "METADATA"}})["Item"]
+                        Key={"PK": {"S": f"TENANT#{tenant}#AUTH"}, "SK": {"S": "METADATA"}})["Item"]
     assert reply.enrollment_secret not in str(item)
     assert item["enrollment_sha256"]["S"] == sha256_hex(reply.enrollment_secret)
 

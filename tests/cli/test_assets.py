@@ -198,6 +198,17 @@ def test_alerts_list_bad_severity_is_usage_error(viewer: Lz) -> None:
     assert viewer("alerts", "list", "--severity", "info").code == 2
 
 
+def test_assets_re_enroll_prints_a_one_time_code_and_records_the_approval(admin: Lz) -> None:
+    """`assets re-enroll` prints the code alone on stdout, and the custody log shows the approval with its reason."""
+    asset = new_asset(admin)
+    result = admin("assets", "re-enroll", asset, "--reason", "laptop reimaged, ticket IT-9")
+    custody = admin("custody", asset, "--json").json()["events"]
+    assert result.code == 0, result.err
+    assert len(result.out.strip()) >= 43 and "\n" not in result.out.strip()
+    assert [(e["action"], e["payload"]["reason"]) for e in custody] == [
+        ("asset.reenroll.approved", "laptop reimaged, ticket IT-9")]
+
+
 def test_assets_list_unknown_connection_state_is_exit_2(lz_offline: Lz) -> None:
     """An unknown --state is a one-line usage error (exit 2) before anything is called."""
     result = lz_offline("assets", "list", "--state", "asleep")

@@ -117,3 +117,9 @@ def test_no_stack_no_endpoints_is_exit_2(lz_offline: Lz) -> None:
     """Without a state file or any address the CLI explains how to name the service."""
     line = lz_offline("assets", "list", "--token", "t").assert_one_line_error(2)
     assert "--assets" in line
+
+
+def test_plaintext_to_a_non_loopback_address_is_refused(admin: Lz) -> None:
+    """Without TLS, an address that is not loopback is refused before any connection: one line, exit 2."""
+    line = admin("assets", "list", "--assets", "192.0.2.10:50051").assert_one_line_error(2)
+    assert "refusing plaintext" in line and "192.0.2.10:50051" in line and "--insecure" in line

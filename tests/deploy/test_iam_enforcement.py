@@ -218,7 +218,7 @@ def test_ingest_cannot_send_to_the_dead_letter_queue(enforced: Enforced) -> None
 def test_ingest_records_an_agent_credential(enforced: Enforced) -> None:
     """Ingest puts and reads an agent credential item."""
     ddb, table, tenant = enforced.client("ingest", "dynamodb"), enforced.resources.table_name, _tenant()
-    key = {"PK": {"S": f"TENANT#{tenant}"}, "SK": {"S": "AGENT#a1"}}
+    key = {"PK": {"S": f"TENANT#{tenant}#AGENT_CREDS"}, "SK": {"S": "AGENT#a1"}}
     ddb.put_item(TableName=table, Item={**key, "secret_sha256": {"S": "00" * 32}})
     assert "Item" in ddb.get_item(TableName=table, Key=key)
 

@@ -107,20 +107,19 @@ def test_sealer_writes_only_checkpoint_partitions() -> None:
     assert grant["Condition"]["ForAllValues:StringLike"] == {"dynamodb:LeadingKeys": ["TENANT#*#SEAL"]}
 
 
-def test_assets_may_not_write_seal_or_telemetry_partitions() -> None:
-    """Assets, whose grant spans every tenant partition, is denied writes to seal and telemetry partitions."""
+def test_assets_may_not_write_agent_seal_or_telemetry_partitions() -> None:
+    """Assets, whose grant spans every tenant partition, is denied writes to agent, seal and telemetry partitions."""
     deny = _by_sid("assets", "DenyForeignPartitionWrites")
     assert "dynamodb:PutItem" in deny["Action"]
     assert deny["Condition"]["ForAnyValue:StringLike"]["dynamodb:LeadingKeys"] == [
-        iam.SEAL_PARTITIONS, iam.TELEMETRY_PARTITIONS]
+        iam.AGENT_PARTITIONS, iam.SEAL_PARTITIONS, iam.TELEMETRY_PARTITIONS]
 
 
-def test_ingest_may_not_put_ledger_or_seal_items() -> None:
-    """Ingest, whose grant spans every tenant partition, is denied any write to ledger and seal partitions."""
-    deny = _by_sid("ingest", "DenyForeignPartitionWrites")
+def test_ingest_may_write_nothing_but_agent_credentials() -> None:
+    """Ingest is denied any write whose partition key is not an agent-credential partition."""
+    deny = _by_sid("ingest", "DenyWritesOutsideOwnPartitions")
     assert "dynamodb:PutItem" in deny["Action"]
-    assert deny["Condition"]["ForAnyValue:StringLike"]["dynamodb:LeadingKeys"] == [
-        iam.LEDGER_PARTITIONS, iam.SEAL_PARTITIONS]
+    assert deny["Condition"] == {"ForAnyValue:StringNotLike": {"dynamodb:LeadingKeys": [iam.AGENT_PARTITIONS]}}
 
 
 def test_bucket_policy_refuses_puts_without_if_none_match() -> None:

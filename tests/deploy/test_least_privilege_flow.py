@@ -75,14 +75,14 @@ def test_isolation_sealing_and_verification_work_under_least_privilege(enforced_
                           timeout=30).asset.status != common_pb2.ASSET_STATUS_ISOLATED:
         assert time.monotonic() < deadline, "the asset never became ISOLATED"
         time.sleep(0.2)
-    # The custody sequencer (assets, under its own policy) chains both custody events moments after.
+    # The custody sequencer (assets, under its own policy) chains the isolation's events moments after.
     until(lambda: len(assets.GetCustodyLog(assets_pb2.GetCustodyLogRequest(asset_id=enrolled.asset_id),
-                                           metadata=admin, timeout=30).events) == 2, 30, "both custody events chained")
+                                           metadata=admin, timeout=30).events) == 3, 30, "three custody events chained")
     sealer = sealer_pb2_grpc.SealerServiceStub(grpc.insecure_channel(stack.addresses["sealer"]))
     sealed = sealer.SealNow(sealer_pb2.SealNowRequest(request_id="seal-1"), metadata=admin, timeout=60)
-    assert sealed.checkpoint.tree_size == 2
+    assert sealed.checkpoint.tree_size == 3  # enrolled, isolation requested, isolation enforced
     ledger = ledger_pb2_grpc.LedgerServiceStub(grpc.insecure_channel(stack.addresses["ledger"]))
     verdict = ledger.VerifyLedger(ledger_pb2.VerifyLedgerRequest(mode=ledger_pb2.VERIFY_MODE_FULL),
                                   metadata=admin, timeout=60)
     assert verdict.ok, verdict
-    assert verdict.events_checked == 2
+    assert verdict.events_checked == 3

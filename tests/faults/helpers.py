@@ -184,7 +184,8 @@ class Store:
 
     def partitions(self, tenant: str) -> list[str]:
         """Every partition key a tenant's items can have."""
-        return [asset_keys.tenant_pk(tenant), ledger_keys.ledger_pk(tenant), seal_keys.seal_pk(tenant),
+        return [asset_keys.tenant_pk(tenant), asset_keys.auth_pk(tenant), ingest_keys.agent_pk(tenant),
+                ledger_keys.ledger_pk(tenant), seal_keys.seal_pk(tenant),
                 *(ingest_keys.telemetry_pk(tenant, k) for k in range(TELEMETRY_SHARDS))]
 
     def tenant_items(self, tenant: str) -> dict[tuple[str, str], str]:

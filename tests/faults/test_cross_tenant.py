@@ -89,6 +89,17 @@ def _calls(b: Victim) -> list[tuple[str, str, Message, str]]:
         ("assets", "GetCustodyLog", assets_pb2.GetCustodyLogRequest(asset_id=a_id), "viewer"),
         ("assets", "CreateAsset", assets_pb2.CreateAssetRequest(
             asset=common_pb2.Asset(asset_id=a_id, hostname="shadow")), "operator"),
+        ("assets", "ApproveReEnrollment", assets_pb2.ApproveReEnrollmentRequest(asset_id=a_id, reason="x"),
+         "operator"),
+        ("assets", "SetTenantResolvers", assets_pb2.SetTenantResolversRequest(dns_servers=["192.0.2.53"]), "admin"),
+        ("assets", "RecordAgentEvent", assets_pb2.RecordAgentEventRequest(asset_id=a_id, event=common_pb2.AgentEvent(
+            event_id="ev-1", kind=common_pb2.AGENT_EVENT_KIND_BREAK_GLASS, reason="x")), "service"),
+        ("assets", "RecordEnrollment", assets_pb2.RecordEnrollmentRequest(
+            kind=assets_pb2.ENROLLMENT_KIND_ROTATION, asset=common_pb2.Asset(asset_id=a_id, hostname="shadow")),
+         "service"),
+        ("assets", "GetFleetSummary", assets_pb2.GetFleetSummaryRequest(), "viewer"),
+        ("assets", "RecordAgentLoss", assets_pb2.RecordAgentLossRequest(asset_id=a_id, reason="lost",
+                                                                        request_id="victim-req"), "service"),
         ("ledger", "AppendEvents", ledger_pb2.AppendEventsRequest(
             events=[ledger_pb2.EventInput(action="a.append", subject=f"asset:{a_id}")], request_id="victim-req"),
          "operator"),
@@ -138,7 +149,7 @@ def attacker(stack: Stack) -> Tenant:
     return tenant
 
 
-@pytest.mark.parametrize("index", range(35))
+@pytest.mark.parametrize("index", range(41))
 def test_a_call_with_another_tenants_identifiers_reveals_and_changes_nothing_of_it(stack, victim, attacker, index):
     """Tenant A's call on tenant B's identifiers returns nothing of B and leaves B's items and objects as they were."""
     calls = _calls(victim)
@@ -172,7 +183,7 @@ def test_the_count_of_cross_tenant_calls_covers_every_rpc(victim):
     from tests.faults.test_hostile_input import METHODS
 
     named = {m for _, m, _, _ in _calls(victim)}
-    assert len(_calls(victim)) == 35
+    assert len(_calls(victim)) == 41
     assert {m.name for _, m in METHODS} - named == {"CreateTenant"}  # bootstrap only: it has no tenant
 
 

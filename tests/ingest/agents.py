@@ -47,11 +47,15 @@ def create_tenant(stack: Stack) -> IngestTenant:
     return IngestTenant(tenant, reply.admin_token, reply.enrollment_secret)
 
 
-def enroll(address: str, tenant: IngestTenant, hostname: str = "ws-1", asset_id: str = "") -> ingest_pb2.EnrollResponse:
+def enroll(address: str, tenant: IngestTenant, hostname: str = "ws-1", asset_id: str = "",
+           agent_credential: str = "", reenroll_code: str = "") -> ingest_pb2.EnrollResponse:
+    """Enroll through IngestService.Enroll: a new host, or `asset_id` with its credential or a re-enrollment code."""
     with grpc.insecure_channel(address) as channel:
         reply: ingest_pb2.EnrollResponse = ingest_pb2_grpc.IngestServiceStub(channel).Enroll(
             ingest_pb2.EnrollRequest(tenant_id=tenant.tenant, enrollment_secret=tenant.enrollment_secret,
-                                     hostname=hostname, os="linux", agent_version="test", asset_id=asset_id),
+                                     hostname=hostname, os="linux", agent_version="test", asset_id=asset_id,
+                                     agent_credential=agent_credential, reenroll_code=reenroll_code,
+                                     request_id=secrets.token_hex(8)),
             timeout=10,
         )
     return reply

@@ -11,6 +11,7 @@ from lifecyclezero.v1 import ingest_pb2
 
 from services.ingest import domain, keys
 from services.kit.errors import InvalidArgument
+from services.kit.ratelimit import TokenBucket
 
 NOW = dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=dt.UTC)
 DIGEST = "0" * 64
@@ -24,7 +25,7 @@ def _hb(seq: int, when: dt.datetime = NOW) -> ingest_pb2.Heartbeat:
 
 def test_token_bucket_allows_the_burst_then_the_rate() -> None:
     """A full bucket passes `burst` messages at once, then one a second."""
-    bucket = domain.TokenBucket(rate=1.0, burst=10, now=0.0)
+    bucket = TokenBucket(rate=1.0, burst=10, now=0.0)
     assert [bucket.take(0.0) for _ in range(10)] == [0.0] * 10
     assert bucket.take(0.0) == pytest.approx(1.0)
     assert bucket.take(0.5) == pytest.approx(0.5)

@@ -38,12 +38,13 @@ def test_a_malformed_tenant_id_is_invalid(stack: Stack, ingest_tenant: IngestTen
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
 
 
-async def test_re_enrollment_keeps_the_asset_and_replaces_the_credential(
+async def test_key_rotation_keeps_the_asset_and_replaces_the_credential(
     stack: Stack, ingest_tenant: IngestTenant
 ) -> None:
-    """Enrolling again with the asset id keeps the asset, and the old credential stops working."""
+    """Enrolling again with the asset id and its current credential keeps the asset; the old credential stops."""
     first = enroll(stack.addresses["ingest"], ingest_tenant)
-    second = enroll(stack.addresses["ingest"], ingest_tenant, asset_id=first.asset_id)
+    second = enroll(stack.addresses["ingest"], ingest_tenant, asset_id=first.asset_id,
+                    agent_credential=first.agent_credential)
     assert second.asset_id == first.asset_id and second.agent_credential != first.agent_credential
     old = TestAgent(stack.addresses["ingest"], ingest_tenant.tenant, first.asset_id, first.agent_credential)
     new = TestAgent(stack.addresses["ingest"], ingest_tenant.tenant, first.asset_id, second.agent_credential)

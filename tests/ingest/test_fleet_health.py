@@ -55,9 +55,10 @@ class AgentProcess:
         self.state_dir = state_dir
         self.env = {**os.environ, "LZ_AGENT_STATE_DIR": str(state_dir), "PYTHONPATH": str(REPO)}
         done = subprocess.run(
-            [sys.executable, "-m", "agent.cli", "enroll", "--tenant", tenant.tenant, "--secret",
-             tenant.enrollment_secret, "--control-plane", stack.addresses["ingest"]],
-            env=self.env, capture_output=True, text=True, timeout=60, check=True)
+            [sys.executable, "-m", "agent.cli", "enroll", "--tenant", tenant.tenant,
+             "--control-plane", stack.addresses["ingest"]],
+            env={**self.env, "LZ_ENROLLMENT_SECRET": tenant.enrollment_secret},
+            capture_output=True, text=True, timeout=60, check=True)
         self.asset_id = done.stdout.split("asset ", 1)[1].split()[0]
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -163,9 +164,10 @@ def simulate_one(stack: Stack, tenant: IngestTenant, workdir: Path) -> tuple[sub
     with (workdir / "simulate.log").open("ab") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "agent.cli", "simulate", "--count", "1", "--control-plane",
-             stack.addresses["ingest"], "--tenant", tenant.tenant, "--secret", tenant.enrollment_secret,
+             stack.addresses["ingest"], "--tenant", tenant.tenant,
              "--interval", str(INTERVAL), "--identities", str(identities), "--first-reconnect-jitter", "0"],
-            env={**os.environ, "PYTHONPATH": str(REPO)}, stdout=out, stderr=subprocess.STDOUT)
+            env={**os.environ, "PYTHONPATH": str(REPO), "LZ_ENROLLMENT_SECRET": tenant.enrollment_secret},
+            stdout=out, stderr=subprocess.STDOUT)
     try:
         asset_id = until(lambda: identities.exists() and json.loads(identities.read_text())["asset_id"], 60,
                          "the simulated host enrolled")
@@ -196,7 +198,8 @@ def test_the_killed_agent_of_an_isolated_host_raises_a_critical_alert_and_a_cust
             proc.kill()
         proc.wait(10)
     assert alert.severity == common_pb2.SEVERITY_CRITICAL
-    assert custody_actions(health_stack, tenant, asset_id)[-1] == "asset.agent.lost"
+    until(lambda: custody_actions(health_stack, tenant, asset_id)[-1:] == ["asset.agent.lost"], 60,
+          "asset.agent.lost chained")
 
 
 def _tenant_policy(stack: Stack, tenant: IngestTenant, text: str) -> None:

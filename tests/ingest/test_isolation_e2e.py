@@ -41,16 +41,19 @@ async def test_a_critical_finding_with_isolate_isolates_the_host(stack: Stack, i
         assert got.asset.status == common_pb2.ASSET_STATUS_ISOLATION_PENDING
         assert got.asset.risk.max_severity == common_pb2.SEVERITY_CRITICAL
     events = await asyncio.to_thread(_custody_events, stack, ingest_tenant, agent.asset_id)
-    assert [e.actor for e in events] == ["policy:exposed-listener"]
+    assert [e.actor for e in events] == ["ingest:enroll", "policy:exposed-listener"]
 
 
 def _custody_events(stack: Stack, tenant: IngestTenant, asset_id: str) -> list[common_pb2.LedgerEvent]:
-    """The asset's custody events once its first one is chained (moments after the order)."""
+    """The asset's custody events once the one after its enrollment is chained (moments after the order)."""
     with grpc.insecure_channel(stack.addresses["assets"]) as channel:
         assets = assets_pb2_grpc.AssetServiceStub(channel)
-        return until(lambda: list(assets.GetCustodyLog(assets_pb2.GetCustodyLogRequest(asset_id=asset_id),
-                                                        metadata=tenant.admin()).events),
-                     30, f"a custody event of {asset_id}")
+        def events() -> list[common_pb2.LedgerEvent]:
+            got = list(assets.GetCustodyLog(assets_pb2.GetCustodyLogRequest(asset_id=asset_id),
+                                            metadata=tenant.admin()).events)
+            return got if len(got) >= 2 else []
+
+        return until(events, 30, f"a custody event of {asset_id} after its enrollment")
 
 
 async def test_a_policy_firing_on_many_hosts_isolates_every_one(stack: Stack, ingest_tenant: IngestTenant) -> None:
@@ -70,7 +73,7 @@ async def test_a_policy_firing_on_many_hosts_isolates_every_one(stack: Stack, in
     finally:
         await asyncio.gather(*(a.close() for a in agents))
     assert [[(e.actor, e.action) for e in log] for log in logs] == [
-        [("policy:exposed-listener", "asset.isolate.requested")]] * len(agents)
+        [("ingest:enroll", "asset.enrolled"), ("policy:exposed-listener", "asset.isolate.requested")]] * len(agents)
 
 
 async def test_the_same_finding_without_isolate_only_raises_the_risk(stack: Stack, ingest_tenant: IngestTenant,

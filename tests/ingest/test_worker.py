@@ -13,8 +13,9 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import grpc
 import pytest
-from lifecyclezero.v1 import common_pb2, ingest_pb2
+from lifecyclezero.v1 import assets_pb2, assets_pb2_grpc, common_pb2, ingest_pb2
 
 from services.ingest import domain, keys, store
 from services.kit import aws, embedded
@@ -74,7 +75,8 @@ def start_worker(stack: Stack, tmp_path: Any) -> Iterator[Callable[..., Queues]]
             "RedrivePolicy": json.dumps({"deadLetterTargetArn": arn, "maxReceiveCount": "5"}),
         })["QueueUrl"]
         full = {**os.environ, **embedded.EMBEDDED_CREDENTIALS, **stack.env, "LZ_QUEUE_URL": url, "LZ_DLQ_URL": dlq,
-                "LZ_WORKER_WAIT_SECONDS": "1", "LZ_WORKER_RETRY_SECONDS": "1", **env}
+                "LZ_WORKER_WAIT_SECONDS": "1", "LZ_WORKER_RETRY_SECONDS": "1",
+                "LZ_SERVICE_TOKEN": stack.service_tokens["risk-worker"], **env}
         log = open(tmp_path / f"{name}.log", "ab")  # noqa: SIM115
         procs.append(subprocess.Popen([sys.executable, "-m", "services.ingest.worker"], env=full, stdout=log,
                                       stderr=subprocess.STDOUT))
@@ -226,3 +228,32 @@ def test_a_poison_heartbeat_in_an_envelope_is_dead_lettered_alone(stack: Stack, 
     assert [json.loads(m["Body"]) for m in dead] == [{"v": 2, "h": [poison]}]
     table = _aws(stack).table_name
     _wait_for(lambda: store.count_telemetry(ddb, table, ingest_tenant.tenant, asset) == 2)
+
+
+def test_one_hostile_hostname_does_not_drop_the_other_assets_risk(
+    stack: Stack, ingest_tenant: IngestTenant, start_worker: Callable[..., Queues]
+) -> None:
+    """In one batch, the update whose hostname holds an escape sequence is dropped alone; the other asset's risk is
+    recorded."""
+    queues = start_worker()
+    good, bad = (enroll(stack.addresses["ingest"], ingest_tenant, hostname=h).asset_id for h in ("ws-good", "ws-bad"))
+    hostile = common_pb2.Inventory()
+    hostile.CopyFrom(EXPOSED)
+    hostile.hostname = "ws\x1b]0;pwned\x07"
+    entries = []
+    for asset, inventory in ((bad, hostile), (good, EXPOSED)):
+        hb = ingest_pb2.Heartbeat(seq=1, inventory_digest=digest_of(inventory), inventory=inventory)
+        hb.observe_time.FromDatetime(dt.datetime(2026, 5, 1, 12, 0, tzinfo=dt.UTC))
+        entries.append(domain.batch_entry(ingest_tenant.tenant, asset, 1, int(time.time() * 1000),
+                                          hb.SerializeToString()))
+    queues.send(domain.encode_batch(entries))
+    with grpc.insecure_channel(stack.addresses["assets"]) as channel:
+        stub = assets_pb2_grpc.AssetServiceStub(channel)
+
+        def risk(asset: str) -> int:
+            got = stub.GetAsset(assets_pb2.GetAssetRequest(asset_id=asset), metadata=ingest_tenant.admin(), timeout=10)
+            return int(got.asset.risk.max_severity)
+
+        assert _wait_for(lambda: risk(good) == common_pb2.SEVERITY_CRITICAL)
+        _wait_for(lambda: queues.depth(queues.url) == 0)
+        assert risk(bad) == common_pb2.SEVERITY_UNSPECIFIED

@@ -51,7 +51,7 @@ class _Harness:
         self.ready = False
         self.running: RunningServer | None = None
 
-    async def start(self, internal: dict[str, frozenset[str]] | None = None) -> RunningServer:
+    async def start(self, internal: dict[str, frozenset[str]] | None = None, reflection: bool = True) -> RunningServer:
         async def check_ready() -> None:
             if not self.ready:
                 raise ConnectionError("dependency down")
@@ -72,7 +72,8 @@ class _Harness:
             callers={f"/{SERVICE}/GetEvent": frozenset({"assets"})},
         )
         internal_port = embedded.free_port() if internal else 0
-        self.running = await build_server(service, ServerSettings(port=0, internal_port=internal_port))
+        self.running = await build_server(service, ServerSettings(port=0, internal_port=internal_port,
+                                                                  reflection=reflection))
         return self.running
 
 
@@ -131,6 +132,21 @@ async def test_reflection_lists_the_service(harness: _Harness) -> None:
         call = stub.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")]))
         names = [s.name async for reply in call for s in reply.list_services_response.service]
     assert SERVICE in names
+
+
+async def test_reflection_is_off_unless_asked_for() -> None:
+    """With the default settings (LZ_REFLECTION unset) reflection answers UNIMPLEMENTED."""
+    h = _Harness()
+    running = await h.start(reflection=False)
+    try:
+        async with _channel(h) as ch:
+            call = reflection_pb2_grpc.ServerReflectionStub(ch).ServerReflectionInfo(
+                iter([reflection_pb2.ServerReflectionRequest(list_services="")]))
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                _ = [reply async for reply in call]
+        assert caught.value.code() == grpc.StatusCode.UNIMPLEMENTED
+    finally:
+        await stop_server(running, 0.5)
 
 
 @pytest.mark.parametrize(

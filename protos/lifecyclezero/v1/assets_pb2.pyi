@@ -41,6 +41,31 @@ ROLE_OPERATOR: Role.ValueType  # 2
 ROLE_ADMIN: Role.ValueType  # 3
 Global___Role: _TypeAlias = Role  # noqa: Y015
 
+class _EnrollmentKind:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _EnrollmentKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_EnrollmentKind.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    ENROLLMENT_KIND_UNSPECIFIED: _EnrollmentKind.ValueType  # 0
+    ENROLLMENT_KIND_NEW: _EnrollmentKind.ValueType  # 1
+    """A new host: a new asset."""
+    ENROLLMENT_KIND_ROTATION: _EnrollmentKind.ValueType  # 2
+    """The enrolled agent replaces its own credential (it proved the current one to ingest)."""
+    ENROLLMENT_KIND_REENROLL: _EnrollmentKind.ValueType  # 3
+    """The host enrolls again with an operator's one-time re-enrollment code."""
+
+class EnrollmentKind(_EnrollmentKind, metaclass=_EnrollmentKindEnumTypeWrapper): ...
+
+ENROLLMENT_KIND_UNSPECIFIED: EnrollmentKind.ValueType  # 0
+ENROLLMENT_KIND_NEW: EnrollmentKind.ValueType  # 1
+"""A new host: a new asset."""
+ENROLLMENT_KIND_ROTATION: EnrollmentKind.ValueType  # 2
+"""The enrolled agent replaces its own credential (it proved the current one to ingest)."""
+ENROLLMENT_KIND_REENROLL: EnrollmentKind.ValueType  # 3
+"""The host enrolls again with an operator's one-time re-enrollment code."""
+Global___EnrollmentKind: _TypeAlias = EnrollmentKind  # noqa: Y015
+
 @_typing.final
 class Tenant(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
@@ -778,8 +803,11 @@ class RecordAgentEventResponse(_message.Message):
     CUSTODY_SEQ_FIELD_NUMBER: _builtins.int
     REPLAYED_FIELD_NUMBER: _builtins.int
     custody_seq: _builtins.int
+    """0 until the custody event is chained (moments after the answer; see GetCustodyLog). A replayed
+    answer carries the first recording's seq once it is chained.
+    """
     replayed: _builtins.bool
-    """True when the event id was recorded before; custody_seq is then the first recording's."""
+    """True when the event id was recorded before."""
     def __init__(
         self,
         *,
@@ -854,6 +882,7 @@ class AssetRiskUpdate(_message.Message):
     OS_FIELD_NUMBER: _builtins.int
     AGENT_VERSION_FIELD_NUMBER: _builtins.int
     AGENT_INVENTORY_FIELD_NUMBER: _builtins.int
+    ENGINE_INVENTORY_FIELD_NUMBER: _builtins.int
     asset_id: _builtins.str
     hostname: _builtins.str
     os: _builtins.str
@@ -866,6 +895,10 @@ class AssetRiskUpdate(_message.Message):
     def agent_inventory(self) -> _common_pb2.AgentInventory:
         """Set with risk when the inventory changed: its agents and MCP servers."""
 
+    @_builtins.property
+    def engine_inventory(self) -> _common_pb2.EngineInventory:
+        """Set with risk when the inventory changed: its engines and models."""
+
     def __init__(
         self,
         *,
@@ -876,10 +909,11 @@ class AssetRiskUpdate(_message.Message):
         os: _builtins.str = ...,
         agent_version: _builtins.str = ...,
         agent_inventory: _common_pb2.AgentInventory | None = ...,
+        engine_inventory: _common_pb2.EngineInventory | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["agent_inventory", b"agent_inventory", "last_seen_time", b"last_seen_time", "risk", b"risk"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["agent_inventory", b"agent_inventory", "engine_inventory", b"engine_inventory", "last_seen_time", b"last_seen_time", "risk", b"risk"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_inventory", b"agent_inventory", "agent_version", b"agent_version", "asset_id", b"asset_id", "hostname", b"hostname", "last_seen_time", b"last_seen_time", "os", b"os", "risk", b"risk"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_inventory", b"agent_inventory", "agent_version", b"agent_version", "asset_id", b"asset_id", "engine_inventory", b"engine_inventory", "hostname", b"hostname", "last_seen_time", b"last_seen_time", "os", b"os", "risk", b"risk"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1033,6 +1067,114 @@ class GetCustodyLogResponse(_message.Message):
 Global___GetCustodyLogResponse: _TypeAlias = GetCustodyLogResponse  # noqa: Y015
 
 @_typing.final
+class ApproveReEnrollmentRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ASSET_ID_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    asset_id: _builtins.str
+    reason: _builtins.str
+    """Why the host may enroll again; recorded in the custody event."""
+    request_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        asset_id: _builtins.str = ...,
+        reason: _builtins.str = ...,
+        request_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["asset_id", b"asset_id", "reason", b"reason", "request_id", b"request_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ApproveReEnrollmentRequest: _TypeAlias = ApproveReEnrollmentRequest  # noqa: Y015
+
+@_typing.final
+class ApproveReEnrollmentResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REENROLL_CODE_FIELD_NUMBER: _builtins.int
+    EXPIRE_TIME_FIELD_NUMBER: _builtins.int
+    CUSTODY_SEQ_FIELD_NUMBER: _builtins.int
+    reenroll_code: _builtins.str
+    """The one-time code the host passes to `lz-agent enroll --reenroll-code-file`; shown once."""
+    custody_seq: _builtins.int
+    @_builtins.property
+    def expire_time(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        reenroll_code: _builtins.str = ...,
+        expire_time: _timestamp_pb2.Timestamp | None = ...,
+        custody_seq: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["expire_time", b"expire_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["custody_seq", b"custody_seq", "expire_time", b"expire_time", "reenroll_code", b"reenroll_code"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ApproveReEnrollmentResponse: _TypeAlias = ApproveReEnrollmentResponse  # noqa: Y015
+
+@_typing.final
+class RecordEnrollmentRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KIND_FIELD_NUMBER: _builtins.int
+    ASSET_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    REENROLL_CODE_FIELD_NUMBER: _builtins.int
+    kind: Global___EnrollmentKind.ValueType
+    request_id: _builtins.str
+    reenroll_code: _builtins.str
+    """REENROLL only: the code ApproveReEnrollment issued."""
+    @_builtins.property
+    def asset(self) -> _common_pb2.Asset:
+        """The host's facts; asset_id names the asset for ROTATION and REENROLL, and the new asset for NEW."""
+
+    def __init__(
+        self,
+        *,
+        kind: Global___EnrollmentKind.ValueType = ...,
+        asset: _common_pb2.Asset | None = ...,
+        request_id: _builtins.str = ...,
+        reenroll_code: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["asset", b"asset"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["asset", b"asset", "kind", b"kind", "reenroll_code", b"reenroll_code", "request_id", b"request_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RecordEnrollmentRequest: _TypeAlias = RecordEnrollmentRequest  # noqa: Y015
+
+@_typing.final
+class RecordEnrollmentResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ASSET_FIELD_NUMBER: _builtins.int
+    CUSTODY_SEQ_FIELD_NUMBER: _builtins.int
+    custody_seq: _builtins.int
+    @_builtins.property
+    def asset(self) -> _common_pb2.Asset: ...
+    def __init__(
+        self,
+        *,
+        asset: _common_pb2.Asset | None = ...,
+        custody_seq: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["asset", b"asset"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["asset", b"asset", "custody_seq", b"custody_seq"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RecordEnrollmentResponse: _TypeAlias = RecordEnrollmentResponse  # noqa: Y015
+
+@_typing.final
 class GetFleetSummaryRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -1150,6 +1292,9 @@ class RecordAgentLossResponse(_message.Message):
     isolated: _builtins.bool
     """True when the asset was isolated (or an isolation or release was pending) and the event was recorded."""
     custody_seq: _builtins.int
+    """0 until the custody event is chained (moments after the answer; see GetCustodyLog). A repeated
+    request id answers the first recording's seq once it is chained.
+    """
     status: _common_pb2.AssetStatus.ValueType
     def __init__(
         self,

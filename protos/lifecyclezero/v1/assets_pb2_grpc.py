@@ -131,6 +131,16 @@ class AssetServiceStub:
                 request_serializer=lifecyclezero_dot_v1_dot_assets__pb2.GetCustodyLogRequest.SerializeToString,
                 response_deserializer=lifecyclezero_dot_v1_dot_assets__pb2.GetCustodyLogResponse.FromString,
                 _registered_method=True)
+        self.ApproveReEnrollment = channel.unary_unary(
+                '/lifecyclezero.v1.AssetService/ApproveReEnrollment',
+                request_serializer=lifecyclezero_dot_v1_dot_assets__pb2.ApproveReEnrollmentRequest.SerializeToString,
+                response_deserializer=lifecyclezero_dot_v1_dot_assets__pb2.ApproveReEnrollmentResponse.FromString,
+                _registered_method=True)
+        self.RecordEnrollment = channel.unary_unary(
+                '/lifecyclezero.v1.AssetService/RecordEnrollment',
+                request_serializer=lifecyclezero_dot_v1_dot_assets__pb2.RecordEnrollmentRequest.SerializeToString,
+                response_deserializer=lifecyclezero_dot_v1_dot_assets__pb2.RecordEnrollmentResponse.FromString,
+                _registered_method=True)
         self.GetFleetSummary = channel.unary_unary(
                 '/lifecyclezero.v1.AssetService/GetFleetSummary',
                 request_serializer=lifecyclezero_dot_v1_dot_assets__pb2.GetFleetSummaryRequest.SerializeToString,
@@ -276,6 +286,22 @@ class AssetServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ApproveReEnrollment(self, request, context):
+        """An operator approves that an enrolled (or revoked) asset enrolls again: records the approval in the
+        custody ledger and issues a one-time re-enrollment code (shown once; only its hash is stored).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RecordEnrollment(self, request, context):
+        """Internal (ingest): the custody side of an enrollment, in one transaction with its custody event: a new
+        asset (within the tenant's quota), a credential rotation, or the redemption of a re-enrollment code.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def GetFleetSummary(self, request, context):
         """Counts of the tenant's agents by connection state and by version.
         """
@@ -388,6 +414,16 @@ def add_AssetServiceServicer_to_server(servicer, server):
                     servicer.GetCustodyLog,
                     request_deserializer=lifecyclezero_dot_v1_dot_assets__pb2.GetCustodyLogRequest.FromString,
                     response_serializer=lifecyclezero_dot_v1_dot_assets__pb2.GetCustodyLogResponse.SerializeToString,
+            ),
+            'ApproveReEnrollment': grpc.unary_unary_rpc_method_handler(
+                    servicer.ApproveReEnrollment,
+                    request_deserializer=lifecyclezero_dot_v1_dot_assets__pb2.ApproveReEnrollmentRequest.FromString,
+                    response_serializer=lifecyclezero_dot_v1_dot_assets__pb2.ApproveReEnrollmentResponse.SerializeToString,
+            ),
+            'RecordEnrollment': grpc.unary_unary_rpc_method_handler(
+                    servicer.RecordEnrollment,
+                    request_deserializer=lifecyclezero_dot_v1_dot_assets__pb2.RecordEnrollmentRequest.FromString,
+                    response_serializer=lifecyclezero_dot_v1_dot_assets__pb2.RecordEnrollmentResponse.SerializeToString,
             ),
             'GetFleetSummary': grpc.unary_unary_rpc_method_handler(
                     servicer.GetFleetSummary,
@@ -915,6 +951,60 @@ class AssetService:
             '/lifecyclezero.v1.AssetService/GetCustodyLog',
             lifecyclezero_dot_v1_dot_assets__pb2.GetCustodyLogRequest.SerializeToString,
             lifecyclezero_dot_v1_dot_assets__pb2.GetCustodyLogResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ApproveReEnrollment(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lifecyclezero.v1.AssetService/ApproveReEnrollment',
+            lifecyclezero_dot_v1_dot_assets__pb2.ApproveReEnrollmentRequest.SerializeToString,
+            lifecyclezero_dot_v1_dot_assets__pb2.ApproveReEnrollmentResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RecordEnrollment(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lifecyclezero.v1.AssetService/RecordEnrollment',
+            lifecyclezero_dot_v1_dot_assets__pb2.RecordEnrollmentRequest.SerializeToString,
+            lifecyclezero_dot_v1_dot_assets__pb2.RecordEnrollmentResponse.FromString,
             options,
             channel_credentials,
             insecure,

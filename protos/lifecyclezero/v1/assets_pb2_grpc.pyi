@@ -71,6 +71,14 @@ class AssetServiceStub:
     ListAlerts: _grpc.UnaryUnaryMultiCallable[_assets_pb2.ListAlertsRequest, _assets_pb2.ListAlertsResponse]
     GetCustodyLog: _grpc.UnaryUnaryMultiCallable[_assets_pb2.GetCustodyLogRequest, _assets_pb2.GetCustodyLogResponse]
     """The asset's custody events in order, each with the sequence number that ExportProof proves."""
+    ApproveReEnrollment: _grpc.UnaryUnaryMultiCallable[_assets_pb2.ApproveReEnrollmentRequest, _assets_pb2.ApproveReEnrollmentResponse]
+    """An operator approves that an enrolled (or revoked) asset enrolls again: records the approval in the
+    custody ledger and issues a one-time re-enrollment code (shown once; only its hash is stored).
+    """
+    RecordEnrollment: _grpc.UnaryUnaryMultiCallable[_assets_pb2.RecordEnrollmentRequest, _assets_pb2.RecordEnrollmentResponse]
+    """Internal (ingest): the custody side of an enrollment, in one transaction with its custody event: a new
+    asset (within the tenant's quota), a credential rotation, or the redemption of a re-enrollment code.
+    """
     GetFleetSummary: _grpc.UnaryUnaryMultiCallable[_assets_pb2.GetFleetSummaryRequest, _assets_pb2.GetFleetSummaryResponse]
     """Counts of the tenant's agents by connection state and by version."""
     RecordAgentLoss: _grpc.UnaryUnaryMultiCallable[_assets_pb2.RecordAgentLossRequest, _assets_pb2.RecordAgentLossResponse]
@@ -121,6 +129,14 @@ class AssetServiceAsyncStub(AssetServiceStub):
     ListAlerts: _aio.UnaryUnaryMultiCallable[_assets_pb2.ListAlertsRequest, _assets_pb2.ListAlertsResponse]  # type: ignore[assignment]
     GetCustodyLog: _aio.UnaryUnaryMultiCallable[_assets_pb2.GetCustodyLogRequest, _assets_pb2.GetCustodyLogResponse]  # type: ignore[assignment]
     """The asset's custody events in order, each with the sequence number that ExportProof proves."""
+    ApproveReEnrollment: _aio.UnaryUnaryMultiCallable[_assets_pb2.ApproveReEnrollmentRequest, _assets_pb2.ApproveReEnrollmentResponse]  # type: ignore[assignment]
+    """An operator approves that an enrolled (or revoked) asset enrolls again: records the approval in the
+    custody ledger and issues a one-time re-enrollment code (shown once; only its hash is stored).
+    """
+    RecordEnrollment: _aio.UnaryUnaryMultiCallable[_assets_pb2.RecordEnrollmentRequest, _assets_pb2.RecordEnrollmentResponse]  # type: ignore[assignment]
+    """Internal (ingest): the custody side of an enrollment, in one transaction with its custody event: a new
+    asset (within the tenant's quota), a credential rotation, or the redemption of a re-enrollment code.
+    """
     GetFleetSummary: _aio.UnaryUnaryMultiCallable[_assets_pb2.GetFleetSummaryRequest, _assets_pb2.GetFleetSummaryResponse]  # type: ignore[assignment]
     """Counts of the tenant's agents by connection state and by version."""
     RecordAgentLoss: _aio.UnaryUnaryMultiCallable[_assets_pb2.RecordAgentLossRequest, _assets_pb2.RecordAgentLossResponse]  # type: ignore[assignment]
@@ -282,6 +298,26 @@ class AssetServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_assets_pb2.GetCustodyLogResponse, _abc.Awaitable[_assets_pb2.GetCustodyLogResponse]]:
         """The asset's custody events in order, each with the sequence number that ExportProof proves."""
+
+    @_abc_1.abstractmethod
+    def ApproveReEnrollment(
+        self,
+        request: _assets_pb2.ApproveReEnrollmentRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_assets_pb2.ApproveReEnrollmentResponse, _abc.Awaitable[_assets_pb2.ApproveReEnrollmentResponse]]:
+        """An operator approves that an enrolled (or revoked) asset enrolls again: records the approval in the
+        custody ledger and issues a one-time re-enrollment code (shown once; only its hash is stored).
+        """
+
+    @_abc_1.abstractmethod
+    def RecordEnrollment(
+        self,
+        request: _assets_pb2.RecordEnrollmentRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_assets_pb2.RecordEnrollmentResponse, _abc.Awaitable[_assets_pb2.RecordEnrollmentResponse]]:
+        """Internal (ingest): the custody side of an enrollment, in one transaction with its custody event: a new
+        asset (within the tenant's quota), a credential rotation, or the redemption of a re-enrollment code.
+        """
 
     @_abc_1.abstractmethod
     def GetFleetSummary(

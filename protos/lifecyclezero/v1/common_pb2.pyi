@@ -572,6 +572,52 @@ class AgentInventory(_message.Message):
 Global___AgentInventory: _TypeAlias = AgentInventory  # noqa: Y015
 
 @_typing.final
+class EngineInventory(_message.Message):
+    """The AI engines and model files of an asset's newest inventory, as the control plane keeps them
+    (process ids left out: they change without the host's setup changing), with the agent's own account of
+    what it left out and which discovery steps failed.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ENGINES_FIELD_NUMBER: _builtins.int
+    MODELS_FIELD_NUMBER: _builtins.int
+    ENGINES_OMITTED_FIELD_NUMBER: _builtins.int
+    MODELS_OMITTED_FIELD_NUMBER: _builtins.int
+    OMITTED_REASON_FIELD_NUMBER: _builtins.int
+    ERRORS_FIELD_NUMBER: _builtins.int
+    EVALUATE_TIME_FIELD_NUMBER: _builtins.int
+    engines_omitted: _builtins.int
+    models_omitted: _builtins.int
+    omitted_reason: _builtins.str
+    @_builtins.property
+    def engines(self) -> _containers.RepeatedCompositeFieldContainer[Global___Engine]: ...
+    @_builtins.property
+    def models(self) -> _containers.RepeatedCompositeFieldContainer[Global___Model]: ...
+    @_builtins.property
+    def errors(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def evaluate_time(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        engines: _abc.Iterable[Global___Engine] | None = ...,
+        models: _abc.Iterable[Global___Model] | None = ...,
+        engines_omitted: _builtins.int = ...,
+        models_omitted: _builtins.int = ...,
+        omitted_reason: _builtins.str = ...,
+        errors: _abc.Iterable[_builtins.str] | None = ...,
+        evaluate_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["evaluate_time", b"evaluate_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["engines", b"engines", "engines_omitted", b"engines_omitted", "errors", b"errors", "evaluate_time", b"evaluate_time", "models", b"models", "models_omitted", b"models_omitted", "omitted_reason", b"omitted_reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___EngineInventory: _TypeAlias = EngineInventory  # noqa: Y015
+
+@_typing.final
 class Inventory(_message.Message):
     """Everything the agent found on one host at one moment."""
 
@@ -715,6 +761,7 @@ class Asset(_message.Message):
     AGENT_PLATFORM_FIELD_NUMBER: _builtins.int
     AGENT_OUTDATED_FIELD_NUMBER: _builtins.int
     AGENT_INVENTORY_FIELD_NUMBER: _builtins.int
+    ENGINE_INVENTORY_FIELD_NUMBER: _builtins.int
     asset_id: _builtins.str
     hostname: _builtins.str
     employee_id: _builtins.str
@@ -752,6 +799,10 @@ class Asset(_message.Message):
     def agent_inventory(self) -> Global___AgentInventory:
         """AI agents and MCP servers of the newest inventory (GetAsset only)."""
 
+    @_builtins.property
+    def engine_inventory(self) -> Global___EngineInventory:
+        """AI engines and model files of the newest inventory (GetAsset only)."""
+
     def __init__(
         self,
         *,
@@ -773,10 +824,11 @@ class Asset(_message.Message):
         agent_platform: _builtins.str = ...,
         agent_outdated: _builtins.bool = ...,
         agent_inventory: Global___AgentInventory | None = ...,
+        engine_inventory: Global___EngineInventory | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["agent_inventory", b"agent_inventory", "connection_change_time", b"connection_change_time", "create_time", b"create_time", "last_seen_time", b"last_seen_time", "risk", b"risk", "update_time", b"update_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["agent_inventory", b"agent_inventory", "connection_change_time", b"connection_change_time", "create_time", b"create_time", "engine_inventory", b"engine_inventory", "last_seen_time", b"last_seen_time", "risk", b"risk", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_inventory", b"agent_inventory", "agent_outdated", b"agent_outdated", "agent_platform", b"agent_platform", "agent_version", b"agent_version", "asset_id", b"asset_id", "connection_change_time", b"connection_change_time", "connection_state", b"connection_state", "create_time", b"create_time", "disconnect_reason", b"disconnect_reason", "employee_id", b"employee_id", "hostname", b"hostname", "last_custody_seq", b"last_custody_seq", "last_seen_time", b"last_seen_time", "os", b"os", "risk", b"risk", "status", b"status", "status_reason", b"status_reason", "update_time", b"update_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_inventory", b"agent_inventory", "agent_outdated", b"agent_outdated", "agent_platform", b"agent_platform", "agent_version", b"agent_version", "asset_id", b"asset_id", "connection_change_time", b"connection_change_time", "connection_state", b"connection_state", "create_time", b"create_time", "disconnect_reason", b"disconnect_reason", "employee_id", b"employee_id", "engine_inventory", b"engine_inventory", "hostname", b"hostname", "last_custody_seq", b"last_custody_seq", "last_seen_time", b"last_seen_time", "os", b"os", "risk", b"risk", "status", b"status", "status_reason", b"status_reason", "update_time", b"update_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

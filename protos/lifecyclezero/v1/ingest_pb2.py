@@ -26,41 +26,41 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from lifecyclezero.v1 import common_pb2 as lifecyclezero_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dlifecyclezero/v1/ingest.proto\x12\x10lifecyclezero.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1dlifecyclezero/v1/common.proto\"\xad\x01\n\rEnrollRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x19\n\x11\x65nrollment_secret\x18\x02 \x01(\t\x12\x10\n\x08hostname\x18\x03 \x01(\t\x12\x13\n\x0b\x65mployee_id\x18\x04 \x01(\t\x12\n\n\x02os\x18\x05 \x01(\t\x12\x15\n\ragent_version\x18\x06 \x01(\t\x12\x10\n\x08\x61sset_id\x18\x07 \x01(\t\x12\x12\n\nrequest_id\x18\x08 \x01(\t\"`\n\x0e\x45nrollResponse\x12\x10\n\x08\x61sset_id\x18\x01 \x01(\t\x12\x18\n\x10\x61gent_credential\x18\x02 \x01(\t\x12\"\n\x1aheartbeat_interval_seconds\x18\x03 \x01(\r\"\x87\x01\n\x05Hello\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x10\n\x08\x61sset_id\x18\x02 \x01(\t\x12\x18\n\x10\x61gent_credential\x18\x03 \x01(\t\x12\x16\n\x0elast_acked_seq\x18\x04 \x01(\x03\x12\x15\n\ragent_version\x18\x05 \x01(\t\x12\x10\n\x08platform\x18\x1e \x01(\t\"\xd5\x01\n\tHeartbeat\x12\x0b\n\x03seq\x18\x01 \x01(\x03\x12\x30\n\x0cobserve_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x18\n\x10inventory_digest\x18\x03 \x01(\t\x12.\n\tinventory\x18\x04 \x01(\x0b\x32\x1b.lifecyclezero.v1.Inventory\x12\x15\n\rspool_dropped\x18\x05 \x01(\x03\x12\x10\n\x08replayed\x18\x06 \x01(\x08\x12\x16\n\x0espool_rejected\x18\x14 \x01(\x03\"\x95\x02\n\x0e\x43onnectRequest\x12(\n\x05hello\x18\x01 \x01(\x0b\x32\x17.lifecyclezero.v1.HelloH\x00\x12\x30\n\theartbeat\x18\x02 \x01(\x0b\x32\x1b.lifecyclezero.v1.HeartbeatH\x00\x12\x39\n\x0e\x63ommand_result\x18\x03 \x01(\x0b\x32\x1f.lifecyclezero.v1.CommandResultH\x00\x12\x33\n\x0b\x61gent_event\x18\x14 \x01(\x0b\x32\x1c.lifecyclezero.v1.AgentEventH\x00\x12,\n\x07goodbye\x18\x1e \x01(\x0b\x32\x19.lifecyclezero.v1.GoodbyeH\x00\x42\t\n\x07message\"J\n\x07Goodbye\x12/\n\x06reason\x18\x01 \x01(\x0e\x32\x1f.lifecyclezero.v1.GoodbyeReason\x12\x0e\n\x06\x64\x65tail\x18\x02 \x01(\t\"@\n\x07Welcome\x12\x11\n\tacked_seq\x18\x01 \x01(\x03\x12\"\n\x1aheartbeat_interval_seconds\x18\x02 \x01(\r\">\n\x03\x41\x63k\x12\x11\n\tacked_seq\x18\x01 \x01(\x03\x12\x12\n\ncommand_id\x18\x02 \x01(\t\x12\x10\n\x08\x65vent_id\x18\x14 \x01(\t\"\x9e\x01\n\x0f\x43onnectResponse\x12,\n\x07welcome\x18\x01 \x01(\x0b\x32\x19.lifecyclezero.v1.WelcomeH\x00\x12$\n\x03\x61\x63k\x18\x02 \x01(\x0b\x32\x15.lifecyclezero.v1.AckH\x00\x12,\n\x07\x63ommand\x18\x03 \x01(\x0b\x32\x19.lifecyclezero.v1.CommandH\x00\x42\t\n\x07message\"C\n\x15\x44\x65liverCommandRequest\x12*\n\x07\x63ommand\x18\x01 \x01(\x0b\x32\x19.lifecyclezero.v1.Command\"+\n\x16\x44\x65liverCommandResponse\x12\x11\n\tdelivered\x18\x01 \x01(\x08\":\n\x12RevokeAgentRequest\x12\x10\n\x08\x61sset_id\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"\x15\n\x13RevokeAgentResponse*\xae\x01\n\rGoodbyeReason\x12\x1e\n\x1aGOODBYE_REASON_UNSPECIFIED\x10\x00\x12\x1f\n\x1bGOODBYE_REASON_SERVICE_STOP\x10\x01\x12\"\n\x1eGOODBYE_REASON_SYSTEM_SHUTDOWN\x10\x02\x12\x1a\n\x16GOODBYE_REASON_UPGRADE\x10\x03\x12\x1c\n\x18GOODBYE_REASON_UNINSTALL\x10\x04\x32\xf1\x02\n\rIngestService\x12K\n\x06\x45nroll\x12\x1f.lifecyclezero.v1.EnrollRequest\x1a .lifecyclezero.v1.EnrollResponse\x12R\n\x07\x43onnect\x12 .lifecyclezero.v1.ConnectRequest\x1a!.lifecyclezero.v1.ConnectResponse(\x01\x30\x01\x12\x63\n\x0e\x44\x65liverCommand\x12\'.lifecyclezero.v1.DeliverCommandRequest\x1a(.lifecyclezero.v1.DeliverCommandResponse\x12Z\n\x0bRevokeAgent\x12$.lifecyclezero.v1.RevokeAgentRequest\x1a%.lifecyclezero.v1.RevokeAgentResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dlifecyclezero/v1/ingest.proto\x12\x10lifecyclezero.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1dlifecyclezero/v1/common.proto\"\xde\x01\n\rEnrollRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x19\n\x11\x65nrollment_secret\x18\x02 \x01(\t\x12\x10\n\x08hostname\x18\x03 \x01(\t\x12\x13\n\x0b\x65mployee_id\x18\x04 \x01(\t\x12\n\n\x02os\x18\x05 \x01(\t\x12\x15\n\ragent_version\x18\x06 \x01(\t\x12\x10\n\x08\x61sset_id\x18\x07 \x01(\t\x12\x12\n\nrequest_id\x18\x08 \x01(\t\x12\x18\n\x10\x61gent_credential\x18( \x01(\t\x12\x15\n\rreenroll_code\x18) \x01(\t\"`\n\x0e\x45nrollResponse\x12\x10\n\x08\x61sset_id\x18\x01 \x01(\t\x12\x18\n\x10\x61gent_credential\x18\x02 \x01(\t\x12\"\n\x1aheartbeat_interval_seconds\x18\x03 \x01(\r\"\x87\x01\n\x05Hello\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x10\n\x08\x61sset_id\x18\x02 \x01(\t\x12\x18\n\x10\x61gent_credential\x18\x03 \x01(\t\x12\x16\n\x0elast_acked_seq\x18\x04 \x01(\x03\x12\x15\n\ragent_version\x18\x05 \x01(\t\x12\x10\n\x08platform\x18\x1e \x01(\t\"\xd5\x01\n\tHeartbeat\x12\x0b\n\x03seq\x18\x01 \x01(\x03\x12\x30\n\x0cobserve_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x18\n\x10inventory_digest\x18\x03 \x01(\t\x12.\n\tinventory\x18\x04 \x01(\x0b\x32\x1b.lifecyclezero.v1.Inventory\x12\x15\n\rspool_dropped\x18\x05 \x01(\x03\x12\x10\n\x08replayed\x18\x06 \x01(\x08\x12\x16\n\x0espool_rejected\x18\x14 \x01(\x03\"\x95\x02\n\x0e\x43onnectRequest\x12(\n\x05hello\x18\x01 \x01(\x0b\x32\x17.lifecyclezero.v1.HelloH\x00\x12\x30\n\theartbeat\x18\x02 \x01(\x0b\x32\x1b.lifecyclezero.v1.HeartbeatH\x00\x12\x39\n\x0e\x63ommand_result\x18\x03 \x01(\x0b\x32\x1f.lifecyclezero.v1.CommandResultH\x00\x12\x33\n\x0b\x61gent_event\x18\x14 \x01(\x0b\x32\x1c.lifecyclezero.v1.AgentEventH\x00\x12,\n\x07goodbye\x18\x1e \x01(\x0b\x32\x19.lifecyclezero.v1.GoodbyeH\x00\x42\t\n\x07message\"J\n\x07Goodbye\x12/\n\x06reason\x18\x01 \x01(\x0e\x32\x1f.lifecyclezero.v1.GoodbyeReason\x12\x0e\n\x06\x64\x65tail\x18\x02 \x01(\t\"@\n\x07Welcome\x12\x11\n\tacked_seq\x18\x01 \x01(\x03\x12\"\n\x1aheartbeat_interval_seconds\x18\x02 \x01(\r\">\n\x03\x41\x63k\x12\x11\n\tacked_seq\x18\x01 \x01(\x03\x12\x12\n\ncommand_id\x18\x02 \x01(\t\x12\x10\n\x08\x65vent_id\x18\x14 \x01(\t\"\x9e\x01\n\x0f\x43onnectResponse\x12,\n\x07welcome\x18\x01 \x01(\x0b\x32\x19.lifecyclezero.v1.WelcomeH\x00\x12$\n\x03\x61\x63k\x18\x02 \x01(\x0b\x32\x15.lifecyclezero.v1.AckH\x00\x12,\n\x07\x63ommand\x18\x03 \x01(\x0b\x32\x19.lifecyclezero.v1.CommandH\x00\x42\t\n\x07message\"C\n\x15\x44\x65liverCommandRequest\x12*\n\x07\x63ommand\x18\x01 \x01(\x0b\x32\x19.lifecyclezero.v1.Command\"+\n\x16\x44\x65liverCommandResponse\x12\x11\n\tdelivered\x18\x01 \x01(\x08\":\n\x12RevokeAgentRequest\x12\x10\n\x08\x61sset_id\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"\x15\n\x13RevokeAgentResponse*\xae\x01\n\rGoodbyeReason\x12\x1e\n\x1aGOODBYE_REASON_UNSPECIFIED\x10\x00\x12\x1f\n\x1bGOODBYE_REASON_SERVICE_STOP\x10\x01\x12\"\n\x1eGOODBYE_REASON_SYSTEM_SHUTDOWN\x10\x02\x12\x1a\n\x16GOODBYE_REASON_UPGRADE\x10\x03\x12\x1c\n\x18GOODBYE_REASON_UNINSTALL\x10\x04\x32\xf1\x02\n\rIngestService\x12K\n\x06\x45nroll\x12\x1f.lifecyclezero.v1.EnrollRequest\x1a .lifecyclezero.v1.EnrollResponse\x12R\n\x07\x43onnect\x12 .lifecyclezero.v1.ConnectRequest\x1a!.lifecyclezero.v1.ConnectResponse(\x01\x30\x01\x12\x63\n\x0e\x44\x65liverCommand\x12\'.lifecyclezero.v1.DeliverCommandRequest\x1a(.lifecyclezero.v1.DeliverCommandResponse\x12Z\n\x0bRevokeAgent\x12$.lifecyclezero.v1.RevokeAgentRequest\x1a%.lifecyclezero.v1.RevokeAgentResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'lifecyclezero.v1.ingest_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_GOODBYEREASON']._serialized_start=1588
-  _globals['_GOODBYEREASON']._serialized_end=1762
+  _globals['_GOODBYEREASON']._serialized_start=1637
+  _globals['_GOODBYEREASON']._serialized_end=1811
   _globals['_ENROLLREQUEST']._serialized_start=116
-  _globals['_ENROLLREQUEST']._serialized_end=289
-  _globals['_ENROLLRESPONSE']._serialized_start=291
-  _globals['_ENROLLRESPONSE']._serialized_end=387
-  _globals['_HELLO']._serialized_start=390
-  _globals['_HELLO']._serialized_end=525
-  _globals['_HEARTBEAT']._serialized_start=528
-  _globals['_HEARTBEAT']._serialized_end=741
-  _globals['_CONNECTREQUEST']._serialized_start=744
-  _globals['_CONNECTREQUEST']._serialized_end=1021
-  _globals['_GOODBYE']._serialized_start=1023
-  _globals['_GOODBYE']._serialized_end=1097
-  _globals['_WELCOME']._serialized_start=1099
-  _globals['_WELCOME']._serialized_end=1163
-  _globals['_ACK']._serialized_start=1165
-  _globals['_ACK']._serialized_end=1227
-  _globals['_CONNECTRESPONSE']._serialized_start=1230
-  _globals['_CONNECTRESPONSE']._serialized_end=1388
-  _globals['_DELIVERCOMMANDREQUEST']._serialized_start=1390
-  _globals['_DELIVERCOMMANDREQUEST']._serialized_end=1457
-  _globals['_DELIVERCOMMANDRESPONSE']._serialized_start=1459
-  _globals['_DELIVERCOMMANDRESPONSE']._serialized_end=1502
-  _globals['_REVOKEAGENTREQUEST']._serialized_start=1504
-  _globals['_REVOKEAGENTREQUEST']._serialized_end=1562
-  _globals['_REVOKEAGENTRESPONSE']._serialized_start=1564
-  _globals['_REVOKEAGENTRESPONSE']._serialized_end=1585
-  _globals['_INGESTSERVICE']._serialized_start=1765
-  _globals['_INGESTSERVICE']._serialized_end=2134
+  _globals['_ENROLLREQUEST']._serialized_end=338
+  _globals['_ENROLLRESPONSE']._serialized_start=340
+  _globals['_ENROLLRESPONSE']._serialized_end=436
+  _globals['_HELLO']._serialized_start=439
+  _globals['_HELLO']._serialized_end=574
+  _globals['_HEARTBEAT']._serialized_start=577
+  _globals['_HEARTBEAT']._serialized_end=790
+  _globals['_CONNECTREQUEST']._serialized_start=793
+  _globals['_CONNECTREQUEST']._serialized_end=1070
+  _globals['_GOODBYE']._serialized_start=1072
+  _globals['_GOODBYE']._serialized_end=1146
+  _globals['_WELCOME']._serialized_start=1148
+  _globals['_WELCOME']._serialized_end=1212
+  _globals['_ACK']._serialized_start=1214
+  _globals['_ACK']._serialized_end=1276
+  _globals['_CONNECTRESPONSE']._serialized_start=1279
+  _globals['_CONNECTRESPONSE']._serialized_end=1437
+  _globals['_DELIVERCOMMANDREQUEST']._serialized_start=1439
+  _globals['_DELIVERCOMMANDREQUEST']._serialized_end=1506
+  _globals['_DELIVERCOMMANDRESPONSE']._serialized_start=1508
+  _globals['_DELIVERCOMMANDRESPONSE']._serialized_end=1551
+  _globals['_REVOKEAGENTREQUEST']._serialized_start=1553
+  _globals['_REVOKEAGENTREQUEST']._serialized_end=1611
+  _globals['_REVOKEAGENTRESPONSE']._serialized_start=1613
+  _globals['_REVOKEAGENTRESPONSE']._serialized_end=1634
+  _globals['_INGESTSERVICE']._serialized_start=1814
+  _globals['_INGESTSERVICE']._serialized_end=2183
 # @@protoc_insertion_point(module_scope)

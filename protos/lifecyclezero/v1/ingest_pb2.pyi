@@ -53,6 +53,8 @@ class EnrollRequest(_message.Message):
     AGENT_VERSION_FIELD_NUMBER: _builtins.int
     ASSET_ID_FIELD_NUMBER: _builtins.int
     REQUEST_ID_FIELD_NUMBER: _builtins.int
+    AGENT_CREDENTIAL_FIELD_NUMBER: _builtins.int
+    REENROLL_CODE_FIELD_NUMBER: _builtins.int
     tenant_id: _builtins.str
     enrollment_secret: _builtins.str
     hostname: _builtins.str
@@ -60,8 +62,14 @@ class EnrollRequest(_message.Message):
     os: _builtins.str
     agent_version: _builtins.str
     asset_id: _builtins.str
-    """Set when the host enrolled before: the same asset is kept and a new credential replaces the old."""
+    """Set when the host enrolled before: the same asset is kept and a new credential replaces the old, but
+    only with proof: the asset's current agent_credential (key rotation) or an operator's reenroll_code.
+    """
     request_id: _builtins.str
+    agent_credential: _builtins.str
+    """Key rotation: the asset's current (not revoked) agent credential."""
+    reenroll_code: _builtins.str
+    """Re-enrollment an operator approved (`lz assets re-enroll`): the one-time code it issued."""
     def __init__(
         self,
         *,
@@ -73,10 +81,12 @@ class EnrollRequest(_message.Message):
         agent_version: _builtins.str = ...,
         asset_id: _builtins.str = ...,
         request_id: _builtins.str = ...,
+        agent_credential: _builtins.str = ...,
+        reenroll_code: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_version", b"agent_version", "asset_id", b"asset_id", "employee_id", b"employee_id", "enrollment_secret", b"enrollment_secret", "hostname", b"hostname", "os", b"os", "request_id", b"request_id", "tenant_id", b"tenant_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_credential", b"agent_credential", "agent_version", b"agent_version", "asset_id", b"asset_id", "employee_id", b"employee_id", "enrollment_secret", b"enrollment_secret", "hostname", b"hostname", "os", b"os", "reenroll_code", b"reenroll_code", "request_id", b"request_id", "tenant_id", b"tenant_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -9,6 +9,7 @@ from typing import Any
 from services.kit import aws
 from services.kit.auth import OperatorToken, Role, new_operator_token, same_secret, sha256_hex
 from services.kit.errors import InvalidArgument, NotFound
+from services.kit.text import check_text
 from services.kit.tokens import keys
 
 
@@ -25,15 +26,14 @@ def issue(ddb: Any, table: str, tenant: str, role: Role, description: str) -> tu
     """Store a new token's hash and return the token (shown once) with its record."""
     if role not in (Role.VIEWER, Role.OPERATOR, Role.ADMIN):
         raise InvalidArgument.field("role", "must be viewer, operator or admin")
-    if len(description) > 256:
-        raise InvalidArgument.field("description", "must be at most 256 characters")
+    check_text("description", description, 256)
     token = new_operator_token(tenant)
     now = dt.datetime.now(dt.UTC).isoformat()
     ddb.put_item(
         TableName=table,
         Item=aws.to_item(
             {
-                "PK": keys.tenant_pk(tenant),
+                "PK": keys.auth_pk(tenant),
                 "SK": keys.token_sk(token.token_id),
                 "role": role.value,
                 "secret_sha256": sha256_hex(token.secret),
@@ -51,7 +51,7 @@ def resolve(ddb: Any, table: str, token: OperatorToken) -> Role | None:
     """The token's role when it exists, is not revoked and its secret matches; else None."""
     got = ddb.get_item(
         TableName=table,
-        Key=aws.to_item({"PK": keys.tenant_pk(token.tenant), "SK": keys.token_sk(token.token_id)}),
+        Key=aws.to_item({"PK": keys.auth_pk(token.tenant), "SK": keys.token_sk(token.token_id)}),
         ConsistentRead=True,
     )
     if "Item" not in got:
@@ -66,7 +66,7 @@ def revoke(ddb: Any, table: str, tenant: str, token_id: str) -> TokenRecord:
     try:
         got = ddb.update_item(
             TableName=table,
-            Key=aws.to_item({"PK": keys.tenant_pk(tenant), "SK": keys.token_sk(token_id)}),
+            Key=aws.to_item({"PK": keys.auth_pk(tenant), "SK": keys.token_sk(token_id)}),
             UpdateExpression="SET revoked = :t",
             ConditionExpression="attribute_exists(SK)",
             ExpressionAttributeValues={":t": {"BOOL": True}},
@@ -83,7 +83,7 @@ def list_tokens(ddb: Any, table: str, tenant: str, limit: int, start: dict[str, 
     kwargs: dict[str, Any] = {
         "TableName": table,
         "KeyConditionExpression": "PK = :pk AND begins_with(SK, :sk)",
-        "ExpressionAttributeValues": aws.to_item({":pk": keys.tenant_pk(tenant), ":sk": keys.TOKEN_SK_PREFIX}),
+        "ExpressionAttributeValues": aws.to_item({":pk": keys.auth_pk(tenant), ":sk": keys.TOKEN_SK_PREFIX}),
         "Limit": limit,
     }
     if start:
