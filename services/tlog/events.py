@@ -65,12 +65,12 @@ _EVENT_RE = re.compile(
 _MAX_CONTAINERS = 64
 # A flat payload with printable-ASCII keys and no escapes: in canonical form exactly when its keys
 # strictly increase (byte order is RFC 8785 order for ASCII), so no JSON round trip is needed.
-_FLAT_PAYLOAD_RE = re.compile(
-    rb'\{(?:"[ !#-\[\]-~]*":(?:"[^"\\\x00-\x1f]*"|-?[1-9][0-9]{0,14}|0|true|false|null)'
-    rb'(?:,"[ !#-\[\]-~]*":(?:"[^"\\\x00-\x1f]*"|-?[1-9][0-9]{0,14}|0|true|false|null))*)?\}'
-)
-# In a flat payload a key is the only string a `{` or `,` is followed by (a value cannot hold a raw `"`).
-_FLAT_KEY_RE = re.compile(rb'[{,]"([ !#-\[\]-~]*)":')
+_FLAT_MEMBER = rb'"([ !#-\[\]-~]*)":(?:"[^"\\\x00-\x1f]*"|-?[1-9][0-9]{0,14}|0|true|false|null)'
+_FLAT_PAYLOAD_RE = re.compile(rb"\{(?:" + _FLAT_MEMBER + rb"(?:," + _FLAT_MEMBER + rb")*)?\}")
+# The keys are read member by member from the start, each match beginning where the previous one
+# ended: a search for key-like text anywhere (`[{,]"...":`) can start inside a value that ends in `,`
+# and read `","` as a key, so an unsorted payload could pass as sorted.
+_FLAT_MEMBER_RE = re.compile(rb"[{,]" + _FLAT_MEMBER)
 
 
 def event_hash(canonical: bytes) -> bytes:
@@ -288,7 +288,14 @@ def _flat_canonical(payload: bytes) -> bool:
     """Whether `payload` is a flat object in canonical form (False: not flat, or not provably so)."""
     if _FLAT_PAYLOAD_RE.fullmatch(payload) is None:
         return False
-    keys = _FLAT_KEY_RE.findall(payload)
+    keys: list[bytes] = []
+    end = 0
+    while payload[end + 1 : end + 2] == b'"':  # a member follows the `{` or `,` at `end`
+        member = _FLAT_MEMBER_RE.match(payload, end)
+        if member is None:
+            return False
+        keys.append(member.group(1))
+        end = member.end()
     return all(a < b for a, b in itertools.pairwise(keys))
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 from datetime import datetime
 from typing import Any
@@ -144,6 +145,57 @@ def _outcome(step: Any, stream: list[bytes]) -> tuple[str, int | None, str]:
     except ChainError as exc:
         return ("refused", exc.seq, exc.reason)
     return ("accepted", None, chain.head_hash)
+
+
+# Short texts of JSON's structural characters, so keys and values look like each other's boundaries.
+_STRUCTURAL_TEXT = st.lists(st.sampled_from([",", ":", "!", "-", "z", "{", '"', "\u00e9"]), max_size=2).map("".join)
+_FLAT_VALUES = _STRUCTURAL_TEXT | st.none() | st.booleans() | st.integers(-(10**16), 10**16)
+_EVENT_PREFIX = b'{"action":"x","actor":"a","payload":'
+_EVENT_SUFFIX = (b',"prev_hash":"' + GENESIS_PREV_HASH.encode() + b'","seq":1,"subject":"s","tenant":"'
+                 + TENANT.encode() + b'","ts":"2026-11-22T02:45:07.000007Z"}')
+
+
+def _member_spelling(members: list[tuple[str, Any]]) -> bytes:
+    """An object spelled member by member in the given order, duplicates kept: canonical only by luck."""
+    inner = ",".join(json.dumps(key, ensure_ascii=False) + ":" + json.dumps(value, ensure_ascii=False)
+                     for key, value in members)
+    return ("{" + inner + "}").encode()
+
+
+@settings(max_examples=1000, deadline=None)
+@given(st.lists(st.tuples(_STRUCTURAL_TEXT, _FLAT_VALUES), max_size=5))
+@example([("!", "x,"), (":z", 1), ("-", 2)])
+@example([("a", "x,"), ("", 1)])
+@example([("b", "{"), ("a", 1)])
+@example([("a", 1), ("a", 1)])
+def test_chain_fields_never_accept_a_payload_the_full_path_refuses(members: list[tuple[str, Any]]) -> None:
+    """Whatever the order, duplicates and structural characters of its keys, a payload passes chain_fields only
+    when the full RFC 8785 path accepts the event, with the same tenant, seq and prev_hash."""
+    payload = _member_spelling(members)
+    event = _EVENT_PREFIX + payload + _EVENT_SUFFIX
+    fields = chain_fields(event)
+    if fields is not None:
+        assert _full_verdict(event) is not None
+        assert fields == (TENANT, 1, GENESIS_PREV_HASH)
+    fast = fast_canonical_object(payload)
+    if fast is not None:
+        assert _full_verdict(payload) == fast
+
+
+_BOUNDARY_KEYS = ("", "!", ",", "-", ":", ":z", "{", "a")
+_BOUNDARY_VALUES = ("x,", "{", ",", 1)
+
+
+def test_chain_fields_agree_with_the_full_path_on_every_small_payload_of_boundary_text() -> None:
+    """Every payload of up to three members whose keys and values imitate member boundaries is decided right."""
+    wrongly_accepted = []
+    for size in range(4):
+        for keys, values in itertools.product(itertools.product(_BOUNDARY_KEYS, repeat=size),
+                                              itertools.product(_BOUNDARY_VALUES, repeat=size)):
+            event = _EVENT_PREFIX + _member_spelling(list(zip(keys, values, strict=True))) + _EVENT_SUFFIX
+            if chain_fields(event) is not None and _full_verdict(event) is None:
+                wrongly_accepted.append(event)
+    assert wrongly_accepted == []
 
 
 def test_chain_fields_decide_the_events_the_ledger_writes() -> None:
