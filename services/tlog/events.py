@@ -25,6 +25,7 @@ from typing import Any
 
 from services.tlog.errors import ChainError, PayloadError
 from services.tlog.jcs import MAX_SAFE_INTEGER, canonicalize, fast_canonical_object, parse_json
+from services.tlog.shapes import ShapeFields, event_shape_fields, remember_event_shape
 
 __all__ = [
     "GENESIS_PREV_HASH",
@@ -331,12 +332,15 @@ class ChainVerifier:
     operator can look up even when the bytes there are garbage).
     """
 
-    __slots__ = ("_count", "_head", "_next_seq", "_tenant")
+    __slots__ = ("_count", "_head", "_head_bytes", "_next_seq", "_tenant", "_tenant_bytes")
 
     def __init__(self, tenant: str, first_seq: int = 1, prev_hash: str = GENESIS_PREV_HASH) -> None:
         self._tenant = tenant
         self._next_seq = first_seq
         self._head = prev_hash
+        # What a known-shape event's bytes must equal; None (never equal) where no event may match.
+        self._head_bytes = prev_hash.encode() if _HEX64_RE.fullmatch(prev_hash) else None
+        self._tenant_bytes = tenant.encode("utf-8", "surrogatepass") if tenant else None
         self._count = 0
 
     @property
@@ -377,13 +381,37 @@ class ChainVerifier:
         return event
 
     def check(self, canonical: bytes) -> None:
-        """Like :meth:`add` without building the :class:`Event`: the walk of a whole log needs none."""
+        """Like :meth:`add` without building the :class:`Event`: the walk of a whole log needs none.
+
+        An event shaped like one already proven canonical (:mod:`services.tlog.shapes`) needs only
+        its own values checked; anything else takes :func:`chain_fields`, then :meth:`add`, which
+        decide and name the reason, and a proven event's shape is remembered.
+        """
+        shaped = event_shape_fields(canonical)
+        if shaped is not None and self._fits(shaped):
+            self._head = hashlib.sha256(canonical).hexdigest()
+            self._head_bytes = self._head.encode()
+            self._next_seq += 1
+            self._count += 1
+            return
         fields = chain_fields(canonical)
         if fields is None:
             self.add(canonical)
-            return
-        tenant, seq, prev_hash = fields
-        self._advance(self._next_seq, tenant, seq, prev_hash, hashlib.sha256(canonical).hexdigest())
+        else:
+            tenant, seq, prev_hash = fields
+            self._advance(self._next_seq, tenant, seq, prev_hash, hashlib.sha256(canonical).hexdigest())
+        remember_event_shape(canonical)
+
+    def _fits(self, shaped: ShapeFields) -> bool:
+        """Whether a known-shape event's own values are valid and the next link of this chain."""
+        action, seq, prev_hash, tenant, ts = shaped
+        if not action or tenant != self._tenant_bytes or prev_hash != self._head_bytes or int(seq) != self._next_seq:
+            return False
+        try:
+            _check_ts(ts.decode("ascii"))
+        except (UnicodeDecodeError, PayloadError):
+            return False
+        return True
 
     def _advance(self, want: int, tenant: str, seq: int, prev_hash: str, hash_hex: str) -> None:
         if tenant != self._tenant:
@@ -399,6 +427,7 @@ class ChainVerifier:
                 want, f"prev_hash mismatch: not the hash of seq {want - 1} (seq {want - 1} or {want} altered)"
             )
         self._head = hash_hex
+        self._head_bytes = hash_hex.encode()
         self._next_seq = want + 1
         self._count += 1
 
