@@ -401,7 +401,7 @@ def _patch_projection() -> None:
         chosen = [(name, self.attrs[name]) for name in names if name in self.attrs]
         if len(names) != len(projection_expressions) or any(v.type not in _PROJECTED_AS_STORED for _, v in chosen):
             return moto_project(self, projection_expressions)
-        projected = Item.__new__(Item)
+        projected: Any = Item.__new__(Item)
         projected.hash_key, projected.range_key = self.hash_key, self.range_key
         attrs = LimitedSizeDict.__new__(LimitedSizeDict)
         dict.__init__(attrs)
