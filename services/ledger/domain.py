@@ -110,6 +110,11 @@ class FullWalk:
             return self._fail(size, f"checkpoint {size}: root does not match events")
         return True
 
+    @property
+    def head_hash(self) -> str:
+        """Hex hash of the last event accepted: after a successful `add`, the hash of its bytes."""
+        return self._chain.head_hash
+
     def finish(self) -> VerifyOutcome:
         if self.failure is not None:
             return self.failure

@@ -105,9 +105,12 @@ def _failure(finding: SealFinding, checked: int) -> VerifyOutcome:
     return VerifyOutcome(False, finding.size, finding.reason, 0, checked, 0)
 
 
-def _attribute_lie(event: store.StoredEvent) -> str:
-    """Why an event's stored `hash` attribute is not the hash of its bytes ('' when it is, or absent)."""
-    if event.hash_hex and event.hash_hex != store.derived_hash(event.canonical):
+def _attribute_lie(event: store.StoredEvent, derived: str = "") -> str:
+    """Why an event's stored `hash` attribute is not the hash of its bytes ('' when it is, or absent).
+
+    `derived` is that hash when the caller has it already (a walk that just chained the event).
+    """
+    if event.hash_hex and event.hash_hex != (derived or store.derived_hash(event.canonical)):
         return f"event {event.seq}: the stored hash attribute is not the hash of its bytes"
     return ""
 
@@ -165,10 +168,11 @@ def verify_full(r: SealReader, tenant: str, pinned: Sequence[bytes] = ()) -> Ver
     walk = FullWalk(tenant, roots, sealed)
     leaves = sealed_leaves(r, tenant, sealed, problems)
     for event in store.walk_events(r.ddb, r.table, tenant, 1):
-        lie = _attribute_lie(event)
+        chained = walk.add(event.canonical, next(leaves))
+        lie = _attribute_lie(event, walk.head_hash if chained else "")
         if lie:
             problems.append(VerifyOutcome(False, event.seq, lie, 0, 0, 0))
-        if not walk.add(event.canonical, next(leaves)):
+        if not chained:
             break
     outcome = walk.finish()
     first = earliest([outcome, *problems])
