@@ -389,8 +389,8 @@ class ChainVerifier:
         """
         shaped = event_shape_fields(canonical)
         if shaped is not None and self._fits(shaped):
-            self._head = hashlib.sha256(canonical).hexdigest()
-            self._head_bytes = self._head.encode()
+            head = hashlib.sha256(canonical).hexdigest()
+            self._head, self._head_bytes = head, head.encode()
             self._next_seq += 1
             self._count += 1
             return
