@@ -28,8 +28,9 @@ from collections.abc import Callable
 
 __all__ = ["ShapeFields", "event_shape_fields", "remember_event_shape"]
 
-MAX_SHAPES = 1024
-"""Distinct shapes remembered per process; past that new shapes take the slower checks."""
+MAX_SHAPE_BYTES = 4 << 20
+"""Bytes of structure and keys remembered per process; past that new shapes take the slower checks
+(a log whose every event has another shape costs that memory, never more)."""
 
 ShapeFields = tuple[bytes, bytes, bytes, bytes, bytes]
 """(action, seq digits, prev_hash, tenant, ts) of event bytes whose shape is known canonical."""
@@ -43,6 +44,7 @@ _PLAIN_STRUCTURE_RE = re.compile(rb'(?:[{}\[\],:"]|-?1[01]{0,14}(?![01])|0(?![01
 _ACTION, _PREV_HASH, _SEQ, _TENANT, _TS = 3, -16, -13, -6, -2
 
 _shapes: dict[bytes, tuple[Callable[[list[bytes]], tuple[bytes, ...]], set[tuple[bytes, ...]]]] = {}
+_remembered_bytes = [0]  # one shared count, kept in a list so no function needs `global`
 
 
 def _structure(pieces: list[bytes]) -> bytes:
@@ -68,17 +70,18 @@ def _plain(data: bytes) -> bool:
 
 def remember_event_shape(proven: bytes) -> None:
     """Remember the shape of bytes the caller has proven to be a canonical, valid event."""
-    if len(_shapes) >= MAX_SHAPES or not _plain(proven):
+    if _remembered_bytes[0] + len(proven) > MAX_SHAPE_BYTES or not _plain(proven):
         return
     pieces = proven.split(b'"')
     structure = _structure(pieces)
     if len(pieces) < -_PREV_HASH or not _PLAIN_STRUCTURE_RE.fullmatch(structure):
         return
-    positions = _key_positions(pieces)
-    keys = operator.itemgetter(*positions)
+    keys = operator.itemgetter(*_key_positions(pieces))
     known = _shapes.setdefault(structure, (keys, set()))
-    if len(known[1]) < MAX_SHAPES:
-        known[1].add(keys(pieces))
+    named = keys(pieces)
+    if named not in known[1]:
+        known[1].add(named)
+        _remembered_bytes[0] += len(structure) + sum(map(len, named))
 
 
 def event_shape_fields(data: bytes) -> ShapeFields | None:

@@ -66,3 +66,12 @@ def test_a_terminal_sees_progress_and_stdout_keeps_one_line(bundle: Path, log: L
     assert result.stdout.count("\n") == 1 and result.stdout.startswith(f"verified: bundle {bundle}: {EVENTS} events")
     assert f"{PROGRESS_EVERY:,} of {EVENTS:,} events" in shown and "events/s, ETA" in shown
     assert shown.endswith("\r\x1b[K")
+
+
+def test_the_peak_memory_reported_is_the_verifiers_own_not_its_parents(bundle: Path, log: Log) -> None:
+    """Run from a process holding 256 MiB, lz-verify reports its own peak memory, far below its parent's."""
+    held = bytearray(256 << 20)
+    held[:: 1 << 12] = b"\x01" * len(range(0, len(held), 1 << 12))  # touch every page, so it is resident
+    result = _lz_verify("bundle", "--json", "--key", log.verifier_key, str(bundle))
+    assert len(held) == 256 << 20
+    assert 0 < json.loads(result.stdout)["peak_rss_mib"] < 128
