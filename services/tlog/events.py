@@ -25,7 +25,7 @@ from typing import Any
 
 from services.tlog.errors import ChainError, PayloadError
 from services.tlog.jcs import MAX_SAFE_INTEGER, canonicalize, fast_canonical_object, parse_json
-from services.tlog.shapes import ShapeFields, event_shape_fields, remember_event_shape
+from services.tlog.shapes import event_shape_fields, remember_event_shape
 
 __all__ = [
     "GENESIS_PREV_HASH",
@@ -103,6 +103,15 @@ def _check_ts(ts: object) -> str:
     if not (_date_exists(ts[:10]) and ts[11:13] < "24" and ts[14:16] < "60" and ts[17:19] < "60"):
         raise PayloadError(f"ts is not a valid date/time: {ts!r}")
     return ts
+
+
+def _ts_valid(ts: bytes) -> bool:
+    """Whether a known-shape event's ``ts`` bytes pass :func:`_check_ts`."""
+    try:
+        _check_ts(ts.decode("ascii"))
+    except (UnicodeDecodeError, PayloadError):
+        return False
+    return True
 
 
 def _walk_payload(value: Any, depth: int) -> None:
@@ -388,7 +397,8 @@ class ChainVerifier:
         decide and name the reason, and a proven event's shape is remembered.
         """
         shaped = event_shape_fields(canonical)
-        if shaped is not None and self._fits(shaped):
+        if (shaped is not None and shaped[0] and shaped[3] == self._tenant_bytes and shaped[2] == self._head_bytes
+                and int(shaped[1]) == self._next_seq and _ts_valid(shaped[4])):
             head = hashlib.sha256(canonical).hexdigest()
             self._head, self._head_bytes = head, head.encode()
             self._next_seq += 1
@@ -401,17 +411,6 @@ class ChainVerifier:
             tenant, seq, prev_hash = fields
             self._advance(self._next_seq, tenant, seq, prev_hash, hashlib.sha256(canonical).hexdigest())
         remember_event_shape(canonical)
-
-    def _fits(self, shaped: ShapeFields) -> bool:
-        """Whether a known-shape event's own values are valid and the next link of this chain."""
-        action, seq, prev_hash, tenant, ts = shaped
-        if not action or tenant != self._tenant_bytes or prev_hash != self._head_bytes or int(seq) != self._next_seq:
-            return False
-        try:
-            _check_ts(ts.decode("ascii"))
-        except (UnicodeDecodeError, PayloadError):
-            return False
-        return True
 
     def _advance(self, want: int, tenant: str, seq: int, prev_hash: str, hash_hex: str) -> None:
         if tenant != self._tenant:
