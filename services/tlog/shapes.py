@@ -8,15 +8,16 @@ a backslash every ``"`` opens or closes a string, so the even pieces are exactly
 strings and the odd ones the strings' contents; a string is a key exactly when the text after it
 starts with ``:``.
 
-Why a shape decides: take bytes ``A`` proven RFC 8785 canonical (by :func:`services.tlog.events.parse_event`)
-whose numbers are all integers of at most 15 digits. Bytes ``B`` of the same shape differ from ``A``
-only in the contents of value strings and in which non-zero digit stands where ``A`` has one. If
-``B``'s value strings hold no control character and ``B`` is UTF-8, each is spelled as RFC 8785
-spells it (only ``"``, ``\\`` and control characters are escaped; there is no backslash and no
-``"`` inside a piece); each integer keeps its length and its zeros, so it is still canonical and
-still below 2**53; the keys, hence member order, are ``A``'s. So ``B`` is canonical with the same
-members as ``A``. The values the event check needs beyond that (tenant, action, seq, ts,
-prev_hash) are returned for the caller to check, as they differ from event to event.
+Why a shape decides: take bytes ``A`` proven an RFC 8785 canonical, valid event (by
+``chain_fields`` or the full path, in ``ChainVerifier.check``) whose numbers are all integers of at
+most 15 digits. Bytes ``B`` of the same shape differ from ``A`` only in the contents of value
+strings and in which non-zero digit stands where ``A`` has one. If ``B``'s value strings hold no
+control character and ``B`` is UTF-8, each is spelled as RFC 8785 spells it (only ``"``, ``\\`` and
+control characters are escaped; there is no backslash and no ``"`` inside a piece); each integer
+keeps its length and its zeros, so it is still canonical and still below 2**53; the keys, hence
+member order, are ``A``'s. So ``B`` is canonical with the same members as ``A``. The values the
+event check needs beyond that (tenant, action, seq, ts, prev_hash) are returned for the caller to
+check, as they differ from event to event.
 Shapes with a float, a longer integer or anything else in their structure are not remembered.
 """
 
