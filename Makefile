@@ -48,8 +48,9 @@ lint: $(STAMP) $(BUF)
 $(BUF):
 	npm install --silent --no-audit --no-fund --prefix .tools @bufbuild/buf@1 >/dev/null
 
+INGEST_REPLICAS ?= 1
 up: $(STAMP)
-	$(BIN)/python -m services.kit.devstack up
+	$(BIN)/python -m services.kit.devstack up --ingest-replicas $(INGEST_REPLICAS)
 
 demo: $(STAMP)
 	$(BIN)/python -m lz.demo

@@ -54,6 +54,15 @@ class Backoff:
         self._base = min(p.cap, self._base * p.multiplier)
         return delay
 
+    def rebalance_delay(self) -> float:
+        """The delay after the server ended a healthy connection at its maximum age: a plain reconnect.
+
+        No penalty (the schedule is reset, not advanced) and no first-reconnect spread: the server
+        already jitters each connection's age, so these reconnects are spread out by themselves.
+        """
+        self.reset()
+        return self._rng.uniform(0, self.policy.initial * self.policy.jitter)
+
     def reset(self) -> None:
         """Back to the first delay (with its extra spread): the last stream was healthy."""
         self._base = self.policy.initial

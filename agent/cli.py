@@ -27,6 +27,7 @@ from agent.containment import (
     build_policy,
 )
 from agent.containment.policy import host_resolvers
+from agent.endpoints import parse_endpoints
 from agent.enroll import SECRET_ENV, NotEnrolledError, load_identity, read_secret
 from agent.inventory import Inventory
 from agent.platform import UnsupportedPlatformError
@@ -152,11 +153,15 @@ def _parser() -> argparse.ArgumentParser:
 
     run = commands.add_parser("run", help="stream to the control plane (reconciles containment first)")
     run.add_argument("--duration", type=float, help="stop after this many seconds (default: run until signalled)")
+    run.add_argument("--control-plane", action="append", default=[], metavar="HOST:PORT[,HOST:PORT...]",
+                     help="ingest endpoints to stream to, repeatable (each session picks one; default: [stream] "
+                          "address, else the enrollment's)")
     run.set_defaults(handler=_run)
 
     simulate = commands.add_parser("simulate", help="a fleet of simulated hosts streaming to a control plane")
     simulate.add_argument("--count", type=_positive_int, required=True, help="number of simulated hosts")
-    simulate.add_argument("--control-plane", required=True, metavar="HOST:PORT")
+    simulate.add_argument("--control-plane", required=True, action="append", metavar="HOST:PORT[,HOST:PORT...]",
+                          help="ingest endpoints, repeatable; each session of each host picks one")
     simulate.add_argument("--tenant", required=True)
     _secret_arguments(simulate)
     simulate.add_argument("--interval", type=_positive_float, default=5.0, help="heartbeat period (s)")
@@ -238,17 +243,19 @@ def _run(args: argparse.Namespace, config: Config) -> int:
     from agent.runner import run_agent
 
     identity = load_identity(config.state_dir)
-    target = config.stream_address or (identity.control_plane if identity is not None else "")
-    credentials = _credentials(config, target, args.insecure) if target else None
-    return run_agent(config, args.duration, _containment(config), credentials)
+    endpoints = _endpoints(args.control_plane) if args.control_plane else ()
+    targets = endpoints or ((config.stream_address or identity.control_plane,) if identity is not None else ())
+    credentials = _credentials_for(config, targets, args.insecure) if targets else None
+    return run_agent(config, args.duration, _containment(config), credentials, endpoints)
 
 
 def _simulate(args: argparse.Namespace, config: Config) -> int:
     from agent.simulate import SimulateOptions, run_simulation
 
+    endpoints = _endpoints(args.control_plane)
     options = SimulateOptions(
         count=args.count,
-        control_plane=args.control_plane,
+        control_plane=endpoints,
         tenant=args.tenant,
         secret=read_secret(args.secret_file, SECRET_ENV, "the enrollment secret"),
         interval=args.interval,
@@ -271,10 +278,25 @@ def _simulate(args: argparse.Namespace, config: Config) -> int:
         print(f"error: the enrollment secret is needed to enroll (--secret-file PATH or ${SECRET_ENV}), or give "
               "--identities with an existing file", file=sys.stderr)
         return EXIT_USAGE
-    summary = run_simulation(options, credentials=_credentials(config, options.control_plane, args.insecure))
+    summary = run_simulation(options, credentials=_credentials_for(config, endpoints, args.insecure))
     print(json.dumps(summary, indent=2))
     enrolled = summary["enrolled"] + summary["identities_loaded"]
     return EXIT_OK if enrolled and summary["heartbeats_acked"] else EXIT_FAILED
+
+
+def _endpoints(values: list[str]) -> tuple[str, ...]:
+    try:
+        return parse_endpoints(values)
+    except ValueError as exc:
+        raise ConfigError(f"--control-plane: {exc}") from None
+
+
+def _credentials_for(config: Config, targets: tuple[str, ...], insecure: bool) -> grpc.ChannelCredentials | None:
+    """TLS credentials for every one of `targets` (the same for all), or None for plaintext."""
+    credentials = None
+    for target in targets:
+        credentials = _credentials(config, target, insecure)
+    return credentials
 
 
 def _credentials(config: Config, target: str, insecure: bool) -> grpc.ChannelCredentials | None:

@@ -21,6 +21,7 @@ from agent.commands import CommandBook, ContainmentExecutor
 from agent.config import Config
 from agent.containment import Containment
 from agent.discovery.agents import ConfigScan, scan_configs
+from agent.endpoints import SHUFFLED_PICK_FIRST, EndpointPicker
 from agent.enroll import Identity, NotEnrolledError, identity_path, load_identity
 from agent.events import EventOutbox
 from agent.inventory import Inventory, Model
@@ -36,19 +37,28 @@ SPOOL_DIR = "spool"
 COMMAND_RESULTS = "command-results.json"
 
 
-def channel_factory(target: str, credentials: grpc.ChannelCredentials | None) -> Callable[[], grpc.aio.Channel]:
-    """A fresh channel per session, so the agent's own backoff is the only reconnect schedule."""
+def channel_factory(picker: EndpointPicker,
+                    credentials: grpc.ChannelCredentials | None) -> Callable[[], grpc.aio.Channel]:
+    """A fresh channel per session to the endpoint `picker` chooses, so the agent's own backoff is the only
+    reconnect schedule and a reconnect may land on another replica."""
+    options = [*KEEPALIVE_OPTIONS, SHUFFLED_PICK_FIRST]
 
     def make() -> grpc.aio.Channel:
+        target = picker.endpoints[picker.pick()]
         if credentials is None:
-            return grpc.aio.insecure_channel(target, options=KEEPALIVE_OPTIONS)
-        return grpc.aio.secure_channel(target, credentials, options=KEEPALIVE_OPTIONS)
+            return grpc.aio.insecure_channel(target, options=options)
+        return grpc.aio.secure_channel(target, credentials, options=options)
 
     return make
 
 
+def stream_endpoints(config: Config, identity: Identity, given: tuple[str, ...] = ()) -> tuple[str, ...]:
+    """Where the stream goes: `--control-plane` when given, else `[stream] address`, else the enrollment's."""
+    return given or (config.stream_address or identity.control_plane,)
+
+
 def build_stream(config: Config, identity: Identity, containment: Containment,
-                 credentials: grpc.ChannelCredentials | None = None) -> AgentStream:
+                 credentials: grpc.ChannelCredentials | None = None, endpoints: tuple[str, ...] = ()) -> AgentStream:
     """The agent's stream with its spool, state and command book in ``config.state_dir``."""
     state_path = config.state_dir / STREAM_STATE
     stored = statefile.read_json(state_path)
@@ -56,20 +66,21 @@ def build_stream(config: Config, identity: Identity, containment: Containment,
     if isinstance(stored, dict) and stored.get("asset_id") != identity.asset_id:
         log.warning("the asset id changed (re-enrolled); the old spool is discarded")
         shutil.rmtree(spool_dir, ignore_errors=True)
-    target = config.stream_address or identity.control_plane
+    targets = stream_endpoints(config, identity, endpoints)
+    picker = EndpointPicker(targets)
     source = CollectSource(
         ModelCachingCollector(config, model_every=config.model_rescan_interval), deadline=config.scan_deadline
     )
     executor = ContainmentExecutor(
         containment,
-        control_plane=[target, *config.control_plane],
+        control_plane=[*targets, *config.control_plane],
         resolvers=config.resolvers,
         allowlist=config.allowlist,
         engine_pids=source.engine_pids,
     )
     return AgentStream(
         identity,
-        channel=channel_factory(target, credentials),
+        channel=channel_factory(picker, credentials),
         source=source,
         spool=FileSpool(spool_dir, max_bytes=config.spool_max_bytes),
         state=StreamState(state_path, identity.asset_id),
@@ -78,6 +89,7 @@ def build_stream(config: Config, identity: Identity, containment: Containment,
         backoff=Backoff(BackoffPolicy(first_jitter=config.first_reconnect_jitter)),
         settings=StreamSettings(interval=config.heartbeat_interval or None),
         events=EventOutbox(config.state_dir),
+        on_connect_failed=picker.failed,
     )
 
 
@@ -86,6 +98,7 @@ def run_agent(
     duration: float | None,
     containment: Containment,
     credentials: grpc.ChannelCredentials | None = None,
+    endpoints: tuple[str, ...] = (),
 ) -> int:
     """Reconcile containment, then stream until SIGINT/SIGTERM (or ``duration``); the exit code."""
     identity = load_identity(config.state_dir)
@@ -95,7 +108,7 @@ def run_agent(
     reconciled = containment.reconcile()
     level = logging.INFO if reconciled.ok else logging.ERROR
     log.log(level, "containment reconcile: %s", reconciled.message)
-    stream = build_stream(config, identity, containment, credentials)
+    stream = build_stream(config, identity, containment, credentials, endpoints)
 
     async def main() -> None:
         stop = asyncio.Event()

@@ -40,6 +40,7 @@ from lifecyclezero.v1 import ingest_pb2
 
 from agent.backoff import Backoff, BackoffPolicy
 from agent.commands import CommandBook, DryRunExecutor
+from agent.endpoints import EndpointPicker, parse_endpoints
 from agent.enroll import Identity, enroll_async, enroll_request
 from agent.inventory import CONFIRMED, Connection, Endpoint, Engine, Inventory, Model
 from agent.spool import MemorySpool
@@ -64,7 +65,8 @@ class SimulateOptions:
     """What ``lz-agent simulate`` was asked to do."""
 
     count: int
-    control_plane: str
+    # One ingest endpoint, or several (a tuple, or comma-separated): each session of each host picks one.
+    control_plane: str | tuple[str, ...]
     tenant: str
     secret: str
     interval: float = 5.0
@@ -236,6 +238,7 @@ class FleetReport:
             "max_connected": max_connected,
             "sessions": stats.sessions,
             "failed_connects": stats.failed_connects,
+            "aged_out": stats.aged_out,
             "connect_errors": dict(stats.connect_errors.most_common()),
             "heartbeats_sent": stats.heartbeats_sent,
             "heartbeats_replayed": stats.heartbeats_replayed,
@@ -277,6 +280,11 @@ def _line(summary: dict[str, Any], window: list[float]) -> str:
     )
 
 
+def endpoints_of(options: SimulateOptions) -> tuple[str, ...]:
+    given = options.control_plane
+    return parse_endpoints([given] if isinstance(given, str) else given)
+
+
 def channel_count(hosts: int, requested: int | None = None) -> int:
     """A handful of HTTP/2 connections: one per 500 streams, between 1 and 8."""
     return requested if requested else max(1, min(8, math.ceil(hosts / 500)))
@@ -291,8 +299,9 @@ def _open_channels(target: str, count: int, credentials: grpc.ChannelCredentials
 
 
 async def _enroll_all(
-    hosts: list[SimHost], options: SimulateOptions, channels: list[grpc.aio.Channel], report: FleetReport
+    hosts: list[SimHost], options: SimulateOptions, pool: dict[str, list[grpc.aio.Channel]], report: FleetReport
 ) -> list[Identity | None]:
+    channels = [(endpoint, channel) for endpoint, channels in pool.items() for channel in channels]
     gate = asyncio.Semaphore(options.enroll_concurrency)
 
     async def one(index: int, host: SimHost) -> Identity | None:
@@ -303,7 +312,8 @@ async def _enroll_all(
         async with gate:
             for attempt in range(5):
                 try:
-                    identity = await enroll_async(channels[index % len(channels)], request, options.control_plane)
+                    endpoint, channel = channels[index % len(channels)]
+                    identity = await enroll_async(channel, request, endpoint)
                 except grpc.aio.AioRpcError as exc:
                     retry = exc.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
                     if not retry or attempt == 4:
@@ -339,7 +349,7 @@ def save_identities(path: Path, identities: list[Identity]) -> None:
 
 
 async def _identities(
-    hosts: list[SimHost], options: SimulateOptions, channels: list[grpc.aio.Channel], report: FleetReport
+    hosts: list[SimHost], options: SimulateOptions, pool: dict[str, list[grpc.aio.Channel]], report: FleetReport
 ) -> list[Identity | None]:
     """Identities from ``options.identities`` when it has them; the hosts beyond it enroll (and are saved)."""
     known: list[Identity | None] = []
@@ -349,7 +359,7 @@ async def _identities(
     if len(known) == len(hosts):
         return known
     started = time.monotonic()
-    enrolled = await _enroll_all(hosts[len(known):], options, channels, report)
+    enrolled = await _enroll_all(hosts[len(known):], options, pool, report)
     report.enroll_seconds = time.monotonic() - started
     identities = known + enrolled
     if options.identities is not None:
@@ -402,27 +412,30 @@ async def simulate(
         tuple(Snapshot(hex_digest(inv.digest()), inventory_proto(inv).SerializeToString()) for inv in host.inventories)
         for host in hosts
     ]
-    channels = _open_channels(options.control_plane, channel_count(options.count, options.channels), credentials)
+    endpoints = endpoints_of(options)
+    pool = {endpoint: _open_channels(endpoint, channel_count(options.count, options.channels), credentials)
+            for endpoint in endpoints}
+    channels = [channel for per_endpoint in pool.values() for channel in per_endpoint]
     stats = StreamStats()
     executor = executor or DryRunExecutor()
     streams: list[AgentStream] = []
     tasks: list[asyncio.Task[None]] = []
     max_connected = 0
     try:
-        identities = await _identities(hosts, options, channels, report)
+        identities = await _identities(hosts, options, pool, report)
         if on_ready is not None:
             on_ready(report)
         policy = BackoffPolicy(first_jitter=options.first_reconnect_jitter)
         for index, identity in enumerate(identities):
             if identity is None:
                 continue
-            channel = channels[index % len(channels)]
+            picker = EndpointPicker(endpoints, random.Random(f"{options.seed}-{index}"))  # noqa: S311
             state = StreamState(None, identity.asset_id)
             if options.warm:
                 state.acked_digest = snapshots[index][0].digest
             stream = AgentStream(
                 identity,
-                channel=_fixed(channel),
+                channel=_picked(pool, picker, index),
                 source=SimSource(_pair(snapshots[index]), options.change_probability, random.Random(rng.random())),  # noqa: S311
                 spool=MemorySpool(max_records=max(16, int(3600 / options.interval))),
                 state=state,
@@ -432,6 +445,7 @@ async def simulate(
                 settings=StreamSettings(interval=options.interval),
                 stats=stats,
                 owns_channel=False,
+                on_connect_failed=picker.failed,
             )
             streams.append(stream)
             tasks.append(asyncio.create_task(_start_later(stream, rng.uniform(0, options.interval), stop)))
@@ -489,8 +503,15 @@ def _settle_heap() -> None:
     gc.set_threshold(10_000, 20, 100)
 
 
-def _fixed(channel: grpc.aio.Channel) -> Callable[[], grpc.aio.Channel]:
-    return lambda: channel
+def _picked(pool: dict[str, list[grpc.aio.Channel]], picker: EndpointPicker,
+            index: int) -> Callable[[], grpc.aio.Channel]:
+    """Host `index`'s channel for each session: one of the shared channels of the endpoint `picker` chooses."""
+
+    def channel() -> grpc.aio.Channel:
+        shared = pool[picker.endpoints[picker.pick()]]
+        return shared[index % len(shared)]
+
+    return channel
 
 
 def _pair(snapshots: tuple[Snapshot, ...]) -> tuple[Snapshot, Snapshot]:

@@ -164,6 +164,15 @@ def refused_seq(error: grpc.aio.AioRpcError) -> int | None:
         return None
 
 
+# What gRPC core says when the server closes a connection after its max_connection_age grace (GOAWAY first).
+MAX_AGE_DETAILS = "max connection age"
+
+
+def ended_at_max_age(error: grpc.aio.AioRpcError) -> bool:
+    """Whether the server ended the call because its connection reached the server's maximum age."""
+    return error.code() == grpc.StatusCode.UNAVAILABLE and MAX_AGE_DETAILS in (error.details() or "").lower()
+
+
 def next_beat(due: float, now: float, interval: float) -> float:
     """When the next beat is due, after one that was due at `due`, it being `now`.
 
@@ -302,6 +311,7 @@ class StreamStats:
     events_sent: int = 0
     events_acked: int = 0
     ack_latencies: list[float] = field(default_factory=list)
+    aged_out: int = 0  # sessions the server ended at its maximum connection age (reconnected without backoff)
 
 
 @dataclass(frozen=True)
@@ -343,9 +353,12 @@ class AgentStream:
         stats: StreamStats | None = None,
         owns_channel: bool = True,
         events: EventOutbox | None = None,
+        on_connect_failed: Callable[[], None] | None = None,
     ) -> None:
         self.identity = identity
         self._channel_factory = channel
+        # Told when a session did not get its Welcome, so the next one may dial another endpoint.
+        self._on_connect_failed = on_connect_failed
         self.source = source
         self.spool = spool
         self.state = state
@@ -372,6 +385,8 @@ class AgentStream:
         # Why the agent stops, said on the stream before it closes (None: it closes without a goodbye).
         self.goodbye: ingest_pb2.GoodbyeReason.ValueType | None = None
         self.vanished = False
+        # The server ended the connection at its maximum age: reconnect at once, like a move, not a failure.
+        self._aged_out = False
 
     # -- lifecycle ---------------------------------------------------------------------------------
 
@@ -386,7 +401,12 @@ class AgentStream:
                     break
                 if carried:
                     self.backoff.reset()
-                delay = max(self.backoff.next_delay(), self._not_before)
+                if self._aged_out:
+                    self._aged_out = False
+                    self.stats.aged_out += 1
+                    delay = self.backoff.rebalance_delay()
+                else:
+                    delay = max(self.backoff.next_delay(), self._not_before)
                 self._not_before = 0.0
                 log.info("stream down (%s); reconnecting in %.1fs", self.last_error or "closed", delay)
                 with contextlib.suppress(TimeoutError):
@@ -400,6 +420,11 @@ class AgentStream:
 
     def stop(self) -> None:
         self._stop.set()
+
+    @property
+    def live(self) -> bool:
+        """Whether a session is up and caught up (welcomed, spool replayed): heartbeats go straight up."""
+        return self._session is not None
 
     def vanish(self) -> None:
         """End the stream at once, without a goodbye and without closing it properly, and never come back."""
@@ -467,6 +492,7 @@ class AgentStream:
                 log.error("the control plane refused heartbeat %d (%s); dropped from the spool", seq, exc.details())
             if exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED:
                 self._not_before = retry_after(exc)
+            self._aged_out = welcomed and ended_at_max_age(exc)
             if exc.code() in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED):
                 log.error("control plane refused this agent (%s); re-enroll with `lz-agent enroll`", exc.details())
             if not welcomed:
@@ -501,6 +527,8 @@ class AgentStream:
     def _connect_failed(self, reason: str) -> None:
         self.stats.failed_connects += 1
         self.stats.connect_errors[reason] += 1
+        if self._on_connect_failed is not None:
+            self._on_connect_failed()
 
     async def _on_welcome(self, session: _Session, welcome: ingest_pb2.Welcome) -> None:
         """Catch up: replay the spool above the control plane's acked seq (paced), then go live."""

@@ -1,6 +1,7 @@
 """Isolation latency: IsolateAsset -> the agent's confirmation recorded, with a connected fleet.
 
     python benchmarks/bench_isolation.py --json OUT [--quick] [--agents N] [--isolations M] [--bursts 1,10,50,500]
+        [--ingest-replicas R]
 
 The local stack starts; a tenant is made through AssetService.CreateTenant; `lz-agent simulate` (dry-run
 executor, `--warm`) enrolls N hosts through IngestService.Enroll (enrollment throughput is reported
@@ -10,6 +11,13 @@ from the call to the moment GetAsset (polled every 5 ms) shows ASSET_STATUS_ISOL
 CommandResult is recorded: assets -> nudge (DeliverCommand) -> the stream -> the agent applies (dry run)
 -> its result -> ingest -> RecordCommandResult. A heartbeat interval is 5 s, so anything near it means
 the nudge did not work; the target is p99 < 1 s. One run of M isolations (`method` in the JSON).
+
+With `--ingest-replicas R` the stack runs R ingest processes, the simulated hosts spread over them
+(each session picks one of the R addresses) and assets nudges the first only, so about (R-1)/R of the
+orders are forwarded to the replica holding the stream (`make bench` runs R = 1 and R = 3 in the same
+run: `isolation` and `isolation-replicas`). The JSON counts each order's delivery path from assets'
+log (`delivery_paths`). Routing adds no write per heartbeat: the holder's address rides on the
+stream-open write (tests/ingest/test_fleet_scale.py counts the writes of a heartbeating fleet).
 
 Then bursts: for each size B, B operator IsolateAsset calls to B fresh assets of the one tenant start
 at once (B threads). Per burst: the RPC latency of each call, order -> ISOLATED for each asset (one
@@ -71,6 +79,16 @@ def _queue_depth(stack: Stack) -> int:
         QueueUrl=stack.resources.queue_url,
         AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"])["Attributes"]
     return int(attrs["ApproximateNumberOfMessages"]) + int(attrs["ApproximateNumberOfMessagesNotVisible"])
+
+
+def _delivery_paths(stack: Stack) -> dict[str, int]:
+    """How many nudges each delivery path answered (assets logs every answer)."""
+    paths = dict.fromkeys(("DELIVERY_PATH_LOCAL", "DELIVERY_PATH_FORWARDED", "DELIVERY_PATH_NOT_HELD"), 0)
+    for line in stack.log_path("assets").read_text(errors="replace").splitlines():
+        if line.startswith("{") and '"nudge answered"' in line:
+            path = json.loads(line).get("path", "")
+            paths[path] = paths.get(path, 0) + 1
+    return paths
 
 
 def _isolated_now(stub: Any, admin: list[tuple[str, str]]) -> set[str]:
@@ -154,6 +172,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--isolations", type=int, default=100)
     parser.add_argument("--bursts", default="1,10,50,500", help="burst sizes, comma-separated")
     parser.add_argument("--timeout", type=float, default=20.0, help="give up on one isolation after this long")
+    parser.add_argument("--ingest-replicas", type=int, default=1, help="ingest processes; hosts spread over them")
     args = parser.parse_args(argv)
     if args.quick:
         args.agents, args.isolations, args.bursts = 100, 20, "1,10,50"
@@ -162,7 +181,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--agents must be at least --isolations + the bursts ({args.isolations + sum(sizes)})")
     began = time.monotonic()
     workdir = Path(tempfile.mkdtemp(prefix="bench-isolation-"))
-    stack = Stack(state_dir=workdir / "stack", extra_env={"LZ_LOG_LEVEL": "WARNING"})
+    stack = Stack(state_dir=workdir / "stack", extra_env={"LZ_LOG_LEVEL": "WARNING"},
+                  ingest_replicas=args.ingest_replicas, process_env={"assets": {"LZ_LOG_LEVEL": "INFO"}})
     stack.start()
     sim: subprocess.Popen[bytes] | None = None
     latencies: list[float] = []
@@ -182,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
         started = time.monotonic()
         sim = subprocess.Popen(
             [sys.executable, "-m", "agent.cli", "simulate", "--count", str(args.agents),
-             "--control-plane", stack.addresses["ingest"], "--tenant", tenant,
+             "--control-plane", stack.state()["endpoints"]["ingest_replicas"], "--tenant", tenant,
              "--identities", str(identities_file), "--warm", "--report-every", "1", "--report-file", str(report),
              "--seed", "11"],
             cwd=REPO, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, SECRET_ENV: reply.enrollment_secret})
@@ -241,6 +261,8 @@ def main(argv: list[str] | None = None) -> int:
                 bursts[str(size)] = _burst(stub, admin, chosen, args.timeout)
                 print(f"[isolation] burst {size}: {json.dumps(bursts[str(size)])}", flush=True)
         result = {
+            "ingest_replicas": args.ingest_replicas,
+            "delivery_paths": _delivery_paths(stack),
             "method": f"one run: {len(targets)} sequential isolations of distinct assets, {connected} agents "
                       "connected (lz-agent simulate, dry-run executor); latency = IsolateAsset call to GetAsset "
                       "showing ISOLATED (polled every 5 ms)",

@@ -267,7 +267,7 @@ def assets_reenroll(ctx: Context, args: argparse.Namespace) -> int:
         return EXIT_OK
     ctx.out.plain(response.reenroll_code)
     ctx.out.note(f"[dim]one-time re-enrollment code for {escape(args.asset_id)} (shown once; valid until "
-                 f"{when(response.expire_time)}; custody event #{response.custody_seq}). On the host: "
+                 f"{when(response.expire_time)}; the approval is a custody event). On the host: "
                  "lz-agent enroll --reenroll-code-file PATH (or - for standard input)[/]")
     return EXIT_OK
 

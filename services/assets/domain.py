@@ -187,6 +187,10 @@ class Asset:
     agent_loss_request_id: str = ""
     agent_loss_custody_seq: int = 0
     agent_loss_custody_version: int = 0
+    # The last enrollment recorded in custody (its request id and the version of its custody record), so a
+    # retried RecordEnrollment answers the same and writes no second record.
+    enrollment_request_id: str = ""
+    enrollment_custody_version: int = 0
 
     @property
     def needs_action(self) -> bool:

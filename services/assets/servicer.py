@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
-import zlib
 from collections.abc import Sequence
 from typing import Any
 
@@ -46,7 +45,6 @@ from services.tlog.events import parse_event
 log = logging.getLogger(__name__)
 
 MAX_RISK_UPDATES = 500
-ENROLLMENT_LOCK_STRIPES = 64
 # Per inventory part (agents, engines: one item each), under DynamoDB's 400 KB item limit with room for the
 # keys; ingest trims to stay below it.
 MAX_AGENT_INVENTORY_BYTES = 350_000
@@ -74,9 +72,11 @@ _OUTCOME_FROM_PROTO = {common_pb2.COMMAND_OUTCOME_APPLIED: Outcome.APPLIED,
 
 
 class Nudger:
-    """Tells every ingest process about a new command, so a live stream sends it at once.
+    """Tells ingest about a new command, so the live stream sends it at once.
 
-    Best effort: a failure is logged and forgotten, because the agent's next heartbeat picks the
+    One address is enough (in Kubernetes the ingest Service, so any replica): the replica that takes the
+    nudge forwards it to the one holding the stream (services/ingest/routing.py). Each address listed
+    is nudged. Best effort: a failure is logged and forgotten, because the agent's next heartbeat picks the
     command up from the pending list anyway.
     """
 
@@ -95,7 +95,7 @@ class Nudger:
                        command: common_pb2.Command) -> None:
         stub = ingest_pb2_grpc.IngestServiceStub(channel)
         try:
-            await stub.DeliverCommand(
+            reply = await stub.DeliverCommand(
                 ingest_pb2.DeliverCommandRequest(command=command),
                 metadata=clients.service_metadata(self._settings, tenant),
                 timeout=NUDGE_TIMEOUT_SECONDS,
@@ -103,6 +103,11 @@ class Nudger:
         except grpc.aio.AioRpcError as exc:
             log.warning("nudge failed; the next heartbeat will pick the command up",
                         extra={"address": address, "command_id": command.command_id, "code": exc.code().name})
+            return
+        # The delivery path of each command, on record: a command that waited for the poll shows here.
+        log.info("nudge answered", extra={"address": address, "command_id": command.command_id,
+                                          "path": ingest_pb2.DeliveryPath.Name(reply.path),
+                                          "replica": reply.replica})
 
     async def close(self) -> None:
         for task in list(self._tasks):
@@ -119,9 +124,6 @@ class AssetServicer(assets_pb2_grpc.AssetServiceServicer):
         self._sequencer = sequencer
         self._endpoints = tuple(control_plane_endpoints)
         self._max_assets = max_assets_per_tenant
-        # Enrollments of one tenant append to one ledger tail: in turn, they commit at the first attempt
-        # instead of retrying against each other while holding the store's threads (striped, so bounded).
-        self._enrollment_locks = [asyncio.Lock() for _ in range(ENROLLMENT_LOCK_STRIPES)]
 
     # --- tenants and tokens -----------------------------------------------------------------------
 
@@ -194,15 +196,13 @@ class AssetServicer(assets_pb2_grpc.AssetServiceServicer):
     async def GetAsset(self, request: assets_pb2.GetAssetRequest, context: Any) -> Any:
         asset_id = validate_id("asset_id", request.asset_id)
         tenant = auth.current_tenant()
-        asset = await aws.call(self._store.get_asset_with_custody, tenant, asset_id)
+        view = await aws.call(self._store.get_asset_view, tenant, asset_id)
         connections = await aws.call(self._store.connections, tenant, [asset_id])
-        agents = await aws.call(self._store.get_agent_inventory, tenant, asset_id)
-        engines = await aws.call(self._store.get_engine_inventory, tenant, asset_id)
-        message = _asset(asset, connections.get(asset_id), _now())
-        if agents is not None:
-            message.agent_inventory.ParseFromString(agents.data)
-        if engines is not None:
-            message.engine_inventory.ParseFromString(engines.data)
+        message = _asset(view.asset, connections.get(asset_id), _now())
+        if view.agents is not None:
+            message.agent_inventory.ParseFromString(view.agents.data)
+        if view.engines is not None:
+            message.engine_inventory.ParseFromString(view.engines.data)
         return assets_pb2.GetAssetResponse(asset=message)
 
     async def ListAssets(self, request: assets_pb2.ListAssetsRequest, context: Any) -> Any:
@@ -325,10 +325,12 @@ class AssetServicer(assets_pb2_grpc.AssetServiceServicer):
                                   context: Any) -> assets_pb2.ApproveReEnrollmentResponse:
         asset_id = validate_id("asset_id", request.asset_id)
         reason = domain.validate_reason(request.reason)
-        code, expire, seq = await aws.call(
+        approval = await aws.call(
             self._store.approve_reenrollment, auth.current_tenant(), asset_id, actor=auth.current_principal().actor,
             reason=reason, request_id=domain.validate_request_id(request.request_id))
-        return assets_pb2.ApproveReEnrollmentResponse(reenroll_code=code, expire_time=_ts(expire), custody_seq=seq)
+        self._sequencer.submit(approval.custody)
+        return assets_pb2.ApproveReEnrollmentResponse(reenroll_code=approval.code,
+                                                      expire_time=_ts(approval.expire_time))
 
     async def RecordEnrollment(self, request: assets_pb2.RecordEnrollmentRequest,
                                context: Any) -> assets_pb2.RecordEnrollmentResponse:
@@ -338,13 +340,13 @@ class AssetServicer(assets_pb2_grpc.AssetServiceServicer):
         given = request.asset
         facts = domain.new_asset(given.asset_id, given.hostname, given.employee_id, os=given.os,
                                  agent_version=given.agent_version, when=domain.format_ts(domain.now()))
-        tenant = auth.current_tenant()
-        async with self._enrollment_locks[zlib.crc32(tenant.encode()) % ENROLLMENT_LOCK_STRIPES]:
-            asset, seq = await aws.call(
-                self._store.record_enrollment, tenant, kind, facts,
-                request_id=domain.validate_request_id(request.request_id), reenroll_code=request.reenroll_code[:256],
-                max_assets=self._max_assets)
-        return assets_pb2.RecordEnrollmentResponse(asset=_asset(asset), custody_seq=seq)
+        enrolled = await aws.call(
+            self._store.record_enrollment, auth.current_tenant(), kind, facts,
+            request_id=domain.validate_request_id(request.request_id), reenroll_code=request.reenroll_code[:256],
+            max_assets=self._max_assets)
+        if enrolled.custody is not None:
+            self._sequencer.submit(enrolled.custody)
+        return assets_pb2.RecordEnrollmentResponse(asset=_asset(enrolled.asset), custody_seq=enrolled.custody_seq)
 
     # --- reads of other services' records ----------------------------------------------------------
 

@@ -13,7 +13,8 @@ class AssetsSettings:
     aws: s.AwsSettings = s.nested(s.AwsSettings)  # noqa: RUF009 - read from the environment
     ingest_addresses: tuple[str, ...] = s.env(
         "LZ_INGEST_ADDRESSES", s.address_list, default=(),
-        doc="host:port of every ingest process, comma-separated; nudged after each new command.",
+        doc="host:port of ingest's internal port (one address: any replica forwards to the one holding "
+            "the stream), comma-separated when several; nudged after each new command.",
     )
     control_plane_endpoints: tuple[str, ...] = s.env(
         "LZ_CONTROL_PLANE_ENDPOINTS", s.address_list, default=(),

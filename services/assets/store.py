@@ -10,6 +10,7 @@ so concurrent orders in a tenant never cancel each other. See ACCESS_PATTERNS.md
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import random
@@ -90,6 +91,10 @@ class ResultOutcome:
     custody: CustodyRecord | None = None
 
 
+# An enrollment answers like a result: the asset after it, the seq once chained and the record to chain.
+EnrollmentOutcome = ResultOutcome
+
+
 @dataclass(frozen=True)
 class LossOutcome:
     contained: bool
@@ -115,6 +120,22 @@ class AgentEventOutcome:
     replayed: bool
     # The custody record this event wrote (None for a replayed answer): for the sequencer.
     custody: CustodyRecord | None = None
+
+
+@dataclass(frozen=True)
+class ApprovalOutcome:
+    code: str
+    expire_time: str
+    custody: CustodyRecord
+
+
+@dataclass(frozen=True)
+class AssetView:
+    """What GetAsset shows of an asset: the asset and its newest inventories (None before the first)."""
+
+    asset: Asset
+    agents: StoredInventory | None
+    engines: StoredInventory | None
 
 
 @dataclass(frozen=True)
@@ -242,25 +263,26 @@ class AssetStore:
             raise AlreadyExists(f"asset {asset.asset_id} already exists") from None
         return asset
 
-    # --- enrollment (ingest checks the secret or credential; this records it with its custody event) ----
+    # --- enrollment (ingest checks the secret or credential; this records it with its custody record) ---
 
     def record_enrollment(self, tenant_id: str, kind: EnrollmentKind, facts: Asset, *, request_id: str,
-                          reenroll_code: str = "", max_assets: int) -> tuple[Asset, int]:
-        """The asset and the custody seq of an enrollment, committed with its custody event.
+                          reenroll_code: str = "", max_assets: int) -> EnrollmentOutcome:
+        """The asset of an enrollment, committed with its custody record (chained by the sequencer).
 
         NEW creates the asset (AlreadyExists for an existing id, unless this request created it: then the
         stored answer) within the tenant's quota of `max_assets`; ROTATION records that the agent replaced
         its credential; REENROLL redeems the asset's one-time code (PermissionDenied when there is no
-        valid one), re-admitting a revoked asset.
+        valid one), re-admitting a revoked asset. The record is chained after the asset's previous one; a
+        repeated request id answers the first record's seq once chained (else 0) and writes nothing.
         """
-        def attempt() -> tuple[Asset, int]:
+        def attempt() -> EnrollmentOutcome:
             if kind is EnrollmentKind.NEW:
                 prepared = self._prepare_new_enrollment(tenant_id, facts, request_id, max_assets)
             elif kind is EnrollmentKind.REENROLL:
                 prepared = self._prepare_reenrollment(tenant_id, facts, request_id, reenroll_code)
             else:
                 prepared = self._prepare_rotation(tenant_id, facts, request_id)
-            if isinstance(prepared, tuple):
+            if isinstance(prepared, EnrollmentOutcome):
                 return prepared
             self.commit(prepared)
             return prepared.outcome
@@ -268,12 +290,12 @@ class AssetStore:
         return self._with_retries(attempt)
 
     def _prepare_new_enrollment(self, tenant_id: str, facts: Asset, request_id: str,
-                                max_assets: int) -> Prepared[tuple[Asset, int]] | tuple[Asset, int]:
+                                max_assets: int) -> Prepared[EnrollmentOutcome] | EnrollmentOutcome:
         item = self._get(keys.tenant_pk(tenant_id), keys.asset_sk(facts.asset_id))
         if item is not None:
             existing = _asset_from(item)
             if request_id and existing.create_request_id == request_id:
-                return existing, existing.last_custody_seq
+                return self._replayed_enrollment(tenant_id, existing)
             raise AlreadyExists(f"asset {facts.asset_id} already exists")
         tenant = self._get(keys.auth_pk(tenant_id), keys.METADATA_SK)
         if tenant is None:
@@ -281,11 +303,11 @@ class AssetStore:
         if int(tenant.get("enrolled_assets", 0)) >= max_assets:
             raise ResourceExhausted(f"the tenant has enrolled its quota of {max_assets} assets",
                                     reason="ENROLLMENT_QUOTA")
-        appended = ledger_store.prepare_append(
-            self.ddb, self.table, tenant_id, [_draft(domain.enrollment_event(EnrollmentKind.NEW, facts,
-                                                                             request_id=request_id))])
-        seq = appended.seqs[0][0]
-        asset = replace(facts, last_custody_seq=seq, create_request_id=request_id)
+        version = 1
+        record = new_record(tenant_id, facts.asset_id, version, 0, _draft(domain.enrollment_event(
+            EnrollmentKind.NEW, facts, request_id=request_id)))
+        asset = replace(facts, create_request_id=request_id, version=version, custody_version=version,
+                        enrollment_request_id=request_id, enrollment_custody_version=version)
         items = [
             {"Put": {"TableName": self.table, "Item": aws.to_item(_asset_item(tenant_id, asset)),
                      "ConditionExpression": "attribute_not_exists(SK)"}},
@@ -297,75 +319,112 @@ class AssetStore:
                                        "(attribute_not_exists(enrolled_assets) OR enrolled_assets < :max)",
                 "ExpressionAttributeValues": aws.to_item({":zero": 0, ":one": 1, ":max": max_assets}),
             }},
-            *appended.transact_items,
+            record_put(self.table, record),
         ]
-        return Prepared(items, (asset, seq))
+        return Prepared(items, EnrollmentOutcome(asset, 0, replayed=False, custody=record))
 
     def _prepare_rotation(self, tenant_id: str, facts: Asset,
-                          request_id: str) -> Prepared[tuple[Asset, int]]:
+                          request_id: str) -> Prepared[EnrollmentOutcome] | EnrollmentOutcome:
         asset = self.get_asset(tenant_id, facts.asset_id)
+        if request_id and asset.enrollment_request_id == request_id:
+            return self._replayed_enrollment(tenant_id, asset)
         return self._prepare_enrollment_event(tenant_id, EnrollmentKind.ROTATION, asset, facts, request_id=request_id)
 
     def _prepare_reenrollment(self, tenant_id: str, facts: Asset, request_id: str,
-                              code: str) -> Prepared[tuple[Asset, int]] | tuple[Asset, int]:
+                              code: str) -> Prepared[EnrollmentOutcome] | EnrollmentOutcome:
         asset = self.get_asset(tenant_id, facts.asset_id)
         approval = self._get(keys.auth_pk(tenant_id), keys.reenroll_sk(facts.asset_id)) or {}
         stored = str(approval.get("code_sha256", ""))
         matches = same_secret(code, stored or _ABSENT_SHA256) and bool(stored) and bool(code)
         redeemed_by = str(approval.get("redeemed_request_id", ""))
         if matches and request_id and redeemed_by == request_id:
-            return asset, int(approval.get("redeem_seq", 0))
+            if "redeem_seq" in approval:
+                # Redeemed before the outbox: the seq its synchronous append got.
+                return EnrollmentOutcome(asset, int(approval["redeem_seq"]), replayed=True)
+            seq = self._record_seq(tenant_id, asset.asset_id, int(approval.get("redeem_custody_version", 0)))
+            return EnrollmentOutcome(asset, seq, replayed=True)
         if not matches or redeemed_by or str(approval.get("expire_time", "")) < domain.format_ts(domain.now()):
             raise PermissionDenied(f"asset {facts.asset_id} has no valid re-enrollment code like that; "
                                    "an operator issues one with `lz assets re-enroll`", reason="BAD_REENROLL_CODE")
-        approval_seq = int(approval.get("approval_seq", 0))
         prepared = self._prepare_enrollment_event(tenant_id, EnrollmentKind.REENROLL, asset, facts,
-                                                  request_id=request_id, approval_seq=approval_seq)
+                                                  request_id=request_id,
+                                                  approval_seq=self._approval_seq(tenant_id, facts.asset_id, approval))
         redeem = {"Update": {
             "TableName": self.table,
             "Key": aws.to_item({"PK": keys.auth_pk(tenant_id), "SK": keys.reenroll_sk(facts.asset_id)}),
-            "UpdateExpression": "SET redeemed_request_id = :r, redeem_seq = :s",
+            "UpdateExpression": "SET redeemed_request_id = :r, redeem_custody_version = :v",
             "ConditionExpression": "code_sha256 = :h AND attribute_not_exists(redeemed_request_id)",
-            "ExpressionAttributeValues": aws.to_item({":r": request_id or "-", ":s": prepared.outcome[1],
-                                                      ":h": stored}),
+            "ExpressionAttributeValues": aws.to_item({":r": request_id or "-", ":h": stored,
+                                                      ":v": prepared.outcome.asset.version}),
         }}
         return Prepared([redeem, *prepared.transact_items], prepared.outcome)
 
+    def _approval_seq(self, tenant_id: str, asset_id: str, approval: dict[str, Any]) -> int:
+        """The ledger seq of the approval a code redemption names; Conflict (a retry) while it is not chained."""
+        if "approval_seq" in approval:
+            # Approved before the outbox: the seq its synchronous append got.
+            return int(approval["approval_seq"])
+        seq = self._record_seq(tenant_id, asset_id, int(approval.get("approval_custody_version", 0)))
+        if not seq:
+            # The approval's record is chained within milliseconds (or by the next sweep); the redemption's
+            # event names the approval by its seq, so it waits for it rather than naming nothing.
+            raise Conflict(["ApprovalNotChained"])
+        return seq
+
     def _prepare_enrollment_event(self, tenant_id: str, kind: EnrollmentKind, asset: Asset, facts: Asset, *,
-                                  request_id: str, approval_seq: int = 0) -> Prepared[tuple[Asset, int]]:
+                                  request_id: str, approval_seq: int = 0) -> Prepared[EnrollmentOutcome]:
         moved = domain.with_host_facts(asset, facts)
-        appended = ledger_store.prepare_append(
-            self.ddb, self.table, tenant_id,
-            [_draft(domain.enrollment_event(kind, moved, request_id=request_id, approval_seq=approval_seq))])
-        seq = appended.seqs[0][0]
-        after = replace(moved, version=asset.version + 1, last_custody_seq=seq,
-                        update_time=domain.format_ts(domain.now()))
-        return Prepared([self._put_asset_if_unchanged(tenant_id, after, asset), *appended.transact_items],
-                        (after, seq))
+        version = asset.version + 1
+        record = new_record(tenant_id, asset.asset_id, version, asset.custody_version, _draft(
+            domain.enrollment_event(kind, moved, request_id=request_id, approval_seq=approval_seq)))
+        after = replace(moved, version=version, custody_version=version, enrollment_request_id=request_id,
+                        enrollment_custody_version=version, update_time=domain.format_ts(domain.now()))
+        return Prepared([self._put_asset_if_unchanged(tenant_id, after, asset), record_put(self.table, record)],
+                        EnrollmentOutcome(after, 0, replayed=False, custody=record))
+
+    def _replayed_enrollment(self, tenant_id: str, asset: Asset) -> EnrollmentOutcome:
+        """The answer for the asset's last recorded enrollment: its record's seq once chained, else 0."""
+        if not asset.enrollment_custody_version:
+            # Enrolled before the outbox: the seq its synchronous append got.
+            return EnrollmentOutcome(asset, asset.last_custody_seq, replayed=True)
+        seq = self._record_seq(tenant_id, asset.asset_id, asset.enrollment_custody_version)
+        return EnrollmentOutcome(asset, seq, replayed=True)
 
     def approve_reenrollment(self, tenant_id: str, asset_id: str, *, actor: str, reason: str,
-                             request_id: str) -> tuple[str, str, int]:
-        """A one-time re-enrollment code for the asset (shown once), its expiry and the approval's custody seq.
+                             request_id: str) -> ApprovalOutcome:
+        """A one-time re-enrollment code for the asset (shown once), its expiry and the approval's custody record.
 
-        The approval is a custody event; a newer approval replaces an older, unredeemed code.
+        The approval is a custody action of the asset: the asset's new version (nothing else changes), the
+        approval item and the custody record commit together, so the record is chained in the asset's order.
+        A newer approval replaces an older, unredeemed code.
         """
-        def attempt() -> tuple[str, str, int]:
-            self.get_asset(tenant_id, asset_id)
+        draft_of = functools.partial(domain.reenroll_approval_event, actor, asset_id, reason=reason,
+                                     request_id=request_id)
+
+        def attempt() -> ApprovalOutcome:
+            asset = self.get_asset(tenant_id, asset_id)
             code = new_secret()
             expire = domain.format_ts(domain.now() + domain.REENROLL_CODE_TTL)
-            appended = ledger_store.prepare_append(
-                self.ddb, self.table, tenant_id,
-                [_draft(domain.reenroll_approval_event(actor, asset_id, reason=reason, expire_time=expire,
-                                                       request_id=request_id))])
-            seq = appended.seqs[0][0]
+            version = asset.version + 1
+            record = new_record(tenant_id, asset_id, version, asset.custody_version,
+                                _draft(draft_of(expire_time=expire)))
             approval = {"PK": keys.auth_pk(tenant_id), "SK": keys.reenroll_sk(asset_id), "asset_id": asset_id,
-                        "code_sha256": sha256_hex(code), "expire_time": expire, "approval_seq": seq,
+                        "code_sha256": sha256_hex(code), "expire_time": expire, "approval_custody_version": version,
                         "actor": actor}
-            self.commit(Prepared([{"Put": {"TableName": self.table, "Item": aws.to_item(approval)}},
-                                  *appended.transact_items], None))
-            return code, expire, seq
+            after = replace(asset, version=version, custody_version=version)
+            self.commit(Prepared([self._put_asset_if_unchanged(tenant_id, after, asset),
+                                  {"Put": {"TableName": self.table, "Item": aws.to_item(approval)}},
+                                  record_put(self.table, record)], None))
+            return ApprovalOutcome(code, expire, record)
 
         return self._with_retries(attempt)
+
+    def _record_seq(self, tenant_id: str, asset_id: str, version: int) -> int:
+        """The ledger seq of the asset's custody record of `version` once chained; 0 before (or without one)."""
+        if not version:
+            return 0
+        record = outbox_store.get_record(self.ddb, self.table, tenant_id, asset_id, version)
+        return record.ledger_seq if record is not None and record.chained else 0
 
     def get_asset(self, tenant_id: str, asset_id: str) -> Asset:
         item = self._get(keys.tenant_pk(tenant_id), keys.asset_sk(asset_id))
@@ -373,13 +432,23 @@ class AssetStore:
             raise NotFound(f"asset {asset_id} does not exist")
         return _asset_from(item)
 
-    def get_asset_with_custody(self, tenant_id: str, asset_id: str) -> Asset:
-        """The asset with `last_custody_seq` set to the seq of its newest custody record once chained."""
-        asset = self.get_asset(tenant_id, asset_id)
-        if not asset.custody_version:
-            return asset
-        record = outbox_store.get_record(self.ddb, self.table, tenant_id, asset_id, asset.custody_version)
-        return replace(asset, last_custody_seq=record.ledger_seq) if record and record.chained else asset
+    def get_asset_view(self, tenant_id: str, asset_id: str) -> AssetView:
+        """The asset (`last_custody_seq`: its newest custody record's seq once chained) with its inventories.
+
+        The asset and both inventory items are one BatchGetItem; the custody record a second read.
+        """
+        pk = keys.tenant_pk(tenant_id)
+        asset_item, agents, engines = self._get_many((pk, keys.asset_sk(asset_id)),
+                                                     (pk, keys.agent_inventory_sk(asset_id)),
+                                                     (pk, keys.engine_inventory_sk(asset_id)))
+        if asset_item is None:
+            raise NotFound(f"asset {asset_id} does not exist")
+        asset = _asset_from(asset_item)
+        if asset.custody_version:
+            record = outbox_store.get_record(self.ddb, self.table, tenant_id, asset_id, asset.custody_version)
+            if record is not None and record.chained:
+                asset = replace(asset, last_custody_seq=record.ledger_seq)
+        return AssetView(asset, _inventory_from(agents), _inventory_from(engines))
 
     def list_assets(self, tenant_id: str, size: int, page_token: str) -> Page:
         """Every asset of the tenant, by asset id."""
@@ -499,7 +568,13 @@ class AssetStore:
         condition, and `order` then answers from it. A fresh order so costs three reads, not four.
         """
         command_id = domain.command_id_for(tenant_id, asset_id, kind, request_id)
-        asset = self.get_asset(tenant_id, asset_id)
+        # One round trip for the asset and the tenant's containment settings: under a burst every order's
+        # reads queue at the table, so each one saved shortens all the others.
+        asset_item, tenant_item = self._get_many((keys.tenant_pk(tenant_id), keys.asset_sk(asset_id)),
+                                                 (keys.auth_pk(tenant_id), keys.METADATA_SK))
+        if asset_item is None:
+            raise NotFound(f"asset {asset_id} does not exist")
+        asset = _asset_from(asset_item)
         try:
             status = domain.next_status(asset.status, domain.ORDER_TRIGGER[kind])
         except FailedPrecondition:
@@ -507,7 +582,7 @@ class AssetStore:
             if replayed is None:
                 raise
             return replayed
-        tenant = self.find_tenant(tenant_id)
+        tenant = _tenant_from(tenant_item) if tenant_item is not None else None
         version = asset.version + 1
         record = new_record(tenant_id, asset_id, version, asset.custody_version, _draft(domain.order_event(
             actor, kind, asset_id, justification=justification, command_id=command_id, request_id=request_id)))
@@ -565,13 +640,15 @@ class AssetStore:
     def prepare_result(self, tenant_id: str, asset_id: str, command_id: str, result: CommandResult,
                        actor: str) -> Prepared[ResultOutcome] | ResultOutcome:
         """The transaction recording a result as read now, or the stored answer for a repeated result."""
-        command = self.get_command(tenant_id, asset_id, command_id)
-        if command is None:
+        command_item, asset_item = self._get_many((keys.tenant_pk(tenant_id), keys.command_sk(asset_id, command_id)),
+                                                  (keys.tenant_pk(tenant_id), keys.asset_sk(asset_id)))
+        if command_item is None:
             raise NotFound(f"command {command_id} of asset {asset_id} does not exist")
+        if asset_item is None:
+            raise NotFound(f"asset {asset_id} does not exist")
+        command, asset = _command_from(command_item), _asset_from(asset_item)
         if not command.pending:
-            after = command.asset_after_result or self.get_asset(tenant_id, asset_id)
-            return ResultOutcome(after, command.result_custody_seq, replayed=True)
-        asset = self.get_asset(tenant_id, asset_id)
+            return ResultOutcome(command.asset_after_result or asset, command.result_custody_seq, replayed=True)
         when = domain.format_ts(domain.now())
         moved, applies = domain.after_result(asset, command, result, when)
         version = asset.version + 1
@@ -730,9 +807,7 @@ class AssetStore:
         if not asset.agent_loss_custody_version:
             # Losses recorded before the outbox hold the seq their synchronous append got.
             return LossOutcome(True, asset.agent_loss_custody_seq, asset.status, replayed=True)
-        record = outbox_store.get_record(self.ddb, self.table, tenant_id, asset.asset_id,
-                                         asset.agent_loss_custody_version)
-        seq = record.ledger_seq if record and record.chained else 0
+        seq = self._record_seq(tenant_id, asset.asset_id, asset.agent_loss_custody_version)
         return LossOutcome(True, seq, asset.status, replayed=True)
 
     # --- connection state (agent items owned by ingest, read through its presence store) -----------
@@ -868,20 +943,6 @@ class AssetStore:
                 break
         return updated
 
-    def get_agent_inventory(self, tenant_id: str, asset_id: str) -> StoredInventory | None:
-        """The asset's newest AI agents and MCP servers, or None before its first inventory with them."""
-        return self._get_inventory(tenant_id, keys.agent_inventory_sk(asset_id))
-
-    def get_engine_inventory(self, tenant_id: str, asset_id: str) -> StoredInventory | None:
-        """The asset's newest AI engines and model files, or None before its first inventory with them."""
-        return self._get_inventory(tenant_id, keys.engine_inventory_sk(asset_id))
-
-    def _get_inventory(self, tenant_id: str, sk: str) -> StoredInventory | None:
-        item = self._get(keys.tenant_pk(tenant_id), sk)
-        if item is None:
-            return None
-        return StoredInventory(data=bytes(item["data"]), evaluate_time=str(item.get("evaluate_time", "")))
-
     def _put_inventory(self, tenant_id: str, sk: str, asset_id: str, inventory: StoredInventory) -> None:
         """Written only with a changed inventory (ingest sends it with risk); an older one never replaces a newer."""
         try:
@@ -901,6 +962,22 @@ class AssetStore:
         got = self.ddb.get_item(TableName=self.table, Key=aws.to_item({"PK": pk, "SK": sk}), ConsistentRead=True)
         return aws.from_item(got["Item"]) if "Item" in got else None
 
+    def _get_many(self, *wanted: tuple[str, str]) -> list[dict[str, Any] | None]:
+        """The items of (PK, SK) pairs, in the order asked (None where absent): one consistent BatchGetItem."""
+        request: dict[str, Any] = {"Keys": [aws.to_item({"PK": pk, "SK": sk}) for pk, sk in wanted],
+                                   "ConsistentRead": True}
+        found: dict[tuple[str, str], dict[str, Any]] = {}
+        for attempt in range(MAX_ATTEMPTS):
+            got = self.ddb.batch_get_item(RequestItems={self.table: request})
+            for raw in got.get("Responses", {}).get(self.table, []):
+                item = aws.from_item(raw)
+                found[(str(item["PK"]), str(item["SK"]))] = item
+            request = got.get("UnprocessedKeys", {}).get(self.table)
+            if not request:
+                return [found.get(key) for key in wanted]
+            _backoff(attempt)
+        raise Aborted("the table did not answer every read of this request; retry it")
+
     def _put_asset_if_unchanged(self, tenant_id: str, after: Asset, before: Asset) -> dict[str, Any]:
         return {"Put": {
             "TableName": self.table,
@@ -917,6 +994,12 @@ class AssetStore:
             except Conflict:
                 _backoff(n)
         raise Aborted("too many concurrent changes to this asset; retry the request")
+
+
+def _inventory_from(item: dict[str, Any] | None) -> StoredInventory | None:
+    if item is None:
+        return None
+    return StoredInventory(data=bytes(item["data"]), evaluate_time=str(item.get("evaluate_time", "")))
 
 
 def _backoff(attempt: int) -> None:

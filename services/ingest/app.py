@@ -7,7 +7,9 @@ from lifecyclezero.v1 import ingest_pb2_grpc
 from services.ingest import rules
 from services.ingest.assets_client import AssetsClient
 from services.ingest.enrollment import Enrollment
+from services.ingest.peers import Peers
 from services.ingest.queue import QueueBatcher
+from services.ingest.routing import Router
 from services.ingest.servicer import IngestServicer
 from services.ingest.settings import IngestSettings
 from services.ingest.streams import Hub
@@ -28,7 +30,9 @@ POLICY: dict[str, frozenset[auth.Role]] = {
 }
 # Agents reach ingest through an internet-facing load balancer: these stay on LZ_INTERNAL_PORT, for
 # the assets service (its certificate, and its own service token) only.
-INTERNAL = {f"{_P}DeliverCommand": frozenset({"assets"}), f"{_P}RevokeAgent": frozenset({"assets"})}
+# Other ingest replicas forward there the nudges and revocations of streams they do not hold (routing.py).
+INTERNAL = {f"{_P}DeliverCommand": frozenset({"assets", "ingest"}),
+            f"{_P}RevokeAgent": frozenset({"assets", "ingest"})}
 
 
 async def make_service(settings: IngestSettings) -> Service:
@@ -48,8 +52,10 @@ async def make_service(settings: IngestSettings) -> Service:
     batcher = QueueBatcher(sqs, settings.queue_url, linger_seconds=settings.stream.linger_seconds)
     assets = AssetsClient(settings.assets_address, settings.server)
     tracker = Tracker(settings.stream, ddb, settings.aws.table_name, assets,
-                      rules.load_book(settings.policy_file, settings.policy_dir))
+                      rules.load_book(settings.policy_file, settings.policy_dir), replica=settings.advertise_address)
     hub = Hub(settings.stream, ddb, settings.aws.table_name, batcher, assets, tracker=tracker)
+    peers = Peers(settings.server)
+    router = Router(hub, peers, ddb, settings.aws.table_name, settings.advertise_address)
 
     async def check_ready() -> None:
         # NOT_SERVING while the table or the queue does not answer: an ack must mean "in SQS".
@@ -59,8 +65,9 @@ async def make_service(settings: IngestSettings) -> Service:
     async def on_stop() -> None:
         await hub.close()
         await assets.close()
+        await peers.close()
 
-    servicer = IngestServicer(hub, Enrollment(assets, ddb, settings.aws.table_name, settings.stream))
+    servicer = IngestServicer(hub, Enrollment(assets, ddb, settings.aws.table_name, settings.stream), router)
     return Service(
         name="ingest",
         servicers=[(ingest_pb2_grpc.add_IngestServiceServicer_to_server, servicer, SERVICE_NAME)],

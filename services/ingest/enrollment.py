@@ -7,9 +7,9 @@
 
 Anything else that names an existing asset is PERMISSION_DENIED, and the credential item is only ever
 written conditionally (never replaced without the proof being re-checked in the write itself). Each
-enrollment is a custody event, written by assets in the transaction that records it, before the
-credential exists: a crash in between leaves an event whose retry (same request id) finishes the
-enrollment, never a credential without its event.
+enrollment is a custody event, its custody record written by assets in the transaction that records it
+(chained into the ledger moments later), before the credential exists: a crash in between leaves a
+record whose retry (same request id) finishes the enrollment, never a credential without its event.
 """
 
 from __future__ import annotations
@@ -125,8 +125,8 @@ class Enrollment:
 
     async def _record(self, tenant: str, kind: assets_pb2.EnrollmentKind.ValueType, asset: common_pb2.Asset,
                       request_id: str, code: str) -> None:
-        """RecordEnrollment, again after ABORTED: a fleet enrolling at once contends on the tenant's ledger
-        tail, and an aborted attempt committed nothing."""
+        """RecordEnrollment, again after ABORTED: the asset changed under every attempt, or a re-enrollment's
+        approval is not chained into the ledger yet; an aborted attempt committed nothing."""
         for attempt in range(RECORD_ATTEMPTS):
             try:
                 await self._assets.record_enrollment(tenant, kind, asset, request_id, code)

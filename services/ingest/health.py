@@ -15,6 +15,8 @@ from dataclasses import dataclass
 
 from lifecyclezero.v1 import ingest_pb2
 
+from services.ingest import keys
+
 ONLINE, OFFLINE = "online", "offline"
 LOST = "lost"
 
@@ -77,6 +79,7 @@ class Connection:
     agent_version: str = ""
     platform: str = ""
     outdated: bool = False
+    outdated_since: str = ""
     stage: str = ""
     due: str = ""
     open_alerts: tuple[tuple[str, str], ...] = ()
@@ -127,6 +130,29 @@ def _lost(connection: Connection, reason: str) -> Check:
     rules = () if reason in EXPECTED_ABSENCES else (AGENT_SILENT,)
     # Whatever the reason, an isolated host whose agent is gone can no longer show its containment holds.
     return Check(rules, reason, Stage.MISSING, connection.missing_at, ask_isolation=True)
+
+
+@dataclass(frozen=True)
+class OutdatedChange:
+    """What a stream's open does to the agent's open health alerts."""
+
+    resolve: list[str]  # alert sort keys to resolve
+    returned_rules: list[str]  # the absence alerts (their rules) the return resolves
+    outdated_since: str  # when the open agent-outdated alert was raised ("" when the version is accepted)
+
+
+def outdated_change(open_alerts: tuple[tuple[str, str], ...], outdated: bool, now: str) -> OutdatedChange:
+    """An open resolves the alerts the agent's absence raised; agent-outdated's stays open while the version is
+    still older than the minimum (raised now when it was not yet), and is resolved once it is not."""
+    absent = [(rule, sk) for rule, sk in open_alerts if rule != AGENT_OUTDATED]
+    held = dict(open_alerts).get(AGENT_OUTDATED, "")
+    resolve = [sk for _, sk in absent]
+    if held and not outdated:
+        resolve.append(held)
+    since = ""
+    if outdated:
+        since = (keys.since_of_health_sk(held) or now) if held else now
+    return OutdatedChange(resolve, [rule for rule, _ in absent], since)
 
 
 def goodbye_reason(goodbye: ingest_pb2.Goodbye) -> str:

@@ -127,3 +127,11 @@ def health_sk(asset_id: str, since: str, rule_id: str) -> str:
     """`HEALTH#a#since#rule`: one alert per rule and disconnection, so a retried raise lands on the same item."""
     rule = validate_id("rule_id", rule_id)
     return f"{HEALTH_SK_PREFIX}{validate_id('asset_id', asset_id)}#{validate_ts('since', since)}#{rule}"
+
+
+def since_of_health_sk(sk: str) -> str | None:
+    """The `since` timestamp an agent-health alert key names, or None for other keys."""
+    parts = sk.split("#")
+    if len(parts) != 4 or f"{parts[0]}#" != HEALTH_SK_PREFIX or not _TS.fullmatch(parts[2]):
+        return None
+    return parts[2]

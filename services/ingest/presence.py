@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from services.ingest import keys
@@ -20,7 +21,8 @@ from services.kit import aws
 from services.kit.table import GSI2
 
 _FIELDS = ("conn_state", "conn_stream", "conn_since", "conn_reason", "last_seen", "online_until", "missing_at",
-           "agent_version", "agent_platform", "outdated", "watch_stage", "GSI2SK", "open_alerts", "asset_id")
+           "agent_version", "agent_platform", "outdated", "outdated_since", "watch_stage", "GSI2SK", "open_alerts",
+           "asset_id")
 
 
 def connection_from(asset_id: str, item: dict[str, Any]) -> Connection:
@@ -39,6 +41,7 @@ def connection_from(asset_id: str, item: dict[str, Any]) -> Connection:
         agent_version=str(item.get("agent_version", "")),
         platform=str(item.get("agent_platform", "")),
         outdated=bool(item.get("outdated", False)),
+        outdated_since=str(item.get("outdated_since", "")),
         stage=str(item.get("watch_stage", "")),
         due=due,
         open_alerts=tuple(sorted((str(k), str(v)) for k, v in alerts.items())),
@@ -58,29 +61,36 @@ def _conditional(ddb: Any, **kwargs: Any) -> bool:
 
 
 def open_connection(ddb: Any, table: str, tenant: str, asset_id: str, secret_sha256: str, stream_id: str, now: str,
-                    online_until: str, missing_at: str, version: str, platform: str, outdated: bool,
-                    resolved_rules: Sequence[str]) -> bool:
+                    online_until: str, missing_at: str, version: str, platform: str, outdated_since: str,
+                    resolved_rules: Sequence[str], replica: str = "") -> bool:
     """Record a stream that opened (online until `online_until` unless refreshed); False if the credential changed.
 
     `resolved_rules` are the open alerts this return resolves: they leave the item's `open_alerts`.
+    `outdated_since` is when the agent-outdated alert of its version was raised ("": the version is accepted).
+    `replica` is the internal address of the ingest replica holding the stream, where nudges are forwarded.
     """
     names = {f"#r{i}": rule for i, rule in enumerate(resolved_rules)}
     kwargs: dict[str, Any] = {"ExpressionAttributeNames": names} if names else {}
-    removes = (" REMOVE " + ", ".join(f"open_alerts.{name}" for name in names)) if names else ""
+    removes = [f"open_alerts.{name}" for name in names]
+    values: dict[str, Any] = {
+        ":on": ONLINE, ":id": stream_id, ":now": now, ":empty": "", ":until": online_until,
+        ":missing": missing_at, ":v": version, ":p": platform, ":old": bool(outdated_since),
+        ":stage": Stage.LEASE.value, ":wpk": keys.agent_watch_gsi2pk(tenant),
+        ":wsk": keys.agent_watch_gsi2sk(online_until, asset_id), ":h": secret_sha256, ":rep": replica,
+    }
+    sets = ("conn_state = :on, conn_stream = :id, conn_since = :now, conn_reason = :empty, last_seen = :now, "
+            "online_until = :until, missing_at = :missing, agent_version = :v, agent_platform = :p, "
+            "outdated = :old, watch_stage = :stage, GSI2PK = :wpk, GSI2SK = :wsk, conn_replica = :rep")
+    if outdated_since:
+        sets += ", outdated_since = :os"
+        values[":os"] = outdated_since
+    else:
+        removes.append("outdated_since")
     return _conditional(
         ddb, TableName=table, Key=_key(tenant, asset_id),
-        UpdateExpression=(
-            "SET conn_state = :on, conn_stream = :id, conn_since = :now, conn_reason = :empty, last_seen = :now, "
-            "online_until = :until, missing_at = :missing, agent_version = :v, agent_platform = :p, "
-            "outdated = :old, watch_stage = :stage, GSI2PK = :wpk, GSI2SK = :wsk" + removes
-        ),
+        UpdateExpression=f"SET {sets}" + (f" REMOVE {', '.join(removes)}" if removes else ""),
         ConditionExpression="attribute_exists(SK) AND secret_sha256 = :h",
-        ExpressionAttributeValues=aws.to_item({
-            ":on": ONLINE, ":id": stream_id, ":now": now, ":empty": "", ":until": online_until,
-            ":missing": missing_at, ":v": version, ":p": platform, ":old": outdated, ":stage": Stage.LEASE.value,
-            ":wpk": keys.agent_watch_gsi2pk(tenant), ":wsk": keys.agent_watch_gsi2sk(online_until, asset_id),
-            ":h": secret_sha256,
-        }),
+        ExpressionAttributeValues=aws.to_item(values),
         **kwargs,
     )
 
@@ -102,6 +112,17 @@ def refresh_connection(ddb: Any, table: str, tenant: str, asset_id: str, secret_
         values[":s"] = durable_seq
     return _conditional(ddb, TableName=table, Key=_key(tenant, asset_id), UpdateExpression=f"SET {sets}",
                         ConditionExpression=condition, ExpressionAttributeValues=aws.to_item(values))
+
+
+def set_outdated(ddb: Any, table: str, tenant: str, connection: Connection, outdated_since: str) -> bool:
+    """Mark a live stream's agent outdated since `outdated_since` ("": no longer); False when the stream changed."""
+    update = "SET outdated = :old" + (", outdated_since = :os" if outdated_since else " REMOVE outdated_since")
+    values: dict[str, Any] = {":old": bool(outdated_since), ":id": connection.stream_id, ":on": ONLINE}
+    if outdated_since:
+        values[":os"] = outdated_since
+    return _conditional(ddb, TableName=table, Key=_key(tenant, connection.asset_id), UpdateExpression=update,
+                        ConditionExpression="conn_stream = :id AND conn_state = :on",
+                        ExpressionAttributeValues=aws.to_item(values))
 
 
 def close_connection(ddb: Any, table: str, tenant: str, asset_id: str, secret_sha256: str, stream_id: str,
@@ -192,6 +213,26 @@ def resolve_health_alerts(ddb: Any, table: str, tenant: str, sort_keys: Iterable
             ExpressionAttributeValues=aws.to_item({":now": now}),
         )
     return resolved
+
+
+@dataclass(frozen=True)
+class StreamHolder:
+    """Which ingest replica recorded the asset's current stream, as of its open write."""
+
+    replica: str
+    stream_id: str
+    online: bool
+
+
+def stream_holder(ddb: Any, table: str, tenant: str, asset_id: str) -> StreamHolder | None:
+    """The replica holding the asset's stream (consistent GetItem, projected); None for an unknown asset."""
+    got = ddb.get_item(TableName=table, Key=_key(tenant, asset_id), ConsistentRead=True,
+                       ProjectionExpression="conn_state, conn_stream, conn_replica")
+    if "Item" not in got:
+        return None
+    item = aws.from_item(got["Item"])
+    return StreamHolder(str(item.get("conn_replica", "")), str(item.get("conn_stream", "")),
+                        item.get("conn_state") == ONLINE)
 
 
 def get_connection(ddb: Any, table: str, tenant: str, asset_id: str) -> Connection | None:

@@ -9,20 +9,26 @@ from typing import Any
 from lifecyclezero.v1 import assets_pb2, ingest_pb2, ingest_pb2_grpc
 
 from services.ingest.enrollment import Enrollment
+from services.ingest.routing import Path, Router
 from services.ingest.streams import Hub
 from services.kit import auth
 from services.kit.errors import Unauthenticated
 from services.kit.ids import validate_id
 
+PEER_SERVICE = "ingest"
+
 
 class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
-    def __init__(self, hub: Hub, enrollment: Enrollment) -> None:
+    def __init__(self, hub: Hub, enrollment: Enrollment, router: Router) -> None:
         self._hub = hub
         self._enrollment = enrollment
+        self._router = router
 
     async def Enroll(self, request: ingest_pb2.EnrollRequest, context: Any) -> ingest_pb2.EnrollResponse:
         enrolled = await self._enrollment.enroll(request)
         if enrolled.kind != assets_pb2.ENROLLMENT_KIND_NEW:
+            # The credential write replaced the agent item, holder included: another replica's stream of the
+            # old credential ends at that replica's next re-check (LZ_CREDENTIAL_RECHECK_SECONDS).
             self._hub.end_stream(request.tenant_id, enrolled.asset_id, Unauthenticated(
                 "the agent credential was replaced by a new enrollment", reason="CREDENTIAL_REPLACED"))
         return ingest_pb2.EnrollResponse(
@@ -41,12 +47,23 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
         tenant = auth.current_tenant()
         validate_id("command.asset_id", request.command.asset_id)
         validate_id("command.command_id", request.command.command_id)
-        return ingest_pb2.DeliverCommandResponse(delivered=self._hub.deliver(tenant, request.command))
+        delivery = await self._router.deliver(tenant, request.command, from_peer=_from_peer())
+        return ingest_pb2.DeliverCommandResponse(delivered=delivery.delivered, path=_PATHS[delivery.path],
+                                                 replica=delivery.replica)
 
     async def RevokeAgent(self, request: ingest_pb2.RevokeAgentRequest,
                           context: Any) -> ingest_pb2.RevokeAgentResponse:
         tenant = auth.current_tenant()
-        await self._hub.revoke(tenant, validate_id("asset_id", request.asset_id))
+        await self._router.revoke(tenant, validate_id("asset_id", request.asset_id), from_peer=_from_peer())
         return ingest_pb2.RevokeAgentResponse()
+
+
+_PATHS = {Path.LOCAL: ingest_pb2.DELIVERY_PATH_LOCAL, Path.FORWARDED: ingest_pb2.DELIVERY_PATH_FORWARDED,
+          Path.NOT_HELD: ingest_pb2.DELIVERY_PATH_NOT_HELD}
+
+
+def _from_peer() -> bool:
+    """A call another ingest replica forwarded (its own service token): it is handled here, never passed on."""
+    return auth.current_principal().service == PEER_SERVICE
 
 

@@ -36,7 +36,14 @@ class StreamSettings:
     )
     command_poll_seconds: float = s.env(
         "LZ_COMMAND_POLL_SECONDS", s.positive_float, default=3.0,
-        doc="Per-tenant poll of pending commands, for tenants with live streams.",
+        doc="Per-tenant poll of pending commands, for tenants with live streams and pending commands (at their "
+            "last poll, or nudged since).",
+    )
+    command_idle_poll_seconds: float = s.env(
+        "LZ_COMMAND_IDLE_POLL_SECONDS", s.positive_float, default=60.0,
+        doc="The same poll for tenants with live streams but no pending command: nudges reach the replica "
+            "holding the stream, so this only catches a lost nudge. R replicas and T such tenants cost "
+            "R x T / this ListPendingCommands a second.",
     )
     command_resend_seconds: float = s.env(
         "LZ_COMMAND_RESEND_SECONDS", s.positive_float, default=15.0,
@@ -69,6 +76,12 @@ class IngestSettings:
     assets_address: str = s.env("LZ_ASSETS_ADDRESS", s.address, doc="host:port of the assets service.")
     sqs_endpoint_url: str = s.env(
         "LZ_SQS_ENDPOINT_URL", s.url, default="", doc="SQS endpoint when it differs from LZ_AWS_ENDPOINT_URL."
+    )
+    advertise_address: str = s.env(
+        "LZ_ADVERTISE_ADDRESS", s.address, default="",
+        doc="host:port of this replica's internal port as the other replicas reach it (in Kubernetes the pod "
+            "IP from the downward API); recorded on the agent item when a stream opens, so a nudge taken by "
+            "any replica is forwarded to the one holding the stream. Empty: one replica, nothing forwarded.",
     )
     policy_file: str = s.env("LZ_POLICY_FILE", default="", doc="Default risk policy (YAML); empty: the built-in.")
     policy_dir: str = s.env(

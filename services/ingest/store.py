@@ -17,6 +17,7 @@ from google.protobuf import struct_pb2
 from lifecyclezero.v1 import common_pb2
 
 from services.ingest import keys
+from services.ingest.health import AGENT_OUTDATED
 from services.kit import aws
 from services.kit.errors import AlreadyExists, InvalidArgument, NotFound, PermissionDenied, Unavailable
 from services.kit.table import GSI1, GSI2, TTL_ATTRIBUTE
@@ -37,7 +38,8 @@ class AgentRecord:
     epoch: int
     durable_seq: int
     revoked: bool
-    # Agent-health alerts its absence raised (rule id, alert sort key): resolved when it connects again.
+    # Agent-health alerts open on the agent (rule id, alert sort key): those its absence raised, resolved when it
+    # connects again, and agent-outdated's, resolved when it connects with a version the tenant accepts.
     open_alerts: tuple[tuple[str, str], ...] = ()
 
 
@@ -115,8 +117,15 @@ def _agent_record(tenant: str, asset_id: str, item: dict[str, Any]) -> AgentReco
         epoch=int(item.get("epoch", 0)),
         durable_seq=int(item.get("durable_seq", 0)),
         revoked=bool(item.get("revoked", False)),
-        open_alerts=tuple(sorted((str(k), str(v)) for k, v in (item.get("open_alerts") or {}).items())),
+        open_alerts=_open_alerts(asset_id, item),
     )
+
+
+def _open_alerts(asset_id: str, item: dict[str, Any]) -> tuple[tuple[str, str], ...]:
+    alerts = {str(k): str(v) for k, v in (item.get("open_alerts") or {}).items()}
+    if item.get("outdated_since"):
+        alerts[AGENT_OUTDATED] = keys.health_sk(asset_id, str(item["outdated_since"]), AGENT_OUTDATED)
+    return tuple(sorted(alerts.items()))
 
 
 MAX_BATCH_GET = 100

@@ -248,6 +248,9 @@ class Hub:
         # tenant -> (monotonic time of its last poll, asset -> pending commands)
         self._commands: dict[str, tuple[float, dict[str, list[common_pb2.Command]]]] = {}
         self._polls: dict[str, asyncio.Task[dict[str, list[common_pb2.Command]]]] = {}
+        # tenant -> monotonic time its next poll is due: soon while it has pending commands, else after the
+        # idle period, so the poll's cost follows the tenants with commands, not every tenant with a stream.
+        self._poll_due: dict[str, float] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self.heartbeats = 0
         self.tenant_polls = 0
@@ -480,6 +483,8 @@ class Hub:
             if command.asset_id:
                 by_asset.setdefault(command.asset_id, []).append(command)
         self._commands[tenant] = (listed, by_asset)
+        pause = self.settings.command_poll_seconds if commands else self.settings.command_idle_poll_seconds
+        self._poll_due[tenant] = listed + pause
         return by_asset
 
     def _forget_command(self, tenant: str, asset_id: str, command_id: str) -> None:
@@ -494,6 +499,9 @@ class Hub:
 
     def deliver(self, tenant: str, command: common_pb2.Command) -> bool:
         """Push a command to its asset's live stream at once (the nudge); False when none is here."""
+        # The tenant has a command pending now: poll it at the short period until none is left.
+        soon = time.monotonic() + self.settings.command_poll_seconds
+        self._poll_due[tenant] = min(self._poll_due.get(tenant, soon), soon)
         cached = self._commands.get(tenant)
         if cached is not None and command.asset_id:
             known = cached[1].setdefault(command.asset_id, [])
@@ -506,10 +514,18 @@ class Hub:
         return True
 
     async def poll_commands(self) -> None:
-        """One round of the per-tenant poll: pending commands go (again) to live streams of this process."""
-        tenants = sorted({tenant for tenant, _ in self.streams})
-        for tenant in set(self._commands) - set(tenants):
+        """One round of the per-tenant poll: pending commands go (again) to live streams of this process.
+
+        Only the tenants due are listed: those with pending commands (at their last poll, or nudged since)
+        every `command_poll_seconds`, the others every `command_idle_poll_seconds`.
+        """
+        live = {tenant for tenant, _ in self.streams}
+        for tenant in set(self._commands) - live:
             del self._commands[tenant]
+        for tenant in set(self._poll_due) - live:
+            del self._poll_due[tenant]
+        now = time.monotonic()
+        tenants = sorted(tenant for tenant in live if self._poll_due.get(tenant, 0.0) <= now)
         slots = asyncio.Semaphore(8)
 
         async def one(tenant: str) -> None:
@@ -542,6 +558,21 @@ class Hub:
         await aws.call(store.revoke_agent, self._ddb, self._table, tenant, asset_id, domain.format_ts(domain.now()))
         self.end_stream(tenant, asset_id, Unauthenticated("the agent credential was revoked; enroll again",
                                                           reason="REVOKED"))
+
+    def holds(self, tenant: str, asset_id: str) -> bool:
+        """Whether a live stream of the asset is on this process."""
+        stream = self.streams.get((tenant, asset_id))
+        return stream is not None and not stream.ended
+
+    async def recheck_stream(self, tenant: str, asset_id: str) -> bool:
+        """Read the asset's credential now and end its live stream here if it was revoked or replaced."""
+        stream = self.streams.get((tenant, asset_id))
+        if stream is None or stream.ended:
+            return False
+        if _still_valid(stream, await self.credentials.get(tenant, asset_id)):
+            return False
+        self.end_stream(tenant, asset_id, _credential_gone())
+        return True
 
     async def recheck_credentials(self) -> int:
         """End every live stream of this process whose credential was revoked or replaced since its hello

@@ -6,6 +6,8 @@ inside the durable-seq write-down the hub already does; nothing per heartbeat. T
 tenant's due checks from a sparse index once a `LZ_HEALTH_SWEEP_SECONDS` and raises agent-silent,
 agent-stopped-while-isolated (with a custody event recorded by assets) and agent-missing. Every
 replica sweeps the tenants it has seen; conditional writes let one of them win each check.
+agent-outdated is raised (or resolved) when a stream opens, and by the sweep for the agents online
+when the tenant's minimum version changes.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from typing import Any
 from google.protobuf.timestamp_pb2 import Timestamp
 from lifecyclezero.v1 import ingest_pb2
 
-from services.ingest import domain, health, presence, rules
+from services.ingest import domain, health, keys, presence, rules
 from services.ingest.assets_client import AssetsClient
 from services.ingest.settings import StreamSettings
 from services.kit import aws
@@ -71,8 +73,10 @@ class Tracker:
     """Connection state of the hub's streams, and the health sweep of the tenants they belong to."""
 
     def __init__(self, settings: StreamSettings, ddb: Any, table: str, assets: AssetsClient,
-                 policies: rules.PolicyBook) -> None:
+                 policies: rules.PolicyBook, *, replica: str = "") -> None:
         self.settings = settings
+        # This replica's internal address, written on the agent item at open: where nudges are forwarded.
+        self.replica = replica
         self._ddb = ddb
         self._table = table
         self._assets = assets
@@ -85,6 +89,8 @@ class Tracker:
         self._write_slots = asyncio.Semaphore(BACKGROUND_WRITES)
         self.writes = 0
         self.alerts_raised = 0
+        # tenant -> the (enabled, minimum version) its connected agents were last checked against here
+        self._outdated_checked: dict[str, tuple[bool, str]] = {}
 
     @property
     def lease_seconds(self) -> float:
@@ -118,21 +124,71 @@ class Tracker:
             await self._write_open(state)
 
     async def _write_open(self, state: StreamPresence) -> None:
-        tenant, asset_id, secret_sha256, open_alerts = (state.tenant, state.asset_id, state.secret_sha256,
-                                                        state.open_alerts)
+        tenant, asset_id, secret_sha256 = state.tenant, state.asset_id, state.secret_sha256
         settings, policy = self._health(tenant)
         now = domain.format_ts(domain.now())
         outdated = (policy.rules[rules.Rule.AGENT_OUTDATED].enabled
                     and health.is_outdated(state.version, settings.minimum_version))
-        if open_alerts:
+        change = health.outdated_change(state.open_alerts, outdated, now)
+        if change.resolve:
             # Resolved before the item forgets them: a crash in between resolves them again at the next open.
-            await aws.call(presence.resolve_health_alerts, self._ddb, self._table, tenant,
-                           [sk for _, sk in open_alerts], now)
+            await aws.call(presence.resolve_health_alerts, self._ddb, self._table, tenant, change.resolve, now)
         await aws.call(presence.open_connection, self._ddb, self._table, tenant, asset_id, secret_sha256,
                        state.stream_id, now, _later(now, self.lease_seconds),
-                       _later(now, settings.missing_after_seconds), state.version, state.platform, outdated,
-                       [rule for rule, _ in open_alerts])
-        self.writes += 1 + len(open_alerts)
+                       _later(now, settings.missing_after_seconds), state.version, state.platform,
+                       change.outdated_since, change.returned_rules, self.replica)
+        self.writes += 1 + len(change.resolve)
+        if change.outdated_since:
+            # Raised after the item names it, and again at every open while outdated (the first write stands),
+            # so a crash in between is finished by the next open.
+            await self._raise_outdated(state, change.outdated_since, now)
+
+    async def _raise_outdated(self, state: StreamPresence, since: str, now: str) -> None:
+        await self._put_outdated_alert(state.tenant, state.asset_id, state.version, since, now)
+
+    async def _put_outdated_alert(self, tenant: str, asset_id: str, version: str, since: str, now: str) -> None:
+        settings, policy = self._health(tenant)
+        minimum = settings.minimum_version
+        summary = f"agent version {version or 'unknown'} is older than the tenant's minimum {minimum}"
+        await aws.call(presence.put_health_alert, self._ddb, self._table, tenant, asset_id, since,
+                       health.AGENT_OUTDATED, policy.rules[rules.Rule.AGENT_OUTDATED].severity.name, summary,
+                       {"agent_version": version, "minimum_version": minimum}, now)
+        self.writes += 1
+
+    async def _recheck_outdated(self, tenant: str, now: str) -> None:
+        """When the tenant's outdated rule changed (and once per tenant after a start), the agents connected now
+        are checked against it: an open stream's version is known only at its hello, and streams live long."""
+        settings, policy = self._health(tenant)
+        rule = (policy.rules[rules.Rule.AGENT_OUTDATED].enabled, settings.minimum_version)
+        if self._outdated_checked.get(tenant) == rule:
+            return
+        after = ""
+        while True:
+            found, after = await aws.call(presence.list_connections, self._ddb, self._table, tenant, after)
+            for connection in found:
+                if health.state_at(connection, now)[0] is health.State.ONLINE:
+                    await self._apply_outdated(tenant, connection, rule[0] and health.is_outdated(
+                        connection.agent_version, rule[1]), now)
+            if not after:
+                break
+        self._outdated_checked[tenant] = rule
+
+    async def _apply_outdated(self, tenant: str, connection: health.Connection, outdated: bool, now: str) -> None:
+        held = connection.outdated_since
+        if outdated:
+            # Named on the item first and put again at every check (the first write stands), so a crash in
+            # between is finished by the next start's check.
+            marked = bool(held) or await aws.call(presence.set_outdated, self._ddb, self._table, tenant, connection,
+                                                  now)
+            if marked:
+                await self._put_outdated_alert(tenant, connection.asset_id, connection.agent_version, held or now,
+                                               now)
+        elif held:
+            # Resolved before the item forgets it: a crash in between resolves it again at the next check.
+            await aws.call(presence.resolve_health_alerts, self._ddb, self._table, tenant,
+                           [keys.health_sk(connection.asset_id, held, health.AGENT_OUTDATED)], now)
+            await aws.call(presence.set_outdated, self._ddb, self._table, tenant, connection, "")
+            self.writes += 2
 
     def closed(self, state: StreamPresence) -> None:
         """Record the stream's end with its goodbye's reason: not when it was never recorded online, nor
@@ -189,6 +245,7 @@ class Tracker:
         applied = 0
         now = domain.format_ts(domain.now())
         for tenant in sorted(self.tenants):
+            await self._recheck_outdated(tenant, now)
             due = await aws.call(presence.due_connections, self._ddb, self._table, tenant, now)
             for connection in due:
                 check = health.next_check(connection, now)

@@ -8,6 +8,7 @@ context rides along, so one operator action is one trace across services.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import grpc
 
@@ -18,9 +19,13 @@ from services.kit.settings import ServerSettings
 DEFAULT_TIMEOUT_SECONDS = 10.0
 
 
-def channel(address: str, settings: ServerSettings) -> grpc.aio.Channel:
-    """An aio channel to another service: TLS when a CA is configured, plaintext otherwise (local)."""
-    options = [
+def channel(address: str, settings: ServerSettings, tls_name: str = "") -> grpc.aio.Channel:
+    """An aio channel to another service: TLS when a CA is configured, plaintext otherwise (local).
+
+    `tls_name` is the name the server's certificate must carry when `address` is not one of its names
+    (a pod IP: ingest replicas reach each other that way, and the certificate names the service).
+    """
+    options: list[tuple[str, Any]] = [
         ("grpc.max_receive_message_length", settings.max_message_bytes),
         ("grpc.max_send_message_length", settings.max_message_bytes),
         ("grpc.keepalive_time_ms", 30_000),
@@ -32,6 +37,8 @@ def channel(address: str, settings: ServerSettings) -> grpc.aio.Channel:
             chain = Path(settings.tls_cert_file).read_bytes()
             key = Path(settings.tls_key_file).read_bytes()
         creds = grpc.ssl_channel_credentials(root_certificates=root, private_key=key, certificate_chain=chain)
+        if tls_name:
+            options.append(("grpc.ssl_target_name_override", tls_name))
         return grpc.aio.secure_channel(address, creds, options=options)
     return grpc.aio.insecure_channel(address, options=options)
 

@@ -35,12 +35,14 @@ PROCESSES: tuple[tuple[str, str, str], ...] = (
     ("ingest", "services.ingest", "lifecyclezero.v1.IngestService"),
 )
 WORKERS: tuple[tuple[str, str], ...] = (("risk-worker", "services.ingest.worker"),)
+SERVICES_BY_PROCESS = {name: service for name, _, service in PROCESSES}
 # The processes that call other services, each with its own service token (LZ_SERVICE_CALLERS).
 CALLERS = ("ingest", "assets", "risk-worker")
 DEFAULT_STATE_DIR = Path(".lz")
 # Unauthenticated calls the endpoint allows before enforcing IAM: provisioning plus the IAM users.
 LEAST_PRIVILEGE_FREE_CALLS = 200
 ORIGIN = "lifecyclezero.local/ledger"
+MAX_INGEST_REPLICAS = 10
 
 
 @dataclass
@@ -65,6 +67,10 @@ class Stack:
     # Each service runs with its own IAM user bound to its least-privilege policy, and the endpoint
     # enforces IAM on every call after provisioning.
     least_privilege: bool = False
+    # Ingest processes: the first is `ingest`, the others `ingest-2`, `ingest-3`, ... on their own ports.
+    ingest_replicas: int = 1
+    # The last this many ingest replicas get their addresses but start only at `start_ingest_replica` (a scale-out).
+    ingest_deferred: int = 0
 
     def start(self, timeout: float = 60.0) -> None:
         """Start the endpoint and every process; on failure nothing started is left running."""
@@ -114,6 +120,10 @@ class Stack:
             self.addresses[name] = f"127.0.0.1:{_pick(50051 + offset, self.fixed_ports)}"
         # Ingest serves DeliverCommand and RevokeAgent on an internal port, as in production.
         self.addresses["ingest-internal"] = f"127.0.0.1:{_pick(50051 + len(PROCESSES), self.fixed_ports)}"
+        for index, name in enumerate(self.ingest_names[1:]):
+            port = 50051 + len(PROCESSES) + 1 + 2 * index
+            self.addresses[name] = f"127.0.0.1:{_pick(port, self.fixed_ports)}"
+            self.addresses[f"{name}-internal"] = f"127.0.0.1:{_pick(port + 1, self.fixed_ports)}"
         self.env = {
             **embedded.resources_env(self.resources),
             "LZ_SERVICE_CALLERS": ",".join(f"{name}={sha256_hex(token)}"
@@ -138,16 +148,39 @@ class Stack:
         }
         for name, module, _ in PROCESSES:
             self.start_process(name, module, port=int(self.addresses[name].rsplit(":", 1)[1]))
+        for name in self.ingest_names[1:len(self.ingest_names) - self.ingest_deferred]:
+            self.start_ingest_replica(name, wait=False)
         for name, module in WORKERS:
             self.start_process(name, module)
 
+    def start_ingest_replica(self, name: str, wait: bool = True, timeout: float = 60.0) -> None:
+        """Start the ingest replica `name` (one of `ingest_names`) on its address; with `wait`, until SERVING."""
+        self.start_process(name, "services.ingest", port=int(self.addresses[name].rsplit(":", 1)[1]))
+        if wait:
+            self.wait_serving(timeout, [name])
+
+    @property
+    def ingest_names(self) -> list[str]:
+        """The ingest processes' names: `ingest`, then `ingest-2` ... `ingest-N`."""
+        return ["ingest", *(f"ingest-{k}" for k in range(2, self.ingest_replicas + 1))]
+
+    def _served(self) -> list[tuple[str, str]]:
+        """(process name, gRPC service) of every process with a port, ingest replicas included."""
+        ingest = SERVICES_BY_PROCESS["ingest"]
+        return [*((name, service) for name, _, service in PROCESSES),
+                *((name, ingest) for name in self.ingest_names[1:])]
+
     def start_process(self, name: str, module: str, port: int | None = None) -> subprocess.Popen[bytes]:
-        env = {**os.environ, **self.env, **self.process_env.get(name, {})}
-        env["LZ_SERVICE_TOKEN"] = self.service_tokens.get(name, "")
+        role = "ingest" if name in self.ingest_names else name
+        env = {**os.environ, **self.env, **self.process_env.get(role, {})}
+        env["LZ_SERVICE_TOKEN"] = self.service_tokens.get(role, "")
         if port is not None:
             env["LZ_PORT"] = str(port)
-        if name == "ingest":
-            env["LZ_INTERNAL_PORT"] = self.addresses["ingest-internal"].rsplit(":", 1)[1]
+        if role == "ingest":
+            internal = self.addresses[f"{name}-internal"]
+            env["LZ_INTERNAL_PORT"] = internal.rsplit(":", 1)[1]
+            # Where the other replicas forward the nudges of the streams this one holds.
+            env["LZ_ADVERTISE_ADDRESS"] = internal
         log = open(self.state_dir / "logs" / f"{name}.log", "ab")  # noqa: SIM115 - handed to the child
         proc = subprocess.Popen([sys.executable, "-m", module], env=env, stdout=log, stderr=subprocess.STDOUT)
         self.procs[name] = proc
@@ -155,8 +188,8 @@ class Stack:
 
     def wait_serving(self, timeout: float, names: list[str] | None = None) -> None:
         deadline = time.monotonic() + timeout
-        for name, _, service in PROCESSES:
-            if names is not None and name not in names:
+        for name, service in self._served():
+            if (names is not None and name not in names) or name not in self.procs:
                 continue
             while not _serving(self.addresses[name], service):
                 proc = self.procs[name]
@@ -189,7 +222,9 @@ class Stack:
     def state(self) -> dict[str, Any]:
         assert self.resources is not None
         return {
-            "endpoints": dict(self.addresses),
+            # Every ingest replica's public address, comma-separated (`lz-agent --control-plane` takes the list).
+            "endpoints": {**self.addresses,
+                          "ingest_replicas": ",".join(self.addresses[name] for name in self.ingest_names)},
             "aws": embedded.as_dict(self.resources),
             "bootstrap_token": self.bootstrap_token,
             "service_tokens": dict(self.service_tokens),
@@ -247,6 +282,12 @@ def _pick(preferred: int, fixed: bool) -> int:
     return preferred
 
 
+def _replica_count(raw: str) -> int:
+    if not raw.isdigit() or not 1 <= int(raw) <= MAX_INGEST_REPLICAS:
+        raise argparse.ArgumentTypeError(f"must be a whole number from 1 to {MAX_INGEST_REPLICAS}")
+    return int(raw)
+
+
 def _serving(address: str, service: str) -> bool:
     with grpc.insecure_channel(address) as channel:
         try:
@@ -265,8 +306,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--any-ports", action="store_true", help="free ports instead of 4566 and 50051-50055")
     parser.add_argument("--least-privilege", action="store_true",
                         help="run each service with its own IAM policy, enforced by the embedded endpoint")
+    parser.add_argument("--ingest-replicas", type=_replica_count, default=1, metavar="N",
+                        help="ingest processes to run (1-10); stack.json lists them under endpoints.ingest_replicas")
     args = parser.parse_args(argv)
-    stack = Stack(state_dir=args.state_dir, fixed_ports=not args.any_ports, least_privilege=args.least_privilege)
+    stack = Stack(state_dir=args.state_dir, fixed_ports=not args.any_ports, least_privilege=args.least_privilege,
+                  ingest_replicas=args.ingest_replicas)
     started = time.monotonic()
     try:
         stack.start()

@@ -198,6 +198,16 @@ class ServerSettings:
     grace_seconds: float = env(
         "LZ_GRACE_SECONDS", positive_float, default=10.0, doc="How long SIGTERM lets in-flight calls finish."
     )
+    max_connection_age_seconds: float = env(
+        "LZ_MAX_CONNECTION_AGE_SECONDS", positive_float, default=1800.0,
+        doc="A client connection is asked to go away (GOAWAY) after about this long (gRPC jitters it by +-10 %), "
+            "so long-lived agent streams reconnect over time and spread over the replicas a scale-out added.",
+    )
+    max_connection_age_grace_seconds: float = env(
+        "LZ_MAX_CONNECTION_AGE_GRACE_SECONDS", positive_float, default=30.0,
+        doc="How long calls may go on after the GOAWAY of LZ_MAX_CONNECTION_AGE_SECONDS before the connection "
+            "is closed (a stream then ends UNAVAILABLE, `max connection age`, and its agent reconnects at once).",
+    )
     max_message_bytes: int = env(
         "LZ_MAX_MESSAGE_BYTES", positive_int, default=4 * 1024 * 1024, doc="Largest gRPC message accepted."
     )

@@ -67,3 +67,13 @@ def test_reset_starts_the_schedule_again() -> None:
     backoff.reset()
     assert backoff.attempt == 0
     assert 0.8 <= backoff.next_delay() <= 1.2
+
+
+def test_a_reconnect_after_max_age_is_short_and_costs_no_attempt() -> None:
+    """After failures, a max-age reconnect waits at most the first step's jitter and starts the schedule again."""
+    backoff = Backoff(BackoffPolicy(first_jitter=10.0), random.Random(3))
+    for _ in range(5):
+        backoff.next_delay()
+    delays = [backoff.rebalance_delay() for _ in range(200)]
+    assert max(delays) <= 0.2
+    assert backoff.attempt == 0

@@ -202,7 +202,7 @@ def test_assets_re_enroll_prints_a_one_time_code_and_records_the_approval(admin:
     """`assets re-enroll` prints the code alone on stdout, and the custody log shows the approval with its reason."""
     asset = new_asset(admin)
     result = admin("assets", "re-enroll", asset, "--reason", "laptop reimaged, ticket IT-9")
-    custody = admin("custody", asset, "--json").json()["events"]
+    custody = until(lambda: admin("custody", asset, "--json").json()["events"], 30, "the approval chained")
     assert result.code == 0, result.err
     assert len(result.out.strip()) >= 43 and "\n" not in result.out.strip()
     assert [(e["action"], e["payload"]["reason"]) for e in custody] == [

@@ -31,6 +31,8 @@ from services.kit import embedded
 
 # Secret name -> key -> value: what `kubectl create secret` would hold.
 Secrets = dict[str, dict[str, str]]
+# The downward API's fields a manifest reads, as they are for a pod run here on loopback.
+POD_FIELDS = {"status.podIP": "127.0.0.1"}
 
 
 def objects(docs: list[dict[str, Any]], kind: str) -> dict[str, dict[str, Any]]:
@@ -137,6 +139,9 @@ class Cluster:
             return "127.0.0.1"
         if value.isdigit() and int(value) in own:
             return str(own[int(value)])
+        host, _, port = value.rpartition(":")
+        if host == POD_FIELDS["status.podIP"] and port.isdigit() and int(port) in own:
+            return f"{host}:{own[int(port)]}"  # the pod's own address (LZ_ADVERTISE_ADDRESS)
         for address, local in self.addresses.items():
             value = re.sub(rf"(?<![\w.-]){re.escape(address)}(?!\d)", local, value)
         return value
@@ -171,7 +176,10 @@ class Cluster:
             env.update(self._configmap(source["configMapRef"]["name"]))
         for item in spec.get("env", []):
             if "value" in item:
-                env[item["name"]] = item["value"]
+                # Kubernetes expands $(NAME) from the variables defined before this one.
+                env[item["name"]] = re.sub(r"\$\((\w+)\)", lambda m: env.get(m.group(1), m.group(0)), item["value"])
+            elif "fieldRef" in item["valueFrom"]:
+                env[item["name"]] = POD_FIELDS[item["valueFrom"]["fieldRef"]["fieldPath"]]
             else:
                 ref = item["valueFrom"]["secretKeyRef"]
                 env[item["name"]] = self.secrets[ref["name"]][ref["key"]]

@@ -185,8 +185,8 @@ def test_network_policy_denies_by_default(rendered: dict[str, list[dict[str, Any
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_network_policies_allow_only_the_designed_calls(rendered: dict[str, list[dict[str, Any]]],
                                                         overlay: str) -> None:
-    """Between the processes, exactly the designed gRPC calls are allowed, in both directions (assets reaches
-    ingest on its internal port only)."""
+    """Between the processes, exactly the designed gRPC calls are allowed, in both directions (assets, and
+    ingest replicas forwarding a nudge, reach ingest on its internal port only)."""
     policies = _objects(rendered, overlay, "NetworkPolicy").values()
     egress: set[tuple[str, str]] = set()
     ingress: set[tuple[str, str]] = set()
@@ -200,7 +200,8 @@ def test_network_policies_allow_only_the_designed_calls(rendered: dict[str, list
             for port in {p["port"] for p in rule.get("ports", [])} & {GRPC_PORT, INTERNAL_PORT}:
                 ingress |= {(_labels(peer), me, port) for peer in rule.get("from", []) if _labels(peer)}
     designed = {("ingest", "assets", GRPC_PORT), ("risk-worker", "assets", GRPC_PORT),
-                ("assets", "ledger", GRPC_PORT), ("assets", "ingest", INTERNAL_PORT), ("ledger", "sealer", GRPC_PORT)}
+                ("assets", "ledger", GRPC_PORT), ("assets", "ingest", INTERNAL_PORT),
+                ("ingest", "ingest", INTERNAL_PORT), ("ledger", "sealer", GRPC_PORT)}
     assert egress == designed
     assert {edge for edge in ingress if edge[0] in DEPLOYMENTS} == designed
 
@@ -249,3 +250,15 @@ def test_ingest_internal_port_is_only_in_its_cluster_service(rendered: dict[str,
     assert [p["targetPort"] for p in services["ingest"]["spec"]["ports"]] == ["grpc"]
     assert services["ingest-internal"]["spec"]["type"] == "ClusterIP"
     assert [p["targetPort"] for p in services["ingest-internal"]["spec"]["ports"]] == ["internal"]
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_each_ingest_pod_advertises_its_own_internal_address(rendered: dict[str, list[dict[str, Any]]],
+                                                             overlay: str) -> None:
+    """Ingest's LZ_ADVERTISE_ADDRESS is its pod IP (downward API) and internal port, where peers forward nudges."""
+    ingest = _objects(rendered, overlay, "Deployment")["ingest"]["spec"]["template"]["spec"]["containers"][0]
+    env = {e["name"]: e for e in ingest["env"]}
+    assert env["POD_IP"]["valueFrom"] == {"fieldRef": {"fieldPath": "status.podIP"}}
+    assert env["LZ_ADVERTISE_ADDRESS"]["value"] == f"$(POD_IP):{INTERNAL_PORT}"
+    assert [e["name"] for e in ingest["env"]].index("POD_IP") < [e["name"] for e in ingest["env"]].index(
+        "LZ_ADVERTISE_ADDRESS")

@@ -145,12 +145,13 @@ def _deliver_command(cluster: Cluster, address: str, client_cert_of: str = "asse
     ("ingest-internal:50052", "ledger", "assets", grpc.StatusCode.PERMISSION_DENIED),  # a service not allowed to
     ("ingest-internal:50052", "assets", "risk-worker", grpc.StatusCode.PERMISSION_DENIED),  # another's token
     ("ingest-internal:50052", "assets", "assets", grpc.StatusCode.INVALID_ARGUMENT),  # reaches the servicer
+    ("ingest-internal:50052", "ingest", "ingest", grpc.StatusCode.INVALID_ARGUMENT),  # a replica forwarding
 ])
 def test_deliver_command_reaches_ingest_only_internally_from_assets(cluster: Cluster, address: str,
                                                                      certificate: str, token: str,
                                                                      expected: grpc.StatusCode) -> None:
     """DeliverCommand reaches ingest's servicer (which rejects the empty command) only through ingest-internal
-    with the assets service's certificate and its own service token."""
+    with the assets service's (or a peer ingest replica's) certificate and its own service token."""
     ingest = cluster.pods["ingest"]
     until(lambda: ingest.passes(probes(ingest.workload)["readinessProbe"]), 120, "ingest ready")
     assert _deliver_command(cluster, cluster.addresses[address], client_cert_of=certificate,

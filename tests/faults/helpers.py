@@ -7,6 +7,7 @@ session's), so the rest of the suite keeps a healthy stack.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import functools
 import hashlib
@@ -17,7 +18,7 @@ import signal
 import sys
 import time
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,7 @@ from lifecyclezero.v1 import common_pb2, ledger_pb2, ledger_pb2_grpc, sealer_pb2
 
 from agent.backoff import Backoff, BackoffPolicy
 from agent.commands import CommandBook, DryRunExecutor
+from agent.endpoints import EndpointPicker
 from agent.enroll import Identity
 from agent.spool import MemorySpool
 from agent.stream import AgentStream, Snapshot, StreamSettings, StreamState, StreamStats
@@ -331,8 +333,12 @@ class Fleet:
 
     def __init__(self, stack: Stack, tenant: Tenant, count: int, interval: float, *, changing: bool = True,
                  first_jitter: float = 0.5, initial: float = 0.2, cap: float | None = None, send_rate: float = 20.0,
-                 identities: list[Identity] | None = None) -> None:
+                 identities: list[Identity] | None = None, endpoints: Sequence[str] = (),
+                 channels_per_endpoint: int | None = None) -> None:
         self.stack = stack
+        # Each session of each agent dials one of these (agent.endpoints.EndpointPicker); default: the first ingest.
+        self.endpoints = tuple(endpoints) or (stack.addresses["ingest"],)
+        self.channels_per_endpoint = channels_per_endpoint
         self.tenant = tenant
         self.stats = StreamStats()
         self.executor = DryRunExecutor()
@@ -350,32 +356,43 @@ class Fleet:
         self.send_rate = send_rate
         self._tasks: list[asyncio.Task[None]] = []
         self._channels: list[grpc.aio.Channel] = []
+        self._pool: dict[str, list[grpc.aio.Channel]] = {}
         self.attempts: list[tuple[float, int]] = []  # (monotonic time, agent index) of every Connect started
+        self.dialled: dict[int, str] = {}  # agent index -> the endpoint its latest session dialled
 
     async def start(self) -> None:
         options = [("grpc.keepalive_time_ms", 30_000), ("grpc.use_local_subchannel_pool", 1)]
-        self._channels = [grpc.aio.insecure_channel(self.stack.addresses["ingest"], options=options)
-                          for _ in range(max(1, -(-len(self.identities) // 500)))]
+        per_endpoint = self.channels_per_endpoint or max(1, -(-len(self.identities) // 500))
+        self._pool = {endpoint: [grpc.aio.insecure_channel(endpoint, options=options) for _ in range(per_endpoint)]
+                      for endpoint in self.endpoints}
+        self._channels = [channel for channels in self._pool.values() for channel in channels]
         policy = BackoffPolicy(initial=self.initial, multiplier=1.6, jitter=0.2, cap=self.cap,
                                first_jitter=self.first_jitter)
         for index, identity in enumerate(self.identities):
-            channel = self._channels[index % len(self._channels)]
+            picker = EndpointPicker(self.endpoints, random.Random(index))
             source = ChangingSource(identity.asset_id) if self.changing else _Fixed(identity.asset_id)
             stream = AgentStream(
-                identity, channel=functools.partial(self._attempt, channel, index), source=source,
+                identity, channel=functools.partial(self._attempt, picker, index), source=source,
                 spool=MemorySpool(100_000),
                 state=StreamState(None, identity.asset_id), commands=CommandBook(None), executor=self.executor,
                 backoff=Backoff(policy, random.Random()),
                 settings=StreamSettings(interval=self.interval, send_rate=self.send_rate, send_burst=20,
                                         resend_results_after=1.0),
-                stats=self.stats, owns_channel=False,
+                stats=self.stats, owns_channel=False, on_connect_failed=picker.failed,
             )
             self.streams.append(stream)
             self._tasks.append(asyncio.create_task(stream.run()))  # its own stop event: see agent.simulate
 
-    def _attempt(self, channel: grpc.aio.Channel, index: int) -> grpc.aio.Channel:
+    def _attempt(self, picker: EndpointPicker, index: int) -> grpc.aio.Channel:
         self.attempts.append((time.monotonic(), index))
-        return channel
+        endpoint = picker.endpoints[picker.pick()]
+        self.dialled[index] = endpoint
+        shared = self._pool[endpoint]
+        return shared[index % len(shared)]
+
+    def placement(self) -> collections.Counter[str]:
+        """How many agents have a live session on each endpoint now."""
+        return collections.Counter(self.dialled[i] for i, stream in enumerate(self.streams) if stream.live)
 
     async def stop(self) -> None:
         for stream in self.streams:

@@ -50,6 +50,8 @@ FAST_ENV = {
     "LZ_SEAL_EVERY_EVENTS": "16",
     "LZ_SEAL_EVERY_SECONDS": "0.5",
     "LZ_COMMAND_POLL_SECONDS": "1",
+    # A command whose nudge died with assets is found by the poll, also for a tenant with nothing pending before.
+    "LZ_COMMAND_IDLE_POLL_SECONDS": "1",
     "LZ_COMMAND_RESEND_SECONDS": "2",
     "LZ_WORKER_RETRY_SECONDS": "2",
 }

@@ -30,6 +30,7 @@ from tests.faults.helpers import (
     own_stack,
     restart,
 )
+from tests.ingest.agents import IngestTenant, enroll
 
 pytestmark = pytest.mark.slow
 
@@ -103,3 +104,42 @@ def test_every_acknowledged_isolation_is_chained_once_after_a_kill_of_the_sequen
     assert set(acked) <= set(requested), sorted(set(acked) - set(requested))
     assert {a: requested[a].seq for a in acked} == {r.asset_id: r.ledger_seq for r in records if r.asset_id in acked}
     assert all(f'"command_id":"{acked[a]}"' in requested[a].canonical.decode() for a in acked)
+
+
+def _enroll_burst_with_kill(stack: Stack, tenant: Tenant, count: int) -> dict[str, str]:
+    """Enroll `count` hosts at once through ingest, kill -9 assets after the first answers; asset -> credential."""
+    enrolled: dict[str, str] = {}
+    enough = threading.Event()
+    lock = threading.Lock()
+    ingest_tenant = IngestTenant(tenant.tenant, tenant.tokens[Role.ADMIN], tenant.enrollment_secret)
+
+    def one(index: int) -> None:
+        try:
+            reply = enroll(stack.addresses["ingest"], ingest_tenant, hostname=f"ws-{index}")
+        except grpc.RpcError:
+            return
+        with lock:
+            enrolled[reply.asset_id] = reply.agent_credential
+            if len(enrolled) >= KILL_AFTER_ACKS:
+                enough.set()
+
+    with ThreadPoolExecutor(count) as pool:
+        for index in range(count):
+            pool.submit(one, index)
+        assert enough.wait(60), "no enrollment was answered"
+        kill9(stack, "assets")
+    return enrolled
+
+
+def test_every_answered_enrollment_is_chained_once_after_a_kill_of_the_sequencer(outbox_stack: Stack) -> None:
+    """After kill -9 of assets mid enrollment burst and a restart, every host that got a credential has exactly
+    one asset.enrolled event in a sound chain."""
+    tenant = make_tenant(outbox_stack)
+    enrolled = _enroll_burst_with_kill(outbox_stack, tenant, BURST)
+    restart(outbox_stack, "assets")
+    store = Store(outbox_stack)
+    chained_custody(store.ddb, store.table, tenant.tenant, within=120)
+    events = Counter(e.subject for e in assert_chain_sound(store, tenant.tenant) if e.action == "asset.enrolled")
+    sys.stdout.write(f"{len(enrolled)} of {BURST} enrollments answered; {len(events)} enrolled events\n")
+    assert {f"asset:{a}" for a in enrolled} <= set(events)
+    assert set(events.values()) == {1}

@@ -61,6 +61,13 @@ def enroll(address: str, tenant: IngestTenant, hostname: str = "ws-1", asset_id:
     return reply
 
 
+def revoke_agent(stack: Stack, tenant: IngestTenant, asset_id: str) -> None:
+    """RevokeAgent with the tenant's admin token, through the (first) ingest's internal port."""
+    with grpc.insecure_channel(stack.addresses["ingest-internal"]) as channel:
+        ingest_pb2_grpc.IngestServiceStub(channel).RevokeAgent(
+            ingest_pb2.RevokeAgentRequest(asset_id=asset_id), metadata=tenant.admin(), timeout=10)
+
+
 def digest_of(inventory: common_pb2.Inventory | None) -> str:
     data = inventory.SerializeToString(deterministic=True) if inventory is not None else b""
     return hashlib.sha256(data).hexdigest()

@@ -94,13 +94,22 @@ def test_deliver_command_is_closed_to_operators(stack: Stack, ingest_tenant: Ing
     assert caught.value.code() == grpc.StatusCode.PERMISSION_DENIED
 
 
-@pytest.mark.parametrize(("address", "token_of"), [("ingest", "assets"), ("ingest-internal", "risk-worker"),
-                                                   ("ingest-internal", "ingest")])
+@pytest.mark.parametrize(("address", "token_of"), [("ingest", "assets"), ("ingest", "ingest"),
+                                                   ("ingest-internal", "risk-worker")])
 def test_deliver_command_is_refused_off_the_internal_port_or_to_another_service(
         stack: Stack, ingest_tenant: IngestTenant, address: str, token_of: str) -> None:
-    """DeliverCommand is refused on ingest's public port even with assets' token, and on the internal port with
-    any service token but assets'."""
+    """DeliverCommand is refused on ingest's public port even with assets' or ingest's token, and on the internal
+    port with any service token but assets' and ingest's own (a replica forwarding a nudge)."""
     with grpc.insecure_channel(stack.addresses[address]) as channel, pytest.raises(grpc.RpcError) as caught:
         ingest_pb2_grpc.IngestServiceStub(channel).DeliverCommand(ingest_pb2.DeliverCommandRequest(), metadata=[
             ("authorization", f"Bearer {stack.service_tokens[token_of]}"), ("x-lz-tenant", ingest_tenant.tenant)])
     assert caught.value.code() == grpc.StatusCode.PERMISSION_DENIED
+
+
+def test_another_ingest_replica_may_forward_a_nudge_on_the_internal_port(stack: Stack,
+                                                                         ingest_tenant: IngestTenant) -> None:
+    """Ingest's own service token passes DeliverCommand's checks on the internal port (the empty command is refused)."""
+    with grpc.insecure_channel(stack.addresses["ingest-internal"]) as channel, pytest.raises(grpc.RpcError) as caught:
+        ingest_pb2_grpc.IngestServiceStub(channel).DeliverCommand(ingest_pb2.DeliverCommandRequest(), metadata=[
+            ("authorization", f"Bearer {stack.service_tokens['ingest']}"), ("x-lz-tenant", ingest_tenant.tenant)])
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT

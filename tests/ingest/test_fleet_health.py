@@ -19,13 +19,13 @@ from typing import Any
 import grpc
 import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
-from lifecyclezero.v1 import assets_pb2, assets_pb2_grpc, common_pb2
+from lifecyclezero.v1 import assets_pb2, assets_pb2_grpc, common_pb2, ingest_pb2
 
 from agent.enroll import AGENT_VERSION
 from services.kit.devstack import Stack
 from tests.conftest import running
-from tests.faults.helpers import kill9, restart, until
-from tests.ingest.agents import IngestTenant, create_tenant
+from tests.faults.helpers import kill9, restart, until, wait_for
+from tests.ingest.agents import IngestTenant, TestAgent, create_tenant, enroll, heartbeat
 
 pytestmark = pytest.mark.slow
 
@@ -40,7 +40,7 @@ def health_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     """A stack of its own whose ingest asks for a heartbeat every 2 s and sweeps health twice a second."""
     yield from running(Stack(state_dir=tmp_path_factory.mktemp("health-stack"), extra_env={
         "LZ_HEARTBEAT_INTERVAL_SECONDS": str(INTERVAL), "LZ_HEALTH_SWEEP_SECONDS": "0.5",
-        "LZ_COMMAND_POLL_SECONDS": "1", "LZ_SEQ_PERSIST_SECONDS": str(PERSIST)}))
+        "LZ_COMMAND_POLL_SECONDS": "1", "LZ_COMMAND_IDLE_POLL_SECONDS": "1", "LZ_SEQ_PERSIST_SECONDS": str(PERSIST)}))
 
 
 @pytest.fixture
@@ -256,6 +256,89 @@ def test_an_agent_older_than_the_tenant_minimum_is_listed_as_outdated(
     assert [(a["asset_id"], a["agent_outdated"]) for a in listed["assets"]] == [(strict_agent.asset_id, True)]
     assert (summary["online"], summary["outdated"], summary["versions"]) == (
         1, 1, [{"agent_version": AGENT_VERSION, "count": 1, "outdated": True}])
+
+
+async def _connect_as(stack: Stack, tenant: IngestTenant, enrolled: Any, version: str) -> TestAgent:
+    """A stream of the enrolled host whose hello reports `version`, recorded online (it sent a heartbeat)."""
+    agent = TestAgent(stack.addresses["ingest"], tenant.tenant, enrolled.asset_id, enrolled.agent_credential)
+    await agent.start(ingest_pb2.ConnectRequest(hello=ingest_pb2.Hello(
+        tenant_id=tenant.tenant, asset_id=enrolled.asset_id, agent_credential=enrolled.agent_credential,
+        agent_version=version, platform="linux-x86_64")))
+    seq = (await agent.next_of("welcome")).welcome.acked_seq + 1
+    await agent.send(heartbeat(seq))
+    await agent.ack_for(seq)
+    return agent
+
+
+async def test_an_agent_older_than_the_tenant_minimum_raises_agent_outdated(
+        health_stack: Stack, strict_tenant: IngestTenant) -> None:
+    """An agent connecting with a version below the tenant's minimum raises agent-outdated (WARNING), listed by
+    ListAlerts and `lz alerts list`."""
+    enrolled = enroll(health_stack.addresses["ingest"], strict_tenant)
+    agent = await _connect_as(health_stack, strict_tenant, enrolled, "1.0.0")
+    try:
+        alert = await wait_for(lambda: agent_alerts(health_stack, strict_tenant, enrolled.asset_id).get(
+            "agent-outdated"), 30, "agent-outdated raised")
+    finally:
+        await agent.close()
+    listed = lz(health_stack, strict_tenant, "alerts", "list")
+    assert (alert.severity, alert.HasField("resolve_time")) == (common_pb2.SEVERITY_WARNING, False)
+    assert [(a["asset_id"], a["rule_id"]) for a in listed["alerts"]] == [(enrolled.asset_id, "agent-outdated")]
+
+
+async def test_an_updated_agent_resolves_its_agent_outdated_alert(
+        health_stack: Stack, strict_tenant: IngestTenant) -> None:
+    """The outdated alert stays one across reconnects of the old version and is resolved once the agent
+    connects with a version at or above the minimum."""
+    enrolled = enroll(health_stack.addresses["ingest"], strict_tenant)
+    for version in ("1.0.0", "1.0.0", "99.1.0"):
+        await (await _connect_as(health_stack, strict_tenant, enrolled, version)).close()
+        if version == "1.0.0":
+            await wait_for(lambda: agent_alerts(health_stack, strict_tenant, enrolled.asset_id).get(
+                "agent-outdated"), 30, "agent-outdated raised")
+    resolved = await wait_for(lambda: (a := _outdated_alerts(health_stack, strict_tenant, enrolled.asset_id))
+                              and all(x.HasField("resolve_time") for x in a) and a, 30, "agent-outdated resolved")
+    assert len(resolved) == 1
+    assert not get_asset(health_stack, strict_tenant, enrolled.asset_id).agent_outdated
+
+
+async def test_a_raised_minimum_raises_agent_outdated_for_an_agent_already_connected(
+        health_stack: Stack, tenant: IngestTenant) -> None:
+    """An agent connected before its tenant raises the minimum version gets agent-outdated from the health sweep,
+    without reconnecting."""
+    enrolled = enroll(health_stack.addresses["ingest"], tenant)
+    agent = await _connect_as(health_stack, tenant, enrolled, "1.0.0")
+    try:
+        _tenant_policy(health_stack, tenant, "agent_health:\n  minimum_version: '99.0'\n")
+        alert = await wait_for(lambda: agent_alerts(health_stack, tenant, enrolled.asset_id).get("agent-outdated"),
+                               60, "agent-outdated raised by the sweep")
+        assert not agent.ended.is_set()
+    finally:
+        await agent.close()
+    assert (alert.severity, alert.evidence["minimum_version"]) == (common_pb2.SEVERITY_WARNING, "99.0")
+
+
+async def test_a_lowered_minimum_resolves_the_agent_outdated_alert_of_a_connected_agent(
+        health_stack: Stack, strict_tenant: IngestTenant) -> None:
+    """When the tenant lowers its minimum below a connected agent's version, the sweep resolves its agent-outdated
+    alert without the agent reconnecting."""
+    enrolled = enroll(health_stack.addresses["ingest"], strict_tenant)
+    agent = await _connect_as(health_stack, strict_tenant, enrolled, "1.0.0")
+    try:
+        await wait_for(lambda: agent_alerts(health_stack, strict_tenant, enrolled.asset_id).get("agent-outdated"),
+                       30, "agent-outdated raised")
+        _tenant_policy(health_stack, strict_tenant, "agent_health:\n  minimum_version: '0.9'\n")
+        resolved = await wait_for(lambda: all(a.HasField("resolve_time") for a in _outdated_alerts(
+            health_stack, strict_tenant, enrolled.asset_id)), 60, "agent-outdated resolved by the sweep")
+    finally:
+        await agent.close()
+    assert resolved
+
+
+def _outdated_alerts(stack: Stack, tenant: IngestTenant, asset_id: str) -> list[common_pb2.Alert]:
+    reply = _assets(stack).ListAlerts(assets_pb2.ListAlertsRequest(asset_id=asset_id, page_size=100),
+                                      metadata=tenant.admin(), timeout=10)
+    return [a for a in reply.alerts if a.rule_id == "agent-outdated"]
 
 
 def test_the_agents_of_a_crashed_ingest_replica_are_lost_once_their_lease_runs_out(

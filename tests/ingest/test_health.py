@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from lifecyclezero.v1 import ingest_pb2
 
-from services.ingest import health, rules
+from services.ingest import health, keys, rules
 from services.ingest.health import Connection, Stage, State
 
 T0 = "2026-12-06T10:00:00.000000Z"
@@ -88,6 +88,29 @@ class TestVersions:
         assert health.is_outdated(version, minimum) is outdated
 
 
+SILENT_SK = keys.health_sk("a-1", T0, "agent-silent")
+OUTDATED_SK = keys.health_sk("a-1", T0, "agent-outdated")
+
+
+class TestOutdatedChange:
+    @pytest.mark.parametrize(("open_alerts", "outdated", "expected"), [
+        ((), False, health.OutdatedChange([], [], "")),
+        ((), True, health.OutdatedChange([], [], T2)),
+        ((("agent-outdated", OUTDATED_SK),), True, health.OutdatedChange([], [], T0)),
+        ((("agent-outdated", OUTDATED_SK),), False, health.OutdatedChange([OUTDATED_SK], [], "")),
+        ((("agent-outdated", OUTDATED_SK), ("agent-silent", SILENT_SK)), True,
+         health.OutdatedChange([SILENT_SK], ["agent-silent"], T0)),
+    ])
+    def test_cases(self, open_alerts: tuple[tuple[str, str], ...], outdated: bool,
+                   expected: health.OutdatedChange) -> None:
+        """An open resolves the absence alerts; agent-outdated's stays (with its first time) while still outdated."""
+        assert health.outdated_change(open_alerts, outdated, T2) == expected
+
+    def test_the_time_of_an_alert_key_reads_back(self) -> None:
+        """since_of_health_sk gives the time an alert key was built with, and None for another key."""
+        assert (keys.since_of_health_sk(OUTDATED_SK), keys.since_of_health_sk("AGENT#a-1")) == (T0, None)
+
+
 def test_an_unknown_goodbye_reason_counts_as_a_service_stop() -> None:
     """A goodbye whose reason this server does not know is stored as a service stop."""
     assert health.goodbye_reason(ingest_pb2.Goodbye(reason=99)) == "service-stop"  # type: ignore[arg-type]
@@ -106,7 +129,7 @@ class TestPolicy:
                         rules.Rule.AGENT_OUTDATED)
         severities = {r.value: policy.rules[r].severity.name for r in health_rules}
         assert severities == {"agent-silent": "WARNING", "agent-missing": "WARNING",
-                              "agent-stopped-while-isolated": "CRITICAL", "agent-outdated": "INFO"}
+                              "agent-stopped-while-isolated": "CRITICAL", "agent-outdated": "WARNING"}
 
     def test_a_tenant_sets_its_grace_period_and_minimum_version(self) -> None:
         """`agent_health` in a tenant's policy sets the grace period, the lost delay and the minimum version."""

@@ -11,12 +11,12 @@ from pathlib import Path
 
 import grpc
 import pytest
-from lifecyclezero.v1 import assets_pb2, assets_pb2_grpc, common_pb2, ingest_pb2, ingest_pb2_grpc
+from lifecyclezero.v1 import assets_pb2, assets_pb2_grpc, common_pb2, ingest_pb2
 
 from services.kit import embedded
 from services.kit.devstack import Stack
 from tests.faults.helpers import SERVICES, health, until
-from tests.ingest.agents import IngestTenant, TestAgent, enroll
+from tests.ingest.agents import IngestTenant, TestAgent, enroll, revoke_agent
 
 pytestmark = pytest.mark.slow
 
@@ -29,6 +29,9 @@ def _replica(stack: Stack, log_path: Path, recheck_seconds: float) -> Iterator[s
     address = f"127.0.0.1:{embedded.free_port()}"
     env = {**os.environ, **embedded.EMBEDDED_CREDENTIALS, **stack.env, "LZ_PORT": address.rsplit(":", 1)[1],
            "LZ_CREDENTIAL_RECHECK_SECONDS": str(recheck_seconds), "LZ_COMMAND_POLL_SECONDS": "1",
+           # Without an internal port it serves DeliverCommand on LZ_PORT: nudges are forwarded there. A stream
+           # that sent no heartbeat yet is not recorded anywhere, so its commands come with the poll.
+           "LZ_ADVERTISE_ADDRESS": address, "LZ_COMMAND_IDLE_POLL_SECONDS": "1",
            # Its own calls to assets (pending commands, results) carry ingest's service token, as the stack's do.
            "LZ_SERVICE_TOKEN": stack.service_tokens["ingest"]}
     with log_path.open("ab") as log:
@@ -70,9 +73,7 @@ async def test_revoking_on_one_replica_ends_the_stream_on_the_other(
     """RevokeAgent handled by the first ingest ends the agent's stream on the replica UNAUTHENTICATED."""
     agent, reply = await _connected(replica, stack, ingest_tenant)
     try:
-        with grpc.insecure_channel(stack.addresses["ingest-internal"]) as channel:
-            ingest_pb2_grpc.IngestServiceStub(channel).RevokeAgent(
-                ingest_pb2.RevokeAgentRequest(asset_id=reply.asset_id), metadata=ingest_tenant.admin(), timeout=10)
+        revoke_agent(stack, ingest_tenant, reply.asset_id)
         assert await agent.status(within=30) == grpc.StatusCode.UNAUTHENTICATED
         assert agent.error_info().reason == "CREDENTIAL_REVOKED"
     finally:
@@ -103,9 +104,7 @@ async def test_a_revoked_agents_command_result_is_refused_and_not_recorded(
                                                            request_id="iso-revoked"),
                             metadata=ingest_tenant.admin(), timeout=10)
         command = (await agent.next_of("command", within=30)).command
-        with grpc.insecure_channel(stack.addresses["ingest-internal"]) as channel:
-            ingest_pb2_grpc.IngestServiceStub(channel).RevokeAgent(
-                ingest_pb2.RevokeAgentRequest(asset_id=reply.asset_id), metadata=ingest_tenant.admin(), timeout=10)
+        revoke_agent(stack, ingest_tenant, reply.asset_id)
         await agent.send(ingest_pb2.ConnectRequest(command_result=common_pb2.CommandResult(
             command_id=command.command_id, outcome=common_pb2.COMMAND_OUTCOME_APPLIED, rule_count=1,
             ruleset_sha256="ab" * 32, self_test_passed=True)))

@@ -7,6 +7,7 @@ import pytest
 from lifecyclezero.v1 import assets_pb2, assets_pb2_grpc, ingest_pb2, ingest_pb2_grpc
 
 from services.kit.devstack import Stack
+from tests.faults.helpers import until
 from tests.ingest.agents import IngestTenant, TestAgent, enroll
 
 pytestmark = pytest.mark.slow
@@ -16,10 +17,14 @@ def _assets(stack: Stack) -> assets_pb2_grpc.AssetServiceStub:
     return assets_pb2_grpc.AssetServiceStub(grpc.insecure_channel(stack.addresses["assets"]))
 
 
-def _custody_actions(stack: Stack, tenant: IngestTenant, asset_id: str) -> list[tuple[str, str]]:
-    events = _assets(stack).GetCustodyLog(assets_pb2.GetCustodyLogRequest(asset_id=asset_id),
-                                          metadata=tenant.admin(), timeout=10).events
-    return [(e.actor, e.action) for e in events]
+def _custody_actions(stack: Stack, tenant: IngestTenant, asset_id: str, count: int) -> list[str]:
+    """The asset's custody actions once `count` are chained (the outbox chains them moments after the answer)."""
+    def chained() -> list[str]:
+        events = _assets(stack).GetCustodyLog(assets_pb2.GetCustodyLogRequest(asset_id=asset_id),
+                                              metadata=tenant.admin(), timeout=10).events
+        return [e.action for e in events] if len(events) >= count else []
+
+    return until(chained, 30, f"{count} custody events chained")
 
 
 def _attempt(stack: Stack, tenant: IngestTenant, **proof: str) -> grpc.StatusCode:
@@ -46,8 +51,7 @@ async def test_the_enrollment_secret_alone_cannot_take_over_an_enrolled_asset(
     command = (await agent.next_of("command")).command
     assert refused == [grpc.StatusCode.PERMISSION_DENIED] * 3
     assert command.command_id == order.command.command_id and not agent.ended.is_set()
-    assert [action for _, action in _custody_actions(stack, ingest_tenant, agent.asset_id)] == [
-        "asset.enrolled", "asset.isolate.requested"]
+    assert _custody_actions(stack, ingest_tenant, agent.asset_id, 2) == ["asset.enrolled", "asset.isolate.requested"]
 
 
 def _revoke(stack: Stack, tenant: IngestTenant, asset_id: str) -> None:
@@ -94,7 +98,7 @@ def test_the_approval_and_the_re_enrollment_are_custody_events(
     """The ledger records the operator's approval (with its reason) and the redemption of the code."""
     approval = _approve(stack, ingest_tenant, agent.asset_id)
     enroll(stack.addresses["ingest"], ingest_tenant, asset_id=agent.asset_id, reenroll_code=approval.reenroll_code)
-    actions = [action for _, action in _custody_actions(stack, ingest_tenant, agent.asset_id)]
+    actions = _custody_actions(stack, ingest_tenant, agent.asset_id, 3)
     assert actions == ["asset.enrolled", "asset.reenroll.approved", "asset.reenrolled"]
 
 

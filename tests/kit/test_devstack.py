@@ -66,6 +66,39 @@ def test_up_starts_every_service_and_stops_cleanly(tmp_path: Path) -> None:
             proc.wait()
 
 
+def test_up_with_ingest_replicas_lists_and_serves_each(tmp_path: Path) -> None:
+    """`up --ingest-replicas 2` serves two ingest processes, listed in endpoints.ingest_replicas, first as ingest."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "services.kit.devstack", "up", "--state-dir", str(tmp_path), "--any-ports",
+         "--ingest-replicas", "2"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    try:
+        _read_until_ready(proc, 90)
+        endpoints = json.loads((tmp_path / "stack.json").read_text())["endpoints"]
+        replicas = endpoints["ingest_replicas"].split(",")
+        assert replicas == [endpoints["ingest"], endpoints["ingest-2"]]
+        for address in replicas:
+            with grpc.insecure_channel(address) as channel:
+                health = health_pb2_grpc.HealthStub(channel).Check(
+                    health_pb2.HealthCheckRequest(service="lifecyclezero.v1.IngestService"), timeout=5)
+                assert health.status == health_pb2.HealthCheckResponse.SERVING, address
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(60) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_up_refuses_a_replica_count_out_of_range(tmp_path: Path) -> None:
+    """`--ingest-replicas 0` is a usage error (exit 2) with one line naming the option."""
+    done = subprocess.run([sys.executable, "-m", "services.kit.devstack", "up", "--state-dir", str(tmp_path),
+                           "--ingest-replicas", "0"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    assert "--ingest-replicas" in done.stderr
+
+
 def test_embedded_table_matches_the_definition(ddb: object, embedded_aws: object) -> None:
     """The embedded stack's table has exactly the keys, indexes and stream of the one definition."""
     described = ddb.describe_table(TableName="lifecyclezero")["Table"]  # type: ignore[attr-defined]

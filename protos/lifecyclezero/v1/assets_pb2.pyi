@@ -1102,6 +1102,9 @@ class ApproveReEnrollmentResponse(_message.Message):
     reenroll_code: _builtins.str
     """The one-time code the host passes to `lz-agent enroll --reenroll-code-file`; shown once."""
     custody_seq: _builtins.int
+    """0: the approval's custody event is chained moments after the answer (the custody outbox);
+    GetCustodyLog lists it.
+    """
     @_builtins.property
     def expire_time(self) -> _timestamp_pb2.Timestamp: ...
     def __init__(
@@ -1158,6 +1161,9 @@ class RecordEnrollmentResponse(_message.Message):
     ASSET_FIELD_NUMBER: _builtins.int
     CUSTODY_SEQ_FIELD_NUMBER: _builtins.int
     custody_seq: _builtins.int
+    """0 until the enrollment's custody event is chained (the custody outbox, moments after the answer);
+    a repeated request id answers the seq once chained.
+    """
     @_builtins.property
     def asset(self) -> _common_pb2.Asset: ...
     def __init__(

@@ -41,6 +41,32 @@ GOODBYE_REASON_UPGRADE: GoodbyeReason.ValueType  # 3
 GOODBYE_REASON_UNINSTALL: GoodbyeReason.ValueType  # 4
 Global___GoodbyeReason: _TypeAlias = GoodbyeReason  # noqa: Y015
 
+class _DeliveryPath:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _DeliveryPathEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_DeliveryPath.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    DELIVERY_PATH_UNSPECIFIED: _DeliveryPath.ValueType  # 0
+    DELIVERY_PATH_LOCAL: _DeliveryPath.ValueType  # 1
+    """The replica that took the nudge holds the stream and sent the command down it."""
+    DELIVERY_PATH_FORWARDED: _DeliveryPath.ValueType  # 2
+    """The replica that took the nudge forwarded it once to the replica its agent item names as the holder."""
+    DELIVERY_PATH_NOT_HELD: _DeliveryPath.ValueType  # 3
+    """No live stream was reached: the command goes down at the asset's next connect or the tenant's poll."""
+
+class DeliveryPath(_DeliveryPath, metaclass=_DeliveryPathEnumTypeWrapper):
+    """Where a nudged command went. Any ingest replica takes the nudge; the one holding the asset's stream sends it."""
+
+DELIVERY_PATH_UNSPECIFIED: DeliveryPath.ValueType  # 0
+DELIVERY_PATH_LOCAL: DeliveryPath.ValueType  # 1
+"""The replica that took the nudge holds the stream and sent the command down it."""
+DELIVERY_PATH_FORWARDED: DeliveryPath.ValueType  # 2
+"""The replica that took the nudge forwarded it once to the replica its agent item names as the holder."""
+DELIVERY_PATH_NOT_HELD: DeliveryPath.ValueType  # 3
+"""No live stream was reached: the command goes down at the asset's next connect or the tenant's poll."""
+Global___DeliveryPath: _TypeAlias = DeliveryPath  # noqa: Y015
+
 @_typing.final
 class EnrollRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
@@ -373,16 +399,24 @@ class DeliverCommandResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     DELIVERED_FIELD_NUMBER: _builtins.int
+    PATH_FIELD_NUMBER: _builtins.int
+    REPLICA_FIELD_NUMBER: _builtins.int
     delivered: _builtins.bool
     """True when a live stream for the asset took the command."""
+    path: Global___DeliveryPath.ValueType
+    """How the command reached (or did not reach) the asset's stream, for the caller's record."""
+    replica: _builtins.str
+    """The internal address of the ingest replica whose stream took the command (empty when none did)."""
     def __init__(
         self,
         *,
         delivered: _builtins.bool = ...,
+        path: Global___DeliveryPath.ValueType = ...,
+        replica: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["delivered", b"delivered"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["delivered", b"delivered", "path", b"path", "replica", b"replica"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
