@@ -39,7 +39,7 @@ class Bench:
 
 
 BENCHES = (
-    Bench("tlog", "benchmarks/bench_tlog.py", budget_seconds=300),
+    Bench("tlog", "benchmarks/bench_tlog.py", budget_seconds=480),
     Bench("ledger", "benchmarks/bench_ledger.py", budget_seconds=600),
     Bench("fleet", "benchmarks/bench_fleet.py", budget_seconds=780),
     Bench("isolation", "benchmarks/bench_isolation.py", budget_seconds=420),

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import queue
+import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, ParamSpec, TypeVar
@@ -23,6 +25,7 @@ from services.kit.settings import AwsSettings
 
 P = ParamSpec("P")
 R = TypeVar("R")
+T = TypeVar("T")
 
 _pool = ThreadPoolExecutor(max_workers=32, thread_name_prefix="aws")
 _serializer = TypeSerializer()
@@ -67,15 +70,71 @@ def error_code(exc: BaseException) -> str:
     return ""
 
 
-def query_items(ddb: Any, **query: Any) -> Iterator[dict[str, Any]]:
-    """Every item a DynamoDB Query matches, page after page (`Limit` sets the page size)."""
+def query_pages(ddb: Any, **query: Any) -> Iterator[list[dict[str, Any]]]:
+    """The pages of items a DynamoDB Query returns, in order (`Limit` sets the page size)."""
     start: dict[str, Any] | None = None
     while True:
         got = ddb.query(**query, **({"ExclusiveStartKey": start} if start else {}))
-        yield from got.get("Items", [])
+        yield got.get("Items", [])
         start = got.get("LastEvaluatedKey")
         if not start:
             return
+
+
+def query_items(ddb: Any, **query: Any) -> Iterator[dict[str, Any]]:
+    """Every item a DynamoDB Query matches, page after page (`Limit` sets the page size)."""
+    for page in query_pages(ddb, **query):
+        yield from page
+
+
+_END = object()
+
+
+def prefetched(items: Iterator[T], depth: int) -> Iterator[T]:
+    """`items` as they are, produced on a thread of their own up to `depth` ahead of the consumer.
+
+    For reads that a long walk consumes (pages of a Query): the next page is on its way while this
+    one is checked. An error of the producer is raised where the consumer reaches it; a consumer
+    that stops early stops the producer too.
+    """
+    if depth <= 0:
+        yield from items
+        return
+    ahead: queue.Queue[tuple[object, BaseException | None]] = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def offer(entry: tuple[object, BaseException | None]) -> bool:
+        while not stop.is_set():
+            try:
+                ahead.put(entry, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for item in items:
+                if not offer((item, None)):
+                    return
+        except Exception as exc:  # handed to the consumer, which raises it in its own thread
+            offer((_END, exc))
+            return
+        offer((_END, None))
+
+    worker = threading.Thread(target=produce, name="prefetch", daemon=True)
+    worker.start()
+    try:
+        while True:
+            item, error = ahead.get()
+            if error is not None:
+                raise error
+            if item is _END:
+                return
+            yield item  # type: ignore[misc]  # everything but the _END marker came from `items`
+    finally:
+        stop.set()
+        worker.join()
 
 
 def to_item(values: dict[str, Any]) -> dict[str, Any]:

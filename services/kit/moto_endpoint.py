@@ -21,7 +21,8 @@ Two differences from real DynamoDB matter to a ledger and are corrected here, in
   every AttributeValue for a value under several aliases: about 2 ms per item read, so a hello's
   100-key BatchGetItem took 200 ms and a fleet reconnecting timed out waiting for its credentials.
   `_patch_serializer` passes an AttributeValue through as it is when it is already its JSON wire
-  form (no binary anywhere in it); anything else goes the model's way.
+  form (no binary anywhere in it), and a binary one as its base64 (the custody events' bytes: a
+  10,000-event page of the ledger took seconds); anything else goes the model's way.
 
 moto's SQS is quadratic in the queue's length: each message considered by a receive asks for the
 whole attribute set (which counts every message, twice), and each visibility check builds datetimes.
@@ -49,6 +50,7 @@ Run as `python -m services.kit.moto_endpoint HOST PORT`; `embedded.start_endpoin
 
 from __future__ import annotations
 
+import base64
 import bisect
 import copy
 import inspect
@@ -363,18 +365,54 @@ def _json_native(value: Any) -> bool:
     return kind in _JSON_NATIVE_TYPES and inner is not None
 
 
+def _plain_binary(value: Any) -> bool:
+    """True for a top-level binary AttributeValue: its wire form is its bytes in base64, as the model spells it."""
+    return isinstance(value, dict) and len(value) == 1 and isinstance(value.get("B"), bytes | str)
+
+
 def _patch_serializer() -> None:
     from moto.core.serialize import BaseJSONSerializer
 
     moto_structure = BaseJSONSerializer._serialize_type_structure
 
     def structure(self: Any, serialized: Any, value: Any, shape: Any, key: str) -> None:
-        if key and shape.name == "AttributeValue" and _json_native(value):
-            serialized[self.get_serialized_name(shape, key)] = value
-            return
+        if key and shape.name == "AttributeValue":
+            if _json_native(value):
+                serialized[self.get_serialized_name(shape, key)] = value
+                return
+            if _plain_binary(value):
+                serialized[self.get_serialized_name(shape, key)] = {"B": self._base64(value["B"])}
+                return
         moto_structure(self, serialized, value, shape, key)
 
     BaseJSONSerializer._serialize_type_structure = structure  # type: ignore[method-assign]
+
+
+_PROJECTED_AS_STORED = frozenset({"S", "B"})
+
+
+def _patch_projection() -> None:
+    from moto.dynamodb.models.dynamo_type import DynamoType, Item, LimitedSizeDict
+
+    moto_project = Item.project
+
+    def project(self: Any, projection_expressions: list[list[str]]) -> Any:
+        names = [path[0] for path in projection_expressions if len(path) == 1 and "[" not in path[0]]
+        chosen = [(name, self.attrs[name]) for name in names if name in self.attrs]
+        if len(names) != len(projection_expressions) or any(v.type not in _PROJECTED_AS_STORED for _, v in chosen):
+            return moto_project(self, projection_expressions)
+        projected: Any = Item.__new__(Item)
+        projected.hash_key, projected.range_key = self.hash_key, self.range_key
+        attrs = LimitedSizeDict.__new__(LimitedSizeDict)
+        dict.__init__(attrs)
+        for name, value in chosen:
+            # As moto's own projection leaves it: a binary value as bytes, however it was stored.
+            plain = base64.b64decode(value.value) if value.type == "B" and isinstance(value.value, str) else value.value
+            dict.__setitem__(attrs, name, DynamoType({value.type: plain}))
+        projected.attrs = attrs
+        return projected
+
+    Item.project = project  # type: ignore[method-assign]
 
 
 def _patch_dynamodb() -> None:
@@ -382,6 +420,7 @@ def _patch_dynamodb() -> None:
 
     DynamoDBBackend.transact_write_items = _transact_write_items  # type: ignore[method-assign,assignment]
     _patch_query()
+    _patch_projection()
     _patch_index_upkeep()
     _patch_serializer()
 

@@ -81,21 +81,21 @@ class FullWalk:
 
     def add(self, canonical: bytes, sealed_leaf: bytes | None) -> bool:
         """Check the next event; False (and `failure` set) at the first one that does not verify."""
-        seq = self._chain.next_seq
         leaf = leaf_hash(canonical)
         if sealed_leaf is not None:
             self._tiles.append(sealed_leaf)
             if sealed_leaf != leaf and not self._suspect:
-                self._suspect = seq
+                self._suspect = self._chain.next_seq
         try:
-            self._chain.add(canonical)
+            self._chain.check(canonical)
         except ChainError as exc:
             if self._suspect:
                 return self._fail(self._suspect, f"event {self._suspect} differs from the sealed leaf")
             return self._fail(exc.seq, exc.reason)
         self._tree.append(leaf)
         self.checked += 1
-        root = self._checkpoints.get(self._tree.size)
+        # `checked` is the tree's size: a leaf is appended exactly when an event is accepted.
+        root = self._checkpoints.get(self.checked)
         if root is None:
             return True
         size = self._tree.size
@@ -109,6 +109,11 @@ class FullWalk:
         if root != self._tree.root():
             return self._fail(size, f"checkpoint {size}: root does not match events")
         return True
+
+    @property
+    def head_hash(self) -> str:
+        """Hex hash of the last event accepted: after a successful `add`, the hash of its bytes."""
+        return self._chain.head_hash
 
     def finish(self) -> VerifyOutcome:
         if self.failure is not None:

@@ -15,9 +15,10 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 
+from services.kit import aws
 from services.kit.errors import DomainError, InvalidArgument
-from services.ledger import keys, seals, store
 from services.ledger import keys as seal_keys
+from services.ledger import seals, store
 from services.ledger.domain import FullWalk, VerifyOutcome, earliest
 from services.ledger.proofs import SealReader, consistency, inclusion
 from services.ledger.seals import SealFinding, seal_findings
@@ -28,7 +29,6 @@ from services.tlog.merkle import verify_consistency
 from services.tlog.tiles import TILE_WIDTH, TileId
 from services.tlog.verify import verify_checkpoint
 
-EVENT_PAGE = 2000
 MAX_PINS = 64
 SETTLE_SECONDS = 5.0
 SETTLE_POLL_SECONDS = 0.25
@@ -105,32 +105,42 @@ def _failure(finding: SealFinding, checked: int) -> VerifyOutcome:
     return VerifyOutcome(False, finding.size, finding.reason, 0, checked, 0)
 
 
-def _events(r: SealReader, tenant: str, first: int) -> Iterator[store.StoredEvent]:
-    return store.events_between(r.ddb, r.table, tenant, first, keys.MAX_SEQ, EVENT_PAGE, canonical_only=True)
+def _attribute_lie(event: store.StoredEvent, derived: str = "") -> str:
+    """Why an event's stored `hash` attribute is not the hash of its bytes ('' when it is, or absent).
 
-
-def _attribute_lie(event: store.StoredEvent) -> str:
-    """Why an event's stored `hash` attribute is not the hash of its bytes ('' when it is, or absent)."""
-    if event.hash_hex and event.hash_hex != store.derived_hash(event.canonical):
+    `derived` is that hash when the caller has it already (a walk that just chained the event).
+    """
+    if event.hash_hex and event.hash_hex != (derived or store.derived_hash(event.canonical)):
         return f"event {event.seq}: the stored hash attribute is not the hash of its bytes"
     return ""
+
+
+TILES_AHEAD = 8
+
+
+def _level0_tile(reads: seals.TileReads, tile: TileId) -> tuple[bytes, str]:
+    """A sealed level-0 tile's body and '', or b"" and why it cannot be read."""
+    try:
+        return reads(tile), ""
+    except DomainError as exc:
+        return b"", str(exc)
 
 
 def sealed_leaves(r: SealReader, tenant: str, sealed: int, problems: list[VerifyOutcome]) -> Iterator[bytes | None]:
     """Leaf hashes held by the sealed level-0 tiles, in leaf order, then None forever.
 
-    A tile that cannot be read is a problem named by its path (its leaves are then None).
+    A tile that cannot be read is a problem named by its path (its leaves are then None). The tiles
+    are read up to TILES_AHEAD ahead of the walk, on a thread of their own; a problem is recorded
+    when the walk reaches the tile, as without the read-ahead.
     """
     reads = seals.TileReads(r.s3, r.bucket, tenant, sealed)
-    for index in range((sealed + TILE_WIDTH - 1) // TILE_WIDTH):
-        width = min(TILE_WIDTH, sealed - index * TILE_WIDTH)
-        tile = TileId(0, index, width)
-        try:
-            data = reads(tile)
-        except DomainError as exc:
-            problems.append(VerifyOutcome(False, sealed, f"tile {tile.path}: {exc}", 0, 0, 0))
-            data = b""
-        for i in range(width):
+    tiles = [TileId(0, index, min(TILE_WIDTH, sealed - index * TILE_WIDTH))
+             for index in range((sealed + TILE_WIDTH - 1) // TILE_WIDTH)]
+    bodies = aws.prefetched((_level0_tile(reads, tile) for tile in tiles), TILES_AHEAD)
+    for tile, (data, why) in zip(tiles, bodies, strict=True):
+        if why:
+            problems.append(VerifyOutcome(False, sealed, f"tile {tile.path}: {why}", 0, 0, 0))
+        for i in range(tile.width):
             leaf = data[i * 32 : (i + 1) * 32]
             yield leaf if len(leaf) == 32 else None
     while True:
@@ -157,11 +167,12 @@ def verify_full(r: SealReader, tenant: str, pinned: Sequence[bytes] = ()) -> Ver
         roots.setdefault(pin.size, pin.root_hash)
     walk = FullWalk(tenant, roots, sealed)
     leaves = sealed_leaves(r, tenant, sealed, problems)
-    for event in _events(r, tenant, 1):
-        lie = _attribute_lie(event)
+    for event in store.walk_events(r.ddb, r.table, tenant, 1):
+        chained = walk.add(event.canonical, next(leaves))
+        lie = _attribute_lie(event, walk.head_hash if chained else "")
         if lie:
             problems.append(VerifyOutcome(False, event.seq, lie, 0, 0, 0))
-        if not walk.add(event.canonical, next(leaves)):
+        if not chained:
             break
     outcome = walk.finish()
     first = earliest([outcome, *problems])
@@ -218,7 +229,7 @@ def _since(
     lies: list[VerifyOutcome] = []
 
     def tail() -> Iterator[bytes]:
-        for event in _events(r, tenant, latest.size + 1):
+        for event in store.walk_events(r.ddb, r.table, tenant, latest.size + 1):
             lie = _attribute_lie(event)
             if lie:
                 lies.append(VerifyOutcome(False, event.seq, lie, 0, checked, 0, latest.size))

@@ -60,7 +60,7 @@ def seal_step(state: SealState, tenant: str, origin: str, events: Sequence[bytes
     leaves: list[bytes] = []
     for canonical in events:
         try:
-            chain.add(canonical)
+            chain.check(canonical)
         except VerificationError as exc:
             seq = getattr(exc, "seq", chain.next_seq)
             raise SealRefused(seq, getattr(exc, "reason", str(exc))) from exc

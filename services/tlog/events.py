@@ -13,7 +13,10 @@ encoding feeds both the hash chain and the transparency log.
 
 from __future__ import annotations
 
+import calendar
+import functools
 import hashlib
+import itertools
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -21,7 +24,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from services.tlog.errors import ChainError, PayloadError
-from services.tlog.jcs import MAX_SAFE_INTEGER, canonicalize, parse_json
+from services.tlog.jcs import MAX_SAFE_INTEGER, canonicalize, fast_canonical_object, parse_json
+from services.tlog.shapes import event_shape_fields, remember_event_shape
 
 __all__ = [
     "GENESIS_PREV_HASH",
@@ -33,6 +37,7 @@ __all__ = [
     "ChainVerifier",
     "Event",
     "build_event",
+    "chain_fields",
     "check_payload",
     "event_hash",
     "format_ts",
@@ -47,8 +52,26 @@ MAX_PAYLOAD_STRING_BYTES = 4 * 1024
 MAX_PAYLOAD_KEY_CHARS = 128
 
 _FIELDS = frozenset({"tenant", "seq", "ts", "actor", "action", "subject", "payload", "prev_hash"})
-_TS_RE = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z")
+_TS_RE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{6}Z")
 _HEX64_RE = re.compile(r"[0-9a-f]{64}")
+# One canonical event whose top-level strings need no escapes, members in RFC 8785 order (the
+# payload, checked on its own, is the only part that can hold a nested value). A string value cannot
+# hold a raw `"`, so the payload group ends at the one `},"prev_hash":"` the rest can follow.
+_EVENT_RE = re.compile(
+    rb'\{"action":"([^"\\\x00-\x1f]+)","actor":"[^"\\\x00-\x1f]*","payload":(\{.*\}),'
+    rb'"prev_hash":"([0-9a-f]{64})","seq":([1-9][0-9]{0,14}),"subject":"[^"\\\x00-\x1f]*",'
+    rb'"tenant":"([^"\\\x00-\x1f]+)","ts":"([0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{6}Z)"\}',
+    re.DOTALL,
+)
+_MAX_CONTAINERS = 64
+# A flat payload with printable-ASCII keys and no escapes: in canonical form exactly when its keys
+# strictly increase (byte order is RFC 8785 order for ASCII), so no JSON round trip is needed.
+_FLAT_MEMBER = rb'"([ !#-\[\]-~]*)":(?:"[^"\\\x00-\x1f]*"|-?[1-9][0-9]{0,14}|0|true|false|null)'
+_FLAT_PAYLOAD_RE = re.compile(rb"\{(?:" + _FLAT_MEMBER + rb"(?:," + _FLAT_MEMBER + rb")*)?\}")
+# The keys are read member by member from the start, each match beginning where the previous one
+# ended: a search for key-like text anywhere (`[{,]"...":`) can start inside a value that ends in `,`
+# and read `","` as a key, so an unsorted payload could pass as sorted.
+_FLAT_MEMBER_RE = re.compile(rb"[{,]" + _FLAT_MEMBER)
 
 
 def event_hash(canonical: bytes) -> bytes:
@@ -63,14 +86,32 @@ def format_ts(when: datetime) -> str:
     return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
+@functools.lru_cache(maxsize=4096)
+def _date_exists(date: str) -> bool:
+    """Whether ``YYYY-MM-DD`` (ASCII digits) names a real day; a log's events share few dates."""
+    year, month, day = int(date[:4]), int(date[5:7]), int(date[8:10])
+    return year >= 1 and 1 <= month <= 12 and 1 <= day <= calendar.monthrange(year, month)[1]
+
+
 def _check_ts(ts: object) -> str:
+    """``ts`` in the one fixed format, naming a real instant (what ``strptime`` would accept).
+
+    Fixed positions instead of ``strptime``: the check runs once per event on every verification.
+    """
     if not isinstance(ts, str) or not _TS_RE.fullmatch(ts):
         raise PayloadError(f"ts must be RFC 3339 UTC with microseconds, got {ts!r}")
-    try:
-        datetime.strptime(ts, "%Y-%m-%dT%H:%M:%S.%fZ")
-    except ValueError as exc:
-        raise PayloadError(f"ts is not a valid date/time: {ts!r}") from exc
+    if not (_date_exists(ts[:10]) and ts[11:13] < "24" and ts[14:16] < "60" and ts[17:19] < "60"):
+        raise PayloadError(f"ts is not a valid date/time: {ts!r}")
     return ts
+
+
+def _ts_valid(ts: bytes) -> bool:
+    """Whether a known-shape event's ``ts`` bytes pass :func:`_check_ts`."""
+    try:
+        _check_ts(ts.decode("ascii"))
+    except (UnicodeDecodeError, PayloadError):
+        return False
+    return True
 
 
 def _walk_payload(value: Any, depth: int) -> None:
@@ -136,8 +177,8 @@ class Event:
         return self.seq - 1
 
 
-def _validated(doc: Any) -> Event:
-    """Check an event object's shape and build the Event (canonical bytes included)."""
+def _check_fields(doc: Any) -> None:
+    """Check an event object's members, their types and formats."""
     if not isinstance(doc, dict):
         raise PayloadError("event is not a JSON object")
     if set(doc) != _FIELDS:
@@ -158,19 +199,40 @@ def _validated(doc: Any) -> Event:
     prev = doc["prev_hash"]
     if not isinstance(prev, str) or not _HEX64_RE.fullmatch(prev):
         raise PayloadError("prev_hash must be 64 lowercase hex digits")
-    canonical = canonicalize(doc)
+
+
+def _event(doc: dict[str, Any], canonical: bytes) -> Event:
+    """The Event of a checked event object whose canonical bytes are ``canonical``."""
     return Event(
         tenant=doc["tenant"],
-        seq=seq,
+        seq=doc["seq"],
         ts=doc["ts"],
         actor=doc["actor"],
         action=doc["action"],
         subject=doc["subject"],
         payload=doc["payload"],
-        prev_hash=prev,
+        prev_hash=doc["prev_hash"],
         canonical_bytes=canonical,
         hash=event_hash(canonical),
     )
+
+
+def _validated(doc: Any) -> Event:
+    """Check an event object's shape and build the Event (canonical bytes included)."""
+    _check_fields(doc)
+    return _event(doc, canonicalize(doc))
+
+
+def _fast_event(canonical: bytes) -> Event | None:
+    """The event of stored bytes the fast path proves canonical; None when only the full path can tell.
+
+    Raises :class:`PayloadError` when the bytes are canonical JSON but not a valid event.
+    """
+    doc = fast_canonical_object(canonical)
+    if doc is None:
+        return None
+    _check_fields(doc)
+    return _event(doc, canonical)
 
 
 def build_event(
@@ -207,8 +269,51 @@ def build_event(
     return _validated(doc)
 
 
+def chain_fields(canonical: bytes) -> tuple[str, int, str] | None:
+    """(tenant, seq, prev_hash) of stored bytes proven to be a canonical, valid event; None: undecided.
+
+    The walk over a whole log needs only these three and the proof of canonical form, so the fixed
+    top level is matched in one pass and only the payload goes through the JSON fast path. Anything
+    it cannot prove (escapes in a top-level string, an invalid date, ...) is left to :meth:`ChainVerifier.add`,
+    which decides and names the reason.
+    """
+    match = _EVENT_RE.fullmatch(canonical)
+    if match is None or canonical.count(b"{") + canonical.count(b"[") > _MAX_CONTAINERS:
+        return None
+    if not canonical.isascii():
+        try:
+            canonical.decode("utf-8")
+        except UnicodeDecodeError:
+            return None
+    if not _flat_canonical(match.group(2)) and fast_canonical_object(match.group(2)) is None:
+        return None
+    try:
+        _check_ts(match.group(6).decode("ascii"))
+    except PayloadError:
+        return None
+    return match.group(5).decode("utf-8"), int(match.group(4)), match.group(3).decode("ascii")
+
+
+def _flat_canonical(payload: bytes) -> bool:
+    """Whether `payload` is a flat object in canonical form (False: not flat, or not provably so)."""
+    if _FLAT_PAYLOAD_RE.fullmatch(payload) is None:
+        return False
+    keys: list[bytes] = []
+    end = 0
+    while payload[end + 1 : end + 2] == b'"':  # a member follows the `{` or `,` at `end`
+        member = _FLAT_MEMBER_RE.match(payload, end)
+        if member is None:
+            return False
+        keys.append(member.group(1))
+        end = member.end()
+    return all(a < b for a, b in itertools.pairwise(keys))
+
+
 def parse_event(canonical: bytes) -> Event:
     """Parse stored event bytes, insisting they are already canonical."""
+    fast = _fast_event(canonical)
+    if fast is not None:
+        return fast
     event = _validated(parse_json(canonical))
     if event.canonical_bytes != canonical:
         raise PayloadError("event bytes are not RFC 8785 canonical JSON")
@@ -236,12 +341,15 @@ class ChainVerifier:
     operator can look up even when the bytes there are garbage).
     """
 
-    __slots__ = ("_count", "_head", "_next_seq", "_tenant")
+    __slots__ = ("_count", "_head", "_head_bytes", "_next_seq", "_tenant", "_tenant_bytes")
 
     def __init__(self, tenant: str, first_seq: int = 1, prev_hash: str = GENESIS_PREV_HASH) -> None:
         self._tenant = tenant
         self._next_seq = first_seq
         self._head = prev_hash
+        # What a known-shape event's bytes must equal; None (never equal) where no event may match.
+        self._head_bytes = prev_hash.encode() if _HEX64_RE.fullmatch(prev_hash) else None
+        self._tenant_bytes = tenant.encode("utf-8", "surrogatepass") if tenant else None
         self._count = 0
 
     @property
@@ -259,35 +367,68 @@ class ChainVerifier:
         """Seq the next event must have."""
         return self._next_seq
 
-    def add(self, canonical: bytes) -> Event:
-        """Verify the next event's bytes and advance, or raise :class:`ChainError`."""
-        want = self._next_seq
+    @staticmethod
+    def _full_parse(want: int, canonical: bytes) -> Event:
+        """The RFC 8785 definition, for bytes the fast path leaves undecided."""
         try:
             doc = parse_json(canonical)
         except PayloadError as exc:
             raise ChainError(want, f"bad JSON: {exc}") from exc
-        try:
-            event = _validated(doc)
-        except PayloadError as exc:
-            raise ChainError(want, f"invalid event: {exc}") from exc
+        event = _validated(doc)
         if event.canonical_bytes != canonical:
             raise ChainError(want, "not canonical JSON (RFC 8785)")
-        if event.tenant != self._tenant:
-            raise ChainError(want, f"wrong tenant {event.tenant!r}, expected {self._tenant!r}")
-        if event.seq != want:
-            if event.seq == want - 1:
-                raise ChainError(want, f"duplicate seq {event.seq}")
-            if event.seq > want:
-                raise ChainError(want, f"seq gap: expected {want}, got {event.seq} (missing or reordered)")
-            raise ChainError(want, f"seq out of order: expected {want}, got {event.seq}")
-        if event.prev_hash != self._head:
+        return event
+
+    def add(self, canonical: bytes) -> Event:
+        """Verify the next event's bytes and advance, or raise :class:`ChainError`."""
+        want = self._next_seq
+        try:
+            event = _fast_event(canonical) or self._full_parse(want, canonical)
+        except PayloadError as exc:
+            raise ChainError(want, f"invalid event: {exc}") from exc
+        self._advance(want, event.tenant, event.seq, event.prev_hash, event.hash_hex)
+        return event
+
+    def check(self, canonical: bytes) -> None:
+        """Like :meth:`add` without building the :class:`Event`: the walk of a whole log needs none.
+
+        An event shaped like one already proven canonical (:mod:`services.tlog.shapes`) needs only
+        its own values checked; anything else takes :func:`chain_fields`, then :meth:`add`, which
+        decide and name the reason, and a proven event's shape is remembered.
+        """
+        shaped = event_shape_fields(canonical)
+        if (shaped is not None and shaped[0] and shaped[3] == self._tenant_bytes and shaped[2] == self._head_bytes
+                and int(shaped[1]) == self._next_seq and _ts_valid(shaped[4])):
+            head = hashlib.sha256(canonical).hexdigest()
+            self._head, self._head_bytes = head, head.encode()
+            self._next_seq += 1
+            self._count += 1
+            return
+        fields = chain_fields(canonical)
+        if fields is None:
+            self.add(canonical)
+        else:
+            tenant, seq, prev_hash = fields
+            self._advance(self._next_seq, tenant, seq, prev_hash, hashlib.sha256(canonical).hexdigest())
+        remember_event_shape(canonical)
+
+    def _advance(self, want: int, tenant: str, seq: int, prev_hash: str, hash_hex: str) -> None:
+        if tenant != self._tenant:
+            raise ChainError(want, f"wrong tenant {tenant!r}, expected {self._tenant!r}")
+        if seq != want:
+            if seq == want - 1:
+                raise ChainError(want, f"duplicate seq {seq}")
+            if seq > want:
+                raise ChainError(want, f"seq gap: expected {want}, got {seq} (missing or reordered)")
+            raise ChainError(want, f"seq out of order: expected {want}, got {seq}")
+        if prev_hash != self._head:
             raise ChainError(
                 want, f"prev_hash mismatch: not the hash of seq {want - 1} (seq {want - 1} or {want} altered)"
             )
-        self._head = event.hash_hex
+        self._head = hash_hex
+        self._head_bytes = hash_hex.encode()
         self._next_seq = want + 1
         self._count += 1
-        return event
 
 
 def verify_chain(events: Iterable[bytes], tenant: str) -> ChainResult:

@@ -5,18 +5,25 @@ produce the same bytes for the same value.  JCS pins down everything JSON
 leaves open: member order (by UTF-16 code units, not code points), number
 spelling (ECMAScript ``Number.prototype.toString``), and string escaping
 (only ``"``, ``\\`` and control characters).
+
+Verification reads far more canonical bytes than writing produces, so checking that stored bytes
+are canonical has a fast path (:func:`fast_canonical_object`): parse with the C ``json`` module and
+compare with the C encoder's re-encoding, which spells exactly what RFC 8785 spells for the values
+it accepts, and leave everything else to the full path.
 """
 
 from __future__ import annotations
 
 import json
+import json.encoder
 import math
 import re
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from services.tlog.errors import PayloadError
 
-__all__ = ["MAX_SAFE_INTEGER", "canonicalize", "parse_json"]
+__all__ = ["MAX_SAFE_INTEGER", "canonicalize", "fast_canonical_object", "parse_json"]
 
 MAX_SAFE_INTEGER = (1 << 53) - 1
 """Largest integer every JSON implementation (IEEE double) reads back exactly."""
@@ -159,3 +166,72 @@ def parse_json(data: bytes) -> Any:
         raise
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise PayloadError(f"invalid JSON: {exc}") from exc
+
+
+class _Undecided(Exception):
+    """The fast path cannot prove the bytes canonical; the full RFC 8785 path decides."""
+
+
+def _undecided(_: str) -> Any:
+    raise _Undecided
+
+
+_FAST_INT_DIGITS = 15
+"""Integers of at most 15 digits are below 2**53, where JCS spells them as Python does."""
+
+
+def _fast_int(text: str) -> int:
+    if len(text) - text.startswith("-") > _FAST_INT_DIGITS:
+        raise _Undecided
+    return int(text)
+
+
+def _not_json(value: Any) -> Any:
+    raise TypeError(f"{type(value).__name__} is not a JSON value")
+
+
+# Floats (ECMAScript spelling differs from repr) and NaN/Infinity are left to the full path. The
+# scanner and the encoder are called directly, without the per-call set-up of json.loads/dumps.
+_FAST_DECODER = json.JSONDecoder(parse_float=_undecided, parse_int=_fast_int, parse_constant=_undecided)
+# JSONDecoder.__init__ sets scan_once (the C scanner when there is one); typeshed does not declare it.
+_FAST_SCAN: Callable[[str, int], tuple[Any, int]] = _FAST_DECODER.scan_once  # type: ignore[attr-defined]
+_FAST_ENCODE: Callable[[Any, int], Iterable[str]]
+try:
+    from _json import make_encoder
+
+    _FAST_ENCODE = make_encoder(None, _not_json, json.encoder.encode_basestring, None, ":", ",", True, False, False)
+except ImportError:  # an interpreter without the C accelerator: the same spelling, slower
+    _PY_ENCODER = json.JSONEncoder(ensure_ascii=False, sort_keys=True, separators=(",", ":"))
+
+    def _FAST_ENCODE(value: Any, _: int) -> Iterable[str]:  # noqa: N802 - stands in for the C encoder
+        return _PY_ENCODER.iterencode(value)
+
+
+# A UTF-8 lead byte of a supplementary-plane character: JCS orders keys by UTF-16 code units, and
+# for those characters that order differs from the code-point order the C encoder sorts by.
+_SUPPLEMENTARY_LEAD_RE = re.compile(b"[\\xf0-\\xf4]")
+
+
+def fast_canonical_object(data: bytes) -> dict[str, Any] | None:
+    """The JSON object ``data`` encodes, when a fast exact check proves ``data`` RFC 8785 canonical.
+
+    ``None`` means undecided, never "not canonical": the caller then parses with :func:`parse_json`
+    and compares with :func:`canonicalize`, which is the definition. The fast path decides only when
+    the C encoder's re-encoding of the C decoder's value is byte for byte ``data`` and the value
+    holds nothing whose RFC 8785 spelling or order could differ from the C encoder's: no floats, no
+    integer of more than 15 digits, no supplementary-plane character, no more containers than the
+    depth limit. Duplicate keys, whitespace, escapes RFC 8785 does not use, and any other departure
+    from canonical form make the re-encoding differ, so they are left to the full path too.
+    """
+    if data.count(b"{") + data.count(b"[") > _MAX_DEPTH:
+        return None
+    if not data.isascii() and _SUPPLEMENTARY_LEAD_RE.search(data):
+        return None
+    try:
+        text = data.decode("utf-8")
+        value, end = _FAST_SCAN(text, 0)
+        if end != len(text) or not isinstance(value, dict) or "".join(_FAST_ENCODE(value, 0)) != text:
+            return None
+    except (_Undecided, StopIteration, ValueError, TypeError, RecursionError):
+        return None
+    return value

@@ -116,7 +116,7 @@ def verify_since_checkpoint(
         chain = ChainVerifier(tenant, first_seq=head.size + 1, prev_hash=anchor.hash_hex)
     for canonical in events_after:
         try:
-            chain.add(canonical)
+            chain.check(canonical)
         except ChainError as exc:
             return _failed(head, exc.seq, exc.reason, chain.count, tree)
         tree.append(leaf_hash(canonical))

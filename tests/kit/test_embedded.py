@@ -155,6 +155,17 @@ def test_every_attribute_type_reads_back_exactly_as_written(ddb: Any) -> None:
     assert [_sets_sorted(item) for item in read] == [_sets_sorted(_EVERY_TYPE)] * 3
 
 
+@pytest.mark.parametrize("names", [("blob", "text"), tuple(sorted(set(_EVERY_TYPE) - {"PK", "SK"}))])
+def test_a_projected_query_answers_the_named_attributes_exactly_as_written(ddb: Any, names: tuple[str, ...]) -> None:
+    """A Query projecting top-level attributes (strings and bytes alone, or every type) answers those unchanged."""
+    ddb.put_item(TableName=TABLE, Item=_EVERY_TYPE)
+    aliases = {f"#a{i}": name for i, name in enumerate(names)}
+    item = ddb.query(TableName=TABLE, KeyConditionExpression="PK = :p", ExpressionAttributeValues={
+        ":p": _EVERY_TYPE["PK"]}, ProjectionExpression=", ".join([*aliases, "SK"]),
+        ExpressionAttributeNames=aliases)["Items"][0]
+    assert _sets_sorted(item) == _sets_sorted({k: v for k, v in _EVERY_TYPE.items() if k in {*names, "SK"}})
+
+
 def _in_index(ddb: Any, value: str) -> list[str]:
     """The table partition keys a GSI1 Query for `value` returns."""
     return [pk for pk, _ in _query(ddb, IndexName="GSI1", KeyConditionExpression="GSI1PK = :g",
