@@ -25,7 +25,7 @@ import hashlib
 import ipaddress
 import json
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -191,6 +191,9 @@ class Asset:
     # retried RecordEnrollment answers the same and writes no second record.
     enrollment_request_id: str = ""
     enrollment_custody_version: int = 0
+    # The distinct engine kinds of the newest engine inventory (set with the risk of the same evaluation),
+    # so asset lists can be filtered and counted by kind without reading every ENGINES# item.
+    engine_kinds: tuple[str, ...] = ()
 
     @property
     def needs_action(self) -> bool:
@@ -519,6 +522,8 @@ class RiskUpdate:
     agent_version: str = ""
     agent_inventory: StoredInventory | None = None
     engine_inventory: StoredInventory | None = None
+    # The kinds of `engine_inventory`'s engines (None: the update carries no engine inventory).
+    engine_kinds: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -529,6 +534,17 @@ class StoredInventory:
     evaluate_time: str
 
 
+MAX_ENGINE_KINDS = 16
+MAX_ENGINE_KIND_CHARS = 64
+
+
+def engine_kinds(kinds: Iterable[str]) -> tuple[str, ...]:
+    """The distinct engine kinds an asset list shows: lower case, sorted, printable, bounded in count and length
+    (the agent's text: at most MAX_ENGINE_KINDS kinds of MAX_ENGINE_KIND_CHARS each)."""
+    cleaned = {kind.strip().lower()[:MAX_ENGINE_KIND_CHARS] for kind in kinds}
+    return tuple(sorted(kind for kind in cleaned if kind and kind.isprintable()))[:MAX_ENGINE_KINDS]
+
+
 def apply_risk_update(asset: Asset, update: RiskUpdate, when: str) -> Asset | None:
     """The asset with a coalesced update applied, or None when the update is older than what is stored."""
     changed = asset
@@ -536,6 +552,8 @@ def apply_risk_update(asset: Asset, update: RiskUpdate, when: str) -> Asset | No
         changed = replace(changed, last_seen_time=update.last_seen_time)
     if update.risk is not None and update.risk.evaluate_time >= asset.risk.evaluate_time:
         changed = replace(changed, risk=update.risk)
+        if update.engine_kinds is not None:
+            changed = replace(changed, engine_kinds=update.engine_kinds)
     if update.hostname and update.hostname != changed.hostname:
         changed = replace(changed, hostname=_text("hostname", update.hostname))
     if update.os and update.os != changed.os:

@@ -460,7 +460,7 @@ def _asset(asset: Asset, connection: Connection | None = None, now: str = "") ->
         agent_version=asset.agent_version, status=_STATUS_TO_PROTO[asset.status],
         status_reason=asset.status_reason, last_seen_time=_ts(asset.last_seen_time), risk=_risk(asset.risk),
         create_time=_ts(asset.create_time), update_time=_ts(asset.update_time),
-        last_custody_seq=asset.last_custody_seq,
+        last_custody_seq=asset.last_custody_seq, engine_kinds=asset.engine_kinds,
     )
     if connection is not None:
         _add_connection(message, connection, now)
@@ -526,6 +526,8 @@ def _risk_update(update: assets_pb2.AssetRiskUpdate) -> RiskUpdate:
         risk=risk, hostname=update.hostname, os=update.os, agent_version=update.agent_version,
         agent_inventory=_inventory(update, "agent_inventory") if update.HasField("agent_inventory") else None,
         engine_inventory=_inventory(update, "engine_inventory") if update.HasField("engine_inventory") else None,
+        engine_kinds=domain.engine_kinds(engine.kind for engine in update.engine_inventory.engines)
+        if update.HasField("engine_inventory") else None,
     )
 
 

@@ -1057,6 +1057,7 @@ def _asset_from_dict(data: dict[str, Any]) -> Asset:
         findings=tuple(risk.get("findings", ())),
         evaluate_time=str(risk.get("evaluate_time", "")),
     )
+    fields["engine_kinds"] = tuple(data.get("engine_kinds", ()))
     return Asset(**fields)
 
 

@@ -39,6 +39,7 @@ class AssetRow:
     max_severity: int
     exposed: bool
     last_seen_seconds: int
+    engine_kinds: tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -47,6 +48,8 @@ class Overview:
     rows: tuple[AssetRow, ...]
     by_status: tuple[tuple[str, int], ...]
     by_connection: tuple[tuple[str, int], ...]
+    # How many assets run each engine kind, most first (ties by name).
+    by_engine: tuple[tuple[str, int], ...]
     assets: int
     exposed: int
     critical_24h: int
@@ -62,8 +65,10 @@ def tally(assets: list[common_pb2.Asset], alerts: list[common_pb2.Alert], fleet:
     """The Overview of the listed assets, the last day's alerts and the fleet summary (pure)."""
     statuses = Counter(presenters.STATUS_LABELS.get(a.status, "unknown") for a in assets)
     rows = tuple(AssetRow(a.asset_id, a.hostname, a.status, a.connection_state, a.risk.max_severity,
-                          presenters.exposed(a), a.last_seen_time.seconds) for a in assets)
+                          presenters.exposed(a), a.last_seen_time.seconds, tuple(a.engine_kinds)) for a in assets)
     exposed = sum(1 for row in rows if row.exposed)
+    engines = Counter(kind for row in rows for kind in set(row.engine_kinds))
+    by_engine = tuple(sorted(engines.items(), key=lambda item: (-item[1], item[0])))
     hours = [0] * 24
     severities: Counter[int] = Counter()
     for alert in alerts:
@@ -74,7 +79,7 @@ def tally(assets: list[common_pb2.Asset], alerts: list[common_pb2.Alert], fleet:
     connections = (("online", fleet.online), ("offline", fleet.offline), ("missing", fleet.missing),
                    ("never connected", fleet.never_connected))
     return Overview(now, rows, tuple((label, statuses[label]) for label in presenters.STATUS_LABELS.values()),
-                    connections, len(assets), exposed, severities[common_pb2.SEVERITY_CRITICAL],
+                    connections, by_engine, len(assets), exposed, severities[common_pb2.SEVERITY_CRITICAL],
                     severities[common_pb2.SEVERITY_WARNING], tuple(hours), tuple(fleet.versions), fleet.outdated)
 
 
@@ -138,9 +143,11 @@ class OverviewCache:
         return tally(assets, alerts, fleet, now)
 
 
-def search(rows: tuple[AssetRow, ...], text: str, exposed_only: bool, status: int) -> list[AssetRow]:
-    """Rows whose host name or id contains `text` (any case), exposed ones only if asked, of `status` if set."""
+def search(rows: tuple[AssetRow, ...], text: str, exposed_only: bool, status: int, engine: str) -> list[AssetRow]:
+    """Rows whose host name or id contains `text` (any case), exposed ones only if asked, of `status` if set,
+    running an engine of kind `engine` (lower case) if set."""
     needle = text.casefold()
     return [row for row in rows
             if (needle in row.hostname.casefold() or needle in row.asset_id.casefold())
-            and (row.exposed or not exposed_only) and (row.status == status or not status)]
+            and (row.exposed or not exposed_only) and (row.status == status or not status)
+            and (not engine or engine in row.engine_kinds)]

@@ -43,6 +43,10 @@ SEVERITY_LABELS = {
 EXPOSED_RULE = "exposed-listener"
 # The Alerts page's ?since= values.
 ALERT_WINDOWS = {"1h": timedelta(hours=1), "24h": timedelta(hours=24), "7d": timedelta(days=7)}
+# The Overview's engines chart draws this many kinds (the most run) and sums the rest as "other".
+ENGINE_CHART_KINDS = 8
+# The assets page's engine select offers at most this many kinds (the most run); ?engine= takes any.
+ENGINE_FILTER_KINDS = 100
 # The asset page shows this many custody events, newest first (`lz custody` lists them all).
 TIMELINE_SHOWN = 200
 # Custody payload fields an analyst reads on the timeline, in this order.
@@ -141,6 +145,12 @@ class Bar:
 def hourly(counts: tuple[int, ...]) -> list[tuple[str, int]]:
     """Hourly counts, oldest first, labelled by how many hours ago their hour began."""
     return [(f"{len(counts) - index - 1} h ago", count) for index, count in enumerate(counts)]
+
+
+def top(values: Sequence[tuple[str, int]], shown: int) -> list[tuple[str, int]]:
+    """The first `shown` (label, count) pairs, and the rest summed as one "other" pair if any are left."""
+    rest = sum(count for _, count in values[shown:])
+    return list(values[:shown]) + ([("other", rest)] if len(values) > shown else [])
 
 
 def bars(values: Sequence[tuple[str, int]], width: int = 480, height: int = 120) -> list[Bar]:

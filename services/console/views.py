@@ -23,7 +23,7 @@ from starlette.responses import HTMLResponse, PlainTextResponse, RedirectRespons
 
 from services.console import presenters, security
 from services.console.operator_client import OperatorClient
-from services.console.overview import OverviewCache, search
+from services.console.overview import Overview, OverviewCache, search
 from services.console.sessions import Session, SessionStore
 from services.console.walks import FullWalks
 from services.kit.auth import Role, parse_operator_token
@@ -188,10 +188,13 @@ async def assets_page(request: Request, console: Console, session: Session) -> R
     wanted = presenters.STATUS_FILTERS.get(status, common_pb2.ASSET_STATUS_UNSPECIFIED)
     query = request.query_params.get("q", "").strip()[:MAX_QUERY_CHARS]
     exposed = request.query_params.get("exposed") == "1"
+    engine = request.query_params.get("engine", "").strip().lower()[:MAX_QUERY_CHARS]
+    counts = console.overview.peek(session.tenant, session.token)
+    kinds = [kind for kind, _ in counts.by_engine[:presenters.ENGINE_FILTER_KINDS]] if counts is not None else []
     context: dict[str, Any] = {"status": status, "filters": presenters.STATUS_FILTERS, "q": query,
-                               "exposed": exposed, "p": presenters}
-    if query or exposed:
-        found = _search(request, console, session, (query, exposed, wanted))
+                               "exposed": exposed, "engine": engine, "engine_kinds": kinds, "p": presenters}
+    if query or exposed or engine:
+        found = _search(request, counts, (query, exposed, wanted, engine))
         return console.render(request, "assets.html", **context, **found)
     reply = await console.client.list_assets(session.token, assets_pb2.ListAssetsRequest(
         page_size=PAGE_SIZE, page_token=request.query_params.get("page", ""), status=wanted))
@@ -201,11 +204,10 @@ async def assets_page(request: Request, console: Console, session: Session) -> R
                           **context)
 
 
-def _search(request: Request, console: Console, session: Session,
-            wanted: tuple[str, bool, common_pb2.AssetStatus.ValueType]) -> dict[str, Any]:
-    """A host-name search or the exposed filter (text, exposed only, state), answered from the tenant's
-    cached asset rows (the Overview's, as old as its counts): ListAssets filters on neither."""
-    counts = console.overview.peek(session.tenant, session.token)
+def _search(request: Request, counts: Overview | None,
+            wanted: tuple[str, bool, common_pb2.AssetStatus.ValueType, str]) -> dict[str, Any]:
+    """A host-name search, the exposed or the engine-kind filter (text, exposed only, state, kind), answered
+    from the tenant's cached asset rows (the Overview's, as old as its counts): ListAssets filters on none."""
     offset = _offset(request.query_params.get("page", ""))
     found = search(counts.rows, *wanted) if counts is not None else []
     now = datetime.now(UTC)

@@ -116,3 +116,18 @@ def test_asset_lists_are_not_confused_by_the_inventory_items(assets: Assets, fie
                                     metadata=assets.md(Role.VIEWER)).assets
     mine = [a for a in listed if a.asset_id == asset_id]
     assert len(mine) == 1 and not mine[0].HasField(field)
+
+
+def _listed_kinds(assets: Assets, asset_id: str) -> list[str]:
+    listed = assets.stub.ListAssets(assets_pb2.ListAssetsRequest(page_size=500),
+                                    metadata=assets.md(Role.VIEWER)).assets
+    return [kind for asset in listed if asset.asset_id == asset_id for kind in asset.engine_kinds]
+
+
+def test_list_assets_carries_the_engine_kinds_of_the_newest_inventory(assets: Assets) -> None:
+    """ListAssets names the asset's engine kinds in lower case, the newest inventory's, not an older one's."""
+    asset_id = assets.create_asset().asset_id
+    now = dt.datetime.now(dt.UTC)
+    _update_engines(assets, asset_id, "Ollama", now)
+    _update_engines(assets, asset_id, "vllm", now - dt.timedelta(minutes=5))
+    assert _listed_kinds(assets, asset_id) == ["ollama"]

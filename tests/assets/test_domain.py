@@ -72,3 +72,25 @@ def test_command_ids_follow_the_request_id() -> None:
     assert same == domain.command_id_for("t", "a", domain.CommandKind.ISOLATE, "r1")
     assert same != domain.command_id_for("t", "a", domain.CommandKind.RELEASE, "r1")
     assert same != domain.command_id_for("t", "b", domain.CommandKind.ISOLATE, "r1")
+
+
+def test_engine_kinds_are_distinct_lower_case_sorted_and_printable() -> None:
+    """Engine kinds are trimmed, lower-cased, de-duplicated and sorted; empty and unprintable ones are dropped."""
+    assert domain.engine_kinds([" Ollama", "vllm", "ollama", "", "bad\x1bkind"]) == ("ollama", "vllm")
+
+
+def test_engine_kinds_are_bounded_in_count_and_length() -> None:
+    """At most MAX_ENGINE_KINDS kinds are kept, each cut to MAX_ENGINE_KIND_CHARS."""
+    kinds = domain.engine_kinds([f"{n:03d}" + "k" * 100 for n in range(40)])
+    assert len(kinds) == domain.MAX_ENGINE_KINDS
+    assert {len(kind) for kind in kinds} == {domain.MAX_ENGINE_KIND_CHARS}
+
+
+def test_a_risk_update_sets_the_engine_kinds_of_its_inventory() -> None:
+    """A newer risk update with engine kinds replaces the asset's kinds; one without kinds keeps them."""
+    asset = domain.Asset("a1", "h", "e", "linux", "1.0", engine_kinds=("vllm",))
+    risk = domain.Risk(evaluate_time="2026-01-01T00:00:00.000000Z")
+    with_kinds = domain.apply_risk_update(asset, domain.RiskUpdate("a1", risk=risk, engine_kinds=("ollama",)), "t")
+    without = domain.apply_risk_update(asset, domain.RiskUpdate("a1", risk=risk), "t")
+    assert with_kinds is not None and with_kinds.engine_kinds == ("ollama",)
+    assert without is not None and without.engine_kinds == ("vllm",)

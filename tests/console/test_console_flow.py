@@ -6,6 +6,7 @@ from __future__ import annotations
 import subprocess
 import sys
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 from lifecyclezero.v1 import assets_pb2, common_pb2
@@ -67,6 +68,47 @@ def test_a_host_name_search_finds_that_host_only(page: Page, console: str, fleet
     until(searched, 30, "the search answered from the tenant's asset list")
     links = page.locator("table.assets tbody a")
     assert [links.nth(i).inner_text() for i in range(links.count())] == [host.hostname]
+
+
+def _engine_hosts(fleet: ConsoleTenant) -> dict[str, set[str]]:
+    """Each engine kind the fleet runs and the host names running it, read from each host's engine inventory."""
+    hosts: dict[str, set[str]] = {}
+    for listed in fleet.listed():
+        for engine in fleet.asset(listed.asset_id).engine_inventory.engines:
+            hosts.setdefault(engine.kind.lower(), set()).add(listed.hostname)
+    return hosts
+
+
+def test_the_engine_filter_lists_the_hosts_running_that_kind(page: Page, console: str, fleet: ConsoleTenant) -> None:
+    """Choosing an engine kind in the assets page's select lists exactly the hosts whose inventory has that kind."""
+    kind, expected = next(iter(_engine_hosts(fleet).items()))
+    sign_in(page, console, fleet.tokens[assets_pb2.ROLE_VIEWER])
+
+    def offered() -> bool:
+        page.goto(f"{console}/assets")
+        return page.locator(f"#engine option[value='{kind}']").count() == 1
+
+    until(offered, 30, f"the engine select offers {kind}")
+    page.select_option("#engine", kind)
+    page.click("#filter")
+    page.wait_for_url(f"**engine={quote(kind)}**")
+    expect(page.locator("#search-note")).to_contain_text(f"{len(expected)} matching")
+    links = page.locator("table.assets tbody a")
+    assert {links.nth(i).inner_text() for i in range(links.count())} == expected
+
+
+def test_the_overview_charts_assets_by_engine_kind(page: Page, console: str, fleet: ConsoleTenant) -> None:
+    """The Overview's engines chart has one bar per engine kind the fleet runs, counting the hosts running it."""
+    expected = {f"{kind}: {len(hosts)}" for kind, hosts in _engine_hosts(fleet).items()}
+    sign_in(page, console, fleet.tokens[assets_pb2.ROLE_VIEWER])
+    bars = page.locator("#engines-chart rect title")
+
+    def charted() -> bool:
+        page.goto(f"{console}/")
+        expect(page.locator("#engines-chart")).to_contain_text("Assets by engine kind (as of", timeout=30_000)
+        return {bars.nth(i).text_content() for i in range(bars.count())} == expected
+
+    until(charted, 60, f"the engines chart shows {sorted(expected)}")
 
 
 def test_isolating_a_host_turns_it_isolated_without_a_reload(page: Page, console: str, fleet: ConsoleTenant) -> None:

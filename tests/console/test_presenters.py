@@ -38,6 +38,13 @@ class TestTally:
                          assets_pb2.GetFleetSummaryResponse(), NOW)
         assert overview.exposed == 1
 
+    def test_counts_assets_by_engine_kind_most_first(self) -> None:
+        """Each kind counts the assets running it (once per asset), most run first and ties by name."""
+        assets = [common_pb2.Asset(engine_kinds=["ollama", "vllm"]), common_pb2.Asset(engine_kinds=["ollama"]),
+                  common_pb2.Asset(engine_kinds=["llama.cpp"]), common_pb2.Asset()]
+        overview = tally(assets, [], assets_pb2.GetFleetSummaryResponse(), NOW)
+        assert overview.by_engine == (("ollama", 2), ("llama.cpp", 1), ("vllm", 1))
+
     def test_buckets_the_last_days_alerts_by_hour_and_severity(self) -> None:
         """Alerts of the last 24 h land in their hour, newest last; older ones are left out."""
         alerts = [_alert(common_pb2.SEVERITY_CRITICAL, 0.5), _alert(common_pb2.SEVERITY_WARNING, 5.5),
@@ -61,6 +68,16 @@ def test_bars_scale_to_the_largest_value() -> None:
     assert [bar.height for bar in drawn] == [100, 50, 0]
 
 
+@pytest.mark.parametrize(("shown", "drawn"), [
+    (3, [("a", 5), ("b", 4), ("c", 3)]),
+    (2, [("a", 5), ("b", 4), ("other", 3)]),
+    (1, [("a", 5), ("other", 7)]),
+])
+def test_top_keeps_the_first_values_and_sums_the_rest_as_other(shown: int, drawn: list[tuple[str, int]]) -> None:
+    """The first `shown` values are kept as they are and the rest are summed into one "other" bar."""
+    assert presenters.top([("a", 5), ("b", 4), ("c", 3)], shown) == drawn
+
+
 def test_the_timeline_lists_newest_first_with_the_facts_an_analyst_reads() -> None:
     """Events come newest first, with the justification and the self test, and empty facts left out."""
     payload = Struct()
@@ -81,20 +98,26 @@ def test_a_long_custody_log_shows_its_newest_events_and_counts_the_rest() -> Non
 
 
 class TestSearch:
-    ROWS = (AssetRow("a-1", "WKS-Legal-00001", 1, 1, 3, True, 0), AssetRow("a-2", "lt-eng-00002", 3, 1, 0, False, 0),
-            AssetRow("a-3", "dev-legal-00003", 1, 2, 2, False, 0))
+    ROWS = (AssetRow("a-1", "WKS-Legal-00001", 1, 1, 3, True, 0, ("ollama",)),
+            AssetRow("a-2", "lt-eng-00002", 3, 1, 0, False, 0, ("llama.cpp", "ollama")),
+            AssetRow("a-3", "dev-legal-00003", 1, 2, 2, False, 0, ("vllm",)))
 
     def test_finds_host_names_containing_the_text_in_any_case(self) -> None:
         """The text matches anywhere in the host name, ignoring case."""
-        assert [r.asset_id for r in search(self.ROWS, "legal", False, 0)] == ["a-1", "a-3"]
+        assert [r.asset_id for r in search(self.ROWS, "legal", False, 0, "")] == ["a-1", "a-3"]
 
     def test_keeps_only_exposed_hosts_when_asked(self) -> None:
         """The exposed filter keeps only hosts with an exposed listener."""
-        assert [r.asset_id for r in search(self.ROWS, "", True, 0)] == ["a-1"]
+        assert [r.asset_id for r in search(self.ROWS, "", True, 0, "")] == ["a-1"]
 
     def test_keeps_only_the_asked_state(self) -> None:
         """A state filter keeps only hosts in that state."""
-        assert [r.asset_id for r in search(self.ROWS, "", False, 3)] == ["a-2"]
+        assert [r.asset_id for r in search(self.ROWS, "", False, 3, "")] == ["a-2"]
+
+    def test_keeps_only_hosts_running_the_asked_engine_kind(self) -> None:
+        """An engine filter keeps the hosts whose engines include that kind, and only a whole kind matches."""
+        assert [r.asset_id for r in search(self.ROWS, "", False, 0, "ollama")] == ["a-1", "a-2"]
+        assert search(self.ROWS, "", False, 0, "llama") == []
 
 
 @pytest.mark.parametrize(("status", "changed_ago", "polls"), [

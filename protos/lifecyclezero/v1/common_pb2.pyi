@@ -762,6 +762,7 @@ class Asset(_message.Message):
     AGENT_OUTDATED_FIELD_NUMBER: _builtins.int
     AGENT_INVENTORY_FIELD_NUMBER: _builtins.int
     ENGINE_INVENTORY_FIELD_NUMBER: _builtins.int
+    ENGINE_KINDS_FIELD_NUMBER: _builtins.int
     asset_id: _builtins.str
     hostname: _builtins.str
     employee_id: _builtins.str
@@ -803,6 +804,12 @@ class Asset(_message.Message):
     def engine_inventory(self) -> Global___EngineInventory:
         """AI engines and model files of the newest inventory (GetAsset only)."""
 
+    @_builtins.property
+    def engine_kinds(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The distinct kinds (lower case) of the engines in the newest inventory, on every answer (ListAssets
+        too), so a list can be filtered and counted by engine kind without reading each inventory.
+        """
+
     def __init__(
         self,
         *,
@@ -825,10 +832,11 @@ class Asset(_message.Message):
         agent_outdated: _builtins.bool = ...,
         agent_inventory: Global___AgentInventory | None = ...,
         engine_inventory: Global___EngineInventory | None = ...,
+        engine_kinds: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["agent_inventory", b"agent_inventory", "connection_change_time", b"connection_change_time", "create_time", b"create_time", "engine_inventory", b"engine_inventory", "last_seen_time", b"last_seen_time", "risk", b"risk", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_inventory", b"agent_inventory", "agent_outdated", b"agent_outdated", "agent_platform", b"agent_platform", "agent_version", b"agent_version", "asset_id", b"asset_id", "connection_change_time", b"connection_change_time", "connection_state", b"connection_state", "create_time", b"create_time", "disconnect_reason", b"disconnect_reason", "employee_id", b"employee_id", "engine_inventory", b"engine_inventory", "hostname", b"hostname", "last_custody_seq", b"last_custody_seq", "last_seen_time", b"last_seen_time", "os", b"os", "risk", b"risk", "status", b"status", "status_reason", b"status_reason", "update_time", b"update_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_inventory", b"agent_inventory", "agent_outdated", b"agent_outdated", "agent_platform", b"agent_platform", "agent_version", b"agent_version", "asset_id", b"asset_id", "connection_change_time", b"connection_change_time", "connection_state", b"connection_state", "create_time", b"create_time", "disconnect_reason", b"disconnect_reason", "employee_id", b"employee_id", "engine_inventory", b"engine_inventory", "engine_kinds", b"engine_kinds", "hostname", b"hostname", "last_custody_seq", b"last_custody_seq", "last_seen_time", b"last_seen_time", "os", b"os", "risk", b"risk", "status", b"status", "status_reason", b"status_reason", "update_time", b"update_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
