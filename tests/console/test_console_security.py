@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator
+from urllib.parse import quote
 
 import pytest
 from lifecyclezero.v1 import assets_pb2, common_pb2
@@ -170,7 +171,8 @@ def test_another_tenants_asset_is_not_found(page: Page, console: str, fleet: Con
     assert "tenant-b-secret-host" not in page.content()
 
 
-@pytest.mark.parametrize("where", ["/", "/assets", "/assets/{asset_id}", "/alerts"])
+@pytest.mark.parametrize("where", ["/", "/assets", "/assets/{asset_id}", "/alerts",
+                                   "/assets?engine=" + quote(HOSTILE_KIND.lower())])
 def test_hostile_agent_text_executes_nothing(page: Page, console: str, hostile: tuple[ConsoleTenant, str],
                                              where: str) -> None:
     """A page showing the hostile agent's host, engine, model and paths opens no dialog and sets no global."""
@@ -200,6 +202,22 @@ def test_hostile_agent_text_is_shown_as_text(page: Page, console: str, hostile: 
     expect(page.locator("#hostname")).to_have_text(HOSTILE_HOST)
     expect(page.locator("table.engines")).to_contain_text(HOSTILE_KIND)
     expect(page.locator("table.models")).to_contain_text(HOSTILE_MODEL)
+
+
+def test_a_hostile_engine_kind_is_shown_as_text_by_the_engine_filter(page: Page, console: str,
+                                                                    hostile: tuple[ConsoleTenant, str]) -> None:
+    """Filtering by the hostile engine kind finds its host and shows the kind literally in the select and the row."""
+    tenant, _ = hostile
+    kind = HOSTILE_KIND.lower()
+    sign_in(page, console, tenant.tokens[assets_pb2.ROLE_VIEWER])
+
+    def found() -> bool:
+        page.goto(f"{console}/assets?engine={quote(kind)}")
+        return "1 matching" in page.locator("#search-note").inner_text()
+
+    until(found, 30, "the hostile host found by its engine kind")
+    expect(page.locator("#engine option:checked")).to_have_text(kind)
+    expect(page.locator("td.engines")).to_have_text(kind)
 
 
 def test_a_revoked_tokens_session_stops_working_within_the_auth_cache_time(page: Page, console: str,
