@@ -3,11 +3,12 @@
     python benchmarks/bench_console.py --json OUT [--quick] [--assets N]
 
 Runs the local stack (the console included), registers N assets in one tenant (10,000; 1,000 with
---quick), signs in over HTTP as a browser does (sign-in nonce cookie, form post, session cookie) and
+--quick), each with an engine inventory of one of four kinds (sent as the risk worker sends it), signs in over HTTP as a browser does (sign-in nonce cookie, form post, session cookie) and
 times complete responses on loopback: the Overview's first view (its counts not there yet: it starts
 their background computation, which pages every asset and the last day's alerts, and the seconds
 until they exist are reported), then the Overview with counts (from its per-tenant cache), the first 50-row assets
-page, and one asset page; and, as the baseline from the same run, the assets page's ListAssets call
+page, the assets page filtered by one engine kind (a quarter of the assets, from the cached rows),
+and one asset page; and, as the baseline from the same run, the assets page's ListAssets call
 made straight over gRPC. RSS is the console process's VmRSS before and after 100 more sign-ins.
 Targets (issue #24): p95 under 100 ms for the Overview and the assets page, under 30 MiB per 100
 sessions. Figures are reported, never asserted.
@@ -36,6 +37,7 @@ from lifecyclezero.v1 import assets_pb2, assets_pb2_grpc, common_pb2
 from services.kit.devstack import Stack
 
 _NONCE = re.compile(r'name="csrf" value="([^"]+)"')
+_MATCHING = re.compile(r"(\d+) matching")
 
 
 class Browser:
@@ -111,10 +113,26 @@ def rss_mib(pid: int) -> float:
     return 0.0
 
 
+ENGINE_KINDS = ("ollama", "llama.cpp", "vllm", "lmstudio")
+RISK_UPDATES_PER_CALL = 100
+
+
 def register(stack: Stack, token: str, count: int) -> float:
-    """Register `count` assets through CreateAsset (8 at a time); returns the seconds it took."""
+    """Register `count` assets through CreateAsset (8 at a time), then give each an engine inventory of one of
+    ENGINE_KINDS through UpdateAssetRisk as the risk worker; returns the seconds it took."""
     stub = assets_pb2_grpc.AssetServiceStub(grpc.insecure_channel(stack.addresses["assets"]))
     metadata = [("authorization", f"Bearer {token}")]
+    worker = [("authorization", f"Bearer {stack.service_tokens['risk-worker']}"), ("x-lz-tenant", "console-bench")]
+
+    def engines(start: int) -> None:
+        updates = []
+        for index in range(start, min(count, start + RISK_UPDATES_PER_CALL)):
+            update = assets_pb2.AssetRiskUpdate(asset_id=f"ws-{index:06d}", engine_inventory=common_pb2.EngineInventory(
+                engines=[common_pb2.Engine(kind=ENGINE_KINDS[index % len(ENGINE_KINDS)], version="1.0")]))
+            update.risk.evaluate_time.GetCurrentTime()
+            update.engine_inventory.evaluate_time.CopyFrom(update.risk.evaluate_time)
+            updates.append(update)
+        stub.UpdateAssetRisk(assets_pb2.UpdateAssetRiskRequest(updates=updates), metadata=worker, timeout=60)
 
     def create(index: int) -> None:
         stub.CreateAsset(assets_pb2.CreateAssetRequest(asset=common_pb2.Asset(
@@ -124,6 +142,7 @@ def register(stack: Stack, token: str, count: int) -> float:
     started = time.monotonic()
     with concurrent.futures.ThreadPoolExecutor(8) as pool:
         list(pool.map(create, range(count)))
+        list(pool.map(engines, range(0, count, RISK_UPDATES_PER_CALL)))
     return time.monotonic() - started
 
 
@@ -151,6 +170,9 @@ def main() -> int:
             result["overview_counts_ready_seconds"] = counts_ready(browser)
             result["overview_warm"] = timed(browser, "/", runs)
             result["assets_page_50"] = timed(browser, "/assets", runs)
+            result["assets_page_engine_filter"] = timed(browser, "/assets?engine=vllm", runs)
+            matched = _MATCHING.search(browser.request("GET", "/assets?engine=vllm")[1])
+            result["engine_filter_matches"] = int(matched.group(1)) if matched else 0
             result["asset_page"] = timed(browser, "/assets/ws-000000", runs)
             result["list_assets_rpc_50"] = rpc_baseline(stack, created.admin_token, runs)
             pid = stack.procs["console"].pid
