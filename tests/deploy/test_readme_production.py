@@ -154,7 +154,8 @@ def test_step_6_issues_a_tls_secret_per_process_with_the_agents_name_on_ingest(c
     """Each process gets lz-tls-<service> in `NS`; the ingest certificate also names the agents' DNS name."""
     created = _created(clone)
     secrets = {name: obj for (kind, name), obj in created.items() if kind == "Secret" and name.startswith("lz-tls-")}
-    assert set(secrets) == {f"lz-tls-{s}" for s in ("ingest", "risk-worker", "assets", "ledger", "sealer")}
+    processes = ("ingest", "risk-worker", "assets", "ledger", "sealer", "console")
+    assert set(secrets) == {f"lz-tls-{s}" for s in processes}
     assert {obj["metadata"]["namespace"] for obj in secrets.values()} == {NAMESPACE}
     cert = x509.load_pem_x509_certificate(base64.b64decode(secrets["lz-tls-ingest"]["data"]["tls.crt"]))
     names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value.get_values_for_type(x509.DNSName)

@@ -98,6 +98,7 @@ def _calls(b: Victim) -> list[tuple[str, str, Message, str]]:
             kind=assets_pb2.ENROLLMENT_KIND_ROTATION, asset=common_pb2.Asset(asset_id=a_id, hostname="shadow")),
          "service"),
         ("assets", "GetFleetSummary", assets_pb2.GetFleetSummaryRequest(), "viewer"),
+        ("assets", "WhoAmI", assets_pb2.WhoAmIRequest(), "viewer"),
         ("assets", "RecordAgentLoss", assets_pb2.RecordAgentLossRequest(asset_id=a_id, reason="lost",
                                                                         request_id="victim-req"), "service"),
         ("ledger", "AppendEvents", ledger_pb2.AppendEventsRequest(
@@ -149,7 +150,7 @@ def attacker(stack: Stack) -> Tenant:
     return tenant
 
 
-@pytest.mark.parametrize("index", range(41))
+@pytest.mark.parametrize("index", range(42))
 def test_a_call_with_another_tenants_identifiers_reveals_and_changes_nothing_of_it(stack, victim, attacker, index):
     """Tenant A's call on tenant B's identifiers returns nothing of B and leaves B's items and objects as they were."""
     calls = _calls(victim)
@@ -183,7 +184,7 @@ def test_the_count_of_cross_tenant_calls_covers_every_rpc(victim):
     from tests.faults.test_hostile_input import METHODS
 
     named = {m for _, m, _, _ in _calls(victim)}
-    assert len(_calls(victim)) == 41
+    assert len(_calls(victim)) == 42
     assert {m.name for _, m in METHODS} - named == {"CreateTenant"}  # bootstrap only: it has no tenant
 
 

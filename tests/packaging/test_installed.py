@@ -178,7 +178,8 @@ def test_the_local_stack_serves_from_the_installed_package(stack_from_installed:
     endpoints = json.loads(stack_from_installed.read_text())["endpoints"]
     with urllib.request.urlopen(endpoints["console"] + "/signin", timeout=10) as page:
         assert 'name="token"' in page.read().decode()
-    services = endpoints.keys() - {"ingest-internal", "console"}
+    services = endpoints.keys() - {"ingest-internal", "console", "ingest_replicas"}
+    assert endpoints["ingest_replicas"] == endpoints["ingest"]  # one replica unless asked for more
     assert services == {"ledger", "sealer", "assets", "ingest"} and "ingest-internal" in endpoints
     assert {name: _health(endpoints[name], "") for name in services} == dict.fromkeys(
         services, health_pb2.HealthCheckResponse.SERVING)
