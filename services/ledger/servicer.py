@@ -204,9 +204,12 @@ class LedgerServicer(ledger_pb2_grpc.LedgerServiceServicer):
         self, request: ledger_pb2.WatchFullVerificationRequest, context: Context
     ) -> AsyncIterator[ledger_pb2.WatchFullVerificationResponse]:
         tenant = current_tenant()
+        walk = watch.watch_full_walk(self._seals, tenant, list(request.pinned_checkpoints))
+        # Closed inside the slot: a caller that goes away frees it only once the walk stopped.
         with self._expensive.slot(tenant, "ExportBundle and full VerifyLedger"):
-            async for update in watch.watch_full_walk(self._seals, tenant, list(request.pinned_checkpoints)):
-                yield watch_message(update)
+            async with contextlib.aclosing(walk) as updates:
+                async for update in updates:
+                    yield watch_message(update)
 
 
 def _depth(struct: struct_pb2.Struct) -> int:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass
 
 from services.kit import aws
@@ -49,7 +49,7 @@ class FullWalkWatch:
 
 
 async def watch_full_walk(seals: SealReader, tenant: str, pinned: Sequence[bytes],
-                          every_seconds: float = PROGRESS_SECONDS) -> AsyncIterator[Progress | VerifyOutcome]:
+                          every_seconds: float = PROGRESS_SECONDS) -> AsyncGenerator[Progress | VerifyOutcome, None]:
     """Progress of the tenant's full walk every `every_seconds` (the first at once), then its outcome."""
     started = time.monotonic()
     length = (await aws.call(store.read_tail, seals.ddb, seals.table, tenant)).seq
