@@ -10,6 +10,7 @@ from lifecyclezero.v1 import ledger_pb2
 
 from services.kit.auth import Role
 from services.ledger.watch import FullWalkWatch, WalkStopped
+from tests.faults.helpers import until
 from tests.ledger.helpers import append, seal_now, stubs, verify_ledger
 
 
@@ -63,3 +64,25 @@ def test_a_stopped_watch_ends_the_walk_at_its_next_report():
     with pytest.raises(WalkStopped):
         watching.report(512)
     assert watching.checked == 256
+
+
+def test_walks_their_callers_cancelled_give_the_tenants_slots_back(new_tenant):
+    """Two watches cancelled after their first message give both of the tenant's slots back."""
+    append(new_tenant, 2000, batch=99)
+    ledger, _ = stubs(new_tenant)
+    for _ in range(2):
+        call = ledger.WatchFullVerification(ledger_pb2.WatchFullVerificationRequest(),
+                                            metadata=new_tenant.metadata(), timeout=120)
+        assert next(call).progress.chain_length == 2000
+        call.cancel()
+
+    def both_free() -> bool:
+        try:
+            calls = [ledger.WatchFullVerification(ledger_pb2.WatchFullVerificationRequest(),
+                                                  metadata=new_tenant.metadata(), timeout=120) for _ in range(2)]
+            return all(list(call)[-1].result.ok for call in calls)
+        except grpc.RpcError as exc:
+            assert exc.code() is grpc.StatusCode.RESOURCE_EXHAUSTED, exc
+            return False
+
+    until(both_free, 60, "both slots of the tenant free again")
