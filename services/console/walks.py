@@ -68,12 +68,13 @@ class FullWalks:
         self._tasks: dict[str, asyncio.Task[None]] = {}
 
     async def start(self, tenant: str, token: str) -> Walk:
-        """Start the tenant's full walk with `token`, unless one is running; the walk as it stood when the
-        ledger's first message arrived (the chain's length), or as it stands after FIRST_MESSAGE_SECONDS."""
-        if tenant not in self._tasks:
-            self._walks[tenant] = Walk(self._clock())
-            self._tasks[tenant] = asyncio.create_task(self._run(tenant, token, self._walks[tenant]))
-        walk = self._walks[tenant]
+        """Start the tenant's full walk with `token`: the walk as it stood when the ledger's first message
+        arrived (the chain's length), or as it stands after FIRST_MESSAGE_SECONDS; a walk of the tenant
+        already running is answered as it stands."""
+        if tenant in self._tasks:
+            return self._walks[tenant]
+        walk = self._walks[tenant] = Walk(self._clock())
+        self._tasks[tenant] = asyncio.create_task(self._run(tenant, token, walk))
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(walk.began.wait(), FIRST_MESSAGE_SECONDS)
         return walk.opening or walk
