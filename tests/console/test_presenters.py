@@ -10,7 +10,7 @@ from google.protobuf.struct_pb2 import Struct
 from lifecyclezero.v1 import assets_pb2, common_pb2, ledger_pb2
 
 from services.console import presenters
-from services.console.overview import AssetRow, search, tally
+from services.console.overview import AssetRow, Counting, search, tally
 from services.console.walks import Walk
 
 NOW = datetime(2026, 12, 6, 12, 0, tzinfo=UTC)
@@ -46,6 +46,16 @@ class TestTally:
                   common_pb2.Asset(engine_kinds=["llama.cpp"]), common_pb2.Asset()]
         overview = tally(assets, [], assets_pb2.GetFleetSummaryResponse(), NOW)
         assert overview.by_engine == (("ollama", 2), ("llama.cpp", 1), ("vllm", 1))
+
+    def test_counting_page_by_page_gives_the_overview_of_all_at_once(self) -> None:
+        """Assets counted as their pages arrive give the same Overview as the whole list counted at once."""
+        assets = [common_pb2.Asset(asset_id=f"a{i}", status=1 + i % 3, engine_kinds=["ollama", "vllm"][: i % 3])
+                  for i in range(7)] + [_asset(1, "exposed-listener")]
+        counting = Counting()
+        for start in range(0, len(assets), 3):
+            counting.add(assets[start:start + 3])
+        fleet = assets_pb2.GetFleetSummaryResponse(online=2)
+        assert counting.overview([], fleet, NOW) == tally(assets, [], fleet, NOW)
 
     def test_buckets_the_last_days_alerts_by_hour_and_severity(self) -> None:
         """Alerts of the last 24 h land in their hour, newest last; older ones are left out."""
