@@ -47,7 +47,6 @@ from services.kit.auth import Role, new_secret, same_secret, sha256_hex
 from services.kit.errors import (
     Aborted,
     AlreadyExists,
-    DomainError,
     FailedPrecondition,
     InvalidArgument,
     NotFound,
@@ -169,7 +168,7 @@ class GroupedWrite(Generic[AnswerT]):
     """One request that may share its tenant's next reads and transaction (an order, an agent's result).
 
     `reads` are the items it needs; `prepare` builds its transaction from them or answers at once (a
-    replay, or the DomainError it raises); `alone` is the request's own path (its reads, retries and
+    replay, or the error it raises); `alone` is the request's own path (its reads, retries and
     request-id replay), taken when a shared transaction is cancelled.
     """
 
@@ -781,7 +780,7 @@ class AssetStore:
 
         One BatchGetItem reads every write's items (at most 100 keys); each write prepares from them (a
         replay or a refusal is its answer at once); the prepared ones commit together, as many per
-        TransactWriteItems as fit. Each answer is the write's outcome or the DomainError it raised.
+        TransactWriteItems as fit. Each answer is the write's outcome or the error it raised.
         DynamoDB cancels a whole transaction for one failed condition or one conflicting transaction:
         the writes its CancellationReasons name then take their own path (`alone`) and the others
         commit together again, so a group never changes what one request answers.
@@ -793,7 +792,7 @@ class AssetStore:
         for index, write in enumerate(writes):
             try:
                 prepared = write.prepare([found[key] for key in write.reads])
-            except DomainError as exc:
+            except Exception as exc:  # a refusal, or a failed read of this write's own (a replay's command)
                 answers[index] = exc
                 continue
             if isinstance(prepared, Prepared):
@@ -1145,10 +1144,11 @@ def _named_by(reasons: list[str], group: list[tuple[int, Prepared[Any]]]) -> set
 
 
 def _answer_alone(write: GroupedWrite[Any]) -> Any:
-    """The write's answer through its own path: its outcome, or the DomainError it raised."""
+    """The write's answer through its own path: its outcome, or the error it raised (for it alone: the
+    group's other writes may have committed already)."""
     try:
         return write.alone()
-    except DomainError as exc:
+    except Exception as exc:
         return exc
 
 

@@ -13,6 +13,7 @@ from typing import Any, TypeVar, cast
 
 from services.assets.store import AssetStore, GroupedWrite
 from services.kit import aws
+from services.kit.errors import Unavailable
 from services.kit.grouping import Grouper
 
 # Three actions and two keys each: one TransactWriteItems (100 actions) and one BatchGetItem (100 keys).
@@ -51,4 +52,7 @@ class AssetWrites:
         return cast(AnswerT, await self._grouper.submit(tenant, write))
 
     async def _run(self, tenant: str, writes: list[GroupedWrite[Any]]) -> list[Any]:
-        return await aws.call(self._store.write_group, writes)
+        answers = await aws.call(self._store.write_group, writes)
+        # As `aws.call` does for a whole call: a lost connection is UNAVAILABLE, for the writes it failed.
+        return [Unavailable(f"AWS endpoint unreachable: {a}") if isinstance(a, aws.UNAVAILABLE_ERRORS) else a
+                for a in answers]
