@@ -150,3 +150,21 @@ async def test_a_burst_of_orders_shares_a_few_groups(tenant: Tenant) -> None:
     answers = await asyncio.gather(*(writes.write(wide.id, wide.isolate(a)) for a in wide.assets))
     assert {a.asset.status for a in answers} == {Status.ISOLATION_PENDING}
     assert writes.groups <= 3
+
+
+async def test_two_orders_of_one_asset_in_one_burst_are_answered_in_arrival_order(tenant: Tenant) -> None:
+    """A release and an isolation of one ISOLATION_FAILED asset submitted together: the release (first) is
+    committed and the isolation is then refused by the RELEASE_PENDING state, with the records in that order."""
+    writes = AssetWrites(tenant.store)
+    order = await writes.write(tenant.id, tenant.isolate("host-0"))
+    failed = dataclasses.replace(APPLIED, outcome=Outcome.FAILED, ruleset="", ruleset_sha256="",
+                                 self_test_passed=False, error="nft busy")
+    await writes.write(tenant.id, tenant.store.result_write(tenant.id, "host-0", order.command.command_id, failed,
+                                                            "agent:host-0"))
+    release, isolate = await asyncio.gather(writes.write(tenant.id, tenant.order("host-0", CommandKind.RELEASE)),
+                                            writes.write(tenant.id, tenant.isolate("host-0")),
+                                            return_exceptions=True)
+    assert isinstance(release, OrderOutcome) and release.asset.status is Status.RELEASE_PENDING
+    assert isinstance(isolate, FailedPrecondition)
+    assert tenant.actions("host-0") == ["asset.isolate.requested", "asset.isolate.failed",
+                                        "asset.release.requested"]
