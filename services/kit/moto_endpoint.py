@@ -192,18 +192,21 @@ _COMPARISONS = {"=": "EQ", "<": "LT", "<=": "LE", ">": "GT", ">=": "GE"}
 
 
 def _sorted_keys(table: Any, hash_key: Any) -> tuple[list[Any], list[str]] | None:
-    """The partition's sort keys in order and their string values, or None unless every one is a string.
+    """The partition's items in sort-key order and their sort keys' values, or None unless every sort
+    key is a string.
 
     Kept per partition until the next write to it (`_sorted_keys_kept`): a walk of a large partition
-    page by page sorted all its keys for every page.
+    page by page sorted all its keys for every page. UpdateItem changes an item in place, so the
+    items kept stay the partition's.
     """
     kept = _sorted_keys_kept(table)
     if hash_key not in kept:
-        ordered = list(table.items[hash_key])
+        partition = table.items[hash_key]
+        ordered = list(partition)
         if any(key.type != "S" for key in ordered):
             return None
         ordered.sort(key=lambda key: key.value)
-        kept[hash_key] = (ordered, [key.value for key in ordered])
+        kept[hash_key] = ([partition[key] for key in ordered], [key.value for key in ordered])
     return kept[hash_key]
 
 
@@ -218,7 +221,6 @@ def _narrowed_range(table: Any, hash_key: Any, arguments: dict[str, Any]) -> tup
     the items are cut to `limit + 1`, the last one enough to show that another page follows; only
     without a filter, since moto counts only matching items towards the limit.
     """
-    partition = table.items[hash_key]
     found = _sorted_keys(table, hash_key)
     if found is None:
         return None
@@ -263,7 +265,7 @@ def _narrowed_range(table: Any, hash_key: Any, arguments: dict[str, Any]) -> tup
         chosen = ordered[lo:lo + page] if 0 < page < matching else ordered[lo:]
     else:
         chosen = ordered[hi - page:hi] if 0 < page < matching else ordered[:hi]
-    return [partition[key] for key in chosen], min(matching, len(chosen))
+    return chosen, min(matching, len(chosen))
 
 
 def _sorted_keys_kept(table: Any) -> dict[Any, tuple[list[Any], list[str]]]:
@@ -373,8 +375,9 @@ def _plain_page(table: Any, arguments: dict[str, Any]) -> bool:
     the start or from a key of the same partition: the case `_page` answers as moto's loop would."""
     from moto.dynamodb.comparisons import OpDefault
 
-    projection = arguments.get("projection_expressions")
-    if arguments.get("index_name") or arguments.get("filter_kwargs") or not table.range_key_attr or not projection:
+    projection, hash_key = arguments.get("projection_expressions"), arguments.get("hash_key")
+    if arguments.get("index_name") or arguments.get("filter_kwargs") or not table.range_key_attr or not projection \
+            or hash_key is None:
         return False
     if arguments.get("scan_index_forward", True) is False or any(
             len(path) != 1 or "[" in path[0] for path in projection):
@@ -385,8 +388,7 @@ def _plain_page(table: Any, arguments: dict[str, Any]) -> bool:
     start = arguments.get("exclusive_start_key")
     if start is None:
         return True
-    hash_key = arguments.get("hash_key")
-    return (hash_key is not None and set(start) == {table.hash_key_attr, table.range_key_attr}
+    return (set(start) == {table.hash_key_attr, table.range_key_attr}
             and start[table.hash_key_attr] == {hash_key.type: hash_key.value} and "S" in start[table.range_key_attr])
 
 
@@ -442,13 +444,14 @@ def _patch_query() -> None:
 
     def query(self: Any, *args: Any, **kwargs: Any) -> Any:
         arguments = signature.bind(self, *args, **kwargs).arguments
+        if _plain_page(self, arguments):
+            exact = _narrowed_range(self, arguments["hash_key"], arguments) if arguments["hash_key"] in self.items \
+                else ([], 0)
+            if exact is not None:
+                return _page(self, *exact, arguments)
         candidates = _query_candidates(self, arguments)
         if candidates is None:
             return moto_query(self, *args, **kwargs)
-        if _plain_page(self, arguments):
-            exact = _narrowed_range(self, arguments["hash_key"], arguments) if candidates else ([], 0)
-            if exact is not None:
-                return _page(self, *exact, arguments)
         self.all_items = lambda: candidates  # DynamoDB requests run one at a time (`_serialised`)
         try:
             return moto_query(self, *args, **kwargs)
@@ -516,7 +519,9 @@ def _patch_projection() -> None:
         for name, value in chosen:
             # As moto's own projection leaves it: a binary value as bytes, however it was stored.
             plain = base64.b64decode(value.value) if value.type == "B" and isinstance(value.value, str) else value.value
-            dict.__setitem__(attrs, name, DynamoType({value.type: plain}))
+            copied = DynamoType.__new__(DynamoType)
+            copied.type, copied.value = value.type, plain
+            dict.__setitem__(attrs, name, copied)
         projected.attrs = attrs
         return projected
 
