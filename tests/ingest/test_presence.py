@@ -81,14 +81,20 @@ def test_the_tenant_marker_is_not_listed_as_an_agent(ddb: Any, aws_settings: Aws
     assert [c.asset_id for c in found] == [asset]
 
 
-def test_an_offline_agent_can_be_marked_outdated(ddb: Any, aws_settings: AwsSettings) -> None:
-    """The sweep marks an agent whose stream closed outdated, judged on the connection it read."""
-    table = aws_settings.table_name
+def _closed(ddb: Any, table: str) -> tuple[str, str, str, health.Connection]:
+    """An agent whose stream opened and closed; its tenant, asset id, credential hash and connection as read."""
     tenant, asset, secret = _agent(ddb, table)
     _open(ddb, table, tenant, asset, secret, "s-1", T0)
     presence.close_connection(ddb, table, tenant, asset, secret, "s-1", T1, "", T1, MISSING, Stage.LOST, T2)
     read = presence.get_connection(ddb, table, tenant, asset)
     assert read is not None
+    return tenant, asset, secret, read
+
+
+def test_an_offline_agent_can_be_marked_outdated(ddb: Any, aws_settings: AwsSettings) -> None:
+    """The sweep marks an agent whose stream closed outdated, judged on the connection it read."""
+    table = aws_settings.table_name
+    tenant, asset, _, read = _closed(ddb, table)
     assert presence.set_outdated(ddb, table, tenant, read, T2)
     after = presence.get_connection(ddb, table, tenant, asset)
     assert after is not None
@@ -98,10 +104,6 @@ def test_an_offline_agent_can_be_marked_outdated(ddb: Any, aws_settings: AwsSett
 def test_an_outdated_mark_after_the_agent_came_back_changes_nothing(ddb: Any, aws_settings: AwsSettings) -> None:
     """A mark judged on a closed connection is refused once a new stream opened (that open judged it itself)."""
     table = aws_settings.table_name
-    tenant, asset, secret = _agent(ddb, table)
-    _open(ddb, table, tenant, asset, secret, "s-1", T0)
-    presence.close_connection(ddb, table, tenant, asset, secret, "s-1", T1, "", T1, MISSING, Stage.LOST, T2)
-    read = presence.get_connection(ddb, table, tenant, asset)
-    assert read is not None
+    tenant, asset, secret, read = _closed(ddb, table)
     _open(ddb, table, tenant, asset, secret, "s-2", T2)
     assert not presence.set_outdated(ddb, table, tenant, read, T2)
