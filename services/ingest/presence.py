@@ -115,14 +115,14 @@ def refresh_connection(ddb: Any, table: str, tenant: str, asset_id: str, secret_
 
 
 def set_outdated(ddb: Any, table: str, tenant: str, connection: Connection, outdated_since: str) -> bool:
-    """Mark an agent outdated since `outdated_since` ("": no longer), connected or not; False when its connection
-    changed since `connection` was read (another stream opened, or this one closed)."""
+    """Mark an agent outdated since `outdated_since` ("": no longer), connected or not; False when another stream
+    opened since `connection` was read (that open judged the version itself)."""
     update = "SET outdated = :old" + (", outdated_since = :os" if outdated_since else " REMOVE outdated_since")
-    values: dict[str, Any] = {":old": bool(outdated_since), ":id": connection.stream_id, ":since": connection.since}
+    values: dict[str, Any] = {":old": bool(outdated_since), ":id": connection.stream_id}
     if outdated_since:
         values[":os"] = outdated_since
     return _conditional(ddb, TableName=table, Key=_key(tenant, connection.asset_id), UpdateExpression=update,
-                        ConditionExpression="conn_stream = :id AND conn_since = :since",
+                        ConditionExpression="conn_stream = :id",
                         ExpressionAttributeValues=aws.to_item(values))
 
 

@@ -178,21 +178,19 @@ class Tracker:
         if self._outdated_checked.get(tenant) == rule:
             return
         after = ""
-        settled = True
         while True:
             found, after = await aws.call(presence.list_connections, self._ddb, self._table, tenant, after)
             for connection in found:
                 if connection.stream_id:
                     outdated = rule[0] and health.is_outdated(connection.agent_version, rule[1])
-                    settled &= await self._apply_outdated(tenant, connection, outdated, now)
+                    await self._apply_outdated(tenant, connection, outdated, now)
             if not after:
                 break
-        if settled:
-            self._outdated_checked[tenant] = rule
+        self._outdated_checked[tenant] = rule
 
-    async def _apply_outdated(self, tenant: str, connection: health.Connection, outdated: bool, now: str) -> bool:
-        """Raise or resolve the agent's agent-outdated alert; False when its connection changed since it was read
-        (its new stream judged itself at its open, but a close in between is judged again at the next sweep)."""
+    async def _apply_outdated(self, tenant: str, connection: health.Connection, outdated: bool, now: str) -> None:
+        """Raise or resolve the agent's agent-outdated alert (not when a newer stream opened since it was read:
+        that open judged its own version)."""
         held = connection.outdated_since
         if outdated:
             # Named on the item first and put again at every check (the first write stands), so a crash in
@@ -202,14 +200,12 @@ class Tracker:
             if marked:
                 await self._put_outdated_alert(tenant, connection.asset_id, connection.agent_version, held or now,
                                                now)
-            return marked
-        if held:
+        elif held:
             # Resolved before the item forgets it: a crash in between resolves it again at the next check.
             await aws.call(presence.resolve_health_alerts, self._ddb, self._table, tenant,
                            [keys.health_sk(connection.asset_id, held, health.AGENT_OUTDATED)], now)
+            await aws.call(presence.set_outdated, self._ddb, self._table, tenant, connection, "")
             self.writes += 2
-            return bool(await aws.call(presence.set_outdated, self._ddb, self._table, tenant, connection, ""))
-        return True
 
     def closed(self, state: StreamPresence) -> None:
         """Record the stream's end with its goodbye's reason: not when it was never recorded online, nor
