@@ -14,8 +14,9 @@ in a short run the fleet runs with those periods shortened to `SHORT_PERIOD` sec
 of write is then scaled back to its default period: measured, not modelled, but compressed in time.
 Write units per heartbeat are those writes divided by the heartbeats acknowledged in the same
 windows; the busiest partition key's write units per second are scaled linearly to the
-10,000-agent target and compared with DynamoDB's 1,000 per partition. Reads are modelled from the code paths (one credential read per connect, one pending
-command query per tenant and ingest process every poll interval) and stated as a model.
+10,000-agent target and compared with DynamoDB's 1,000 per partition. Reads are modelled from the code paths (one credential read per connect; one pending-command
+query per tenant and ingest process every `LZ_COMMAND_POLL_SECONDS` while the tenant has pending
+commands, every `LZ_COMMAND_IDLE_POLL_SECONDS` otherwise) and stated as a model.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ import grpc
 from lifecyclezero.v1 import assets_pb2, assets_pb2_grpc, ledger_pb2, ledger_pb2_grpc
 
 from agent.enroll import SECRET_ENV
+from services.ingest.settings import StreamSettings
 from services.kit import aws
 from services.kit.devstack import Stack
 from services.kit.settings import AwsSettings
@@ -300,10 +302,15 @@ def main() -> int:
             ledger = ledger_units(stack, settings, created.admin_token, events)
         finally:
             stack.stop()
+    busy_poll, idle_poll = StreamSettings.command_poll_seconds, StreamSettings.command_idle_poll_seconds
+    heartbeats_per_s = TARGET_AGENTS / HEARTBEAT_SECONDS
     reads_model = {
         "reads_per_connect": 1,
-        "pending_command_queries_per_tenant_per_ingest_per_s": 1 / 3,
-        "rcu_per_heartbeat_steady_at_10k_one_tenant": round((1 / 3) * 0.5 / (TARGET_AGENTS / HEARTBEAT_SECONDS), 6),
+        "pending_command_queries_per_tenant_per_ingest_per_s": {"with_pending_commands": round(1 / busy_poll, 4),
+                                                                "idle": round(1 / idle_poll, 4)},
+        # An eventually consistent query of under 4 KiB costs half a read unit.
+        "rcu_per_heartbeat_steady_at_10k_one_tenant": {"with_pending_commands": round(0.5 / busy_poll / heartbeats_per_s, 7),
+                                                       "idle": round(0.5 / idle_poll / heartbeats_per_s, 7)},
         "note": "model from the code paths: heartbeats themselves read nothing",
     }
     result = {"method": "size-based write units from DynamoDB Stream records, per measurement window",
