@@ -69,8 +69,9 @@ _WRITES = ("PutItem", "UpdateItem", "DeleteItem", "BatchWriteItem", "TransactWri
 class WriteCounter:
     """A loopback HTTP/1.1 forwarder to the endpoint that counts DynamoDB write requests by what they write.
 
-    A write is named by its operation and, for UpdateItem, the first assignment of its update expression
-    (`UpdateItem:durable_seq=:s`, `UpdateItem:conn_state=:on` for an open, `...=:off` for a close).
+    A write is named by its operation and, for UpdateItem, the first two assignments of its update expression
+    (`UpdateItem:durable_seq=:s`; `UpdateItem:conn_state=:on,conn_stream=:id` for an open,
+    `UpdateItem:conn_state=:off,conn_since=:now` for a close, `...:off,conn_reason=:reason` for a sweep check).
     """
 
     def __init__(self, target_port: int) -> None:
@@ -128,8 +129,8 @@ class WriteCounter:
             return
         name = next(w for w in _WRITES if w.lower() == operation.lower())
         if name == "UpdateItem":
-            first = str(json.loads(body).get("UpdateExpression", "")).removeprefix("SET ").split(" ", 3)
-            name += ":" + "".join(first[:3]).rstrip(",")
+            sets = str(json.loads(body).get("UpdateExpression", "")).split(" REMOVE ", 1)[0].removeprefix("SET ")
+            name += ":" + ",".join(part.replace(" ", "") for part in sets.split(", ")[:2])
         with self._lock:
             self.counts[name] += 1
 
@@ -239,11 +240,11 @@ def _read_states(ddb: Any, table: str, tenant: str) -> dict[str, set[str]]:
 
 
 def _opens(counter: WriteCounter) -> int:
-    return counter.snapshot()["UpdateItem:conn_state=:on"]
+    return counter.snapshot()["UpdateItem:conn_state=:on,conn_stream=:id"]
 
 
 def _closes(counter: WriteCounter) -> int:
-    return counter.snapshot()["UpdateItem:conn_state=:off"]
+    return counter.snapshot()["UpdateItem:conn_state=:off,conn_since=:now"]
 
 
 def test_vanished_agents_and_only_they_are_offline_and_heartbeats_add_no_write(
@@ -291,7 +292,7 @@ def test_vanished_agents_and_only_they_are_offline_and_heartbeats_add_no_write(
           f"steady window, ingest writes then {dict(during)}; {closes} closes recorded; phases: {phases}")
     # The only writes while the fleet heartbeats are the durable-seq write-downs that existed before (now
     # carrying the lease), at most one per agent per LZ_SEQ_PERSIST_SECONDS: none per heartbeat.
-    assert set(during) <= {"UpdateItem:last_seen=:now", "UpdateItem:durable_seq=:s"}, dict(during)
+    assert set(during) <= {"UpdateItem:last_seen=:now,online_until=:until", "UpdateItem:durable_seq=:s"}, dict(during)
     assert sum(during.values()) < acked_during / 20
     assert len(states["online"]) == SIZE - VANISH
     assert closes == VANISH
