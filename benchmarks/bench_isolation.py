@@ -21,8 +21,8 @@ stream-open write (tests/ingest/test_fleet_scale.py counts the writes of a heart
 
 Then bursts: for each size B, B operator IsolateAsset calls to B fresh assets of the one tenant start
 at once (B threads). Per burst: the RPC latency of each call, order -> ISOLATED for each asset (one
-poller lists the tenant's ISOLATED assets every 20 ms, so a figure is at most that much late) and the
-failures (any RPC error, or not ISOLATED within --timeout). The targets: 50 at once with 0 failures,
+poller reads the waiting assets' status from the table every 20 ms, so a figure is at most that much
+late plus one read) and the failures (any RPC error, or not ISOLATED within --timeout). The targets: 50 at once with 0 failures,
 RPC p99 < 250 ms and order -> ISOLATED p99 < 1 s; 500 at once with 0 failures.
 """
 
@@ -43,6 +43,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import botocore.exceptions
 import grpc
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -51,6 +52,8 @@ from lifecyclezero.v1 import assets_pb2, assets_pb2_grpc, common_pb2
 
 from agent.enroll import SECRET_ENV
 from agent.simulate import load_identities
+from services.assets import keys
+from services.assets.domain import Status
 from services.kit import aws
 from services.kit.devstack import Stack
 from services.kit.settings import AwsSettings
@@ -91,20 +94,30 @@ def _delivery_paths(stack: Stack) -> dict[str, int]:
     return paths
 
 
-def _isolated_now(stub: Any, admin: list[tuple[str, str]]) -> set[str]:
-    """Ids of the tenant's assets that are ISOLATED now (every page)."""
+def _isolated_now(ddb: Any, table: str, tenant: str, waiting: set[str]) -> set[str]:
+    """Which of the waiting assets are ISOLATED now: their status read from the table (consistent).
+
+    Only the waiting assets' status attributes, 100 per BatchGetItem: the instrument reads a few bytes per
+    asset it still waits for, where ListAssets(ISOLATED) every 20 ms read the tenant's whole asset range
+    and took much of the one-request-at-a-time embedded endpoint away from the burst it measures.
+    """
+    wanted = sorted(waiting)
     found: set[str] = set()
-    token = ""
-    while True:
-        page = stub.ListAssets(assets_pb2.ListAssetsRequest(status=common_pb2.ASSET_STATUS_ISOLATED, page_size=500,
-                                                            page_token=token), metadata=admin, timeout=30)
-        found.update(a.asset_id for a in page.assets)
-        token = page.next_page_token
-        if not token:
-            return found
+    for start in range(0, len(wanted), 100):
+        request: dict[str, Any] = {
+            "Keys": [aws.to_item({"PK": keys.tenant_pk(tenant), "SK": keys.asset_sk(a)}) for a in wanted[start:start + 100]],
+            "ProjectionExpression": "asset_id, #status", "ExpressionAttributeNames": {"#status": "status"},
+            "ConsistentRead": True}
+        while request:
+            got = ddb.batch_get_item(RequestItems={table: request})
+            found.update(str(i["asset_id"]["S"]) for i in got["Responses"].get(table, [])
+                         if i["status"]["S"] == Status.ISOLATED.value)
+            request = got.get("UnprocessedKeys", {}).get(table)
+    return found
 
 
-def _burst(stub: Any, admin: list[tuple[str, str]], targets: list[str], timeout: float) -> dict[str, Any]:
+def _burst(stub: Any, admin: list[tuple[str, str]], targets: list[str], timeout: float,
+           table: tuple[Any, str, str]) -> dict[str, Any]:
     """Isolate every target at once; RPC and order -> ISOLATED latencies and failures of the burst."""
     started: dict[str, float] = {}
     call_ms: list[float] = []
@@ -138,8 +151,8 @@ def _burst(stub: Any, admin: list[tuple[str, str]], targets: list[str], timeout:
         while waiting and time.perf_counter() - began < timeout:
             time.sleep(0.02)
             try:
-                seen = _isolated_now(stub, admin) & waiting
-            except grpc.RpcError:
+                seen = _isolated_now(*table, waiting)
+            except botocore.exceptions.ClientError:
                 continue
             now = time.perf_counter()
             for asset_id in seen:
@@ -224,6 +237,9 @@ def main(argv: list[str] | None = None) -> int:
         while _queue_depth(stack) > 20 and time.monotonic() - settle_started < 60:
             time.sleep(1.0)
         settle_seconds = time.monotonic() - settle_started
+        assert stack.resources is not None
+        table = stack.resources.table_name
+        ddb = aws.client(AwsSettings(table_name=table, endpoint_url=stack.resources.endpoint_url), "dynamodb")
         with grpc.insecure_channel(stack.addresses["assets"]) as channel:
             stub = assets_pb2_grpc.AssetServiceStub(channel)
             for number, asset_id in enumerate(targets):
@@ -258,7 +274,7 @@ def main(argv: list[str] | None = None) -> int:
                     bursts[str(size)] = {"skipped": f"only {len(burst_targets)} fresh assets left"}
                     continue
                 chosen, burst_targets = burst_targets[:size], burst_targets[size:]
-                bursts[str(size)] = _burst(stub, admin, chosen, args.timeout)
+                bursts[str(size)] = _burst(stub, admin, chosen, args.timeout, (ddb, table, tenant))
                 print(f"[isolation] burst {size}: {json.dumps(bursts[str(size)])}", flush=True)
         result = {
             "ingest_replicas": args.ingest_replicas,
@@ -283,8 +299,8 @@ def main(argv: list[str] | None = None) -> int:
             "isolate_call_ms": {"p50": _percentile(call_ms, 0.5), "p99": _percentile(call_ms, 0.99)},
             "bursts": bursts,
             "bursts_method": "B IsolateAsset calls to B fresh assets of one tenant released at once from B "
-                             "threads; isolated_ms from each call's start to a ListAssets(ISOLATED) poll (every "
-                             "20 ms) showing the asset",
+                             "threads; isolated_ms from each call's start to a poll (every 20 ms: the waiting "
+                             "assets' status read from the table, 100 per BatchGetItem) showing ISOLATED",
             "target_p99_ms": 1000,
             "meets_target": bool(latencies) and not failures and (_percentile(latencies, 0.99) or 1e9) < 1000,
         }

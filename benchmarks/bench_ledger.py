@@ -15,8 +15,9 @@ serialised), the same code the ledger and sealer processes run, without gRPC. Pr
   requests one verification makes by operation (`requests`): one ListObjectVersions of the checkpoint
   prefix, the index Query, two note GetObjects and O(log n) tiles, plus the tail's Query pages;
   nothing proportional to the sealed events.
-- `full_verify`: VerifyLedger FULL throughput (events/s, store reads included) on 10^4 events; the
-  in-memory walk (chain + tree) against raw hashlib over the same bytes.
+- `full_verify`: VerifyLedger FULL throughput (events/s, store reads included) over the inclusion
+  proofs' ledger once it holds 10^5 events (--quick: 10^4); the in-memory walk (chain + tree)
+  against raw hashlib over the same bytes.
 - `sealer_catch_up`: a burst appended by one writer while a sealer seals in a loop
   (LZ_SEAL_MAX_BATCH=4096): peak pending and time from the burst's end until everything is sealed
   (50,000 events; --quick: 5,000).
@@ -258,10 +259,10 @@ def bench_since(ctx: sealing.SealContext, reader: SealReader, runs: int) -> list
     return rows
 
 
-def bench_full_verify(ctx: sealing.SealContext, reader: SealReader, runs: int, size: int) -> dict[str, Any]:
-    tenant = "full"
-    fill(ctx.ddb, ctx.table, tenant, size)
-    seal_all(ctx, tenant, 8192, size)
+def bench_full_verify(ctx: sealing.SealContext, reader: SealReader, runs: int, tenant: str, size: int) -> dict[
+    str, Any
+]:
+    """VerifyLedger FULL of a tenant whose `size` events are sealed, and the in-memory walk of its events."""
     times = []
     for _ in range(runs):
         t = time.perf_counter()
@@ -389,8 +390,6 @@ def main() -> int:
     print(json.dumps({"append": results["append"]}), file=sys.stderr, flush=True)
     with Endpoint.fresh(keys) as e:
         results["since_checkpoint_verify"] = bench_since(e.ctx, e.reader, runs)
-        results["full_verify"] = bench_full_verify(e.ctx, e.reader, runs, 2_000 if args.quick else 10_000)
-    print(json.dumps({"full_verify": results["full_verify"]}), file=sys.stderr, flush=True)
     with Endpoint.fresh(keys) as e:
         burst = 5_000 if args.quick else 50_000
         # A 50,000-event burst takes about a minute here; one run keeps the full run within its budget.
@@ -398,6 +397,9 @@ def main() -> int:
     with Endpoint.fresh(keys) as e:
         sizes = [1_000, 10_000] if args.quick else [1_000, 10_000, 100_000]
         results["inclusion_proof"] = bench_proofs(e.ctx, e.reader, sizes, runs)
+        # The proofs' ledger is sealed at its largest size by now: walking it costs no second fill.
+        results["full_verify"] = bench_full_verify(e.ctx, e.reader, runs, "proofs", sizes[-1])
+    print(json.dumps({"full_verify": results["full_verify"]}), file=sys.stderr, flush=True)
     results["wall_seconds"] = time.perf_counter() - started
     text = json.dumps(results, indent=2)
     print(text)

@@ -30,6 +30,7 @@ from services.assets.domain import (
     StoredInventory,
 )
 from services.assets.store import AssetStore, FleetCounts
+from services.assets.writes import AssetWrites
 from services.ingest import health
 from services.ingest.health import Connection
 from services.kit import auth, aws, clients
@@ -120,6 +121,8 @@ class AssetServicer(assets_pb2_grpc.AssetServiceServicer):
     def __init__(self, store: AssetStore, nudger: Nudger, sequencer: CustodySequencer,
                  control_plane_endpoints: Sequence[str], max_assets_per_tenant: int = 100_000) -> None:
         self._store = store
+        # Concurrent orders and agents' results of a tenant share reads and transactions.
+        self._writes = AssetWrites(store)
         self._nudger = nudger
         self._sequencer = sequencer
         self._endpoints = tuple(control_plane_endpoints)
@@ -264,9 +267,9 @@ class AssetServicer(assets_pb2_grpc.AssetServiceServicer):
         asset_id = validate_id("asset_id", request.asset_id)
         justification = domain.validate_justification(request.justification)
         request_id = domain.validate_request_id(request.request_id)
-        outcome = await aws.call(self._store.order, tenant, asset_id, kind, actor=principal.actor,
-                                 justification=justification, request_id=request_id,
-                                 control_plane_endpoints=self._endpoints)
+        outcome = await self._writes.write(tenant, self._store.order_write(
+            tenant, asset_id, kind, actor=principal.actor, justification=justification, request_id=request_id,
+            control_plane_endpoints=self._endpoints))
         command = _command(outcome.command)
         if outcome.custody is not None:
             self._sequencer.submit(outcome.custody)
@@ -288,8 +291,8 @@ class AssetServicer(assets_pb2_grpc.AssetServiceServicer):
             self_test_detail=given.self_test_detail, error=given.error,
             finish_time=_from_ts(given.finish_time, "result.finish_time") if given.HasField("finish_time") else "",
         )
-        recorded = await aws.call(self._store.record_result, tenant, asset_id, command_id, result,
-                                  f"agent:{asset_id}")
+        recorded = await self._writes.write(tenant, self._store.result_write(tenant, asset_id, command_id, result,
+                                                                             f"agent:{asset_id}"))
         if recorded.custody is not None:
             self._sequencer.submit(recorded.custody)
         return assets_pb2.RecordCommandResultResponse(asset=_asset(recorded.asset), custody_seq=recorded.custody_seq)

@@ -15,7 +15,7 @@ import json
 import logging
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, replace
 from typing import Any, Generic, TypeVar
 
@@ -62,6 +62,9 @@ from services.ledger.outbox import store as outbox_store
 log = logging.getLogger(__name__)
 
 MAX_ATTEMPTS = 8
+# One shared TransactWriteItems holds at most 100 actions and 4 MB; item sizes are estimated from their text.
+MAX_TRANSACTION_ITEMS = 100
+MAX_TRANSACTION_BYTES = 3_000_000
 # A filtered connection listing reads at most this many pages of agents (1,000 each) for one page of assets.
 MAX_CONNECTION_PAGES = 20
 T = TypeVar("T")
@@ -158,6 +161,21 @@ class Conflict(Exception):
     def __init__(self, reasons: list[str]) -> None:
         super().__init__(f"transaction cancelled: {reasons}")
         self.reasons = reasons
+
+
+@dataclass(frozen=True)
+class GroupedWrite(Generic[AnswerT]):
+    """One request that may share its tenant's next reads and transaction (an order, an agent's result).
+
+    `reads` are the items it needs; `prepare` builds its transaction from them or answers at once (a
+    replay, or the error it raises); `alone` is the request's own path (its reads, retries and
+    request-id replay), taken when a shared transaction is cancelled.
+    """
+
+    asset_id: str
+    reads: tuple[tuple[str, str], ...]
+    prepare: Callable[[Sequence[dict[str, Any] | None]], Prepared[AnswerT] | AnswerT]
+    alone: Callable[[], AnswerT]
 
 
 class AssetStore:
@@ -567,11 +585,28 @@ class AssetStore:
         the order; when the state allows it, a stored command makes the commit fail on the command's
         condition, and `order` then answers from it. A fresh order so costs three reads, not four.
         """
-        command_id = domain.command_id_for(tenant_id, asset_id, kind, request_id)
         # One round trip for the asset and the tenant's containment settings: under a burst every order's
         # reads queue at the table, so each one saved shortens all the others.
-        asset_item, tenant_item = self._get_many((keys.tenant_pk(tenant_id), keys.asset_sk(asset_id)),
-                                                 (keys.auth_pk(tenant_id), keys.METADATA_SK))
+        return self._prepare_order_from(self._get_many(*_order_reads(tenant_id, asset_id)), tenant_id, asset_id,
+                                        kind, actor=actor, justification=justification, request_id=request_id,
+                                        control_plane_endpoints=control_plane_endpoints)
+
+    def order_write(self, tenant_id: str, asset_id: str, kind: CommandKind, *, actor: str, justification: str,
+                    request_id: str, control_plane_endpoints: Sequence[str]) -> GroupedWrite[OrderOutcome]:
+        """An order as a write that can share reads and a transaction (`write_group`); alone it is `order`."""
+        order: dict[str, Any] = {"actor": actor, "justification": justification, "request_id": request_id,
+                                 "control_plane_endpoints": control_plane_endpoints}
+        return GroupedWrite(asset_id, _order_reads(tenant_id, asset_id),
+                            functools.partial(self._prepare_order_from, tenant_id=tenant_id, asset_id=asset_id,
+                                              kind=kind, **order),
+                            functools.partial(self.order, tenant_id, asset_id, kind, **order))
+
+    def _prepare_order_from(self, read: Sequence[dict[str, Any] | None], tenant_id: str, asset_id: str,
+                            kind: CommandKind, *, actor: str, justification: str, request_id: str,
+                            control_plane_endpoints: Sequence[str]) -> Prepared[OrderOutcome] | OrderOutcome:
+        """`prepare_order` on the asset and tenant items as read (`_order_reads`)."""
+        command_id = domain.command_id_for(tenant_id, asset_id, kind, request_id)
+        asset_item, tenant_item = read
         if asset_item is None:
             raise NotFound(f"asset {asset_id} does not exist")
         asset = _asset_from(asset_item)
@@ -640,8 +675,23 @@ class AssetStore:
     def prepare_result(self, tenant_id: str, asset_id: str, command_id: str, result: CommandResult,
                        actor: str) -> Prepared[ResultOutcome] | ResultOutcome:
         """The transaction recording a result as read now, or the stored answer for a repeated result."""
-        command_item, asset_item = self._get_many((keys.tenant_pk(tenant_id), keys.command_sk(asset_id, command_id)),
-                                                  (keys.tenant_pk(tenant_id), keys.asset_sk(asset_id)))
+        return self._prepare_result_from(self._get_many(*_result_reads(tenant_id, asset_id, command_id)), tenant_id,
+                                         asset_id, command_id=command_id, result=result, actor=actor)
+
+    def result_write(self, tenant_id: str, asset_id: str, command_id: str, result: CommandResult,
+                     actor: str) -> GroupedWrite[ResultOutcome]:
+        """An agent's result as a write that can share reads and a transaction; alone it is `record_result`."""
+        domain.validate_result(result)
+        return GroupedWrite(asset_id, _result_reads(tenant_id, asset_id, command_id),
+                            functools.partial(self._prepare_result_from, tenant_id=tenant_id, asset_id=asset_id,
+                                              command_id=command_id, result=result, actor=actor),
+                            functools.partial(self.record_result, tenant_id, asset_id, command_id, result, actor))
+
+    def _prepare_result_from(self, read: Sequence[dict[str, Any] | None], tenant_id: str, asset_id: str, *,
+                             command_id: str, result: CommandResult,
+                             actor: str) -> Prepared[ResultOutcome] | ResultOutcome:
+        """`prepare_result` on the command and asset items as read (`_result_reads`)."""
+        command_item, asset_item = read
         if command_item is None:
             raise NotFound(f"command {command_id} of asset {asset_id} does not exist")
         if asset_item is None:
@@ -724,6 +774,50 @@ class AssetStore:
             if code in {"TransactionConflictException", "TransactionInProgressException"}:
                 raise Conflict([code]) from exc
             raise
+
+    def write_group(self, writes: Sequence[GroupedWrite[Any]]) -> list[Any]:
+        """Orders and results of one tenant (each asset at most once) in shared reads and transactions.
+
+        One BatchGetItem reads every write's items (at most 100 keys); each write prepares from them (a
+        replay or a refusal is its answer at once); the prepared ones commit together, as many per
+        TransactWriteItems as fit. Each answer is the write's outcome or the error it raised.
+        DynamoDB cancels a whole transaction for one failed condition or one conflicting transaction:
+        the writes its CancellationReasons name then take their own path (`alone`) and the others
+        commit together again, so a group never changes what one request answers.
+        """
+        wanted = list(dict.fromkeys(key for write in writes for key in write.reads))
+        found = dict(zip(wanted, self._get_many(*wanted), strict=True))
+        answers: list[Any] = [None] * len(writes)
+        ready: list[tuple[int, Prepared[Any]]] = []
+        for index, write in enumerate(writes):
+            try:
+                prepared = write.prepare([found[key] for key in write.reads])
+            except Exception as exc:  # a refusal, or a failed read of this write's own (a replay's command)
+                answers[index] = exc
+                continue
+            if isinstance(prepared, Prepared):
+                ready.append((index, prepared))
+            else:
+                answers[index] = prepared
+        for chunk in _transaction_chunks(ready):
+            for index, answer in self._commit_group(chunk, writes):
+                answers[index] = answer
+        return answers
+
+    def _commit_group(self, group: list[tuple[int, Prepared[Any]]],
+                      writes: Sequence[GroupedWrite[Any]]) -> list[tuple[int, Any]]:
+        """Commit prepared writes in one transaction; after a cancellation, see `write_group`."""
+        try:
+            self.commit(Prepared([item for _, prepared in group for item in prepared.transact_items], None))
+            return [(index, prepared.outcome) for index, prepared in group]
+        except Conflict as conflict:
+            named = _named_by(conflict.reasons, group)
+            log.info("shared transaction cancelled", extra={"writes": len(group), "named": len(named),
+                                                            "reasons": sorted(set(conflict.reasons))})
+        # Each round takes at least one write out, so this ends.
+        others = [(index, prepared) for index, prepared in group if index not in named]
+        answered = [(index, _answer_alone(writes[index])) for index in sorted(named)]
+        return answered + (self._commit_group(others, writes) if others else [])
 
     def get_command(self, tenant_id: str, asset_id: str, command_id: str) -> Command | None:
         item = self._get(keys.tenant_pk(tenant_id), keys.command_sk(asset_id, command_id))
@@ -994,6 +1088,68 @@ class AssetStore:
             except Conflict:
                 _backoff(n)
         raise Aborted("too many concurrent changes to this asset; retry the request")
+
+
+def _order_reads(tenant_id: str, asset_id: str) -> tuple[tuple[str, str], ...]:
+    """What an order reads: the asset and the tenant (its containment settings)."""
+    return (keys.tenant_pk(tenant_id), keys.asset_sk(asset_id)), (keys.auth_pk(tenant_id), keys.METADATA_SK)
+
+
+def _result_reads(tenant_id: str, asset_id: str, command_id: str) -> tuple[tuple[str, str], ...]:
+    """What recording a result reads: the command and the asset."""
+    return (keys.tenant_pk(tenant_id), keys.command_sk(asset_id, command_id)), (keys.tenant_pk(tenant_id),
+                                                                                 keys.asset_sk(asset_id))
+
+
+def _transaction_chunks(ready: list[tuple[int, Prepared[Any]]]) -> Iterator[list[tuple[int, Prepared[Any]]]]:
+    """Prepared writes in order, cut into groups that fit one TransactWriteItems (items and bytes)."""
+    chunk: list[tuple[int, Prepared[Any]]] = []
+    items = size = 0
+    for entry in ready:
+        count, weight = len(entry[1].transact_items), _approx_bytes(entry[1].transact_items)
+        if chunk and (items + count > MAX_TRANSACTION_ITEMS or size + weight > MAX_TRANSACTION_BYTES):
+            yield chunk
+            chunk, items, size = [], 0, 0
+        chunk.append(entry)
+        items += count
+        size += weight
+    if chunk:
+        yield chunk
+
+
+def _approx_bytes(actions: list[dict[str, Any]]) -> int:
+    """An estimate of the bytes of transaction actions: their text and binary values plus a margin each."""
+    total = 0
+    for action in actions:
+        for op in action.values():
+            for value in (*op.get("Item", {}).values(), *op.get("ExpressionAttributeValues", {}).values()):
+                total += len(value.get("S", "")) + len(value.get("B", b"")) + 64
+    return total
+
+
+def _named_by(reasons: list[str], group: list[tuple[int, Prepared[Any]]]) -> set[int]:
+    """The writes of a cancelled transaction whose actions the cancellation reasons name; every write
+    when the reasons name none or do not line up with the actions (a conflict reported without them)."""
+    everyone = {index for index, _ in group}
+    sizes = [len(prepared.transact_items) for _, prepared in group]
+    if len(reasons) != sum(sizes):
+        return everyone
+    named: set[int] = set()
+    start = 0
+    for (index, _), size in zip(group, sizes, strict=True):
+        if any(code != "None" for code in reasons[start:start + size]):
+            named.add(index)
+        start += size
+    return named or everyone
+
+
+def _answer_alone(write: GroupedWrite[Any]) -> Any:
+    """The write's answer through its own path: its outcome, or the error it raised (for it alone: the
+    group's other writes may have committed already)."""
+    try:
+        return write.alone()
+    except Exception as exc:
+        return exc
 
 
 def _inventory_from(item: dict[str, Any] | None) -> StoredInventory | None:

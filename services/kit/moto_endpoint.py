@@ -16,7 +16,14 @@ Two differences from real DynamoDB matter to a ledger and are corrected here, in
   attribute matches, from a map of the table kept up by every write (`_IndexHashes`: a scan of the
   table per index Query was most of the endpoint's time while the risk worker looked up the last
   inventory of 5,000 newly seen assets). moto's own code then checks, sorts, pages and filters them
-  as before.
+  as before. The candidates keep the items past the sort-key condition's end, which moto's loop
+  still looks at (the first one gets a last key when the page is full), and a partition's sorted
+  keys are kept until the next write to it (`_sorted_keys_kept`): a walk sorted them for every page.
+- A projected forward Query of the table (the ledger's whole-log walks) is answered by `_page`:
+  moto's loop sized every item twice and deep-copied the page before projecting it. `_page` keeps
+  moto's items, counts and last key (tests/kit/test_embedded_pages.py compares every page with
+  released moto's); a walk of 10,000 ledger events cost the endpoint about 200 µs of CPU per event
+  before, about 70 µs after (same run).
 - moto 5.2 builds every answer by walking botocore's shape model, asking each of the ten members of
   every AttributeValue for a value under several aliases: about 2 ms per item read, so a hello's
   100-key BatchGetItem took 200 ms and a fleet reconnecting timed out waiting for its credentials.
@@ -177,31 +184,54 @@ def _query_candidates(table: Any, arguments: dict[str, Any]) -> list[Any] | None
         return []
     if not table.range_key_attr:
         return [partition]
-    return _range_candidates(partition, table.range_key_attr, arguments)
+    narrowed = _narrowed_range(table, hash_key, arguments)
+    return narrowed[0] if narrowed is not None else list(partition.values())
 
 
 _COMPARISONS = {"=": "EQ", "<": "LT", "<=": "LE", ">": "GT", ">=": "GE"}
 
 
-def _range_candidates(partition: dict[Any, Any], range_key_attr: str, arguments: dict[str, Any]) -> list[Any]:
-    """The partition's items that the sort-key condition, the start key and the limit leave, ascending.
+def _sorted_keys(table: Any, hash_key: Any) -> tuple[list[Any], list[str]] | None:
+    """The partition's items in sort-key order and their sort keys' values, or None unless every sort
+    key is a string.
 
-    Only string sort keys are narrowed, compared as moto compares them (as Python strings). The page
-    is cut to `limit + 1` items so that moto still sees that another page follows; it is cut only when
-    the sort-key condition was applied here, since moto counts only matching items towards the limit.
+    Kept per partition until the next write to it (`_sorted_keys_kept`): a walk of a large partition
+    page by page sorted all its keys for every page. UpdateItem changes an item in place, so the
+    items kept stay the partition's.
     """
-    ordered = list(partition)
-    if any(key.type != "S" for key in ordered):
-        return list(partition.values())
-    ordered.sort(key=lambda key: key.value)
-    keys = [key.value for key in ordered]
+    kept = _sorted_keys_kept(table)
+    if hash_key not in kept:
+        partition = table.items[hash_key]
+        ordered = list(partition)
+        if any(key.type != "S" for key in ordered):
+            return None
+        ordered.sort(key=lambda key: key.value)
+        kept[hash_key] = ([partition[key] for key in ordered], [key.value for key in ordered])
+    return kept[hash_key]
+
+
+def _narrowed_range(table: Any, hash_key: Any, arguments: dict[str, Any]) -> tuple[list[Any], int] | None:
+    """The partition's items from the start key and the sort-key condition on, in the order a Query reads
+    them, with how many of the first of them meet the condition; None when it cannot tell (a sort key
+    not a string, a condition it does not know).
+
+    Only string sort keys are narrowed, compared as moto compares them (as Python strings). The items
+    past the condition's end stay: moto's loop still looks at them, and sets a last key on the first
+    one when the page is full (by Limit, or by size). When more than `limit` items meet the condition,
+    the items are cut to `limit + 1`, the last one enough to show that another page follows; only
+    without a filter, since moto counts only matching items towards the limit.
+    """
+    found = _sorted_keys(table, hash_key)
+    if found is None:
+        return None
+    ordered, keys = found
     lo, hi = 0, len(keys)
     comparison = arguments.get("range_comparison")
     bounds = arguments.get("range_objs") or []
     if comparison:
         comparison = _COMPARISONS.get(comparison, comparison.upper())
         if len(arguments.get("range_key_conditions") or []) > 1 or not bounds or any(b.type != "S" for b in bounds):
-            return [partition[key] for key in ordered]
+            return None
         first, last = bounds[0].value, bounds[-1].value
         if comparison == "EQ":
             lo, hi = bisect.bisect_left(keys, first), bisect.bisect_right(keys, first)
@@ -220,21 +250,28 @@ def _range_candidates(partition: dict[Any, Any], range_key_attr: str, arguments:
             while hi < len(keys) and keys[hi].startswith(first):
                 hi += 1
         else:
-            return [partition[key] for key in ordered]
+            return None
     forward = arguments.get("scan_index_forward", True) is not False
-    start = (arguments.get("exclusive_start_key") or {}).get(range_key_attr) or {}
+    start = (arguments.get("exclusive_start_key") or {}).get(table.range_key_attr) or {}
     if "S" in start:
         if forward:
             lo = max(lo, bisect.bisect_right(keys, start["S"]))
         else:
             hi = min(hi, bisect.bisect_left(keys, start["S"]))
+    matching = max(hi - lo, 0)
     limit = arguments.get("limit")
-    if isinstance(limit, int) and limit > 0 and not arguments.get("filter_kwargs") and hi - lo > limit + 1:
-        if forward:
-            hi = lo + limit + 1
-        else:
-            lo = hi - limit - 1
-    return [partition[key] for key in ordered[lo:max(lo, hi)]]
+    page = limit + 1 if isinstance(limit, int) and limit > 0 and not arguments.get("filter_kwargs") else 0
+    if forward:
+        chosen = ordered[lo:lo + page] if 0 < page < matching else ordered[lo:]
+    else:
+        chosen = ordered[hi - page:hi] if 0 < page < matching else ordered[:hi]
+    return chosen, min(matching, len(chosen))
+
+
+def _sorted_keys_kept(table: Any) -> dict[Any, tuple[list[Any], list[str]]]:
+    """The sorted keys `_sorted_keys` keeps for a table's partitions, until a write to the partition."""
+    kept: dict[Any, tuple[list[Any], list[str]]] = table.__dict__.setdefault("_lz_sorted_keys", {})
+    return kept
 
 
 def _index_candidates(table: Any, arguments: dict[str, Any]) -> list[Any] | None:
@@ -307,6 +344,7 @@ def _patch_index_upkeep() -> None:
     def put_item(self: Any, *args: Any, **kwargs: Any) -> Any:
         item = moto_put(self, *args, **kwargs)
         _IndexHashes.touched(self, item.hash_key, item.range_key)
+        _sorted_keys_kept(self).pop(item.hash_key, None)
         return item
 
     def delete_item(self: Any, hash_key: Any, range_key: Any) -> Any:
@@ -314,6 +352,7 @@ def _patch_index_upkeep() -> None:
             return moto_delete(self, hash_key, range_key)
         finally:
             _IndexHashes.touched(self, hash_key, range_key)
+            _sorted_keys_kept(self).pop(hash_key, None)
 
     def update_item(self: Any, table_name: str, key: dict[str, Any], *args: Any, **kwargs: Any) -> Any:
         try:
@@ -324,10 +363,77 @@ def _patch_index_upkeep() -> None:
                 range_value = key.get(table.range_key_attr) if table.range_key_attr else None
                 _IndexHashes.touched(table, DynamoType(key[table.hash_key_attr]),
                                      DynamoType(range_value) if range_value is not None else None)
+                _sorted_keys_kept(table).pop(DynamoType(key[table.hash_key_attr]), None)
 
     Table.put_item = put_item  # type: ignore[method-assign]
     Table.delete_item = delete_item  # type: ignore[method-assign]
     DynamoDBBackend.update_item = update_item  # type: ignore[method-assign]
+
+
+def _plain_page(table: Any, arguments: dict[str, Any]) -> bool:
+    """True for a forward Query of the table (no index, no filter) projecting top-level attributes, from
+    the start or from a key of the same partition: the case `_page` answers as moto's loop would."""
+    from moto.dynamodb.comparisons import OpDefault
+
+    projection, hash_key = arguments.get("projection_expressions"), arguments.get("hash_key")
+    if arguments.get("index_name") or arguments.get("filter_kwargs") or not table.range_key_attr or not projection \
+            or hash_key is None:
+        return False
+    if arguments.get("scan_index_forward", True) is False or any(
+            len(path) != 1 or "[" in path[0] for path in projection):
+        return False
+    condition = arguments.get("filter_expression")
+    if condition is not None and not isinstance(condition, OpDefault):
+        return False
+    start = arguments.get("exclusive_start_key")
+    if start is None:
+        return True
+    return (set(start) == {table.hash_key_attr, table.range_key_attr}
+            and start[table.hash_key_attr] == {hash_key.type: hash_key.value} and "S" in start[table.range_key_attr])
+
+
+def _stored_size(item: Any) -> int:
+    """`Item.size()` as moto counts it, directly for the scalar types the ledger stores."""
+    size = 0
+    for name, value in item.attrs.items():
+        kind, inner = value.type, value.value
+        if kind in {"S", "B"}:
+            size += len(inner if isinstance(inner, bytes) else inner.encode("utf-8"))
+        elif kind == "N":
+            size += len(str(inner))
+        else:
+            size += value.size()
+        size += len(name.encode("utf-8"))
+    return size
+
+
+def _page(table: Any, candidates: list[Any], matching: int, arguments: dict[str, Any]) -> tuple[
+    list[Any], int, dict[str, Any] | None
+]:
+    """moto's Query loop for a `_plain_page`: the same items, counts and last key, without its per-item costs.
+
+    moto sizes each item twice, deep-copies the whole page and then projects the copy (a projection
+    builds new items anyway); here each item is sized once and projected from the table. The first
+    `matching` candidates (`_narrowed_range`) are the items after the start key that meet the
+    sort-key condition, in key order: bisection applied the condition with the string comparisons
+    moto's loop makes. The ones after them are only looked at, as moto looks at them, for a full page.
+    """
+    from moto.dynamodb.models.table import RESULT_SIZE_LIMIT
+
+    limit = arguments.get("limit")
+    results: list[Any] = []
+    result_size = 0
+    last_key = None
+    for index, item in enumerate(candidates):
+        size = _stored_size(item)
+        if len(results) == limit or result_size + size > RESULT_SIZE_LIMIT:
+            last_key = table._get_last_evaluated_key(results[-1], None)
+            break
+        if index < matching:
+            results.append(item)
+            result_size += size
+    projection = arguments["projection_expressions"]
+    return [item.project(projection) for item in results], len(results), last_key
 
 
 def _patch_query() -> None:
@@ -338,6 +444,11 @@ def _patch_query() -> None:
 
     def query(self: Any, *args: Any, **kwargs: Any) -> Any:
         arguments = signature.bind(self, *args, **kwargs).arguments
+        if _plain_page(self, arguments):
+            exact = _narrowed_range(self, arguments["hash_key"], arguments) if arguments["hash_key"] in self.items \
+                else ([], 0)
+            if exact is not None:
+                return _page(self, *exact, arguments)
         candidates = _query_candidates(self, arguments)
         if candidates is None:
             return moto_query(self, *args, **kwargs)
@@ -408,7 +519,9 @@ def _patch_projection() -> None:
         for name, value in chosen:
             # As moto's own projection leaves it: a binary value as bytes, however it was stored.
             plain = base64.b64decode(value.value) if value.type == "B" and isinstance(value.value, str) else value.value
-            dict.__setitem__(attrs, name, DynamoType({value.type: plain}))
+            copied = DynamoType.__new__(DynamoType)
+            copied.type, copied.value = value.type, plain
+            dict.__setitem__(attrs, name, copied)
         projected.attrs = attrs
         return projected
 

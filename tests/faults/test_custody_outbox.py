@@ -12,11 +12,13 @@ import threading
 from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 
 import grpc
 import pytest
 from lifecyclezero.v1 import assets_pb2, assets_pb2_grpc, common_pb2
 
+from services.assets.store import AssetStore
 from services.kit.auth import Role
 from services.kit.devstack import Stack
 from services.ledger.outbox import store as outbox_store
@@ -87,9 +89,17 @@ def _burst_with_kill(stack: Stack, tenant: Tenant, asset_ids: list[str]) -> dict
     return acked
 
 
-def test_every_acknowledged_isolation_is_chained_once_after_a_kill_of_the_sequencer(outbox_stack: Stack) -> None:
-    """After kill -9 of assets mid-burst and a restart, every acknowledged isolation has exactly one custody
-    event in a sound chain, and every custody record carries that event's seq."""
+@dataclass(frozen=True)
+class KilledBurst:
+    tenant: Tenant
+    store: Store
+    # asset -> the command id its acknowledged IsolateAsset named
+    acked: dict[str, str]
+
+
+@pytest.fixture(scope="module")
+def killed_burst(outbox_stack: Stack) -> KilledBurst:
+    """A burst of isolations (grouped into shared transactions) with kill -9 of assets mid-burst, then a restart."""
     tenant = make_tenant(outbox_stack)
     asset_ids = _create_assets(outbox_stack, tenant, BURST)
     acked = _burst_with_kill(outbox_stack, tenant, asset_ids)
@@ -97,6 +107,13 @@ def test_every_acknowledged_isolation_is_chained_once_after_a_kill_of_the_sequen
     waiting = [r for r in outbox_store.asset_records(store.ddb, store.table, tenant.tenant) if not r.chained]
     sys.stdout.write(f"{len(acked)} of {BURST} acknowledged; {len(waiting)} records unchained at the kill\n")
     restart(outbox_stack, "assets")
+    return KilledBurst(tenant, store, acked)
+
+
+def test_every_acknowledged_isolation_is_chained_once_after_a_kill_of_the_sequencer(killed_burst: KilledBurst) -> None:
+    """After kill -9 of assets mid-burst and a restart, every acknowledged isolation has exactly one custody
+    event in a sound chain, and every custody record carries that event's seq."""
+    store, tenant, acked = killed_burst.store, killed_burst.tenant, killed_burst.acked
     records = chained_custody(store.ddb, store.table, tenant.tenant, within=120)
     events = assert_chain_sound(store, tenant.tenant)
     requested = {e.subject.removeprefix("asset:"): e for e in events if e.action == "asset.isolate.requested"}
@@ -104,6 +121,21 @@ def test_every_acknowledged_isolation_is_chained_once_after_a_kill_of_the_sequen
     assert set(acked) <= set(requested), sorted(set(acked) - set(requested))
     assert {a: requested[a].seq for a in acked} == {r.asset_id: r.ledger_seq for r in records if r.asset_id in acked}
     assert all(f'"command_id":"{acked[a]}"' in requested[a].canonical.decode() for a in acked)
+
+
+def test_every_acknowledged_isolation_is_durable_after_a_kill_mid_group(killed_burst: KilledBurst) -> None:
+    """After kill -9 of assets mid-burst and a restart, every acknowledged isolation's asset is pending under
+    the command its answer named: no group was acknowledged before it committed."""
+    tenant, acked = killed_burst.tenant, killed_burst.acked
+    with tenant.channel("assets") as channel:
+        stub = assets_pb2_grpc.AssetServiceStub(channel)
+        found = {a: stub.GetAsset(assets_pb2.GetAssetRequest(asset_id=a), metadata=tenant.metadata(Role.VIEWER)).asset
+                 for a in acked}
+    table = AssetStore(killed_burst.store.ddb, killed_burst.store.table)
+    commands = {a: table.get_command(tenant.tenant, a, command_id) for a, command_id in acked.items()}
+    assert {a: asset.status for a, asset in found.items()} == dict.fromkeys(
+        acked, common_pb2.ASSET_STATUS_ISOLATION_PENDING)
+    assert {a: c is not None and c.pending for a, c in commands.items()} == dict.fromkeys(acked, True)
 
 
 def _enroll_burst_with_kill(stack: Stack, tenant: Tenant, count: int) -> dict[str, str]:
