@@ -1,38 +1,19 @@
 """The embedded endpoint's Query pages are moto's own: the same answers from released moto, call for call.
 
-Released moto runs in this process (`ThreadedMotoServer`, none of the endpoint's patches applied), so
-every difference between the two answers is a difference the patches made.
+Released moto runs in this process (tests/kit/conftest.py's `released_moto`, none of the endpoint's
+patches applied), so every difference between the two answers is a difference the patches made.
 """
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from moto.moto_server.threaded_moto_server import ThreadedMotoServer
 
-from services.kit import aws, embedded
-from services.kit.settings import AwsSettings
+from services.kit import aws
 
 TABLE = "lifecyclezero"
 PARTITION = "pages-ledger"
-
-
-@pytest.fixture(scope="module")
-def released_moto() -> Iterator[Any]:
-    """A DynamoDB client of moto as released, with the embedded endpoint's table."""
-    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one line per request otherwise
-    port = embedded.free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    try:
-        url = f"http://127.0.0.1:{port}"
-        embedded.provision(url)
-        yield aws.client(AwsSettings(table_name=TABLE, endpoint_url=url, region=embedded.REGION), "dynamodb")
-    finally:
-        server.stop()
 
 
 def _event_item(seq: int) -> dict[str, Any]:
