@@ -54,8 +54,7 @@ MAX_PAYLOAD_KEY_CHARS = 128
 _FIELDS = frozenset({"tenant", "seq", "ts", "actor", "action", "subject", "payload", "prev_hash"})
 _TS_RE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{6}Z")
 _HEX64_RE = re.compile(r"[0-9a-f]{64}")
-# `_TS_RE` with the hour, minute and second ranges of `_check_ts` spelled out, for bytes.
-_TS_BYTES_RE = re.compile(rb"[0-9]{4}-[0-9]{2}-[0-9]{2}T(?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9]\.[0-9]{6}Z")
+_sha256 = hashlib.sha256
 # One canonical event whose top-level strings need no escapes, members in RFC 8785 order (the
 # payload, checked on its own, is the only part that can hold a nested value). A string value cannot
 # hold a raw `"`, so the payload group ends at the one `},"prev_hash":"` the rest can follow.
@@ -89,8 +88,8 @@ def format_ts(when: datetime) -> str:
 
 
 @functools.lru_cache(maxsize=4096)
-def _date_exists(date: str) -> bool:
-    """Whether ``YYYY-MM-DD`` (ASCII digits) names a real day; a log's events share few dates."""
+def _date_exists(date: str | bytes) -> bool:
+    """Whether ``YYYY-MM-DD`` (ASCII digits, as text or bytes) names a real day; a log's events share few dates."""
     year, month, day = int(date[:4]), int(date[5:7]), int(date[8:10])
     return year >= 1 and 1 <= month <= 12 and 1 <= day <= calendar.monthrange(year, month)[1]
 
@@ -105,11 +104,6 @@ def _check_ts(ts: object) -> str:
     if not (_date_exists(ts[:10]) and ts[11:13] < "24" and ts[14:16] < "60" and ts[17:19] < "60"):
         raise PayloadError(f"ts is not a valid date/time: {ts!r}")
     return ts
-
-
-def _ts_valid(ts: bytes) -> bool:
-    """Whether a known-shape event's ``ts`` bytes pass :func:`_check_ts` (the same checks, on bytes)."""
-    return _TS_BYTES_RE.fullmatch(ts) is not None and _date_exists(ts[:10].decode("ascii"))
 
 
 def _walk_payload(value: Any, depth: int) -> None:
@@ -396,8 +390,8 @@ class ChainVerifier:
         """
         shaped = event_shape_fields(canonical)
         if (shaped is not None and shaped[2] == self._tenant_bytes and shaped[0] == self._head_bytes
-                and int(shaped[1]) == self._next_seq and _ts_valid(shaped[3])):
-            head = hashlib.sha256(canonical).hexdigest()
+                and int(shaped[1]) == self._next_seq and _date_exists(shaped[3][:10])):
+            head = _sha256(canonical).hexdigest()
             self._head, self._head_bytes = head, head.encode()
             self._next_seq += 1
             self._count += 1

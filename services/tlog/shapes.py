@@ -10,9 +10,10 @@ after it starts with ``:``.
 
 A remembered shape is kept as one regular expression spelling it: the text between strings literal
 but for each integer, which may be any canonical integer of at most 15 digits (``0`` or
-``-?[1-9][0-9]{0,14}``); the keys and the action literal; every other value string any run of bytes
-other than ``"``, ``\\`` and control characters. So bytes match it exactly when they have the shape
-and hold no backslash and no control character. Shapes are found by their action, the first member
+``-?[1-9][0-9]{0,14}``); the keys and the action literal; the ts a timestamp in the one format with
+a valid time of day; every other value string any run of bytes other than ``"``, ``\\`` and control
+characters. So bytes match it exactly when they have the shape, hold no backslash and no control
+character and spell their ts in that format. Shapes are found by their action, the first member
 of every event, so a lookup is one dictionary access and a match per shape of that action.
 
 Why a shape decides: take bytes ``A`` proven an RFC 8785 canonical, valid event (by
@@ -41,7 +42,8 @@ MAX_SHAPES_PER_ACTION = 16
 """Shapes tried for one action; an action with more takes the slower checks for the rest."""
 
 ShapeFields = tuple[bytes, bytes, bytes, bytes]
-"""(prev_hash, seq digits, tenant, ts) of event bytes whose shape is known canonical."""
+"""(prev_hash, seq digits, tenant, ts) of event bytes whose shape is known canonical; ts is in the one
+format with a valid time of day, whether its date exists is left to the caller."""
 
 _NOT_IN_A_PLAIN_EVENT = bytes(range(0x20)) + b"\\"
 _ONE_FOR_NONZERO = bytes.maketrans(b"23456789", b"11111111")
@@ -50,10 +52,13 @@ _PLAIN_STRUCTURE_RE = re.compile(rb'(?:[{}\[\],:"]|-?1[01]{0,14}(?![01])|0(?![01
 _NUMBER_RE = re.compile(rb"(-?[0-9]+)")
 _INTEGER = rb"(?:0|-?[1-9][0-9]{0,14})"
 _VALUE = rb'[^"\\\x00-\x1f]*'
+# The one ts format of an event with its hour, minute and second ranges: a ts spelt otherwise leaves the
+# shape, so the caller checks only that the date exists.
+_TS = rb"[0-9]{4}-[0-9]{2}-[0-9]{2}T(?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9]\.[0-9]{6}Z"
 _ACTION_START = len(b'{"action":"')
 # The fixed tail of every event, `,"prev_hash":"H","seq":N,"subject":"S","tenant":"T","ts":"TS"}`, split at
 # its quotes, counted from the end: the pieces holding each value the caller checks, in ShapeFields order.
-_ACTION, _PREV_HASH, _SEQ, _TENANT, _TS = 3, -16, -13, -6, -2
+_ACTION, _PREV_HASH, _SEQ, _TENANT, _TS_PIECE = 3, -16, -13, -6, -2
 
 _shapes: dict[bytes, list[re.Pattern[bytes]]] = {}
 _remembered_bytes = [0]  # one shared count, kept in a list so no function needs `global`
@@ -81,14 +86,16 @@ def _between_strings(text: bytes, capture: bool) -> bytes:
 
 
 def _shape_expression(pieces: list[bytes]) -> bytes:
-    captured = {len(pieces) + i for i in (_PREV_HASH, _TENANT, _TS)}
-    seq = len(pieces) + _SEQ
+    captured = {len(pieces) + i for i in (_PREV_HASH, _TENANT)}
+    seq, ts = len(pieces) + _SEQ, len(pieces) + _TS_PIECE
     spelled = []
     for i, piece in enumerate(pieces):
         if i % 2 == 0:
             spelled.append(_between_strings(piece, i == seq))
         elif i == _ACTION or pieces[i + 1][:1] == b":":
             spelled.append(re.escape(piece))
+        elif i == ts:
+            spelled.append(b"(" + _TS + b")")
         else:
             spelled.append(b"(" + _VALUE + b")" if i in captured else _VALUE)
     return b'"'.join(spelled)
