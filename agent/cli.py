@@ -184,7 +184,7 @@ def _parser() -> argparse.ArgumentParser:
     simulate.add_argument("--vanish-after", type=_positive_float, metavar="SECONDS",
                           help="after this long, hosts drop their stream without a goodbye and never come back")
     simulate.add_argument("--vanish-count", type=_positive_int, metavar="N",
-                          help="how many hosts vanish (the first N; default: all)")
+                          help="how many hosts vanish (the first N; default: all); SIGUSR1 makes them vanish at once")
     simulate.set_defaults(handler=_simulate)
     return parser
 

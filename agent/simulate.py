@@ -83,8 +83,8 @@ class SimulateOptions:
     identities: Path | None = None
     warm: bool = False
     report_file: Path | None = None
-    # Hosts that vanish (drop their stream without a goodbye and stay away) after this many seconds:
-    # the first `vanish_count` of them (None: all).
+    # Hosts that vanish (drop their stream without a goodbye and stay away) after this many seconds, or
+    # at SIGUSR1 if that comes first: the first `vanish_count` of them (None: all).
     vanish_after: float | None = None
     vanish_count: int | None = None
 
@@ -450,9 +450,13 @@ async def simulate(
             streams.append(stream)
             tasks.append(asyncio.create_task(_start_later(stream, rng.uniform(0, options.interval), stop)))
         _settle_heap()
+        doomed = streams[:options.vanish_count] if options.vanish_count is not None else list(streams)
         if options.vanish_after is not None:
-            doomed = streams[:options.vanish_count] if options.vanish_count is not None else list(streams)
             asyncio.get_running_loop().call_later(options.vanish_after, _vanish, doomed, report)
+        if options.vanish_count is not None:
+            # A test vanishes them when the rest of the fleet is settled, not after a guessed delay.
+            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, _vanish, doomed, report)
         deadline = None if options.duration is None else time.monotonic() + options.duration
         seen = 0
         while not stop.is_set():
@@ -488,6 +492,8 @@ async def simulate(
 def _vanish(streams: list[AgentStream], report: FleetReport) -> None:
     """Hosts that drop off the network or are killed: the stream ends without a goodbye, nothing reconnects."""
     for stream in streams:
+        if stream.vanished:
+            continue
         stream.vanish()
         report.vanished.append(stream.identity.asset_id)
     log.info("%d hosts vanished", len(streams))

@@ -79,12 +79,29 @@ def _scope(response: ledger_pb2.VerifyLedgerResponse) -> str:
             "not re-walked — run `--full` for the audit")
 
 
+def _full_walk(ctx: Context, pinned: list[bytes]) -> ledger_pb2.VerifyLedgerResponse:
+    """VerifyLedger FULL's answer through WatchFullVerification, whose progress the spinner shows."""
+    request = ledger_pb2.WatchFullVerificationRequest(pinned_checkpoints=pinned)
+    with ctx.out.spinner("verifying the ledger from genesis") as status:
+        for update in ctx.client.stream("ledger", "WatchFullVerification", request, timeout=LONG_TIMEOUT):
+            if update.HasField("result"):
+                result: ledger_pb2.VerifyLedgerResponse = update.result
+                return result
+            if status is not None:
+                status.update(f"verifying the ledger from genesis: {update.progress.events_checked} of "
+                              f"{update.progress.chain_length} events checked")
+    raise CliError("the ledger service ended the full walk without an answer")
+
+
 def ledger_verify(ctx: Context, args: argparse.Namespace) -> int:
-    mode = ledger_pb2.VERIFY_MODE_FULL if args.full else ledger_pb2.VERIFY_MODE_SINCE_CHECKPOINT
-    request = ledger_pb2.VerifyLedgerRequest(mode=mode, pinned_checkpoints=_pinned(args.checkpoint))
-    with ctx.out.spinner("verifying the ledger" + (" from genesis" if args.full else " since the last checkpoint")):
-        response: ledger_pb2.VerifyLedgerResponse = ctx.client.call(
-            "ledger", "VerifyLedger", request, timeout=LONG_TIMEOUT)
+    pinned = _pinned(args.checkpoint)
+    if args.full:
+        response = _full_walk(ctx, pinned)
+    else:
+        request = ledger_pb2.VerifyLedgerRequest(mode=ledger_pb2.VERIFY_MODE_SINCE_CHECKPOINT,
+                                                 pinned_checkpoints=pinned)
+        with ctx.out.spinner("verifying the ledger since the last checkpoint"):
+            response = ctx.client.call("ledger", "VerifyLedger", request, timeout=LONG_TIMEOUT)
     if ctx.out.json_mode:
         data = to_dict(response)
         data.update(mode="full" if args.full else "since-checkpoint", scope=_scope(response),

@@ -9,10 +9,11 @@ from pathlib import PurePosixPath
 from typing import IO, Any
 
 from starlette.requests import Request
-from starlette.responses import RedirectResponse, Response, StreamingResponse
+from starlette.responses import Response, StreamingResponse
 
 from services.console.sessions import Session
 from services.console.views import Console, checked_form, signed_in
+from services.console.walks import Walk
 from services.kit.errors import InvalidArgument
 
 # A bundle is spooled in memory up to this size, then on disk, before it is sent.
@@ -27,12 +28,13 @@ async def ledger_page(request: Request, console: Console, session: Session) -> R
 
 @signed_in
 async def verify(request: Request, console: Console, session: Session) -> Response:
-    """Run the since-checkpoint check and show its answer, or start the full walk in the background."""
+    """Run the since-checkpoint check and show its answer, or start the full walk in the background and show
+    it as it began (the chain's length; the page then polls its progress)."""
     form = await checked_form(request, session)
     if str(form.get("mode", "")) == "full":
-        console.walks.start(session.tenant, session.token)
-        return RedirectResponse("/ledger", status_code=303)
-    verification = await console.client.verify_ledger(session.token, full=False)
+        walk = await console.walks.start(session.tenant, session.token)
+        return await _render(console, request, session, verification=None, walk=walk)
+    verification = await console.client.verify_since_checkpoint(session.token)
     return await _render(console, request, session, verification=verification)
 
 
@@ -42,14 +44,16 @@ async def walk_fragment(request: Request, console: Console, session: Session) ->
     return console.render(request, "_walk.html", **_walk(console, session))
 
 
-def _walk(console: Console, session: Session) -> dict[str, Any]:
-    walk = console.walks.of(session.tenant)
+def _walk(console: Console, session: Session, walk: Walk | None = None) -> dict[str, Any]:
+    walk = walk or console.walks.of(session.tenant)
     return {"walk": walk, "walk_seconds": console.walks.seconds(walk) if walk is not None else 0}
 
 
-async def _render(console: Console, request: Request, session: Session, verification: object) -> Response:
+async def _render(console: Console, request: Request, session: Session, verification: object,
+                  walk: Walk | None = None) -> Response:
     seal = await console.client.seal_status(session.token)
-    return console.render(request, "ledger.html", seal=seal, verification=verification, **_walk(console, session))
+    return console.render(request, "ledger.html", seal=seal, verification=verification,
+                          **_walk(console, session, walk))
 
 
 @signed_in

@@ -105,16 +105,19 @@ class OperatorClient:
     async def seal_status(self, token: str) -> sealer_pb2.GetSealStatusResponse:
         return await self._call(self._sealer.GetSealStatus, sealer_pb2.GetSealStatusRequest(), token)
 
-    async def verify_ledger(self, token: str, full: bool) -> ledger_pb2.VerifyLedgerResponse:
-        mode = ledger_pb2.VERIFY_MODE_FULL if full else ledger_pb2.VERIFY_MODE_SINCE_CHECKPOINT
-        # A full walk of a large ledger takes longer than a page call.
+    async def verify_since_checkpoint(self, token: str) -> ledger_pb2.VerifyLedgerResponse:
+        request = ledger_pb2.VerifyLedgerRequest(mode=ledger_pb2.VERIFY_MODE_SINCE_CHECKPOINT)
+        return await self._call(self._ledger.VerifyLedger, request, token)
+
+    async def watch_full_verification(self, token: str) -> AsyncIterator[ledger_pb2.WatchFullVerificationResponse]:
+        """A full walk's progress messages as the ledger streams them, then its result."""
+        call = self._ledger.WatchFullVerification(ledger_pb2.WatchFullVerificationRequest(),
+                                                  metadata=_metadata(token), timeout=self._timeout * 30)
         try:
-            reply: ledger_pb2.VerifyLedgerResponse = await self._ledger.VerifyLedger(
-                ledger_pb2.VerifyLedgerRequest(mode=mode), metadata=_metadata(token),
-                timeout=self._timeout * (30 if full else 1))
+            async for update in call:
+                yield update
         except grpc.aio.AioRpcError as exc:
             raise as_domain_error(exc) from None
-        return reply
 
     async def export_bundle(self, token: str) -> AsyncIterator[ledger_pb2.ExportBundleResponse]:
         """The chunks of a verification bundle of the whole ledger, as the ledger streams them."""

@@ -114,6 +114,17 @@ def agent_watch_gsi2sk_bound(now: str) -> str:
     return f"{validate_ts('now', now)}#~"
 
 
+# The sweep's tenant list: one marker item per tenant whose agents have connection state, in the tenant's
+# own agent partition (the only one ingest may write), listed through a sparse GSI2 partition of its own.
+WATCHED_TENANT_SK = "AGENT_WATCH#TENANT"
+WATCHED_TENANTS_GSI2PK = "AGENT_WATCH#TENANTS"
+
+
+def watched_tenant_gsi2sk(tenant: str) -> str:
+    """The tenant id itself: the sweep's tenant list reads back the tenants in id order."""
+    return validate_id("tenant_id", tenant)
+
+
 def health_pk(tenant: str) -> str:
     """`TENANT#t#AGENT_CREDS`: the tenant's agent-health alerts (agent silent, missing, stopped while isolated).
 

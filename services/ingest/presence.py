@@ -115,13 +115,14 @@ def refresh_connection(ddb: Any, table: str, tenant: str, asset_id: str, secret_
 
 
 def set_outdated(ddb: Any, table: str, tenant: str, connection: Connection, outdated_since: str) -> bool:
-    """Mark a live stream's agent outdated since `outdated_since` ("": no longer); False when the stream changed."""
+    """Mark an agent outdated since `outdated_since` ("": no longer), connected or not; False when another stream
+    opened since `connection` was read (that open judged the version itself)."""
     update = "SET outdated = :old" + (", outdated_since = :os" if outdated_since else " REMOVE outdated_since")
-    values: dict[str, Any] = {":old": bool(outdated_since), ":id": connection.stream_id, ":on": ONLINE}
+    values: dict[str, Any] = {":old": bool(outdated_since), ":id": connection.stream_id}
     if outdated_since:
         values[":os"] = outdated_since
     return _conditional(ddb, TableName=table, Key=_key(tenant, connection.asset_id), UpdateExpression=update,
-                        ConditionExpression="conn_stream = :id AND conn_state = :on",
+                        ConditionExpression="conn_stream = :id",
                         ExpressionAttributeValues=aws.to_item(values))
 
 
@@ -139,6 +140,22 @@ def close_connection(ddb: Any, table: str, tenant: str, asset_id: str, secret_sh
             ":wsk": keys.agent_watch_gsi2sk(due, asset_id), ":h": secret_sha256, ":id": stream_id, ":on": ONLINE,
         }),
     )
+
+
+def mark_tenant_watched(ddb: Any, table: str, tenant: str) -> None:
+    """Put the tenant on the sweep's tenant list (a marker item; putting it again changes nothing)."""
+    ddb.put_item(TableName=table, Item=aws.to_item({
+        "PK": keys.agent_pk(tenant), "SK": keys.WATCHED_TENANT_SK, "tenant_id": tenant,
+        "GSI2PK": keys.WATCHED_TENANTS_GSI2PK, "GSI2SK": keys.watched_tenant_gsi2sk(tenant),
+    }))
+
+
+def watched_tenants(ddb: Any, table: str) -> list[str]:
+    """Every tenant on the sweep's tenant list (sparse GSI2, tenant id order, every page)."""
+    items = aws.query_items(ddb, TableName=table, IndexName=GSI2, ProjectionExpression="GSI2SK",
+                            KeyConditionExpression="GSI2PK = :pk",
+                            ExpressionAttributeValues=aws.to_item({":pk": keys.WATCHED_TENANTS_GSI2PK}))
+    return [str(aws.from_item(raw)["GSI2SK"]) for raw in items]
 
 
 def due_connections(ddb: Any, table: str, tenant: str, now: str, limit: int = 100) -> list[Connection]:

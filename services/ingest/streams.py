@@ -52,6 +52,9 @@ _DONE = object()
 _UNKNOWN_SECRET = auth.sha256_hex("no agent has this credential")
 _DEFINITIVE = (FailedPrecondition, NotFound, AlreadyExists, InvalidArgument)
 MAX_REMEMBERED = 200_000
+# Durable-seq writes in flight at once: a draining process writes down every stream's seq before its
+# grace period ends, thousands of them, which one at a time took minutes.
+SEQ_WRITES_AT_ONCE = 16
 
 
 @dataclass
@@ -618,22 +621,29 @@ class Hub:
             if state.acked > state.stored
             and (force or state.due or now - state.stored_at >= self.settings.seq_persist_seconds)
         ]
-        written = 0
-        for (tenant, asset_id), state in due:
-            seq = state.acked
-            live = self.streams.get((tenant, asset_id))
-            try:
-                # A live stream's lease rides on its durable-seq write: no write of its own.
-                refreshed = live is not None and await self.tracker.refresh(live.presence, seq)
-                if not refreshed:
-                    await aws.call(store.save_durable_seq, self._ddb, self._table, tenant, asset_id,
-                                   state.secret_sha256, seq)
-            except Exception as exc:
-                log.warning("durable seq of %s/%s not saved: %s", tenant, asset_id, exc)
-                continue
-            state.stored, state.stored_at, state.due = seq, now, False
-            written += 1
-        return written
+        slots = asyncio.Semaphore(SEQ_WRITES_AT_ONCE)
+
+        async def write_down(key: Key, state: DurableSeq) -> bool:
+            async with slots:
+                return await self._persist_seq(key, state, now)
+
+        return sum(await asyncio.gather(*(write_down(key, state) for key, state in due)))
+
+    async def _persist_seq(self, key: Key, state: DurableSeq, now: float) -> bool:
+        tenant, asset_id = key
+        seq = state.acked
+        live = self.streams.get(key)
+        try:
+            # A live stream's lease rides on its durable-seq write: no write of its own.
+            refreshed = live is not None and await self.tracker.refresh(live.presence, seq)
+            if not refreshed:
+                await aws.call(store.save_durable_seq, self._ddb, self._table, tenant, asset_id,
+                               state.secret_sha256, seq)
+        except Exception as exc:
+            log.warning("durable seq of %s/%s not saved: %s", tenant, asset_id, exc)
+            return False
+        state.stored, state.stored_at, state.due = seq, now, False
+        return True
 
     async def persist_seqs_forever(self) -> None:
         while True:

@@ -5,9 +5,12 @@ raised), one when it closes (with its goodbye's reason), and, while it stays ope
 inside the durable-seq write-down the hub already does; nothing per heartbeat. The sweep reads the
 tenant's due checks from a sparse index once a `LZ_HEALTH_SWEEP_SECONDS` and raises agent-silent,
 agent-stopped-while-isolated (with a custody event recorded by assets) and agent-missing. Every
-replica sweeps the tenants it has seen; conditional writes let one of them win each check.
-agent-outdated is raised (or resolved) when a stream opens, and by the sweep for the agents online
-when the tenant's minimum version changes.
+replica sweeps every tenant whose agents have connection state: a tenant is put on a list (a sparse
+index) before its first connection is written, and each replica reads that list when it starts and
+every `TENANT_LIST_SECONDS`, so a restarted replica finishes the checks of agents that died while it
+was down without waiting for one of their tenant's agents to come back. Conditional writes let one
+replica win each check. agent-outdated is raised (or resolved) when a stream opens, and by the sweep
+for every agent with a known version (connected or not) when the tenant's minimum version changes.
 """
 
 from __future__ import annotations
@@ -34,6 +37,8 @@ from services.kit.errors import DomainError, NotFound
 log = logging.getLogger(__name__)
 
 LEASE_MARGIN_SECONDS = 30.0
+# How often a replica reads the list of tenants to sweep (tenants first seen by another replica).
+TENANT_LIST_SECONDS = 60.0
 # Open and close writes in flight at once per process (the rest wait their turn in memory).
 BACKGROUND_WRITES = 8
 _SUMMARIES = {
@@ -82,6 +87,9 @@ class Tracker:
         self._assets = assets
         self._policies = policies
         self.tenants: set[str] = set()
+        # Tenants this process put on the sweep's tenant list, and when it last read that list.
+        self._marked: set[str] = set()
+        self._tenants_listed_at: float | None = None
         self.draining = False
         self._tasks: set[asyncio.Task[None]] = set()
         # Open and close writes queue here rather than all at once: in a reconnect storm thousands of
@@ -130,6 +138,11 @@ class Tracker:
         outdated = (policy.rules[rules.Rule.AGENT_OUTDATED].enabled
                     and health.is_outdated(state.version, settings.minimum_version))
         change = health.outdated_change(state.open_alerts, outdated, now)
+        if tenant not in self._marked:
+            # On the list before its first connection is written: a restarted replica sweeps the tenant.
+            await aws.call(presence.mark_tenant_watched, self._ddb, self._table, tenant)
+            self._marked.add(tenant)
+            self.writes += 1
         if change.resolve:
             # Resolved before the item forgets them: a crash in between resolves them again at the next open.
             await aws.call(presence.resolve_health_alerts, self._ddb, self._table, tenant, change.resolve, now)
@@ -156,8 +169,10 @@ class Tracker:
         self.writes += 1
 
     async def _recheck_outdated(self, tenant: str, now: str) -> None:
-        """When the tenant's outdated rule changed (and once per tenant after a start), the agents connected now
-        are checked against it: an open stream's version is known only at its hello, and streams live long."""
+        """When the tenant's outdated rule changed (and once per tenant after a start), every agent that reported
+        a version is judged against it, connected or not: an open stream's version is known only at its hello
+        and streams live long, and an offline agent comes back with the version it last reported (the operator
+        raising the minimum wants the whole list of hosts to upgrade, not only those online at that moment)."""
         settings, policy = self._health(tenant)
         rule = (policy.rules[rules.Rule.AGENT_OUTDATED].enabled, settings.minimum_version)
         if self._outdated_checked.get(tenant) == rule:
@@ -166,14 +181,16 @@ class Tracker:
         while True:
             found, after = await aws.call(presence.list_connections, self._ddb, self._table, tenant, after)
             for connection in found:
-                if health.state_at(connection, now)[0] is health.State.ONLINE:
-                    await self._apply_outdated(tenant, connection, rule[0] and health.is_outdated(
-                        connection.agent_version, rule[1]), now)
+                if connection.stream_id:
+                    outdated = rule[0] and health.is_outdated(connection.agent_version, rule[1])
+                    await self._apply_outdated(tenant, connection, outdated, now)
             if not after:
                 break
         self._outdated_checked[tenant] = rule
 
     async def _apply_outdated(self, tenant: str, connection: health.Connection, outdated: bool, now: str) -> None:
+        """Raise or resolve the agent's agent-outdated alert (not when a newer stream opened since it was read:
+        that open judged its own version)."""
         held = connection.outdated_since
         if outdated:
             # Named on the item first and put again at every check (the first write stands), so a crash in
@@ -240,10 +257,22 @@ class Tracker:
 
     # ------------------------------------------------------------------------------------ sweep
 
+    async def list_tenants(self) -> None:
+        """Add the tenants on the sweep's tenant list, when this replica has not read it for a while."""
+        at = time.monotonic()
+        if self._tenants_listed_at is not None and at - self._tenants_listed_at < TENANT_LIST_SECONDS:
+            return
+        self.tenants.update(await aws.call(presence.watched_tenants, self._ddb, self._table))
+        self._tenants_listed_at = at
+
     async def sweep(self) -> int:
-        """One pass over the due checks of every tenant seen; how many checks were applied."""
+        """One pass over the due checks of every tenant with connection state; how many checks were applied."""
         applied = 0
         now = domain.format_ts(domain.now())
+        try:
+            await self.list_tenants()
+        except Exception as exc:
+            log.warning("tenants to sweep not listed (the next sweep tries again): %s", exc)
         for tenant in sorted(self.tenants):
             await self._recheck_outdated(tenant, now)
             due = await aws.call(presence.due_connections, self._ddb, self._table, tenant, now)

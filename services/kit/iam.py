@@ -44,6 +44,7 @@ LEDGER_PARTITIONS = "TENANT#*#LEDGER"
 SEAL_PARTITIONS = "TENANT#*#SEAL"
 TELEMETRY_PARTITIONS = "TENANT#*#TELEMETRY#SHARD#*"
 AGENT_WATCH_KEYS = "TENANT#*#AGENT_WATCH"
+WATCHED_TENANTS_KEY = "AGENT_WATCH#TENANTS"
 
 # Writes IAM must refuse on a partition a role does not own (PartiQL and batches included, because
 # each of them can change or remove items just as UpdateItem and DeleteItem can).
@@ -251,12 +252,15 @@ GRANTS: dict[str, tuple[Grant, ...]] = {
         # Agent credentials only (`TENANT#t#AGENT_CREDS`/`AGENT#a`, read in batches when hellos arrive
         # together): code execution in the internet-facing ingest can neither mint operator tokens
         # nor touch assets, commands, custody events or telemetry.
+        # Query: the health sweep's re-judgement of a tenant's agent versions (`AGENT#` sort keys).
         Grant("AgentCredentials", "Allow",
               ("dynamodb:GetItem", "dynamodb:BatchGetItem", "dynamodb:PutItem", "dynamodb:UpdateItem",
-               "dynamodb:ConditionCheckItem"),
+               "dynamodb:ConditionCheckItem", "dynamodb:Query"),
               (TABLE,), leading_keys=(AGENT_PARTITIONS,)),
-        # The health sweep's due list: sparse GSI2 over ingest's own agent items (`TENANT#t#AGENT_WATCH`).
-        Grant("AgentHealthDue", "Allow", ("dynamodb:Query",), (GSI2_INDEX,), leading_keys=(AGENT_WATCH_KEYS,)),
+        # The health sweep's due list and its list of tenants: sparse GSI2 over ingest's own agent items
+        # (`TENANT#t#AGENT_WATCH`, `AGENT_WATCH#TENANTS`).
+        Grant("AgentHealthDue", "Allow", ("dynamodb:Query",), (GSI2_INDEX,),
+              leading_keys=(AGENT_WATCH_KEYS, WATCHED_TENANTS_KEY)),
         Grant("QueueHeartbeats", "Allow", ("sqs:SendMessage", "sqs:GetQueueAttributes"), (QUEUE,)),
         _deny_ledger_rewrite(),
         _deny_writes_outside(AGENT_PARTITIONS),

@@ -18,7 +18,8 @@ Two differences from real DynamoDB matter to a ledger and are corrected here, in
   inventory of 5,000 newly seen assets). moto's own code then checks, sorts, pages and filters them
   as before. The candidates keep the items past the sort-key condition's end, which moto's loop
   still looks at (the first one gets a last key when the page is full), and a partition's sorted
-  keys are kept until the next write to it (`_sorted_keys_kept`): a walk sorted them for every page.
+  keys are kept until a write adds or removes one of them (`_sorted_keys_kept`): a walk sorted them
+  for every page, and rewriting an existing item (a heartbeat's last-seen) leaves the order as it is.
 - A projected forward Query of the table (the ledger's whole-log walks) is answered by `_page`:
   moto's loop sized every item twice and deep-copied the page before projecting it. `_page` keeps
   moto's items, counts and last key (tests/kit/test_embedded_pages.py compares every page with
@@ -192,21 +193,19 @@ _COMPARISONS = {"=": "EQ", "<": "LT", "<=": "LE", ">": "GT", ">=": "GE"}
 
 
 def _sorted_keys(table: Any, hash_key: Any) -> tuple[list[Any], list[str]] | None:
-    """The partition's items in sort-key order and their sort keys' values, or None unless every sort
-    key is a string.
+    """The partition's sort keys in order and their values, or None unless every sort key is a string.
 
-    Kept per partition until the next write to it (`_sorted_keys_kept`): a walk of a large partition
-    page by page sorted all its keys for every page. UpdateItem changes an item in place, so the
-    items kept stay the partition's.
+    Kept per partition until a write adds or removes a key of it (`_sorted_keys_kept`): a walk of a
+    large partition page by page sorted all its keys for every page. Only keys are kept, and the items
+    read from the partition when a page is built, because PutItem replaces an existing key's item.
     """
     kept = _sorted_keys_kept(table)
     if hash_key not in kept:
-        partition = table.items[hash_key]
-        ordered = list(partition)
+        ordered = list(table.items[hash_key])
         if any(key.type != "S" for key in ordered):
             return None
         ordered.sort(key=lambda key: key.value)
-        kept[hash_key] = ([partition[key] for key in ordered], [key.value for key in ordered])
+        kept[hash_key] = (ordered, [key.value for key in ordered])
     return kept[hash_key]
 
 
@@ -265,13 +264,32 @@ def _narrowed_range(table: Any, hash_key: Any, arguments: dict[str, Any]) -> tup
         chosen = ordered[lo:lo + page] if 0 < page < matching else ordered[lo:]
     else:
         chosen = ordered[hi - page:hi] if 0 < page < matching else ordered[:hi]
-    return chosen, min(matching, len(chosen))
+    partition = table.items[hash_key]
+    return [partition[key] for key in chosen], min(matching, len(chosen))
 
 
 def _sorted_keys_kept(table: Any) -> dict[Any, tuple[list[Any], list[str]]]:
-    """The sorted keys `_sorted_keys` keeps for a table's partitions, until a write to the partition."""
+    """The sorted keys `_sorted_keys` keeps for a table's partitions, until a key is added or removed."""
     kept: dict[Any, tuple[list[Any], list[str]]] = table.__dict__.setdefault("_lz_sorted_keys", {})
     return kept
+
+
+def _partition_size(table: Any, hash_key: Any) -> int:
+    partition = table.items.get(hash_key)
+    return len(partition) if isinstance(partition, dict) else int(partition is not None)
+
+
+def _keys_changed_by(table: Any, hash_key: Any, write: Callable[[], Any]) -> Any:
+    """Run a write of one item of the partition, forgetting its sorted keys when the write added or removed one.
+
+    One put, update or delete changes the partition's size exactly when it adds or removes its key.
+    """
+    before = _partition_size(table, hash_key)
+    try:
+        return write()
+    finally:
+        if _partition_size(table, hash_key) != before:
+            _sorted_keys_kept(table).pop(hash_key, None)
 
 
 def _index_candidates(table: Any, arguments: dict[str, Any]) -> list[Any] | None:
@@ -341,29 +359,30 @@ def _patch_index_upkeep() -> None:
 
     moto_put, moto_delete, moto_update = Table.put_item, Table.delete_item, DynamoDBBackend.update_item
 
-    def put_item(self: Any, *args: Any, **kwargs: Any) -> Any:
-        item = moto_put(self, *args, **kwargs)
+    def put_item(self: Any, item_attrs: dict[str, Any], *args: Any, **kwargs: Any) -> Any:
+        raw_hash = item_attrs.get(self.hash_key_attr) if isinstance(item_attrs, dict) else None
+        if raw_hash is None:  # moto refuses the item itself
+            return moto_put(self, item_attrs, *args, **kwargs)
+        item = _keys_changed_by(self, DynamoType(raw_hash), lambda: moto_put(self, item_attrs, *args, **kwargs))
         _IndexHashes.touched(self, item.hash_key, item.range_key)
-        _sorted_keys_kept(self).pop(item.hash_key, None)
         return item
 
     def delete_item(self: Any, hash_key: Any, range_key: Any) -> Any:
         try:
-            return moto_delete(self, hash_key, range_key)
+            return _keys_changed_by(self, hash_key, lambda: moto_delete(self, hash_key, range_key))
         finally:
             _IndexHashes.touched(self, hash_key, range_key)
-            _sorted_keys_kept(self).pop(hash_key, None)
 
     def update_item(self: Any, table_name: str, key: dict[str, Any], *args: Any, **kwargs: Any) -> Any:
-        try:
+        table = self.get_table(table_name)
+        if table.hash_key_attr not in key:
             return moto_update(self, table_name, key, *args, **kwargs)
+        hash_key = DynamoType(key[table.hash_key_attr])
+        try:
+            return _keys_changed_by(table, hash_key, lambda: moto_update(self, table_name, key, *args, **kwargs))
         finally:
-            table = self.get_table(table_name)
-            if table.hash_key_attr in key:
-                range_value = key.get(table.range_key_attr) if table.range_key_attr else None
-                _IndexHashes.touched(table, DynamoType(key[table.hash_key_attr]),
-                                     DynamoType(range_value) if range_value is not None else None)
-                _sorted_keys_kept(table).pop(DynamoType(key[table.hash_key_attr]), None)
+            range_value = key.get(table.range_key_attr) if table.range_key_attr else None
+            _IndexHashes.touched(table, hash_key, DynamoType(range_value) if range_value is not None else None)
 
     Table.put_item = put_item  # type: ignore[method-assign]
     Table.delete_item = delete_item  # type: ignore[method-assign]

@@ -31,6 +31,7 @@ POLICY: dict[str, frozenset[auth.Role]] = {
     f"{_PREFIX}ExportProof": _READ,
     f"{_PREFIX}ExportBundle": _READ,
     f"{_PREFIX}VerifyLedger": _READ,
+    f"{_PREFIX}WatchFullVerification": _READ,
 }
 
 

@@ -17,9 +17,9 @@ from services.kit import aws
 from services.kit.auth import Role, current_principal, current_tenant
 from services.kit.errors import InvalidArgument, NotFound, ResourceExhausted
 from services.kit.ids import validate_id
-from services.ledger import export, proofs, store, verification
+from services.ledger import export, proofs, store, verification, watch
 from services.ledger.committer import GroupCommitter
-from services.ledger.messages import checkpoint_message
+from services.ledger.messages import checkpoint_message, verify_message, watch_message
 from services.tlog.errors import TlogError
 from services.tlog.events import parse_event
 
@@ -198,16 +198,18 @@ class LedgerServicer(ledger_pb2_grpc.LedgerServiceServicer):
         else:
             with self._expensive.slot(tenant, "ExportBundle and full VerifyLedger"):
                 outcome = await aws.call(verification.verify, self._seals, tenant, since, pinned)
-        return ledger_pb2.VerifyLedgerResponse(
-            mode=ledger_pb2.VERIFY_MODE_SINCE_CHECKPOINT if since else ledger_pb2.VERIFY_MODE_FULL,
-            newest_checkpoint=outcome.newest_checkpoint,
-            ok=outcome.ok,
-            first_bad_seq=outcome.first_bad_seq,
-            reason=outcome.reason,
-            events_checked=outcome.events_checked,
-            checkpoints_checked=outcome.checkpoints_checked,
-            tree_size=outcome.tree_size,
-        )
+        return verify_message(outcome, since)
+
+    async def WatchFullVerification(
+        self, request: ledger_pb2.WatchFullVerificationRequest, context: Context
+    ) -> AsyncIterator[ledger_pb2.WatchFullVerificationResponse]:
+        tenant = current_tenant()
+        walk = watch.watch_full_walk(self._seals, tenant, list(request.pinned_checkpoints))
+        # Closed inside the slot: a caller that goes away frees it only once the walk stopped.
+        with self._expensive.slot(tenant, "ExportBundle and full VerifyLedger"):
+            async with contextlib.aclosing(walk) as updates:
+                async for update in updates:
+                    yield watch_message(update)
 
 
 def _depth(struct: struct_pb2.Struct) -> int:

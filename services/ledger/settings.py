@@ -30,7 +30,8 @@ class LedgerSettings:
     seals: SealAccess = s.nested(SealAccess)  # noqa: RUF009 - read by settings.load
     expensive_per_tenant: int = s.env(
         "LZ_LEDGER_EXPENSIVE_PER_TENANT", s.positive_int, default=2,
-        doc="Concurrent VerifyLedger FULL and ExportBundle calls per tenant; more get RESOURCE_EXHAUSTED.",
+        doc="Concurrent VerifyLedger FULL (and WatchFullVerification) and ExportBundle calls per tenant; "
+        "more get RESOURCE_EXHAUSTED.",
     )
 
 

@@ -12,7 +12,7 @@ are binding too. Any disagreement between the data and a seal is a failure namin
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 
 from services.kit import aws
@@ -116,6 +116,8 @@ def _attribute_lie(event: store.StoredEvent, derived: str = "") -> str:
 
 
 TILES_AHEAD = 8
+# A full walk tells its `progress` callback how many events it checked once per this many events.
+PROGRESS_EVENTS = 256
 
 
 def _level0_tile(reads: seals.TileReads, tile: TileId) -> tuple[bytes, str]:
@@ -147,8 +149,13 @@ def sealed_leaves(r: SealReader, tenant: str, sealed: int, problems: list[Verify
         yield None
 
 
-def verify_full(r: SealReader, tenant: str, pinned: Sequence[bytes] = ()) -> VerifyOutcome:
-    """Walk every event from genesis, rebuild the tree and check every checkpoint, found or pinned."""
+def verify_full(r: SealReader, tenant: str, pinned: Sequence[bytes] = (),
+                progress: Callable[[int], None] | None = None) -> VerifyOutcome:
+    """Walk every event from genesis, rebuild the tree and check every checkpoint, found or pinned.
+
+    `progress`, if given, is called with the count of events checked every PROGRESS_EVENTS events (on
+    the walking thread); an exception it raises stops the walk.
+    """
     pins = pinned_checkpoints(r, tenant, pinned)
     view = read_seals(r, tenant)
     problems = [_failure(f, len(view.records)) for f in (*view.findings, *_pin_findings(view, pins))]
@@ -174,6 +181,8 @@ def verify_full(r: SealReader, tenant: str, pinned: Sequence[bytes] = ()) -> Ver
             problems.append(VerifyOutcome(False, event.seq, lie, 0, 0, 0))
         if not chained:
             break
+        if progress is not None and walk.checked % PROGRESS_EVENTS == 0:
+            progress(walk.checked)
     outcome = walk.finish()
     first = earliest([outcome, *problems])
     result = first or outcome

@@ -68,6 +68,10 @@ class FakeLedger(ledger_pb2_grpc.LedgerServiceServicer):
             return ledger_pb2.VerifyLedgerResponse(ok=True, events_checked=3, checkpoints_checked=1, tree_size=3)
         return ledger_pb2.VerifyLedgerResponse(ok=False, first_bad_seq=2, reason="hash of event 2 does not match")
 
+    def WatchFullVerification(self, request: Any, context: Any) -> Iterator[Any]:
+        yield ledger_pb2.WatchFullVerificationResponse(progress=ledger_pb2.VerificationProgress(chain_length=3))
+        yield ledger_pb2.WatchFullVerificationResponse(result=self.VerifyLedger(request, context))
+
     def ExportProof(self, request: Any, context: Any) -> Any:
         if request.seq > 3:
             context.abort(grpc.StatusCode.NOT_FOUND, f"event {request.seq} does not exist")

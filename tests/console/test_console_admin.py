@@ -52,13 +52,22 @@ def test_verify_now_reports_the_ledger_verified(page: Page, console: str, audite
     expect(page.locator("#verification")).to_contain_text("newest checkpoint")
 
 
-def test_the_full_walk_reports_the_ledger_verified(page: Page, console: str, audited: ConsoleTenant) -> None:
-    """The Ledger page's full walk runs in the background and its answer, verified from genesis, replaces the
-    running note without a reload."""
+def test_the_full_walk_shows_its_progress_then_the_ledger_verified(page: Page, console: str, stack: Stack,
+                                                                    audited: ConsoleTenant) -> None:
+    """The Ledger page's full walk shows the events checked of the chain's length, then its answer, verified from
+    genesis, replaces the progress without a reload."""
+    import grpc
+
+    sealer = sealer_pb2_grpc.SealerServiceStub(grpc.insecure_channel(stack.addresses["sealer"]))
+    length = sealer.GetSealStatus(sealer_pb2.GetSealStatusRequest(), metadata=audited.admin(), timeout=10).ledger_size
     sign_in(page, console, audited.tokens[assets_pb2.ROLE_VIEWER])
     page.goto(f"{console}/ledger")
     page.click("#verify-full")
+    expect(page.locator("#walk-progress")).to_have_text(f"0 of {length} events checked")
+    expect(page.locator("#walk-bar")).to_be_visible()
     expect(page.locator("#walk-result")).to_contain_text("Verified — full walk from genesis", timeout=60_000)
+    expect(page.locator("#walk-result")).to_contain_text(f"{length} events")
+    expect(page.locator("#walk-progress")).to_have_count(0)
 
 
 def test_the_export_bundle_verifies_with_lz_verify(page: Page, console: str, audited: ConsoleTenant,

@@ -1,4 +1,5 @@
-"""The console's pure shaping: the Overview's tally, relative times, chart bars and the custody timeline."""
+"""The console's pure shaping: the Overview's tally, relative times, chart bars, the custody timeline and a full
+walk's progress."""
 
 from __future__ import annotations
 
@@ -6,10 +7,11 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from google.protobuf.struct_pb2 import Struct
-from lifecyclezero.v1 import assets_pb2, common_pb2
+from lifecyclezero.v1 import assets_pb2, common_pb2, ledger_pb2
 
 from services.console import presenters
-from services.console.overview import AssetRow, search, tally
+from services.console.overview import AssetRow, Counting, search, tally
+from services.console.walks import Walk
 
 NOW = datetime(2026, 12, 6, 12, 0, tzinfo=UTC)
 
@@ -44,6 +46,16 @@ class TestTally:
                   common_pb2.Asset(engine_kinds=["llama.cpp"]), common_pb2.Asset()]
         overview = tally(assets, [], assets_pb2.GetFleetSummaryResponse(), NOW)
         assert overview.by_engine == (("ollama", 2), ("llama.cpp", 1), ("vllm", 1))
+
+    def test_counting_page_by_page_gives_the_overview_of_all_at_once(self) -> None:
+        """Assets counted as their pages arrive give the same Overview as the whole list counted at once."""
+        assets = [common_pb2.Asset(asset_id=f"a{i}", status=1 + i % 3, engine_kinds=["ollama", "vllm"][: i % 3])
+                  for i in range(7)] + [_asset(1, "exposed-listener")]
+        counting = Counting()
+        for start in range(0, len(assets), 3):
+            counting.add(assets[start:start + 3])
+        fleet = assets_pb2.GetFleetSummaryResponse(online=2)
+        assert counting.overview([], fleet, NOW) == tally(assets, [], fleet, NOW)
 
     def test_buckets_the_last_days_alerts_by_hour_and_severity(self) -> None:
         """Alerts of the last 24 h land in their hour, newest last; older ones are left out."""
@@ -132,3 +144,23 @@ def test_the_asset_page_polls_while_an_order_is_pending_or_just_settled(status: 
     asset = common_pb2.Asset(status=status)
     asset.update_time.FromDatetime(NOW - timedelta(seconds=changed_ago))
     assert presenters.still_settling(asset, NOW) is polls
+
+
+class TestWalkProgress:
+    @pytest.mark.parametrize(("checked", "length", "elapsed", "percent", "rate", "left"), [
+        (0, 1000, 0.0, 0, 0, None),
+        (250, 1000, 0.5, 25, 500, 1),
+        (1000, 1000, 2.0, 100, 500, 0),
+        (1200, 1000, 2.0, 100, 600, 0),  # events appended since the walk began are walked too
+        (0, 0, 0.1, 100, 0, None),
+    ])
+    def test_percent_rate_and_time_left_follow_from_the_progress(self, checked: int, length: int, elapsed: float,
+                                                                 percent: int, rate: int, left: int | None) -> None:
+        """The share checked, events per second and seconds left are those of the ledger's last progress message."""
+        walk = Walk(0.0, progress=ledger_pb2.VerificationProgress(events_checked=checked, chain_length=length,
+                                                                  elapsed_seconds=elapsed))
+        assert (walk.percent, walk.events_per_second, walk.seconds_left) == (percent, rate, left)
+
+    def test_a_walk_without_progress_yet_shows_nothing_done(self) -> None:
+        """Before the ledger's first message the walk is at 0 % with no rate and no estimate."""
+        assert (Walk(0.0).percent, Walk(0.0).events_per_second, Walk(0.0).seconds_left) == (0, 0, None)

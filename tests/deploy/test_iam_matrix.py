@@ -40,7 +40,8 @@ EXPECTED: dict[str, dict[str, set[str]]] = {
                "auth": {PUT, UPDATE, DELETE, GET, BATCH_GET, QUERY},
                "ledger": {PUT, GET, BATCH_GET, QUERY}, "agents": {GET, BATCH_GET, QUERY},
                "seal": {GET, BATCH_GET, QUERY}, "telemetry": {GET, BATCH_GET, QUERY}},
-    "ingest": {"auth": {GET}, "agents": {PUT, UPDATE, GET, BATCH_GET}},
+    # Query (#27): the health sweep re-judges a tenant's agent versions when its minimum changes.
+    "ingest": {"auth": {GET}, "agents": {PUT, UPDATE, GET, BATCH_GET, QUERY}},
     "ledger": {"auth": {GET}, "ledger": {PUT, GET, QUERY}, "seal": {GET, QUERY}},
     "sealer": {"auth": {GET}, "ledger": {GET, QUERY}, "seal": {PUT, GET, QUERY}},
     "risk-worker": {"telemetry": {PUT, BATCH, GET, QUERY}},

@@ -113,6 +113,7 @@ def _calls(b: Victim) -> list[tuple[str, str, Message, str]]:
         ("ledger", "ExportProof", ledger_pb2.ExportProofRequest(seq=b.size), "viewer"),
         ("ledger", "ExportBundle", ledger_pb2.ExportBundleRequest(), "viewer"),
         ("ledger", "VerifyLedger", ledger_pb2.VerifyLedgerRequest(mode=ledger_pb2.VERIFY_MODE_FULL), "viewer"),
+        ("ledger", "WatchFullVerification", ledger_pb2.WatchFullVerificationRequest(), "viewer"),
         ("sealer", "SealNow", sealer_pb2.SealNowRequest(), "operator"),
         ("sealer", "GetSealStatus", sealer_pb2.GetSealStatusRequest(), "viewer"),
         ("sealer", "GetCheckpoint", sealer_pb2.GetCheckpointRequest(tree_size=b.size), "viewer"),
@@ -150,7 +151,7 @@ def attacker(stack: Stack) -> Tenant:
     return tenant
 
 
-@pytest.mark.parametrize("index", range(42))
+@pytest.mark.parametrize("index", range(43))
 def test_a_call_with_another_tenants_identifiers_reveals_and_changes_nothing_of_it(stack, victim, attacker, index):
     """Tenant A's call on tenant B's identifiers returns nothing of B and leaves B's items and objects as they were."""
     calls = _calls(victim)
@@ -161,7 +162,7 @@ def test_a_call_with_another_tenants_identifiers_reveals_and_changes_nothing_of_
     channel = grpc.insecure_channel(stack.addresses["ingest-internal" if path in INGEST_INTERNAL else service])
     replies: list[bytes] = []
     try:
-        if method == "ExportBundle":
+        if method in ("ExportBundle", "WatchFullVerification"):
             replies = list(channel.unary_stream(path, request_serializer=bytes, response_deserializer=bytes)(
                 request.SerializeToString(), metadata=_metadata(stack, attacker, caller, path), timeout=30))
         else:
@@ -184,7 +185,7 @@ def test_the_count_of_cross_tenant_calls_covers_every_rpc(victim):
     from tests.faults.test_hostile_input import METHODS
 
     named = {m for _, m, _, _ in _calls(victim)}
-    assert len(_calls(victim)) == 42
+    assert len(_calls(victim)) == 43
     assert {m.name for _, m in METHODS} - named == {"CreateTenant"}  # bootstrap only: it has no tenant
 
 

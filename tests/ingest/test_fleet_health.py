@@ -7,6 +7,7 @@ are stopped with real signals.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -179,24 +180,40 @@ def simulate_one(stack: Stack, tenant: IngestTenant, workdir: Path) -> tuple[sub
     return proc, asset_id
 
 
-def test_the_killed_agent_of_an_isolated_host_raises_a_critical_alert_and_a_custody_event(
-        health_stack: Stack, tenant: IngestTenant, tmp_path: Path) -> None:
-    """An isolated host whose agent is killed gets agent-stopped-while-isolated (CRITICAL) and `asset.agent.lost`."""
-    proc, asset_id = simulate_one(health_stack, tenant, tmp_path)
+def isolate(stack: Stack, tenant: IngestTenant, asset_id: str) -> None:
+    """Isolate the asset and wait until its agent has enforced it."""
+    _assets(stack).IsolateAsset(assets_pb2.IsolateAssetRequest(asset_id=asset_id, justification="test: exposed engine",
+                                                               request_id="iso-1"), metadata=tenant.admin(), timeout=30)
+    until(lambda: get_asset(stack, tenant, asset_id).status == common_pb2.ASSET_STATUS_ISOLATED, 60,
+          "the host isolated")
+
+
+@contextlib.contextmanager
+def isolated_host(stack: Stack, tenant: IngestTenant, workdir: Path) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
+    """A simulated host, isolated by its agent; its process (killed at the end if still alive) and asset id."""
+    proc, asset_id = simulate_one(stack, tenant, workdir)
     try:
-        _assets(health_stack).IsolateAsset(
-            assets_pb2.IsolateAssetRequest(asset_id=asset_id, justification="test: exposed engine",
-                                           request_id="iso-1"), metadata=tenant.admin(), timeout=30)
-        until(lambda: get_asset(health_stack, tenant, asset_id).status == common_pb2.ASSET_STATUS_ISOLATED, 60,
-              "the host isolated")
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(10)
-        alert = until(lambda: agent_alerts(health_stack, tenant, asset_id).get("agent-stopped-while-isolated"), 60,
-                      "agent-stopped-while-isolated raised")
+        isolate(stack, tenant, asset_id)
+        yield proc, asset_id
     finally:
         if proc.poll() is None:
             proc.kill()
         proc.wait(10)
+
+
+def stopped_while_isolated(stack: Stack, tenant: IngestTenant, asset_id: str, within: float) -> common_pb2.Alert:
+    """The asset's agent-stopped-while-isolated alert, once raised within `within` seconds."""
+    return until(lambda: agent_alerts(stack, tenant, asset_id).get("agent-stopped-while-isolated"), within,
+                 "agent-stopped-while-isolated raised")
+
+
+def test_the_killed_agent_of_an_isolated_host_raises_a_critical_alert_and_a_custody_event(
+        health_stack: Stack, tenant: IngestTenant, tmp_path: Path) -> None:
+    """An isolated host whose agent is killed gets agent-stopped-while-isolated (CRITICAL) and `asset.agent.lost`."""
+    with isolated_host(health_stack, tenant, tmp_path) as (proc, asset_id):
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+        alert = stopped_while_isolated(health_stack, tenant, asset_id, 60)
     assert alert.severity == common_pb2.SEVERITY_CRITICAL
     until(lambda: custody_actions(health_stack, tenant, asset_id)[-1:] == ["asset.agent.lost"], 60,
           "asset.agent.lost chained")
@@ -335,6 +352,21 @@ async def test_a_lowered_minimum_resolves_the_agent_outdated_alert_of_a_connecte
     assert resolved
 
 
+async def test_a_raised_minimum_raises_agent_outdated_for_an_offline_agent(
+        health_stack: Stack, tenant: IngestTenant) -> None:
+    """An agent offline when its tenant raises the minimum version gets agent-outdated from the health sweep,
+    judged on the version it last reported."""
+    enrolled = enroll(health_stack.addresses["ingest"], tenant)
+    await (await _connect_as(health_stack, tenant, enrolled, "1.0.0")).close()
+    await wait_for(lambda: get_asset(health_stack, tenant, enrolled.asset_id).connection_state
+                   == common_pb2.CONNECTION_STATE_OFFLINE, 30, "the agent offline")
+    _tenant_policy(health_stack, tenant, "agent_health:\n  minimum_version: '99.0'\n")
+    alert = await wait_for(lambda: agent_alerts(health_stack, tenant, enrolled.asset_id).get("agent-outdated"),
+                           60, "agent-outdated raised by the sweep")
+    assert (alert.severity, alert.evidence["agent_version"]) == (common_pb2.SEVERITY_WARNING, "1.0.0")
+    assert get_asset(health_stack, tenant, enrolled.asset_id).agent_outdated
+
+
 def _outdated_alerts(stack: Stack, tenant: IngestTenant, asset_id: str) -> list[common_pb2.Alert]:
     reply = _assets(stack).ListAlerts(assets_pb2.ListAlertsRequest(asset_id=asset_id, page_size=100),
                                       metadata=tenant.admin(), timeout=10)
@@ -361,3 +393,17 @@ def test_the_agents_of_a_crashed_ingest_replica_are_lost_once_their_lease_runs_o
     asset = get_asset(health_stack, tenant, asset_id)
     assert (asset.connection_state, asset.disconnect_reason) == (common_pb2.CONNECTION_STATE_OFFLINE, "lost")
     assert alert.evidence["reason"] == "lost"
+
+
+def test_a_restarted_ingest_sweeps_a_tenant_none_of_whose_agents_came_back(
+        health_stack: Stack, tenant: IngestTenant, tmp_path: Path) -> None:
+    """An isolated host whose agent died while ingest was down raises agent-stopped-while-isolated after ingest
+    restarts, though no agent of its tenant connects again."""
+    with isolated_host(health_stack, tenant, tmp_path) as (proc, asset_id):
+        kill9(health_stack, "ingest")
+        proc.kill()
+        proc.wait(10)
+        restart(health_stack, "ingest")
+        # The lease the dead ingest last wrote runs out first (2 x 2 + 30 s).
+        alert = stopped_while_isolated(health_stack, tenant, asset_id, 120)
+    assert (alert.severity, alert.evidence["reason"]) == (common_pb2.SEVERITY_CRITICAL, "lost")

@@ -61,3 +61,49 @@ def test_a_closed_stream_is_due_for_its_check_and_not_before(ddb: Any, aws_setti
     presence.close_connection(ddb, table, tenant, asset, secret, "s-1", T1, "", T0, MISSING, Stage.LOST, T2)
     assert presence.due_connections(ddb, table, tenant, T1) == []
     assert [c.stage for c in presence.due_connections(ddb, table, tenant, T2)] == ["lost"]
+
+
+def test_a_tenant_marked_twice_is_listed_once(ddb: Any, aws_settings: AwsSettings) -> None:
+    """The sweep's tenant list holds a tenant once, however many replicas (or starts) put it there."""
+    table = aws_settings.table_name
+    tenant, _, _ = _agent(ddb, table)
+    presence.mark_tenant_watched(ddb, table, tenant)
+    presence.mark_tenant_watched(ddb, table, tenant)
+    assert presence.watched_tenants(ddb, table).count(tenant) == 1
+
+
+def test_the_tenant_marker_is_not_listed_as_an_agent(ddb: Any, aws_settings: AwsSettings) -> None:
+    """The marker item beside the tenant's agents is not one of its connections."""
+    table = aws_settings.table_name
+    tenant, asset, _ = _agent(ddb, table)
+    presence.mark_tenant_watched(ddb, table, tenant)
+    found, _ = presence.list_connections(ddb, table, tenant)
+    assert [c.asset_id for c in found] == [asset]
+
+
+def _closed(ddb: Any, table: str) -> tuple[str, str, str, health.Connection]:
+    """An agent whose stream opened and closed; its tenant, asset id, credential hash and connection as read."""
+    tenant, asset, secret = _agent(ddb, table)
+    _open(ddb, table, tenant, asset, secret, "s-1", T0)
+    presence.close_connection(ddb, table, tenant, asset, secret, "s-1", T1, "", T1, MISSING, Stage.LOST, T2)
+    read = presence.get_connection(ddb, table, tenant, asset)
+    assert read is not None
+    return tenant, asset, secret, read
+
+
+def test_an_offline_agent_can_be_marked_outdated(ddb: Any, aws_settings: AwsSettings) -> None:
+    """The sweep marks an agent whose stream closed outdated, judged on the connection it read."""
+    table = aws_settings.table_name
+    tenant, asset, _, read = _closed(ddb, table)
+    assert presence.set_outdated(ddb, table, tenant, read, T2)
+    after = presence.get_connection(ddb, table, tenant, asset)
+    assert after is not None
+    assert (after.state, after.outdated, after.outdated_since) == ("offline", True, T2)
+
+
+def test_an_outdated_mark_after_the_agent_came_back_changes_nothing(ddb: Any, aws_settings: AwsSettings) -> None:
+    """A mark judged on a closed connection is refused once a new stream opened (that open judged it itself)."""
+    table = aws_settings.table_name
+    tenant, asset, secret, read = _closed(ddb, table)
+    _open(ddb, table, tenant, asset, secret, "s-2", T2)
+    assert not presence.set_outdated(ddb, table, tenant, read, T2)

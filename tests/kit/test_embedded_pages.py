@@ -125,3 +125,27 @@ def test_a_query_after_a_write_sees_the_write(both: tuple[Any, Any], write: Any,
     after = [_pages(client, **query) for client in both]
     assert before[0] == before[1] and after[0] == after[1]
     assert (key in [item["SK"]["S"] for page in after[0] for item in page["Items"]]) is present
+
+
+def _overwrite_150(client: Any) -> None:
+    client.put_item(TableName=TABLE, Item={**_event_item(150), **aws.to_item({"actor": "overwritten"})})
+
+
+def _update_150(client: Any) -> None:
+    client.update_item(TableName=TABLE, Key=aws.to_item({"PK": PARTITION, "SK": "EVENT#000000000150"}),
+                       UpdateExpression="SET actor = :a", ExpressionAttributeValues=aws.to_item({":a": "overwritten"}))
+
+
+@pytest.mark.parametrize("write", [_overwrite_150, _update_150], ids=["put", "update"])
+def test_a_query_after_an_overwrite_reads_the_new_item(both: tuple[Any, Any], write: Any) -> None:
+    """A write that replaces an item already read (its key stays) is what the next read returns, as in released moto."""
+    query = {"KeyConditionExpression": "PK = :p AND SK BETWEEN :a AND :b", "ProjectionExpression": "SK, actor",
+             "Limit": 20, "ExpressionAttributeValues": aws.to_item({":p": PARTITION, ":a": "EVENT#000000000140",
+                                                                   ":b": "EVENT#000000000160"})}
+    before = [_pages(client, **query) for client in both]
+    for client in both:
+        write(client)
+    after = [_pages(client, **query) for client in both]
+    assert before[0] == before[1] and after[0] == after[1]
+    actors = {item["SK"]["S"]: item["actor"]["S"] for page in after[0] for item in page["Items"]}
+    assert actors["EVENT#000000000150"] == "overwritten"

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from lifecyclezero.v1 import ledger_pb2
 
 from services.kit import aws
 from services.kit.settings import AwsSettings
@@ -17,7 +18,7 @@ from services.tlog.events import build_event, parse_event
 from services.tlog.merkle import leaf_hash
 from services.tlog.note import Signer, generate_key
 from services.tlog.tiles import TileBuilder
-from tests.ledger.helpers import append, export_bundle, lz_verify, seal_now, verifier_keys, verify_ledger
+from tests.ledger.helpers import append, export_bundle, lz_verify, seal_now, stubs, verifier_keys, verify_ledger
 
 
 @dataclass
@@ -98,6 +99,16 @@ def test_edited_payload_is_detected(ledger, tmp_path):
     """An event whose payload was edited in place (hash attribute updated) is named by its seq."""
     ledger.put(50, edited(ledger.canonical(50), payload={"n": "changed"}))
     assert_detected(ledger, tmp_path, 50)
+
+
+def test_the_full_walk_stream_names_an_edited_event_as_verify_ledger_does(ledger):
+    """WatchFullVerification's result names the edited event exactly as VerifyLedger FULL does."""
+    ledger.put(50, edited(ledger.canonical(50), payload={"n": "changed"}))
+    ledger_stub, _ = stubs(ledger.tenant)
+    updates = list(ledger_stub.WatchFullVerification(ledger_pb2.WatchFullVerificationRequest(),
+                                                     metadata=ledger.tenant.metadata(), timeout=120))
+    assert (updates[-1].result.ok, updates[-1].result.first_bad_seq) == (False, 50)
+    assert updates[-1].result == verify_ledger(ledger.tenant)
 
 
 def test_deleted_event_is_detected(ledger, tmp_path):

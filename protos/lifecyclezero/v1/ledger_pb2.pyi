@@ -520,3 +520,81 @@ class VerifyLedgerResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___VerifyLedgerResponse: _TypeAlias = VerifyLedgerResponse  # noqa: Y015
+
+@_typing.final
+class WatchFullVerificationRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PINNED_CHECKPOINTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def pinned_checkpoints(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]:
+        """As VerifyLedgerRequest.pinned_checkpoints."""
+
+    def __init__(
+        self,
+        *,
+        pinned_checkpoints: _abc.Iterable[_builtins.bytes] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["pinned_checkpoints", b"pinned_checkpoints"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WatchFullVerificationRequest: _TypeAlias = WatchFullVerificationRequest  # noqa: Y015
+
+@_typing.final
+class VerificationProgress(_message.Message):
+    """How far a full walk got: events checked of the chain's length when the walk started."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EVENTS_CHECKED_FIELD_NUMBER: _builtins.int
+    CHAIN_LENGTH_FIELD_NUMBER: _builtins.int
+    ELAPSED_SECONDS_FIELD_NUMBER: _builtins.int
+    events_checked: _builtins.int
+    chain_length: _builtins.int
+    """The ledger's newest seq when the walk started (events appended since are walked too)."""
+    elapsed_seconds: _builtins.float
+    def __init__(
+        self,
+        *,
+        events_checked: _builtins.int = ...,
+        chain_length: _builtins.int = ...,
+        elapsed_seconds: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["chain_length", b"chain_length", "elapsed_seconds", b"elapsed_seconds", "events_checked", b"events_checked"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___VerificationProgress: _TypeAlias = VerificationProgress  # noqa: Y015
+
+@_typing.final
+class WatchFullVerificationResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PROGRESS_FIELD_NUMBER: _builtins.int
+    RESULT_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def progress(self) -> Global___VerificationProgress: ...
+    @_builtins.property
+    def result(self) -> Global___VerifyLedgerResponse:
+        """The last message: what VerifyLedger FULL answers."""
+
+    def __init__(
+        self,
+        *,
+        progress: Global___VerificationProgress | None = ...,
+        result: Global___VerifyLedgerResponse | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["progress", b"progress", "result", b"result", "update", b"update"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["progress", b"progress", "result", b"result", "update", b"update"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_update: _TypeAlias = _typing.Literal["progress", "result"]  # noqa: Y015
+    _WhichOneofArgType_update: _TypeAlias = _typing.Literal["update", b"update"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_update) -> _WhichOneofReturnType_update | None: ...
+
+Global___WatchFullVerificationResponse: _TypeAlias = WatchFullVerificationResponse  # noqa: Y015

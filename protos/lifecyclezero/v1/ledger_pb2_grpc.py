@@ -80,6 +80,11 @@ class LedgerServiceStub:
                 request_serializer=lifecyclezero_dot_v1_dot_ledger__pb2.VerifyLedgerRequest.SerializeToString,
                 response_deserializer=lifecyclezero_dot_v1_dot_ledger__pb2.VerifyLedgerResponse.FromString,
                 _registered_method=True)
+        self.WatchFullVerification = channel.unary_stream(
+                '/lifecyclezero.v1.LedgerService/WatchFullVerification',
+                request_serializer=lifecyclezero_dot_v1_dot_ledger__pb2.WatchFullVerificationRequest.SerializeToString,
+                response_deserializer=lifecyclezero_dot_v1_dot_ledger__pb2.WatchFullVerificationResponse.FromString,
+                _registered_method=True)
 
 
 class LedgerServiceServicer:
@@ -146,6 +151,14 @@ class LedgerServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def WatchFullVerification(self, request, context):
+        """VerifyLedger FULL with its progress: progress messages while the walk runs, then one result (the
+        same checks, roles and per-tenant limit as VerifyLedger FULL).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_LedgerServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -193,6 +206,11 @@ def add_LedgerServiceServicer_to_server(servicer, server):
                     servicer.VerifyLedger,
                     request_deserializer=lifecyclezero_dot_v1_dot_ledger__pb2.VerifyLedgerRequest.FromString,
                     response_serializer=lifecyclezero_dot_v1_dot_ledger__pb2.VerifyLedgerResponse.SerializeToString,
+            ),
+            'WatchFullVerification': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchFullVerification,
+                    request_deserializer=lifecyclezero_dot_v1_dot_ledger__pb2.WatchFullVerificationRequest.FromString,
+                    response_serializer=lifecyclezero_dot_v1_dot_ledger__pb2.WatchFullVerificationResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -439,6 +457,33 @@ class LedgerService:
             '/lifecyclezero.v1.LedgerService/VerifyLedger',
             lifecyclezero_dot_v1_dot_ledger__pb2.VerifyLedgerRequest.SerializeToString,
             lifecyclezero_dot_v1_dot_ledger__pb2.VerifyLedgerResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchFullVerification(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/lifecyclezero.v1.LedgerService/WatchFullVerification',
+            lifecyclezero_dot_v1_dot_ledger__pb2.WatchFullVerificationRequest.SerializeToString,
+            lifecyclezero_dot_v1_dot_ledger__pb2.WatchFullVerificationResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -48,6 +48,10 @@ class LedgerServiceStub:
     ExportBundle: _grpc.UnaryStreamMultiCallable[_ledger_pb2.ExportBundleRequest, _ledger_pb2.ExportBundleResponse]
     """The files of a verification bundle for a range of events, streamed in chunks."""
     VerifyLedger: _grpc.UnaryUnaryMultiCallable[_ledger_pb2.VerifyLedgerRequest, _ledger_pb2.VerifyLedgerResponse]
+    WatchFullVerification: _grpc.UnaryStreamMultiCallable[_ledger_pb2.WatchFullVerificationRequest, _ledger_pb2.WatchFullVerificationResponse]
+    """VerifyLedger FULL with its progress: progress messages while the walk runs, then one result (the
+    same checks, roles and per-tenant limit as VerifyLedger FULL).
+    """
 
 @_typing.type_check_only
 class LedgerServiceAsyncStub(LedgerServiceStub):
@@ -69,6 +73,10 @@ class LedgerServiceAsyncStub(LedgerServiceStub):
     ExportBundle: _aio.UnaryStreamMultiCallable[_ledger_pb2.ExportBundleRequest, _ledger_pb2.ExportBundleResponse]  # type: ignore[assignment]
     """The files of a verification bundle for a range of events, streamed in chunks."""
     VerifyLedger: _aio.UnaryUnaryMultiCallable[_ledger_pb2.VerifyLedgerRequest, _ledger_pb2.VerifyLedgerResponse]  # type: ignore[assignment]
+    WatchFullVerification: _aio.UnaryStreamMultiCallable[_ledger_pb2.WatchFullVerificationRequest, _ledger_pb2.WatchFullVerificationResponse]  # type: ignore[assignment]
+    """VerifyLedger FULL with its progress: progress messages while the walk runs, then one result (the
+    same checks, roles and per-tenant limit as VerifyLedger FULL).
+    """
 
 class LedgerServiceServicer(metaclass=_abc_1.ABCMeta):
     """The tenant's append-only custody chain and the proofs over it."""
@@ -141,5 +149,15 @@ class LedgerServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _ledger_pb2.VerifyLedgerRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_ledger_pb2.VerifyLedgerResponse, _abc.Awaitable[_ledger_pb2.VerifyLedgerResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def WatchFullVerification(
+        self,
+        request: _ledger_pb2.WatchFullVerificationRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_ledger_pb2.WatchFullVerificationResponse], _abc.AsyncIterator[_ledger_pb2.WatchFullVerificationResponse]]:
+        """VerifyLedger FULL with its progress: progress messages while the walk runs, then one result (the
+        same checks, roles and per-tenant limit as VerifyLedger FULL).
+        """
 
 def add_LedgerServiceServicer_to_server(servicer: LedgerServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
