@@ -303,16 +303,16 @@ def _walk_events(
     if 0 in by_size and by_size[0].root_hash != EMPTY_ROOT:
         raise _FailureError("checkpoint at size 0 does not have the empty-tree root", checkpoint=0)
     try:
-        for canonical in _event_lines(root / "events.jsonl"):
+        # `size` is the tree's size after each append, counted here: this loop runs once per event.
+        for size, canonical in enumerate(_event_lines(root / "events.jsonl"), 1):
             chain.check(canonical)
             tree.append(leaf_hash(canonical))
-            if progress is not None and not tree.size % PROGRESS_EVERY:
-                progress(tree.size, total)
-            cp = by_size.get(tree.size)
+            if progress is not None and not size % PROGRESS_EVERY:
+                progress(size, total)
+            cp = by_size.get(size)
             if cp is not None and cp.root_hash != tree.root():
                 raise _FailureError(
-                    f"checkpoint at size {tree.size}: root does not match events 1..{tree.size}",
-                    checkpoint=tree.size,
+                    f"checkpoint at size {size}: root does not match events 1..{size}", checkpoint=size
                 )
     except ChainError as exc:
         raise _FailureError(exc.reason, seq=exc.seq) from exc

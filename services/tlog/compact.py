@@ -64,21 +64,25 @@ class CompactRange:
         """
         if len(leaf_hash) != HASH_SIZE:
             raise MalformedError(f"leaf hash is {len(leaf_hash)} bytes, want {HASH_SIZE}")
-        if self._size >= _MAX_SIZE:
-            raise MalformedError("tree size would exceed 2**64 - 1")
         index = self._size
-        h = leaf_hash
-        level = 0
-        if visit is not None:
-            visit((0, index), h)
+        if index >= _MAX_SIZE:
+            raise MalformedError("tree size would exceed 2**64 - 1")
+        self._size = index + 1
         stack = self._hashes
+        h = leaf_hash
+        if visit is None:  # every walk: the loop without the visitor's tests
+            while index & 1:
+                h = _sha256(b"\x01" + stack.pop() + h).digest()
+                index >>= 1
+            stack.append(h)
+            return
+        level = 0
+        visit((0, index), h)
         while index >> level & 1:
             h = _sha256(b"\x01" + stack.pop() + h).digest()
             level += 1
-            if visit is not None:
-                visit((level, index >> level), h)
+            visit((level, index >> level), h)
         stack.append(h)
-        self._size = index + 1
 
     def extend(self, leaf_hashes: Iterable[bytes]) -> None:
         """Append many leaf hashes; the fast path for bulk building.

@@ -54,6 +54,7 @@ MAX_PAYLOAD_KEY_CHARS = 128
 _FIELDS = frozenset({"tenant", "seq", "ts", "actor", "action", "subject", "payload", "prev_hash"})
 _TS_RE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{6}Z")
 _HEX64_RE = re.compile(r"[0-9a-f]{64}")
+_sha256 = hashlib.sha256
 # One canonical event whose top-level strings need no escapes, members in RFC 8785 order (the
 # payload, checked on its own, is the only part that can hold a nested value). A string value cannot
 # hold a raw `"`, so the payload group ends at the one `},"prev_hash":"` the rest can follow.
@@ -87,8 +88,8 @@ def format_ts(when: datetime) -> str:
 
 
 @functools.lru_cache(maxsize=4096)
-def _date_exists(date: str) -> bool:
-    """Whether ``YYYY-MM-DD`` (ASCII digits) names a real day; a log's events share few dates."""
+def _date_exists(date: str | bytes) -> bool:
+    """Whether ``YYYY-MM-DD`` (ASCII digits, as text or bytes) names a real day; a log's events share few dates."""
     year, month, day = int(date[:4]), int(date[5:7]), int(date[8:10])
     return year >= 1 and 1 <= month <= 12 and 1 <= day <= calendar.monthrange(year, month)[1]
 
@@ -103,15 +104,6 @@ def _check_ts(ts: object) -> str:
     if not (_date_exists(ts[:10]) and ts[11:13] < "24" and ts[14:16] < "60" and ts[17:19] < "60"):
         raise PayloadError(f"ts is not a valid date/time: {ts!r}")
     return ts
-
-
-def _ts_valid(ts: bytes) -> bool:
-    """Whether a known-shape event's ``ts`` bytes pass :func:`_check_ts`."""
-    try:
-        _check_ts(ts.decode("ascii"))
-    except (UnicodeDecodeError, PayloadError):
-        return False
-    return True
 
 
 def _walk_payload(value: Any, depth: int) -> None:
@@ -341,26 +333,27 @@ class ChainVerifier:
     operator can look up even when the bytes there are garbage).
     """
 
-    __slots__ = ("_count", "_head", "_head_bytes", "_next_seq", "_tenant", "_tenant_bytes")
+    __slots__ = ("_first_seq", "_head", "_head_bytes", "_next_seq", "_tenant", "_tenant_bytes")
 
     def __init__(self, tenant: str, first_seq: int = 1, prev_hash: str = GENESIS_PREV_HASH) -> None:
         self._tenant = tenant
-        self._next_seq = first_seq
+        self._first_seq = self._next_seq = first_seq
+        # The starting prev_hash, which stays the head when it is not a hash: no event can follow it.
         self._head = prev_hash
-        # What a known-shape event's bytes must equal; None (never equal) where no event may match.
+        # The head as a known-shape event's prev_hash bytes must spell it; None (never equal) where no
+        # event may match. Only this is updated per event: the text is derived when asked for.
         self._head_bytes = prev_hash.encode() if _HEX64_RE.fullmatch(prev_hash) else None
         self._tenant_bytes = tenant.encode("utf-8", "surrogatepass") if tenant else None
-        self._count = 0
 
     @property
     def count(self) -> int:
         """Events accepted so far."""
-        return self._count
+        return self._next_seq - self._first_seq
 
     @property
     def head_hash(self) -> str:
         """Hex hash of the last accepted event (or the starting prev_hash)."""
-        return self._head
+        return self._head if self._head_bytes is None else self._head_bytes.decode("ascii")
 
     @property
     def next_seq(self) -> int:
@@ -397,12 +390,10 @@ class ChainVerifier:
         decide and name the reason, and a proven event's shape is remembered.
         """
         shaped = event_shape_fields(canonical)
-        if (shaped is not None and shaped[0] and shaped[3] == self._tenant_bytes and shaped[2] == self._head_bytes
-                and int(shaped[1]) == self._next_seq and _ts_valid(shaped[4])):
-            head = hashlib.sha256(canonical).hexdigest()
-            self._head, self._head_bytes = head, head.encode()
+        if (shaped is not None and shaped[2] == self._tenant_bytes and shaped[0] == self._head_bytes
+                and int(shaped[1]) == self._next_seq and _date_exists(shaped[3][:10])):
+            self._head_bytes = _sha256(canonical).hexdigest().encode()
             self._next_seq += 1
-            self._count += 1
             return
         fields = chain_fields(canonical)
         if fields is None:
@@ -421,14 +412,12 @@ class ChainVerifier:
             if seq > want:
                 raise ChainError(want, f"seq gap: expected {want}, got {seq} (missing or reordered)")
             raise ChainError(want, f"seq out of order: expected {want}, got {seq}")
-        if prev_hash != self._head:
+        if prev_hash != self.head_hash:
             raise ChainError(
                 want, f"prev_hash mismatch: not the hash of seq {want - 1} (seq {want - 1} or {want} altered)"
             )
-        self._head = hash_hex
         self._head_bytes = hash_hex.encode()
         self._next_seq = want + 1
-        self._count += 1
 
 
 def verify_chain(events: Iterable[bytes], tenant: str) -> ChainResult:

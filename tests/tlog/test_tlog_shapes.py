@@ -52,7 +52,8 @@ def test_an_event_shaped_like_a_proven_one_is_decided_by_its_shape() -> None:
                                  subject="").hash_hex)
 
 
-@pytest.mark.parametrize("payload", [{"n": 1000000000000000}, {"x": 1.5}, {"s": "a\nb"}, {"s": "\\"}])
+@pytest.mark.parametrize("payload", [{"n": 1000000000000000}, {"x": 1.5}, {"s": "a\nb"}, {"s": "\\"},
+                                     {"a\nb": 1}])
 def test_shapes_with_floats_long_integers_or_escapes_are_not_remembered(payload: dict[str, Any]) -> None:
     """A proven event whose numbers or strings a shape cannot vouch for leaves no shape behind."""
     assert event_shape_fields(_proven(payload)) is None
@@ -72,8 +73,36 @@ def test_numbers_a_shape_cannot_vouch_for_are_refused_as_the_full_check_refuses_
     assert _outcome(ChainVerifier.check, data)[0] == "refused"
 
 
+@pytest.mark.parametrize("integer", [b"014", b"-0", b"9999999999999999", b"1e3", b"-"])
+def test_an_integer_no_canonical_event_spells_is_refused_in_a_known_shape(integer: bytes) -> None:
+    """A zero-led, negative-zero, too long or exponent integer in a known shape is refused as by the full check."""
+    proven = _proven({"i": 7})
+    data = proven.replace(b'"payload":{"i":7}', b'"payload":{"i":' + integer + b"}")
+    assert _outcome(ChainVerifier.check, data) == _outcome(ChainVerifier.add, data)
+    assert _outcome(ChainVerifier.check, data)[0] == "refused"
+
+
+def test_a_known_shape_with_other_integers_of_other_lengths_is_decided_by_its_shape() -> None:
+    """Integers of any canonical length up to 15 digits where a known shape has one keep the shape."""
+    _proven({"i": 7})
+    other = _event({"i": -123456789012345}, seq=1).canonical_bytes
+    assert event_shape_fields(other) is not None
+    assert _outcome(ChainVerifier.check, other) == _outcome(ChainVerifier.add, other)
+
+
+def test_a_known_shape_with_other_payload_keys_is_refused_as_the_full_check_refuses_it() -> None:
+    """Keys are part of a shape: the same structure with keys out of RFC 8785 order takes the full check."""
+    proven = _proven({"a": 1, "b": 2})
+    data = proven.replace(b'"a":1,"b":2', b'"c":1,"b":2')
+    assert event_shape_fields(data) is None
+    assert _outcome(ChainVerifier.check, data) == _outcome(ChainVerifier.add, data)
+    assert _outcome(ChainVerifier.check, data)[0] == "refused"
+
+
 @pytest.mark.parametrize(("field", "value"), [
     ("tenant", b""), ("action", b""), ("ts", b"2026-02-30T02:45:07.000007Z"), ("ts", b"2026-11-22 02:45:07.000007Z"),
+    ("ts", b"2026-11-22T24:45:07.000007Z"), ("ts", b"2026-11-22T02:60:07.000007Z"),
+    ("ts", b"2026-11-22T02:45:60.000007Z"),
     ("prev_hash", b"F" * 64), ("subject", b"\xff"), ("actor", b"a\x1fb"), ("subject", b"a\\u0041"),
 ])
 def test_a_known_shape_with_a_bad_value_is_refused_as_the_full_check_refuses_it(field: str, value: bytes) -> None:
