@@ -364,7 +364,7 @@ class Endpoint:
             settings = AwsSettings(table_name=res.table_name, endpoint_url=url)
             ddb, s3 = aws.client(settings, "dynamodb"), aws.client(settings, "s3")
             ctx = sealing.SealContext(ddb, s3, res.table_name, res.bucket_name, res.retention_days, keys, set())
-            reader = SealReader(ddb, s3, res.table_name, res.bucket_name, keys)
+            reader = SealReader(ddb, s3, res.table_name, res.bucket_name, keys, walker=aws.walk_client(settings))
             yield cls(proc, ddb, res.table_name, Calls(ddb), ctx, reader)
         finally:
             proc.terminate()

@@ -557,8 +557,9 @@ def _patch_query_answer() -> None:
             items, _wire_pages.wanted, _wire_pages.items = _wire_pages.items, False, None
         if items is None:
             return answer
-        answer.result["Count"] = len(items)
-        status, headers, body = handler.serialized(ActionResult(answer.result))
+        result: dict[str, Any] = answer.result
+        result["Count"] = len(items)
+        status, headers, body = handler.serialized(ActionResult(result))
         document = json.loads(body)
         document["Items"] = items
         # moto's call_action reads the status from the headers, 200 when absent (a success is always 200);
