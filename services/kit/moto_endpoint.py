@@ -73,7 +73,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, cast
 
 try:
     import waitress
@@ -557,7 +557,7 @@ def _patch_query_answer() -> None:
             items, _wire_pages.wanted, _wire_pages.items = _wire_pages.items, False, None
         if items is None:
             return answer
-        result: dict[str, Any] = answer.result
+        result = cast(dict[str, Any], answer.result)  # the handler's answer body, a dict (DynamoResult)
         result["Count"] = len(items)
         status, headers, body = handler.serialized(ActionResult(result))
         document = json.loads(body)
