@@ -96,26 +96,28 @@ def _items_parsed_directly(response_dict: dict[str, Any], customized_response_di
 
 def _plain_items(items: list[Any]) -> list[dict[str, dict[str, Any]]] | None:
     """Items as botocore parses them (a binary decoded from its base64, a string or number as sent), or None
-    unless every attribute is a string, a number or a binary, or when a binary is not base64."""
-    parsed = []
+    unless every attribute is a string, a number or a binary, or when a binary is not base64.
+
+    Decoded in place: the items are the hook's own parse of the body, and when it gives up (None) botocore
+    parses the body again from its bytes.
+    """
     try:
         for item in items:
-            plain: dict[str, dict[str, Any]] = {}
-            for name, value in item.items():
-                ((kind, inner),) = value.items()
-                if type(inner) is not str:
+            for value in item.values():
+                if len(value) != 1:
                     return None
-                if kind == "B":
+                binary = value.get("B")
+                if binary is None:
+                    if type(value.get("S", value.get("N"))) is not str:
+                        return None
+                elif type(binary) is str:
                     # botocore's base64.b64decode is this, for the ASCII text a JSON body holds.
-                    plain[name] = {"B": binascii.a2b_base64(inner)}
-                elif kind in {"S", "N"}:
-                    plain[name] = value
+                    value["B"] = binascii.a2b_base64(binary)
                 else:
                     return None
-            parsed.append(plain)
-    except (AttributeError, ValueError, binascii.Error):
+    except (AttributeError, TypeError, ValueError):
         return None  # not a map of one-type values, or not base64: botocore's parser decides
-    return parsed
+    return items
 
 
 async def call(fn: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:

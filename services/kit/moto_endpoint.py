@@ -72,7 +72,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, cast
 
 try:
@@ -191,7 +191,7 @@ def _query_candidates(table: Any, arguments: dict[str, Any]) -> list[Any] | None
     if not table.range_key_attr:
         return [partition]
     narrowed = _narrowed_range(table, hash_key, arguments)
-    return narrowed[0] if narrowed is not None else list(partition.values())
+    return list(narrowed[0]) if narrowed is not None else list(partition.values())
 
 
 _COMPARISONS = {"=": "EQ", "<": "LT", "<=": "LE", ">": "GT", ">=": "GE"}
@@ -214,7 +214,7 @@ def _sorted_keys(table: Any, hash_key: Any) -> tuple[list[Any], list[str]] | Non
     return kept[hash_key]
 
 
-def _narrowed_range(table: Any, hash_key: Any, arguments: dict[str, Any]) -> tuple[list[Any], int] | None:
+def _narrowed_range(table: Any, hash_key: Any, arguments: dict[str, Any]) -> tuple[Iterator[Any], int] | None:
     """The partition's items from the start key and the sort-key condition on, in the order a Query reads
     them, with how many of the first of them meet the condition; None when it cannot tell (a sort key
     not a string, a condition it does not know).
@@ -268,8 +268,9 @@ def _narrowed_range(table: Any, hash_key: Any, arguments: dict[str, Any]) -> tup
         chosen = ordered[lo:lo + page] if 0 < page < matching else ordered[lo:]
     else:
         chosen = ordered[hi - page:hi] if 0 < page < matching else ordered[:hi]
-    partition = table.items[hash_key]
-    return [partition[key] for key in chosen], min(matching, len(chosen))
+    # Looked up as read: a page cut at 1 MB reads a fraction of a large Limit's items, and each lookup
+    # hashes a DynamoType key in Python.
+    return map(table.items[hash_key].__getitem__, chosen), min(matching, len(chosen))
 
 
 def _prefix_end(keys: list[str], prefix: str, start: int) -> int:
@@ -429,21 +430,24 @@ def _plain_page(table: Any, arguments: dict[str, Any]) -> bool:
 
 
 def _stored_size(item: Any) -> int:
-    """`Item.size()` as moto counts it, directly for the scalar types the ledger stores."""
+    """`Item.size()` as moto counts it, directly for the scalar types the ledger stores.
+
+    A string's UTF-8 length is its length when it is ASCII (checked without encoding it).
+    """
     size = 0
     for name, value in item.attrs.items():
         kind, inner = value.type, value.value
         if kind in {"S", "B"}:
-            size += len(inner if isinstance(inner, bytes) else inner.encode("utf-8"))
+            size += len(inner) if isinstance(inner, bytes) or inner.isascii() else len(inner.encode("utf-8"))
         elif kind == "N":
             size += len(str(inner))
         else:
             size += value.size()
-        size += len(name.encode("utf-8"))
+        size += len(name) if name.isascii() else len(name.encode("utf-8"))
     return size
 
 
-def _page(table: Any, candidates: list[Any], matching: int, arguments: dict[str, Any]) -> tuple[
+def _page(table: Any, candidates: Iterable[Any], matching: int, arguments: dict[str, Any]) -> tuple[
     list[Any], int, dict[str, Any] | None
 ]:
     """moto's Query loop for a `_plain_page`: the same items (unprojected), counts and last key, without its
@@ -452,7 +456,7 @@ def _page(table: Any, candidates: list[Any], matching: int, arguments: dict[str,
     moto sizes each item twice, deep-copies the whole page and then projects the copy (a projection
     builds new items anyway); here each item is sized once, and the table's items are projected or
     written out directly (`_projected`, `_wire_items`). The first
-    `matching` candidates (`_narrowed_range`) are the items after the start key that meet the
+    `matching` candidates (`_narrowed_range`, read as needed) are the items after the start key that meet the
     sort-key condition, in key order: bisection applied the condition with the string comparisons
     moto's loop makes. The ones after them are only looked at, as moto looks at them, for a full page.
     """
@@ -487,7 +491,7 @@ _wire_pages = threading.local()
 page in its wire form, which `_plain_answer` leaves in `items` (and hands moto an empty page)."""
 
 
-def _plain_answer(table: Any, candidates: list[Any], matching: int, arguments: dict[str, Any]) -> tuple[
+def _plain_answer(table: Any, candidates: Iterable[Any], matching: int, arguments: dict[str, Any]) -> tuple[
     list[Any], int, dict[str, Any] | None
 ]:
     """A `_plain_page`'s answer to moto's Query handler; in wire form aside when the handler wants it and can."""
@@ -578,8 +582,8 @@ def _patch_query() -> None:
     def query(self: Any, *args: Any, **kwargs: Any) -> Any:
         arguments = signature.bind(self, *args, **kwargs).arguments
         if _plain_page(self, arguments):
-            exact = _narrowed_range(self, arguments["hash_key"], arguments) if arguments["hash_key"] in self.items \
-                else ([], 0)
+            exact: tuple[Iterable[Any], int] | None = _narrowed_range(self, arguments["hash_key"], arguments) \
+                if arguments["hash_key"] in self.items else ([], 0)
             if exact is not None:
                 return _plain_answer(self, *exact, arguments)
         candidates = _query_candidates(self, arguments)
