@@ -466,8 +466,8 @@ def _page(table: Any, candidates: Iterable[Any], matching: int, arguments: dict[
 
     moto sizes each item twice, deep-copies the whole page and then projects the copy (a projection
     builds new items anyway); here each item is sized once, and the table's items are projected or
-    written out directly (`_projected`, `_wire_items`). The first
-    `matching` candidates (`_narrowed_range`, read as needed) are the items after the start key that meet the
+    written out directly (`_projected`, `_wire_items`). The first `matching` candidates
+    (`_narrowed_range`, looked up as they are read) are the items after the start key that meet the
     sort-key condition, in key order: bisection applied the condition with the string comparisons
     moto's loop makes. The ones after them are only looked at, as moto looks at them, for a full page.
     """
