@@ -31,7 +31,7 @@ Two differences from real DynamoDB matter to a ledger and are corrected here, in
   strings, numbers and binaries into moto's own answer for an empty page (its counts, last key,
   ConsumedCapacity and headers), encoded as moto's serializer encodes a body; the page comparison
   checks the bodies byte for byte against released moto's. A VerifyLedger FULL of 10^5 events cost the
-  endpoint 5.7-7.7 s of CPU before, 2.5-3.2 s after (same session, loaded machine; the walk client's
+  endpoint 5.2-7.7 s of CPU before, 2.5-4.3 s after (same sessions, loaded machine; the walk client's
   own parsing included on the other side). One difference is deliberate:
   released moto rewrites any `<RequestId>...</RequestId>` text inside a JSON answer (its XML
   request-id substitution runs over every body); a plain page keeps the strings as stored.
