@@ -74,7 +74,7 @@ def _guarded(sk: str, condition: str, values: dict[str, Any], round_: int) -> li
 
 @pytest.mark.parametrize("sk", ["asset", "absent"])
 def test_each_condition_decides_as_released_moto_decides(ddb: Any, released_moto: Any, sk: str) -> None:
-    """Every condition of the list, three times over with the table changing between, commits or cancels as released moto."""
+    """Every condition of the list, three times over as the table changes, commits or cancels as released moto."""
     answers: dict[str, list[Any]] = {}
     for name, client in (("embedded", ddb), ("released", released_moto)):
         _reset(client)
@@ -106,7 +106,7 @@ def test_an_item_near_the_size_limit_is_taken_or_refused_as_released_moto_decide
 
 def test_a_transaction_failing_after_its_first_writes_leaves_every_item_as_released_moto_leaves_it(
         ddb: Any, released_moto: Any) -> None:
-    """A transaction whose last write is refused after an update, a put over an item and a delete puts all three back."""
+    """A transaction whose last write is refused after an update, an overwrite and a delete puts all three back."""
     actions = [
         {"Update": {"TableName": TABLE, "Key": aws.to_item({"PK": PARTITION, "SK": "asset"}),
                     "UpdateExpression": "SET #status = :s ADD version :one REMOVE tags",
