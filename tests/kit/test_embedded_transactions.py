@@ -19,7 +19,7 @@ from services.kit import aws
 TABLE = "lifecyclezero"
 PARTITION = "transactions"
 
-_CONDITIONS = [
+_CONDITIONS: list[tuple[str, dict[str, Any]]] = [
     ("attribute_not_exists(SK)", {}),
     ("attribute_exists(SK) AND #status = :s", {":s": "ACTIVE"}),
     ("attribute_exists(SK) AND #status = :s", {":s": "ISOLATED"}),
@@ -93,7 +93,7 @@ def test_an_item_near_the_size_limit_is_taken_or_refused_as_released_moto_decide
         ddb: Any, released_moto: Any, padding: int) -> None:
     """An item of many attributes just under or over moto's size limit is written or refused as released moto does."""
     attributes = {f"a{i:02d}": "x" * (padding // 40) for i in range(40)}
-    outcomes = []
+    outcomes: list[tuple[str, Any]] = []
     for client in (ddb, released_moto):
         _reset(client)
         try:
