@@ -92,6 +92,8 @@ _dynamodb_lock = threading.Lock()
 _THREADS = 48
 _CONNECTIONS = 2000
 
+_SWITCH_INTERVAL_SECONDS = 0.05
+
 StartResponse = Callable[..., Any]
 
 
@@ -800,6 +802,10 @@ def main(argv: list[str]) -> None:
     _patch_routing()
     _patch_name_conversion()
     logging.basicConfig(level=logging.WARNING)
+    # The thread holding the DynamoDB lock (`_serialised`) keeps the interpreter for longer stretches:
+    # at the default 5 ms it lost it to the request threads parsing and sending, and held the lock
+    # idle for half of each burst. The others queue behind that lock anyway.
+    sys.setswitchinterval(_SWITCH_INTERVAL_SECONDS)
     app = DomainDispatcherApplication(create_backend_app)
     server = waitress.create_server(_serialised(app), host=host, port=port, threads=_THREADS,
                                     connection_limit=_CONNECTIONS, channel_timeout=300, ident="moto",
