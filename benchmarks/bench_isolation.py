@@ -19,6 +19,9 @@ run: `isolation` and `isolation-replicas`). The JSON counts each order's deliver
 log (`delivery_paths`). Routing adds no write per heartbeat: the holder's address rides on the
 stream-open write (tests/ingest/test_fleet_scale.py counts the writes of a heartbeating fleet).
 
+Orders start once the fleet is in its steady state: ingest has written every connected agent's online
+state (it writes the opens in the background, a few at a time) and the heartbeat queue is nearly empty.
+
 Then bursts: for each size B, B operator IsolateAsset calls to B fresh assets of the one tenant start
 at once (B threads). Per burst: the RPC latency of each call, order -> ISOLATED for each asset (one
 poller reads the waiting assets' status from the table every 20 ms, so a figure is at most that much
@@ -54,6 +57,8 @@ from agent.enroll import SECRET_ENV
 from agent.simulate import load_identities
 from services.assets import keys
 from services.assets.domain import Status
+from services.ingest import keys as ingest_keys
+from services.ingest.health import ONLINE
 from services.kit import aws
 from services.kit.devstack import Stack
 from services.kit.settings import AwsSettings
@@ -92,6 +97,15 @@ def _delivery_paths(stack: Stack) -> dict[str, int]:
             path = json.loads(line).get("path", "")
             paths[path] = paths.get(path, 0) + 1
     return paths
+
+
+def _online_recorded(ddb: Any, table: str, tenant: str) -> int:
+    """How many of the tenant's agents ingest has recorded online (its open writes run in the background)."""
+    query: dict[str, Any] = {
+        "TableName": table, "KeyConditionExpression": "PK = :pk",
+        "ExpressionAttributeValues": aws.to_item({":pk": ingest_keys.agent_pk(tenant)}),
+        "ProjectionExpression": "conn_state", "ConsistentRead": True}
+    return sum(item.get("conn_state", {}).get("S") == ONLINE for item in aws.query_items(ddb, **query))
 
 
 def _isolated_now(ddb: Any, table: str, tenant: str, waiting: set[str]) -> set[str]:
@@ -230,16 +244,18 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[isolation] {len(assets)} enrolled in {enroll_seconds:.1f}s, {connected} connected", flush=True)
         targets = assets[: args.isolations]
         burst_targets = assets[args.isolations:]
-        # Every stream past its Welcome and first heartbeat, and the risk worker through its first-sight
-        # burst (a last-seen update per new asset), so the isolations are measured in the steady state.
-        settle_started = time.monotonic()
-        time.sleep(6.0)
-        while _queue_depth(stack) > 20 and time.monotonic() - settle_started < 60:
-            time.sleep(1.0)
-        settle_seconds = time.monotonic() - settle_started
         assert stack.resources is not None
         table = stack.resources.table_name
         ddb = aws.client(AwsSettings(table_name=table, endpoint_url=stack.resources.endpoint_url), "dynamodb")
+        # Every stream past its Welcome and first heartbeat with its online state written (ingest writes
+        # the opens in the background, a few at a time), and the risk worker through its first-sight burst
+        # (a last-seen update per new asset), so the isolations are measured in the steady state.
+        settle_started = time.monotonic()
+        time.sleep(6.0)
+        while (_queue_depth(stack) > 20 or _online_recorded(ddb, table, tenant) < connected) \
+                and time.monotonic() - settle_started < 120:
+            time.sleep(1.0)
+        settle_seconds = time.monotonic() - settle_started
         with grpc.insecure_channel(stack.addresses["assets"]) as channel:
             stub = assets_pb2_grpc.AssetServiceStub(channel)
             for number, asset_id in enumerate(targets):

@@ -88,7 +88,7 @@ async def test_a_request_select_keeps_out_runs_once_the_group_in_flight_is_done(
     await _settled()
     assert recorder.groups == [["x-first"]] and not waiting.done()
     held.set()
-    assert await asyncio.gather(first, waiting) == ["k:x-first", "k:x"]
+    assert list(await asyncio.gather(first, waiting)) == ["k:x-first", "k:x"]
     assert recorder.groups == [["x-first"], ["x"]]
 
 
@@ -105,5 +105,5 @@ async def test_a_cancelled_caller_is_dropped_before_its_group_runs() -> None:
     await _settled()
     gone.cancel()
     held.set()
-    assert await asyncio.gather(first, kept) == ["k:a", "k:kept"]
+    assert list(await asyncio.gather(first, kept)) == ["k:a", "k:kept"]
     assert recorder.groups == [["a"], ["kept"]]
