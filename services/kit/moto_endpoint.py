@@ -576,18 +576,36 @@ def _patch_update_expressions() -> None:
     """UpdateItem's expression work, without its repeated parts; the same trees, checks and errors.
 
     moto parses every update expression twice per request (the handler, then the backend) and runs ten
-    tree walks over it, each of which rebuilds its walker's map of node types at every node: a 14-assignment
+    tree walks over it, each of which rebuilt its walker's map of node types at every node: a 14-assignment
     update (ingest's stream-open write) cost the endpoint 11.5 ms. A parsed tree is kept by its text
-    (nothing changes it: the validator works on its own deep copy, the handler only reads it), and each
-    walker builds its map once.
+    (nothing changes it: the validator works on its own deep copy, the handler only reads it).
+
+    Every node class has moto's `ABCMeta` as its metaclass, so each `isinstance` of a walk goes the slow
+    way, and the validator's deep copy of the tree went through `copy`'s generic reconstruction: a
+    100-update transaction (the custody sequencer's marks) spent most of its time in these. Whether a
+    node is a `Node`, a clause to descend into, or which entry of a walker's map takes it depends on
+    the node's class alone (moto's maps are fixed per walker class), so it is found once; a node copies itself attribute
+    by attribute through the same `deepcopy` memo. The reserved words are looked up in a set instead
+    of a list of 573.
     """
     import functools
 
-    from moto.dynamodb.parsing.ast_nodes import DepthFirstTraverser  # type: ignore[attr-defined]
+    from moto.dynamodb.parsing.ast_nodes import (  # type: ignore[attr-defined]
+        DepthFirstTraverser,
+        Expression,
+        Node,
+        UpdateExpressionFunction,
+    )
     from moto.dynamodb.parsing.expressions import UpdateExpressionParser  # type: ignore[attr-defined]
+    from moto.dynamodb.parsing.reserved_keywords import ReservedKeywords
 
     parse: Any = functools.lru_cache(maxsize=1024)(UpdateExpressionParser.make.__func__)
     UpdateExpressionParser.make = classmethod(parse)
+
+    is_node: dict[type, bool] = {}
+    descends: dict[type, bool] = {}
+    # (walker class, node class) -> the map entry taking that node: moto's maps are fixed per walker class.
+    taken_by: dict[tuple[type, type], type | None] = {}
 
     def processing_map(walker: Any) -> dict[type, Callable[[Any], Any]]:
         kept: dict[type, Callable[[Any], Any]] | None = walker.__dict__.get("_lz_processing_map")
@@ -601,14 +619,72 @@ def _patch_update_expressions() -> None:
             kept = walker.__dict__["_lz_processed_types"] = tuple(processing_map(walker))
         return kept
 
-    def process(walker: Any, node: Any) -> Any:
-        for node_type, processor in processing_map(walker).items():
-            if isinstance(node, node_type):
-                return processor(node)
-        return None
+    def processor_for(walker: Any, kind: type) -> Callable[[Any], Any] | None:
+        """The processor moto's `process` would pick for a node of class `kind`: the map's first match."""
+        key = (type(walker), kind)
+        if key not in taken_by:
+            taken_by[key] = next((node_type for node_type in nodes_to_be_processed(walker)
+                                  if issubclass(kind, node_type)), None)
+        node_type = taken_by[key]
+        return None if node_type is None else processing_map(walker)[node_type]
 
+    def process(walker: Any, node: Any) -> Any:
+        processor = processor_for(walker, type(node))
+        return None if processor is None else processor(node)
+
+    def traverse_node_recursively(walker: Any, node: Any, child_id: int = -1) -> Any:
+        kind = type(node)
+        if kind not in is_node:
+            is_node[kind] = isinstance(node, Node)
+        if not is_node[kind]:
+            return node
+        parent_node = node.parent
+        if node.children is not None:
+            for index, child_node in enumerate(node.children):
+                walker.pre_processing_of_child(node, index)
+                walker.traverse_node_recursively(child_node, index)
+        processor = processor_for(walker, kind)
+        if processor is not None:
+            node = processor(node)
+            node.parent = parent_node
+            if parent_node:
+                parent_node.children[child_id] = node
+        return node
+
+    def find_clauses(self: Any, clause_types: Any) -> list[Any]:
+        clauses: list[Any] = []
+        for child in self.children or []:
+            kind = type(child)
+            if kind in clause_types:
+                clauses.append(child)
+                continue
+            if kind not in descends:
+                descends[kind] = isinstance(child, Expression | UpdateExpressionFunction)
+            if descends[kind]:
+                clauses.extend(child.find_clauses(clause_types))
+        return clauses
+
+    def node_deepcopy(self: Any, memo: dict[int, Any]) -> Any:
+        copied = object.__new__(type(self))
+        memo[id(self)] = copied
+        for name, value in self.__dict__.items():
+            copied.__dict__[name] = copy.deepcopy(value, memo)
+        return copied
+
+    class _Keywords(list[str]):
+        def __init__(self, words: list[str]) -> None:
+            super().__init__(words)
+            self._set = frozenset(words)
+
+        def __contains__(self, word: object) -> bool:
+            return word in self._set
+
+    ReservedKeywords.KEYWORDS = _Keywords(ReservedKeywords.get_reserved_keywords())
     DepthFirstTraverser.nodes_to_be_processed = nodes_to_be_processed
     DepthFirstTraverser.process = process
+    DepthFirstTraverser.traverse_node_recursively = traverse_node_recursively
+    Node.find_clauses = find_clauses
+    Node.__deepcopy__ = node_deepcopy
 
 
 def _patch_item_sizing() -> None:
