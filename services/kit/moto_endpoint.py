@@ -301,17 +301,39 @@ def _partition_size(table: Any, hash_key: Any) -> int:
     return len(partition) if isinstance(partition, dict) else int(partition is not None)
 
 
-def _keys_changed_by(table: Any, hash_key: Any, write: Callable[[], Any]) -> Any:
-    """Run a write of one item of the partition, forgetting its sorted keys when the write added or removed one.
+def _keys_changed_by(table: Any, hash_key: Any, range_key: Any, write: Callable[[], Any]) -> Any:
+    """Run a write of one item of the partition, keeping its sorted keys when the write added or removed one.
 
-    One put, update or delete changes the partition's size exactly when it adds or removes its key.
+    One put, update or delete changes the partition's size exactly when it adds or removes its key: the
+    key is put in its place or taken out (a ledger's partition gains a key with every event, and sorting
+    thousands of keys again for the next tail read cost 50 ms); any other change forgets them.
     """
     before = _partition_size(table, hash_key)
     try:
         return write()
     finally:
-        if _partition_size(table, hash_key) != before:
-            _sorted_keys_kept(table).pop(hash_key, None)
+        change = _partition_size(table, hash_key) - before
+        if change:
+            _keep_sorted(table, hash_key, range_key, change)
+
+
+def _keep_sorted(table: Any, hash_key: Any, range_key: Any, change: int) -> None:
+    kept = _sorted_keys_kept(table)
+    if hash_key not in kept:
+        return
+    ordered, values = kept[hash_key]
+    if getattr(range_key, "type", None) != "S" or abs(change) != 1:
+        del kept[hash_key]
+        return
+    at = bisect.bisect_left(values, range_key.value)
+    present = at < len(values) and values[at] == range_key.value
+    if change > 0 and not present:
+        values.insert(at, range_key.value)
+        ordered.insert(at, range_key)
+    elif change < 0 and present:
+        del values[at], ordered[at]
+    else:
+        del kept[hash_key]
 
 
 def _index_candidates(table: Any, arguments: dict[str, Any]) -> list[Any] | None:
@@ -385,13 +407,15 @@ def _patch_index_upkeep() -> None:
         raw_hash = item_attrs.get(self.hash_key_attr) if isinstance(item_attrs, dict) else None
         if raw_hash is None:  # moto refuses the item itself
             return moto_put(self, item_attrs, *args, **kwargs)
-        item = _keys_changed_by(self, DynamoType(raw_hash), lambda: moto_put(self, item_attrs, *args, **kwargs))
+        raw_range = item_attrs.get(self.range_key_attr) if self.range_key_attr else None
+        item = _keys_changed_by(self, DynamoType(raw_hash), DynamoType(raw_range) if raw_range is not None else None,
+                                lambda: moto_put(self, item_attrs, *args, **kwargs))
         _IndexHashes.touched(self, item.hash_key, item.range_key)
         return item
 
     def delete_item(self: Any, hash_key: Any, range_key: Any) -> Any:
         try:
-            return _keys_changed_by(self, hash_key, lambda: moto_delete(self, hash_key, range_key))
+            return _keys_changed_by(self, hash_key, range_key, lambda: moto_delete(self, hash_key, range_key))
         finally:
             _IndexHashes.touched(self, hash_key, range_key)
 
@@ -400,11 +424,13 @@ def _patch_index_upkeep() -> None:
         if table.hash_key_attr not in key:
             return moto_update(self, table_name, key, *args, **kwargs)
         hash_key = DynamoType(key[table.hash_key_attr])
+        range_value = key.get(table.range_key_attr) if table.range_key_attr else None
+        range_key = DynamoType(range_value) if range_value is not None else None
         try:
-            return _keys_changed_by(table, hash_key, lambda: moto_update(self, table_name, key, *args, **kwargs))
+            return _keys_changed_by(table, hash_key, range_key,
+                                    lambda: moto_update(self, table_name, key, *args, **kwargs))
         finally:
-            range_value = key.get(table.range_key_attr) if table.range_key_attr else None
-            _IndexHashes.touched(table, hash_key, DynamoType(range_value) if range_value is not None else None)
+            _IndexHashes.touched(table, hash_key, range_key)
 
     Table.put_item = put_item  # type: ignore[method-assign]
     Table.delete_item = delete_item  # type: ignore[method-assign]
