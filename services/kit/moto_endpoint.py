@@ -739,10 +739,56 @@ def _patch_item_sizing() -> None:
 _ITEM_SIZE_LIMIT = 405_000
 
 
+def _patch_condition_parsing() -> None:
+    """A condition expression's tree is kept by its text and the names and values it uses: ingest,
+    assets and the ledger send a few expressions over and over (`attribute_not_exists(SK)` on every
+    new item), and moto parses each condition of a transaction twice (the handler's check, then the
+    write). A tree is only read when a condition is checked (nothing in moto's comparisons assigns to
+    a node after building it), so one tree serves every request with the same text, names and values.
+    The values and names a condition uses are the placeholders in its text; the others of a request
+    (an update's own values) do not change its tree. A condition that fails to parse is never kept.
+    """
+    import collections
+    import json
+    import re
+
+    from moto.dynamodb.comparisons import ConditionExpressionParser
+
+    moto_parse = ConditionExpressionParser.parse
+    placeholder = re.compile(r"[:#][A-Za-z0-9_\-]+")
+    kept: collections.OrderedDict[tuple[str, str], tuple[Any, list[str], list[str]]] = collections.OrderedDict()
+
+    def parse(self: Any) -> Any:
+        text = self.condition_expression
+        if not text:
+            return moto_parse(self)
+        used = set(placeholder.findall(text))
+        names = self.expression_attribute_names or {}
+        values = self.expression_attribute_values or {}
+        key = (text, json.dumps([{n: names[n] for n in sorted(used) if n in names},
+                                 {v: values[v] for v in sorted(used) if v in values}], sort_keys=True, default=str))
+        if key not in kept:
+            kept[key] = (moto_parse(self), list(self.expr_attr_names_found), list(self.expr_attr_values_found))
+            if len(kept) > _CONDITION_TREES_KEPT:
+                kept.popitem(last=False)
+            return kept[key][0]
+        tree, names_found, values_found = kept[key]
+        # What moto's handlers read back from the parser after a parse (the unused-name checks).
+        self.expr_attr_names_found.extend(names_found)
+        self.expr_attr_values_found.extend(values_found)
+        return tree
+
+    ConditionExpressionParser.parse = parse  # type: ignore[method-assign]
+
+
+_CONDITION_TREES_KEPT = 4096
+
+
 def _patch_condition_lexing() -> None:
-    """A condition expression's tokens are kept by its text: ingest, assets and the ledger send a few
-    expressions over and over. Tokens depend on the text alone (names and values are applied later,
-    to fresh nodes); each request gets its own copy of the token list and of each token's children.
+    """A condition expression's tokens are kept by its text (for the conditions `_patch_condition_parsing`
+    has not kept whole, as their values change with every item). Tokens depend on the text alone (names
+    and values are applied later, to fresh nodes); each parse gets its own copy of the token list and of
+    each token's children.
     """
     import functools
 
@@ -775,6 +821,7 @@ def _patch_dynamodb() -> None:
     _patch_update_expressions()
     _patch_item_sizing()
     _patch_condition_lexing()
+    _patch_condition_parsing()
 
 
 # Queue attributes a send computes through `Queue.attributes` and never reads.

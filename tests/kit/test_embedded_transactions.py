@@ -1,10 +1,12 @@
 """The embedded endpoint's writes answer as released moto's: conditions, item sizes and failed transactions.
 
 The endpoint keeps a condition expression's tokens by its text, sizes a new item once instead of once
-per attribute, and puts back what a failed transaction changed from the items themselves
-(`moto_endpoint._patch_condition_lexing`, `_patch_item_sizing`, `_transact_write_items`); released moto
+per attribute, keeps a condition's parsed tree by its text, names and values, and puts back what a
+failed transaction changed from the items themselves
+(`moto_endpoint._patch_condition_lexing`, `_patch_condition_parsing`, `_patch_item_sizing`,
+`_transact_write_items`); released moto
 (tests/kit/conftest.py) does none of that. Every expression runs several times with other values, so
-kept tokens that a request changed would show in a later answer.
+kept tokens or trees that a request changed would show in a later answer.
 """
 
 from __future__ import annotations
@@ -126,3 +128,20 @@ def test_a_transaction_failing_after_its_first_writes_leaves_every_item_as_relea
         outcomes.append((_answer(client, actions)["error"], _items(client)))
         assert outcomes[-1][1] == before
     assert outcomes[0] == outcomes[1]
+
+
+def test_a_filter_read_again_with_other_values_filters_as_released_moto(ddb: Any, released_moto: Any) -> None:
+    """A filter read with changing values, and again after the items change, keeps what released moto keeps."""
+    answers: dict[str, list[Any]] = {}
+    for name, client in (("embedded", ddb), ("released", released_moto)):
+        _reset(client)
+        for n in range(6):
+            client.put_item(TableName=TABLE, Item=aws.to_item({"PK": PARTITION, "SK": f"item-{n}", "version": n}))
+        seen = answers.setdefault(name, [])
+        for low in (1, 3, 1, 5):
+            got = client.query(TableName=TABLE, KeyConditionExpression="PK = :p", FilterExpression="version >= :low",
+                               ExpressionAttributeValues=aws.to_item({":p": PARTITION, ":low": low}))
+            seen.append(sorted(item["SK"]["S"] for item in got["Items"]))
+            client.put_item(TableName=TABLE, Item=aws.to_item({"PK": PARTITION, "SK": "item-0", "version": 9}))
+    assert answers["embedded"] == answers["released"]
+    assert answers["embedded"][0] != answers["embedded"][1]
