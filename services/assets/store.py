@@ -176,6 +176,8 @@ class GroupedWrite(Generic[AnswerT]):
     reads: tuple[tuple[str, str], ...]
     prepare: Callable[[Sequence[dict[str, Any] | None]], Prepared[AnswerT] | AnswerT]
     alone: Callable[[], AnswerT]
+    # An agent's answer to a command already sent (its order is durable and the agent waits on the record).
+    confirms: bool = False
 
 
 class AssetStore:
@@ -685,7 +687,8 @@ class AssetStore:
         return GroupedWrite(asset_id, _result_reads(tenant_id, asset_id, command_id),
                             functools.partial(self._prepare_result_from, tenant_id=tenant_id, asset_id=asset_id,
                                               command_id=command_id, result=result, actor=actor),
-                            functools.partial(self.record_result, tenant_id, asset_id, command_id, result, actor))
+                            functools.partial(self.record_result, tenant_id, asset_id, command_id, result, actor),
+                            confirms=True)
 
     def _prepare_result_from(self, read: Sequence[dict[str, Any] | None], tenant_id: str, asset_id: str, *,
                              command_id: str, result: CommandResult,

@@ -1,9 +1,16 @@
 """Orders and agents' results of one tenant share reads and transactions.
 
-Those that arrive while the tenant's previous group is in flight go together in the next one
+Those that arrive while the tenant's groups are in flight go together in the next one
 (`AssetStore.write_group`: one BatchGetItem, one TransactWriteItems), so a burst of fifty isolations
-costs a few round trips to the table instead of a hundred. Each asset is in a group at most once: a
-second write of an asset waits for the next group, so an asset's writes commit in the order they arrived.
+costs a few round trips to the table instead of a hundred. Two groups of a tenant may be in flight at
+once, so one group's reads and preparation overlap the other's transaction.
+
+An asset's writes commit in the order they arrived: only the first queued write of an asset may join a
+group, and none while a group in flight holds a write of that asset (so two groups never touch the same
+asset, and neither cancels the other on it). Among the writes that may go, agents' results go first:
+their orders are already durable and delivered, the agent waits for the record, and ingest gives up on
+a result after a few seconds (the agent then sends it again only after ten), while a new order waits in
+its caller's own call.
 """
 
 from __future__ import annotations
@@ -18,22 +25,23 @@ from services.kit.grouping import Grouper
 
 # Three actions and two keys each: one TransactWriteItems (100 actions) and one BatchGetItem (100 keys).
 MAX_WRITES_PER_GROUP = 33
+GROUPS_IN_FLIGHT = 2
 
 AnswerT = TypeVar("AnswerT")
 
 
-def select_writes(writes: Sequence[GroupedWrite[Any]], limit: int = MAX_WRITES_PER_GROUP) -> list[int]:
-    """The queued writes the next group takes: in queue order, up to `limit`, each asset at most once."""
-    taken: list[int] = []
-    assets: set[str] = set()
+def select_writes(writes: Sequence[GroupedWrite[Any]], in_flight: Sequence[GroupedWrite[Any]] = (),
+                  limit: int = MAX_WRITES_PER_GROUP) -> list[int]:
+    """The queued writes the next group takes, up to `limit`: the first queued write of each asset that
+    no group in flight holds, results before orders, each kind in queue order."""
+    held = {write.asset_id for write in in_flight}
+    eligible: list[int] = []
     for index, write in enumerate(writes):
-        if write.asset_id in assets:
-            continue
-        assets.add(write.asset_id)
-        taken.append(index)
-        if len(taken) == limit:
-            break
-    return taken
+        if write.asset_id not in held:
+            eligible.append(index)
+        held.add(write.asset_id)
+    results_first = sorted(eligible, key=lambda index: not writes[index].confirms)
+    return sorted(results_first[:limit])
 
 
 class AssetWrites:
@@ -41,7 +49,7 @@ class AssetWrites:
 
     def __init__(self, store: AssetStore) -> None:
         self._store = store
-        self._grouper: Grouper[GroupedWrite[Any], Any] = Grouper(self._run, select_writes)
+        self._grouper: Grouper[GroupedWrite[Any], Any] = Grouper(self._run, select_writes, GROUPS_IN_FLIGHT)
 
     @property
     def groups(self) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import time
 from collections.abc import Mapping
@@ -65,6 +66,9 @@ class Authenticator:
         self._known: collections.OrderedDict[str, tuple[float, Role]] = collections.OrderedDict()
         self._unknown: collections.OrderedDict[str, float] = collections.OrderedDict()
         self._misses = Buckets(UNKNOWN_LOOKUPS_PER_SECOND, UNKNOWN_LOOKUP_BURST)
+        # Lookups in flight by token hash: calls that arrive together with an uncached token (a burst of
+        # fifty isolations, or the moment a cached entry expires under load) share one table read.
+        self._resolving: dict[str, asyncio.Future[Role | None]] = {}
 
     async def authenticate(self, metadata: Metadata | None, peer: str = "") -> Principal:
         token = bearer_token(metadata)
@@ -105,7 +109,16 @@ class Authenticator:
         if self._misses.exhausted(peer, now):
             raise ResourceExhausted("too many unknown tokens from this address; slow down",
                                     reason="UNKNOWN_TOKEN_RATE")
-        role = await aws.call(token_store.resolve, self._ddb, self._table, parsed)
+        in_flight = self._resolving.get(key)
+        if in_flight is not None:
+            return await asyncio.shield(in_flight)
+        lookup = asyncio.ensure_future(aws.call(token_store.resolve, self._ddb, self._table, parsed))
+        self._resolving[key] = lookup
+        try:
+            role = await asyncio.shield(lookup)
+        finally:
+            if self._resolving.get(key) is lookup:
+                del self._resolving[key]
         if role is None:
             self._misses.take(peer, now)
             _remember(self._unknown, key, now + self._cache_seconds, MAX_UNKNOWN)

@@ -2,10 +2,16 @@
 handled together by the next group.
 
 One drain task per key. `select` picks which queued requests join the next group (indexes into the
-queue, in queue order; the others wait for a later group), and `run` handles a group and answers each
-of its requests with a result, or with an exception for that request alone; an exception raised by
-`run` itself answers every request of the group. A request whose caller was cancelled while it waited
-is dropped, never run (one cancelled while its group runs is still run).
+queue, in queue order; the others wait for a later group), given the requests of the groups still in
+flight, and `run` handles a group and answers each of its requests with a result, or with an exception
+for that request alone; an exception raised by `run` itself answers every request of the group. A
+request whose caller was cancelled while it waited is dropped, never run (one cancelled while its group
+runs is still run).
+
+At most `max_in_flight` groups of a key run at once (one by default: each group then sees everything
+the previous one wrote, as the ledger's chain needs). With more, the next group starts while others
+are in flight, so the caller's work on one group overlaps the store's on another; `select` keeps out
+what must wait for a group in flight. When nothing queued may join a group, the queue waits for one.
 """
 
 from __future__ import annotations
@@ -29,15 +35,20 @@ class _Call(Generic[RequestT, ResultT]):
 class _Queue(Generic[RequestT, ResultT]):
     calls: list[_Call[RequestT, ResultT]] = field(default_factory=list)
     draining: bool = False
+    # The groups in flight, by the task running each; `arrived` wakes a drain waiting on them.
+    running: dict[asyncio.Task[None], list[RequestT]] = field(default_factory=dict)
+    arrived: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 class Grouper(Generic[RequestT, ResultT]):
     """Per-key queues whose requests are handled in groups; see the module docstring."""
 
     def __init__(self, run: Callable[[str, list[RequestT]], Awaitable[Sequence[ResultT | BaseException]]],
-                 select: Callable[[Sequence[RequestT]], Sequence[int]]) -> None:
+                 select: Callable[[Sequence[RequestT], Sequence[RequestT]], Sequence[int]],
+                 max_in_flight: int = 1) -> None:
         self._run = run
         self._select = select
+        self._max_in_flight = max_in_flight
         self._queues: dict[str, _Queue[RequestT, ResultT]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self.groups = 0
@@ -47,6 +58,7 @@ class Grouper(Generic[RequestT, ResultT]):
         queue = self._queues.setdefault(key, _Queue())
         done: asyncio.Future[ResultT] = asyncio.get_running_loop().create_future()
         queue.calls.append(_Call(request, done))
+        queue.arrived.set()
         if not queue.draining:
             queue.draining = True
             task = asyncio.create_task(self._drain(key, queue))
@@ -58,14 +70,37 @@ class Grouper(Generic[RequestT, ResultT]):
         try:
             while True:
                 queue.calls = [c for c in queue.calls if not c.done.done()]
-                if not queue.calls:
+                if not queue.calls and not queue.running:
                     break
-                chosen = set(self._select([c.request for c in queue.calls])) or {0}
-                group = [c for i, c in enumerate(queue.calls) if i in chosen]
-                queue.calls = [c for i, c in enumerate(queue.calls) if i not in chosen]
-                await self._answer(key, group)
+                if queue.calls and len(queue.running) < self._max_in_flight and self._start_group(key, queue):
+                    continue
+                queue.arrived.clear()
+                arrival = asyncio.ensure_future(queue.arrived.wait())
+                try:
+                    await asyncio.wait([*queue.running, arrival], return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    arrival.cancel()
+                for task in [task for task in queue.running if task.done()]:
+                    del queue.running[task]
+        except asyncio.CancelledError:
+            for task in queue.running:
+                task.cancel()
+            raise
         finally:
             queue.draining = False
+
+    def _start_group(self, key: str, queue: _Queue[RequestT, ResultT]) -> bool:
+        """Start the next group of the queued requests; False when `select` takes none while others run."""
+        in_flight = [request for group in queue.running.values() for request in group]
+        chosen = set(self._select([c.request for c in queue.calls], in_flight))
+        if not chosen:
+            if queue.running:
+                return False
+            chosen = {0}
+        group = [c for i, c in enumerate(queue.calls) if i in chosen]
+        queue.calls = [c for i, c in enumerate(queue.calls) if i not in chosen]
+        queue.running[asyncio.create_task(self._answer(key, group))] = [c.request for c in group]
+        return True
 
     async def _answer(self, key: str, group: list[_Call[RequestT, ResultT]]) -> None:
         try:

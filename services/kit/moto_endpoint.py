@@ -103,6 +103,8 @@ _dynamodb_lock = threading.Lock()
 _THREADS = 48
 _CONNECTIONS = 2000
 
+_SWITCH_INTERVAL_SECONDS = 0.05
+
 StartResponse = Callable[..., Any]
 
 
@@ -164,11 +166,13 @@ def _transact_write_items(backend: Any, transact_items: list[dict[str, Any]]) ->
         planned.append((op_type, op, key, current))
     if any(code is not None for code, _, _ in errors):
         raise exc.TransactionCanceledException(errors)
-    undo: list[tuple[str, dict[str, Any], dict[str, Any] | None]] = []
+    # What each write replaces, to put back if a later one fails: a put or a delete leaves the stored
+    # item object as it was (the table holds a new one, or none); an update changes it in place.
+    undo: list[tuple[str, dict[str, Any], Any]] = []
     try:
         for op_type, op, key, current in planned:
             table_name = op["TableName"]
-            undo.append((table_name, key, copy.deepcopy(current.to_json()["Attributes"]) if current else None))
+            undo.append((table_name, key, copy.deepcopy(current) if current and op_type == "Update" else current))
             names = op.get("ExpressionAttributeNames")
             values = op.get("ExpressionAttributeValues")
             if op_type == "Put":
@@ -183,7 +187,7 @@ def _transact_write_items(backend: Any, transact_items: list[dict[str, Any]]) ->
             if old is None:
                 backend.delete_item(table_name, key)
             else:
-                backend.put_item(table_name, old)
+                backend.put_item(table_name, old.to_json()["Attributes"])
         raise
 
 
@@ -309,17 +313,39 @@ def _partition_size(table: Any, hash_key: Any) -> int:
     return len(partition) if isinstance(partition, dict) else int(partition is not None)
 
 
-def _keys_changed_by(table: Any, hash_key: Any, write: Callable[[], Any]) -> Any:
-    """Run a write of one item of the partition, forgetting its sorted keys when the write added or removed one.
+def _keys_changed_by(table: Any, hash_key: Any, range_key: Any, write: Callable[[], Any]) -> Any:
+    """Run a write of one item of the partition, keeping its sorted keys when the write added or removed one.
 
-    One put, update or delete changes the partition's size exactly when it adds or removes its key.
+    One put, update or delete changes the partition's size exactly when it adds or removes its key: the
+    key is put in its place or taken out (a ledger's partition gains a key with every event, and sorting
+    thousands of keys again for the next tail read cost 50 ms); any other change forgets them.
     """
     before = _partition_size(table, hash_key)
     try:
         return write()
     finally:
-        if _partition_size(table, hash_key) != before:
-            _sorted_keys_kept(table).pop(hash_key, None)
+        change = _partition_size(table, hash_key) - before
+        if change:
+            _keep_sorted(table, hash_key, range_key, change)
+
+
+def _keep_sorted(table: Any, hash_key: Any, range_key: Any, change: int) -> None:
+    kept = _sorted_keys_kept(table)
+    if hash_key not in kept:
+        return
+    ordered, values = kept[hash_key]
+    if getattr(range_key, "type", None) != "S" or abs(change) != 1:
+        del kept[hash_key]
+        return
+    at = bisect.bisect_left(values, range_key.value)
+    present = at < len(values) and values[at] == range_key.value
+    if change > 0 and not present:
+        values.insert(at, range_key.value)
+        ordered.insert(at, range_key)
+    elif change < 0 and present:
+        del values[at], ordered[at]
+    else:
+        del kept[hash_key]
 
 
 def _index_candidates(table: Any, arguments: dict[str, Any]) -> list[Any] | None:
@@ -393,13 +419,15 @@ def _patch_index_upkeep() -> None:
         raw_hash = item_attrs.get(self.hash_key_attr) if isinstance(item_attrs, dict) else None
         if raw_hash is None:  # moto refuses the item itself
             return moto_put(self, item_attrs, *args, **kwargs)
-        item = _keys_changed_by(self, DynamoType(raw_hash), lambda: moto_put(self, item_attrs, *args, **kwargs))
+        raw_range = item_attrs.get(self.range_key_attr) if self.range_key_attr else None
+        item = _keys_changed_by(self, DynamoType(raw_hash), DynamoType(raw_range) if raw_range is not None else None,
+                                lambda: moto_put(self, item_attrs, *args, **kwargs))
         _IndexHashes.touched(self, item.hash_key, item.range_key)
         return item
 
     def delete_item(self: Any, hash_key: Any, range_key: Any) -> Any:
         try:
-            return _keys_changed_by(self, hash_key, lambda: moto_delete(self, hash_key, range_key))
+            return _keys_changed_by(self, hash_key, range_key, lambda: moto_delete(self, hash_key, range_key))
         finally:
             _IndexHashes.touched(self, hash_key, range_key)
 
@@ -408,11 +436,13 @@ def _patch_index_upkeep() -> None:
         if table.hash_key_attr not in key:
             return moto_update(self, table_name, key, *args, **kwargs)
         hash_key = DynamoType(key[table.hash_key_attr])
+        range_value = key.get(table.range_key_attr) if table.range_key_attr else None
+        range_key = DynamoType(range_value) if range_value is not None else None
         try:
-            return _keys_changed_by(table, hash_key, lambda: moto_update(self, table_name, key, *args, **kwargs))
+            return _keys_changed_by(table, hash_key, range_key,
+                                    lambda: moto_update(self, table_name, key, *args, **kwargs))
         finally:
-            range_value = key.get(table.range_key_attr) if table.range_key_attr else None
-            _IndexHashes.touched(table, hash_key, DynamoType(range_value) if range_value is not None else None)
+            _IndexHashes.touched(table, hash_key, range_key)
 
     Table.put_item = put_item  # type: ignore[method-assign]
     Table.delete_item = delete_item  # type: ignore[method-assign]
@@ -690,18 +720,36 @@ def _patch_update_expressions() -> None:
     """UpdateItem's expression work, without its repeated parts; the same trees, checks and errors.
 
     moto parses every update expression twice per request (the handler, then the backend) and runs ten
-    tree walks over it, each of which rebuilds its walker's map of node types at every node: a 14-assignment
+    tree walks over it, each of which rebuilt its walker's map of node types at every node: a 14-assignment
     update (ingest's stream-open write) cost the endpoint 11.5 ms. A parsed tree is kept by its text
-    (nothing changes it: the validator works on its own deep copy, the handler only reads it), and each
-    walker builds its map once.
+    (nothing changes it: the validator works on its own deep copy, the handler only reads it).
+
+    Every node class has moto's `ABCMeta` as its metaclass, so each `isinstance` of a walk goes the slow
+    way, and the validator's deep copy of the tree went through `copy`'s generic reconstruction: a
+    100-update transaction (the custody sequencer's marks) spent most of its time in these. Whether a
+    node is a `Node`, a clause to descend into, or which entry of a walker's map takes it depends on
+    the node's class alone (moto's maps are fixed per walker class), so it is found once; a node copies itself attribute
+    by attribute through the same `deepcopy` memo. The reserved words are looked up in a set instead
+    of a list of 573.
     """
     import functools
 
-    from moto.dynamodb.parsing.ast_nodes import DepthFirstTraverser  # type: ignore[attr-defined]
+    from moto.dynamodb.parsing.ast_nodes import (  # type: ignore[attr-defined]
+        DepthFirstTraverser,
+        Expression,
+        Node,
+        UpdateExpressionFunction,
+    )
     from moto.dynamodb.parsing.expressions import UpdateExpressionParser  # type: ignore[attr-defined]
+    from moto.dynamodb.parsing.reserved_keywords import ReservedKeywords
 
     parse: Any = functools.lru_cache(maxsize=1024)(UpdateExpressionParser.make.__func__)
     UpdateExpressionParser.make = classmethod(parse)
+
+    is_node: dict[type, bool] = {}
+    descends: dict[type, bool] = {}
+    # (walker class, node class) -> the map entry taking that node: moto's maps are fixed per walker class.
+    taken_by: dict[tuple[type, type], type | None] = {}
 
     def processing_map(walker: Any) -> dict[type, Callable[[Any], Any]]:
         kept: dict[type, Callable[[Any], Any]] | None = walker.__dict__.get("_lz_processing_map")
@@ -715,14 +763,169 @@ def _patch_update_expressions() -> None:
             kept = walker.__dict__["_lz_processed_types"] = tuple(processing_map(walker))
         return kept
 
-    def process(walker: Any, node: Any) -> Any:
-        for node_type, processor in processing_map(walker).items():
-            if isinstance(node, node_type):
-                return processor(node)
-        return None
+    def processor_for(walker: Any, kind: type) -> Callable[[Any], Any] | None:
+        """The processor moto's `process` would pick for a node of class `kind`: the map's first match."""
+        key = (type(walker), kind)
+        if key not in taken_by:
+            taken_by[key] = next((node_type for node_type in nodes_to_be_processed(walker)
+                                  if issubclass(kind, node_type)), None)
+        node_type = taken_by[key]
+        return None if node_type is None else processing_map(walker)[node_type]
 
+    def process(walker: Any, node: Any) -> Any:
+        processor = processor_for(walker, type(node))
+        return None if processor is None else processor(node)
+
+    def traverse_node_recursively(walker: Any, node: Any, child_id: int = -1) -> Any:
+        kind = type(node)
+        if kind not in is_node:
+            is_node[kind] = isinstance(node, Node)
+        if not is_node[kind]:
+            return node
+        parent_node = node.parent
+        if node.children is not None:
+            for index, child_node in enumerate(node.children):
+                walker.pre_processing_of_child(node, index)
+                walker.traverse_node_recursively(child_node, index)
+        processor = processor_for(walker, kind)
+        if processor is not None:
+            node = processor(node)
+            node.parent = parent_node
+            if parent_node:
+                parent_node.children[child_id] = node
+        return node
+
+    def find_clauses(self: Any, clause_types: Any) -> list[Any]:
+        clauses: list[Any] = []
+        for child in self.children or []:
+            kind = type(child)
+            if kind in clause_types:
+                clauses.append(child)
+                continue
+            if kind not in descends:
+                descends[kind] = isinstance(child, Expression | UpdateExpressionFunction)
+            if descends[kind]:
+                clauses.extend(child.find_clauses(clause_types))
+        return clauses
+
+    def node_deepcopy(self: Any, memo: dict[int, Any]) -> Any:
+        copied = object.__new__(type(self))
+        memo[id(self)] = copied
+        for name, value in self.__dict__.items():
+            copied.__dict__[name] = copy.deepcopy(value, memo)
+        return copied
+
+    class _Keywords(list[str]):
+        def __init__(self, words: list[str]) -> None:
+            super().__init__(words)
+            self._set = frozenset(words)
+
+        def __contains__(self, word: object) -> bool:
+            return word in self._set
+
+    ReservedKeywords.KEYWORDS = _Keywords(ReservedKeywords.get_reserved_keywords())
     DepthFirstTraverser.nodes_to_be_processed = nodes_to_be_processed
     DepthFirstTraverser.process = process
+    DepthFirstTraverser.traverse_node_recursively = traverse_node_recursively
+    Node.find_clauses = find_clauses
+    Node.__deepcopy__ = node_deepcopy
+
+
+def _patch_item_sizing() -> None:
+    """A new item is sized once, not once per attribute: the same items and the same ItemSizeTooLarge.
+
+    moto's `LimitedSizeDict` re-sums the whole item at every attribute it sets, so building an item of
+    n attributes costs n^2 sizings (a fifth of a grouped 99-write transaction). An item being built
+    only grows, so the size after its last attribute is the largest one moto would have checked.
+    """
+    from moto.dynamodb.exceptions import ItemSizeTooLarge
+    from moto.dynamodb.models.dynamo_type import DynamoType, Item, LimitedSizeDict
+    from moto.dynamodb.models.utilities import bytesize
+
+    def init(self: Any, hash_key: Any, range_key: Any, attrs: dict[str, Any]) -> None:
+        self.hash_key, self.range_key = hash_key, range_key
+        self.attrs = LimitedSizeDict()
+        for key, value in attrs.items():
+            dict.__setitem__(self.attrs, key, DynamoType(value))
+        if sum(bytesize(key) + value.size() for key, value in self.attrs.items()) > _ITEM_SIZE_LIMIT:
+            raise ItemSizeTooLarge
+
+    Item.__init__ = init  # type: ignore[method-assign]
+
+
+# moto's limit for an item (LimitedSizeDict): between the 409 and 410 KB DynamoDB accepts.
+_ITEM_SIZE_LIMIT = 405_000
+
+
+def _patch_condition_parsing() -> None:
+    """A condition expression's tree is kept by its text and the names and values it uses: ingest,
+    assets and the ledger send a few expressions over and over (`attribute_not_exists(SK)` on every
+    new item), and moto parses each condition of a transaction twice (the handler's check, then the
+    write). A tree is only read when a condition is checked (nothing in moto's comparisons assigns to
+    a node after building it), so one tree serves every request with the same text, names and values.
+    The values and names a condition uses are the placeholders in its text; the others of a request
+    (an update's own values) do not change its tree. A condition that fails to parse is never kept.
+    """
+    import collections
+    import json
+    import re
+
+    from moto.dynamodb.comparisons import ConditionExpressionParser
+
+    moto_parse = ConditionExpressionParser.parse
+    placeholder = re.compile(r"[:#][A-Za-z0-9_\-]+")
+    kept: collections.OrderedDict[tuple[str, str], tuple[Any, list[str], list[str]]] = collections.OrderedDict()
+
+    def parse(self: Any) -> Any:
+        text = self.condition_expression
+        if not text:
+            return moto_parse(self)
+        used = set(placeholder.findall(text))
+        names = self.expression_attribute_names or {}
+        values = self.expression_attribute_values or {}
+        key = (text, json.dumps([{n: names[n] for n in sorted(used) if n in names},
+                                 {v: values[v] for v in sorted(used) if v in values}], sort_keys=True, default=str))
+        if key not in kept:
+            kept[key] = (moto_parse(self), list(self.expr_attr_names_found), list(self.expr_attr_values_found))
+            if len(kept) > _CONDITION_TREES_KEPT:
+                kept.popitem(last=False)
+            return kept[key][0]
+        tree, names_found, values_found = kept[key]
+        # What moto's handlers read back from the parser after a parse (the unused-name checks).
+        self.expr_attr_names_found.extend(names_found)
+        self.expr_attr_values_found.extend(values_found)
+        return tree
+
+    ConditionExpressionParser.parse = parse  # type: ignore[method-assign]
+
+
+_CONDITION_TREES_KEPT = 4096
+
+
+def _patch_condition_lexing() -> None:
+    """A condition expression's tokens are kept by its text (for the conditions `_patch_condition_parsing`
+    has not kept whole, as their values change with every item). Tokens depend on the text alone (names
+    and values are applied later, to fresh nodes); each parse gets its own copy of the token list and of
+    each token's children.
+    """
+    import functools
+
+    from moto.dynamodb.comparisons import ConditionExpressionParser
+
+    moto_lex = ConditionExpressionParser._lex_condition_expression
+
+    @functools.lru_cache(maxsize=1024)
+    def tokens(text: str) -> tuple[Any, ...]:
+        parser = ConditionExpressionParser.__new__(ConditionExpressionParser)
+        parser.condition_expression = text
+        return tuple(moto_lex(parser))
+
+    def lex(self: Any) -> Any:
+        from collections import deque
+
+        return deque(node._replace(children=list(node.children)) for node in tokens(self.condition_expression))
+
+    ConditionExpressionParser._lex_condition_expression = lex  # type: ignore[method-assign]
 
 
 def _patch_dynamodb() -> None:
@@ -735,6 +938,9 @@ def _patch_dynamodb() -> None:
     _patch_index_upkeep()
     _patch_serializer()
     _patch_update_expressions()
+    _patch_item_sizing()
+    _patch_condition_lexing()
+    _patch_condition_parsing()
 
 
 # Queue attributes a send computes through `Queue.attributes` and never reads.
@@ -864,6 +1070,10 @@ def main(argv: list[str]) -> None:
     _patch_routing()
     _patch_name_conversion()
     logging.basicConfig(level=logging.WARNING)
+    # The thread holding the DynamoDB lock (`_serialised`) keeps the interpreter for longer stretches:
+    # at the default 5 ms it lost it to the request threads parsing and sending, and held the lock
+    # idle for half of each burst. The others queue behind that lock anyway.
+    sys.setswitchinterval(_SWITCH_INTERVAL_SECONDS)
     app = DomainDispatcherApplication(create_backend_app)
     server = waitress.create_server(_serialised(app), host=host, port=port, threads=_THREADS,
                                     connection_limit=_CONNECTIONS, channel_timeout=300, ident="moto",

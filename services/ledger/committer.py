@@ -49,5 +49,6 @@ class GroupCommitter:
         return seqs
 
 
-def _select(groups: Sequence[store.AppendGroup]) -> range:
+def _select(groups: Sequence[store.AppendGroup], in_flight: Sequence[store.AppendGroup]) -> range:
+    # One group at a time (the Grouper's default): each appends after the tail the last one wrote.
     return range(take_batch([(len(g.drafts), g.request_id) for g in groups]))

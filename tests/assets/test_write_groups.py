@@ -119,11 +119,34 @@ def test_a_group_commits_a_result_beside_orders_of_other_assets(tenant: Tenant) 
     assert [tenant.status("host-0"), tenant.status("host-1")] == [Status.ISOLATED, Status.ISOLATION_PENDING]
 
 
+def _queued(*assets: str, confirming: str = "") -> list[GroupedWrite[Any]]:
+    return [GroupedWrite(asset_id, (), lambda read: None, lambda: None, confirms=asset_id in confirming)
+            for asset_id in assets]
+
+
 def test_the_next_group_takes_each_asset_once_in_queue_order() -> None:
     """select_writes skips a second write of an asset already in the group, keeping the queue order."""
-    writes = [GroupedWrite(asset_id, (), lambda read: None, lambda: None) for asset_id in ("a", "b", "a", "c")]
+    writes = _queued("a", "b", "a", "c")
     assert select_writes(writes) == [0, 1, 3]
     assert select_writes(writes, limit=2) == [0, 1]
+
+
+def test_the_next_group_takes_agents_results_before_new_orders() -> None:
+    """When the group is full, the results queued behind orders are in it and the last orders wait."""
+    writes = _queued("a", "b", "c", "d", "e", confirming="de")
+    assert select_writes(writes, limit=3) == [0, 3, 4]
+
+
+def test_a_result_never_overtakes_an_earlier_write_of_its_asset() -> None:
+    """A result queued behind its asset's order waits for that order's group, however full the group is."""
+    writes = [*_queued("a", "b"), *_queued("a", confirming="a")]
+    assert select_writes(writes, limit=1) == [0]
+
+
+def test_the_next_group_leaves_out_every_asset_a_group_in_flight_holds() -> None:
+    """No queued write of an asset in a group in flight joins the next group, not even a later result."""
+    writes = [*_queued("a", "b"), *_queued("a", "c", confirming="ac")]
+    assert select_writes(writes, in_flight=_queued("a")) == [1, 3]
 
 
 async def test_two_writes_of_one_asset_in_one_burst_commit_in_arrival_order(tenant: Tenant) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 from typing import Any
 
@@ -61,3 +62,25 @@ async def test_the_limit_is_per_address_not_per_connection(ddb: Any, aws_setting
     assert await _first_refusal(auth, tenant, "ipv4:192.0.2.7:39999", 200)
     with pytest.raises(ResourceExhausted):
         await auth.authenticate(_bearer(_unknown_token(tenant)), "ipv4:192.0.2.7:40002")
+
+
+async def test_calls_arriving_together_with_an_uncached_token_share_one_table_read(
+    ddb: Any, aws_settings: AwsSettings
+) -> None:
+    """Fifty concurrent calls presenting one token not yet cached all resolve it with a single GetItem."""
+    tenant = f"t-{secrets.token_hex(4)}"
+    token, _ = token_store.issue(ddb, aws_settings.table_name, tenant, Role.ADMIN, "burst")
+    reads: list[str] = []
+
+    def count(params: dict[str, Any], **kwargs: Any) -> None:
+        reads.append(params["Key"]["SK"]["S"])
+
+    ddb.meta.events.register("provide-client-params.dynamodb.GetItem", count)
+    try:
+        auth = Authenticator(ddb, aws_settings.table_name)
+        principals = await asyncio.gather(*(auth.authenticate(_bearer(str(token)), "ipv4:192.0.2.8:40001")
+                                            for _ in range(50)))
+    finally:
+        ddb.meta.events.unregister("provide-client-params.dynamodb.GetItem", count)
+    assert {(p.tenant, p.role) for p in principals} == {(tenant, Role.ADMIN)}
+    assert len(reads) == 1

@@ -231,3 +231,53 @@ def test_a_string_like_an_xml_request_id_is_answered_as_stored(both: tuple[Any, 
                          ExpressionAttributeNames={"#t": "text"},
                          ExpressionAttributeValues=aws.to_item({":p": "pages-xml"}))
     assert [item["text"]["S"] for item in got["Items"]] == [text]
+
+
+def _kept_key_writes() -> list[tuple[str, dict[str, Any]]]:
+    """Writes that add keys at the end, at the start and in between, replace one, remove some, and one that fails."""
+    def put(sk: str) -> tuple[str, dict[str, Any]]:
+        return "put_item", {"TableName": TABLE, "Item": aws.to_item({"PK": "pages-kept", "SK": sk, "v": sk})}
+
+    def delete(sk: str) -> tuple[str, dict[str, Any]]:
+        return "delete_item", {"TableName": TABLE, "Key": aws.to_item({"PK": "pages-kept", "SK": sk})}
+
+    return [
+        put("EVENT#005"), put("EVENT#009"), put("EVENT#001"), put("EVENT#007"), put("EVENT#007"),
+        delete("EVENT#005"), delete("EVENT#404"),
+        ("update_item", {"TableName": TABLE, "Key": aws.to_item({"PK": "pages-kept", "SK": "EVENT#003"}),
+                         "UpdateExpression": "SET v = :v", "ExpressionAttributeValues": aws.to_item({":v": "made"})}),
+        ("transact_write_items", {"TransactItems": [
+            {"Put": put("EVENT#011")[1]}, {"Delete": delete("EVENT#001")[1]}, {"Put": put("EVENT#002")[1]}]}),
+        ("transact_write_items", {"TransactItems": [
+            {"Put": put("EVENT#012")[1]},
+            {"Put": {**put("EVENT#009")[1], "ConditionExpression": "attribute_not_exists(SK)"}}]}),
+        ("batch_write_item", {"RequestItems": {TABLE: [{"PutRequest": {"Item": put(f"EVENT#02{n}")[1]["Item"]}}
+                                                       for n in range(5)]
+                                               + [{"DeleteRequest": {"Key": delete("EVENT#002")[1]["Key"]}}]}}),
+        delete("EVENT#011"), delete("EVENT#003"), delete("EVENT#007"), delete("EVENT#009"),
+    ]
+
+
+def test_reads_between_writes_that_add_and_remove_keys_page_as_released_moto(both: tuple[Any, Any]) -> None:
+    """After each write that adds, replaces or removes a key, a forward read and a newest-first tail read
+    of the partition give released moto's pages (the endpoint keeps the partition's sorted keys up)."""
+    reads = [
+        {"KeyConditionExpression": "PK = :p", "ExpressionAttributeValues": aws.to_item({":p": "pages-kept"}),
+         "ConsistentRead": True, "Limit": 2},
+        {"KeyConditionExpression": "PK = :p AND begins_with(SK, :e)", "ScanIndexForward": False, "Limit": 1,
+         "ExpressionAttributeValues": aws.to_item({":p": "pages-kept", ":e": "EVENT#"}),
+         "ProjectionExpression": "SK, v", "ConsistentRead": True},
+    ]
+    seen: list[Any] = []
+    for operation, request in _kept_key_writes():
+        answers: list[Any] = []
+        for client in both:
+            try:
+                getattr(client, operation)(**request)
+                answers.append("written")
+            except client.exceptions.ClientError as error:
+                answers.append(error.response["Error"]["Code"])
+            answers.append([_pages(client, **read) for read in reads])
+        assert answers[:2] == answers[2:], operation
+        seen.append(answers[1])
+    assert seen[-1][1][0]["Items"] == [aws.to_item({"SK": "EVENT#024", "v": "EVENT#024"})]

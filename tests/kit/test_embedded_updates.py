@@ -1,7 +1,8 @@
 """The embedded endpoint's UpdateItem is moto's own: the same items and the same errors as released moto.
 
-The endpoint keeps parsed update expressions by their text and builds each tree walker's map once
-(`moto_endpoint._patch_update_expressions`); released moto (tests/kit/conftest.py) has neither. Every
+The endpoint keeps parsed update expressions by their text, finds which walker step takes a node by
+the node's class once, copies trees node by node and looks reserved words up in a set
+(`moto_endpoint._patch_update_expressions`); released moto (tests/kit/conftest.py) does none of that. Every
 expression runs several times with other values and on other items, so a kept tree that a request
 changed would show in a later answer.
 """
@@ -26,12 +27,15 @@ _UPDATES = [
     ("DELETE tags :s", {":s": {"red"}}),
     ("SET m = :m", {":m": {"inside": {"deep": "v"}}}),
     ("SET m.inside.deep = :x, #alias = :y", {":x": "changed", ":y": 9}),
-    # Refused, each with the error moto gives: an overlap, two SET clauses, a key attribute, a missing value.
+    ("SET ledger_seq = :y, chain_time = :x REMOVE GSI2PK, GSI2SK", {":y": 7, ":x": "2026-12-06T15:10:49Z"}),
+    # Refused, each with the error moto gives: an overlap, two SET clauses, a key attribute, a missing value,
+    # a path that is not there, a reserved word.
     ("SET a = :x, a = :x", {":x": "dup"}),
     ("SET a = :x SET b = :x", {":x": "twice"}),
     ("SET SK = :x", {":x": "key"}),
     ("SET a = :missing", {":x": "unused"}),
     ("SET m.nope.deeper = :x", {":x": "no path"}),
+    ("SET status = :x", {":x": "a reserved word"}),
 ]
 
 
