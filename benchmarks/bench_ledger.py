@@ -1,6 +1,6 @@
 """Ledger and sealer benchmarks on the embedded endpoint (a plain script, not a test).
 
-    python benchmarks/bench_ledger.py --json OUT [--quick] [--runs N]
+    python benchmarks/bench_ledger.py --json OUT [--quick] [--runs N] [--full-verify-only N]
 
 Store-level: boto3 from threads against the embedded AWS endpoint (moto, DynamoDB requests
 serialised), the same code the ledger and sealer processes run, without gRPC. Prints one JSON dict:
@@ -16,8 +16,12 @@ serialised), the same code the ledger and sealer processes run, without gRPC. Pr
   prefix, the index Query, two note GetObjects and O(log n) tiles, plus the tail's Query pages;
   nothing proportional to the sealed events.
 - `full_verify`: VerifyLedger FULL throughput (events/s, store reads included) over the inclusion
-  proofs' ledger once it holds 10^5 events (--quick: 10^4); the in-memory walk (chain + tree)
-  against raw hashlib over the same bytes.
+  proofs' ledger once it holds 10^5 events (--quick: 10^4), with the medians of its wall time and
+  of the CPU seconds of the verifying process (botocore and the walk) and of the endpoint; the
+  in-memory walk (chain + tree) against raw hashlib over the same bytes. The verifier reads through
+  its own walk client (`aws.walk_client`), as the ledger service does. `--full-verify-only N` runs
+  only this section, on a fresh endpoint with N events filled and sealed (the issue #25 figure:
+  `--full-verify-only 100000`).
 - `sealer_catch_up`: a burst appended by one writer while a sealer seals in a loop
   (LZ_SEAL_MAX_BATCH=4096): peak pending and time from the burst's end until everything is sealed
   (50,000 events; --quick: 5,000).
@@ -259,15 +263,18 @@ def bench_since(ctx: sealing.SealContext, reader: SealReader, runs: int) -> list
     return rows
 
 
-def bench_full_verify(ctx: sealing.SealContext, reader: SealReader, runs: int, tenant: str, size: int) -> dict[
-    str, Any
-]:
-    """VerifyLedger FULL of a tenant whose `size` events are sealed, and the in-memory walk of its events."""
-    times = []
+def bench_full_verify(
+    ctx: sealing.SealContext, reader: SealReader, runs: int, tenant: str, size: int, endpoint_pid: int
+) -> dict[str, Any]:
+    """VerifyLedger FULL of a tenant whose `size` events are sealed (wall, and CPU of this process and of the
+    endpoint: on two cores the two overlap), and the in-memory walk of its events."""
+    times, reader_cpu, endpoint_cpu = [], [], []
     for _ in range(runs):
-        t = time.perf_counter()
+        t, cpu, endpoint = time.perf_counter(), time.process_time(), proc_cpu(endpoint_pid)
         outcome = verify_full(reader, tenant)
         times.append(time.perf_counter() - t)
+        reader_cpu.append(time.process_time() - cpu)
+        endpoint_cpu.append(proc_cpu(endpoint_pid) - endpoint)
         assert outcome.ok, outcome
     events = [e.canonical for e in store.events_between(ctx.ddb, ctx.table, tenant, 1, size, 5000,
                                                         canonical_only=True)]
@@ -288,6 +295,9 @@ def bench_full_verify(ctx: sealing.SealContext, reader: SealReader, runs: int, t
     return {
         "events": size,
         "verify_full_events_per_s": size / statistics.median(times),
+        "verify_full_s": statistics.median(times),
+        "verify_full_reader_cpu_s": statistics.median(reader_cpu),
+        "verify_full_endpoint_cpu_s": statistics.median(endpoint_cpu),
         "in_memory_walk_events_per_s": size / walk_s,
         "raw_hashlib_events_per_s": size / raw_s,
         "raw_hashlib_time_fraction_of_walk": raw_s / walk_s,
@@ -364,7 +374,7 @@ class Endpoint:
             settings = AwsSettings(table_name=res.table_name, endpoint_url=url)
             ddb, s3 = aws.client(settings, "dynamodb"), aws.client(settings, "s3")
             ctx = sealing.SealContext(ddb, s3, res.table_name, res.bucket_name, res.retention_days, keys, set())
-            reader = SealReader(ddb, s3, res.table_name, res.bucket_name, keys)
+            reader = SealReader(ddb, s3, res.table_name, res.bucket_name, keys, walker=aws.walk_client(settings))
             yield cls(proc, ddb, res.table_name, Calls(ddb), ctx, reader)
         finally:
             proc.terminate()
@@ -380,10 +390,14 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--json", type=Path)
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--full-verify-only", type=int, metavar="N", help="only full_verify, of N events")
     args = parser.parse_args()
     runs = max(args.runs, 1)
     started = time.perf_counter()
     keys = TenantKeys(ORIGIN, [generate_key(ORIGIN)[0]])
+    if args.full_verify_only:
+        only = full_verify_only(keys, args.full_verify_only, runs)
+        return _finish({"mode": "full_verify_only", "full_verify": only}, started, args.json)
     results: dict[str, Any] = {"mode": "quick" if args.quick else "full"}
     with Endpoint.fresh(keys) as e:
         results["append"] = bench_append(e.ddb, e.table, e.calls, e.proc.pid, runs, args.quick)
@@ -398,13 +412,25 @@ def main() -> int:
         sizes = [1_000, 10_000] if args.quick else [1_000, 10_000, 100_000]
         results["inclusion_proof"] = bench_proofs(e.ctx, e.reader, sizes, runs)
         # The proofs' ledger is sealed at its largest size by now: walking it costs no second fill.
-        results["full_verify"] = bench_full_verify(e.ctx, e.reader, runs, "proofs", sizes[-1])
+        results["full_verify"] = bench_full_verify(e.ctx, e.reader, runs, "proofs", sizes[-1], e.proc.pid)
     print(json.dumps({"full_verify": results["full_verify"]}), file=sys.stderr, flush=True)
+    return _finish(results, started, args.json)
+
+
+def full_verify_only(keys: TenantKeys, size: int, runs: int) -> dict[str, Any]:
+    """The full_verify section alone: `size` events filled and sealed on a fresh endpoint, then verified."""
+    with Endpoint.fresh(keys) as e:
+        fill(e.ddb, e.table, "verify", size)
+        seal_all(e.ctx, "verify", 8192, size)
+        return bench_full_verify(e.ctx, e.reader, runs, "verify", size, e.proc.pid)
+
+
+def _finish(results: dict[str, Any], started: float, out: Path | None) -> int:
     results["wall_seconds"] = time.perf_counter() - started
     text = json.dumps(results, indent=2)
     print(text)
-    if args.json:
-        args.json.write_text(text + "\n")
+    if out:
+        out.write_text(text + "\n")
     return 0
 
 

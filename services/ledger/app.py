@@ -61,7 +61,8 @@ async def make_service(settings: LedgerSettings) -> Service:
         bootstrap_token_sha256=settings.server.bootstrap_token_sha256,
         cache_seconds=settings.server.auth_cache_seconds,
     )
-    reader = SealReader(ddb, s3, settings.aws.table_name, settings.seals.bucket_name, tenant_keys(settings.seals))
+    reader = SealReader(ddb, s3, settings.aws.table_name, settings.seals.bucket_name, tenant_keys(settings.seals),
+                        walker=aws.walk_client(settings.aws))
     servicer = LedgerServicer(GroupCommitter(ddb, settings.aws.table_name), reader,
                               expensive_per_tenant=settings.expensive_per_tenant)
 

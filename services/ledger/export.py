@@ -70,7 +70,7 @@ def _events(r: SealReader, tenant: str, last: int, sealed: int, findings: list[d
     problems: list[VerifyOutcome] = []
     leaves = sealed_leaves(r, tenant, sealed, problems)
     disagreeing = False
-    for event in store.walk_events(r.ddb, r.table, tenant, 1, last):
+    for event in store.walk_events(r.walk_ddb, r.table, tenant, 1, last):
         if event.hash_hex and event.hash_hex != store.derived_hash(event.canonical):
             findings.append({"seq": event.seq,
                              "reason": f"event {event.seq}: the stored hash attribute is not the hash of its bytes"})

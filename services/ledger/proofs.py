@@ -29,6 +29,13 @@ class SealReader:
     table: str
     bucket: str
     keys: TenantKeys
+    walker: Any = None
+    """A DynamoDB client of its own for whole-log walks (`aws.walk_client`); walks read through `ddb` without one."""
+
+    @property
+    def walk_ddb(self) -> Any:
+        """The client whole-log walks read through."""
+        return self.walker if self.walker is not None else self.ddb
 
 
 @dataclass(frozen=True)

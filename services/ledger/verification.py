@@ -174,7 +174,7 @@ def verify_full(r: SealReader, tenant: str, pinned: Sequence[bytes] = (),
         roots.setdefault(pin.size, pin.root_hash)
     walk = FullWalk(tenant, roots, sealed)
     leaves = sealed_leaves(r, tenant, sealed, problems)
-    for event in store.walk_events(r.ddb, r.table, tenant, 1):
+    for event in store.walk_events(r.walk_ddb, r.table, tenant, 1):
         chained = walk.add(event.canonical, next(leaves))
         lie = _attribute_lie(event, walk.head_hash if chained else "")
         if lie:
@@ -238,7 +238,7 @@ def _since(
     lies: list[VerifyOutcome] = []
 
     def tail() -> Iterator[bytes]:
-        for event in store.walk_events(r.ddb, r.table, tenant, latest.size + 1):
+        for event in store.walk_events(r.walk_ddb, r.table, tenant, latest.size + 1):
             lie = _attribute_lie(event)
             if lie:
                 lies.append(VerifyOutcome(False, event.seq, lie, 0, checked, 0, latest.size))
