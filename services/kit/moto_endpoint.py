@@ -728,9 +728,9 @@ def _patch_update_expressions() -> None:
     way, and the validator's deep copy of the tree went through `copy`'s generic reconstruction: a
     100-update transaction (the custody sequencer's marks) spent most of its time in these. Whether a
     node is a `Node`, a clause to descend into, or which entry of a walker's map takes it depends on
-    the node's class alone (moto's maps are fixed per walker class), so it is found once; a node copies itself attribute
-    by attribute through the same `deepcopy` memo. The reserved words are looked up in a set instead
-    of a list of 573.
+    the node's class alone (moto's maps are fixed per walker class), so it is found once; each walker
+    builds its map once; a node copies itself attribute by attribute through the same `deepcopy` memo.
+    The reserved words are looked up in a set instead of a list of 573.
     """
     import functools
 
@@ -757,24 +757,14 @@ def _patch_update_expressions() -> None:
             kept = walker.__dict__["_lz_processing_map"] = walker._processing_map()
         return kept
 
-    def nodes_to_be_processed(walker: Any) -> tuple[type, ...]:
-        kept: tuple[type, ...] | None = walker.__dict__.get("_lz_processed_types")
-        if kept is None:
-            kept = walker.__dict__["_lz_processed_types"] = tuple(processing_map(walker))
-        return kept
-
     def processor_for(walker: Any, kind: type) -> Callable[[Any], Any] | None:
         """The processor moto's `process` would pick for a node of class `kind`: the map's first match."""
         key = (type(walker), kind)
         if key not in taken_by:
-            taken_by[key] = next((node_type for node_type in nodes_to_be_processed(walker)
-                                  if issubclass(kind, node_type)), None)
+            taken_by[key] = next((node_type for node_type in processing_map(walker) if issubclass(kind, node_type)),
+                                 None)
         node_type = taken_by[key]
         return None if node_type is None else processing_map(walker)[node_type]
-
-    def process(walker: Any, node: Any) -> Any:
-        processor = processor_for(walker, type(node))
-        return None if processor is None else processor(node)
 
     def traverse_node_recursively(walker: Any, node: Any, child_id: int = -1) -> Any:
         kind = type(node)
@@ -824,8 +814,7 @@ def _patch_update_expressions() -> None:
             return word in self._set
 
     ReservedKeywords.KEYWORDS = _Keywords(ReservedKeywords.get_reserved_keywords())
-    DepthFirstTraverser.nodes_to_be_processed = nodes_to_be_processed
-    DepthFirstTraverser.process = process
+    # moto's `process` and `nodes_to_be_processed` are called only by the walk replaced here.
     DepthFirstTraverser.traverse_node_recursively = traverse_node_recursively
     Node.find_clauses = find_clauses
     Node.__deepcopy__ = node_deepcopy

@@ -7,7 +7,7 @@ so that the order of groups is exactly the one each test names.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from services.kit.grouping import Grouper
 
@@ -31,6 +31,9 @@ class Recorder:
         return self.release[request]
 
 
+Select = Callable[[Sequence[str], Sequence[str]], Sequence[int]] | None
+
+
 def _all(queued: Sequence[str], in_flight: Sequence[str]) -> list[int]:
     return list(range(len(queued)))
 
@@ -46,14 +49,22 @@ async def _settled() -> None:
         await asyncio.sleep(0)
 
 
+async def _first_group_held(request: str, select: Select = None, max_in_flight: int = 1) -> tuple[
+    Recorder, Grouper[str, str], asyncio.Event, asyncio.Task[str]
+]:
+    """A grouper whose first group, of `request` alone, is running and held until the test sets the event."""
+    recorder = Recorder()
+    grouper: Grouper[str, str] = Grouper(recorder.run, select or _all, max_in_flight=max_in_flight)
+    held = recorder.hold(request)
+    first = asyncio.create_task(grouper.submit("k", request))
+    await _settled()
+    assert recorder.groups == [[request]]
+    return recorder, grouper, held, first
+
+
 async def test_one_group_at_a_time_by_default() -> None:
     """A request arriving while a group runs waits for it, then runs with the others that arrived meanwhile."""
-    recorder = Recorder()
-    grouper: Grouper[str, str] = Grouper(recorder.run, _all)
-    held = recorder.hold("a")
-    first = asyncio.create_task(grouper.submit("k", "a"))
-    await _settled()
-    assert recorder.groups == [["a"]]
+    recorder, grouper, held, first = await _first_group_held("a")
     later = [asyncio.create_task(grouper.submit("k", name)) for name in ("b", "c")]
     await _settled()
     assert recorder.groups == [["a"]]
@@ -64,12 +75,7 @@ async def test_one_group_at_a_time_by_default() -> None:
 
 async def test_a_second_group_runs_while_the_first_is_in_flight() -> None:
     """With two groups allowed, a request arriving while the first group is held runs and is answered at once."""
-    recorder = Recorder()
-    grouper: Grouper[str, str] = Grouper(recorder.run, _all, max_in_flight=2)
-    held = recorder.hold("a")
-    first = asyncio.create_task(grouper.submit("k", "a"))
-    await _settled()
-    assert recorder.groups == [["a"]]
+    _, grouper, held, first = await _first_group_held("a", max_in_flight=2)
     assert await asyncio.wait_for(grouper.submit("k", "b"), 10) == "k:b"
     assert not first.done()
     held.set()
@@ -78,12 +84,7 @@ async def test_a_second_group_runs_while_the_first_is_in_flight() -> None:
 
 async def test_a_request_select_keeps_out_runs_once_the_group_in_flight_is_done() -> None:
     """A request `select` leaves out while a group is in flight runs in the next group after that one."""
-    recorder = Recorder()
-    grouper: Grouper[str, str] = Grouper(recorder.run, _not_beside, max_in_flight=2)
-    held = recorder.hold("x-first")
-    first = asyncio.create_task(grouper.submit("k", "x-first"))
-    await _settled()
-    assert recorder.groups == [["x-first"]]
+    recorder, grouper, held, first = await _first_group_held("x-first", _not_beside, max_in_flight=2)
     waiting = asyncio.create_task(grouper.submit("k", "x"))
     await _settled()
     assert recorder.groups == [["x-first"]] and not waiting.done()
@@ -94,12 +95,7 @@ async def test_a_request_select_keeps_out_runs_once_the_group_in_flight_is_done(
 
 async def test_a_cancelled_caller_is_dropped_before_its_group_runs() -> None:
     """A request whose caller went away while it was queued never runs."""
-    recorder = Recorder()
-    grouper: Grouper[str, str] = Grouper(recorder.run, _all)
-    held = recorder.hold("a")
-    first = asyncio.create_task(grouper.submit("k", "a"))
-    await _settled()
-    assert recorder.groups == [["a"]]
+    recorder, grouper, held, first = await _first_group_held("a")
     gone = asyncio.create_task(grouper.submit("k", "gone"))
     kept = asyncio.create_task(grouper.submit("k", "kept"))
     await _settled()
