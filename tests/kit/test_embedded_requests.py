@@ -1,17 +1,20 @@
-"""The embedded endpoint reads DynamoDB requests as released moto does.
+"""The embedded endpoint reads DynamoDB requests and writes stream records as released moto does.
 
 The endpoint parses a JSON request by looking up only the keys it has and takes an AttributeValue
-without binaries as it was sent (`moto_endpoint._patch_request_parsing`). The parser is compared in
-this process with moto's own parser, dict order included; the answers are compared with released
-moto's (tests/kit/conftest.py).
+without binaries as it was sent (`moto_endpoint._patch_request_parsing`), and builds a stream record
+without converting images its view type leaves out (`_patch_stream_records`). The parser is compared
+in this process with moto's own parser, dict order included; the answers and stream records are
+compared with released moto's (tests/kit/conftest.py).
 """
 
 from __future__ import annotations
 
 import base64
+import datetime
 import json
 from typing import Any
 
+import boto3
 import pytest
 from moto.core.parse import JSONParser
 from moto.core.utils import get_service_model
@@ -180,3 +183,113 @@ def test_writes_and_reads_of_binaries_and_maps_answer_as_released_moto(ddb: Any,
     embedded, released = (_sets_sorted(_reads_and_writes(client)) for client in (ddb, released_moto))
     assert embedded == released
     assert embedded[3]["map"]["M"]["nested"]["M"]["more"] == {"M": {"raw": {"B": b"\x09"}}}
+
+
+_VIEW_TYPES = ["KEYS_ONLY", "NEW_IMAGE", "OLD_IMAGE", "NEW_AND_OLD_IMAGES"]
+
+
+def _record(init: Any, view_type: str, old: Any, new: Any, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
+    """The record a StreamRecord built by `init` holds, with moto's clock and random ids fixed."""
+    from moto.dynamodb.models import table as moto_table
+    from moto.moto_api._internal import mock_random
+
+    monkeypatch.setattr(moto_table, "utcnow", lambda: datetime.datetime(2026, 12, 6, 18, 0, 0, 123456))
+    mock_random.seed(26)
+    record: Any = moto_table.StreamRecord.__new__(moto_table.StreamRecord)
+    init(record, _StreamTable(), view_type, "MODIFY", old, new, 1100000000017454423009)
+    built: dict[str, Any] = record.record
+    return built
+
+
+class _StreamTable:
+    """What a StreamRecord reads of its table: the key attributes' names."""
+
+    hash_key_attr, range_key_attr = "PK", "SK"
+
+
+@pytest.mark.parametrize("view_type", _VIEW_TYPES)
+@pytest.mark.parametrize("change", ["insert", "modify", "remove"])
+def test_a_stream_record_is_moto_s_record(view_type: str, change: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A stream record of every view type, for an insert, a change and a removal, is the one moto builds."""
+    from moto.dynamodb.models.dynamo_type import DynamoType, Item
+    from moto.dynamodb.models.table import StreamRecord
+
+    def item(extra: dict[str, Any]) -> Item:
+        attrs = {**_binaries_decoded(_ALL_TYPES), **extra}
+        return Item(DynamoType(attrs["PK"]), DynamoType(attrs["SK"]), attrs)
+
+    old = None if change == "insert" else item({"version": {"N": "1"}})
+    new = None if change == "remove" else item({"version": {"N": "2"}})
+    patched = moto_endpoint._stream_record_init(StreamRecord.__init__)
+    assert _record(patched, view_type, old, new, monkeypatch) == _record(
+        StreamRecord.__init__, view_type, old, new, monkeypatch)
+
+
+def _stream_client(client: Any) -> Any:
+    """A DynamoDB Streams client of the same endpoint as the DynamoDB `client` (credentials from the environment)."""
+    return boto3.session.Session().client("dynamodbstreams", endpoint_url=client.meta.endpoint_url,
+                                          region_name=client.meta.region_name)
+
+
+def _writes(client: Any) -> None:
+    """Puts, an overwrite, an update, deletes (one of a missing key) and a transaction of the stream partition."""
+    def key(n: int) -> dict[str, Any]:
+        return aws.to_item({"PK": f"{PARTITION}-stream", "SK": f"ITEM#{n}"})
+
+    for n in range(3):
+        client.put_item(TableName=TABLE, Item={**key(n), **aws.to_item({"data": b"\x00" * n, "text": "t" * n})})
+    client.put_item(TableName=TABLE, Item={**key(1), **aws.to_item({"text": "again"})})
+    client.update_item(TableName=TABLE, Key=key(2), UpdateExpression="SET m = :m",
+                       ExpressionAttributeValues=aws.to_item({":m": {"b": b"\x01", "l": [1, "x"]}}))
+    client.update_item(TableName=TABLE, Key=key(7), UpdateExpression="SET made = :m",
+                       ExpressionAttributeValues=aws.to_item({":m": True}))
+    client.delete_item(TableName=TABLE, Key=key(0))
+    client.delete_item(TableName=TABLE, Key=key(9))
+    client.transact_write_items(TransactItems=[
+        {"Put": {"TableName": TABLE, "Item": {**key(3), **aws.to_item({"n": 3})}}},
+        {"Update": {"TableName": TABLE, "Key": key(1), "UpdateExpression": "REMOVE #t",
+                    "ExpressionAttributeNames": {"#t": "text"}}},
+        {"Delete": {"TableName": TABLE, "Key": key(2)}}])
+
+
+def _records_after_writes(client: Any) -> list[dict[str, Any]]:
+    """The stream records `_writes` adds to the table's stream, as GetRecords answers them."""
+    streams = _stream_client(client)
+    arn = client.describe_table(TableName=TABLE)["Table"]["LatestStreamArn"]
+    shard = streams.describe_stream(StreamArn=arn)["StreamDescription"]["Shards"][0]["ShardId"]
+    iterator = streams.get_shard_iterator(StreamArn=arn, ShardId=shard, ShardIteratorType="LATEST")["ShardIterator"]
+    _writes(client)
+    records: list[dict[str, Any]] = streams.get_records(ShardIterator=iterator)["Records"]
+    return records
+
+
+def _comparable(record: dict[str, Any]) -> dict[str, Any]:
+    """A record without what differs between two servers: its random id, its time, and so its size and sequence."""
+    stream = {k: v for k, v in record["dynamodb"].items()
+              if k not in ("ApproximateCreationDateTime", "SequenceNumber", "SizeBytes")}
+    return {**{k: v for k, v in record.items() if k not in ("eventID", "dynamodb")}, "dynamodb": stream}
+
+
+def _timestamp_length(record: dict[str, Any]) -> int:
+    """The length of the record's time as its SizeBytes counted it: SizeBytes less the rest of the record's JSON.
+
+    moto counts the time as a float of seconds, whose digits vary from record to record (12 to 17 characters).
+    """
+    stream = record["dynamodb"]
+    rest = {"StreamViewType": stream["StreamViewType"], "ApproximateCreationDateTime": 0,
+            "SequenceNumber": stream["SequenceNumber"], "SizeBytes": 1, "Keys": stream["Keys"]}
+    return int(stream["SizeBytes"]) - len(json.dumps(rest)) + 1
+
+
+def test_stream_records_of_writes_are_released_moto_s(ddb: Any, released_moto: Any) -> None:
+    """Puts, updates, deletes and a transaction give released moto's stream records: names, keys, view, sizes, order."""
+    embedded, released = (_records_after_writes(client) for client in (ddb, released_moto))
+    assert [_comparable(r) for r in embedded] == [_comparable(r) for r in released]
+    steps = [[int(r["dynamodb"]["SequenceNumber"]) - int(records[0]["dynamodb"]["SequenceNumber"]) for r in records]
+             for records in (embedded, released)]
+    assert steps[0] == steps[1] == list(range(len(released)))
+    # A size that counted an image, or lost a key, would be tens of characters off.
+    assert all(12 <= _timestamp_length(r) <= 17 for r in embedded + released)
+    # An update of a missing key is two records in moto (its put, then the update); a delete of one is none.
+    assert [r["eventName"] for r in released] == ["INSERT", "INSERT", "INSERT", "MODIFY", "MODIFY", "INSERT", "INSERT",
+                                                  "REMOVE", "INSERT", "MODIFY", "REMOVE"]
