@@ -349,11 +349,114 @@ def _keep_sorted(table: Any, hash_key: Any, range_key: Any, change: int) -> None
 
 
 def _index_candidates(table: Any, arguments: dict[str, Any]) -> list[Any] | None:
-    """The items whose index hash attribute equals the query's, from the table's `_IndexHashes`."""
+    """The items whose index hash attribute equals the query's, from the table's `_IndexHashes`, less those
+    moto's loop would pass over without effect (`_index_range_narrowed`)."""
     for name, wanted in arguments.get("hash_key_conditions") or ():
         if wanted.type == "S":
-            return _IndexHashes.of(table).items(table, name, wanted.value)
+            hashes = _IndexHashes.of(table)
+            return _index_range_narrowed(table, arguments, name, hashes.items(table, name, wanted.value), hashes)
     return None
+
+
+def _index_range_narrowed(table: Any, arguments: dict[str, Any], hash_attribute: str, candidates: list[Any],
+                          hashes: _IndexHashes) -> list[Any]:
+    """The `candidates` of an index Query less the ones not meeting its sort-key condition that moto's loop
+    would look at without effect; all of them when that cannot be shown (`_index_range_narrowable`).
+
+    moto sorts the candidates (by index hash, index range, table hash, table range), reverses them for
+    ScanIndexForward false, skips those up to the start key, and then for each one first breaks if the
+    page is full (`len(results) == limit`) or would pass 1 MB with it (`result_size + item.size()`), and
+    only then appends it if it meets the condition (ScannedCount counts only those appended). One that
+    does not meet it appends nothing, so it matters only by breaking there:
+    - by the limit: the page was full at the last item appended; the next candidate kept then breaks
+      the same way with the same page and last key, as nothing was appended in between. One is kept
+      after the last match for that: the first candidate after it in moto's order.
+    - by size: kept only when the matches' sizes (a bound of the page's) plus the largest candidate
+      dropped stay within 1 MB, so no dropped one can break by size (nor, on an empty page, fail).
+    The start key is compared with each candidate alone, and with string keys (required) that comparison
+    holds for a leading run of moto's order: dropping candidates leaves the same kept ones in that run.
+    Candidates without the index's sort-key attribute are kept: moto leaves them out itself.
+    """
+    from moto.dynamodb.comparisons import get_comparison_func
+    from moto.dynamodb.models.table import RESULT_SIZE_LIMIT
+
+    range_attribute = _index_range_narrowable(table, arguments, hash_attribute)
+    if range_attribute is None:
+        return candidates
+    # What `DynamoType.compare` calls for a string: moto's comparison of the value with the bounds' values.
+    meets = get_comparison_func(arguments["range_comparison"])
+    bounds = [bound.value for bound in arguments["range_objs"]]
+    order_attributes = [hash_attribute, range_attribute, table.hash_key_attr, table.range_key_attr]
+    if table.range_key_attr is None:
+        order_attributes.pop()
+    lacking: list[Any] = []
+    matching: list[tuple[tuple[str, ...], Any]] = []
+    others: list[tuple[tuple[str, ...], Any]] = []
+    for item in candidates:
+        value = item.attrs.get(range_attribute)
+        if value is None:
+            lacking.append(item)
+            continue
+        order = _string_order(item, order_attributes)
+        if order is None:
+            return candidates
+        (matching if meets(value.value, *bounds) else others).append((order, item))
+    forward = arguments.get("scan_index_forward", True) is not False
+    kept = [item for _, item in matching]
+    if matching:
+        last = max(matching)[0] if forward else min(matching)[0]
+        after = [pair for pair in others if (pair[0] > last if forward else pair[0] < last)]
+        if after:
+            boundary = min(after) if forward else max(after)
+            kept.append(boundary[1])
+            others.remove(boundary)
+    page_bound = sum(hashes.size_of(item) for _, item in matching)
+    if page_bound + max((hashes.size_of(item) for _, item in others), default=0) > RESULT_SIZE_LIMIT:
+        return candidates
+    return kept + lacking
+
+
+def _index_range_narrowable(table: Any, arguments: dict[str, Any], hash_attribute: str) -> str | None:
+    """The index's sort-key attribute when `_index_range_narrowed` can narrow the Query, else None.
+
+    That is: an index of one hash and one sort key, one condition on each, the sort key's with a comparison
+    moto knows and string values, no legacy filter, a positive Limit or none, and a start key, if any,
+    holding every attribute moto orders by as a string (moto's start-key comparison then orders as strings).
+    """
+    from moto.dynamodb.comparisons import get_comparison_func
+
+    indexes = {index.name: index for index in table.all_indexes()}
+    index = indexes.get(arguments.get("index_name"))
+    conditions = arguments.get("range_key_conditions") or []
+    if index is None or len(arguments.get("hash_key_conditions") or []) != 1 or len(conditions) != 1:
+        return None
+    schema = {key["KeyType"]: key["AttributeName"] for key in index.schema}
+    if len(index.schema) != 2 or schema.get("HASH") != hash_attribute or conditions[0][0] != schema.get("RANGE"):
+        return None
+    comparison, bounds, limit = arguments.get("range_comparison"), arguments.get("range_objs"), arguments.get("limit")
+    if (arguments.get("filter_kwargs") or not isinstance(comparison, str) or get_comparison_func(comparison) is None
+            or not bounds
+            or any(bound.type != "S" or type(bound.value) is not str for bound in bounds)
+            or not (limit is None or (type(limit) is int and limit > 0))):
+        return None
+    start = arguments.get("exclusive_start_key")
+    ordered_by = [hash_attribute, schema["RANGE"], table.hash_key_attr, table.range_key_attr]
+    if start is not None and not all(
+            isinstance(start.get(name), dict) and set(start[name]) == {"S"} and type(start[name]["S"]) is str
+            for name in ordered_by if name is not None):
+        return None
+    return str(schema["RANGE"])
+
+
+def _string_order(item: Any, attributes: list[str]) -> tuple[str, ...] | None:
+    """The item's values of `attributes`, when all are strings: moto's sort key for it, compared as moto compares."""
+    values = []
+    for name in attributes:
+        value = item.attrs.get(name)
+        if value is None or value.type != "S" or type(value.value) is not str:
+            return None
+        values.append(value.value)
+    return tuple(values)
 
 
 class _IndexHashes:
@@ -393,10 +496,21 @@ class _IndexHashes:
             for key in self.dirty:
                 partition = table.items.get(key[0])
                 item = partition.get(key[1]) if partition is not None and table.range_key_attr else partition
+                if item is not None:
+                    item.__dict__.pop("_lz_size", None)  # an update changes the item in place
                 for name in self.by_attribute:
                     self._place(name, key, item)
             self.dirty.clear()
         return list(self.by_attribute[attribute].get(value, {}).values())
+
+    @staticmethod
+    def size_of(item: Any) -> int:
+        """`item.size()`, kept on an item `items` has just returned until a write touches it (moto re-sums
+        every attribute): the health sweep sizes every online agent of a tenant every second."""
+        size: int | None = item.__dict__.get("_lz_size")
+        if size is None:
+            size = item.__dict__["_lz_size"] = item.size()
+        return size
 
     def _place(self, attribute: str, key: tuple[Any, Any], item: Any) -> None:
         old = self.value_of[attribute].pop(key, None)
