@@ -806,7 +806,8 @@ def _patch_request_parsing() -> None:
 
     moto walks botocore's shape model over each request, and a structure asks each of its members for
     a value: ten lookups for every AttributeValue (a quarter of what a grouped 99-write transaction cost
-    the endpoint). Here a structure looks up only the keys the request has (`_structure_parser`).
+    the endpoint). Here a structure looks up only the keys the request has, and an AttributeValue without
+    binaries is taken as sent (`_structure_parser`).
     """
     from moto.core.parse import BaseJSONParser
 
@@ -821,7 +822,9 @@ def _structure_parser(moto_structure: Callable[..., Any]) -> Callable[..., Any]:
     name and parsed in the model's order, so the result is the same dict, in the same order, from the
     same parse calls. An AttributeValue that `_passes_as_sent` is the value itself: moto's parse of it
     builds an equal copy (strings and booleans are taken as they are, lists and maps copied member for
-    member). Anything else (a document, a null, a model whose wire names collide) is moto's.
+    member), also inside a map of names to AttributeValues (`_attribute_map`: an item, a key), whose other
+    values are parsed as moto parses them. Anything else (a document, a null, a model whose wire names
+    collide) is moto's.
     """
     from moto.core.parse import RequestParser
 
@@ -854,7 +857,18 @@ def _structure_parser(moto_structure: Callable[..., Any]) -> Callable[..., Any]:
         present = sorted(named[key] + (raw,) for key, raw in value.items() if key in named and raw is not None)
         parsed = self.MAP_TYPE()
         for _, name, member, raw in present:
-            parsed[name] = self._parse_shape(member, raw)
+            if member.type_name == "map" and _attribute_map(member, raw) and plain_copies(type(self)):
+                parsed[name] = attribute_map(self, member.value, raw)
+            else:
+                parsed[name] = self._parse_shape(member, raw)
+        return parsed
+
+    def attribute_map(self: Any, value_shape: Any, value: dict[str, Any]) -> Any:
+        """moto's parse of a map of names to AttributeValues, each one that `_passes_as_sent` taken as it is."""
+        parsed = self.MAP_TYPE()
+        for key, inner in value.items():
+            as_sent = type(inner) is dict and _passes_as_sent(value_shape, inner)
+            parsed[key] = inner if as_sent else self._parse_shape(value_shape, inner)
         return parsed
 
     return structure
@@ -877,6 +891,12 @@ def _passes_as_sent(shape: Any, value: dict[str, Any]) -> bool:
         named = {(name, kind, inner.name if inner is not None else None) for name, kind, inner in kinds}
         _as_sent_shapes[shape] = named >= _AS_SENT_MEMBERS
     return _as_sent_shapes[shape] and _json_native(value) and _sets_are_lists(value)
+
+
+def _attribute_map(shape: Any, value: Any) -> bool:
+    """True when `value`, of the map `shape`, is a dict of names to AttributeValues: an item, a key, expression
+    values (moto's parse of it parses each name, a string taken as it is, and each value in turn)."""
+    return type(value) is dict and shape.value.name == "AttributeValue" and shape.key.type_name == "string"
 
 
 def _sets_are_lists(value: dict[str, Any]) -> bool:
