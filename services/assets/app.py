@@ -9,6 +9,7 @@ from lifecyclezero.v1 import assets_pb2_grpc
 from services.assets.servicer import AssetServicer, Nudger
 from services.assets.settings import AssetsSettings
 from services.assets.store import AssetStore
+from services.assets.writes import AssetWrites
 from services.kit import auth, aws
 from services.kit.auth import Role, at_least
 from services.kit.authenticator import Authenticator
@@ -84,10 +85,13 @@ async def make_service(settings: AssetsSettings) -> Service:
     # The embedded endpoint (moto) does not isolate concurrent transactions; see AssetStore.
     store = AssetStore(ddb, settings.aws.table_name)
     nudger = Nudger(settings.ingest_addresses, settings.server)
+    writes = AssetWrites(store)
     # Custody records of this process's transactions are chained here, through the same group
-    # committer the ledger's AppendEvents uses; the sweep finishes what a stopped process left.
+    # committer the ledger's AppendEvents uses, once the tenant's orders and results pause; the sweep
+    # finishes what a stopped process left.
     sequencer = CustodySequencer(ddb, settings.aws.table_name, GroupCommitter(ddb, settings.aws.table_name),
-                                 overdue_after=timedelta(seconds=settings.custody_overdue_seconds))
+                                 overdue_after=timedelta(seconds=settings.custody_overdue_seconds),
+                                 yield_to=writes.quiet)
 
     async def check_ready() -> None:
         await aws.call(ddb.describe_table, TableName=settings.aws.table_name)
@@ -99,8 +103,8 @@ async def make_service(settings: AssetsSettings) -> Service:
         await nudger.close()
         await sequencer.close()
 
-    servicer = AssetServicer(store, nudger, sequencer, settings.control_plane_endpoints,
-                             settings.max_assets_per_tenant)
+    servicer = AssetServicer(store, writes, nudger, sequencer, control_plane_endpoints=settings.control_plane_endpoints,
+                             max_assets_per_tenant=settings.max_assets_per_tenant)
     return Service(
         name="assets",
         servicers=[(assets_pb2_grpc.add_AssetServiceServicer_to_server, servicer, SERVICE_NAME)],

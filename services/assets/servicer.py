@@ -118,11 +118,11 @@ class Nudger:
 
 
 class AssetServicer(assets_pb2_grpc.AssetServiceServicer):
-    def __init__(self, store: AssetStore, nudger: Nudger, sequencer: CustodySequencer,
+    def __init__(self, store: AssetStore, writes: AssetWrites, nudger: Nudger, sequencer: CustodySequencer, *,
                  control_plane_endpoints: Sequence[str], max_assets_per_tenant: int = 100_000) -> None:
         self._store = store
         # Concurrent orders and agents' results of a tenant share reads and transactions.
-        self._writes = AssetWrites(store)
+        self._writes = writes
         self._nudger = nudger
         self._sequencer = sequencer
         self._endpoints = tuple(control_plane_endpoints)

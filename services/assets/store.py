@@ -17,6 +17,7 @@ import random
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, replace
+from dataclasses import fields as dataclass_fields
 from typing import Any, Generic, TypeVar
 
 import botocore.exceptions
@@ -1200,11 +1201,16 @@ def _tenant_from(item: dict[str, Any]) -> Tenant:
 
 
 def _asset_dict(asset: Asset) -> dict[str, Any]:
-    data = asdict(asset)
+    # Field by field rather than `asdict`, which deep-copies every value on the way: every order and
+    # result writes the asset twice (its item and its command's answer).
+    data = {name: getattr(asset, name) for name in _ASSET_FIELDS}
     data["status"] = asset.status.value
     data["risk"] = {"max_severity": asset.risk.max_severity.name, "findings": list(asset.risk.findings),
                     "evaluate_time": asset.risk.evaluate_time}
     return data
+
+
+_ASSET_FIELDS = tuple(field.name for field in dataclass_fields(Asset))
 
 
 def _asset_from_dict(data: dict[str, Any]) -> Asset:

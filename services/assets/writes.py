@@ -55,6 +55,10 @@ class AssetWrites:
     def groups(self) -> int:
         return self._grouper.groups
 
+    async def quiet(self, tenant: str) -> None:
+        """Return once none of the tenant's orders and results is queued or being written."""
+        await self._grouper.quiet(tenant)
+
     async def write(self, tenant: str, write: GroupedWrite[AnswerT]) -> AnswerT:
         """The write's answer once its group committed; raises the DomainError it was refused with."""
         return cast(AnswerT, await self._grouper.submit(tenant, write))

@@ -12,6 +12,9 @@ At most `max_in_flight` groups of a key run at once (one by default: each group 
 the previous one wrote, as the ledger's chain needs). With more, the next group starts while others
 are in flight, so the caller's work on one group overlaps the store's on another; `select` keeps out
 what must wait for a group in flight. When nothing queued may join a group, the queue waits for one.
+
+`quiet(key)` waits until nothing of a key is queued or running: background work of the same key (the
+custody sequencer's chaining) can let a burst through first.
 """
 
 from __future__ import annotations
@@ -38,6 +41,8 @@ class _Queue(Generic[RequestT, ResultT]):
     # The groups in flight, by the task running each; `arrived` wakes a drain waiting on them.
     running: dict[asyncio.Task[None], list[RequestT]] = field(default_factory=dict)
     arrived: asyncio.Event = field(default_factory=asyncio.Event)
+    # Set while no drain runs: nothing queued, no group in flight.
+    drained: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 class Grouper(Generic[RequestT, ResultT]):
@@ -53,6 +58,12 @@ class Grouper(Generic[RequestT, ResultT]):
         self._tasks: set[asyncio.Task[None]] = set()
         self.groups = 0
 
+    async def quiet(self, key: str) -> None:
+        """Return once nothing of `key` is queued or running (at once when nothing is)."""
+        queue = self._queues.get(key)
+        if queue is not None and queue.draining:
+            await queue.drained.wait()
+
     async def submit(self, key: str, request: RequestT) -> ResultT:
         """Queue one request; resolves with its answer once its group has run."""
         queue = self._queues.setdefault(key, _Queue())
@@ -61,6 +72,7 @@ class Grouper(Generic[RequestT, ResultT]):
         queue.arrived.set()
         if not queue.draining:
             queue.draining = True
+            queue.drained.clear()
             task = asyncio.create_task(self._drain(key, queue))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
@@ -88,6 +100,7 @@ class Grouper(Generic[RequestT, ResultT]):
             raise
         finally:
             queue.draining = False
+            queue.drained.set()
 
     def _start_group(self, key: str, queue: _Queue[RequestT, ResultT]) -> bool:
         """Start the next group of the queued requests; False when `select` takes none while others run."""

@@ -24,6 +24,8 @@ from services.sealer import sealing
 from services.sealer.domain import SealRefused
 
 log = logging.getLogger(__name__)
+# Records per stream read (the most DynamoDB Streams returns); a full read is followed by the next at once.
+_STREAM_PAGE = 1000
 
 
 @dataclass(frozen=True)
@@ -150,7 +152,13 @@ class SealerLoops:
             self._learned(tenant, outcome)
 
     async def run_stream(self) -> None:
-        """Read the table's stream forever and wake the loops of tenants with new ledger events."""
+        """Read the table's stream forever and wake the loops of tenants with new ledger events.
+
+        Between reads it pauses `poll_seconds`, busy or not, unless a read came back full: a seal
+        waits seconds for more events anyway, DynamoDB Streams allows a shard five reads a second,
+        and reading back to back during a burst of writes took the table (on the embedded endpoint,
+        one request at a time) from the writes themselves, a few records per read.
+        """
         iterators: dict[str, str | None] = {}
         arn = ""
         refreshed = 0.0
@@ -162,16 +170,16 @@ class SealerLoops:
                 if time.monotonic() - refreshed > 10.0:
                     await self._refresh_shards(arn, iterators)
                     refreshed = time.monotonic()
-                busy = False
+                backlog = False
                 for shard, iterator in list(iterators.items()):
                     if iterator is None:
                         continue
-                    got = await aws.call(self._streams.get_records, ShardIterator=iterator, Limit=1000)
+                    got = await aws.call(self._streams.get_records, ShardIterator=iterator, Limit=_STREAM_PAGE)
                     for record in got.get("Records", []):
                         self._on_record(record)
                     iterators[shard] = got.get("NextShardIterator")
-                    busy = busy or bool(got.get("Records"))
-                if not busy:
+                    backlog = backlog or len(got.get("Records", [])) >= _STREAM_PAGE
+                if not backlog:
                     await asyncio.sleep(self._settings.poll_seconds)
             except asyncio.CancelledError:
                 raise

@@ -31,7 +31,8 @@ class SealSettings:
         doc="Test hook only: exit with 137 right after this step of a seal (tiles, checkpoint, record).",
     )
     stream_poll_seconds: float = s.env(
-        "LZ_STREAM_POLL_SECONDS", s.positive_float, default=0.2, doc="Pause between empty stream reads."
+        "LZ_STREAM_POLL_SECONDS", s.positive_float, default=0.2,
+        doc="Pause between stream reads (none after a full read).",
     )
 
 

@@ -103,3 +103,25 @@ async def test_a_cancelled_caller_is_dropped_before_its_group_runs() -> None:
     held.set()
     assert list(await asyncio.gather(first, kept)) == ["k:a", "k:kept"]
     assert recorder.groups == [["a"], ["kept"]]
+
+
+async def test_quiet_returns_at_once_for_a_key_with_nothing_queued() -> None:
+    """Waiting for a quiet key that never had a request, or whose groups are all done, does not wait."""
+    recorder = Recorder()
+    grouper: Grouper[str, str] = Grouper(recorder.run, _all)
+    await asyncio.wait_for(grouper.quiet("k"), 10)
+    assert await grouper.submit("k", "a") == "k:a"
+    await asyncio.wait_for(grouper.quiet("k"), 10)
+
+
+async def test_quiet_waits_for_the_group_in_flight_and_the_requests_queued_behind_it() -> None:
+    """A key is quiet only once its running group and every request queued meanwhile have been answered."""
+    recorder, grouper, held, first = await _first_group_held("a")
+    later = asyncio.create_task(grouper.submit("k", "b"))
+    quiet = asyncio.create_task(grouper.quiet("k"))
+    await _settled()
+    assert not quiet.done()
+    held.set()
+    await asyncio.wait_for(quiet, 10)
+    assert first.done() and later.done()
+    assert recorder.groups == [["a"], ["b"]]

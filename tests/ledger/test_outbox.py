@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import secrets
@@ -94,6 +95,40 @@ async def test_records_of_many_assets_share_transactions(world: World) -> None:
         sequencer.submit(record)
     await world.all_chained()
     assert committer.transactions < 60
+
+
+async def test_records_wait_while_the_tenants_writes_are_busy_and_are_chained_when_they_pause(world: World) -> None:
+    """A sequencer told the tenant's writes are busy holds its records until they pause, then chains them."""
+    paused = asyncio.Event()
+    yielded_for: list[str] = []
+
+    async def writes_pause(tenant: str) -> None:
+        yielded_for.append(tenant)
+        await paused.wait()
+
+    sequencer = CustodySequencer(world.ddb, world.table, GroupCommitter(world.ddb, world.table),
+                                 overdue_after=OVERDUE, yield_to=writes_pause)
+    for record in [world.write(f"host-{i}", 1) for i in range(3)]:
+        sequencer.submit(record)
+    await wait_for(lambda: yielded_for, 10, "the sequencer asked whether the tenant's writes paused")
+    await asyncio.sleep(0.5)
+    assert not any(r.chained for r in world.records())
+    paused.set()
+    assert len(await world.all_chained()) == 3
+    assert yielded_for[0] == world.tenant
+
+
+async def test_records_are_chained_after_the_bound_while_the_writes_stay_busy(world: World) -> None:
+    """Writes that never pause delay chaining by at most the bound, not forever."""
+    never = asyncio.Event()
+
+    async def writes_never_pause(tenant: str) -> None:
+        await never.wait()
+
+    sequencer = CustodySequencer(world.ddb, world.table, GroupCommitter(world.ddb, world.table),
+                                 overdue_after=OVERDUE, yield_to=writes_never_pause, max_yield_seconds=0.2)
+    sequencer.submit(world.write("host-1", 1))
+    assert len(await world.all_chained()) == 1
 
 
 async def test_a_record_older_than_the_bound_is_reported_overdue(world: World) -> None:

@@ -7,6 +7,12 @@ appended through the ledger's `GroupCommitter` with a request id derived from th
 records that are ready in a tenant share transactions (50 per transaction: event and request marker),
 and a record appended twice (a crash between append and mark, two sequencers) keeps its first seq.
 
+Chaining is background work beside the writes that produce the records: given `yield_to` (the assets
+service's "none of this tenant's orders and results is queued or being written"), a round waits for
+that pause, at most `MAX_YIELD_SECONDS`. A burst of fifty isolations then commits its orders without
+queueing behind the chaining of its own first records at the table, and its records are chained
+together right after it; under a longer flood a round still goes every second.
+
 Order per asset: a record is appended only after the asset's previous record (`prev_version`) is
 chained; an unchained previous record is loaded and chained first. Records of different assets have
 no order between them, as their state changes had none.
@@ -15,8 +21,10 @@ no order between them, as their state changes had none.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections import OrderedDict
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -32,6 +40,7 @@ MAX_RECORDS_PER_ROUND = 500
 REMEMBERED_CHAINED = 100_000
 SWEEP_PAGE = 1000
 MAX_RETRY_PAUSE_SECONDS = 5.0
+MAX_YIELD_SECONDS = 1.0
 
 
 @dataclass
@@ -63,11 +72,15 @@ class SweepReport:
 class CustodySequencer:
     """Chains custody records per tenant through a group committer; see the module docstring."""
 
-    def __init__(self, ddb: Any, table: str, committer: GroupCommitter, *, overdue_after: timedelta) -> None:
+    def __init__(self, ddb: Any, table: str, committer: GroupCommitter, *, overdue_after: timedelta,
+                 yield_to: Callable[[str], Awaitable[None]] | None = None,
+                 max_yield_seconds: float = MAX_YIELD_SECONDS) -> None:
         self._ddb = ddb
         self._table = table
         self._committer = committer
         self._overdue_after = overdue_after
+        self._yield_to = yield_to
+        self._max_yield_seconds = max_yield_seconds
         self._queues: dict[str, _TenantQueue] = {}
         self._chained: OrderedDict[tuple[str, str, int], int] = OrderedDict()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -122,6 +135,7 @@ class CustodySequencer:
         failures = 0
         try:
             while queue.records:
+                await self._pause_for(tenant)
                 try:
                     progressed = await self._round(tenant, queue)
                 except Exception as exc:  # the records stay queued and are tried again
@@ -132,6 +146,12 @@ class CustodySequencer:
                     await asyncio.sleep(min(MAX_RETRY_PAUSE_SECONDS, 0.05 * 2**failures))
         finally:
             queue.draining = False
+
+    async def _pause_for(self, tenant: str) -> None:
+        """Let the tenant's writes in progress go first, for at most `max_yield_seconds`."""
+        if self._yield_to is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._yield_to(tenant), self._max_yield_seconds)
 
     async def _round(self, tenant: str, queue: _TenantQueue) -> bool:
         """Chain the head record of every asset whose previous record is chained; True on progress."""
