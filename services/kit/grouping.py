@@ -34,15 +34,20 @@ class _Call(Generic[RequestT, ResultT]):
     done: asyncio.Future[ResultT]
 
 
+def _set_event() -> asyncio.Event:
+    event = asyncio.Event()
+    event.set()
+    return event
+
+
 @dataclass
 class _Queue(Generic[RequestT, ResultT]):
     calls: list[_Call[RequestT, ResultT]] = field(default_factory=list)
-    draining: bool = False
     # The groups in flight, by the task running each; `arrived` wakes a drain waiting on them.
     running: dict[asyncio.Task[None], list[RequestT]] = field(default_factory=dict)
     arrived: asyncio.Event = field(default_factory=asyncio.Event)
     # Set while no drain runs: nothing queued, no group in flight.
-    drained: asyncio.Event = field(default_factory=asyncio.Event)
+    drained: asyncio.Event = field(default_factory=_set_event)
 
 
 class Grouper(Generic[RequestT, ResultT]):
@@ -61,7 +66,7 @@ class Grouper(Generic[RequestT, ResultT]):
     async def quiet(self, key: str) -> None:
         """Return once nothing of `key` is queued or running (at once when nothing is)."""
         queue = self._queues.get(key)
-        if queue is not None and queue.draining:
+        if queue is not None:
             await queue.drained.wait()
 
     async def submit(self, key: str, request: RequestT) -> ResultT:
@@ -70,8 +75,7 @@ class Grouper(Generic[RequestT, ResultT]):
         done: asyncio.Future[ResultT] = asyncio.get_running_loop().create_future()
         queue.calls.append(_Call(request, done))
         queue.arrived.set()
-        if not queue.draining:
-            queue.draining = True
+        if queue.drained.is_set():
             queue.drained.clear()
             task = asyncio.create_task(self._drain(key, queue))
             self._tasks.add(task)
@@ -99,7 +103,6 @@ class Grouper(Generic[RequestT, ResultT]):
                 task.cancel()
             raise
         finally:
-            queue.draining = False
             queue.drained.set()
 
     def _start_group(self, key: str, queue: _Queue[RequestT, ResultT]) -> bool:

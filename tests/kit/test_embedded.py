@@ -12,6 +12,7 @@ import pytest
 
 from services.kit import aws
 from services.kit.aws import AwsSettings
+from tests.kit.helpers import sets_sorted
 
 TABLE = "lifecyclezero"
 
@@ -133,15 +134,6 @@ _EVERY_TYPE = {
 }
 
 
-def _sets_sorted(value: Any) -> Any:
-    """`value` with the members of every set attribute sorted, since DynamoDB keeps no order in a set."""
-    if isinstance(value, dict):
-        return {k: sorted(v) if k in ("SS", "NS", "BS") else _sets_sorted(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_sets_sorted(v) for v in value]
-    return value
-
-
 def test_every_attribute_type_reads_back_exactly_as_written(ddb: Any) -> None:
     """GetItem, BatchGetItem and Query answer an item of every attribute type, nested ones too, unchanged."""
     ddb.put_item(TableName=TABLE, Item=_EVERY_TYPE)
@@ -152,7 +144,7 @@ def test_every_attribute_type_reads_back_exactly_as_written(ddb: Any) -> None:
         ddb.query(TableName=TABLE, KeyConditionExpression="PK = :p",
                   ExpressionAttributeValues={":p": _EVERY_TYPE["PK"]})["Items"][0],
     ]
-    assert [_sets_sorted(item) for item in read] == [_sets_sorted(_EVERY_TYPE)] * 3
+    assert [sets_sorted(item) for item in read] == [sets_sorted(_EVERY_TYPE)] * 3
 
 
 @pytest.mark.parametrize("names", [("blob", "text"), tuple(sorted(set(_EVERY_TYPE) - {"PK", "SK"}))])
@@ -163,7 +155,7 @@ def test_a_projected_query_answers_the_named_attributes_exactly_as_written(ddb: 
     item = ddb.query(TableName=TABLE, KeyConditionExpression="PK = :p", ExpressionAttributeValues={
         ":p": _EVERY_TYPE["PK"]}, ProjectionExpression=", ".join([*aliases, "SK"]),
         ExpressionAttributeNames=aliases)["Items"][0]
-    assert _sets_sorted(item) == _sets_sorted({k: v for k, v in _EVERY_TYPE.items() if k in {*names, "SK"}})
+    assert sets_sorted(item) == sets_sorted({k: v for k, v in _EVERY_TYPE.items() if k in {*names, "SK"}})
 
 
 def _in_index(ddb: Any, value: str) -> list[str]:

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from services.kit import aws
-from tests.kit.test_embedded_pages import _pages
+from tests.kit.helpers import query_pages
 
 TABLE = "lifecyclezero"
 AGENTS = "idx-agents"
@@ -71,7 +71,7 @@ def test_an_index_query_pages_exactly_as_released_moto(
 ) -> None:
     """An index Query with every kind of sort-key condition, both ways, gives released moto's pages byte for byte."""
     query = _index_query(index, condition, values, ScanIndexForward=forward, **({"Limit": limit} if limit else {}))
-    embedded_pages, released_pages = (_pages(client, **query) for client in both)
+    embedded_pages, released_pages = (query_pages(client, **query) for client in both)
     assert embedded_pages == released_pages
 
 
@@ -83,8 +83,8 @@ def test_a_page_full_at_the_last_match_has_a_last_key_as_in_released_moto(
     """A Limit of exactly the number of matches, with items after them, ends the page with a last key and a
     second, empty page."""
     query = _index_query("GSI2", condition, {":a": "DUE#0012"}, ScanIndexForward=forward)
-    matches = _pages(both[1], **query)[0]["Count"]
-    embedded_pages, released_pages = (_pages(client, **query, Limit=matches) for client in both)
+    matches = query_pages(both[1], **query)[0]["Count"]
+    embedded_pages, released_pages = (query_pages(client, **query, Limit=matches) for client in both)
     assert embedded_pages == released_pages and len(released_pages) == 2 and released_pages[1]["Count"] == 0
 
 
@@ -103,7 +103,7 @@ def test_matches_near_one_megabyte_page_as_released_moto(both: tuple[Any, Any], 
         for n in range(12):
             client.put_item(TableName=TABLE, Item=_large(n, 200_000 if n % 2 else 1_000))
     query = _index_query("GSI2", "{sk} <= :a", {":a": "DUE#09"}, partition=LARGE, **({"Limit": limit} if limit else {}))
-    embedded_pages, released_pages = (_pages(client, **query) for client in both)
+    embedded_pages, released_pages = (query_pages(client, **query) for client in both)
     assert embedded_pages == released_pages and len(released_pages) > 1
 
 
@@ -121,12 +121,12 @@ def test_an_item_grown_in_place_is_sized_again(both: tuple[Any, Any]) -> None:
         for sk, due, size in [("M1", "DUE#1", 300_000), ("M2", "DUE#2", 300_000), ("X", "DUE#6", 100),
                               ("M3", "DUE#4", 300_000), ("Y", "DUE#7", 100)]:
             client.put_item(TableName=TABLE, Item=_grow_item(sk, due, size))
-    before = [_pages(client, **query) for client in both]
+    before = [query_pages(client, **query) for client in both]
     for client in both:
         client.update_item(TableName=TABLE, Key=aws.to_item({"PK": GROW, "SK": "Y"}),
                            UpdateExpression="SET #p = :p", ExpressionAttributeNames={"#p": "pad"},
                            ExpressionAttributeValues=aws.to_item({":p": "z" * 400_500}))
-    after = [_pages(client, **query) for client in both]
+    after = [query_pages(client, **query) for client in both]
     assert before[0] == before[1] and after[0] == after[1]
     assert [len(page["Items"]) for page in before[1]] == [3] and [len(page["Items"]) for page in after[1]] == [3, 0]
 
@@ -162,5 +162,5 @@ def test_index_reads_between_writes_page_as_released_moto(both: tuple[Any, Any])
         answers = []
         for client in both:
             write(client)
-            answers.append([_pages(client, **read) for read in reads])
+            answers.append([query_pages(client, **read) for read in reads])
         assert answers[0] == answers[1], write.__name__

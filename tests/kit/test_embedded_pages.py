@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from services.kit import aws
+from tests.kit.helpers import query_pages
 
 TABLE = "lifecyclezero"
 PARTITION = "pages-ledger"
@@ -33,30 +34,6 @@ def both(ddb: Any, released_moto: Any) -> tuple[Any, Any]:
         for request in range(3):
             client.put_item(TableName=TABLE, Item=aws.to_item({"PK": PARTITION, "SK": f"REQ#{request}", "seqs": "1"}))
     return ddb, released_moto
-
-
-_ANSWER = ("Items", "Count", "ScannedCount", "LastEvaluatedKey", "ConsumedCapacity")
-
-
-def _pages(client: Any, **query: Any) -> list[dict[str, Any]]:
-    """Every page of a Query, each as its Items, Count, ScannedCount, LastEvaluatedKey and ConsumedCapacity,
-    and the body as it came over the wire (`Body`)."""
-    bodies: list[bytes] = []
-
-    def keep_body(response_dict: dict[str, Any], **_: Any) -> None:
-        bodies.append(response_dict["body"])
-
-    client.meta.events.register("before-parse.dynamodb.Query", keep_body)
-    pages, start = [], None
-    try:
-        while True:
-            got = client.query(TableName=TABLE, **query, **({"ExclusiveStartKey": start} if start else {}))
-            pages.append({**{k: got.get(k) for k in _ANSWER}, "Body": bodies[-1]})
-            start = got.get("LastEvaluatedKey")
-            if not start:
-                return pages
-    finally:
-        client.meta.events.unregister("before-parse.dynamodb.Query", keep_body)
 
 
 _CONDITIONS = [
@@ -89,7 +66,7 @@ def test_a_query_pages_exactly_as_released_moto(
         **({"ExpressionAttributeNames": {"#h": "hash"}} if "#h" in projection else {}),
         **({"Limit": limit} if limit else {}),
     }
-    embedded_pages, released_pages = (_pages(client, **query) for client in both)
+    embedded_pages, released_pages = (query_pages(client, **query) for client in both)
     assert embedded_pages == released_pages
 
 
@@ -117,10 +94,10 @@ def test_a_query_after_a_write_sees_the_write(both: tuple[Any, Any], write: Any,
     query = {"KeyConditionExpression": "PK = :p AND SK BETWEEN :a AND :b", "ProjectionExpression": "SK",
              "ExpressionAttributeValues": aws.to_item({":p": PARTITION, ":a": "EVENT#000000000199",
                                                        ":b": "EVENT#999999999999"})}
-    before = [_pages(client, **query) for client in both]
+    before = [query_pages(client, **query) for client in both]
     for client in both:
         write(client)
-    after = [_pages(client, **query) for client in both]
+    after = [query_pages(client, **query) for client in both]
     assert before[0] == before[1] and after[0] == after[1]
     assert (key in [item["SK"]["S"] for page in after[0] for item in page["Items"]]) is present
 
@@ -140,10 +117,10 @@ def test_a_query_after_an_overwrite_reads_the_new_item(both: tuple[Any, Any], wr
     query = {"KeyConditionExpression": "PK = :p AND SK BETWEEN :a AND :b", "ProjectionExpression": "SK, actor",
              "Limit": 20, "ExpressionAttributeValues": aws.to_item({":p": PARTITION, ":a": "EVENT#000000000140",
                                                                    ":b": "EVENT#000000000160"})}
-    before = [_pages(client, **query) for client in both]
+    before = [query_pages(client, **query) for client in both]
     for client in both:
         write(client)
-    after = [_pages(client, **query) for client in both]
+    after = [query_pages(client, **query) for client in both]
     assert before[0] == before[1] and after[0] == after[1]
     actors = {item["SK"]["S"]: item["actor"]["S"] for page in after[0] for item in page["Items"]}
     assert actors["EVENT#000000000150"] == "overwritten"
@@ -158,7 +135,7 @@ def _walk_query(**more: Any) -> dict[str, Any]:
 
 def test_the_partition_is_read_in_pages_cut_at_one_megabyte(both: tuple[Any, Any]) -> None:
     """Without a Limit the partition takes several pages, so the comparisons include pages cut by size."""
-    pages = _pages(both[0], **_walk_query())
+    pages = query_pages(both[0], **_walk_query())
     assert len(pages) > 1 and all(len(page["Body"]) > 900_000 for page in pages[:-1])
 
 
@@ -169,7 +146,7 @@ def test_a_query_with_consumed_capacity_answers_as_released_moto(
 ) -> None:
     """A walk that asks for its consumed capacity gets released moto's answers, capacity included, byte for byte."""
     query = _walk_query(ReturnConsumedCapacity=capacity, **({"Limit": limit} if limit else {}))
-    embedded_pages, released_pages = (_pages(client, **query) for client in both)
+    embedded_pages, released_pages = (query_pages(client, **query) for client in both)
     assert embedded_pages == released_pages
 
 
@@ -178,7 +155,7 @@ def test_a_count_query_answers_as_released_moto(both: tuple[Any, Any], limit: in
     """A Query with Select=COUNT gets released moto's counts and last keys, and no items, byte for byte."""
     query = {"KeyConditionExpression": "PK = :p", "ExpressionAttributeValues": aws.to_item({":p": PARTITION}),
              "Select": "COUNT", **({"Limit": limit} if limit else {})}
-    embedded_pages, released_pages = (_pages(client, **query) for client in both)
+    embedded_pages, released_pages = (query_pages(client, **query) for client in both)
     assert embedded_pages == released_pages and all(page["Items"] is None for page in embedded_pages)
 
 
@@ -218,7 +195,7 @@ def test_unusual_values_are_answered_as_released_moto(
     query = {"KeyConditionExpression": "PK = :p", "ExpressionAttributeValues": aws.to_item({":p": UNUSUAL}),
              **({"ProjectionExpression": projection} if projection else {}),
              **({"ExpressionAttributeNames": names} if names else {}), **({"Limit": limit} if limit else {})}
-    embedded_pages, released_pages = (_pages(client, **query) for client in unusual)
+    embedded_pages, released_pages = (query_pages(client, **query) for client in unusual)
     assert embedded_pages == released_pages
 
 
@@ -277,7 +254,7 @@ def test_reads_between_writes_that_add_and_remove_keys_page_as_released_moto(bot
                 answers.append("written")
             except client.exceptions.ClientError as error:
                 answers.append(error.response["Error"]["Code"])
-            answers.append([_pages(client, **read) for read in reads])
+            answers.append([query_pages(client, **read) for read in reads])
         assert answers[:2] == answers[2:], operation
         seen.append(answers[1])
     assert seen[-1][1][0]["Items"] == [aws.to_item({"SK": "EVENT#024", "v": "EVENT#024"})]

@@ -20,7 +20,7 @@ from moto.core.parse import JSONParser
 from moto.core.utils import get_service_model
 
 from services.kit import aws, moto_endpoint
-from tests.kit.test_embedded import _sets_sorted
+from tests.kit.helpers import sets_sorted
 
 TABLE = "lifecyclezero"
 PARTITION = "requests"
@@ -180,7 +180,7 @@ def _reads_and_writes(client: Any) -> list[Any]:
 
 def test_writes_and_reads_of_binaries_and_maps_answer_as_released_moto(ddb: Any, released_moto: Any) -> None:
     """Puts, an update, a get, a batch get and a filtered query of nested binaries answer as released moto."""
-    embedded, released = (_sets_sorted(_reads_and_writes(client)) for client in (ddb, released_moto))
+    embedded, released = (sets_sorted(_reads_and_writes(client)) for client in (ddb, released_moto))
     assert embedded == released
     assert embedded[3]["map"]["M"]["nested"]["M"]["more"] == {"M": {"raw": {"B": b"\x09"}}}
 
