@@ -361,7 +361,12 @@ class Fleet:
         self.dialled: dict[int, str] = {}  # agent index -> the endpoint its latest session dialled
 
     async def start(self) -> None:
-        options = [("grpc.keepalive_time_ms", 30_000), ("grpc.use_local_subchannel_pool", 1)]
+        # A real agent opens a new channel for each session; these channels are shared and kept, so one that
+        # failed while its replica was down must not hold gRPC's growing reconnect backoff (up to 120 s) into
+        # the sessions that dial it after the replica is up.
+        options = [("grpc.keepalive_time_ms", 30_000), ("grpc.use_local_subchannel_pool", 1),
+                   ("grpc.initial_reconnect_backoff_ms", 200), ("grpc.min_reconnect_backoff_ms", 200),
+                   ("grpc.max_reconnect_backoff_ms", 1_000)]
         per_endpoint = self.channels_per_endpoint or max(1, -(-len(self.identities) // 500))
         self._pool = {endpoint: [grpc.aio.insecure_channel(endpoint, options=options) for _ in range(per_endpoint)]
                       for endpoint in self.endpoints}
