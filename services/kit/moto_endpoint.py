@@ -76,7 +76,9 @@ held a few hundred envelopes in flight, these were half the endpoint's SQS time.
 counts (it reads none of them), and a batch delete removes all its messages in one pass, under the lock
 a send appends under (moto rebuilt the list without it, so a message sent meanwhile could vanish).
 moto converts every attribute name from CamelCase with a character loop, thousands of times a second;
-the pure conversion is cached.
+the pure conversion is cached. It also lists the handler class's methods with `inspect.getmembers` on
+every request to see whether the action is one of them, a tenth of the endpoint's CPU per GetItem;
+the list is taken once per class.
 
 The app is served by waitress rather than moto's werkzeug development server: werkzeug closes the
 connection after every response, so each boto3 call paid a TCP connect and the server a new thread,
@@ -1322,18 +1324,25 @@ def _patch_routing() -> None:
 
 
 def _patch_name_conversion() -> None:
-    import functools
-
     from moto.core import utils
 
-    original = utils.camelcase_to_underscores
-    cached = functools.lru_cache(maxsize=4096)(original)
-    # Bound by name in every module that imported it, moto.core.utils included: rebinding the loaded
+    _cache_everywhere(utils, "camelcase_to_underscores", maxsize=4096)
+    # A handler class's methods are fixed once the patches are in: callers only ask whether the action
+    # is among them.
+    _cache_everywhere(utils, "method_names_from_class", maxsize=None)
+
+
+def _cache_everywhere(source: Any, name: str, maxsize: int | None) -> None:
+    """Replace the pure function `source.name` by a cached one wherever moto bound it by name."""
+    import functools
+
+    original = getattr(source, name)
+    cached = functools.lru_cache(maxsize=maxsize)(original)
+    # Bound by name in every module that imported it, the source included: rebinding the loaded
     # modules rebinds the source, so modules imported later get the cached one too.
     for module in list(sys.modules.values()):
-        if getattr(module, "__name__", "").startswith("moto") and \
-                getattr(module, "camelcase_to_underscores", None) is original:
-            module.camelcase_to_underscores = cached  # type: ignore[attr-defined]
+        if getattr(module, "__name__", "").startswith("moto") and getattr(module, name, None) is original:
+            setattr(module, name, cached)
 
 
 def main(argv: list[str]) -> None:
