@@ -59,7 +59,7 @@ async def test_streams_spread_over_added_replicas_within_two_ages_and_no_heartbe
                                 "an even spread over the three replicas", every=0.5)
         produced = fleet.produced()
         await wait_for(lambda: all_acked(fleet, produced), 60, "every heartbeat made so far acked")
-        # The spread came from sessions ending at their maximum age (not from failed connects), every agent's first one.
+        # The spread came from sessions ending at their maximum age, not from failed connects.
         await wait_for(lambda: fleet.stats.aged_out >= AGENTS, 2 * MAX_AGE_SECONDS + GRACE_SECONDS,
                        "as many sessions ended at max age as there are agents")
     finally:
