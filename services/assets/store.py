@@ -16,7 +16,7 @@ import logging
 import random
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from dataclasses import fields as dataclass_fields
 from typing import Any, Generic, TypeVar
 
@@ -179,6 +179,8 @@ class GroupedWrite(Generic[AnswerT]):
     alone: Callable[[], AnswerT]
     # An agent's answer to a command already sent (its order is durable and the agent waits on the record).
     confirms: bool = False
+    # When the request was made (monotonic): how long a result has waited behind new orders.
+    queued_at: float = field(default_factory=time.monotonic)
 
 
 class AssetStore:

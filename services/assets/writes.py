@@ -7,14 +7,17 @@ once, so one group's reads and preparation overlap the other's transaction.
 
 An asset's writes commit in the order they arrived: only the first queued write of an asset may join a
 group, and none while a group in flight holds a write of that asset (so two groups never touch the same
-asset, and neither cancels the other on it). Among the writes that may go, agents' results go first:
-their orders are already durable and delivered, the agent waits for the record, and ingest gives up on
-a result after a few seconds (the agent then sends it again only after ten), while a new order waits in
-its caller's own call.
+asset, and neither cancels the other on it). Among the writes that may go, new orders go first and an
+agent's result waits for a group without them: an operator (or a policy) waits in each order's call,
+while a result's order is already durable and delivered, so under a burst the results' writes stay out
+of the orders' groups instead of making them larger and pushing orders into a later one. The wait is
+bounded: a result queued for `RESULT_WAIT_BOUND_SECONDS` goes before any order, because ingest gives up
+on a result after a few seconds (the agent then sends it again only after ten).
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from typing import Any, TypeVar, cast
 
@@ -26,22 +29,30 @@ from services.kit.grouping import Grouper
 # Three actions and two keys each: one TransactWriteItems (100 actions) and one BatchGetItem (100 keys).
 MAX_WRITES_PER_GROUP = 33
 GROUPS_IN_FLIGHT = 2
+# A result waits behind new orders at most this long (ingest gives up on it after 5 s).
+RESULT_WAIT_BOUND_SECONDS = 1.0
 
 AnswerT = TypeVar("AnswerT")
 
 
 def select_writes(writes: Sequence[GroupedWrite[Any]], in_flight: Sequence[GroupedWrite[Any]] = (),
-                  limit: int = MAX_WRITES_PER_GROUP) -> list[int]:
-    """The queued writes the next group takes, up to `limit`: the first queued write of each asset that
-    no group in flight holds, results before orders, each kind in queue order."""
+                  limit: int = MAX_WRITES_PER_GROUP, now: float | None = None) -> list[int]:
+    """The queued writes the next group takes, up to `limit`, each kind in queue order.
+
+    Of the first queued write of each asset that no group in flight holds: the results that waited
+    `RESULT_WAIT_BOUND_SECONDS`, then the orders; the other results only when no order may go.
+    """
+    now = time.monotonic() if now is None else now
     held = {write.asset_id for write in in_flight}
     eligible: list[int] = []
     for index, write in enumerate(writes):
         if write.asset_id not in held:
             eligible.append(index)
         held.add(write.asset_id)
-    results_first = sorted(eligible, key=lambda index: not writes[index].confirms)
-    return sorted(results_first[:limit])
+    overdue = [i for i in eligible if writes[i].confirms and now - writes[i].queued_at >= RESULT_WAIT_BOUND_SECONDS]
+    orders = [i for i in eligible if not writes[i].confirms]
+    waiting = [i for i in eligible if writes[i].confirms and i not in overdue]
+    return sorted((overdue + (orders or waiting))[:limit])
 
 
 class AssetWrites:

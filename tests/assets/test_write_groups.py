@@ -17,7 +17,7 @@ import pytest
 from services.assets import domain
 from services.assets.domain import CommandKind, CommandResult, Outcome, RiskUpdate, Status
 from services.assets.store import AssetStore, GroupedWrite, OrderOutcome, ResultOutcome
-from services.assets.writes import AssetWrites, select_writes
+from services.assets.writes import RESULT_WAIT_BOUND_SECONDS, AssetWrites, select_writes
 from services.kit.errors import FailedPrecondition, NotFound
 from services.ledger.outbox import store as outbox_store
 
@@ -131,10 +131,25 @@ def test_the_next_group_takes_each_asset_once_in_queue_order() -> None:
     assert select_writes(writes, limit=2) == [0, 1]
 
 
-def test_the_next_group_takes_agents_results_before_new_orders() -> None:
-    """When the group is full, the results queued behind orders are in it and the last orders wait."""
-    writes = _queued("a", "b", "c", "d", "e", confirming="de")
-    assert select_writes(writes, limit=3) == [0, 3, 4]
+def test_new_orders_go_before_agents_results() -> None:
+    """While orders may go, a fresh result waits for a group without them, even with room to spare."""
+    writes = _queued("a", "b", "c", "d", confirming="bd")
+    assert select_writes(writes) == [0, 2]
+
+
+def test_agents_results_go_once_no_order_may() -> None:
+    """Results go when nothing else is queued, or when every queued order's asset is held by a group in flight."""
+    assert select_writes(_queued("a", "b", confirming="ab")) == [0, 1]
+    writes = [*_queued("a"), *_queued("b", confirming="b")]
+    assert select_writes(writes, in_flight=_queued("a")) == [1]
+
+
+def test_a_result_that_waited_the_bound_goes_before_orders() -> None:
+    """A result queued RESULT_WAIT_BOUND_SECONDS is taken first, however many orders are queued."""
+    writes = _queued("a", "b", "c", confirming="c")
+    later = writes[-1].queued_at + RESULT_WAIT_BOUND_SECONDS
+    assert select_writes(writes, limit=2, now=later) == [0, 2]
+    assert select_writes(writes, limit=2, now=later - 0.01) == [0, 1]
 
 
 def test_a_result_never_overtakes_an_earlier_write_of_its_asset() -> None:
@@ -146,7 +161,8 @@ def test_a_result_never_overtakes_an_earlier_write_of_its_asset() -> None:
 def test_the_next_group_leaves_out_every_asset_a_group_in_flight_holds() -> None:
     """No queued write of an asset in a group in flight joins the next group, not even a later result."""
     writes = [*_queued("a", "b"), *_queued("a", "c", confirming="ac")]
-    assert select_writes(writes, in_flight=_queued("a")) == [1, 3]
+    overdue = writes[-1].queued_at + RESULT_WAIT_BOUND_SECONDS
+    assert select_writes(writes, in_flight=_queued("a"), now=overdue) == [1, 3]
 
 
 async def test_two_writes_of_one_asset_in_one_burst_commit_in_arrival_order(tenant: Tenant) -> None:
