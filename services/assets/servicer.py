@@ -50,6 +50,8 @@ MAX_RISK_UPDATES = 500
 # keys; ingest trims to stay below it.
 MAX_AGENT_INVENTORY_BYTES = 350_000
 NUDGE_TIMEOUT_SECONDS = 2.0
+# DeliverCommandsRequest's limit (protos/lifecyclezero/v1/ingest.proto).
+MAX_COMMANDS_PER_NUDGE = 100
 
 _ROLE_TO_PROTO = {Role.VIEWER: assets_pb2.ROLE_VIEWER, Role.OPERATOR: assets_pb2.ROLE_OPERATOR,
                   Role.ADMIN: assets_pb2.ROLE_ADMIN}
@@ -73,44 +75,66 @@ _OUTCOME_FROM_PROTO = {common_pb2.COMMAND_OUTCOME_APPLIED: Outcome.APPLIED,
 
 
 class Nudger:
-    """Tells ingest about a new command, so the live stream sends it at once.
+    """Tells ingest about new commands, so the live streams send them at once.
 
     One address is enough (in Kubernetes the ingest Service, so any replica): the replica that takes the
     nudge forwards it to the one holding the stream (services/ingest/routing.py). Each address listed
-    is nudged. Best effort: a failure is logged and forgotten, because the agent's next heartbeat picks the
-    command up from the pending list anyway.
+    is nudged. The commands of a tenant nudged in one turn of the event loop (the orders of one write
+    group) go in one `DeliverCommands` call. Best effort: a failure is logged and forgotten, because the
+    agent's next heartbeat picks the command up from the pending list anyway.
     """
 
     def __init__(self, addresses: Sequence[str], settings: ServerSettings) -> None:
         self._settings = settings
         self._channels = {address: clients.channel(address, settings) for address in addresses}
         self._tasks: set[asyncio.Task[None]] = set()
+        self._waiting: dict[str, list[common_pb2.Command]] = {}
 
     def nudge(self, tenant: str, command: common_pb2.Command) -> None:
-        for address, channel in self._channels.items():
-            task = asyncio.create_task(self._deliver(address, channel, tenant, command))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+        waiting = self._waiting.setdefault(tenant, [])
+        waiting.append(command)
+        if len(waiting) == 1:
+            asyncio.get_running_loop().call_soon(self._send, tenant)
+
+    def _send(self, tenant: str) -> None:
+        # A command nudged twice in one turn goes once: ingest refuses a request that names one twice.
+        commands = list({command.command_id: command for command in self._waiting.pop(tenant, [])}.values())
+        for start in range(0, len(commands), MAX_COMMANDS_PER_NUDGE):
+            for address, channel in self._channels.items():
+                task = asyncio.create_task(self._deliver(address, channel, tenant,
+                                                         commands[start:start + MAX_COMMANDS_PER_NUDGE]))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
 
     async def _deliver(self, address: str, channel: grpc.aio.Channel, tenant: str,
-                       command: common_pb2.Command) -> None:
+                       commands: list[common_pb2.Command]) -> None:
         stub = ingest_pb2_grpc.IngestServiceStub(channel)
+        metadata = clients.service_metadata(self._settings, tenant)
         try:
-            reply = await stub.DeliverCommand(
-                ingest_pb2.DeliverCommandRequest(command=command),
-                metadata=clients.service_metadata(self._settings, tenant),
-                timeout=NUDGE_TIMEOUT_SECONDS,
-            )
+            try:
+                reply = await stub.DeliverCommands(ingest_pb2.DeliverCommandsRequest(commands=commands),
+                                                   metadata=metadata, timeout=NUDGE_TIMEOUT_SECONDS)
+                deliveries = list(reply.deliveries)
+            except grpc.aio.AioRpcError as exc:
+                if exc.code() is not grpc.StatusCode.UNIMPLEMENTED:
+                    raise
+                # An ingest older than DeliverCommands (a rolling upgrade): one call per command.
+                deliveries = [await stub.DeliverCommand(ingest_pb2.DeliverCommandRequest(command=command),
+                                                        metadata=metadata, timeout=NUDGE_TIMEOUT_SECONDS)
+                              for command in commands]
         except grpc.aio.AioRpcError as exc:
-            log.warning("nudge failed; the next heartbeat will pick the command up",
-                        extra={"address": address, "command_id": command.command_id, "code": exc.code().name})
+            log.warning("nudge failed; the next heartbeat will pick the commands up",
+                        extra={"address": address, "command_ids": [c.command_id for c in commands],
+                               "code": exc.code().name})
             return
         # The delivery path of each command, on record: a command that waited for the poll shows here.
-        log.info("nudge answered", extra={"address": address, "command_id": command.command_id,
-                                          "path": ingest_pb2.DeliveryPath.Name(reply.path),
-                                          "replica": reply.replica})
+        for command, delivery in zip(commands, deliveries, strict=False):
+            log.info("nudge answered", extra={"address": address, "command_id": command.command_id,
+                                              "path": ingest_pb2.DeliveryPath.Name(delivery.path),
+                                              "replica": delivery.replica})
 
     async def close(self) -> None:
+        self._waiting.clear()
         for task in list(self._tasks):
             task.cancel()
         for channel in self._channels.values():

@@ -26,12 +26,14 @@ POLICY: dict[str, frozenset[auth.Role]] = {
     f"{_P}Enroll": auth.PUBLIC,
     f"{_P}Connect": auth.PUBLIC,
     f"{_P}DeliverCommand": frozenset({auth.Role.SERVICE}),
+    f"{_P}DeliverCommands": frozenset({auth.Role.SERVICE}),
     f"{_P}RevokeAgent": frozenset({auth.Role.SERVICE, auth.Role.ADMIN}),
 }
 # Agents reach ingest through an internet-facing load balancer: these stay on LZ_INTERNAL_PORT, for
 # the assets service (its certificate, and its own service token) only.
 # Other ingest replicas forward there the nudges and revocations of streams they do not hold (routing.py).
 INTERNAL = {f"{_P}DeliverCommand": frozenset({"assets", "ingest"}),
+            f"{_P}DeliverCommands": frozenset({"assets"}),
             f"{_P}RevokeAgent": frozenset({"assets", "ingest"})}
 
 

@@ -10,8 +10,10 @@ recorded yet), the command goes down at the asset's next connect or the tenant's
 
 from __future__ import annotations
 
+import asyncio
 import enum
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -73,6 +75,11 @@ class Router:
                                           "command_id": command.command_id, "path": delivery.path.value,
                                           "replica": delivery.replica, "from_peer": from_peer})
         return delivery
+
+    async def deliver_many(self, tenant: str, commands: Sequence[common_pb2.Command],
+                           from_peer: bool) -> list[Delivery]:
+        """`deliver` for each command, in order; the ones this replica does not hold are forwarded together."""
+        return list(await asyncio.gather(*(self.deliver(tenant, command, from_peer) for command in commands)))
 
     async def _forward(self, tenant: str, command: common_pb2.Command) -> Delivery:
         target = await self._holder(tenant, command.asset_id)

@@ -9,13 +9,15 @@ from typing import Any
 from lifecyclezero.v1 import assets_pb2, ingest_pb2, ingest_pb2_grpc
 
 from services.ingest.enrollment import Enrollment
-from services.ingest.routing import Path, Router
+from services.ingest.routing import Delivery, Path, Router
 from services.ingest.streams import Hub
 from services.kit import auth
-from services.kit.errors import Unauthenticated
+from services.kit.errors import InvalidArgument, Unauthenticated
 from services.kit.ids import validate_id
 
 PEER_SERVICE = "ingest"
+# DeliverCommandsRequest's limit: a tenant's orders of one write group, or a few groups, fit in one nudge.
+MAX_COMMANDS_PER_NUDGE = 100
 
 
 class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
@@ -48,14 +50,34 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
         validate_id("command.asset_id", request.command.asset_id)
         validate_id("command.command_id", request.command.command_id)
         delivery = await self._router.deliver(tenant, request.command, from_peer=_from_peer())
-        return ingest_pb2.DeliverCommandResponse(delivered=delivery.delivered, path=_PATHS[delivery.path],
-                                                 replica=delivery.replica)
+        return _reply(delivery)
+
+    async def DeliverCommands(self, request: ingest_pb2.DeliverCommandsRequest,
+                              context: Any) -> ingest_pb2.DeliverCommandsResponse:
+        tenant = auth.current_tenant()
+        commands = request.commands
+        if not 1 <= len(commands) <= MAX_COMMANDS_PER_NUDGE:
+            raise InvalidArgument.field("commands", f"must hold 1 to {MAX_COMMANDS_PER_NUDGE} commands")
+        seen: set[str] = set()
+        for index, command in enumerate(commands):
+            validate_id(f"commands[{index}].asset_id", command.asset_id)
+            command_id = validate_id(f"commands[{index}].command_id", command.command_id)
+            if command_id in seen:
+                raise InvalidArgument.field(f"commands[{index}].command_id", "appears twice in the request")
+            seen.add(command_id)
+        deliveries = await self._router.deliver_many(tenant, commands, from_peer=_from_peer())
+        return ingest_pb2.DeliverCommandsResponse(deliveries=[_reply(delivery) for delivery in deliveries])
 
     async def RevokeAgent(self, request: ingest_pb2.RevokeAgentRequest,
                           context: Any) -> ingest_pb2.RevokeAgentResponse:
         tenant = auth.current_tenant()
         await self._router.revoke(tenant, validate_id("asset_id", request.asset_id), from_peer=_from_peer())
         return ingest_pb2.RevokeAgentResponse()
+
+
+def _reply(delivery: Delivery) -> ingest_pb2.DeliverCommandResponse:
+    return ingest_pb2.DeliverCommandResponse(delivered=delivery.delivered, path=_PATHS[delivery.path],
+                                             replica=delivery.replica)
 
 
 _PATHS = {Path.LOCAL: ingest_pb2.DELIVERY_PATH_LOCAL, Path.FORWARDED: ingest_pb2.DELIVERY_PATH_FORWARDED,

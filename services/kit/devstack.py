@@ -122,7 +122,7 @@ class Stack:
         assert self.resources is not None
         for offset, (name, _, _) in enumerate(PROCESSES):
             self.addresses[name] = f"127.0.0.1:{_pick(50051 + offset, self.fixed_ports)}"
-        # Ingest serves DeliverCommand and RevokeAgent on an internal port, as in production.
+        # Ingest serves DeliverCommand(s) and RevokeAgent on an internal port, as in production.
         self.addresses["ingest-internal"] = f"127.0.0.1:{_pick(50051 + len(PROCESSES), self.fixed_ports)}"
         for index, name in enumerate(self.ingest_names[1:]):
             port = 50051 + len(PROCESSES) + 1 + 2 * index

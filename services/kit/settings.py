@@ -191,7 +191,7 @@ class ServerSettings:
     )
     internal_port: int = env(
         "LZ_INTERNAL_PORT", tcp_port, default=0,
-        doc="Port of the service-to-service RPCs (ingest's DeliverCommand, RevokeAgent), kept off the public "
+        doc="Port of the service-to-service RPCs (ingest's DeliverCommand(s), RevokeAgent), kept off the public "
             "port and, with TLS, requiring a client certificate of LZ_TLS_CA_FILE naming an allowed service; "
             "0 serves them on LZ_PORT.",
     )

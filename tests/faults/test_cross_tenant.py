@@ -123,6 +123,8 @@ def _calls(b: Victim) -> list[tuple[str, str, Message, str]]:
                                                       hostname="h", asset_id=a_id), "none"),
         ("ingest", "DeliverCommand", ingest_pb2.DeliverCommandRequest(
             command=common_pb2.Command(command_id=b.command_id, asset_id=a_id)), "service"),
+        ("ingest", "DeliverCommands", ingest_pb2.DeliverCommandsRequest(
+            commands=[common_pb2.Command(command_id=b.command_id, asset_id=a_id)]), "service"),
         ("ingest", "RevokeAgent", ingest_pb2.RevokeAgentRequest(asset_id=a_id), "admin"),
     ]
 
@@ -151,7 +153,7 @@ def attacker(stack: Stack) -> Tenant:
     return tenant
 
 
-@pytest.mark.parametrize("index", range(43))
+@pytest.mark.parametrize("index", range(44))
 def test_a_call_with_another_tenants_identifiers_reveals_and_changes_nothing_of_it(stack, victim, attacker, index):
     """Tenant A's call on tenant B's identifiers returns nothing of B and leaves B's items and objects as they were."""
     calls = _calls(victim)
@@ -185,7 +187,7 @@ def test_the_count_of_cross_tenant_calls_covers_every_rpc(victim):
     from tests.faults.test_hostile_input import METHODS
 
     named = {m for _, m, _, _ in _calls(victim)}
-    assert len(_calls(victim)) == 43
+    assert len(_calls(victim)) == 44
     assert {m.name for _, m in METHODS} - named == {"CreateTenant"}  # bootstrap only: it has no tenant
 
 

@@ -106,6 +106,30 @@ def test_deliver_command_is_refused_off_the_internal_port_or_to_another_service(
     assert caught.value.code() == grpc.StatusCode.PERMISSION_DENIED
 
 
+@pytest.mark.parametrize(("address", "token_of", "code"), [
+    ("ingest", "assets", grpc.StatusCode.PERMISSION_DENIED),
+    ("ingest-internal", "ingest", grpc.StatusCode.PERMISSION_DENIED),
+    ("ingest-internal", "risk-worker", grpc.StatusCode.PERMISSION_DENIED),
+    ("ingest-internal", "assets", grpc.StatusCode.INVALID_ARGUMENT),
+])
+def test_a_nudge_of_several_commands_is_for_the_assets_service_on_the_internal_port(
+        stack: Stack, ingest_tenant: IngestTenant, address: str, token_of: str, code: grpc.StatusCode) -> None:
+    """DeliverCommands passes its checks only with assets' token on the internal port (the empty request is then
+    refused); replicas forward single commands with DeliverCommand."""
+    with grpc.insecure_channel(stack.addresses[address]) as channel, pytest.raises(grpc.RpcError) as caught:
+        ingest_pb2_grpc.IngestServiceStub(channel).DeliverCommands(ingest_pb2.DeliverCommandsRequest(), metadata=[
+            ("authorization", f"Bearer {stack.service_tokens[token_of]}"), ("x-lz-tenant", ingest_tenant.tenant)])
+    assert caught.value.code() == code
+
+
+def test_a_nudge_of_several_commands_is_closed_to_operators(stack: Stack, ingest_tenant: IngestTenant) -> None:
+    """DeliverCommands with an operator's token fails with PERMISSION_DENIED (service token only)."""
+    with grpc.insecure_channel(stack.addresses["ingest-internal"]) as channel, pytest.raises(grpc.RpcError) as caught:
+        ingest_pb2_grpc.IngestServiceStub(channel).DeliverCommands(ingest_pb2.DeliverCommandsRequest(),
+                                                                   metadata=ingest_tenant.admin())
+    assert caught.value.code() == grpc.StatusCode.PERMISSION_DENIED
+
+
 def test_another_ingest_replica_may_forward_a_nudge_on_the_internal_port(stack: Stack,
                                                                          ingest_tenant: IngestTenant) -> None:
     """Ingest's own service token passes DeliverCommand's checks on the internal port (the empty command is refused)."""

@@ -16,7 +16,7 @@ from services.kit import auth, aws
 from services.kit.clients import service_metadata
 from services.kit.devstack import Stack
 from services.kit.settings import AwsSettings, ServerSettings
-from tests.ingest.agents import IngestTenant, TestAgent, heartbeat
+from tests.ingest.agents import IngestTenant, TestAgent, enroll, heartbeat
 
 pytestmark = pytest.mark.slow
 
@@ -128,6 +128,61 @@ async def test_nudge_delivers_a_command_at_once(stack: Stack, agent: TestAgent) 
             ingest_pb2.DeliverCommandRequest(command=command), metadata=service_metadata(settings, agent.tenant))
     assert reply.delivered
     assert (await agent.next_of("command", within=2)).command.command_id == "c-nudge"
+
+
+async def test_one_nudge_delivers_several_commands_each_to_its_stream(
+    stack: Stack, ingest_tenant: IngestTenant, agent: TestAgent
+) -> None:
+    """DeliverCommands sends each command down its asset's live stream and answers each delivery in order; a
+    command of an asset with no live stream here is answered NOT_HELD."""
+    other_reply = enroll(stack.addresses["ingest"], ingest_tenant)
+    other = TestAgent(stack.addresses["ingest"], ingest_tenant.tenant, other_reply.asset_id,
+                      other_reply.agent_credential)
+    absent = enroll(stack.addresses["ingest"], ingest_tenant)
+    try:
+        await agent.connect()
+        await other.connect()
+        commands = [common_pb2.Command(command_id=f"c-many-{n}", asset_id=asset_id,
+                                       kind=common_pb2.COMMAND_KIND_ISOLATE)
+                    for n, asset_id in enumerate((agent.asset_id, absent.asset_id, other.asset_id))]
+        reply = await _deliver_commands(stack, agent.tenant, commands)
+        assert [d.path for d in reply.deliveries] == [ingest_pb2.DELIVERY_PATH_LOCAL, ingest_pb2.DELIVERY_PATH_NOT_HELD,
+                                                      ingest_pb2.DELIVERY_PATH_LOCAL]
+        assert [d.delivered for d in reply.deliveries] == [True, False, True]
+        assert (await agent.next_of("command", within=2)).command.command_id == "c-many-0"
+        assert (await other.next_of("command", within=2)).command.command_id == "c-many-2"
+    finally:
+        await other.close()
+
+
+@pytest.mark.parametrize(("commands", "field"), [
+    ([], "commands"),
+    ([("c-1", "a-ok")] * 101, "commands"),
+    ([("c-1", "a-ok"), ("c-2", "not an id")], "commands[1].asset_id"),
+    ([("c-1", "a-ok"), ("c-1", "a-other")], "commands[1].command_id"),
+])
+async def test_a_bad_nudge_of_several_commands_delivers_none(
+    stack: Stack, agent: TestAgent, commands: list[tuple[str, str]], field: str
+) -> None:
+    """An empty or oversized DeliverCommands, a bad id or a command id named twice is INVALID_ARGUMENT naming
+    the field, and no command of the request goes down any stream."""
+    await agent.connect()
+    request = [common_pb2.Command(command_id=command_id, asset_id=agent.asset_id if asset_id == "a-ok" else asset_id,
+                                  kind=common_pb2.COMMAND_KIND_ISOLATE) for command_id, asset_id in commands]
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await _deliver_commands(stack, agent.tenant, request)
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert field in str(refused.value.details())
+    with pytest.raises(TimeoutError):
+        await agent.next_of("command", within=0.5)
+
+
+async def _deliver_commands(stack: Stack, tenant: str,
+                            commands: list[common_pb2.Command]) -> ingest_pb2.DeliverCommandsResponse:
+    settings = ServerSettings(service_token=stack.service_tokens["assets"])
+    async with grpc.aio.insecure_channel(stack.addresses["ingest-internal"]) as channel:
+        return await ingest_pb2_grpc.IngestServiceStub(channel).DeliverCommands(
+            ingest_pb2.DeliverCommandsRequest(commands=commands), metadata=service_metadata(settings, tenant))
 
 
 async def test_isolation_order_reaches_the_stream_and_its_result_is_acked(

@@ -173,7 +173,7 @@ def _health(address: str, service: str) -> int:
 @pytest.mark.slow
 def test_the_local_stack_serves_from_the_installed_package(stack_from_installed: Path) -> None:
     """`python -m services.kit.devstack up` from the installed package brings every service to SERVING (and
-    lists ingest's internal port, which serves only DeliverCommand and RevokeAgent, and the console, whose
+    lists ingest's internal port, which serves only DeliverCommand(s) and RevokeAgent, and the console, whose
     sign-in page needs the templates the package carries)."""
     endpoints = json.loads(stack_from_installed.read_text())["endpoints"]
     with urllib.request.urlopen(endpoints["console"] + "/signin", timeout=10) as page:

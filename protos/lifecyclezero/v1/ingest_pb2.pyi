@@ -3,9 +3,11 @@
 isort:skip_file
 """
 
+from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from lifecyclezero.v1 import common_pb2 as _common_pb2
 import builtins as _builtins
@@ -421,6 +423,50 @@ class DeliverCommandResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___DeliverCommandResponse: _TypeAlias = DeliverCommandResponse  # noqa: Y015
+
+@_typing.final
+class DeliverCommandsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    COMMANDS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def commands(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.Command]:
+        """1 to 100 commands, of distinct command ids."""
+
+    def __init__(
+        self,
+        *,
+        commands: _abc.Iterable[_common_pb2.Command] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["commands", b"commands"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeliverCommandsRequest: _TypeAlias = DeliverCommandsRequest  # noqa: Y015
+
+@_typing.final
+class DeliverCommandsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DELIVERIES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def deliveries(self) -> _containers.RepeatedCompositeFieldContainer[Global___DeliverCommandResponse]:
+        """One per command, in the request's order."""
+
+    def __init__(
+        self,
+        *,
+        deliveries: _abc.Iterable[Global___DeliverCommandResponse] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["deliveries", b"deliveries"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeliverCommandsResponse: _TypeAlias = DeliverCommandsResponse  # noqa: Y015
 
 @_typing.final
 class RevokeAgentRequest(_message.Message):

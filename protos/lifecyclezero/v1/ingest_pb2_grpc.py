@@ -50,6 +50,11 @@ class IngestServiceStub:
                 request_serializer=lifecyclezero_dot_v1_dot_ingest__pb2.DeliverCommandRequest.SerializeToString,
                 response_deserializer=lifecyclezero_dot_v1_dot_ingest__pb2.DeliverCommandResponse.FromString,
                 _registered_method=True)
+        self.DeliverCommands = channel.unary_unary(
+                '/lifecyclezero.v1.IngestService/DeliverCommands',
+                request_serializer=lifecyclezero_dot_v1_dot_ingest__pb2.DeliverCommandsRequest.SerializeToString,
+                response_deserializer=lifecyclezero_dot_v1_dot_ingest__pb2.DeliverCommandsResponse.FromString,
+                _registered_method=True)
         self.RevokeAgent = channel.unary_unary(
                 '/lifecyclezero.v1.IngestService/RevokeAgent',
                 request_serializer=lifecyclezero_dot_v1_dot_ingest__pb2.RevokeAgentRequest.SerializeToString,
@@ -82,6 +87,14 @@ class IngestServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def DeliverCommands(self, request, context):
+        """Internal: several new commands of the tenant in one nudge (the orders of one burst), each delivered as
+        DeliverCommand delivers it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def RevokeAgent(self, request, context):
         """Internal: revokes an agent credential so the agent must enroll again.
         """
@@ -106,6 +119,11 @@ def add_IngestServiceServicer_to_server(servicer, server):
                     servicer.DeliverCommand,
                     request_deserializer=lifecyclezero_dot_v1_dot_ingest__pb2.DeliverCommandRequest.FromString,
                     response_serializer=lifecyclezero_dot_v1_dot_ingest__pb2.DeliverCommandResponse.SerializeToString,
+            ),
+            'DeliverCommands': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeliverCommands,
+                    request_deserializer=lifecyclezero_dot_v1_dot_ingest__pb2.DeliverCommandsRequest.FromString,
+                    response_serializer=lifecyclezero_dot_v1_dot_ingest__pb2.DeliverCommandsResponse.SerializeToString,
             ),
             'RevokeAgent': grpc.unary_unary_rpc_method_handler(
                     servicer.RevokeAgent,
@@ -195,6 +213,33 @@ class IngestService:
             '/lifecyclezero.v1.IngestService/DeliverCommand',
             lifecyclezero_dot_v1_dot_ingest__pb2.DeliverCommandRequest.SerializeToString,
             lifecyclezero_dot_v1_dot_ingest__pb2.DeliverCommandResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeliverCommands(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lifecyclezero.v1.IngestService/DeliverCommands',
+            lifecyclezero_dot_v1_dot_ingest__pb2.DeliverCommandsRequest.SerializeToString,
+            lifecyclezero_dot_v1_dot_ingest__pb2.DeliverCommandsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -39,6 +39,10 @@ class IngestServiceStub:
     """The one stream per host: hello, then heartbeats and command results up; welcome, acks and commands down."""
     DeliverCommand: _grpc.UnaryUnaryMultiCallable[_ingest_pb2.DeliverCommandRequest, _ingest_pb2.DeliverCommandResponse]
     """Internal: the assets service nudges the ingest process so a new command goes down at once."""
+    DeliverCommands: _grpc.UnaryUnaryMultiCallable[_ingest_pb2.DeliverCommandsRequest, _ingest_pb2.DeliverCommandsResponse]
+    """Internal: several new commands of the tenant in one nudge (the orders of one burst), each delivered as
+    DeliverCommand delivers it.
+    """
     RevokeAgent: _grpc.UnaryUnaryMultiCallable[_ingest_pb2.RevokeAgentRequest, _ingest_pb2.RevokeAgentResponse]
     """Internal: revokes an agent credential so the agent must enroll again."""
 
@@ -53,6 +57,10 @@ class IngestServiceAsyncStub(IngestServiceStub):
     """The one stream per host: hello, then heartbeats and command results up; welcome, acks and commands down."""
     DeliverCommand: _aio.UnaryUnaryMultiCallable[_ingest_pb2.DeliverCommandRequest, _ingest_pb2.DeliverCommandResponse]  # type: ignore[assignment]
     """Internal: the assets service nudges the ingest process so a new command goes down at once."""
+    DeliverCommands: _aio.UnaryUnaryMultiCallable[_ingest_pb2.DeliverCommandsRequest, _ingest_pb2.DeliverCommandsResponse]  # type: ignore[assignment]
+    """Internal: several new commands of the tenant in one nudge (the orders of one burst), each delivered as
+    DeliverCommand delivers it.
+    """
     RevokeAgent: _aio.UnaryUnaryMultiCallable[_ingest_pb2.RevokeAgentRequest, _ingest_pb2.RevokeAgentResponse]  # type: ignore[assignment]
     """Internal: revokes an agent credential so the agent must enroll again."""
 
@@ -82,6 +90,16 @@ class IngestServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_ingest_pb2.DeliverCommandResponse, _abc.Awaitable[_ingest_pb2.DeliverCommandResponse]]:
         """Internal: the assets service nudges the ingest process so a new command goes down at once."""
+
+    @_abc_1.abstractmethod
+    def DeliverCommands(
+        self,
+        request: _ingest_pb2.DeliverCommandsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_ingest_pb2.DeliverCommandsResponse, _abc.Awaitable[_ingest_pb2.DeliverCommandsResponse]]:
+        """Internal: several new commands of the tenant in one nudge (the orders of one burst), each delivered as
+        DeliverCommand delivers it.
+        """
 
     @_abc_1.abstractmethod
     def RevokeAgent(
