@@ -49,9 +49,17 @@ def select_writes(writes: Sequence[GroupedWrite[Any]], in_flight: Sequence[Group
         if write.asset_id not in held:
             eligible.append(index)
         held.add(write.asset_id)
-    overdue = [i for i in eligible if writes[i].confirms and now - writes[i].queued_at >= RESULT_WAIT_BOUND_SECONDS]
-    orders = [i for i in eligible if not writes[i].confirms]
-    waiting = [i for i in eligible if writes[i].confirms and i not in overdue]
+    overdue: list[int] = []
+    orders: list[int] = []
+    waiting: list[int] = []
+    for index in eligible:
+        write = writes[index]
+        if not write.confirms:
+            orders.append(index)
+        elif now - write.queued_at >= RESULT_WAIT_BOUND_SECONDS:
+            overdue.append(index)
+        else:
+            waiting.append(index)
     return sorted((overdue + (orders or waiting))[:limit])
 
 
