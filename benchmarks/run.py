@@ -44,8 +44,8 @@ BENCHES = (
     Bench("fleet", "benchmarks/bench_fleet.py", budget_seconds=780),
     Bench("isolation", "benchmarks/bench_isolation.py", budget_seconds=420),
     # The same orders with three ingest replicas (most nudges forwarded), beside the one-replica figure.
-    Bench("isolation-replicas", "benchmarks/bench_isolation.py", args=("--ingest-replicas", "3", "--bursts", "1,10,50,50,50,50,50"),
-          budget_seconds=420),
+    Bench("isolation-replicas", "benchmarks/bench_isolation.py",
+          args=("--ingest-replicas", "3", "--bursts", "1,10,50,50,50,50,50"), budget_seconds=420),
     Bench("capacity", "benchmarks/bench_capacity.py", budget_seconds=300),
     Bench("agents", "benchmarks/bench_agents.py", budget_seconds=400),
     Bench("console", "benchmarks/bench_console.py", budget_seconds=420),

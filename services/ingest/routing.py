@@ -78,7 +78,7 @@ class Router:
 
     async def deliver_many(self, tenant: str, commands: Sequence[common_pb2.Command],
                            from_peer: bool) -> list[Delivery]:
-        """`deliver` for each command, in order; the ones this replica does not hold are forwarded together."""
+        """`deliver` for each command, answered in order; the forwards (one DeliverCommand each) run concurrently."""
         return list(await asyncio.gather(*(self.deliver(tenant, command, from_peer) for command in commands)))
 
     async def _forward(self, tenant: str, command: common_pb2.Command) -> Delivery:

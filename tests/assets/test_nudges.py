@@ -8,6 +8,7 @@ NOT_HELD: what is under test is how `Nudger` packs its calls, which the real ing
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -40,6 +41,7 @@ def _tenant(context: Any) -> str:
     return dict(context.invocation_metadata())["x-lz-tenant"]
 
 
+@contextlib.asynccontextmanager
 async def _ingest(knows_many: bool) -> AsyncIterator[tuple[RecordingIngest, Nudger]]:
     ingest = RecordingIngest(knows_many)
     server = grpc.aio.server()
@@ -56,13 +58,13 @@ async def _ingest(knows_many: bool) -> AsyncIterator[tuple[RecordingIngest, Nudg
 
 @pytest.fixture
 async def ingest() -> AsyncIterator[tuple[RecordingIngest, Nudger]]:
-    async for pair in _ingest(knows_many=True):
+    async with _ingest(knows_many=True) as pair:
         yield pair
 
 
 @pytest.fixture
 async def old_ingest() -> AsyncIterator[tuple[RecordingIngest, Nudger]]:
-    async for pair in _ingest(knows_many=False):
+    async with _ingest(knows_many=False) as pair:
         yield pair
 
 
